@@ -1,0 +1,146 @@
+package contract
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Job statuses.
+const (
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusCanceled  = "canceled"
+)
+
+// Job event types.
+const (
+	EventJobRunning   = "job.running"
+	EventJobSucceeded = "job.succeeded"
+	EventJobFailed    = "job.failed"
+	EventJobCanceled  = "job.canceled"
+	// EventPing is the type of test deliveries.
+	EventPing = "ping"
+)
+
+// Terminal reports whether a job in this status will not change again.
+func Terminal(status string) bool {
+	return status == StatusSucceeded || status == StatusFailed || status == StatusCanceled
+}
+
+// JobRequest is the body of a job message on hookstream.jobs.<tenant>.<type>.
+// Internal services may publish one directly; set Nats-Msg-Id to a unique id
+// ("job_" + something unique) so that a retried publish is not run twice. When
+// Nats-Msg-Id is missing the stream sequence is used to derive the job id.
+type JobRequest struct {
+	// ID is the job id. Optional for internal publishers (see above).
+	ID string `json:"id,omitempty"`
+	// Payload is the job's input, any JSON value.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// CallbackURL optionally receives the job's terminal event.
+	CallbackURL string `json:"callback_url,omitempty"`
+	// Metadata is free-form string data echoed on the job resource.
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// Job is the job resource: what GET /v1/jobs/{id} returns and what job
+// events carry as their data.
+type Job struct {
+	ID          string            `json:"id"`
+	Type        string            `json:"type"`
+	Status      string            `json:"status"`
+	Attempts    int               `json:"attempts"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	Result      json.RawMessage   `json:"result,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+	CompletedAt *time.Time        `json:"completed_at,omitempty"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+}
+
+// JobRecord is a job's state as kept in [BucketJobs]: the resource plus what
+// only hookstream needs.
+type JobRecord struct {
+	Job
+	Tenant string `json:"tenant"`
+	// Payload is the job's input, kept for the processor.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// CallbackURL receives the job's terminal event.
+	CallbackURL string `json:"callback_url,omitempty"`
+	// RequestHash is the SHA-256 of the submitted request, used to tell a
+	// repeated Idempotency-Key with another body.
+	RequestHash string `json:"request_hash,omitempty"`
+}
+
+// Delivery is one webhook to send: a message on
+// hookstream.deliveries.<tenant>.<target>. Its ID is the webhook-id and stays
+// the same on every attempt.
+type Delivery struct {
+	ID        string `json:"id"`
+	Tenant    string `json:"tenant"`
+	EventID   string `json:"event_id"`
+	EventType string `json:"event_type"`
+	// JobID is set for job events.
+	JobID string `json:"job_id,omitempty"`
+	URL   string `json:"url"`
+	// Body is the exact webhook body sent on every attempt.
+	Body json.RawMessage `json:"body"`
+	// Attempt is the number of attempts already made (0 on the first send).
+	Attempt int `json:"attempt"`
+	// FirstAttemptAt is when the delivery was first tried, zero before.
+	FirstAttemptAt time.Time `json:"first_attempt_at,omitzero"`
+}
+
+// LogKey is the key of a delivery's record in [BucketDeliveries].
+func (d Delivery) LogKey() string {
+	owner := d.JobID
+	if owner == "" {
+		owner = d.EventID
+	}
+	return d.Tenant + "." + owner + "." + d.ID
+}
+
+// Delivery statuses.
+const (
+	DeliveryPending   = "pending"
+	DeliverySucceeded = "succeeded"
+	// DeliveryFailed is a delivery that exhausted its retry schedule: it is
+	// dead-lettered and can be retried.
+	DeliveryFailed = "failed"
+)
+
+// DeliveryRecord is a delivery's attempt log in [BucketDeliveries].
+type DeliveryRecord struct {
+	ID        string    `json:"id"`
+	EventID   string    `json:"event_id"`
+	EventType string    `json:"event_type"`
+	JobID     string    `json:"job_id,omitempty"`
+	URL       string    `json:"url"`
+	Status    string    `json:"status"`
+	Attempts  []Attempt `json:"attempts"`
+	// NextAttemptAt is when the next retry is due while pending.
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	// Body is kept so that a dead-lettered delivery can be sent again.
+	Body      json.RawMessage `json:"body,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+	UpdatedAt time.Time       `json:"updated_at"`
+}
+
+// Attempt is one try at sending a delivery.
+type Attempt struct {
+	At         time.Time `json:"at"`
+	StatusCode int       `json:"status_code,omitempty"`
+	LatencyMS  int64     `json:"latency_ms"`
+	Error      string    `json:"error,omitempty"`
+	// Response is the first bytes of the response body.
+	Response string `json:"response,omitempty"`
+}
+
+// WebhookBody is the JSON body of every webhook hookstream sends.
+type WebhookBody struct {
+	Type      string          `json:"type"`
+	Timestamp time.Time       `json:"timestamp"`
+	Data      json.RawMessage `json:"data"`
+}

@@ -1,0 +1,124 @@
+package contract
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Streams and key-value buckets. Everything hookstream keeps in NATS is named
+// with the HOOKSTREAM_ prefix so that it can share a cluster.
+const (
+	// StreamJobs holds submitted jobs until a processor settles them
+	// (work-queue retention). Subjects: SubjectJobs.
+	StreamJobs = "HOOKSTREAM_JOBS"
+	// StreamEvents holds published events until the notifier has fanned them
+	// out into deliveries (work-queue retention). Subjects: SubjectEvents.
+	StreamEvents = "HOOKSTREAM_EVENTS"
+	// StreamDeliveries holds webhook deliveries and their scheduled retries
+	// (work-queue retention). Subjects: SubjectDeliveries, SubjectRetries.
+	StreamDeliveries = "HOOKSTREAM_DELIVERIES"
+
+	// BucketJobs maps a job id to its [Job] record: the job's state.
+	BucketJobs = "HOOKSTREAM_JOB_STATE"
+	// BucketDeliveries maps "<tenant>.<job or event key>.<delivery id>" to a
+	// [DeliveryRecord]: the attempt log of one delivery.
+	BucketDeliveries = "HOOKSTREAM_DELIVERY_LOG"
+	// BucketTenants holds per-tenant settings such as signing secrets, keyed
+	// "<tenant>.signing".
+	BucketTenants = "HOOKSTREAM_TENANTS"
+)
+
+// Subject roots and wildcards.
+const (
+	// SubjectJobs is the root of job submissions:
+	// hookstream.jobs.<tenant>.<job type>.
+	SubjectJobs = "hookstream.jobs"
+	// SubjectEvents is the root of events for fan-out:
+	// hookstream.events.<tenant>.<event type>, where the event type may
+	// itself contain dots (invoice.paid).
+	SubjectEvents = "hookstream.events"
+	// SubjectDeliveries is the root of webhook deliveries:
+	// hookstream.deliveries.<tenant>.<target>.
+	SubjectDeliveries = "hookstream.deliveries"
+	// SubjectRetries is the root of scheduled delivery retries:
+	// hookstream.retries.<delivery id>. A message here is a NATS message
+	// schedule that republishes the delivery on SubjectDeliveries when due.
+	SubjectRetries = "hookstream.retries"
+)
+
+// JobSubject is the subject a job of the given type is submitted on.
+func JobSubject(tenant, jobType string) string {
+	return SubjectJobs + "." + tenant + "." + jobType
+}
+
+// EventSubject is the subject an event of the given type is published on.
+func EventSubject(tenant, eventType string) string {
+	return SubjectEvents + "." + tenant + "." + eventType
+}
+
+// DeliverySubject is the subject of a delivery to one target of a tenant.
+func DeliverySubject(tenant, target string) string {
+	return SubjectDeliveries + "." + tenant + "." + target
+}
+
+// RetrySubject is the schedule subject of a delivery's pending retry.
+func RetrySubject(deliveryID string) string {
+	return SubjectRetries + "." + deliveryID
+}
+
+// ParseJobSubject splits hookstream.jobs.<tenant>.<type> into its tenant and
+// job type.
+func ParseJobSubject(subject string) (tenant, jobType string, err error) {
+	return splitTenantSubject(SubjectJobs, subject)
+}
+
+// ParseEventSubject splits hookstream.events.<tenant>.<type> into its tenant
+// and event type (which may contain dots).
+func ParseEventSubject(subject string) (tenant, eventType string, err error) {
+	return splitTenantSubject(SubjectEvents, subject)
+}
+
+func splitTenantSubject(root, subject string) (string, string, error) {
+	rest, ok := strings.CutPrefix(subject, root+".")
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not under %s", subject, root)
+	}
+	tenant, typ, ok := strings.Cut(rest, ".")
+	if !ok || !ValidTenant(tenant) || !ValidType(typ) {
+		return "", "", fmt.Errorf("subject %q is not %s.<tenant>.<type>", subject, root)
+	}
+	return tenant, typ, nil
+}
+
+// ValidTenant reports whether s can be a tenant id: 1 to 64 characters of
+// a-z, A-Z, 0-9, '-' and '_'.
+func ValidTenant(s string) bool {
+	return len(s) > 0 && len(s) <= 64 && allChars(s, false)
+}
+
+// ValidType reports whether s can be a job or event type: 1 to 128
+// characters of a-z, A-Z, 0-9, '-', '_' and '.', with no empty dot-separated
+// part.
+func ValidType(s string) bool {
+	if len(s) == 0 || len(s) > 128 || !allChars(s, true) {
+		return false
+	}
+	for part := range strings.SplitSeq(s, ".") {
+		if part == "" {
+			return false
+		}
+	}
+	return true
+}
+
+func allChars(s string, dots bool) bool {
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+		case r == '.' && dots:
+		default:
+			return false
+		}
+	}
+	return true
+}
