@@ -1,0 +1,24 @@
+package intake
+
+import (
+	"crypto/sha256"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+)
+
+const tenantKey = "tenant"
+
+// authenticate resolves the bearer API key to its tenant, or answers 401.
+func (s *Service) authenticate(c *gin.Context) {
+	token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	tenant, known := s.keys[sha256.Sum256([]byte(strings.TrimSpace(token)))]
+	if !ok || !known {
+		s.respondError(c, unauthorized())
+		return
+	}
+	c.Set(tenantKey, tenant)
+	c.Next()
+}
+
+func tenantOf(c *gin.Context) string { return c.GetString(tenantKey) }

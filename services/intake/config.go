@@ -1,0 +1,140 @@
+package intake
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+// Config configures the intake service.
+type Config struct {
+	// Addr is the HTTP listen address. Default ":8080". Ignored when
+	// Listener is set.
+	Addr string
+	// Listener, when set, is served instead of listening on Addr (tests pass
+	// one bound to a random port).
+	Listener net.Listener
+	// APIKeys maps API keys to tenants. At least one is required.
+	APIKeys []APIKey
+	// JobTypes are the job types accepted; others get 422. Required.
+	JobTypes []string
+	// Guard validates callback URLs. Required.
+	Guard *ssrf.Guard
+	// MaxBodyBytes limits request bodies. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxJSONDepth limits nesting of request JSON. Default 32.
+	MaxJSONDepth int
+	// PublishTimeout bounds the wait for JetStream's acknowledgement; past it
+	// the request answers 503. Default 5 s.
+	PublishTimeout time.Duration
+	// MaxWait is the longest ?wait= long-poll. Default 60 s.
+	MaxWait time.Duration
+	// RetryAfter is the Retry-After of 202 and 503 answers. Default 1 s.
+	RetryAfter time.Duration
+	// JobRetention is how long a job is kept; it sets expires_at. Default 7
+	// days (bus.DefaultJobRetention).
+	JobRetention time.Duration
+	// SecretGrace is how long a rotated-out signing secret keeps signing.
+	// Default 24 h, at most 7 days.
+	SecretGrace time.Duration
+}
+
+// APIKey gives a tenant access.
+type APIKey struct {
+	Tenant string
+	Key    string
+}
+
+// Defaults.
+const (
+	DefaultAddr           = ":8080"
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxJSONDepth   = 32
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultMaxWait        = 60 * time.Second
+	DefaultRetryAfter     = time.Second
+	DefaultSecretGrace    = 24 * time.Hour
+	MaxSecretGrace        = 7 * 24 * time.Hour
+	minAPIKeyLength       = 16
+)
+
+// WithDefaults fills in every zero field with its default.
+func (c Config) WithDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxJSONDepth == 0 {
+		c.MaxJSONDepth = DefaultMaxJSONDepth
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.JobRetention == 0 {
+		c.JobRetention = 7 * 24 * time.Hour
+	}
+	if c.SecretGrace == 0 {
+		c.SecretGrace = DefaultSecretGrace
+	}
+	return c
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if len(c.APIKeys) == 0 {
+		return errors.New("APIKeys: at least one tenant key is required")
+	}
+	for _, k := range c.APIKeys {
+		if !contract.ValidTenant(k.Tenant) {
+			return fmt.Errorf("APIKeys: tenant %q: use 1-64 of a-z A-Z 0-9 - _", k.Tenant)
+		}
+		if len(k.Key) < minAPIKeyLength {
+			return fmt.Errorf("APIKeys: key of tenant %q is shorter than %d characters", k.Tenant, minAPIKeyLength)
+		}
+	}
+	if len(c.JobTypes) == 0 {
+		return errors.New("JobTypes: at least one job type is required")
+	}
+	for _, t := range c.JobTypes {
+		if !contract.ValidType(t) {
+			return fmt.Errorf("JobTypes: %q is not a valid type", t)
+		}
+	}
+	if c.Guard == nil {
+		return errors.New("Guard: required")
+	}
+	switch {
+	case c.MaxBodyBytes < 1024:
+		return errors.New("MaxBodyBytes: must be at least 1024")
+	case c.MaxJSONDepth < 2:
+		return errors.New("MaxJSONDepth: must be at least 2")
+	case c.PublishTimeout < 0, c.MaxWait < 0, c.RetryAfter < 0, c.JobRetention < 0:
+		return errors.New("PublishTimeout, MaxWait, RetryAfter, JobRetention: must not be negative")
+	case c.SecretGrace < 0 || c.SecretGrace > MaxSecretGrace:
+		return errors.New("SecretGrace: must be between 0 and 7 days")
+	}
+	return nil
+}
+
+// keyIndex maps the SHA-256 of each key to its tenant, so that keys are not
+// compared byte by byte and lookups take the same time for every key.
+func (c Config) keyIndex() map[[sha256.Size]byte]string {
+	idx := make(map[[sha256.Size]byte]string, len(c.APIKeys))
+	for _, k := range c.APIKeys {
+		idx[sha256.Sum256([]byte(k.Key))] = k.Tenant
+	}
+	return idx
+}

@@ -1,0 +1,97 @@
+package intake
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// readJSON reads the request body into v: application/json only, at most
+// maxBytes, at most maxDepth levels of nesting, exactly one JSON value and
+// no unknown fields.
+func readJSON(c *gin.Context, maxBytes int64, maxDepth int, v any) error {
+	mt, _, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
+		return unsupportedType()
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return tooLarge(maxBytes)
+	}
+	if err != nil {
+		return badRequest("could not read the request body")
+	}
+	return decodeJSON(body, maxDepth, v)
+}
+
+// decodeJSON is readJSON after the body has been read.
+func decodeJSON(body []byte, maxDepth int, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("request body is empty")
+	}
+	if err := checkDepth(body, maxDepth); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("trailing data after the JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return badRequest(fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("malformed JSON: unexpected end of input")
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return invalid(fmt.Sprintf("the body must be a JSON object, not %s", typeErr.Value))
+		}
+		return invalid(fmt.Sprintf("field %q must not be %s", typeErr.Field, typeErr.Value))
+	case bytes.HasPrefix([]byte(err.Error()), []byte("json: unknown field")):
+		return invalid(err.Error()[len("json: "):])
+	default:
+		return badRequest("malformed JSON: " + err.Error())
+	}
+}
+
+// checkDepth refuses JSON nested deeper than max, before it is decoded. It
+// only counts brackets outside strings; malformed input is left to the
+// decoder.
+func checkDepth(data []byte, max int) error {
+	depth, inString, escaped := 0, false, false
+	for _, b := range data {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case b == '"':
+			inString = !inString
+		case inString:
+		case b == '{' || b == '[':
+			depth++
+			if depth > max {
+				return invalid(fmt.Sprintf("JSON is nested deeper than %d levels", max))
+			}
+		case b == '}' || b == ']':
+			depth--
+		}
+	}
+	return nil
+}

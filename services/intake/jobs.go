@@ -1,0 +1,282 @@
+package intake
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
+	"github.com/hookstream/hookstream/shared/jobstore"
+)
+
+// createJobRequest is the body of POST /v1/jobs.
+type createJobRequest struct {
+	Type        string            `json:"type"`
+	Payload     json.RawMessage   `json:"payload"`
+	CallbackURL string            `json:"callback_url,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+// accepted is the 202 body of POST /v1/jobs.
+type accepted struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Type      string    `json:"type"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Links     links     `json:"links"`
+}
+
+type links struct {
+	Self string `json:"self"`
+}
+
+// Metadata limits.
+const (
+	maxMetadataKeys     = 32
+	maxMetadataKeyLen   = 64
+	maxMetadataValueLen = 512
+	maxIdempotencyKey   = 255
+)
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+func newJobID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "job_" + idEncoding.EncodeToString(b[:])
+}
+
+// idempotentJobID derives the job id from the tenant and Idempotency-Key, so
+// that the job record itself is the durable idempotency record.
+func idempotentJobID(tenant, key string) string {
+	sum := sha256.Sum256([]byte(tenant + "\x00" + key))
+	return "job_" + idEncoding.EncodeToString(sum[:16])
+}
+
+func (s *Service) validateJob(req *createJobRequest) error {
+	switch {
+	case req.Type == "":
+		return invalid(`field "type" is required`)
+	case !s.jobTypes[req.Type]:
+		return invalid(fmt.Sprintf("unknown job type %q; known types: %s", req.Type, strings.Join(s.cfg.JobTypes, ", ")))
+	case len(req.Metadata) > maxMetadataKeys:
+		return invalid(fmt.Sprintf(`field "metadata" has more than %d keys`, maxMetadataKeys))
+	}
+	if req.CallbackURL != "" {
+		if err := s.cfg.Guard.CheckURL(req.CallbackURL); err != nil {
+			return invalid(fmt.Sprintf(`field "callback_url": %v`, err))
+		}
+	}
+	for k, v := range req.Metadata {
+		if k == "" || len(k) > maxMetadataKeyLen || len(v) > maxMetadataValueLen {
+			return invalid(fmt.Sprintf(`field "metadata": keys must be 1-%d bytes and values at most %d bytes`, maxMetadataKeyLen, maxMetadataValueLen))
+		}
+	}
+	if len(req.Payload) == 0 {
+		req.Payload = json.RawMessage("null")
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, req.Payload); err == nil {
+		req.Payload = compact.Bytes()
+	}
+	return nil
+}
+
+func (req createJobRequest) hash() string {
+	data, _ := json.Marshal(req) // maps marshal with sorted keys
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *Service) createJob(c *gin.Context) {
+	var req createJobRequest
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if err := s.validateJob(&req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	tenant := tenantOf(c)
+	id := newJobID()
+	idemKey := c.GetHeader("Idempotency-Key")
+	if idemKey != "" {
+		if len(idemKey) > maxIdempotencyKey {
+			s.respondError(c, invalid(fmt.Sprintf("Idempotency-Key is longer than %d characters", maxIdempotencyKey)))
+			return
+		}
+		id = idempotentJobID(tenant, idemKey)
+	}
+	now := s.now().UTC()
+	rec := contract.JobRecord{
+		Job: contract.Job{
+			ID: id, Type: req.Type, Status: contract.StatusQueued, Metadata: req.Metadata,
+			CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.cfg.JobRetention),
+		},
+		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL, RequestHash: req.hash(),
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.PublishTimeout)
+	defer cancel()
+	stored, replayed, err := s.storeJob(ctx, rec)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if replayed {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	self := "/v1/jobs/" + stored.ID
+	c.Header("Location", self)
+	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
+	c.JSON(http.StatusAccepted, accepted{
+		ID: stored.ID, Status: stored.Status, Type: stored.Type,
+		CreatedAt: stored.CreatedAt, ExpiresAt: stored.ExpiresAt, Links: links{Self: self},
+	})
+}
+
+// storeJob writes the job record, then the job message, and returns only once
+// JetStream has acknowledged both. A repeated Idempotency-Key finds the
+// stored record: the same request gets that job back (and its message is
+// published again in case the first attempt never got that far; JetStream
+// and the processor de-duplicate), another request gets 422.
+func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, bool, error) {
+	rev, err := s.jobs.Create(ctx, rec)
+	replayed := errors.Is(err, jobstore.ErrExists)
+	if replayed {
+		existing, _, err := s.jobs.Get(ctx, rec.ID)
+		if err != nil {
+			return contract.JobRecord{}, false, err
+		}
+		if existing.RequestHash != rec.RequestHash || existing.Tenant != rec.Tenant {
+			return contract.JobRecord{}, false, invalid("Idempotency-Key was already used with a different request")
+		}
+		if existing.Status != contract.StatusQueued {
+			return existing, true, nil
+		}
+		rec = existing
+	} else if err != nil {
+		return contract.JobRecord{}, false, err
+	}
+	if err := s.publishJob(ctx, rec); err != nil {
+		if !replayed {
+			s.forget(rec.ID, rev)
+		}
+		return contract.JobRecord{}, false, err
+	}
+	return rec, replayed, nil
+}
+
+func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
+	data, err := json.Marshal(contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata})
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", rec.ID, err)
+	}
+	msg := nats.NewMsg(contract.JobSubject(rec.Tenant, rec.Type))
+	msg.Data = data
+	msg.Header.Set(contract.HeaderMsgID, rec.ID)
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish job %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// forget removes the record of a job whose message could not be published,
+// so that it does not sit queued forever. It is best effort: if JetStream is
+// down the record stays, unseen, until it expires; the client was answered
+// 503 and never learned its id.
+func (s *Service) forget(id string, rev uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.jobs.Delete(ctx, id, rev); err != nil {
+		s.logger.Debug("forget unpublished job", "job_id", id, "error", err)
+	}
+}
+
+func (s *Service) getJob(c *gin.Context) {
+	wait, err := s.parseWait(c.Query("wait"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	rec, rev, err := s.jobs.GetForTenant(ctx, tenantOf(c), c.Param("id"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if wait > 0 && !contract.Terminal(rec.Status) {
+		waitCtx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		if rec, err = s.jobs.WaitChange(waitCtx, rec.ID, rev); err != nil {
+			s.respondError(c, err)
+			return
+		}
+	}
+	if !contract.Terminal(rec.Status) {
+		c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
+	}
+	c.JSON(http.StatusOK, rec.Job)
+}
+
+// parseWait reads ?wait= as a Go duration ("30s") or whole seconds ("30").
+func (s *Service) parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		d, err = time.ParseDuration(v + "s")
+	}
+	if err != nil || d < 0 || d > s.cfg.MaxWait {
+		return 0, badRequest(fmt.Sprintf("wait must be a duration between 0s and %s", s.cfg.MaxWait))
+	}
+	return d, nil
+}
+
+var errFinished = errors.New("job already finished")
+
+func (s *Service) cancelJob(c *gin.Context) {
+	ctx := c.Request.Context()
+	if _, _, err := s.jobs.GetForTenant(ctx, tenantOf(c), c.Param("id")); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	rec, err := s.jobs.Update(ctx, c.Param("id"), func(r *contract.JobRecord) error {
+		if contract.Terminal(r.Status) {
+			return errFinished
+		}
+		now := s.now().UTC()
+		r.Status, r.UpdatedAt, r.CompletedAt = contract.StatusCanceled, now, &now
+		return nil
+	})
+	if errors.Is(err, errFinished) {
+		s.respondError(c, conflict(fmt.Sprintf("job is already %s", rec.Status)))
+		return
+	}
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	// The processor republishes the event of every terminal job it meets, so
+	// a failure here delays the job.canceled webhook but does not lose it.
+	if err := jobevents.Publish(ctx, s.js, rec); err != nil {
+		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
+	}
+	c.JSON(http.StatusAccepted, rec.Job)
+}

@@ -1,0 +1,94 @@
+package intake
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/jobstore"
+)
+
+// Problem is an RFC 9457 problem detail.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// apiError is an error that carries its HTTP answer.
+type apiError struct {
+	status     int
+	slug       string
+	detail     string
+	retryAfter time.Duration
+}
+
+func (e *apiError) Error() string { return e.detail }
+
+func badRequest(detail string) error { return &apiError{status: http.StatusBadRequest, slug: "bad-request", detail: detail} }
+func invalid(detail string) error {
+	return &apiError{status: http.StatusUnprocessableEntity, slug: "invalid-request", detail: detail}
+}
+func notFound(what string) error {
+	return &apiError{status: http.StatusNotFound, slug: "not-found", detail: what + " not found"}
+}
+func conflict(detail string) error { return &apiError{status: http.StatusConflict, slug: "conflict", detail: detail} }
+func tooLarge(limit int64) error {
+	return &apiError{status: http.StatusRequestEntityTooLarge, slug: "too-large", detail: "request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"}
+}
+func unsupportedType() error {
+	return &apiError{status: http.StatusUnsupportedMediaType, slug: "unsupported-media-type", detail: "send Content-Type: application/json"}
+}
+func unauthorized() error {
+	return &apiError{status: http.StatusUnauthorized, slug: "unauthorized", detail: "send Authorization: Bearer <api key>"}
+}
+
+// unavailable is the answer when JetStream could not store or read: the
+// client must retry, nothing was accepted.
+func unavailable(retryAfter time.Duration) error {
+	return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: "the job store is unavailable; nothing was accepted, retry later", retryAfter: retryAfter}
+}
+
+// respondError maps any error to its problem+json answer; unexpected errors
+// are logged and answered 500 (or 503 when JetStream is unavailable).
+func (s *Service) respondError(c *gin.Context, err error) {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, jobstore.ErrNotFound):
+		ae = notFound("job").(*apiError)
+	case bus.IsUnavailable(err):
+		s.logger.Warn("jetstream unavailable", "path", c.FullPath(), "error", err)
+		ae = unavailable(s.cfg.RetryAfter).(*apiError)
+	default:
+		s.logger.Error("request failed", "path", c.FullPath(), "error", err)
+		ae = &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: "the request could not be completed; retry later", retryAfter: s.cfg.RetryAfter}
+	}
+	if ae.retryAfter > 0 {
+		c.Header("Retry-After", retryAfterValue(ae.retryAfter))
+	}
+	if ae.status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer realm="hookstream"`)
+	}
+	writeProblem(c, ae.status, ae.slug, ae.detail)
+}
+
+func writeProblem(c *gin.Context, status int, slug, detail string) {
+	c.Header("Content-Type", "application/problem+json")
+	c.AbortWithStatusJSON(status, Problem{
+		Type:   "urn:hookstream:problem:" + slug,
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+	})
+}
+
+func retryAfterValue(d time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(d.Seconds())))
+}

@@ -1,0 +1,49 @@
+package intake
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// secretResponse shows the current signing secret and, during a rotation,
+// until when the previous ones keep signing.
+type secretResponse struct {
+	Secret    string           `json:"secret"`
+	CreatedAt time.Time        `json:"created_at"`
+	Previous  []signing.Secret `json:"previous,omitempty"`
+}
+
+func newSecretResponse(ring signing.Keyring, now time.Time) secretResponse {
+	cur := ring.Current()
+	out := secretResponse{Secret: cur.Secret, CreatedAt: cur.CreatedAt}
+	for _, old := range ring.Secrets[1:] {
+		if old.ExpiresAt != nil && now.Before(*old.ExpiresAt) {
+			out.Previous = append(out.Previous, old)
+		}
+	}
+	return out
+}
+
+func (s *Service) getSigningSecret(c *gin.Context) {
+	ring, err := s.secrets.Get(c.Request.Context(), tenantOf(c))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, newSecretResponse(ring, s.now()))
+}
+
+func (s *Service) rotateSigningSecret(c *gin.Context) {
+	ring, err := s.secrets.Rotate(c.Request.Context(), tenantOf(c), s.cfg.SecretGrace)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, newSecretResponse(ring, s.now()))
+}

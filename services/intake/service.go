@@ -1,0 +1,151 @@
+package intake
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// Service is the intake HTTP API.
+type Service struct {
+	cfg      Config
+	logger   *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	jobs     *jobstore.Store
+	secrets  *signing.Store
+	keys     map[[sha256.Size]byte]string
+	jobTypes map[string]bool
+	handler  http.Handler
+	now      func() time.Time
+}
+
+// New builds the service on a connection whose streams and buckets exist
+// (bus.Ensure).
+func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream, logger *slog.Logger) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("intake config: %w", err)
+	}
+	jobs, err := jobstore.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := signing.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, jobs: jobs, secrets: secrets,
+		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now,
+	}
+	for _, t := range cfg.JobTypes {
+		s.jobTypes[t] = true
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler, for tests and benchmarks.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+func (s *Service) routes() http.Handler {
+	r := gin.New()
+	r.Use(s.recoverer)
+	r.HandleMethodNotAllowed = true
+	r.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "not-found", "no such route") })
+	r.NoMethod(func(c *gin.Context) {
+		writeProblem(c, http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route")
+	})
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+
+	v1 := r.Group("/v1", s.authenticate)
+	v1.POST("/jobs", s.createJob)
+	v1.GET("/jobs/:id", s.getJob)
+	v1.DELETE("/jobs/:id", s.cancelJob)
+	v1.GET("/signing-secret", s.getSigningSecret)
+	v1.POST("/signing-secret/rotate", s.rotateSigningSecret)
+	return r
+}
+
+// recoverer turns a panic in a handler into a logged 500, never a dropped
+// connection.
+func (s *Service) recoverer(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger.Error("handler panic", "path", c.FullPath(), "panic", fmt.Sprint(v))
+			writeProblem(c, http.StatusInternalServerError, "internal", "internal error")
+		}
+	}()
+	c.Next()
+}
+
+// Run serves HTTP until ctx ends, then shuts down gracefully within 10 s.
+func (s *Service) Run(ctx context.Context) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      s.cfg.MaxWait + 30*time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.logger.Info("intake listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// readyz answers 200 when JetStream answers, 503 otherwise.
+func (s *Service) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if !s.nc.IsConnected() {
+		s.respondError(c, unavailable(s.cfg.RetryAfter))
+		return
+	}
+	if _, err := s.js.Stream(ctx, contract.StreamJobs); err != nil {
+		s.respondError(c, unavailable(s.cfg.RetryAfter))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}

@@ -1,0 +1,86 @@
+// Package bus connects to NATS and declares hookstream's streams and buckets:
+// the one place that says how they are configured (file storage, DiscardNew,
+// work-queue retention, replicas, ages).
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConnectOptions says where and how to connect.
+type ConnectOptions struct {
+	// URL of the NATS server or cluster (comma-separated). Ignored when
+	// InProcess is set.
+	URL string
+	// InProcess, when set, connects to this embedded server without a socket.
+	InProcess *server.Server
+	// Name is the client name shown by the server.
+	Name string
+}
+
+// Connect connects to NATS. Publishes are not buffered while disconnected, so
+// a publish during an outage fails at once instead of being sent later: an
+// intake that answered 503 must not store the job behind the client's back.
+func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nopts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(-1),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			logger.Warn("nats disconnected", "error", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	url := opts.URL
+	if opts.InProcess != nil {
+		nopts = append(nopts, nats.InProcessServer(opts.InProcess))
+		url = ""
+	}
+	nc, err := nats.Connect(url, nopts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	return nc, js, nil
+}
+
+// Drain stops a consume context and waits until its in-flight messages are
+// settled, or until ctx ends.
+func Drain(ctx context.Context, cc jetstream.ConsumeContext) {
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-ctx.Done():
+		cc.Stop()
+	}
+}
+
+// IsUnavailable reports whether err means JetStream could not take a request
+// now (disconnected, timed out, no responders, storage full): the caller
+// should answer 503 and have the client retry.
+func IsUnavailable(err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}

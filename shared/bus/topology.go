@@ -1,0 +1,112 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// Topology sizes the streams and buckets.
+type Topology struct {
+	// Replicas of every stream and bucket. Default 1; use 3 on a cluster.
+	Replicas int
+	// StreamMaxBytes caps each work stream; when full, new work is refused
+	// (DiscardNew) and intake answers 503. Default 1 GiB.
+	StreamMaxBytes int64
+	// JobRetention is how long a job record is kept after its last change,
+	// and so how long an Idempotency-Key keeps returning the same job.
+	// Default 7 days.
+	JobRetention time.Duration
+	// DeliveryRetention is how long delivery messages and attempt logs are
+	// kept. It must be longer than the whole retry schedule. Default 8 days.
+	DeliveryRetention time.Duration
+}
+
+// Defaults for [Topology].
+const (
+	DefaultStreamMaxBytes    = 1 << 30
+	DefaultJobRetention      = 7 * 24 * time.Hour
+	DefaultDeliveryRetention = 8 * 24 * time.Hour
+	// EventDuplicateWindow is how long an event id is remembered for
+	// de-duplication.
+	EventDuplicateWindow = 10 * time.Minute
+)
+
+func (t Topology) withDefaults() Topology {
+	if t.Replicas == 0 {
+		t.Replicas = 1
+	}
+	if t.StreamMaxBytes == 0 {
+		t.StreamMaxBytes = DefaultStreamMaxBytes
+	}
+	if t.JobRetention == 0 {
+		t.JobRetention = DefaultJobRetention
+	}
+	if t.DeliveryRetention == 0 {
+		t.DeliveryRetention = DefaultDeliveryRetention
+	}
+	return t
+}
+
+// StreamConfigs returns the configuration of every hookstream stream.
+func (t Topology) StreamConfigs() []jetstream.StreamConfig {
+	t = t.withDefaults()
+	work := func(name, desc string, subjects ...string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Discard:     jetstream.DiscardNew,
+			MaxBytes:    t.StreamMaxBytes,
+			MaxAge:      t.DeliveryRetention,
+			Replicas:    t.Replicas,
+			Duplicates:  2 * time.Minute,
+		}
+	}
+	jobs := work(contract.StreamJobs, "hookstream jobs waiting for a processor", contract.SubjectJobs+".>")
+	events := work(contract.StreamEvents, "hookstream events waiting for fan-out", contract.SubjectEvents+".>")
+	events.Duplicates = EventDuplicateWindow
+	deliveries := work(contract.StreamDeliveries, "hookstream webhook deliveries and scheduled retries",
+		contract.SubjectDeliveries+".>", contract.SubjectRetries+".>")
+	// NATS refuses message schedules on a DiscardNew stream. The deliveries
+	// stream therefore has no byte or count limit at all, so DiscardOld never
+	// has anything to discard; only MaxAge, longer than the whole retry
+	// schedule, removes messages. New work is refused upstream, where the
+	// jobs and events streams are bounded with DiscardNew.
+	deliveries.AllowMsgSchedules = true
+	deliveries.Discard = jetstream.DiscardOld
+	deliveries.MaxBytes = -1
+	return []jetstream.StreamConfig{jobs, events, deliveries}
+}
+
+// BucketConfigs returns the configuration of every hookstream bucket.
+func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
+	t = t.withDefaults()
+	return []jetstream.KeyValueConfig{
+		{Bucket: contract.BucketJobs, Description: "hookstream job state", TTL: t.JobRetention, Storage: jetstream.FileStorage, Replicas: t.Replicas},
+		{Bucket: contract.BucketDeliveries, Description: "hookstream delivery attempt logs", TTL: t.DeliveryRetention, Storage: jetstream.FileStorage, Replicas: t.Replicas},
+		{Bucket: contract.BucketTenants, Description: "hookstream tenant settings and signing secrets", Storage: jetstream.FileStorage, Replicas: t.Replicas, History: 1},
+	}
+}
+
+// Ensure creates or updates every stream and bucket. Every service calls it
+// at start; it is idempotent.
+func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	for _, cfg := range t.StreamConfigs() {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, cfg := range t.BucketConfigs() {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+// Package jobstore keeps job state in the JetStream key-value bucket
+// contract.BucketJobs: one record per job, changed only with compare-and-set
+// so that intake, processors and cancellations never overwrite each other.
+package jobstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotFound: no such job, or it belongs to another tenant.
+	ErrNotFound = errors.New("job not found")
+	// ErrExists: a job with this id is already stored.
+	ErrExists = errors.New("job already exists")
+)
+
+// Store reads and writes job records.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// Open binds to the job bucket, which bus.Ensure has created.
+func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	kv, err := js.KeyValue(ctx, contract.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketJobs, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+// Create stores a new record; ErrExists when the id is taken.
+func (s *Store) Create(ctx context.Context, rec contract.JobRecord) (uint64, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("encode job %s: %w", rec.ID, err)
+	}
+	rev, err := s.kv.Create(ctx, rec.ID, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, ErrExists
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create job %s: %w", rec.ID, err)
+	}
+	return rev, nil
+}
+
+// Get returns a record and its revision.
+func (s *Store) Get(ctx context.Context, id string) (contract.JobRecord, uint64, error) {
+	entry, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return contract.JobRecord{}, 0, ErrNotFound
+	}
+	if err != nil {
+		return contract.JobRecord{}, 0, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return decode(entry)
+}
+
+// GetForTenant is Get that answers ErrNotFound for another tenant's job.
+func (s *Store) GetForTenant(ctx context.Context, tenant, id string) (contract.JobRecord, uint64, error) {
+	rec, rev, err := s.Get(ctx, id)
+	if err == nil && rec.Tenant != tenant {
+		return contract.JobRecord{}, 0, ErrNotFound
+	}
+	return rec, rev, err
+}
+
+func decode(entry jetstream.KeyValueEntry) (contract.JobRecord, uint64, error) {
+	var rec contract.JobRecord
+	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+		return contract.JobRecord{}, 0, fmt.Errorf("decode job %s: %w", entry.Key(), err)
+	}
+	return rec, entry.Revision(), nil
+}
+
+// ErrUnchanged may be returned by an Update function to leave the record as
+// it is; Update then returns the current record and ErrUnchanged.
+var ErrUnchanged = errors.New("job unchanged")
+
+// Update applies change to the current record and stores it if the record has
+// not changed meanwhile, re-reading and re-applying on a conflict.
+func (s *Store) Update(ctx context.Context, id string, change func(*contract.JobRecord) error) (contract.JobRecord, error) {
+	for {
+		rec, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return contract.JobRecord{}, err
+		}
+		if err := change(&rec); err != nil {
+			return rec, err
+		}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return contract.JobRecord{}, fmt.Errorf("encode job %s: %w", id, err)
+		}
+		_, err = s.kv.Update(ctx, id, data, rev)
+		if err == nil {
+			return rec, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) { // wrong last sequence
+			return contract.JobRecord{}, fmt.Errorf("update job %s: %w", id, err)
+		}
+		if ctx.Err() != nil {
+			return contract.JobRecord{}, ctx.Err()
+		}
+	}
+}
+
+// WaitChange blocks until the record changes after revision rev, or ctx ends.
+// It returns the newest record either way.
+func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract.JobRecord, error) {
+	w, err := s.kv.Watch(ctx, id, jetstream.UpdatesOnly())
+	if err != nil {
+		return contract.JobRecord{}, fmt.Errorf("watch job %s: %w", id, err)
+	}
+	defer func() { _ = w.Stop() }()
+	// A change between the caller's read and the watch start is caught here.
+	if rec, cur, err := s.Get(ctx, id); err != nil || cur != rev {
+		return rec, err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			rec, _, err := s.Get(context.WithoutCancel(ctx), id)
+			return rec, err
+		case entry, ok := <-w.Updates():
+			if !ok {
+				rec, _, err := s.Get(ctx, id)
+				return rec, err
+			}
+			if entry == nil || entry.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			rec, _, err := decode(entry)
+			return rec, err
+		}
+	}
+}
+
+// Delete removes a record if it is still at revision rev.
+func (s *Store) Delete(ctx context.Context, id string, rev uint64) error {
+	if err := s.kv.Purge(ctx, id, jetstream.LastRevision(rev)); err != nil {
+		return fmt.Errorf("delete job %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+// Package natstest starts a real nats-server with JetStream for tests, in the
+// test's temporary directory, and stops it when the test ends.
+package natstest
+
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/embeddednats"
+)
+
+// Server is a running test server.
+type Server struct {
+	*server.Server
+	// Dir is the JetStream store directory.
+	Dir string
+}
+
+// Start starts a JetStream server listening on a random loopback port.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return &Server{Server: ns, Dir: dir}
+}
+
+// Connect returns a connection and its JetStream context, closed when the
+// test ends.
+func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}
