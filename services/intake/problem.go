@@ -31,14 +31,18 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.detail }
 
-func badRequest(detail string) error { return &apiError{status: http.StatusBadRequest, slug: "bad-request", detail: detail} }
+func badRequest(detail string) error {
+	return &apiError{status: http.StatusBadRequest, slug: "bad-request", detail: detail}
+}
 func invalid(detail string) error {
 	return &apiError{status: http.StatusUnprocessableEntity, slug: "invalid-request", detail: detail}
 }
 func notFound(what string) error {
 	return &apiError{status: http.StatusNotFound, slug: "not-found", detail: what + " not found"}
 }
-func conflict(detail string) error { return &apiError{status: http.StatusConflict, slug: "conflict", detail: detail} }
+func conflict(detail string) error {
+	return &apiError{status: http.StatusConflict, slug: "conflict", detail: detail}
+}
 func tooLarge(limit int64) error {
 	return &apiError{status: http.StatusRequestEntityTooLarge, slug: "too-large", detail: "request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"}
 }

@@ -62,6 +62,8 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 // Handler returns the HTTP handler, for tests and benchmarks.
 func (s *Service) Handler() http.Handler { return s.handler }
 
+func init() { gin.SetMode(gin.ReleaseMode) }
+
 func (s *Service) routes() http.Handler {
 	r := gin.New()
 	r.Use(s.recoverer)

@@ -84,3 +84,12 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, nats.ErrDisconnected) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
+
+// JetStream returns the JetStream context of a connection.
+func JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	return js, nil
+}

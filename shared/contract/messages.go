@@ -87,10 +87,10 @@ type Delivery struct {
 	URL   string `json:"url"`
 	// Body is the exact webhook body sent on every attempt.
 	Body json.RawMessage `json:"body"`
-	// Attempt is the number of attempts already made (0 on the first send).
-	Attempt int `json:"attempt"`
-	// FirstAttemptAt is when the delivery was first tried, zero before.
-	FirstAttemptAt time.Time `json:"first_attempt_at,omitzero"`
+	// CreatedAt is when the delivery was created by fan-out.
+	CreatedAt time.Time `json:"created_at"`
+	// Attempts made so far, oldest first; empty on the first send.
+	Attempts []Attempt `json:"attempts,omitempty"`
 }
 
 // LogKey is the key of a delivery's record in [BucketDeliveries].

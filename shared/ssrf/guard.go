@@ -22,32 +22,32 @@ var ErrBlocked = errors.New("address not allowed")
 // unmapped before the check; NAT64, 6to4 and Teredo embed an IPv4 address
 // that is checked as well.
 var blocked = mustPrefixes(
-	"0.0.0.0/8",          // "this" network, unspecified
-	"10.0.0.0/8",         // private
-	"100.64.0.0/10",      // carrier-grade NAT
-	"127.0.0.0/8",        // loopback
-	"169.254.0.0/16",     // link-local, cloud metadata 169.254.169.254
-	"172.16.0.0/12",      // private
-	"192.0.0.0/24",       // IETF protocol assignments
-	"192.0.2.0/24",       // documentation
-	"192.88.99.0/24",     // 6to4 relay anycast
-	"192.168.0.0/16",     // private
-	"198.18.0.0/15",      // benchmarking
-	"198.51.100.0/24",    // documentation
-	"203.0.113.0/24",     // documentation
-	"224.0.0.0/4",        // multicast
-	"240.0.0.0/4",        // reserved, broadcast
-	"::/128",             // unspecified
-	"::1/128",            // loopback
-	"::/96",              // IPv4-compatible (deprecated)
-	"100::/64",           // discard
-	"2001:db8::/32",      // documentation
-	"2001:10::/28",       // ORCHID
-	"2001:20::/28",       // ORCHIDv2
-	"fc00::/7",           // unique local, includes AWS metadata fd00:ec2::254
-	"fe80::/10",          // link-local
-	"fec0::/10",          // site-local (deprecated)
-	"ff00::/8",           // multicast
+	"0.0.0.0/8",       // "this" network, unspecified
+	"10.0.0.0/8",      // private
+	"100.64.0.0/10",   // carrier-grade NAT
+	"127.0.0.0/8",     // loopback
+	"169.254.0.0/16",  // link-local, cloud metadata 169.254.169.254
+	"172.16.0.0/12",   // private
+	"192.0.0.0/24",    // IETF protocol assignments
+	"192.0.2.0/24",    // documentation
+	"192.88.99.0/24",  // 6to4 relay anycast
+	"192.168.0.0/16",  // private
+	"198.18.0.0/15",   // benchmarking
+	"198.51.100.0/24", // documentation
+	"203.0.113.0/24",  // documentation
+	"224.0.0.0/4",     // multicast
+	"240.0.0.0/4",     // reserved, broadcast
+	"::/128",          // unspecified
+	"::1/128",         // loopback
+	"::/96",           // IPv4-compatible (deprecated)
+	"100::/64",        // discard
+	"2001:db8::/32",   // documentation
+	"2001:10::/28",    // ORCHID
+	"2001:20::/28",    // ORCHIDv2
+	"fc00::/7",        // unique local, includes AWS metadata fd00:ec2::254
+	"fe80::/10",       // link-local
+	"fec0::/10",       // site-local (deprecated)
+	"ff00::/8",        // multicast
 )
 
 // embedded are IPv6 forms that carry an IPv4 address, with where it sits.

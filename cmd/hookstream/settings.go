@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+// settings are every HOOKSTREAM_* variable, each with its flag: the one
+// place where the environment and the command line map onto the services'
+// configs. A flag wins over its variable, which wins over the default.
+type settings struct {
+	HTTPAddr        string
+	DataDir         string
+	NATSURL         string
+	NATSListen      string
+	Replicas        int
+	JetStreamSync   string
+	APIKeys         string
+	AllowedNetworks string
+	JobWorkers      string
+	ExternalTypes   string
+	JobMaxAttempts  int
+	JobConcurrency  int
+	NotifyConc      int
+	MaxBodyBytes    int64
+	MaxJSONDepth    int
+	RetrySchedule   string
+	AttemptTimeout  time.Duration
+	StreamMaxBytes  int64
+	JobRetention    time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// setting describes one variable for the flag set and the README table.
+type setting struct {
+	env, flag, def, help string
+	target               any
+}
+
+func (s *settings) table() []setting {
+	return []setting{
+		{"HOOKSTREAM_HTTP_ADDR", "http-addr", ":8080", "HTTP listen address of the API", &s.HTTPAddr},
+		{"HOOKSTREAM_DATA_DIR", "data-dir", "./data", "embedded mode: where JetStream stores its files and the dev API key", &s.DataDir},
+		{"HOOKSTREAM_NATS_URL", "nats-url", "nats://127.0.0.1:4222", "split mode: NATS server or cluster URLs, comma-separated", &s.NATSURL},
+		{"HOOKSTREAM_NATS_LISTEN", "nats-listen", "", "embedded mode: also accept NATS clients on this address (e.g. 127.0.0.1:4222); empty: in-process only", &s.NATSListen},
+		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
+		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
+		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs; empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
+		{"HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS", "allowed-callback-networks", "", "CIDRs callbacks may reach although non-public (e.g. 127.0.0.0/8 for local testing)", &s.AllowedNetworks},
+		{"HOOKSTREAM_JOB_WORKERS", "job-workers", "", "job types done by internal HTTP services: type=url or type=url|timeout, comma-separated", &s.JobWorkers},
+		{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "external-job-types", "", "job types accepted by intake but run by processors outside hookstream, comma-separated", &s.ExternalTypes},
+		{"HOOKSTREAM_JOB_MAX_ATTEMPTS", "job-max-attempts", "5", "runs of a job before it fails", &s.JobMaxAttempts},
+		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "16", "jobs run at once per processor process", &s.JobConcurrency},
+		{"HOOKSTREAM_NOTIFIER_CONCURRENCY", "notifier-concurrency", "64", "webhook deliveries in flight per notifier process", &s.NotifyConc},
+		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
+		{"HOOKSTREAM_MAX_JSON_DEPTH", "max-json-depth", "32", "deepest JSON nesting of a request", &s.MaxJSONDepth},
+		{"HOOKSTREAM_RETRY_SCHEDULE", "retry-schedule", "5s,5m,30m,2h,5h,10h,14h,20h,24h", "waits before each webhook retry (±20 % jitter)", &s.RetrySchedule},
+		{"HOOKSTREAM_ATTEMPT_TIMEOUT", "attempt-timeout", "15s", "timeout of one webhook attempt", &s.AttemptTimeout},
+		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
+		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
+		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
+		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
+	}
+}
+
+// parseSettings reads the environment and args. Errors name the variable.
+func parseSettings(cmd string, args []string, getenv func(string) string, usage io.Writer) (*settings, error) {
+	s := &settings{}
+	fs := flag.NewFlagSet("hookstream "+cmd, flag.ContinueOnError)
+	fs.SetOutput(usage)
+	table := s.table()
+	values := make([]*string, len(table))
+	for i, st := range table {
+		v := st.def
+		if env, ok := lookup(getenv, st.env); ok {
+			v = env
+		}
+		values[i] = fs.String(st.flag, v, st.help+" ("+st.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for i, st := range table {
+		if err := assign(st.target, *values[i]); err != nil {
+			return nil, fmt.Errorf("%s (--%s): %w", st.env, st.flag, err)
+		}
+	}
+	return s, s.validate()
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func assign(target any, v string) error {
+	var err error
+	switch t := target.(type) {
+	case *string:
+		*t = strings.TrimSpace(v)
+	case *int:
+		*t, err = strconv.Atoi(strings.TrimSpace(v))
+	case *int64:
+		*t, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	case *time.Duration:
+		*t, err = time.ParseDuration(strings.TrimSpace(v))
+	}
+	if err != nil {
+		return fmt.Errorf("%q is not valid", v)
+	}
+	return nil
+}
+
+func (s *settings) validate() error {
+	switch {
+	case s.Replicas < 1 || s.Replicas > 5:
+		return errors.New("HOOKSTREAM_NATS_REPLICAS (--nats-replicas): must be 1 to 5")
+	case s.JobMaxAttempts < 1:
+		return errors.New("HOOKSTREAM_JOB_MAX_ATTEMPTS (--job-max-attempts): must be at least 1")
+	case s.JobConcurrency < 1:
+		return errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): must be at least 1")
+	case s.NotifyConc < 1:
+		return errors.New("HOOKSTREAM_NOTIFIER_CONCURRENCY (--notifier-concurrency): must be at least 1")
+	case s.AttemptTimeout < time.Second:
+		return errors.New("HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout): must be at least 1s")
+	case s.StreamMaxBytes < 1<<20:
+		return errors.New("HOOKSTREAM_STREAM_MAX_BYTES (--stream-max-bytes): must be at least 1048576")
+	case s.JobRetention < 24*time.Hour:
+		return errors.New("HOOKSTREAM_JOB_RETENTION (--job-retention): must be at least 24h (Idempotency-Keys are kept that long)")
+	case s.MaxBodyBytes < 1024:
+		return errors.New("HOOKSTREAM_MAX_BODY_BYTES (--max-body-bytes): must be at least 1024")
+	case s.MaxJSONDepth < 2:
+		return errors.New("HOOKSTREAM_MAX_JSON_DEPTH (--max-json-depth): must be at least 2")
+	}
+	if _, _, err := s.sync(); err != nil {
+		return err
+	}
+	if _, err := s.apiKeys(); err != nil {
+		return err
+	}
+	if _, err := ssrf.ParseNetworks(s.AllowedNetworks); err != nil {
+		return fmt.Errorf("HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS (--allowed-callback-networks): %w", err)
+	}
+	if _, err := s.workers(); err != nil {
+		return err
+	}
+	if _, err := s.schedule(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// sync reads HOOKSTREAM_JETSTREAM_SYNC.
+func (s *settings) sync() (always bool, interval time.Duration, err error) {
+	if s.JetStreamSync == "always" {
+		return true, 0, nil
+	}
+	d, err := time.ParseDuration(s.JetStreamSync)
+	if err != nil || d <= 0 {
+		return false, 0, fmt.Errorf("HOOKSTREAM_JETSTREAM_SYNC (--jetstream-sync): %q is neither 'always' nor an interval such as 2m", s.JetStreamSync)
+	}
+	return false, d, nil
+}
+
+// apiKeys reads HOOKSTREAM_API_KEYS.
+func (s *settings) apiKeys() ([]intake.APIKey, error) {
+	var keys []intake.APIKey
+	for pair := range strings.SplitSeq(s.APIKeys, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		tenant, key, ok := strings.Cut(pair, ":")
+		if !ok || tenant == "" || key == "" {
+			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): %q is not tenant:key", redact(pair))
+		}
+		keys = append(keys, intake.APIKey{Tenant: tenant, Key: key})
+	}
+	return keys, nil
+}
+
+// redact keeps secrets out of error messages.
+func redact(pair string) string {
+	tenant, _, _ := strings.Cut(pair, ":")
+	return tenant + ":…"
+}
+
+// workers reads HOOKSTREAM_JOB_WORKERS.
+func (s *settings) workers() (map[string]processor.HTTPWorker, error) {
+	out := map[string]processor.HTTPWorker{}
+	for entry := range strings.SplitSeq(s.JobWorkers, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		jobType, rest, ok := strings.Cut(entry, "=")
+		url, timeout, hasTimeout := strings.Cut(rest, "|")
+		w := processor.HTTPWorker{URL: url}
+		if !ok || jobType == "" || !(strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://")) {
+			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not type=http(s)://url[|timeout]", entry)
+		}
+		if hasTimeout {
+			d, err := time.ParseDuration(timeout)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): timeout %q of %s is not a duration", timeout, jobType)
+			}
+			w.Timeout = d
+		}
+		out[jobType] = w
+	}
+	return out, nil
+}
+
+// schedule reads HOOKSTREAM_RETRY_SCHEDULE.
+func (s *settings) schedule() ([]time.Duration, error) {
+	var out []time.Duration
+	for part := range strings.SplitSeq(s.RetrySchedule, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("HOOKSTREAM_RETRY_SCHEDULE (--retry-schedule): %q is not a positive duration", part)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for part := range strings.SplitSeq(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/hookstream/hookstream/services/allinone"
+	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+// configs are the services' configs built from the settings.
+type configs struct {
+	topology  bus.Topology
+	intake    intake.Config
+	processor processor.Config
+	notifier  notifier.Config
+}
+
+func buildConfigs(s *settings) (configs, error) {
+	keys, err := s.apiKeys()
+	if err != nil {
+		return configs{}, err
+	}
+	allowed, err := ssrf.ParseNetworks(s.AllowedNetworks)
+	if err != nil {
+		return configs{}, err
+	}
+	workers, err := s.workers()
+	if err != nil {
+		return configs{}, err
+	}
+	schedule, err := s.schedule()
+	if err != nil {
+		return configs{}, err
+	}
+	guard := ssrf.NewGuard(allowed)
+	handlers := map[string]processor.Handler{"echo": processor.Echo}
+	for t, w := range workers {
+		handlers[t] = w
+	}
+	proc := processor.Config{
+		Handlers: handlers, Concurrency: s.JobConcurrency, MaxAttempts: s.JobMaxAttempts, JobRetention: s.JobRetention,
+	}
+	jobTypes := append(processorTypes(handlers), splitList(s.ExternalTypes)...)
+	return configs{
+		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention},
+		intake: intake.Config{
+			Addr: s.HTTPAddr, APIKeys: keys, JobTypes: jobTypes, Guard: guard,
+			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
+		},
+		processor: proc,
+		notifier: notifier.Config{
+			Guard: guard, Schedule: schedule, AttemptTimeout: s.AttemptTimeout, Concurrency: s.NotifyConc,
+		},
+	}, nil
+}
+
+func processorTypes(h map[string]processor.Handler) []string {
+	out := make([]string, 0, len(h))
+	for t := range h {
+		out = append(out, t)
+	}
+	return out
+}
+
+// start runs the chosen mode until ctx ends.
+func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, stdout io.Writer) error {
+	c, err := buildConfigs(s)
+	if err != nil {
+		return err
+	}
+	if cmd == "serve" {
+		return serve(ctx, s, c, logger, stdout)
+	}
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd}, logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := bus.Ensure(ctx, js, c.topology); err != nil {
+		return err
+	}
+	var svc interface{ Run(context.Context) error }
+	switch cmd {
+	case "intake":
+		if len(c.intake.APIKeys) == 0 {
+			return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): required in split mode")
+		}
+		svc, err = intake.New(ctx, c.intake, nc, js, logger)
+	case "processor":
+		svc, err = processor.New(ctx, c.processor, js, logger)
+	case "notifier":
+		svc, err = notifier.New(ctx, c.notifier, js, logger)
+	}
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
+func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, stdout io.Writer) error {
+	if len(c.intake.APIKeys) == 0 {
+		key, created, err := allinone.DevKey(s.DataDir)
+		if err != nil {
+			return err
+		}
+		c.intake.APIKeys = []intake.APIKey{{Tenant: allinone.DevTenant, Key: key}}
+		if created {
+			fmt.Fprintf(stdout, "hookstream: no HOOKSTREAM_API_KEYS set; created a development tenant %q with API key:\n\n    %s\n\n(shown once; kept in %s/dev-api-key)\n\n",
+				allinone.DevTenant, key, s.DataDir)
+		} else {
+			fmt.Fprintf(stdout, "hookstream: no HOOKSTREAM_API_KEYS set; using the development tenant %q, API key in %s/dev-api-key\n", allinone.DevTenant, s.DataDir)
+		}
+	}
+	always, interval, err := s.sync()
+	if err != nil {
+		return err
+	}
+	return allinone.Run(ctx, allinone.Config{
+		DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
+		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
+	}, logger)
+}

@@ -1,0 +1,205 @@
+// Package allinone runs hookstream in one process: an embedded nats-server
+// with JetStream storing under the data dir, and the intake, processor and
+// notifier services on an in-process connection. It is the default mode of
+// the hookstream binary and the harness of the end-to-end tests.
+package allinone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/embeddednats"
+)
+
+// Config configures the all-in-one process.
+type Config struct {
+	// DataDir holds JetStream's files (DataDir/jetstream). Required.
+	DataDir string
+	// NATSListen, when set, also exposes the embedded NATS on this address
+	// for internal publishers. Default: in-process only.
+	NATSListen string
+	// SyncAlways syncs every JetStream write to disk before acknowledging it
+	// (the default in hookstream). When false, SyncInterval applies.
+	SyncAlways bool
+	// SyncInterval is the disk sync interval when SyncAlways is false; zero
+	// is the NATS default of 2 minutes.
+	SyncInterval time.Duration
+	// Topology sizes the streams and buckets.
+	Topology bus.Topology
+	// Intake, Processor and Notifier configure the three services.
+	Intake    intake.Config
+	Processor processor.Config
+	Notifier  notifier.Config
+}
+
+// App is a configured all-in-one process.
+type App struct {
+	cfg    Config
+	logger *slog.Logger
+	ready  chan struct{}
+
+	mu       sync.Mutex
+	httpAddr string
+	natsURL  string
+}
+
+// New returns an app; Run starts it.
+func New(cfg Config, logger *slog.Logger) *App {
+	return &App{cfg: cfg, logger: logger, ready: make(chan struct{})}
+}
+
+// Run starts hookstream in this process and blocks until ctx ends; then it
+// stops taking HTTP requests, drains the consumers, closes the connection
+// and stops the embedded server, in that order.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	return New(cfg, logger).Run(ctx)
+}
+
+// Ready is closed once every service runs.
+func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// HTTPAddr is the address intake listens on, once Ready.
+func (a *App) HTTPAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.httpAddr
+}
+
+// NATSURL is the embedded server's client URL when NATSListen is set, once
+// Ready.
+func (a *App) NATSURL() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.natsURL
+}
+
+// Run implements the package-level Run.
+func (a *App) Run(ctx context.Context) error {
+	if a.cfg.DataDir == "" {
+		return errors.New("DataDir: required")
+	}
+	ns, err := embeddednats.Start(embeddednats.Config{
+		StoreDir: filepath.Join(a.cfg.DataDir, "jetstream"), Listen: a.cfg.NATSListen,
+		SyncAlways: a.cfg.SyncAlways, SyncInterval: a.cfg.SyncInterval,
+	}, a.logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	nc, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: "hookstream"}, a.logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := bus.Ensure(ctx, js, a.cfg.Topology); err != nil {
+		return err
+	}
+	services, err := a.build(ctx, nc, ns)
+	if err != nil {
+		return err
+	}
+	defer drainConn(nc)
+	return runInOrder(ctx, services)
+}
+
+// build makes the three services, intake first.
+func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]runner, error) {
+	js, err := bus.JetStream(nc)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := processor.New(ctx, a.cfg.Processor, js, a.logger)
+	if err != nil {
+		return nil, err
+	}
+	notif, err := notifier.New(ctx, a.cfg.Notifier, js, a.logger)
+	if err != nil {
+		return nil, err
+	}
+	icfg := a.cfg.Intake
+	if icfg.Listener == nil {
+		addr := icfg.Addr
+		if addr == "" {
+			addr = intake.DefaultAddr
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		icfg.Listener = ln
+	}
+	in, err := intake.New(ctx, icfg, nc, js, a.logger)
+	if err != nil {
+		_ = icfg.Listener.Close()
+		return nil, err
+	}
+	a.mu.Lock()
+	a.httpAddr = icfg.Listener.Addr().String()
+	if a.cfg.NATSListen != "" {
+		a.natsURL = ns.ClientURL()
+	}
+	a.mu.Unlock()
+	close(a.ready)
+	return []runner{in, proc, notif}, nil
+}
+
+// runner is a long-running part.
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// runInOrder runs every part until ctx ends or one fails, then stops them in
+// the order given, each after the previous one has returned.
+func runInOrder(ctx context.Context, parts []runner) error {
+	ctx, fail := context.WithCancel(ctx)
+	defer fail()
+	stops := make([]context.CancelFunc, len(parts))
+	dones := make([]chan error, len(parts))
+	for i, p := range parts {
+		var partCtx context.Context
+		partCtx, stops[i] = context.WithCancel(context.WithoutCancel(ctx))
+		dones[i] = make(chan error, 1)
+		go func() {
+			err := p.Run(partCtx)
+			if err != nil {
+				fail()
+			}
+			dones[i] <- err
+		}()
+	}
+	<-ctx.Done()
+	var errs []error
+	for i := range parts {
+		stops[i]()
+		errs = append(errs, <-dones[i])
+	}
+	return errors.Join(errs...)
+}
+
+func drainConn(nc *nats.Conn) {
+	done := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+	if err := nc.Drain(); err != nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}

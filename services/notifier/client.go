@@ -1,0 +1,127 @@
+package notifier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/ssrf"
+	"github.com/hookstream/hookstream/shared/webhook"
+)
+
+// newClient returns the HTTP client for webhooks: every dial passes the SSRF
+// guard (on the resolved IP), no proxy from the environment, redirects are
+// not followed, each attempt is bounded by timeout, and connections are kept
+// alive per receiver.
+func newClient(guard *ssrf.Guard, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: guard.Control}
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           dialer.DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: timeout,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// outcome is what one attempt came to.
+type outcome struct {
+	attempt contract.Attempt
+	// retryAfter is the receiver's Retry-After on 429 and 503.
+	retryAfter time.Duration
+	// gone: the receiver answered 410, never try again.
+	gone bool
+}
+
+func (o outcome) ok() bool { return o.attempt.StatusCode >= 200 && o.attempt.StatusCode <= 299 }
+
+// send makes one signed attempt.
+func (n *Notifier) send(ctx context.Context, d *contract.Delivery, keys [][]byte) outcome {
+	start := n.cfg.Now()
+	out := outcome{attempt: contract.Attempt{At: start.UTC()}}
+	defer func() { out.attempt.LatencyMS = n.cfg.Now().Sub(start).Milliseconds() }()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(d.Body))
+	if err != nil {
+		out.attempt.Error = "invalid callback URL: " + err.Error()
+		return out
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", n.cfg.UserAgent)
+	webhook.SetHeaders(req.Header, keys, d.ID, start, d.Body)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		out.attempt.Error = describe(err)
+		return out
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))
+	out.attempt.StatusCode = resp.StatusCode
+	out.attempt.Response = firstBytes(body, loggedResponseBytes)
+	switch {
+	case err != nil && out.ok():
+		// The receiver answered 2xx; a broken body after that does not matter.
+	case err != nil:
+		out.attempt.Error = "read response: " + describe(err)
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		out.attempt.Error = "redirect not followed (" + resp.Header.Get("Location") + ")"
+	case resp.StatusCode == http.StatusGone:
+		out.gone = true
+		out.attempt.Error = "receiver answered 410 Gone: not retried"
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+		out.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), start)
+	}
+	return out
+}
+
+// describe turns a transport error into a reason an integrator can read.
+func describe(err error) string {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, ssrf.ErrBlocked):
+		msg := err.Error()
+		if i := strings.Index(msg, ssrf.ErrBlocked.Error()); i >= 0 {
+			msg = msg[i:]
+		}
+		return "blocked by the SSRF guard: " + msg
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout: " + err.Error()
+	default:
+		return err.Error()
+	}
+}
+
+// parseRetryAfter reads seconds or an HTTP date; zero when absent or bad.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func firstBytes(b []byte, n int) string {
+	if len(b) > n {
+		b = b[:n]
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}

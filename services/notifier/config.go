@@ -1,0 +1,117 @@
+package notifier
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+// Config configures the notifier.
+type Config struct {
+	// Guard refuses callbacks to non-public addresses at dial time. Required.
+	Guard *ssrf.Guard
+	// Schedule is the wait before each retry after the first attempt.
+	// Default [DefaultSchedule]: 10 attempts over about three days.
+	Schedule []time.Duration
+	// Jitter spreads each scheduled wait by ± this fraction. Default 0.2.
+	Jitter float64
+	// InProcessMax: retries due within this wait run in process (sleeping);
+	// later ones are scheduled in JetStream. Default 10 s.
+	InProcessMax time.Duration
+	// AttemptTimeout bounds one HTTP attempt, connect to last byte. Default
+	// 15 s.
+	AttemptTimeout time.Duration
+	// MaxRetryAfter caps how far a receiver's Retry-After may push the next
+	// attempt. Default 1 h.
+	MaxRetryAfter time.Duration
+	// Concurrency is how many deliveries are in flight at once in this
+	// process. Default 64.
+	Concurrency int
+	// ShutdownGrace is how long in-flight deliveries may finish at shutdown.
+	// Default 10 s.
+	ShutdownGrace time.Duration
+	// UserAgent is sent on every webhook. Default "hookstream/<version>".
+	UserAgent string
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultSchedule is the wait before each retry, as DESIGN.md sets it.
+var DefaultSchedule = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour,
+	10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour,
+}
+
+// Defaults.
+const (
+	DefaultJitter         = 0.2
+	DefaultInProcessMax   = 10 * time.Second
+	DefaultAttemptTimeout = 15 * time.Second
+	DefaultMaxRetryAfter  = time.Hour
+	DefaultConcurrency    = 64
+	DefaultShutdownGrace  = 10 * time.Second
+	// MaxResponseBytes is the most of a receiver's response that is read.
+	MaxResponseBytes = 64 << 10
+	// loggedResponseBytes is the most of it kept in the attempt log.
+	loggedResponseBytes = 4 << 10
+)
+
+// Version is hookstream's version, sent in the User-Agent.
+var Version = "dev"
+
+// WithDefaults fills in every zero field with its default.
+func (c Config) WithDefaults() Config {
+	if c.Schedule == nil {
+		c.Schedule = DefaultSchedule
+	}
+	if c.Jitter == 0 {
+		c.Jitter = DefaultJitter
+	}
+	if c.InProcessMax == 0 {
+		c.InProcessMax = DefaultInProcessMax
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "hookstream/" + Version
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if c.Guard == nil {
+		return errors.New("Guard: required")
+	}
+	for i, d := range c.Schedule {
+		if d <= 0 {
+			return fmt.Errorf("Schedule: wait %d is not positive", i+1)
+		}
+	}
+	switch {
+	case c.Jitter < 0 || c.Jitter >= 1:
+		return errors.New("Jitter: must be in [0, 1)")
+	case c.AttemptTimeout < time.Second:
+		return errors.New("AttemptTimeout: must be at least 1s")
+	case c.Concurrency < 1:
+		return errors.New("Concurrency: must be at least 1")
+	case c.InProcessMax < 0 || c.MaxRetryAfter < 0:
+		return errors.New("InProcessMax, MaxRetryAfter: must not be negative")
+	}
+	return nil
+}

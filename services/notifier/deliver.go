@@ -1,0 +1,154 @@
+package notifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+const (
+	// deliverAckWait: in-flight deliveries report progress every third of it.
+	deliverAckWait = 30 * time.Second
+	// infraRetry is the wait after JetStream itself failed.
+	infraRetry = time.Second
+)
+
+var errAttemptFailed = errors.New("attempt failed")
+
+func (n *Notifier) runDeliveries(ctx context.Context, cons jetstream.Consumer) error {
+	return bus.Workers(ctx, cons, n.cfg.Concurrency, n.cfg.ShutdownGrace, n.handleDelivery)
+}
+
+// verdict is what becomes of a delivery message.
+type verdict int
+
+const (
+	done      verdict = iota // delivered, dead-lettered or rescheduled: ack
+	again                    // JetStream failed or shutting down: redeliver
+	malformed                // cannot ever be sent: terminate
+)
+
+func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
+	defer bus.KeepAlive(msg, deliverAckWait/3)()
+	var d contract.Delivery
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || d.URL == "" {
+		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
+		n.settle(msg, malformed)
+		return
+	}
+	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
+	n.settle(msg, n.deliver(ctx, logger, &d, msg.Subject()))
+}
+
+// settle is the one place that acknowledges delivery messages.
+func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
+	var err error
+	switch v {
+	case done:
+		err = msg.Ack()
+	case again:
+		err = msg.NakWithDelay(infraRetry)
+	case malformed:
+		err = msg.Term()
+	}
+	if err != nil {
+		n.logger.Warn("settle delivery message", "subject", msg.Subject(), "error", err)
+	}
+}
+
+// deliver makes this round of attempts: the first, plus the retries short
+// enough to wait for in process. Then it records the outcome and, if the
+// delivery is not finished, schedules the next round in JetStream.
+func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string) verdict {
+	ring, err := n.secrets.Get(ctx, d.Tenant)
+	if err != nil {
+		logger.Warn("load signing keys", "error", err)
+		return again
+	}
+	keys, err := ring.Keys(n.cfg.Now())
+	if err != nil {
+		logger.Error("signing keys unusable", "error", err)
+		return again
+	}
+	var last outcome
+	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration) { return len(d.Attempts), last.retryAfter }}
+	err = backoff.Retry(func() error {
+		last = n.send(ctx, d, keys)
+		if ctx.Err() != nil {
+			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt
+		}
+		d.Attempts = append(d.Attempts, last.attempt)
+		switch {
+		case last.ok():
+			return nil
+		case last.gone:
+			return backoff.Permanent(errAttemptFailed)
+		}
+		logger.Debug("webhook attempt failed", "attempt", len(d.Attempts), "status_code", last.attempt.StatusCode, "error", last.attempt.Error)
+		return errAttemptFailed
+	}, backoff.WithContext(policy, ctx))
+
+	switch {
+	case ctx.Err() != nil:
+		return again
+	case err == nil:
+		return n.finish(ctx, logger, d, contract.DeliverySucceeded, nil)
+	case last.gone || policy.next == 0:
+		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
+		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
+	}
+	due := n.cfg.Now().Add(policy.next)
+	if err := n.scheduleRetry(ctx, d, subject, due); err != nil {
+		logger.Warn("schedule webhook retry", "error", err)
+		return again
+	}
+	return n.finish(ctx, logger, d, contract.DeliveryPending, &due)
+}
+
+// scheduleRetry stores the delivery, with its attempts so far, as a NATS
+// message schedule that puts it back on its subject when due.
+func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subject string, due time.Time) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode delivery %s: %w", d.ID, err)
+	}
+	msg := nats.NewMsg(contract.RetrySubject(d.ID))
+	msg.Data = data
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	_, err = n.js.PublishMsg(ctx, msg,
+		jetstream.WithScheduleAt(due), jetstream.WithScheduleTarget(subject),
+		jetstream.WithMsgID(d.ID+"."+strconv.Itoa(len(d.Attempts))))
+	if err != nil {
+		return fmt.Errorf("schedule retry of %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// finish writes the delivery's attempt log.
+func (n *Notifier) finish(ctx context.Context, logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) verdict {
+	rec := contract.DeliveryRecord{
+		ID: d.ID, EventID: d.EventID, EventType: d.EventType, JobID: d.JobID, URL: d.URL,
+		Status: status, Attempts: d.Attempts, NextAttemptAt: next, Body: d.Body,
+		CreatedAt: d.CreatedAt, UpdatedAt: n.cfg.Now().UTC(),
+	}
+	data, err := json.Marshal(rec)
+	if err == nil {
+		_, err = n.log.Put(ctx, d.LogKey(), data)
+	}
+	if err != nil {
+		// The attempt happened; a lost log line must not resend the webhook.
+		logger.Warn("record delivery attempts", "error", err)
+	}
+	return done
+}

@@ -1,0 +1,89 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// Consumer names, shared by every notifier process.
+const (
+	FanoutConsumer  = "hookstream-fanout"
+	DeliverConsumer = "hookstream-deliver"
+)
+
+// Notifier fans events out and delivers webhooks.
+type Notifier struct {
+	cfg     Config
+	js      jetstream.JetStream
+	secrets *signing.Store
+	log     jetstream.KeyValue
+	client  *http.Client
+	logger  *slog.Logger
+}
+
+// New builds a notifier on a JetStream whose streams exist (bus.Ensure).
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.Logger) (*Notifier, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("notifier config: %w", err)
+	}
+	secrets, err := signing.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	log, err := js.KeyValue(ctx, contract.BucketDeliveries)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketDeliveries, err)
+	}
+	return &Notifier{
+		cfg: cfg, js: js, secrets: secrets, log: log,
+		client: newClient(cfg.Guard, cfg.AttemptTimeout),
+		logger: logger.With("service", "notifier"),
+	}, nil
+}
+
+// Run fans out and delivers until ctx ends, then drains both consumers.
+func (n *Notifier) Run(ctx context.Context) error {
+	fanout, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
+		Durable:       FanoutConsumer,
+		Description:   "hookstream fan-out: events to deliveries",
+		FilterSubject: contract.SubjectEvents + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       fanoutAckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 1000,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", FanoutConsumer, err)
+	}
+	deliver, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
+		Durable:       DeliverConsumer,
+		Description:   "hookstream webhook deliveries",
+		FilterSubject: contract.SubjectDeliveries + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       deliverAckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: max(1000, 4*n.cfg.Concurrency),
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", DeliverConsumer, err)
+	}
+	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Go(func() { errs[0] = n.runFanout(ctx, fanout) })
+	wg.Go(func() { errs[1] = n.runDeliveries(ctx, deliver) })
+	wg.Wait()
+	if errs[0] != nil {
+		return errs[0]
+	}
+	return errs[1]
+}

@@ -1,0 +1,93 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// Config configures the processor.
+type Config struct {
+	// Handlers maps job types to their handlers. At least one is required.
+	Handlers map[string]Handler
+	// Concurrency is how many jobs run at once in this process. Default 16.
+	Concurrency int
+	// MaxAttempts is how often a job runs before it fails. Default 5.
+	MaxAttempts int
+	// AckWait is how long JetStream waits for a sign of life before it
+	// redelivers a job to another processor; running jobs report progress
+	// every AckWait/3. Default 30 s.
+	AckWait time.Duration
+	// ShutdownGrace is how long running jobs may finish at shutdown before
+	// they are interrupted (and run again later). Default 10 s.
+	ShutdownGrace time.Duration
+	// JobRetention sets expires_at of jobs that arrive over NATS without a
+	// record. Default 7 days.
+	JobRetention time.Duration
+	// RetryDelay is the wait before attempt n+1 after attempt n failed.
+	// Default: [DefaultRetryDelay].
+	RetryDelay func(attempt int) time.Duration
+}
+
+// Defaults.
+const (
+	DefaultConcurrency   = 16
+	DefaultMaxAttempts   = 5
+	DefaultAckWait       = 30 * time.Second
+	DefaultShutdownGrace = 10 * time.Second
+)
+
+// DefaultRetryDelay is 1 s doubled per failed attempt, at most 5 minutes,
+// with ±20 % jitter.
+func DefaultRetryDelay(attempt int) time.Duration {
+	d := time.Second << min(max(attempt-1, 0), 20)
+	d = min(d, 5*time.Minute)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// WithDefaults fills in every zero field with its default.
+func (c Config) WithDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.JobRetention == 0 {
+		c.JobRetention = 7 * 24 * time.Hour
+	}
+	if c.RetryDelay == nil {
+		c.RetryDelay = DefaultRetryDelay
+	}
+	return c
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if len(c.Handlers) == 0 {
+		return errors.New("Handlers: at least one job type is required")
+	}
+	for t, h := range c.Handlers {
+		if !contract.ValidType(t) || h == nil {
+			return fmt.Errorf("Handlers: job type %q is invalid or has no handler", t)
+		}
+	}
+	switch {
+	case c.Concurrency < 1:
+		return errors.New("Concurrency: must be at least 1")
+	case c.MaxAttempts < 1:
+		return errors.New("MaxAttempts: must be at least 1")
+	case c.AckWait < time.Second:
+		return errors.New("AckWait: must be at least 1s")
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
+	"github.com/hookstream/hookstream/shared/jobstore"
+)
+
+// verdict is what becomes of a job message.
+type verdict int
+
+const (
+	ack   verdict = iota // done with it
+	retry                // deliver again after delay
+	term                 // never deliver again (poison)
+)
+
+type settlement struct {
+	verdict verdict
+	delay   time.Duration
+}
+
+// storeRetry is the wait after a failure of JetStream itself.
+const storeRetry = time.Second
+
+func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
+	p.settle(msg, p.process(ctx, msg))
+}
+
+// settle is the one place that acknowledges job messages.
+func (p *Processor) settle(msg jetstream.Msg, s settlement) {
+	var err error
+	switch s.verdict {
+	case ack:
+		err = msg.Ack()
+	case retry:
+		err = msg.NakWithDelay(s.delay)
+	case term:
+		err = msg.Term()
+	}
+	if err != nil {
+		p.logger.Warn("settle job message", "subject", msg.Subject(), "error", err)
+	}
+}
+
+func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
+	rec, err := p.decodeJob(msg)
+	if err != nil {
+		p.logger.Error("dropping malformed job message", "subject", msg.Subject(), "error", err)
+		return settlement{verdict: term}
+	}
+	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
+	stored, err := p.load(ctx, rec)
+	if err != nil {
+		logger.Warn("load job", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}
+	}
+	if stored.Tenant != rec.Tenant || stored.Type != rec.Type {
+		logger.Error("job id already used by another tenant or type; dropping message")
+		return settlement{verdict: term}
+	}
+	if contract.Terminal(stored.Status) {
+		return p.finish(ctx, logger, stored)
+	}
+	running, err := p.jobs.Update(ctx, rec.ID, p.claim)
+	switch {
+	case errors.Is(err, jobstore.ErrUnchanged) || (err == nil && contract.Terminal(running.Status)):
+		return p.finish(ctx, logger, running)
+	case err != nil:
+		logger.Warn("claim job", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}
+	}
+	result, runErr := p.run(ctx, msg, running)
+	if runErr != nil && ctx.Err() != nil {
+		return p.release(logger, rec.ID)
+	}
+	final, err := p.jobs.Update(ctx, rec.ID, func(r *contract.JobRecord) error {
+		return p.complete(r, result, runErr)
+	})
+	switch {
+	case errors.Is(err, jobstore.ErrUnchanged):
+		return p.finish(ctx, logger, final) // canceled while it ran
+	case err != nil:
+		logger.Warn("record job result", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}
+	case final.Status == contract.StatusQueued:
+		delay := p.cfg.RetryDelay(final.Attempts)
+		logger.Info("job attempt failed; retrying", "attempt", final.Attempts, "delay", delay, "error", runErr)
+		return settlement{verdict: retry, delay: delay}
+	}
+	return p.finish(ctx, logger, final)
+}
+
+// load returns the job's record, creating it from the message when the job
+// was published straight to NATS.
+func (p *Processor) load(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
+	stored, _, err := p.jobs.Get(ctx, rec.ID)
+	if !errors.Is(err, jobstore.ErrNotFound) {
+		return stored, err
+	}
+	if _, err := p.jobs.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
+		return contract.JobRecord{}, err
+	}
+	stored, _, err = p.jobs.Get(ctx, rec.ID)
+	return stored, err
+}
+
+// claim moves a job to running and counts the attempt. A job that has used
+// up its attempts without recording a result (its processor died each time)
+// fails instead.
+func (p *Processor) claim(r *contract.JobRecord) error {
+	if contract.Terminal(r.Status) {
+		return jobstore.ErrUnchanged
+	}
+	now := p.now().UTC()
+	r.UpdatedAt = now
+	if r.Attempts >= p.cfg.MaxAttempts {
+		r.Status, r.CompletedAt = contract.StatusFailed, &now
+		r.Error = "attempts exhausted: the job did not finish in any of its attempts"
+		return nil
+	}
+	r.Status = contract.StatusRunning
+	r.Attempts++
+	return nil
+}
+
+// complete records the outcome of an attempt.
+func (p *Processor) complete(r *contract.JobRecord, result json.RawMessage, runErr error) error {
+	if r.Status != contract.StatusRunning {
+		return jobstore.ErrUnchanged
+	}
+	now := p.now().UTC()
+	r.UpdatedAt = now
+	switch {
+	case runErr == nil:
+		r.Status, r.Result, r.Error, r.CompletedAt = contract.StatusSucceeded, result, "", &now
+	case isPermanent(runErr) || r.Attempts >= p.cfg.MaxAttempts:
+		r.Status, r.Error, r.CompletedAt = contract.StatusFailed, runErr.Error(), &now
+	default:
+		r.Status, r.Error = contract.StatusQueued, runErr.Error()
+	}
+	return nil
+}
+
+// release puts a job interrupted by shutdown back in the queue without
+// counting the attempt.
+func (p *Processor) release(logger *slog.Logger, id string) settlement {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := p.jobs.Update(ctx, id, func(r *contract.JobRecord) error {
+		if r.Status != contract.StatusRunning {
+			return jobstore.ErrUnchanged
+		}
+		r.Status, r.Attempts, r.UpdatedAt = contract.StatusQueued, max(r.Attempts-1, 0), p.now().UTC()
+		return nil
+	})
+	if err != nil && !errors.Is(err, jobstore.ErrUnchanged) {
+		logger.Warn("release interrupted job", "error", err)
+	}
+	return settlement{verdict: retry}
+}
+
+// finish publishes the event of a terminal job; only then is its message
+// acknowledged, so a crash in between republishes the (de-duplicated) event.
+func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contract.JobRecord) settlement {
+	if err := jobevents.Publish(ctx, p.js, rec); err != nil {
+		logger.Warn("publish job event", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}
+	}
+	logger.Debug("job finished", "status", rec.Status, "attempts", rec.Attempts)
+	return settlement{verdict: ack}
+}
+
+// run calls the job's handler, telling JetStream every AckWait/3 that the
+// job is still being worked on.
+func (p *Processor) run(ctx context.Context, msg jetstream.Msg, rec contract.JobRecord) (result json.RawMessage, err error) {
+	handler := p.cfg.Handlers[rec.Type]
+	defer bus.KeepAlive(msg, p.cfg.AckWait/3)()
+	defer func() {
+		if v := recover(); v != nil {
+			err = Permanent(errors.New("handler panicked"))
+			p.logger.Error("job handler panicked", "job_id", rec.ID, "panic", v)
+		}
+	}()
+	return handler.Handle(ctx, Job{
+		ID: rec.ID, Tenant: rec.Tenant, Type: rec.Type, Attempt: rec.Attempts,
+		Payload: rec.Payload, Metadata: rec.Metadata,
+	})
+}

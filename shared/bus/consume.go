@@ -1,0 +1,64 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Workers runs handle for the messages of a consumer, at most n at a time,
+// until ctx ends. Then it stops fetching, gives running handlers grace to
+// finish, and finally cancels the context they run with. Backlogs stay in
+// JetStream: at most n messages are held in memory.
+func Workers(ctx context.Context, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
+	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
+	defer interrupt()
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, n)
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			handle(workCtx, msg)
+		})
+	}, jetstream.PullMaxMessages(n))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", cons.CachedInfo().Name, err)
+	}
+	<-ctx.Done()
+
+	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	Drain(graceCtx, cc)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-graceCtx.Done():
+		interrupt()
+		<-done
+	}
+	return nil
+}
+
+// KeepAlive tells JetStream every interval that msg is still being worked on,
+// until the returned stop function is called.
+func KeepAlive(msg jetstream.Msg, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
