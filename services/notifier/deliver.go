@@ -126,6 +126,10 @@ func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subj
 	msg := nats.NewMsg(contract.RetrySubject(d.ID))
 	msg.Data = data
 	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	// Schedules have whole-second resolution: round up, never fire early.
+	if frac := due.Sub(due.Truncate(time.Second)); frac > 0 {
+		due = due.Add(time.Second - frac)
+	}
 	_, err = n.js.PublishMsg(ctx, msg,
 		jetstream.WithScheduleAt(due), jetstream.WithScheduleTarget(subject),
 		jetstream.WithMsgID(d.ID+"."+strconv.Itoa(len(d.Attempts))))

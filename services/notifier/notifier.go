@@ -21,12 +21,14 @@ const (
 
 // Notifier fans events out and delivers webhooks.
 type Notifier struct {
-	cfg     Config
-	js      jetstream.JetStream
-	secrets *signing.Store
-	log     jetstream.KeyValue
-	client  *http.Client
-	logger  *slog.Logger
+	cfg         Config
+	js          jetstream.JetStream
+	secrets     *signing.Store
+	log         jetstream.KeyValue
+	fanoutCons  jetstream.Consumer
+	deliverCons jetstream.Consumer
+	client      *http.Client
+	logger      *slog.Logger
 }
 
 // New builds a notifier on a JetStream whose streams exist (bus.Ensure).
@@ -43,16 +45,20 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketDeliveries, err)
 	}
-	return &Notifier{
+	n := &Notifier{
 		cfg: cfg, js: js, secrets: secrets, log: log,
 		client: newClient(cfg.Guard, cfg.AttemptTimeout),
 		logger: logger.With("service", "notifier"),
-	}, nil
+	}
+	if err := n.createConsumers(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
-// Run fans out and delivers until ctx ends, then drains both consumers.
-func (n *Notifier) Run(ctx context.Context) error {
-	fanout, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
+func (n *Notifier) createConsumers(ctx context.Context) error {
+	var err error
+	n.fanoutCons, err = n.js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
 		Durable:       FanoutConsumer,
 		Description:   "hookstream fan-out: events to deliveries",
 		FilterSubject: contract.SubjectEvents + ".>",
@@ -64,7 +70,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", FanoutConsumer, err)
 	}
-	deliver, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
+	n.deliverCons, err = n.js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
 		Durable:       DeliverConsumer,
 		Description:   "hookstream webhook deliveries",
 		FilterSubject: contract.SubjectDeliveries + ".>",
@@ -76,11 +82,16 @@ func (n *Notifier) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", DeliverConsumer, err)
 	}
+	return nil
+}
+
+// Run fans out and delivers until ctx ends, then drains both consumers.
+func (n *Notifier) Run(ctx context.Context) error {
 	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
-	wg.Go(func() { errs[0] = n.runFanout(ctx, fanout) })
-	wg.Go(func() { errs[1] = n.runDeliveries(ctx, deliver) })
+	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
+	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
 	wg.Wait()
 	if errs[0] != nil {
 		return errs[0]

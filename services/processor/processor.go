@@ -24,6 +24,7 @@ type Processor struct {
 	cfg    Config
 	js     jetstream.JetStream
 	jobs   *jobstore.Store
+	cons   jetstream.Consumer
 	logger *slog.Logger
 	now    func() time.Time
 }
@@ -38,7 +39,11 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
-	return &Processor{cfg: cfg, js: js, jobs: jobs, logger: logger.With("service", "processor"), now: time.Now}, nil
+	p := &Processor{cfg: cfg, js: js, jobs: jobs, logger: logger.With("service", "processor"), now: time.Now}
+	if p.cons, err = p.createConsumer(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Types returns the job types this processor runs, sorted.
@@ -51,9 +56,7 @@ func (p *Processor) Types() []string {
 	return types
 }
 
-// Run consumes jobs until ctx ends, then stops taking new ones, lets running
-// ones finish within ShutdownGrace and returns.
-func (p *Processor) Run(ctx context.Context) error {
+func (p *Processor) createConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	subjects := make([]string, 0, len(p.cfg.Handlers))
 	for _, t := range p.Types() {
 		subjects = append(subjects, contract.SubjectJobs+".*."+t)
@@ -68,10 +71,16 @@ func (p *Processor) Run(ctx context.Context) error {
 		MaxAckPending:  max(1000, 4*p.cfg.Concurrency),
 	})
 	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+		return nil, fmt.Errorf("create consumer %s: %w", ConsumerName, err)
 	}
+	return cons, nil
+}
+
+// Run consumes jobs until ctx ends, then stops taking new ones, lets running
+// ones finish within ShutdownGrace and returns.
+func (p *Processor) Run(ctx context.Context) error {
 	p.logger.Info("processor running", "types", p.Types(), "concurrency", p.cfg.Concurrency)
-	return bus.Workers(ctx, cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, p.handle)
+	return bus.Workers(ctx, p.cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, p.handle)
 }
 
 // jobIDOf returns the job id of a message: the id in the body, else its

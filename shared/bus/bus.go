@@ -37,7 +37,9 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 		nats.ReconnectBufSize(-1),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			logger.Warn("nats disconnected", "error", err)
+			if err != nil {
+				logger.Warn("nats disconnected", "error", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
@@ -82,6 +84,7 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/embeddednats"
 )
 
@@ -35,18 +36,14 @@ func Start(t testing.TB) *Server {
 	return &Server{Server: ns, Dir: dir}
 }
 
-// Connect returns a connection and its JetStream context, closed when the
-// test ends.
+// Connect returns a connection made the way hookstream makes its own
+// (bus.Connect), closed when the test ends.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: s.ClientURL(), Name: t.Name()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
 	return nc, js
 }

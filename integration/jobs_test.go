@@ -1,0 +1,166 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/processor"
+)
+
+// The whole path: 202, the job runs, the callback arrives signed, and the
+// job reads succeeded.
+func TestJobCallbackIsSignedAndVerifies(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	rcv := newReceiver(t)
+	secret := h.secret(keyAcme)
+
+	sent := time.Now()
+	id := h.submit(keyAcme, `{"type":"echo","payload":{"hello":"world"},"callback_url":"`+rcv.URL+`/hook"}`)
+	got := rcv.wait(t, 1, 30*time.Second)
+	t.Logf("202 to callback: %s", got[0].at.Sub(sent))
+
+	r := got[0]
+	verify(t, secret, r)
+	require.True(t, strings.HasPrefix(r.id(), "msg_"))
+	require.Equal(t, "application/json", r.header.Get("Content-Type"))
+	require.True(t, strings.HasPrefix(r.header.Get("User-Agent"), "hookstream/"))
+	require.Equal(t, "job.succeeded", r.event.Type)
+	var job map[string]any
+	require.NoError(t, json.Unmarshal(r.event.Data, &job))
+	require.Equal(t, id, job["id"])
+	require.Equal(t, "succeeded", job["status"])
+	require.Equal(t, map[string]any{"hello": "world"}, job["result"])
+
+	// The event's data is the job exactly as the API returns it.
+	code, _, api := h.call(http.MethodGet, "/v1/jobs/"+id, keyAcme, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, api, job)
+
+	// The other tenant cannot see it.
+	code, _, _ = h.call(http.MethodGet, "/v1/jobs/"+id, keyOther, "")
+	require.Equal(t, http.StatusNotFound, code)
+}
+
+// A receiver that fails twice gets the same webhook-id three times, the
+// retries scheduled durably in JetStream.
+func TestFailingReceiverGetsSameWebhookID(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	rcv := newReceiver(t, 500, 503)
+	secret := h.secret(keyAcme)
+	h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`)
+	got := rcv.wait(t, 3, 30*time.Second)
+	for _, r := range got {
+		verify(t, secret, r)
+		require.Equal(t, got[0].id(), r.id())
+		require.Equal(t, string(got[0].body), string(r.body), "the body is the same on every attempt")
+	}
+	require.GreaterOrEqual(t, got[1].at.Sub(got[0].at), 500*time.Millisecond, "the retry waited for its schedule")
+}
+
+// The short tier retries in process, with the same webhook-id.
+func TestInProcessRetries(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Second, 50*time.Millisecond, 50*time.Millisecond))
+	rcv := newReceiver(t, 500, 500)
+	h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`)
+	got := rcv.wait(t, 3, 30*time.Second)
+	require.Equal(t, got[0].id(), got[2].id())
+}
+
+// A retry pending in JetStream when the app stops is sent after a restart,
+// with the same webhook-id.
+func TestRetrySurvivesRestart(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Nanosecond, 3*time.Second))
+	rcv := newReceiver(t, 500)
+	secret := h.secret(keyAcme)
+	h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`)
+	first := rcv.wait(t, 1, 30*time.Second)[0]
+	h.restart()
+	got := rcv.wait(t, 2, 30*time.Second)
+	verify(t, secret, got[1])
+	require.Equal(t, first.id(), got[1].id())
+	time.Sleep(time.Second)
+	require.Len(t, rcv.all(), 2, "delivered once after the restart, not again")
+}
+
+// A job that keeps failing ends failed after its attempts, with a
+// job.failed webhook carrying the error.
+func TestFailingJobEndsFailed(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	h := start(t,
+		withHandler("flaky", processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+			calls++
+			return nil, errFlaky
+		})),
+		withHandler("doomed", processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+			return nil, processor.Permanent(errPermanent)
+		})),
+	)
+	rcv := newReceiver(t)
+	flaky := h.submit(keyAcme, `{"type":"flaky","callback_url":"`+rcv.URL+`"}`)
+	job := h.waitStatus(keyAcme, flaky, "failed")
+	require.EqualValues(t, 5, job["attempts"], "the default MaxAttempts")
+	require.Contains(t, job["error"], errFlaky.Error())
+
+	doomed := h.submit(keyAcme, `{"type":"doomed","callback_url":"`+rcv.URL+`"}`)
+	job = h.waitStatus(keyAcme, doomed, "failed")
+	require.EqualValues(t, 1, job["attempts"], "a permanent error is not retried")
+
+	got := rcv.wait(t, 2, 30*time.Second)
+	for _, r := range got {
+		require.Equal(t, "job.failed", r.event.Type)
+	}
+}
+
+// A canceled job is not run, and its callback gets job.canceled.
+func TestCanceledJobIsNotRun(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := start(t, withHandler("slow", processor.HandlerFunc(func(ctx context.Context, _ processor.Job) (json.RawMessage, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return json.RawMessage(`"done"`), nil
+	})))
+	rcv := newReceiver(t)
+	id := h.submit(keyAcme, `{"type":"slow","callback_url":"`+rcv.URL+`"}`)
+	h.waitStatus(keyAcme, id, "running")
+	code, _, _ := h.call(http.MethodDelete, "/v1/jobs/"+id, keyAcme, "")
+	require.Equal(t, http.StatusAccepted, code)
+	close(release)
+	got := rcv.wait(t, 1, 30*time.Second)
+	require.Equal(t, "job.canceled", got[0].event.Type)
+	// The result that came after the cancellation is dropped.
+	time.Sleep(time.Second)
+	_, _, job := h.call(http.MethodGet, "/v1/jobs/"+id, keyAcme, "")
+	require.Equal(t, "canceled", job["status"])
+	require.Len(t, rcv.all(), 1)
+}
+
+// An Idempotency-Key returns the same job after a restart: the record is
+// durable, not a memory of the process.
+func TestIdempotencyKeySurvivesRestart(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	id := h.submit(keyAcme, `{"type":"echo"}`, "Idempotency-Key", "abc")
+	h.waitStatus(keyAcme, id, "succeeded")
+	h.restart()
+	require.Equal(t, id, h.submit(keyAcme, `{"type":"echo"}`, "Idempotency-Key", "abc"))
+}
+
+var errFlaky = &flakyError{}
+
+type flakyError struct{}
+
+func (*flakyError) Error() string { return "worker hiccup" }

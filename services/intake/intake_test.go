@@ -1,0 +1,296 @@
+package intake_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+const (
+	keyAcme  = "acme-key-0123456789abcdef"
+	keyOther = "other-key-0123456789abcdef"
+)
+
+type bundle struct {
+	nats *natstest.Server
+	js   jetstream.JetStream
+	srv  *httptest.Server
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	svc, err := intake.New(ctx, intake.Config{
+		APIKeys:        []intake.APIKey{{Tenant: "acme", Key: keyAcme}, {Tenant: "other", Key: keyOther}},
+		JobTypes:       []string{"echo"},
+		Guard:          ssrf.NewGuard(nil),
+		MaxBodyBytes:   4096,
+		MaxJSONDepth:   5,
+		PublishTimeout: 2 * time.Second,
+	}, nc, js, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	require.NoError(t, err)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return &bundle{nats: ns, js: js, srv: srv}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+func (b *bundle) do(t *testing.T, method, path, key, contentType, body string, headers ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	out := reply{status: resp.StatusCode, header: resp.Header}
+	if len(data) > 0 {
+		require.NoError(t, json.Unmarshal(data, &out.body), string(data))
+	}
+	return out
+}
+
+func (b *bundle) submit(t *testing.T, key, body string, headers ...string) reply {
+	t.Helper()
+	return b.do(t, http.MethodPost, "/v1/jobs", key, "application/json", body, headers...)
+}
+
+func TestSubmitAccepted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.submit(t, keyAcme, `{"type":"echo","payload":{"n":1},"metadata":{"order":"42"}}`)
+	require.Equal(t, http.StatusAccepted, r.status)
+	id := r.body["id"].(string)
+	require.True(t, strings.HasPrefix(id, "job_"))
+	require.Equal(t, "/v1/jobs/"+id, r.header.Get("Location"))
+	require.Equal(t, "1", r.header.Get("Retry-After"))
+	require.Equal(t, "queued", r.body["status"])
+	require.NotEmpty(t, r.body["expires_at"])
+
+	// 202 means the job message is in the stream.
+	s, err := b.js.Stream(context.Background(), contract.StreamJobs)
+	require.NoError(t, err)
+	msg, err := s.GetLastMsgForSubject(context.Background(), contract.JobSubject("acme", "echo"))
+	require.NoError(t, err)
+	require.Equal(t, id, msg.Header.Get(contract.HeaderMsgID))
+
+	got := b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusOK, got.status)
+	require.Equal(t, "queued", got.body["status"])
+	require.Equal(t, "1", got.header.Get("Retry-After"))
+	require.NotContains(t, got.body, "tenant")
+	require.NotContains(t, got.body, "request_hash")
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	deep := strings.Repeat(`{"a":`, 6) + "1" + strings.Repeat("}", 6)
+	tests := []struct {
+		name         string
+		givenKey     string
+		givenType    string
+		givenBody    string
+		wantStatus   int
+		wantInDetail string
+	}{
+		{name: "no key", givenType: "application/json", givenBody: `{"type":"echo"}`, wantStatus: 401},
+		{name: "wrong key", givenKey: "nope-nope-nope-nope-nope", givenType: "application/json", givenBody: `{"type":"echo"}`, wantStatus: 401},
+		{name: "malformed JSON", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":`, wantStatus: 400},
+		{name: "empty body", givenKey: keyAcme, givenType: "application/json", givenBody: ``, wantStatus: 400},
+		{name: "trailing data", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo"} {}`, wantStatus: 400, wantInDetail: "trailing"},
+		{name: "too large", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","payload":"` + strings.Repeat("x", 5000) + `"}`, wantStatus: 413},
+		{name: "wrong content type", givenKey: keyAcme, givenType: "text/plain", givenBody: `{"type":"echo"}`, wantStatus: 415},
+		{name: "no content type", givenKey: keyAcme, givenBody: `{"type":"echo"}`, wantStatus: 415},
+		{name: "too deep", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","payload":` + deep + `}`, wantStatus: 422, wantInDetail: "nested"},
+		{name: "unknown type", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"resize"}`, wantStatus: 422, wantInDetail: "unknown job type"},
+		{name: "missing type", givenKey: keyAcme, givenType: "application/json", givenBody: `{"payload":1}`, wantStatus: 422, wantInDetail: "type"},
+		{name: "unknown field", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","colour":1}`, wantStatus: 422, wantInDetail: "colour"},
+		{name: "wrong field type", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":7}`, wantStatus: 422},
+		{name: "not an object", givenKey: keyAcme, givenType: "application/json", givenBody: `[1]`, wantStatus: 422},
+		{name: "private callback", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","callback_url":"http://127.0.0.1/x"}`, wantStatus: 422, wantInDetail: "HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS"},
+		{name: "ftp callback", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","callback_url":"ftp://example.com/x"}`, wantStatus: 422, wantInDetail: "scheme"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := b.do(t, http.MethodPost, "/v1/jobs", tt.givenKey, tt.givenType, tt.givenBody)
+			require.Equal(t, tt.wantStatus, r.status, r.body)
+			require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+			require.EqualValues(t, tt.wantStatus, r.body["status"])
+			require.NotEmpty(t, r.body["title"])
+			require.NotEmpty(t, r.body["type"])
+			require.Contains(t, r.body["detail"], tt.wantInDetail)
+		})
+	}
+}
+
+func TestTenantsSeeOnlyTheirJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	for _, method := range []string{http.MethodGet, http.MethodDelete} {
+		r := b.do(t, method, "/v1/jobs/"+id, keyOther, "", "")
+		require.Equal(t, http.StatusNotFound, r.status, method)
+	}
+	require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/v1/jobs/job_nope", keyAcme, "", "").status)
+	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "").status)
+	// The same Idempotency-Key of another tenant is another job.
+	a := b.submit(t, keyAcme, `{"type":"echo"}`, "Idempotency-Key", "k1")
+	o := b.submit(t, keyOther, `{"type":"echo"}`, "Idempotency-Key", "k1")
+	require.NotEqual(t, a.body["id"], o.body["id"])
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.submit(t, keyAcme, `{"type":"echo","payload":{"a":1,"b":2}}`, "Idempotency-Key", "order-7")
+	require.Equal(t, http.StatusAccepted, first.status)
+	again := b.submit(t, keyAcme, `{"payload": {"a":1, "b":2}, "type":"echo"}`, "Idempotency-Key", "order-7")
+	require.Equal(t, http.StatusAccepted, again.status)
+	require.Equal(t, first.body["id"], again.body["id"])
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	other := b.submit(t, keyAcme, `{"type":"echo","payload":{"a":2}}`, "Idempotency-Key", "order-7")
+	require.Equal(t, http.StatusUnprocessableEntity, other.status)
+	require.Contains(t, other.body["detail"], "Idempotency-Key")
+
+	// One job message despite two accepted submissions.
+	s, err := b.js.Stream(context.Background(), contract.StreamJobs)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Msgs)
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	r := b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusAccepted, r.status)
+	require.Equal(t, "canceled", r.body["status"])
+	require.NotEmpty(t, r.body["completed_at"])
+	r = b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusConflict, r.status)
+	got := b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, "canceled", got.body["status"])
+	require.Empty(t, got.header.Get("Retry-After"), "a finished job has no Retry-After")
+}
+
+func TestLongPollReturnsOnChange(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	done := make(chan reply, 1)
+	go func() { done <- b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=30s", keyAcme, "", "") }()
+	time.Sleep(200 * time.Millisecond) // let the poll start; the assertion does not depend on it
+	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
+	r := <-done
+	require.Equal(t, http.StatusOK, r.status)
+	require.Equal(t, "canceled", r.body["status"])
+
+	bad := b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=forever", keyAcme, "", "")
+	require.Equal(t, http.StatusBadRequest, bad.status)
+}
+
+// With NATS gone, a submission is answered 503 with Retry-After, never 202.
+func TestNATSDownAnswers503(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.nats.Shutdown()
+	b.nats.WaitForShutdown()
+	for range 3 {
+		r := b.submit(t, keyAcme, `{"type":"echo"}`)
+		require.Equal(t, http.StatusServiceUnavailable, r.status, r.body)
+		require.NotEmpty(t, r.header.Get("Retry-After"))
+		require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+	}
+	require.Equal(t, http.StatusServiceUnavailable, b.do(t, http.MethodGet, "/readyz", "", "", "").status)
+	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/healthz", "", "", "").status)
+}
+
+// A full jobs stream (DiscardNew) refuses new work: 503, and nothing is lost.
+func TestFullStreamAnswers503(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, contract.StreamJobs)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgs = 2
+	_, err = b.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, b.submit(t, keyAcme, `{"type":"echo"}`).status)
+	require.Equal(t, http.StatusAccepted, b.submit(t, keyAcme, `{"type":"echo"}`).status)
+	r := b.submit(t, keyAcme, `{"type":"echo"}`)
+	require.Equal(t, http.StatusServiceUnavailable, r.status, r.body)
+	require.NotEmpty(t, r.header.Get("Retry-After"))
+}
+
+func TestSigningSecret(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.do(t, http.MethodGet, "/v1/signing-secret", keyAcme, "", "")
+	require.Equal(t, http.StatusOK, first.status)
+	secret := first.body["secret"].(string)
+	require.True(t, strings.HasPrefix(secret, "whsec_"))
+	require.Equal(t, secret, b.do(t, http.MethodGet, "/v1/signing-secret", keyAcme, "", "").body["secret"])
+	require.NotEqual(t, secret, b.do(t, http.MethodGet, "/v1/signing-secret", keyOther, "", "").body["secret"])
+
+	rotated := b.do(t, http.MethodPost, "/v1/signing-secret/rotate", keyAcme, "", "")
+	require.Equal(t, http.StatusOK, rotated.status)
+	require.NotEqual(t, secret, rotated.body["secret"])
+	prev := rotated.body["previous"].([]any)
+	require.Len(t, prev, 1)
+	require.Equal(t, secret, prev[0].(map[string]any)["secret"])
+}
+
+func TestUnknownRoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.do(t, http.MethodGet, "/v2/nothing", keyAcme, "", "")
+	require.Equal(t, http.StatusNotFound, r.status)
+	require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+	r = b.do(t, http.MethodPut, "/v1/jobs", keyAcme, "", "")
+	require.Equal(t, http.StatusMethodNotAllowed, r.status)
+}
