@@ -121,7 +121,10 @@ func (h *harness) restart() {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // call makes an API request and decodes the JSON answer.
 func (h *harness) call(method, path, key, body string, headers ...string) (int, http.Header, map[string]any) {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -100,6 +101,6 @@ func printSettings(w io.Writer) {
 		if st.def == "" {
 			def = "(empty)"
 		}
-		fmt.Fprintf(w, "| `%s` | `--%s` | %s | %s |\n", st.env, st.flag, def, st.help)
+		fmt.Fprintf(w, "| `%s` | `--%s` | %s | %s |\n", st.env, st.flag, def, strings.ReplaceAll(st.help, "|", "\\|"))
 	}
 }

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(pairs ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		m[pairs[i]] = pairs[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+// The README's configuration table is exactly what the code knows.
+func TestREADMEListsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(readme), "<!-- settings:begin -->\n")
+	require.True(t, ok, "README has no settings table markers")
+	table, _, ok := strings.Cut(rest, "<!-- settings:end -->")
+	require.True(t, ok)
+	var want bytes.Buffer
+	printSettings(&want)
+	require.Equal(t, want.String(), table, "README settings table is stale: paste `go run ./cmd/hookstream settings`")
+}
+
+func TestBadConfigurationNamesTheSetting(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		givenEnv  []string
+		givenArgs []string
+		wantInErr string
+	}{
+		{name: "sync", givenEnv: []string{"HOOKSTREAM_JETSTREAM_SYNC", "sometimes"}, wantInErr: "HOOKSTREAM_JETSTREAM_SYNC"},
+		{name: "api keys", givenEnv: []string{"HOOKSTREAM_API_KEYS", "acme"}, wantInErr: "HOOKSTREAM_API_KEYS"},
+		{name: "api key not echoed", givenEnv: []string{"HOOKSTREAM_API_KEYS", "acme:"}, wantInErr: "acme:…"},
+		{name: "networks", givenEnv: []string{"HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS", "10.0.0.0/33"}, wantInErr: "HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS"},
+		{name: "workers", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=ftp://x"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
+		{name: "worker timeout", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://x|soon"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
+		{name: "schedule", givenEnv: []string{"HOOKSTREAM_RETRY_SCHEDULE", "5s,-1m"}, wantInErr: "HOOKSTREAM_RETRY_SCHEDULE"},
+		{name: "number", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "three"}, wantInErr: "HOOKSTREAM_NATS_REPLICAS"},
+		{name: "replicas range", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "9"}, wantInErr: "HOOKSTREAM_NATS_REPLICAS"},
+		{name: "retention", givenEnv: []string{"HOOKSTREAM_JOB_RETENTION", "1h"}, wantInErr: "HOOKSTREAM_JOB_RETENTION"},
+		{name: "log level", givenEnv: []string{"HOOKSTREAM_LOG_LEVEL", "loud"}, wantInErr: "HOOKSTREAM_LOG_LEVEL"},
+		{name: "flag wins", givenEnv: []string{"HOOKSTREAM_ATTEMPT_TIMEOUT", "15s"}, givenArgs: []string{"--attempt-timeout", "1ms"}, wantInErr: "HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout)"},
+		{name: "unknown flag", givenArgs: []string{"--colour"}, wantInErr: "colour"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"serve"}, tt.givenArgs...), env(tt.givenEnv...), &stdout, &stderr)
+			require.Equal(t, 2, code)
+			require.Contains(t, stderr.String(), tt.wantInErr)
+		})
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 2, run([]string{"frobnicate"}, env(), &stdout, &stderr))
+	require.Contains(t, stderr.String(), "unknown command")
+}
+
+func TestSettingsDefaultsAreValid(t *testing.T) {
+	t.Parallel()
+	s, err := parseSettings("serve", nil, env(), &bytes.Buffer{})
+	require.NoError(t, err)
+	c, err := buildConfigs(s)
+	require.NoError(t, err)
+	require.Contains(t, c.intake.JobTypes, "echo")
+	require.Len(t, c.notifier.Schedule, 9)
+}

@@ -1,0 +1,134 @@
+package contract_test
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var (
+	t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	t1 = t0.Add(1500 * time.Millisecond)
+)
+
+// examples are one value of every message type of the wire contract.
+var examples = map[string]any{
+	"job_request": contract.JobRequest{
+		ID: "job_0123456789abcdefghijklmnop", Payload: json.RawMessage(`{"image":"cat.png"}`),
+		CallbackURL: "https://example.com/hooks", Metadata: map[string]string{"order": "42"},
+	},
+	"job": contract.Job{
+		ID: "job_0123456789abcdefghijklmnop", Type: "echo", Status: contract.StatusSucceeded, Attempts: 1,
+		Metadata: map[string]string{"order": "42"}, Result: json.RawMessage(`{"ok":true}`),
+		CreatedAt: t0, UpdatedAt: t1, CompletedAt: &t1, ExpiresAt: t0.Add(7 * 24 * time.Hour),
+	},
+	"job_record": contract.JobRecord{
+		Job: contract.Job{
+			ID: "job_0123456789abcdefghijklmnop", Type: "echo", Status: contract.StatusQueued,
+			CreatedAt: t0, UpdatedAt: t0, ExpiresAt: t0.Add(7 * 24 * time.Hour),
+		},
+		Tenant: "acme", Payload: json.RawMessage(`{"image":"cat.png"}`), CallbackURL: "https://example.com/hooks",
+		RequestHash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+	},
+	"delivery": contract.Delivery{
+		ID: "msg_0123456789abcdefghijklmnop", Tenant: "acme", EventID: "evt_1", EventType: "job.succeeded",
+		JobID: "job_0123456789abcdefghijklmnop", URL: "https://example.com/hooks",
+		Body: json.RawMessage(`{"type":"job.succeeded","timestamp":"2026-11-23T12:00:01.5Z","data":{}}`), CreatedAt: t0,
+		Attempts: []contract.Attempt{{At: t0, StatusCode: 500, LatencyMS: 12, Error: "", Response: "oops"}},
+	},
+	"delivery_record": contract.DeliveryRecord{
+		ID: "msg_0123456789abcdefghijklmnop", EventID: "evt_1", EventType: "job.succeeded", URL: "https://example.com/hooks",
+		Status: contract.DeliveryPending, Attempts: []contract.Attempt{{At: t0, LatencyMS: 15000, Error: "timeout"}},
+		NextAttemptAt: &t1, CreatedAt: t0, UpdatedAt: t0,
+	},
+	"webhook_body": contract.WebhookBody{Type: "invoice.paid", Timestamp: t1, Data: json.RawMessage(`{"invoice":"in_1"}`)},
+}
+
+// TestGolden pins the JSON of every contract type. A change here is a
+// contract change: bump contract.Version and say so in the README.
+// Regenerate with `task golden`.
+func TestGolden(t *testing.T) {
+	t.Parallel()
+	for name, v := range examples {
+		got, err := json.MarshalIndent(v, "", "  ")
+		require.NoError(t, err)
+		path := filepath.Join("testdata", name+".json")
+		if *update {
+			require.NoError(t, os.WriteFile(path, append(got, '\n'), 0o644))
+		}
+		want, err := os.ReadFile(path)
+		require.NoError(t, err, "missing golden file: run task golden")
+		require.JSONEq(t, string(want), string(got), "%s changed: a contract change (run task golden, bump contract.Version)", name)
+	}
+	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	require.NoError(t, err)
+	require.Len(t, files, len(examples), "stale golden files in testdata")
+}
+
+func TestSubjects(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "hookstream.jobs.acme.resize", contract.JobSubject("acme", "resize"))
+	require.Equal(t, "hookstream.events.acme.invoice.paid", contract.EventSubject("acme", "invoice.paid"))
+	tests := []struct {
+		name       string
+		givenSubj  string
+		wantTenant string
+		wantType   string
+		wantErr    bool
+	}{
+		{name: "event with dots", givenSubj: "hookstream.events.acme.invoice.paid", wantTenant: "acme", wantType: "invoice.paid"},
+		{name: "plain", givenSubj: "hookstream.events.t-1.ping", wantTenant: "t-1", wantType: "ping"},
+		{name: "no type", givenSubj: "hookstream.events.acme", wantErr: true},
+		{name: "other root", givenSubj: "hookstream.jobs.acme.x", wantErr: true},
+		{name: "empty part", givenSubj: "hookstream.events.acme.invoice..paid", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tenant, typ, err := contract.ParseEventSubject(tt.givenSubj)
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.wantTenant, tenant)
+			require.Equal(t, tt.wantType, typ)
+		})
+	}
+}
+
+func FuzzParseEventSubject(f *testing.F) {
+	f.Add("hookstream.events.acme.invoice.paid")
+	f.Add("hookstream.events..")
+	f.Fuzz(func(t *testing.T, subject string) {
+		tenant, typ, err := contract.ParseEventSubject(subject)
+		if err != nil {
+			return
+		}
+		if contract.EventSubject(tenant, typ) != subject {
+			t.Fatalf("round trip of %q gave %q", subject, contract.EventSubject(tenant, typ))
+		}
+	})
+}
+
+func FuzzDecodeJobRequest(f *testing.F) {
+	f.Add([]byte(`{"id":"job_1","payload":{"a":1},"callback_url":"https://x"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req contract.JobRequest
+		if json.Unmarshal(data, &req) != nil {
+			return
+		}
+		if _, err := json.Marshal(req); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}
