@@ -55,7 +55,7 @@ func TestFailingReceiverGetsSameWebhookID(t *testing.T) {
 	h := start(t)
 	rcv := newReceiver(t, 500, 503)
 	secret := h.secret(keyAcme)
-	h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`)
+	id := h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`)
 	got := rcv.wait(t, 3, 30*time.Second)
 	for _, r := range got {
 		verify(t, secret, r)
@@ -63,6 +63,24 @@ func TestFailingReceiverGetsSameWebhookID(t *testing.T) {
 		require.Equal(t, string(got[0].body), string(r.body), "the body is the same on every attempt")
 	}
 	require.GreaterOrEqual(t, got[1].at.Sub(got[0].at), 500*time.Millisecond, "the retry waited for its schedule")
+
+	// The delivery log shows every attempt.
+	var deliveries []any
+	require.Eventually(t, func() bool {
+		_, _, out := h.call(http.MethodGet, "/v1/jobs/"+id+"/deliveries", keyAcme, "")
+		deliveries = out["data"].([]any)
+		return len(deliveries) == 1 && deliveries[0].(map[string]any)["status"] == "succeeded"
+	}, 10*time.Second, 50*time.Millisecond)
+	d := deliveries[0].(map[string]any)
+	require.Equal(t, got[0].id(), d["id"])
+	require.NotContains(t, d, "body")
+	var codes []float64
+	for _, a := range d["attempts"].([]any) {
+		codes = append(codes, a.(map[string]any)["status_code"].(float64))
+	}
+	require.Equal(t, []float64{500, 503, 200}, codes)
+	code, _, _ := h.call(http.MethodGet, "/v1/jobs/"+id+"/deliveries", keyOther, "")
+	require.Equal(t, http.StatusNotFound, code)
 }
 
 // The short tier retries in process, with the same webhook-id.

@@ -21,16 +21,18 @@ import (
 
 // Service is the intake HTTP API.
 type Service struct {
-	cfg      Config
-	logger   *slog.Logger
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	jobs     *jobstore.Store
-	secrets  *signing.Store
-	keys     map[[sha256.Size]byte]string
-	jobTypes map[string]bool
-	handler  http.Handler
-	now      func() time.Time
+	cfg     Config
+	logger  *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	jobs    *jobstore.Store
+	secrets *signing.Store
+	// deliveryLog is the bucket of delivery attempt logs.
+	deliveryLog jetstream.KeyValue
+	keys        map[[sha256.Size]byte]string
+	jobTypes    map[string]bool
+	handler     http.Handler
+	now         func() time.Time
 }
 
 // New builds the service on a connection whose streams and buckets exist
@@ -48,8 +50,12 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err != nil {
 		return nil, err
 	}
+	deliveryLog, err := js.KeyValue(ctx, contract.BucketDeliveries)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketDeliveries, err)
+	}
 	s := &Service{
-		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, jobs: jobs, secrets: secrets,
+		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now,
 	}
 	for _, t := range cfg.JobTypes {
@@ -79,6 +85,7 @@ func (s *Service) routes() http.Handler {
 	v1.POST("/jobs", s.createJob)
 	v1.GET("/jobs/:id", s.getJob)
 	v1.DELETE("/jobs/:id", s.cancelJob)
+	v1.GET("/jobs/:id/deliveries", s.listDeliveries)
 	v1.GET("/signing-secret", s.getSigningSecret)
 	v1.POST("/signing-secret/rotate", s.rotateSigningSecret)
 	return r

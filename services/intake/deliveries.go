@@ -1,0 +1,67 @@
+package intake
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// deliveryView is a delivery record as the API shows it: without the body
+// (the outer field shadows the record's own and is always left empty).
+type deliveryView struct {
+	contract.DeliveryRecord
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// listDeliveries answers GET /v1/jobs/{id}/deliveries: every webhook sent
+// for the job, with its attempts, oldest first.
+func (s *Service) listDeliveries(c *gin.Context) {
+	ctx := c.Request.Context()
+	tenant, id := tenantOf(c), c.Param("id")
+	if _, _, err := s.jobs.GetForTenant(ctx, tenant, id); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	records, err := s.readDeliveries(ctx, tenant+"."+id+".*")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"data": records})
+}
+
+// readDeliveries reads every delivery record whose key matches filter.
+func (s *Service) readDeliveries(ctx context.Context, filter string) ([]deliveryView, error) {
+	w, err := s.deliveryLog.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	out := []deliveryView{}
+	for entry := range w.Updates() {
+		if entry == nil { // all current values have been sent
+			break
+		}
+		var rec deliveryView
+		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+			return nil, fmt.Errorf("decode delivery %s: %w", entry.Key(), err)
+		}
+		rec.Body = nil
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b deliveryView) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
