@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -25,6 +26,7 @@ type settings struct {
 	Replicas        int
 	JetStreamSync   string
 	APIKeys         string
+	SecretKey       string
 	AllowedNetworks string
 	JobWorkers      string
 	ExternalTypes   string
@@ -56,6 +58,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
 		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
 		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs; empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
+		{"HOOKSTREAM_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that encrypts signing secrets at rest; empty in embedded mode: generated and kept in the data dir (required in split mode)", &s.SecretKey},
 		{"HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS", "allowed-callback-networks", "", "CIDRs callbacks may reach although non-public (e.g. 127.0.0.0/8 for local testing)", &s.AllowedNetworks},
 		{"HOOKSTREAM_JOB_WORKERS", "job-workers", "", "job types done by internal HTTP services: type=url or type=url|timeout, comma-separated", &s.JobWorkers},
 		{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "external-job-types", "", "job types accepted by intake but run by processors outside hookstream, comma-separated", &s.ExternalTypes},
@@ -150,6 +153,11 @@ func (s *settings) validate() error {
 	}
 	if _, err := s.apiKeys(); err != nil {
 		return err
+	}
+	if s.SecretKey != "" {
+		if _, err := secretbox.ParseKey(s.SecretKey); err != nil {
+			return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w", err)
+		}
 	}
 	if _, err := ssrf.ParseNetworks(s.AllowedNetworks); err != nil {
 		return fmt.Errorf("HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS (--allowed-callback-networks): %w", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -78,6 +79,15 @@ func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, st
 	if cmd == "serve" {
 		return serve(ctx, s, c, logger, stdout)
 	}
+	if s.SecretKey == "" {
+		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
+	}
+	key, _ := secretbox.ParseKey(s.SecretKey) // validated with the settings
+	box, err := secretbox.New(key)
+	if err != nil {
+		return err
+	}
+	c.intake.Box, c.notifier.Box = box, box
 	nc, js, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd}, logger)
 	if err != nil {
 		return err
@@ -122,8 +132,12 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 	if err != nil {
 		return err
 	}
+	var secretKey []byte
+	if s.SecretKey != "" {
+		secretKey, _ = secretbox.ParseKey(s.SecretKey) // validated with the settings
+	}
 	return allinone.Run(ctx, allinone.Config{
-		DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
+		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
 	}, logger)
 }

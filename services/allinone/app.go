@@ -22,6 +22,7 @@ import (
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/embeddednats"
+	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // Config configures the all-in-one process.
@@ -37,6 +38,9 @@ type Config struct {
 	// SyncInterval is the disk sync interval when SyncAlways is false; zero
 	// is the NATS default of 2 minutes.
 	SyncInterval time.Duration
+	// SecretKey encrypts signing secrets at rest (32 bytes). Default: a key
+	// generated on first start and kept in DataDir/secret-key.
+	SecretKey []byte
 	// Topology sizes the streams and buckets.
 	Topology bus.Topology
 	// Intake, Processor and Notifier configure the three services.
@@ -91,6 +95,9 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.DataDir == "" {
 		return errors.New("DataDir: required")
 	}
+	if err := a.useSecretKey(); err != nil {
+		return err
+	}
 	ns, err := embeddednats.Start(embeddednats.Config{
 		StoreDir: filepath.Join(a.cfg.DataDir, "jetstream"), Listen: a.cfg.NATSListen,
 		SyncAlways: a.cfg.SyncAlways, SyncInterval: a.cfg.SyncInterval,
@@ -116,6 +123,23 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer drainConn(nc)
 	return runInOrder(ctx, services)
+}
+
+// useSecretKey gives intake and notifier the box that seals secrets.
+func (a *App) useSecretKey() error {
+	key := a.cfg.SecretKey
+	if key == nil {
+		var err error
+		if key, err = secretbox.KeyFile(a.cfg.DataDir); err != nil {
+			return err
+		}
+	}
+	box, err := secretbox.New(key)
+	if err != nil {
+		return err
+	}
+	a.cfg.Intake.Box, a.cfg.Notifier.Box = box, box
+	return nil
 }
 
 // build makes the three services, intake first.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -25,6 +26,8 @@ type Config struct {
 	JobTypes []string
 	// Guard validates callback URLs. Required.
 	Guard *ssrf.Guard
+	// Box encrypts signing secrets at rest. Required.
+	Box *secretbox.Box
 	// MaxBodyBytes limits request bodies. Default 1 MiB.
 	MaxBodyBytes int64
 	// MaxJSONDepth limits nesting of request JSON. Default 32.
@@ -115,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if c.Guard == nil {
 		return errors.New("Guard: required")
+	}
+	if c.Box == nil {
+		return errors.New("Box: required")
 	}
 	switch {
 	case c.MaxBodyBytes < 1024:

@@ -18,6 +18,7 @@ import (
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -42,6 +43,7 @@ func setup(t *testing.T) *bundle {
 		APIKeys:        []intake.APIKey{{Tenant: "acme", Key: keyAcme}, {Tenant: "other", Key: keyOther}},
 		JobTypes:       []string{"echo"},
 		Guard:          ssrf.NewGuard(nil),
+		Box:            testBox(t),
 		MaxBodyBytes:   4096,
 		MaxJSONDepth:   5,
 		PublishTimeout: 2 * time.Second,
@@ -50,6 +52,12 @@ func setup(t *testing.T) *bundle {
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
 	return &bundle{nats: ns, js: js, srv: srv}
+}
+
+func testBox(t *testing.T) *secretbox.Box {
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	return box
 }
 
 type testWriter struct{ t *testing.T }

@@ -46,7 +46,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err != nil {
 		return nil, err
 	}
-	secrets, err := signing.Open(ctx, js)
+	secrets, err := signing.Open(ctx, js, cfg.Box)
 	if err != nil {
 		return nil, err
 	}

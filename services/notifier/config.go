@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -12,6 +13,8 @@ import (
 type Config struct {
 	// Guard refuses callbacks to non-public addresses at dial time. Required.
 	Guard *ssrf.Guard
+	// Box decrypts signing secrets. Required.
+	Box *secretbox.Box
 	// Schedule is the wait before each retry after the first attempt.
 	// Default [DefaultSchedule]: 10 attempts over about three days.
 	Schedule []time.Duration
@@ -97,6 +100,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if c.Guard == nil {
 		return errors.New("Guard: required")
+	}
+	if c.Box == nil {
+		return errors.New("Box: required")
 	}
 	for i, d := range c.Schedule {
 		if d <= 0 {

@@ -37,7 +37,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("notifier config: %w", err)
 	}
-	secrets, err := signing.Open(ctx, js)
+	secrets, err := signing.Open(ctx, js, cfg.Box)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,105 @@
+// Package secretbox encrypts secrets at rest (signing secrets in JetStream
+// buckets) with AES-256-GCM under a key the operator provides
+// (HOOKSTREAM_SECRET_KEY) or, in embedded mode, one kept in the data dir.
+package secretbox
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// KeySize is the key length in bytes.
+const KeySize = 32
+
+// prefix marks sealed values and their format version.
+const prefix = "sb1:"
+
+// ErrOpen is returned for a value that is not sealed with this key.
+var ErrOpen = errors.New("secretbox: cannot open value (wrong HOOKSTREAM_SECRET_KEY or corrupt data)")
+
+// Box seals and opens values.
+type Box struct {
+	aead cipher.AEAD
+}
+
+// New returns a box for a 32-byte key.
+func New(key []byte) (*Box, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("secretbox: key is %d bytes, want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("secretbox: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("secretbox: %w", err)
+	}
+	return &Box{aead: aead}, nil
+}
+
+// ParseKey decodes a key given as standard base64 of 32 bytes.
+func ParseKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(key) != KeySize {
+		return nil, fmt.Errorf("not base64 of %d bytes (make one with: head -c 32 /dev/urandom | base64)", KeySize)
+	}
+	return key, nil
+}
+
+// Seal encrypts plaintext; the result is printable.
+func (b *Box) Seal(plaintext []byte) string {
+	nonce := make([]byte, b.aead.NonceSize(), b.aead.NonceSize()+len(plaintext)+b.aead.Overhead())
+	_, _ = rand.Read(nonce)
+	return prefix + base64.StdEncoding.EncodeToString(b.aead.Seal(nonce, nonce, plaintext, nil))
+}
+
+// Open decrypts what Seal produced.
+func (b *Box) Open(sealed string) ([]byte, error) {
+	encoded, ok := strings.CutPrefix(sealed, prefix)
+	if !ok {
+		return nil, ErrOpen
+	}
+	data, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil || len(data) < b.aead.NonceSize() {
+		return nil, ErrOpen
+	}
+	plain, err := b.aead.Open(nil, data[:b.aead.NonceSize()], data[b.aead.NonceSize():], nil)
+	if err != nil {
+		return nil, ErrOpen
+	}
+	return plain, nil
+}
+
+// KeyFile returns the key kept in dir/secret-key, creating it (mode 0600)
+// on first use.
+func KeyFile(dir string) ([]byte, error) {
+	path := filepath.Join(dir, "secret-key")
+	if data, err := os.ReadFile(path); err == nil {
+		key, err := ParseKey(string(data))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	key := make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate secret key: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return key, nil
+}

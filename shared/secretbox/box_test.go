@@ -1,0 +1,42 @@
+package secretbox_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/secretbox"
+)
+
+func TestSealOpen(t *testing.T) {
+	t.Parallel()
+	key, err := secretbox.KeyFile(t.TempDir())
+	require.NoError(t, err)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	sealed := box.Seal([]byte("whsec_abc"))
+	require.NotContains(t, sealed, "whsec_abc")
+	require.NotEqual(t, sealed, box.Seal([]byte("whsec_abc")), "a fresh nonce every time")
+	plain, err := box.Open(sealed)
+	require.NoError(t, err)
+	require.Equal(t, "whsec_abc", string(plain))
+
+	other, _ := secretbox.New(bytes.Repeat([]byte{1}, secretbox.KeySize))
+	_, err = other.Open(sealed)
+	require.ErrorIs(t, err, secretbox.ErrOpen)
+	_, err = box.Open("plain")
+	require.ErrorIs(t, err, secretbox.ErrOpen)
+}
+
+func TestKeyFileIsStable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a, err := secretbox.KeyFile(dir)
+	require.NoError(t, err)
+	b, err := secretbox.KeyFile(dir)
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+	_, err = secretbox.ParseKey("short")
+	require.Error(t, err)
+}

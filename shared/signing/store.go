@@ -1,0 +1,144 @@
+package signing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/secretbox"
+)
+
+// Store reads and writes tenants' keyrings, sealed with a secretbox. Reads
+// are cached for DefaultCacheTTL so that the delivery loop does not read the
+// bucket for every webhook; a rotation made by another process is seen
+// within that time (the old secret keeps signing meanwhile).
+type Store struct {
+	kv  jetstream.KeyValue
+	box *secretbox.Box
+	now func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	ring Keyring
+	at   time.Time
+}
+
+// DefaultCacheTTL is how long a read keyring is reused.
+const DefaultCacheTTL = 5 * time.Second
+
+// Open binds to the tenants bucket, which bus.Ensure has created.
+func Open(ctx context.Context, js jetstream.JetStream, box *secretbox.Box) (*Store, error) {
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
+	}
+	return &Store{kv: kv, box: box, now: time.Now, cache: map[string]cached{}}, nil
+}
+
+func key(tenant string) string { return tenant + ".signing" }
+
+// Seal encodes and encrypts a keyring for storage.
+func Seal(box *secretbox.Box, ring Keyring) []byte {
+	data, _ := json.Marshal(ring)
+	return []byte(box.Seal(data))
+}
+
+// Unseal decrypts and decodes a stored keyring.
+func Unseal(box *secretbox.Box, sealed []byte) (Keyring, error) {
+	data, err := box.Open(string(sealed))
+	if err != nil {
+		return Keyring{}, err
+	}
+	var ring Keyring
+	if err := json.Unmarshal(data, &ring); err != nil || len(ring.Secrets) == 0 {
+		return Keyring{}, errors.New("decode keyring: bad record")
+	}
+	return ring, nil
+}
+
+// Get returns the tenant's keyring, creating it with a new secret on first
+// use.
+func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
+	s.mu.Lock()
+	c, ok := s.cache[tenant]
+	s.mu.Unlock()
+	if ok && s.now().Sub(c.at) < DefaultCacheTTL {
+		return c.ring, nil
+	}
+	ring, _, err := s.load(ctx, tenant)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		ring, err = s.create(ctx, tenant)
+	}
+	if err != nil {
+		return Keyring{}, err
+	}
+	s.remember(tenant, ring)
+	return ring, nil
+}
+
+func (s *Store) remember(tenant string, ring Keyring) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache[tenant] = cached{ring: ring, at: s.now()}
+}
+
+func (s *Store) load(ctx context.Context, tenant string) (Keyring, uint64, error) {
+	entry, err := s.kv.Get(ctx, key(tenant))
+	if err != nil {
+		return Keyring{}, 0, err
+	}
+	ring, err := Unseal(s.box, entry.Value())
+	if err != nil {
+		return Keyring{}, 0, fmt.Errorf("keyring of %s: %w", tenant, err)
+	}
+	return ring, entry.Revision(), nil
+}
+
+func (s *Store) create(ctx context.Context, tenant string) (Keyring, error) {
+	ring, err := NewKeyring(s.now())
+	if err != nil {
+		return Keyring{}, err
+	}
+	if _, err := s.kv.Create(ctx, key(tenant), Seal(s.box, ring)); errors.Is(err, jetstream.ErrKeyExists) {
+		ring, _, err = s.load(ctx, tenant) // another process created it first
+		return ring, err
+	} else if err != nil {
+		return Keyring{}, fmt.Errorf("create keyring of %s: %w", tenant, err)
+	}
+	return ring, nil
+}
+
+// Rotate makes a new current secret; the previous ones keep signing until
+// grace has passed.
+func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration) (Keyring, error) {
+	if _, err := s.Get(ctx, tenant); err != nil {
+		return Keyring{}, err
+	}
+	for {
+		ring, rev, err := s.load(ctx, tenant)
+		if err != nil {
+			return Keyring{}, fmt.Errorf("load keyring of %s: %w", tenant, err)
+		}
+		if ring, err = ring.Rotate(s.now(), grace); err != nil {
+			return Keyring{}, err
+		}
+		_, err = s.kv.Update(ctx, key(tenant), Seal(s.box, ring), rev)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			continue // changed meanwhile; rotate again from the new state
+		}
+		if err != nil {
+			return Keyring{}, fmt.Errorf("rotate keyring of %s: %w", tenant, err)
+		}
+		s.remember(tenant, ring)
+		return ring, nil
+	}
+}
