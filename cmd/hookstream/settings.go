@@ -27,6 +27,7 @@ type settings struct {
 	JetStreamSync   string
 	APIKeys         string
 	SecretKey       string
+	AdminToken      string
 	AllowedNetworks string
 	JobWorkers      string
 	ExternalTypes   string
@@ -58,6 +59,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
 		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
 		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs; empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
+		{"HOOKSTREAM_ADMIN_TOKEN", "admin-token", "", "bearer token of the admin API (/v1/admin: tenants and their API keys); empty: admin API off", &s.AdminToken},
 		{"HOOKSTREAM_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that encrypts signing secrets at rest; empty in embedded mode: generated and kept in the data dir (required in split mode)", &s.SecretKey},
 		{"HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS", "allowed-callback-networks", "", "CIDRs callbacks may reach although non-public (e.g. 127.0.0.0/8 for local testing)", &s.AllowedNetworks},
 		{"HOOKSTREAM_JOB_WORKERS", "job-workers", "", "job types done by internal HTTP services: type=url or type=url|timeout, comma-separated", &s.JobWorkers},
@@ -153,6 +155,9 @@ func (s *settings) validate() error {
 	}
 	if _, err := s.apiKeys(); err != nil {
 		return err
+	}
+	if s.AdminToken != "" && len(s.AdminToken) < 16 {
+		return errors.New("HOOKSTREAM_ADMIN_TOKEN (--admin-token): use at least 16 characters")
 	}
 	if s.SecretKey != "" {
 		if _, err := secretbox.ParseKey(s.SecretKey); err != nil {

@@ -52,7 +52,7 @@ func buildConfigs(s *settings) (configs, error) {
 	return configs{
 		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention},
 		intake: intake.Config{
-			Addr: s.HTTPAddr, APIKeys: keys, JobTypes: jobTypes, Guard: guard,
+			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, JobTypes: jobTypes, Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
 		},
 		processor: proc,
@@ -99,8 +99,8 @@ func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, st
 	var svc interface{ Run(context.Context) error }
 	switch cmd {
 	case "intake":
-		if len(c.intake.APIKeys) == 0 {
-			return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): required in split mode")
+		if len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
+			return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 		}
 		svc, err = intake.New(ctx, c.intake, nc, js, logger)
 	case "processor":

@@ -7,18 +7,22 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-const tenantKey = "tenant"
+const tenantCtxKey = "tenant"
 
 // authenticate resolves the bearer API key to its tenant, or answers 401.
 func (s *Service) authenticate(c *gin.Context) {
 	token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	tenant, known := s.keys[sha256.Sum256([]byte(strings.TrimSpace(token)))]
+	token = strings.TrimSpace(token)
+	tenant, known := s.keys[sha256.Sum256([]byte(token))]
+	if !known {
+		tenant, known = s.apiKeys.Authenticate(token)
+	}
 	if !ok || !known {
 		s.respondError(c, unauthorized())
 		return
 	}
-	c.Set(tenantKey, tenant)
+	c.Set(tenantCtxKey, tenant)
 	c.Next()
 }
 
-func tenantOf(c *gin.Context) string { return c.GetString(tenantKey) }
+func tenantOf(c *gin.Context) string { return c.GetString(tenantCtxKey) }

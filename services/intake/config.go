@@ -26,6 +26,8 @@ type Config struct {
 	JobTypes []string
 	// Guard validates callback URLs. Required.
 	Guard *ssrf.Guard
+	// AdminToken guards /v1/admin. Empty: the admin API is off.
+	AdminToken string
 	// Box encrypts signing secrets at rest. Required.
 	Box *secretbox.Box
 	// MaxBodyBytes limits request bodies. Default 1 MiB.
@@ -97,8 +99,11 @@ func (c Config) WithDefaults() Config {
 
 // Validate reports the first bad field.
 func (c Config) Validate() error {
-	if len(c.APIKeys) == 0 {
-		return errors.New("APIKeys: at least one tenant key is required")
+	if len(c.APIKeys) == 0 && c.AdminToken == "" {
+		return errors.New("APIKeys: at least one tenant key is required when there is no AdminToken to issue keys")
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < minAPIKeyLength {
+		return fmt.Errorf("AdminToken: shorter than %d characters", minAPIKeyLength)
 	}
 	for _, k := range c.APIKeys {
 		if !contract.ValidTenant(k.Tenant) {

@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
@@ -40,22 +41,18 @@ func (s *Service) listDeliveries(c *gin.Context) {
 
 // readDeliveries reads every delivery record whose key matches filter.
 func (s *Service) readDeliveries(ctx context.Context, filter string) ([]deliveryView, error) {
-	w, err := s.deliveryLog.Watch(ctx, filter, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("read deliveries: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
 	out := []deliveryView{}
-	for entry := range w.Updates() {
-		if entry == nil { // all current values have been sent
-			break
-		}
+	err := bus.ReadAll(ctx, s.deliveryLog, filter, func(entry jetstream.KeyValueEntry) error {
 		var rec deliveryView
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-			return nil, fmt.Errorf("decode delivery %s: %w", entry.Key(), err)
+			return fmt.Errorf("decode delivery %s: %w", entry.Key(), err)
 		}
 		rec.Body = nil
 		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b deliveryView) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/nats-io/nats.go"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/jobevents"
 	"github.com/hookstream/hookstream/shared/jobstore"
@@ -130,7 +130,7 @@ func (s *Service) createJob(c *gin.Context) {
 		},
 		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL, RequestHash: req.hash(),
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.PublishTimeout)
+	ctx, cancel := s.publishContext(c)
 	defer cancel()
 	stored, replayed, err := s.storeJob(ctx, rec)
 	if err != nil {
@@ -182,18 +182,8 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 }
 
 func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
-	data, err := json.Marshal(contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata})
-	if err != nil {
-		return fmt.Errorf("encode job %s: %w", rec.ID, err)
-	}
-	msg := nats.NewMsg(contract.JobSubject(rec.Tenant, rec.Type))
-	msg.Data = data
-	msg.Header.Set(contract.HeaderMsgID, rec.ID)
-	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish job %s: %w", rec.ID, err)
-	}
-	return nil
+	return bus.PublishJSON(ctx, s.js, contract.JobSubject(rec.Tenant, rec.Type), rec.ID,
+		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata})
 }
 
 // forget removes the record of a job whose message could not be published,

@@ -9,7 +9,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/hookstream/hookstream/shared/apikeys"
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/jobstore"
 )
 
@@ -67,6 +69,10 @@ func (s *Service) respondError(c *gin.Context, err error) {
 	case errors.As(err, &ae):
 	case errors.Is(err, jobstore.ErrNotFound):
 		ae = notFound("job").(*apiError)
+	case errors.Is(err, endpoints.ErrNotFound):
+		ae = notFound("endpoint").(*apiError)
+	case errors.Is(err, apikeys.ErrNotFound):
+		ae = notFound("api key").(*apiError)
 	case bus.IsUnavailable(err):
 		s.logger.Warn("jetstream unavailable", "path", c.FullPath(), "error", err)
 		ae = unavailable(s.cfg.RetryAfter).(*apiError)

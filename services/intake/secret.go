@@ -19,13 +19,7 @@ type secretResponse struct {
 
 func newSecretResponse(ring signing.Keyring, now time.Time) secretResponse {
 	cur := ring.Current()
-	out := secretResponse{Secret: cur.Secret, CreatedAt: cur.CreatedAt}
-	for _, old := range ring.Secrets[1:] {
-		if old.ExpiresAt != nil && now.Before(*old.ExpiresAt) {
-			out.Previous = append(out.Previous, old)
-		}
-	}
-	return out
+	return secretResponse{Secret: cur.Secret, CreatedAt: cur.CreatedAt, Previous: ring.Previous(now)}
 }
 
 func (s *Service) getSigningSecret(c *gin.Context) {
@@ -39,7 +33,12 @@ func (s *Service) getSigningSecret(c *gin.Context) {
 }
 
 func (s *Service) rotateSigningSecret(c *gin.Context) {
-	ring, err := s.secrets.Rotate(c.Request.Context(), tenantOf(c), s.cfg.SecretGrace)
+	grace, err := s.readGrace(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	ring, err := s.secrets.Rotate(c.Request.Context(), tenantOf(c), grace)
 	if err != nil {
 		s.respondError(c, err)
 		return

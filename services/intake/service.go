@@ -14,7 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/apikeys"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/jobstore"
 	"github.com/hookstream/hookstream/shared/signing"
 )
@@ -29,6 +31,9 @@ type Service struct {
 	secrets *signing.Store
 	// deliveryLog is the bucket of delivery attempt logs.
 	deliveryLog jetstream.KeyValue
+	tenants     jetstream.KeyValue
+	endpoints   *endpoints.Store
+	apiKeys     *apikeys.Index
 	keys        map[[sha256.Size]byte]string
 	jobTypes    map[string]bool
 	handler     http.Handler
@@ -54,8 +59,21 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketDeliveries, err)
 	}
+	tenants, err := js.KeyValue(ctx, contract.BucketTenants)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
+	}
+	eps, err := endpoints.Open(ctx, js, cfg.Box)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := apikeys.NewIndex(ctx, js, logger)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
+		tenants: tenants, endpoints: eps, apiKeys: keys,
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now,
 	}
 	for _, t := range cfg.JobTypes {
@@ -88,6 +106,25 @@ func (s *Service) routes() http.Handler {
 	v1.GET("/jobs/:id/deliveries", s.listDeliveries)
 	v1.GET("/signing-secret", s.getSigningSecret)
 	v1.POST("/signing-secret/rotate", s.rotateSigningSecret)
+	v1.POST("/events", s.publishEvent)
+	v1.GET("/event-types", s.listEventTypes)
+	v1.POST("/endpoints", s.createEndpoint)
+	v1.GET("/endpoints", s.listEndpoints)
+	v1.GET("/endpoints/:id", s.getEndpoint)
+	v1.PATCH("/endpoints/:id", s.patchEndpoint)
+	v1.DELETE("/endpoints/:id", s.deleteEndpoint)
+	v1.GET("/endpoints/:id/secret", s.getEndpointSecret)
+	v1.POST("/endpoints/:id/secret/rotate", s.rotateEndpointSecret)
+	v1.POST("/endpoints/:id/test", s.testEndpoint)
+
+	admin := r.Group("/v1/admin", s.authenticateAdmin)
+	admin.POST("/tenants", s.createTenant)
+	admin.GET("/tenants", s.listTenants)
+	admin.GET("/tenants/:tenant", s.getTenant)
+	admin.DELETE("/tenants/:tenant", s.deleteTenant)
+	admin.POST("/tenants/:tenant/keys", s.issueKey)
+	admin.GET("/tenants/:tenant/keys", s.listKeys)
+	admin.DELETE("/tenants/:tenant/keys/:key", s.revokeKey)
 	return r
 }
 
@@ -121,6 +158,20 @@ func (s *Service) Run(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopKeys()
+	keysDone := make(chan error, 1)
+	go func() { keysDone <- s.apiKeys.Run(keysCtx) }()
+	select { // issued API keys must work from the first request
+	case <-s.apiKeys.Ready():
+	case err := <-keysDone:
+		return fmt.Errorf("api key index: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+	if err := s.registerBootstrapTenants(ctx); err != nil {
+		return err
+	}
 	s.logger.Info("intake listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -138,6 +189,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("serve http: %w", err)
 	}
 	return nil
+}
+
+// publishContext bounds a request's wait for JetStream.
+func (s *Service) publishContext(c *gin.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.Request.Context(), s.cfg.PublishTimeout)
 }
 
 func (s *Service) healthz(c *gin.Context) {

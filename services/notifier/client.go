@@ -49,20 +49,30 @@ type outcome struct {
 
 func (o outcome) ok() bool { return o.attempt.StatusCode >= 200 && o.attempt.StatusCode <= 299 }
 
+// destination is where and how a delivery is sent, resolved per round.
+type destination struct {
+	url     string
+	keys    [][]byte
+	headers map[string]string
+}
+
 // send makes one signed attempt.
-func (n *Notifier) send(ctx context.Context, d *contract.Delivery, keys [][]byte) outcome {
+func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destination) outcome {
 	start := n.cfg.Now()
 	out := outcome{attempt: contract.Attempt{At: start.UTC()}}
 	defer func() { out.attempt.LatencyMS = n.cfg.Now().Sub(start).Milliseconds() }()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(d.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.url, bytes.NewReader(d.Body))
 	if err != nil {
 		out.attempt.Error = "invalid callback URL: " + err.Error()
 		return out
 	}
+	for k, v := range dest.headers {
+		req.Header.Set(k, v)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", n.cfg.UserAgent)
-	webhook.SetHeaders(req.Header, keys, d.ID, start, d.Body)
+	webhook.SetHeaders(req.Header, dest.keys, d.ID, start, d.Body)
 	resp, err := n.client.Do(req)
 	if err != nil {
 		out.attempt.Error = describe(err)

@@ -42,7 +42,7 @@ const (
 func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 	defer bus.KeepAlive(msg, deliverAckWait/3)()
 	var d contract.Delivery
-	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || d.URL == "" {
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || (d.URL == "" && d.EndpointID == "") {
 		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
 		n.settle(msg, malformed)
 		return
@@ -71,20 +71,19 @@ func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 // enough to wait for in process. Then it records the outcome and, if the
 // delivery is not finished, schedules the next round in JetStream.
 func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string) verdict {
-	ring, err := n.secrets.Get(ctx, d.Tenant)
+	dest, unsendable, err := n.destination(ctx, d)
 	if err != nil {
-		logger.Warn("load signing keys", "error", err)
+		logger.Warn("resolve webhook destination", "error", err)
 		return again
 	}
-	keys, err := ring.Keys(n.cfg.Now())
-	if err != nil {
-		logger.Error("signing keys unusable", "error", err)
-		return again
+	if unsendable != "" {
+		d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: unsendable})
+		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
 	}
 	var last outcome
 	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration) { return len(d.Attempts), last.retryAfter }}
 	err = backoff.Retry(func() error {
-		last = n.send(ctx, d, keys)
+		last = n.send(ctx, d, dest)
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt
 		}
@@ -116,6 +115,31 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	return n.finish(ctx, logger, d, contract.DeliveryPending, &due)
 }
 
+// destination resolves where a delivery goes now: a job callback to its URL
+// signed with the tenant's keys; an endpoint delivery to the endpoint's
+// current URL, keys and headers. unsendable says why an endpoint delivery
+// cannot be sent (deleted or disabled endpoint): it is dead-lettered.
+func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest destination, unsendable string, err error) {
+	now := n.cfg.Now()
+	if d.EndpointID == "" {
+		ring, err := n.secrets.Get(ctx, d.Tenant)
+		if err != nil {
+			return destination{}, "", err
+		}
+		keys, err := ring.Keys(now)
+		return destination{url: d.URL, keys: keys}, "", err
+	}
+	ep := n.index.Get(d.Tenant, d.EndpointID)
+	switch {
+	case ep == nil:
+		return destination{}, "endpoint " + d.EndpointID + " was deleted", nil
+	case !ep.Enabled:
+		return destination{}, "endpoint " + d.EndpointID + " is disabled", nil
+	}
+	keys, err := ep.Keyring.Keys(now)
+	return destination{url: ep.URL, keys: keys, headers: ep.Headers}, "", err
+}
+
 // scheduleRetry stores the delivery, with its attempts so far, as a NATS
 // message schedule that puts it back on its subject when due.
 func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subject string, due time.Time) error {
@@ -141,8 +165,12 @@ func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subj
 
 // finish writes the delivery's attempt log.
 func (n *Notifier) finish(ctx context.Context, logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) verdict {
+	url := d.URL
+	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
+		url = ep.URL
+	}
 	rec := contract.DeliveryRecord{
-		ID: d.ID, EventID: d.EventID, EventType: d.EventType, JobID: d.JobID, URL: d.URL,
+		ID: d.ID, EventID: d.EventID, EventType: d.EventType, JobID: d.JobID, EndpointID: d.EndpointID, URL: url,
 		Status: status, Attempts: d.Attempts, NextAttemptAt: next, Body: d.Body,
 		CreatedAt: d.CreatedAt, UpdatedAt: n.cfg.Now().UTC(),
 	}

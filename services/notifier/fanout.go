@@ -2,14 +2,11 @@ package notifier
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -26,15 +23,8 @@ const (
 // callbackTarget is the delivery target key of a job's own callback URL.
 const callbackTarget = "cb"
 
-var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
-
-// DeliveryID is the webhook-id of the delivery of an event to a target. It
-// is derived, not random, so that fan-out run twice for the same event
-// publishes the same deliveries, which JetStream de-duplicates.
-func DeliveryID(eventID, target string) string {
-	sum := sha256.Sum256([]byte(eventID + "\x00" + target))
-	return "msg_" + idEncoding.EncodeToString(sum[:16])
-}
+// DeliveryID is contract.DeliveryID, kept here for callers of this package.
+func DeliveryID(eventID, target string) string { return contract.DeliveryID(eventID, target) }
 
 func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error {
 	return bus.Workers(ctx, cons, fanoutConcurrency, n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
@@ -49,23 +39,24 @@ func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error
 
 // target is where one delivery of an event goes.
 type target struct {
-	key string
-	url string
+	key        string
+	url        string
+	endpointID string
 }
 
-// fanout publishes one delivery per target of the event. A malformed event
-// is dropped with an error in the log (issue: dead-letter store for events).
+// fanout publishes one delivery per target of the event: the job's own
+// callback URL, if any, and every enabled endpoint of the tenant subscribed
+// to the event type. A malformed event is dead-lettered with the reason.
 func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
 	tenant, eventType, err := contract.ParseEventSubject(msg.Subject())
 	if err != nil {
-		n.logger.Error("dropping event on a malformed subject", "subject", msg.Subject(), "error", err)
-		return nil
+		return n.deadLetter(ctx, msg, "subject is not hookstream.events.<tenant>.<event type>")
 	}
 	if !json.Valid(msg.Data()) {
-		n.logger.Error("dropping event whose data is not JSON", "subject", msg.Subject(), "tenant_id", tenant)
-		return nil
+		return n.deadLetter(ctx, msg, "data is not a JSON value")
 	}
 	eventID, at := eventIdentity(msg)
+	n.recordEventType(ctx, tenant, eventType, msg.Data())
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
 	if err != nil {
 		return fmt.Errorf("encode webhook body: %w", err)
@@ -74,10 +65,14 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
 	if url := msg.Headers().Get(contract.HeaderCallbackURL); url != "" {
 		targets = append(targets, target{key: callbackTarget, url: url})
 	}
+	for _, id := range n.index.Matching(tenant, eventType) {
+		targets = append(targets, target{key: id, endpointID: id})
+	}
 	for _, t := range targets {
 		d := contract.Delivery{
-			ID: DeliveryID(eventID, t.key), Tenant: tenant, EventID: eventID, EventType: eventType,
-			JobID: msg.Headers().Get(contract.HeaderJobID), URL: t.url, Body: body, CreatedAt: n.cfg.Now().UTC(),
+			ID: contract.DeliveryID(eventID, t.key), Tenant: tenant, EventID: eventID, EventType: eventType,
+			JobID: msg.Headers().Get(contract.HeaderJobID), EndpointID: t.endpointID, URL: t.url,
+			Body: body, CreatedAt: n.cfg.Now().UTC(),
 		}
 		if err := n.publishDelivery(ctx, d, t.key); err != nil {
 			return err
@@ -103,16 +98,5 @@ func eventIdentity(msg jetstream.Msg) (string, time.Time) {
 }
 
 func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, targetKey string) error {
-	data, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("encode delivery %s: %w", d.ID, err)
-	}
-	msg := nats.NewMsg(contract.DeliverySubject(d.Tenant, targetKey))
-	msg.Data = data
-	msg.Header.Set(contract.HeaderMsgID, d.ID)
-	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-	if _, err := n.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish delivery %s: %w", d.ID, err)
-	}
-	return nil
+	return bus.PublishJSON(ctx, n.js, contract.DeliverySubject(d.Tenant, targetKey), d.ID, d)
 }

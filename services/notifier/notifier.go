@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/signing"
 )
 
@@ -21,10 +23,14 @@ const (
 
 // Notifier fans events out and delivers webhooks.
 type Notifier struct {
-	cfg         Config
-	js          jetstream.JetStream
-	secrets     *signing.Store
-	log         jetstream.KeyValue
+	cfg     Config
+	js      jetstream.JetStream
+	secrets *signing.Store
+	log     jetstream.KeyValue
+	tenants jetstream.KeyValue
+	index   *endpoints.Index
+	// seenTypes remembers which tenants' event types are already recorded.
+	seenTypes   sync.Map
 	fanoutCons  jetstream.Consumer
 	deliverCons jetstream.Consumer
 	client      *http.Client
@@ -45,8 +51,16 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketDeliveries, err)
 	}
+	tenants, err := js.KeyValue(ctx, contract.BucketTenants)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
+	}
+	index, err := endpoints.NewIndex(ctx, js, cfg.Box, logger)
+	if err != nil {
+		return nil, err
+	}
 	n := &Notifier{
-		cfg: cfg, js: js, secrets: secrets, log: log,
+		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index,
 		client: newClient(cfg.Guard, cfg.AttemptTimeout),
 		logger: logger.With("service", "notifier"),
 	}
@@ -88,13 +102,21 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 // Run fans out and delivers until ctx ends, then drains both consumers.
 func (n *Notifier) Run(ctx context.Context) error {
 	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)
+	indexCtx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
+	indexDone := make(chan error, 1)
+	go func() { indexDone <- n.index.Run(indexCtx) }()
+	defer stopIndex()
+	select { // fan-out and delivery need every endpoint
+	case <-n.index.Ready():
+	case err := <-indexDone:
+		return fmt.Errorf("endpoint index: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
 	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
 	wg.Wait()
-	if errs[0] != nil {
-		return errs[0]
-	}
-	return errs[1]
+	return errors.Join(errs...)
 }

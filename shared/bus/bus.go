@@ -5,6 +5,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/contract"
 )
 
 // ConnectOptions says where and how to connect.
@@ -95,4 +98,44 @@ func JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
 	return js, nil
+}
+
+// ReadAll calls fn with the current value of every key of kv that matches
+// filter (NATS wildcards), then returns. Deleted keys are skipped.
+func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(jetstream.KeyValueEntry) error) error {
+	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", filter, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case entry, ok := <-w.Updates():
+			if !ok || entry == nil { // nil: every current value has been sent
+				return nil
+			}
+			if err := fn(entry); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// PublishJSON publishes v as JSON to subject with JetStream, de-duplicated on
+// msgID, marked with the contract version, and waits for the PubAck.
+func PublishJSON(ctx context.Context, js jetstream.JetStream, subject, msgID string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", msgID, err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(contract.HeaderMsgID, msgID)
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish %s: %w", msgID, err)
+	}
+	return nil
 }

@@ -82,7 +82,9 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	deliveries.AllowMsgSchedules = true
 	deliveries.Discard = jetstream.DiscardOld
 	deliveries.MaxBytes = -1
-	return []jetstream.StreamConfig{jobs, events, deliveries}
+	dead := work(contract.StreamDeadLetters, "hookstream messages that could not be processed, with the reason", contract.SubjectDeadLetters+".>")
+	dead.Retention, dead.Discard, dead.MaxBytes = jetstream.LimitsPolicy, jetstream.DiscardOld, 256<<20
+	return []jetstream.StreamConfig{jobs, events, deliveries, dead}
 }
 
 // BucketConfigs returns the configuration of every hookstream bucket.
@@ -92,6 +94,8 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: contract.BucketJobs, Description: "hookstream job state", TTL: t.JobRetention, Storage: jetstream.FileStorage, Replicas: t.Replicas},
 		{Bucket: contract.BucketDeliveries, Description: "hookstream delivery attempt logs", TTL: t.DeliveryRetention, Storage: jetstream.FileStorage, Replicas: t.Replicas},
 		{Bucket: contract.BucketTenants, Description: "hookstream tenant settings and signing secrets", Storage: jetstream.FileStorage, Replicas: t.Replicas, History: 1},
+		{Bucket: contract.BucketEndpoints, Description: "hookstream registered endpoints", Storage: jetstream.FileStorage, Replicas: t.Replicas, History: 1},
+		{Bucket: contract.BucketAPIKeys, Description: "hookstream API keys (hashed)", Storage: jetstream.FileStorage, Replicas: t.Replicas, History: 1},
 	}
 }
 

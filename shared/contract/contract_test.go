@@ -46,7 +46,7 @@ var examples = map[string]any{
 		Attempts: []contract.Attempt{{At: t0, StatusCode: 500, LatencyMS: 12, Error: "", Response: "oops"}},
 	},
 	"delivery_record": contract.DeliveryRecord{
-		ID: "msg_0123456789abcdefghijklmnop", EventID: "evt_1", EventType: "job.succeeded", URL: "https://example.com/hooks",
+		ID: "msg_0123456789abcdefghijklmnop", EventID: "evt_1", EventType: "invoice.paid", EndpointID: "ep_01", URL: "https://example.com/hooks",
 		Status: contract.DeliveryPending, Attempts: []contract.Attempt{{At: t0, LatencyMS: 15000, Error: "timeout"}},
 		NextAttemptAt: &t1, CreatedAt: t0, UpdatedAt: t0,
 	},

@@ -16,4 +16,8 @@ const (
 	// HeaderEventTime is the RFC 3339 time an event happened. When absent the
 	// time the event was stored is used.
 	HeaderEventTime = "Hookstream-Event-Time"
+	// HeaderDeadReason says why a message was dead-lettered.
+	HeaderDeadReason = "Hookstream-Dead-Reason"
+	// HeaderOriginalSubject is the subject a dead-lettered message came on.
+	HeaderOriginalSubject = "Hookstream-Original-Subject"
 )

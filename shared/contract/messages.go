@@ -84,7 +84,12 @@ type Delivery struct {
 	EventType string `json:"event_type"`
 	// JobID is set for job events.
 	JobID string `json:"job_id,omitempty"`
-	URL   string `json:"url"`
+	// EndpointID is set for deliveries to a registered endpoint, whose URL,
+	// secrets and headers are read when each attempt is made; URL is then
+	// empty.
+	EndpointID string `json:"endpoint_id,omitempty"`
+	// URL is the job's own callback URL, for deliveries to it.
+	URL string `json:"url,omitempty"`
 	// Body is the exact webhook body sent on every attempt.
 	Body json.RawMessage `json:"body"`
 	// CreatedAt is when the delivery was created by fan-out.
@@ -113,13 +118,14 @@ const (
 
 // DeliveryRecord is a delivery's attempt log in [BucketDeliveries].
 type DeliveryRecord struct {
-	ID        string    `json:"id"`
-	EventID   string    `json:"event_id"`
-	EventType string    `json:"event_type"`
-	JobID     string    `json:"job_id,omitempty"`
-	URL       string    `json:"url"`
-	Status    string    `json:"status"`
-	Attempts  []Attempt `json:"attempts"`
+	ID         string    `json:"id"`
+	EventID    string    `json:"event_id"`
+	EventType  string    `json:"event_type"`
+	JobID      string    `json:"job_id,omitempty"`
+	EndpointID string    `json:"endpoint_id,omitempty"`
+	URL        string    `json:"url"`
+	Status     string    `json:"status"`
+	Attempts   []Attempt `json:"attempts"`
 	// NextAttemptAt is when the next retry is due while pending.
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 	// Body is kept so that a dead-lettered delivery can be sent again.

@@ -1,6 +1,8 @@
 package contract
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"strings"
 )
@@ -23,6 +25,14 @@ const (
 	// BucketDeliveries maps "<tenant>.<job or event key>.<delivery id>" to a
 	// [DeliveryRecord]: the attempt log of one delivery.
 	BucketDeliveries = "HOOKSTREAM_DELIVERY_LOG"
+	// BucketEndpoints maps "<tenant>.<endpoint id>" to a registered endpoint
+	// (its signing keyring sealed).
+	BucketEndpoints = "HOOKSTREAM_ENDPOINTS"
+	// BucketAPIKeys maps an API key id to its tenant and key hash.
+	BucketAPIKeys = "HOOKSTREAM_API_KEYS"
+	// StreamDeadLetters keeps messages that could never be processed
+	// (malformed events), with the reason, for the operator to inspect.
+	StreamDeadLetters = "HOOKSTREAM_DEAD_LETTERS"
 	// BucketTenants holds per-tenant settings such as signing secrets, keyed
 	// "<tenant>.signing".
 	BucketTenants = "HOOKSTREAM_TENANTS"
@@ -44,6 +54,9 @@ const (
 	// hookstream.retries.<delivery id>. A message here is a NATS message
 	// schedule that republishes the delivery on SubjectDeliveries when due.
 	SubjectRetries = "hookstream.retries"
+	// SubjectDeadLetters is the root of dead letters:
+	// hookstream.dead.<kind>, e.g. hookstream.dead.events.
+	SubjectDeadLetters = "hookstream.dead"
 )
 
 // JobSubject is the subject a job of the given type is submitted on.
@@ -121,4 +134,16 @@ func allChars(s string, dots bool) bool {
 		}
 	}
 	return true
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+// DeliveryID is the webhook-id of the delivery of an event to a target (an
+// endpoint id, or "cb" for a job's own callback URL). It is derived, not
+// random, so that fan-out run twice for the same event publishes the same
+// deliveries, which JetStream de-duplicates, and receivers can de-duplicate
+// on it.
+func DeliveryID(eventID, target string) string {
+	sum := sha256.Sum256([]byte(eventID + "\x00" + target))
+	return "msg_" + idEncoding.EncodeToString(sum[:16])
 }

@@ -1,0 +1,213 @@
+package intake
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// tenant is a tenant's record, "<tenant>.info" in the tenants bucket.
+type tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func tenantKey(id string) string { return id + ".info" }
+
+// authenticateAdmin lets requests with the admin token through; with no
+// token configured the admin API is off.
+func (s *Service) authenticateAdmin(c *gin.Context) {
+	if s.cfg.AdminToken == "" {
+		writeProblem(c, http.StatusForbidden, "admin-disabled", "the admin API is off: set HOOKSTREAM_ADMIN_TOKEN")
+		return
+	}
+	token, _ := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(s.cfg.AdminToken)) != 1 {
+		s.respondError(c, unauthorized())
+		return
+	}
+	c.Next()
+}
+
+// registerBootstrapTenants records the tenants of configured API keys, so
+// that the admin API lists them and can issue them more keys.
+func (s *Service) registerBootstrapTenants(ctx context.Context) error {
+	for _, k := range s.cfg.APIKeys {
+		if _, err := s.putTenant(ctx, tenant{ID: k.Tenant, CreatedAt: s.now().UTC()}); err != nil && !errors.Is(err, errTenantExists) {
+			return fmt.Errorf("register tenant %s: %w", k.Tenant, err)
+		}
+	}
+	return nil
+}
+
+var errTenantExists = errors.New("tenant exists")
+
+func (s *Service) putTenant(ctx context.Context, t tenant) (tenant, error) {
+	data, _ := json.Marshal(t)
+	_, err := s.tenants.Create(ctx, tenantKey(t.ID), data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return t, errTenantExists
+	}
+	return t, err
+}
+
+func (s *Service) loadTenant(ctx context.Context, id string) (tenant, error) {
+	if !contract.ValidTenant(id) {
+		return tenant{}, notFound("tenant")
+	}
+	entry, err := s.tenants.Get(ctx, tenantKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return tenant{}, notFound("tenant")
+	}
+	if err != nil {
+		return tenant{}, err
+	}
+	var t tenant
+	if err := json.Unmarshal(entry.Value(), &t); err != nil {
+		return tenant{}, fmt.Errorf("decode tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (s *Service) createTenant(c *gin.Context) {
+	var req tenant
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if !contract.ValidTenant(req.ID) || len(req.Name) > 256 {
+		s.respondError(c, invalid(`field "id" is required: 1-64 of a-z A-Z 0-9 - _; "name" at most 256 bytes`))
+		return
+	}
+	req.CreatedAt = s.now().UTC()
+	t, err := s.putTenant(c.Request.Context(), req)
+	if errors.Is(err, errTenantExists) {
+		s.respondError(c, conflict(fmt.Sprintf("tenant %q exists", req.ID)))
+		return
+	}
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Location", "/v1/admin/tenants/"+t.ID)
+	c.JSON(http.StatusCreated, t)
+}
+
+func (s *Service) listTenants(c *gin.Context) {
+	out := []tenant{}
+	err := bus.ReadAll(c.Request.Context(), s.tenants, "*.info", func(e jetstream.KeyValueEntry) error {
+		var t tenant
+		if err := json.Unmarshal(e.Value(), &t); err == nil {
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"data": out})
+}
+
+func (s *Service) getTenant(c *gin.Context) {
+	t, err := s.loadTenant(c.Request.Context(), c.Param("tenant"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, t)
+}
+
+// deleteTenant revokes the tenant's issued keys and endpoints and removes
+// it. Its jobs expire as usual. Keys from HOOKSTREAM_API_KEYS stay valid
+// until removed from the configuration.
+func (s *Service) deleteTenant(c *gin.Context) {
+	ctx := c.Request.Context()
+	t, err := s.loadTenant(ctx, c.Param("tenant"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	keys, err := s.apiKeys.List(ctx, t.ID)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	for _, k := range keys {
+		if err := s.apiKeys.Revoke(ctx, t.ID, k.ID); err != nil {
+			s.respondError(c, err)
+			return
+		}
+	}
+	eps, err := s.endpoints.List(ctx, t.ID)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	for _, ep := range eps {
+		if err := s.endpoints.Delete(ctx, t.ID, ep.ID); err != nil {
+			s.respondError(c, err)
+			return
+		}
+	}
+	if err := s.tenants.Purge(ctx, tenantKey(t.ID)); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Service) issueKey(c *gin.Context) {
+	ctx := c.Request.Context()
+	t, err := s.loadTenant(ctx, c.Param("tenant"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	rec, key, err := s.apiKeys.Issue(ctx, t.ID, s.now())
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, gin.H{"id": rec.ID, "tenant": rec.Tenant, "key": key, "created_at": rec.CreatedAt})
+}
+
+func (s *Service) listKeys(c *gin.Context) {
+	ctx := c.Request.Context()
+	t, err := s.loadTenant(ctx, c.Param("tenant"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	keys, err := s.apiKeys.List(ctx, t.ID)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	out := make([]gin.H, len(keys))
+	for i, k := range keys {
+		out[i] = gin.H{"id": k.ID, "tenant": k.Tenant, "created_at": k.CreatedAt}
+	}
+	c.JSON(http.StatusOK, gin.H{"data": out})
+}
+
+func (s *Service) revokeKey(c *gin.Context) {
+	if err := s.apiKeys.Revoke(c.Request.Context(), c.Param("tenant"), c.Param("key")); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}

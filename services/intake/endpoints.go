@@ -1,0 +1,277 @@
+package intake
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/hookstream/hookstream/shared/endpoints"
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// Endpoint limits.
+const (
+	maxEventPatterns = 100
+	maxHeaders       = 20
+	maxDescription   = 1024
+	maxRateLimit     = 10000
+)
+
+// endpointView is an endpoint as the API shows it; Secret only on create.
+type endpointView struct {
+	ID             string            `json:"id"`
+	URL            string            `json:"url"`
+	Description    string            `json:"description,omitempty"`
+	EventTypes     []string          `json:"event_types"`
+	Enabled        bool              `json:"enabled"`
+	RateLimit      int               `json:"rate_limit,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"`
+	DisabledReason string            `json:"disabled_reason,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	Secret         string            `json:"secret,omitempty"`
+}
+
+func viewOf(ep endpoints.Endpoint) endpointView {
+	types := ep.EventTypes
+	if types == nil {
+		types = []string{}
+	}
+	return endpointView{
+		ID: ep.ID, URL: ep.URL, Description: ep.Description, EventTypes: types, Enabled: ep.Enabled,
+		RateLimit: ep.RateLimit, Headers: ep.Headers, DisabledReason: ep.DisabledReason,
+		CreatedAt: ep.CreatedAt, UpdatedAt: ep.UpdatedAt,
+	}
+}
+
+// endpointPatch is the body of POST (all fields) and PATCH (any of them).
+type endpointPatch struct {
+	URL         *string            `json:"url"`
+	EventTypes  *[]string          `json:"event_types"`
+	Description *string            `json:"description"`
+	Enabled     *bool              `json:"enabled"`
+	RateLimit   *int               `json:"rate_limit"`
+	Headers     *map[string]string `json:"headers"`
+}
+
+// reservedHeaders are set by hookstream on every webhook.
+var reservedHeaders = map[string]bool{
+	"Content-Type": true, "Content-Length": true, "Host": true, "User-Agent": true,
+	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
+	"Transfer-Encoding": true, "Connection": true,
+}
+
+// apply validates the patch and applies it to ep.
+func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
+	if p.URL != nil {
+		if err := s.cfg.Guard.CheckURL(*p.URL); err != nil {
+			return invalid(fmt.Sprintf(`field "url": %v`, err))
+		}
+		ep.URL = *p.URL
+	}
+	if p.EventTypes != nil {
+		if len(*p.EventTypes) > maxEventPatterns {
+			return invalid(fmt.Sprintf(`field "event_types": at most %d`, maxEventPatterns))
+		}
+		for _, t := range *p.EventTypes {
+			if !endpoints.ValidPattern(t) {
+				return invalid(fmt.Sprintf(`field "event_types": %q is not an event type or pattern (job.succeeded, job.*, invoice.>)`, t))
+			}
+		}
+		ep.EventTypes = *p.EventTypes
+	}
+	if p.Description != nil {
+		if len(*p.Description) > maxDescription {
+			return invalid(fmt.Sprintf(`field "description": at most %d bytes`, maxDescription))
+		}
+		ep.Description = *p.Description
+	}
+	if p.RateLimit != nil {
+		if *p.RateLimit < 0 || *p.RateLimit > maxRateLimit {
+			return invalid(fmt.Sprintf(`field "rate_limit": requests per second from 0 (no limit) to %d`, maxRateLimit))
+		}
+		ep.RateLimit = *p.RateLimit
+	}
+	if p.Headers != nil {
+		if err := checkHeaders(*p.Headers); err != nil {
+			return err
+		}
+		ep.Headers = *p.Headers
+	}
+	if p.Enabled != nil {
+		if *p.Enabled && !ep.Enabled {
+			ep.DisabledReason = ""
+		}
+		ep.Enabled = *p.Enabled
+	}
+	return nil
+}
+
+func checkHeaders(h map[string]string) error {
+	if len(h) > maxHeaders {
+		return invalid(fmt.Sprintf(`field "headers": at most %d`, maxHeaders))
+	}
+	for name, value := range h {
+		canon := textproto.CanonicalMIMEHeaderKey(name)
+		switch {
+		case name == "" || strings.ContainsAny(name, " \t\r\n:()<>@,;\\\"/[]?={}"):
+			return invalid(fmt.Sprintf(`field "headers": %q is not a header name`, name))
+		case reservedHeaders[canon]:
+			return invalid(fmt.Sprintf(`field "headers": %s is set by hookstream`, canon))
+		case strings.ContainsAny(value, "\r\n\x00") || len(value) > 4096:
+			return invalid(fmt.Sprintf(`field "headers": the value of %s is not allowed`, canon))
+		}
+	}
+	return nil
+}
+
+func newID(prefix string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return prefix + idEncoding.EncodeToString(b[:])
+}
+
+func (s *Service) createEndpoint(c *gin.Context) {
+	var p endpointPatch
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &p); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if p.URL == nil {
+		s.respondError(c, invalid(`field "url" is required`))
+		return
+	}
+	now := s.now().UTC()
+	ring, err := signing.NewKeyring(now)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	ep := endpoints.Endpoint{ID: newID("ep_"), Tenant: tenantOf(c), Enabled: true, Keyring: ring, CreatedAt: now, UpdatedAt: now}
+	if err := s.applyPatch(&ep, p); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if err := s.endpoints.Create(c.Request.Context(), ep); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	view := viewOf(ep)
+	view.Secret = ring.Current().Secret
+	c.Header("Location", "/v1/endpoints/"+ep.ID)
+	c.JSON(http.StatusCreated, view)
+}
+
+func (s *Service) listEndpoints(c *gin.Context) {
+	eps, err := s.endpoints.List(c.Request.Context(), tenantOf(c))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	views := make([]endpointView, len(eps))
+	for i, ep := range eps {
+		views[i] = viewOf(ep)
+	}
+	c.JSON(http.StatusOK, gin.H{"data": views})
+}
+
+func (s *Service) getEndpoint(c *gin.Context) {
+	ep, _, err := s.endpoints.Get(c.Request.Context(), tenantOf(c), c.Param("id"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, viewOf(ep))
+}
+
+var errPatchRejected = errors.New("patch rejected")
+
+func (s *Service) patchEndpoint(c *gin.Context) {
+	var p endpointPatch
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &p); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	ep, err := s.endpoints.Update(c.Request.Context(), tenantOf(c), c.Param("id"), func(ep *endpoints.Endpoint) error {
+		if err := s.applyPatch(ep, p); err != nil {
+			return err
+		}
+		ep.UpdatedAt = s.now().UTC()
+		return nil
+	})
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, viewOf(ep))
+}
+
+func (s *Service) deleteEndpoint(c *gin.Context) {
+	if err := s.endpoints.Delete(c.Request.Context(), tenantOf(c), c.Param("id")); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Service) getEndpointSecret(c *gin.Context) {
+	ep, _, err := s.endpoints.Get(c.Request.Context(), tenantOf(c), c.Param("id"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, newSecretResponse(ep.Keyring, s.now()))
+}
+
+// rotateRequest is the optional body of a secret rotation.
+type rotateRequest struct {
+	// GracePeriod is how long the old secret keeps signing ("24h"); at
+	// most 7 days.
+	GracePeriod string `json:"grace_period"`
+}
+
+func (s *Service) rotateEndpointSecret(c *gin.Context) {
+	grace, err := s.readGrace(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	ep, err := s.endpoints.Update(c.Request.Context(), tenantOf(c), c.Param("id"), func(ep *endpoints.Endpoint) error {
+		ring, err := ep.Keyring.Rotate(s.now(), grace)
+		ep.Keyring, ep.UpdatedAt = ring, s.now().UTC()
+		return err
+	})
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, newSecretResponse(ep.Keyring, s.now()))
+}
+
+// readGrace reads the optional rotation body; an empty body means the
+// configured default.
+func (s *Service) readGrace(c *gin.Context) (time.Duration, error) {
+	if c.Request.ContentLength == 0 {
+		return s.cfg.SecretGrace, nil
+	}
+	var req rotateRequest
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
+		return 0, err
+	}
+	if req.GracePeriod == "" {
+		return s.cfg.SecretGrace, nil
+	}
+	d, err := time.ParseDuration(req.GracePeriod)
+	if err != nil || d < 0 || d > signing.MaxGrace {
+		return 0, invalid(`field "grace_period": a duration from 0s to 168h`)
+	}
+	return d, nil
+}

@@ -1,0 +1,110 @@
+package intake
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// publishEventRequest is the body of POST /v1/events.
+type publishEventRequest struct {
+	ID   string          `json:"id"`
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+func (s *Service) validateEvent(req *publishEventRequest) error {
+	switch {
+	case !contract.ValidType(req.Type):
+		return invalid(`field "type" is required: 1-128 of a-z A-Z 0-9 - _ . (e.g. invoice.paid)`)
+	case strings.HasPrefix(req.Type, "job.") || req.Type == contract.EventPing:
+		return invalid(fmt.Sprintf("event type %q is reserved for hookstream", req.Type))
+	case len(req.Data) == 0:
+		return invalid(`field "data" is required (any JSON value)`)
+	case req.ID != "" && !contract.ValidTenant(req.ID):
+		return invalid(`field "id": 1-64 of a-z A-Z 0-9 - _`)
+	}
+	return nil
+}
+
+// publishEvent answers POST /v1/events: the event goes the way internal
+// publishers' events go, and 202 follows JetStream's acknowledgement. The
+// same id within 10 minutes is de-duplicated.
+func (s *Service) publishEvent(c *gin.Context) {
+	var req publishEventRequest
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if err := s.validateEvent(&req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if req.ID == "" {
+		req.ID = newID("evt_")
+	}
+	now := s.now().UTC()
+	msg := nats.NewMsg(contract.EventSubject(tenantOf(c), req.Type))
+	msg.Data = req.Data
+	msg.Header.Set(contract.HeaderMsgID, req.ID)
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	msg.Header.Set(contract.HeaderEventTime, now.Format(time.RFC3339Nano))
+	ctx, cancel := s.publishContext(c)
+	defer cancel()
+	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+		s.respondError(c, fmt.Errorf("publish event %s: %w", req.ID, err))
+		return
+	}
+	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
+	c.JSON(http.StatusAccepted, gin.H{"id": req.ID, "type": req.Type, "created_at": now})
+}
+
+// listEventTypes answers GET /v1/event-types: the types this tenant has
+// published, each with an example payload.
+func (s *Service) listEventTypes(c *gin.Context) {
+	out := []json.RawMessage{}
+	err := bus.ReadAll(c.Request.Context(), s.tenants, tenantOf(c)+".eventtypes.>", func(e jetstream.KeyValueEntry) error {
+		out = append(out, json.RawMessage(e.Value()))
+		return nil
+	})
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"data": out})
+}
+
+// testEndpoint answers POST /v1/endpoints/{id}/test: a signed ping to that
+// endpoint alone, now.
+func (s *Service) testEndpoint(c *gin.Context) {
+	tenant := tenantOf(c)
+	ep, _, err := s.endpoints.Get(c.Request.Context(), tenant, c.Param("id"))
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	now := s.now().UTC()
+	eventID := newID("evt_")
+	data, _ := json.Marshal(map[string]string{"endpoint_id": ep.ID})
+	body, _ := json.Marshal(contract.WebhookBody{Type: contract.EventPing, Timestamp: now, Data: data})
+	d := contract.Delivery{
+		ID: contract.DeliveryID(eventID, ep.ID), Tenant: tenant, EventID: eventID, EventType: contract.EventPing,
+		EndpointID: ep.ID, Body: body, CreatedAt: now,
+	}
+	ctx, cancel := s.publishContext(c)
+	defer cancel()
+	if err := bus.PublishJSON(ctx, s.js, contract.DeliverySubject(tenant, ep.ID), d.ID, d); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"delivery_id": d.ID, "event_id": eventID})
+}

@@ -1,0 +1,88 @@
+// Package endpoints keeps the callback URLs that tenants register: their
+// event-type subscriptions, custom headers and signing keyrings (sealed at
+// rest) in the contract.BucketEndpoints bucket. Index is a live in-memory
+// view of the bucket, kept current by a KV watch, that fan-out matches
+// events against.
+package endpoints
+
+import (
+	"strings"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// Endpoint is a registered callback URL.
+type Endpoint struct {
+	ID          string `json:"id"`
+	Tenant      string `json:"tenant"`
+	URL         string `json:"url"`
+	Description string `json:"description,omitempty"`
+	// EventTypes are exact types or patterns: "job.*" matches one more
+	// token, "invoice.>" one or more. Empty: every event.
+	EventTypes []string `json:"event_types"`
+	Enabled    bool     `json:"enabled"`
+	// RateLimit is the most requests per second to send; 0: no limit.
+	RateLimit int `json:"rate_limit,omitempty"`
+	// Headers are sent with every webhook.
+	Headers        map[string]string `json:"headers,omitempty"`
+	DisabledReason string            `json:"disabled_reason,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	// Keyring signs the webhooks. It is stored sealed, never in clear.
+	Keyring signing.Keyring `json:"-"`
+}
+
+// Matches reports whether the endpoint subscribes to eventType.
+func (e *Endpoint) Matches(eventType string) bool {
+	if len(e.EventTypes) == 0 {
+		return true
+	}
+	for _, p := range e.EventTypes {
+		if MatchType(p, eventType) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchType matches an event type against a pattern with NATS-style
+// wildcards: "*" is one dot-separated token, a final ">" one or more.
+func MatchType(pattern, eventType string) bool {
+	if !strings.ContainsAny(pattern, "*>") {
+		return pattern == eventType
+	}
+	for {
+		pTok, pRest, pMore := strings.Cut(pattern, ".")
+		tTok, tRest, tMore := strings.Cut(eventType, ".")
+		switch {
+		case pTok == ">":
+			return tTok != ""
+		case pTok != "*" && pTok != tTok:
+			return false
+		case !pMore || !tMore:
+			return pMore == tMore
+		}
+		pattern, eventType = pRest, tRest
+	}
+}
+
+// ValidPattern reports whether p is an event type or pattern.
+func ValidPattern(p string) bool {
+	if p == "" || len(p) > 128 {
+		return false
+	}
+	tokens := strings.Split(p, ".")
+	for i, tok := range tokens {
+		switch {
+		case tok == "":
+			return false
+		case tok == ">" && i != len(tokens)-1:
+			return false
+		case tok == "*" || tok == ">":
+		case strings.ContainsAny(tok, "*> \t"):
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,136 @@
+package endpoints
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// ErrNotFound: no such endpoint, or it belongs to another tenant.
+var ErrNotFound = errors.New("endpoint not found")
+
+// Store reads and writes endpoints.
+type Store struct {
+	kv  jetstream.KeyValue
+	box *secretbox.Box
+}
+
+// record is an endpoint as stored: the keyring sealed.
+type record struct {
+	Endpoint
+	SealedKeyring string `json:"keyring"`
+}
+
+// Open binds to the endpoints bucket, which bus.Ensure has created.
+func Open(ctx context.Context, js jetstream.JetStream, box *secretbox.Box) (*Store, error) {
+	kv, err := js.KeyValue(ctx, contract.BucketEndpoints)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketEndpoints, err)
+	}
+	return &Store{kv: kv, box: box}, nil
+}
+
+// Key is an endpoint's key in the bucket.
+func Key(tenant, id string) string { return tenant + "." + id }
+
+func (s *Store) encode(ep Endpoint) ([]byte, error) {
+	return json.Marshal(record{Endpoint: ep, SealedKeyring: string(signing.Seal(s.box, ep.Keyring))})
+}
+
+func decode(box *secretbox.Box, data []byte) (Endpoint, error) {
+	var rec record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return Endpoint{}, fmt.Errorf("decode endpoint: %w", err)
+	}
+	ring, err := signing.Unseal(box, []byte(rec.SealedKeyring))
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("endpoint %s: %w", rec.ID, err)
+	}
+	rec.Endpoint.Keyring = ring
+	return rec.Endpoint, nil
+}
+
+// Create stores a new endpoint.
+func (s *Store) Create(ctx context.Context, ep Endpoint) error {
+	data, err := s.encode(ep)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Create(ctx, Key(ep.Tenant, ep.ID), data); err != nil {
+		return fmt.Errorf("create endpoint %s: %w", ep.ID, err)
+	}
+	return nil
+}
+
+// Get returns a tenant's endpoint.
+func (s *Store) Get(ctx context.Context, tenant, id string) (Endpoint, uint64, error) {
+	if !contract.ValidTenant(id) {
+		return Endpoint{}, 0, ErrNotFound
+	}
+	entry, err := s.kv.Get(ctx, Key(tenant, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Endpoint{}, 0, ErrNotFound
+	}
+	if err != nil {
+		return Endpoint{}, 0, fmt.Errorf("get endpoint %s: %w", id, err)
+	}
+	ep, err := decode(s.box, entry.Value())
+	return ep, entry.Revision(), err
+}
+
+// Update applies change to the endpoint and stores it with compare-and-set,
+// retrying on a conflict.
+func (s *Store) Update(ctx context.Context, tenant, id string, change func(*Endpoint) error) (Endpoint, error) {
+	for {
+		ep, rev, err := s.Get(ctx, tenant, id)
+		if err != nil {
+			return Endpoint{}, err
+		}
+		if err := change(&ep); err != nil {
+			return Endpoint{}, err
+		}
+		data, err := s.encode(ep)
+		if err != nil {
+			return Endpoint{}, err
+		}
+		_, err = s.kv.Update(ctx, Key(tenant, id), data, rev)
+		if err == nil {
+			return ep, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return Endpoint{}, fmt.Errorf("update endpoint %s: %w", id, err)
+		}
+	}
+}
+
+// Delete removes a tenant's endpoint.
+func (s *Store) Delete(ctx context.Context, tenant, id string) error {
+	if _, _, err := s.Get(ctx, tenant, id); err != nil {
+		return err
+	}
+	if err := s.kv.Purge(ctx, Key(tenant, id)); err != nil {
+		return fmt.Errorf("delete endpoint %s: %w", id, err)
+	}
+	return nil
+}
+
+// List returns a tenant's endpoints.
+func (s *Store) List(ctx context.Context, tenant string) ([]Endpoint, error) {
+	out := []Endpoint{}
+	err := bus.ReadAll(ctx, s.kv, tenant+".*", func(entry jetstream.KeyValueEntry) error {
+		ep, err := decode(s.box, entry.Value())
+		if err == nil {
+			out = append(out, ep)
+		}
+		return err
+	})
+	return out, err
+}
