@@ -38,6 +38,7 @@ type harness struct {
 	t      *testing.T
 	cfg    allinone.Config
 	url    string
+	app    *allinone.App
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -49,6 +50,14 @@ func withSchedule(inProcessMax time.Duration, waits ...time.Duration) option {
 		c.Notifier.Schedule = waits
 		c.Notifier.InProcessMax = inProcessMax
 	}
+}
+
+func withNATSListen() option {
+	return func(c *allinone.Config) { c.NATSListen = "127.0.0.1:0" }
+}
+
+func withAdminToken(token string) option {
+	return func(c *allinone.Config) { c.Intake.AdminToken = token }
 }
 
 func withHandler(jobType string, h processor.Handler) option {
@@ -96,6 +105,7 @@ func (h *harness) boot() {
 		h.t.Fatal("app not ready after 30s")
 	}
 	h.url = "http://" + app.HTTPAddr()
+	h.app = app
 }
 
 // stop shuts the app down gracefully and waits; it may be called twice.

@@ -1,5 +1,5 @@
 // Package apikeys issues and checks tenants' API keys. A key is
-// "hs_<key id>_<secret>"; only its SHA-256 is stored, in the
+// "hs_<key id without its key_ prefix>_<secret>"; only its SHA-256 is stored, in the
 // contract.BucketAPIKeys bucket under the key id, and a check compares hashes
 // in constant time. Index keeps every key record in memory, current through a
 // KV watch, so that authenticating a request reads no bucket.
@@ -111,10 +111,11 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 // Authenticate returns the tenant of an issued key.
 func (x *Index) Authenticate(key string) (string, bool) {
 	rest, ok := strings.CutPrefix(key, "hs_")
-	id, _, ok2 := strings.Cut(rest, "_")
+	idBody, _, ok2 := strings.Cut(rest, "_")
 	if !ok || !ok2 {
 		return "", false
 	}
+	id := "key_" + idBody
 	x.mu.RLock()
 	rec, found := x.byID[id]
 	x.mu.RUnlock()
@@ -136,8 +137,9 @@ func (x *Index) Issue(ctx context.Context, tenant string, now time.Time) (Record
 		return Record{}, "", fmt.Errorf("generate key: %w", err)
 	}
 	_, _ = rand.Read(secret[:])
-	id := "key_" + idEncoding.EncodeToString(idBytes[:])
-	key := "hs_" + id + "_" + base64.RawURLEncoding.EncodeToString(secret[:])
+	idBody := idEncoding.EncodeToString(idBytes[:])
+	id := "key_" + idBody
+	key := "hs_" + idBody + "_" + base64.RawURLEncoding.EncodeToString(secret[:])
 	rec := Record{ID: id, Tenant: tenant, Hash: Hash(key), CreatedAt: now.UTC()}
 	data, _ := json.Marshal(rec)
 	if _, err := x.kv.Create(ctx, id, data); err != nil {
