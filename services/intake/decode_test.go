@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
 func TestCheckDepthIgnoresBracketsInStrings(t *testing.T) {
@@ -33,4 +35,20 @@ func FuzzDecodeJob(f *testing.F) {
 			t.Fatalf("decode error %v is not a 400 or 422", err)
 		}
 	})
+}
+
+func BenchmarkDecodeAndValidateJob(b *testing.B) {
+	body := []byte(`{"type":"echo","payload":{"order":42,"items":[{"sku":"a-1","qty":2},{"sku":"b-7","qty":1}]},"callback_url":"https://hooks.example.com/cb","metadata":{"customer":"c_1"}}`)
+	s := &Service{cfg: Config{JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil)}, jobTypes: map[string]bool{"echo": true}}
+	b.ReportAllocs()
+	for b.Loop() {
+		var req createJobRequest
+		if err := decodeJSON(body, DefaultMaxJSONDepth, &req); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.validateJob(&req); err != nil {
+			b.Fatal(err)
+		}
+		_ = req.hash()
+	}
 }

@@ -21,7 +21,9 @@ type Config struct {
 	// Jitter spreads each scheduled wait by ± this fraction. Default 0.2.
 	Jitter float64
 	// InProcessMax: retries due within this wait run in process (sleeping);
-	// later ones are scheduled in JetStream. Default 10 s.
+	// later ones are scheduled in JetStream, where waiting holds no worker.
+	// Default 1 s, so that with the default schedule (first wait 5 s) every
+	// retry is durable and a dead endpoint never parks workers.
 	InProcessMax time.Duration
 	// AttemptTimeout bounds one HTTP attempt, connect to last byte. Default
 	// 15 s.
@@ -50,7 +52,7 @@ var DefaultSchedule = []time.Duration{
 // Defaults.
 const (
 	DefaultJitter         = 0.2
-	DefaultInProcessMax   = 10 * time.Second
+	DefaultInProcessMax   = time.Second
 	DefaultAttemptTimeout = 15 * time.Second
 	DefaultMaxRetryAfter  = time.Hour
 	DefaultConcurrency    = 64

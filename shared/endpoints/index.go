@@ -23,7 +23,17 @@ type Index struct {
 
 	mu       sync.RWMutex
 	byTenant map[string]map[string]*Endpoint
+	// subs maps tenant → subscription pattern → ids of enabled endpoints
+	// with that pattern, so that matching costs the number of distinct
+	// patterns, not of endpoints. allTypes is the pattern of endpoints
+	// subscribed to everything.
+	subs map[string]map[string]map[string]struct{}
+	// wild maps tenant → the patterns of subs that hold wildcards; exact
+	// types are found with one map lookup.
+	wild map[string]map[string]struct{}
 }
+
+const allTypes = ">"
 
 // NewIndex returns an index; Run fills it and keeps it current.
 func NewIndex(ctx context.Context, js jetstream.JetStream, box *secretbox.Box, logger *slog.Logger) (*Index, error) {
@@ -31,7 +41,7 @@ func NewIndex(ctx context.Context, js jetstream.JetStream, box *secretbox.Box, l
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketEndpoints, err)
 	}
-	return &Index{kv: kv, box: box, logger: logger, ready: make(chan struct{}), byTenant: map[string]map[string]*Endpoint{}}, nil
+	return &Index{kv: kv, box: box, logger: logger, ready: make(chan struct{}), byTenant: map[string]map[string]*Endpoint{}, subs: map[string]map[string]map[string]struct{}{}, wild: map[string]map[string]struct{}{}}, nil
 }
 
 // Ready is closed once every stored endpoint has been read.
@@ -64,21 +74,60 @@ func (x *Index) Run(ctx context.Context) error {
 
 func (x *Index) apply(entry jetstream.KeyValueEntry) {
 	tenant, id, _ := strings.Cut(entry.Key(), ".")
+	var ep *Endpoint
+	if entry.Operation() == jetstream.KeyValuePut {
+		decoded, err := decode(x.box, entry.Value())
+		if err != nil {
+			x.logger.Error("unreadable endpoint record", "key", entry.Key(), "error", err)
+			return
+		}
+		ep = &decoded
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if entry.Operation() != jetstream.KeyValuePut {
+	x.set(tenant, id, ep)
+}
+
+// set replaces (or, with nil, removes) an endpoint; x.mu is held.
+func (x *Index) set(tenant, id string, ep *Endpoint) {
+	if old := x.byTenant[tenant][id]; old != nil {
+		for _, p := range patterns(old) {
+			delete(x.subs[tenant][p], id)
+			if len(x.subs[tenant][p]) == 0 {
+				delete(x.subs[tenant], p)
+				delete(x.wild[tenant], p)
+			}
+		}
 		delete(x.byTenant[tenant], id)
-		return
 	}
-	ep, err := decode(x.box, entry.Value())
-	if err != nil {
-		x.logger.Error("unreadable endpoint record", "key", entry.Key(), "error", err)
+	if ep == nil {
 		return
 	}
 	if x.byTenant[tenant] == nil {
 		x.byTenant[tenant] = map[string]*Endpoint{}
+		x.subs[tenant] = map[string]map[string]struct{}{}
+		x.wild[tenant] = map[string]struct{}{}
 	}
-	x.byTenant[tenant][id] = &ep
+	x.byTenant[tenant][id] = ep
+	if !ep.Enabled {
+		return
+	}
+	for _, p := range patterns(ep) {
+		if x.subs[tenant][p] == nil {
+			x.subs[tenant][p] = map[string]struct{}{}
+			if strings.ContainsAny(p, "*>") {
+				x.wild[tenant][p] = struct{}{}
+			}
+		}
+		x.subs[tenant][p][id] = struct{}{}
+	}
+}
+
+func patterns(ep *Endpoint) []string {
+	if len(ep.EventTypes) == 0 {
+		return []string{allTypes}
+	}
+	return ep.EventTypes
 }
 
 // Get returns a tenant's endpoint; nil when there is none.
@@ -94,8 +143,32 @@ func (x *Index) Matching(tenant, eventType string) []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var ids []string
-	for id, ep := range x.byTenant[tenant] {
-		if ep.Enabled && ep.Matches(eventType) {
+	var seen map[string]struct{} // only needed once two patterns match
+	matched := 0
+	sets := make([]map[string]struct{}, 0, 4)
+	if set, ok := x.subs[tenant][eventType]; ok {
+		sets = append(sets, set)
+	}
+	for p := range x.wild[tenant] {
+		if MatchType(p, eventType) {
+			sets = append(sets, x.subs[tenant][p])
+		}
+	}
+	for _, set := range sets {
+		matched++
+		if matched == 2 {
+			seen = make(map[string]struct{}, len(ids))
+			for _, id := range ids {
+				seen[id] = struct{}{}
+			}
+		}
+		for id := range set {
+			if seen != nil {
+				if _, dup := seen[id]; dup {
+					continue
+				}
+				seen[id] = struct{}{}
+			}
 			ids = append(ids, id)
 		}
 	}

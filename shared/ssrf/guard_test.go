@@ -101,3 +101,20 @@ func FuzzCheckIP(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCheckIP(b *testing.B) {
+	g := ssrf.NewGuard(nil)
+	ip := netip.MustParseAddr("93.184.216.34")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = g.CheckIP(ip)
+	}
+}
+
+func BenchmarkCheckURL(b *testing.B) {
+	g := ssrf.NewGuard(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = g.CheckURL("https://hooks.example.com/v1/callback?tenant=acme")
+	}
+}

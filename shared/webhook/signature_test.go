@@ -187,3 +187,13 @@ func FuzzVerify(f *testing.F) {
 		_ = webhook.Verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", h, body, time.Unix(1700000000, 0), webhook.DefaultTolerance)
 	})
 }
+
+func BenchmarkSignatureHeader(b *testing.B) {
+	key := make([]byte, webhook.DefaultSecretBytes)
+	body := []byte(`{"type":"job.succeeded","timestamp":"2026-11-23T12:00:00Z","data":{"id":"job_0123456789abcdefghijklmnop","type":"echo","status":"succeeded","attempts":1,"result":{"n":1}}}`)
+	now := time.Unix(1700000000, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = webhook.SignatureHeader([][]byte{key}, "msg_0123456789abcdefghijklmnop", now, body)
+	}
+}

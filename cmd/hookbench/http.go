@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/latency"
+)
+
+// newHTTPClient returns a keep-alive client with room for conns connections.
+func newHTTPClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: 0,
+			IdleConnTimeout: 90 * time.Second,
+			DialContext:     (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		},
+	}
+}
+
+// post sends one JSON POST and returns the status and the body.
+func post(ctx context.Context, client *http.Client, url, key string, body []byte, header ...string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, data, err
+}
+
+// receiver is the tool's own webhook receiver: it matches each webhook to
+// the time its job was accepted and records the end-to-end latency.
+type receiver struct {
+	srv       *http.Server
+	url       string
+	accepted  sync.Map // job id → time of the 202
+	seen      sync.Map // webhook-id → struct{}
+	latency   latency.Histogram
+	delivered atomic.Uint64
+	dupes     atomic.Uint64
+}
+
+func startReceiver(addr string) (*receiver, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	r := &receiver{url: "http://" + ln.Addr().String() + "/hook"}
+	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = r.srv.Serve(ln) }()
+	return r, nil
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	now := time.Now()
+	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	w.WriteHeader(http.StatusNoContent)
+	if _, dup := r.seen.LoadOrStore(req.Header.Get("webhook-id"), struct{}{}); dup {
+		r.dupes.Add(1)
+		return
+	}
+	var hook struct {
+		Data struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(body, &hook) != nil {
+		return
+	}
+	if at, ok := r.accepted.Load(hook.Data.ID); ok {
+		r.latency.Record(now.Sub(at.(time.Time)))
+		r.delivered.Add(1)
+	}
+}
+
+// drain waits until every accepted job has its webhook, or timeout.
+func (r *receiver) drain(accepted uint64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for r.delivered.Load() < accepted && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *receiver) close() { _ = r.srv.Close() }
+
+func idOf(body []byte) string {
+	var out struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(body, &out)
+	return out.ID
+}
+
+func jobBody(callback string, i int) []byte {
+	b := []byte(`{"type":"echo","payload":{"n":`)
+	b = strconv.AppendInt(b, int64(i), 10)
+	b = append(b, '}')
+	if callback != "" {
+		b = append(b, `,"callback_url":"`...)
+		b = append(b, callback...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}

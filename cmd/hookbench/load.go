@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/latency"
+)
+
+// result is what one request came to: an HTTP status (or 0 with an error).
+type result struct {
+	status int
+	err    error
+}
+
+// loadRun is one load run: a request function driven open (constant rate) or
+// closed (as fast as conns workers go) for a duration.
+type loadRun struct {
+	rate     int // requests per second; 0: closed model
+	conns    int // closed model: workers; open model: most requests in flight
+	duration time.Duration
+	do       func(ctx context.Context, i int) result
+	progress func(sent, ok uint64)
+
+	latency  latency.Histogram
+	sent     atomic.Uint64
+	ok       atomic.Uint64
+	overflow atomic.Uint64 // open model: not sent, too many in flight
+
+	mu       sync.Mutex
+	statuses map[string]uint64
+	perSec   []uint64
+}
+
+func (r *loadRun) record(start time.Time, res result) {
+	r.latency.Record(time.Since(start))
+	key := statusKey(res)
+	if res.err == nil && res.status >= 200 && res.status < 300 {
+		r.ok.Add(1)
+	}
+	r.mu.Lock()
+	r.statuses[key]++
+	r.mu.Unlock()
+}
+
+func statusKey(res result) string {
+	if res.err != nil {
+		return "error"
+	}
+	return itoa(res.status)
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// execute drives the load and returns when the duration is over and every
+// request sent has finished.
+func (r *loadRun) execute(ctx context.Context) {
+	r.statuses = map[string]uint64{}
+	ctx, cancel := context.WithTimeout(ctx, r.duration)
+	defer cancel()
+	stopTicker := r.tick(ctx)
+	defer stopTicker()
+	var wg sync.WaitGroup
+	if r.rate == 0 {
+		for range r.conns {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					i := int(r.sent.Add(1))
+					start := time.Now()
+					r.record(start, r.do(context.WithoutCancel(ctx), i))
+				}
+			})
+		}
+		wg.Wait()
+		return
+	}
+	slots := make(chan struct{}, r.conns)
+	interval := time.Second / time.Duration(r.rate)
+	start := time.Now()
+	for i := 0; ; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-ctx.Done():
+				wg.Wait()
+				return
+			case <-time.After(wait):
+			}
+		} else if ctx.Err() != nil {
+			wg.Wait()
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			r.overflow.Add(1)
+			continue
+		}
+		n := int(r.sent.Add(1))
+		wg.Go(func() {
+			defer func() { <-slots }()
+			// Latency counts from when the request was due, so that a
+			// stalled generator does not hide queueing (coordinated omission).
+			r.record(due, r.do(context.WithoutCancel(ctx), n))
+		})
+	}
+}
+
+// tick reports progress every second and keeps the per-second counts.
+func (r *loadRun) tick(ctx context.Context) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last uint64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				ok := r.ok.Load()
+				r.mu.Lock()
+				r.perSec = append(r.perSec, ok-last)
+				r.mu.Unlock()
+				last = ok
+				if r.progress != nil {
+					r.progress(r.sent.Load(), ok)
+				}
+			}
+		}
+	}()
+	return func() { <-done }
+}

@@ -1,0 +1,102 @@
+// Command hookbench is hookstream's load tool. It drives a running
+// hookstream over HTTP at a constant rate (open model, -rate) or as fast as
+// -conns clients go (closed model, -rate 0), receives the webhooks itself to
+// measure 202 → webhook latency, samples the server's CPU and peak RSS from
+// /proc (-pid), and runs the baselines every figure is quoted against: a
+// bare Gin 202 handler with the same body parsing, and raw JetStream
+// publishes.
+//
+//	hookbench intake    -url http://127.0.0.1:8080 -key KEY -conns 64 -duration 10s
+//	hookbench e2e       -url … -key … -rate 1000 -duration 60s
+//	hookbench gin       -conns 64 -duration 10s
+//	hookbench jetstream -publishers 16 -sync always [-async]
+//	hookbench suite     -hookstream ./bin/hookstream -out docs/benchmarks.md
+//
+// Latency percentiles come from an HDR-style histogram; in the open model
+// each request's latency counts from when it was due, so a stalled
+// generator cannot hide queueing. -json prints the report as JSON.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|gin|jetstream|suite [flags]   (hookbench <cmd> -h for flags)")
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("hookbench "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := options{stderr: stderr}
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "hookstream base URL")
+	fs.StringVar(&o.key, "key", os.Getenv("HOOKSTREAM_KEY"), "API key (default $HOOKSTREAM_KEY)")
+	fs.IntVar(&o.rate, "rate", 0, "requests per second (open model); 0: closed model, as fast as -conns go")
+	fs.IntVar(&o.conns, "conns", 64, "closed model: concurrent clients; open model: most requests in flight")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
+	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
+	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address")
+	fs.DurationVar(&o.drain, "drain", 30*time.Second, "e2e: how long to wait for outstanding webhooks")
+	fs.StringVar(&o.sync, "sync", "always", "jetstream: 'always' or a sync interval such as 2m")
+	fs.IntVar(&o.publishers, "publishers", 16, "jetstream: synchronous publishers")
+	fs.BoolVar(&o.async, "async", false, "jetstream: publish asynchronously instead")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	suite := suiteOptions{}
+	fs.StringVar(&suite.binary, "hookstream", "./bin/hookstream", "suite: the hookstream binary to start")
+	fs.StringVar(&suite.out, "out", "docs/benchmarks.md", "suite: the Markdown file to write")
+	fs.IntVar(&suite.e2eRate, "e2e-rate", 1000, "suite: the constant end-to-end rate")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	var rep report
+	var err error
+	switch cmd {
+	case "intake":
+		rep = intakeScenario(ctx, o)
+	case "e2e":
+		rep, err = e2eScenario(ctx, o)
+	case "gin":
+		rep, err = ginBaseline(ctx, o)
+	case "jetstream":
+		rep, err = jetstreamBaseline(ctx, o)
+	case "suite":
+		err = runSuite(ctx, o, suite, stdout)
+		if err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 1
+		}
+		return 0
+	default:
+		fmt.Fprintf(stderr, "hookbench: unknown command %q\n", cmd)
+		return 2
+	}
+	if !o.quiet {
+		fmt.Fprintln(stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hookbench: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		rep.writeJSON(stdout)
+	} else {
+		rep.print(stdout)
+	}
+	return 0
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/embeddednats"
+	"github.com/hookstream/hookstream/shared/latency"
+)
+
+// options are the flags every scenario shares.
+type options struct {
+	url         string
+	key         string
+	rate        int
+	conns       int
+	duration    time.Duration
+	pid         int
+	idempotency bool
+	listen      string
+	drain       time.Duration
+	sync        string
+	publishers  int
+	async       bool
+	quiet       bool
+	stderr      io.Writer
+}
+
+func (o options) progress(name string) func(sent, ok uint64) {
+	if o.quiet {
+		return nil
+	}
+	start := time.Now()
+	return func(sent, ok uint64) {
+		fmt.Fprintf(o.stderr, "\r%s %4.0fs  sent %d  ok %d  ", name, time.Since(start).Seconds(), sent, ok)
+	}
+}
+
+// intakeScenario posts echo jobs to a running hookstream.
+func intakeScenario(ctx context.Context, o options) report {
+	client := newHTTPClient(o.conns)
+	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("intake")}
+	var seq atomic.Uint64
+	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
+	r.do = func(ctx context.Context, i int) result {
+		var hdr []string
+		if o.idempotency {
+			hdr = []string{"Idempotency-Key", nonce + "-" + strconv.FormatUint(seq.Add(1), 10)}
+		}
+		status, _, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody("", i), hdr...)
+		return result{status: status, err: err}
+	}
+	w := watchProc(o.pid)
+	start := time.Now()
+	r.execute(ctx)
+	name := "intake"
+	if o.idempotency {
+		name += " (Idempotency-Key)"
+	}
+	rep := newReport(name, r, time.Since(start))
+	rep.Server = w.stop()
+	return rep
+}
+
+// e2eScenario posts echo jobs with a callback to the tool's own receiver and
+// measures 202 → webhook received.
+func e2eScenario(ctx context.Context, o options) (report, error) {
+	rcv, err := startReceiver(o.listen)
+	if err != nil {
+		return report{}, fmt.Errorf("start receiver: %w", err)
+	}
+	defer rcv.close()
+	client := newHTTPClient(o.conns)
+	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("e2e")}
+	r.do = func(ctx context.Context, i int) result {
+		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(rcv.url, i))
+		if err == nil && status == http.StatusAccepted {
+			rcv.accepted.Store(idOf(body), time.Now())
+		}
+		return result{status: status, err: err}
+	}
+	w := watchProc(o.pid)
+	start := time.Now()
+	r.execute(ctx)
+	elapsed := time.Since(start)
+	rcv.drain(r.ok.Load(), o.drain)
+	rep := newReport("end-to-end", r, elapsed)
+	rep.Server = w.stop()
+	e2e := rcv.latency.Summary()
+	rep.EndToEnd, rep.Delivered = &e2e, rcv.delivered.Load()
+	if rep.OK > rep.Delivered {
+		rep.Missing = rep.OK - rep.Delivered
+	}
+	return rep, nil
+}
+
+// jobRequest is what the gin baseline decodes: the same body as intake's.
+type jobRequest struct {
+	Type        string            `json:"type"`
+	Payload     json.RawMessage   `json:"payload"`
+	CallbackURL string            `json:"callback_url,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+// ginBaseline serves a bare Gin handler that parses the job body the way
+// intake does and answers 202, and loads it like intakeScenario.
+func ginBaseline(ctx context.Context, o options) (report, error) {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.POST("/v1/jobs", func(c *gin.Context) {
+		var req jobRequest
+		dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || req.Type == "" {
+			c.JSON(http.StatusBadRequest, gin.H{"detail": "bad request"})
+			return
+		}
+		c.Header("Location", "/v1/jobs/job_x")
+		c.JSON(http.StatusAccepted, gin.H{"id": "job_x", "status": "queued", "type": req.Type})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return report{}, err
+	}
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	o.url, o.pid = "http://"+ln.Addr().String(), os.Getpid()
+	rep := intakeScenario(ctx, o)
+	rep.Scenario = "baseline: bare Gin 202"
+	return rep, nil
+}
+
+// jetstreamBaseline measures raw JetStream publishes to a file stream on an
+// embedded server with the given sync policy: publishers synchronous
+// publishers, or async publishing with a window.
+func jetstreamBaseline(ctx context.Context, o options) (report, error) {
+	dir, err := os.MkdirTemp("", "hookbench-js-")
+	if err != nil {
+		return report{}, err
+	}
+	defer os.RemoveAll(dir)
+	cfg := embeddednats.Config{StoreDir: dir}
+	if o.sync == "always" {
+		cfg.SyncAlways = true
+	} else if d, err := time.ParseDuration(o.sync); err == nil {
+		cfg.SyncInterval = d
+	}
+	ns, err := embeddednats.Start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return report{}, err
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		return report{}, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return report{}, err
+	}
+	payload := []byte(`{"id":"job_0123456789abcdefghijklmnop","payload":{"n":1}}`)
+	name := fmt.Sprintf("baseline: JetStream sync publish, %d publishers, sync %s", o.publishers, o.sync)
+	if o.async {
+		name = fmt.Sprintf("baseline: JetStream async publish, sync %s", o.sync)
+		return asyncPublish(ctx, js, payload, name, o)
+	}
+	r := &loadRun{conns: o.publishers, duration: o.duration, progress: o.progress("jetstream")}
+	r.do = func(ctx context.Context, i int) result {
+		_, err := js.Publish(ctx, "bench.jobs", payload)
+		if err != nil {
+			return result{err: err}
+		}
+		return result{status: 200}
+	}
+	start := time.Now()
+	r.execute(ctx)
+	return newReport(name, r, time.Since(start)), nil
+}
+
+func asyncPublish(ctx context.Context, js jetstream.JetStream, payload []byte, name string, o options) (report, error) {
+	var ok atomic.Uint64
+	var hist latency.Histogram
+	deadline := time.Now().Add(o.duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	sent := 0
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		at := time.Now()
+		f, err := js.PublishAsync("bench.jobs", payload, jetstream.WithStallWait(5*time.Second))
+		if err != nil {
+			continue
+		}
+		sent++
+		wg.Go(func() {
+			select {
+			case <-f.Ok():
+				ok.Add(1)
+				hist.Record(time.Since(at))
+			case <-f.Err():
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	return report{
+		Scenario: name, Conns: 1, Duration: elapsed, Sent: uint64(sent), OK: ok.Load(),
+		Throughput: float64(ok.Load()) / elapsed.Seconds(), Statuses: map[string]uint64{"ack": ok.Load()},
+		Latency: hist.Summary(),
+	}, nil
+}
