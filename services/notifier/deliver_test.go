@@ -1,0 +1,300 @@
+package notifier_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
+	"github.com/hookstream/hookstream/shared/ssrf"
+	"github.com/hookstream/hookstream/shared/webhook"
+)
+
+// A job event reaches the job's callback URL as a Standard Webhooks request
+// signed with the tenant's secret, and its attempt is logged.
+func TestDeliverSignedWebhook(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+	secret := b.secret(t, "acme")
+
+	job := b.publishJobEvent(t, "acme", "job_x", rcv.URL+"/hooks")
+	got := rcv.wait(t, 1)[0]
+	require.NoError(t, webhook.Verify(secret, got.header, got.body, time.Now(), webhook.DefaultTolerance))
+	require.True(t, strings.HasPrefix(got.id(), "msg_"), got.id())
+	require.Equal(t, "application/json", got.header.Get("Content-Type"))
+	require.Equal(t, "hookstream/"+notifier.Version, got.header.Get("User-Agent"))
+	require.Equal(t, contract.EventJobSucceeded, got.event.Type)
+	require.True(t, job.UpdatedAt.Equal(got.event.Timestamp), "the event time is when the job changed")
+	wantData, err := json.Marshal(job.Job)
+	require.NoError(t, err)
+	require.JSONEq(t, string(wantData), string(got.event.Data), "data is the job resource")
+
+	rec := b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
+	require.Equal(t, got.id(), rec.ID)
+	require.Equal(t, jobevents.EventID("job_x", contract.StatusSucceeded), rec.EventID)
+	require.Equal(t, contract.EventJobSucceeded, rec.EventType)
+	require.Equal(t, "job_x", rec.JobID)
+	require.Equal(t, rcv.URL+"/hooks", rec.URL)
+	require.JSONEq(t, string(got.body), string(rec.Body))
+	require.Nil(t, rec.NextAttemptAt)
+	require.Len(t, rec.Attempts, 1)
+	require.Equal(t, http.StatusOK, rec.Attempts[0].StatusCode)
+	require.Empty(t, rec.Attempts[0].Error)
+	b.waitIdle(t)
+}
+
+// A webhook is signed with the secret of its own tenant only.
+func TestDeliverSignsWithTenantSecret(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+	acme, other := b.secret(t, "acme"), b.secret(t, "other")
+	require.NotEqual(t, acme, other)
+
+	b.publishJobEvent(t, "other", "job_other", rcv.URL)
+	got := rcv.wait(t, 1)[0]
+	require.NoError(t, webhook.Verify(other, got.header, got.body, time.Now(), webhook.DefaultTolerance))
+	require.ErrorIs(t, webhook.Verify(acme, got.header, got.body, time.Now(), webhook.DefaultTolerance), webhook.ErrNoMatchingSigner)
+}
+
+// During a rotation's grace period a webhook carries a signature for the
+// new secret and one for the old, so receivers of either verify it.
+func TestDeliverSignsWithRotatedSecrets(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+	old := b.secret(t, "acme")
+	ring, err := b.signing(t).Rotate(t.Context(), "acme", time.Hour)
+	require.NoError(t, err)
+	current := ring.Current().Secret
+	require.NotEqual(t, old, current)
+
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+	got := rcv.wait(t, 1)[0]
+	require.Len(t, strings.Fields(got.header.Get("webhook-signature")), 2)
+	for _, secret := range []string{old, current} {
+		require.NoError(t, webhook.Verify(secret, got.header, got.body, time.Now(), webhook.DefaultTolerance))
+	}
+}
+
+// What becomes of a delivery, by the receiver's answers, in both retry
+// tiers.
+func TestDeliverOutcome(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		givenTier    time.Duration // InProcessMax
+		givenAnswers []int
+		wantStatus   string
+		wantCodes    []int
+		wantError    string // in the last attempt
+	}{
+		{name: "2xx other than 200 is success", givenTier: inProcess, givenAnswers: []int{204}, wantStatus: contract.DeliverySucceeded, wantCodes: []int{204}},
+		{name: "410 Gone is not retried", givenTier: inProcess, givenAnswers: []int{410}, wantStatus: contract.DeliveryFailed, wantCodes: []int{410}, wantError: "410"},
+		{name: "410 Gone is not scheduled", givenTier: durable, givenAnswers: []int{410}, wantStatus: contract.DeliveryFailed, wantCodes: []int{410}, wantError: "410"},
+		{name: "failures retried in process", givenTier: inProcess, givenAnswers: []int{500, 400}, wantStatus: contract.DeliverySucceeded, wantCodes: []int{500, 400, 200}},
+		{name: "failures retried durably", givenTier: durable, givenAnswers: []int{503}, wantStatus: contract.DeliverySucceeded, wantCodes: []int{503, 200}},
+		{name: "schedule used up in process", givenTier: inProcess, givenAnswers: []int{500, 502, 504}, wantStatus: contract.DeliveryFailed, wantCodes: []int{500, 502, 504}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, notifier.Config{InProcessMax: tt.givenTier})
+			rcv := newReceiver(t, statuses(tt.givenAnswers...))
+			secret := b.secret(t, "acme")
+			b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+
+			rec := b.waitLog(t, "acme", "job_x", tt.wantStatus)
+			require.Equal(t, tt.wantCodes, attemptCodes(rec))
+			require.Contains(t, rec.Attempts[len(rec.Attempts)-1].Error, tt.wantError)
+			require.Nil(t, rec.NextAttemptAt)
+			require.NotEmpty(t, rec.Body, "the body is kept to send it again")
+			b.waitIdle(t)
+
+			got := rcv.all()
+			require.Len(t, got, len(tt.wantCodes), "nothing more is sent")
+			for _, r := range got {
+				require.NoError(t, webhook.Verify(secret, r.header, r.body, time.Now(), webhook.DefaultTolerance))
+				require.Equal(t, rec.ID, r.id(), "the same webhook-id on every attempt")
+				require.Equal(t, string(got[0].body), string(r.body), "the same body on every attempt")
+			}
+		})
+	}
+}
+
+// A retry scheduled in JetStream is logged as pending with its due time,
+// and later sent with the same webhook-id.
+func TestDeliverDurableRetryIsLoggedPending(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{time.Second}, Jitter: 0.01})
+	rcv := newReceiver(t, statuses(500))
+	updates := b.watchLog(t, "acme", "job_x")
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+
+	pending := nextLog(t, updates, contract.DeliveryPending)
+	require.Equal(t, []int{500}, attemptCodes(pending))
+	require.NotNil(t, pending.NextAttemptAt)
+	require.WithinDuration(t, pending.Attempts[0].At.Add(time.Second), *pending.NextAttemptAt, 500*time.Millisecond)
+
+	done := nextLog(t, updates, contract.DeliverySucceeded)
+	require.Equal(t, []int{500, 200}, attemptCodes(done))
+	require.Equal(t, pending.Attempts[0], done.Attempts[0], "earlier attempts are kept")
+	got := rcv.wait(t, 2)
+	require.Equal(t, got[0].id(), got[1].id())
+	require.False(t, got[1].at.Before(*pending.NextAttemptAt), "the retry did not run before it was due")
+	b.waitIdle(t)
+}
+
+// A 429 or 503 with Retry-After pushes the next attempt back, in both
+// tiers.
+func TestDeliverHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		givenStatus int
+		givenTier   time.Duration
+	}{
+		{name: "429 in process", givenStatus: http.StatusTooManyRequests, givenTier: inProcess},
+		{name: "429 durable", givenStatus: http.StatusTooManyRequests, givenTier: durable},
+		{name: "503 in process", givenStatus: http.StatusServiceUnavailable, givenTier: inProcess},
+		{name: "503 durable", givenStatus: http.StatusServiceUnavailable, givenTier: durable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, notifier.Config{InProcessMax: tt.givenTier})
+			rcv := newReceiver(t, func(n int, w http.ResponseWriter) {
+				if n == 1 {
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(tt.givenStatus)
+				}
+			})
+			b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+			got := rcv.wait(t, 2)
+			require.GreaterOrEqual(t, got[1].at.Sub(got[0].at), 990*time.Millisecond,
+				"the retry waited for Retry-After, not the 10 ms schedule")
+			rec := b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
+			require.Equal(t, []int{tt.givenStatus, 200}, attemptCodes(rec))
+		})
+	}
+}
+
+// A Retry-After beyond MaxRetryAfter is cut down to it.
+func TestDeliverCapsRetryAfter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{InProcessMax: durable, MaxRetryAfter: time.Second})
+	rcv := newReceiver(t, func(n int, w http.ResponseWriter) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "86400")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	updates := b.watchLog(t, "acme", "job_x")
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+	pending := nextLog(t, updates, contract.DeliveryPending)
+	require.NotNil(t, pending.NextAttemptAt)
+	require.WithinDuration(t, pending.Attempts[0].At.Add(time.Second), *pending.NextAttemptAt, 500*time.Millisecond)
+	require.Equal(t, []int{429, 200}, attemptCodes(nextLog(t, updates, contract.DeliverySucceeded)))
+}
+
+// Redirects are not followed: the attempt records the 3xx as a failure and
+// the redirect target is never called.
+func TestDeliverDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
+	for _, code := range []int{http.StatusFound, http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(http.StatusText(code), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, notifier.Config{Schedule: []time.Duration{10 * time.Millisecond}})
+			target := newReceiver(t, nil)
+			rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+				w.Header().Set("Location", target.URL+"/elsewhere")
+				w.WriteHeader(code)
+			})
+			b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+
+			rec := b.waitLog(t, "acme", "job_x", contract.DeliveryFailed)
+			require.Equal(t, []int{code, code}, attemptCodes(rec))
+			for _, a := range rec.Attempts {
+				require.Contains(t, a.Error, "redirect not followed")
+			}
+			b.waitIdle(t)
+			require.Len(t, rcv.all(), 2)
+			require.Empty(t, target.all(), "the redirect target is never called")
+		})
+	}
+}
+
+// The SSRF guard refuses the resolved address at dial time: nothing is
+// sent, and the attempt says why.
+func TestDeliverSSRFGuard(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		givenURL func(rcvURL string) string
+	}{
+		{name: "IP literal", givenURL: func(u string) string { return u }},
+		{name: "name resolving to loopback", givenURL: func(u string) string { return strings.Replace(u, "127.0.0.1", "localhost", 1) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, notifier.Config{Guard: ssrf.NewGuard(nil), Schedule: []time.Duration{}})
+			rcv := newReceiver(t, nil)
+			b.publishJobEvent(t, "acme", "job_x", tt.givenURL(rcv.URL))
+
+			rec := b.waitLog(t, "acme", "job_x", contract.DeliveryFailed)
+			require.Len(t, rec.Attempts, 1)
+			require.Zero(t, rec.Attempts[0].StatusCode)
+			require.Contains(t, rec.Attempts[0].Error, "blocked by the SSRF guard")
+			require.Contains(t, rec.Attempts[0].Error, "non-public range")
+			b.waitIdle(t)
+			require.Empty(t, rcv.all(), "the receiver is never called")
+		})
+	}
+}
+
+// An allow list opens a chosen private range.
+func TestDeliverSSRFAllowList(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{Guard: ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})})
+	rcv := newReceiver(t, nil)
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+	rcv.wait(t, 1)
+	b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
+}
+
+// An attempt is bounded by AttemptTimeout; a timeout is a failure that
+// says so.
+func TestDeliverAttemptTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{AttemptTimeout: time.Second, Schedule: []time.Duration{}})
+	hang := make(chan struct{})
+	rcv := newReceiver(t, func(int, http.ResponseWriter) { <-hang })
+	t.Cleanup(func() { close(hang) }) // before the receiver closes
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+
+	rec := b.waitLog(t, "acme", "job_x", contract.DeliveryFailed)
+	require.Len(t, rec.Attempts, 1)
+	require.Zero(t, rec.Attempts[0].StatusCode)
+	require.Contains(t, rec.Attempts[0].Error, "timeout")
+}
+
+// Only the first bytes of a large answer are kept in the log.
+func TestDeliverLogsFirstBytesOfResponse(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		_, _ = w.Write([]byte(strings.Repeat("x", 1<<20)))
+	})
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+	rec := b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
+	require.Len(t, rec.Attempts[0].Response, 4<<10)
+}

@@ -1,0 +1,154 @@
+package notifier_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
+	"github.com/hookstream/hookstream/shared/webhook"
+)
+
+// An event goes to every enabled endpoint of its tenant subscribed to its
+// type, each webhook signed with that endpoint's own secret.
+func TestFanoutToSubscribedEndpoints(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		givenTenant string
+		givenTypes  []string
+		givenOff    bool
+		wantGet     bool
+	}{
+		{name: "every event", givenTenant: "acme", wantGet: true},
+		{name: "exact type", givenTenant: "acme", givenTypes: []string{"invoice.paid"}, wantGet: true},
+		{name: "one-token wildcard", givenTenant: "acme", givenTypes: []string{"job.failed", "invoice.*"}, wantGet: true},
+		{name: "tail wildcard", givenTenant: "acme", givenTypes: []string{"invoice.>"}, wantGet: true},
+		{name: "other type", givenTenant: "acme", givenTypes: []string{"job.>", "invoice.paid.late"}},
+		{name: "disabled", givenTenant: "acme", givenOff: true},
+		{name: "other tenant", givenTenant: "other"},
+	}
+	var eps []endpoints.Endpoint
+	rcvs := make([]*receiver, len(tests))
+	for i, tt := range tests {
+		rcvs[i] = newReceiver(t, nil)
+		ep := newEndpoint(t, tt.givenTenant, "ep_"+string(rune('a'+i)), rcvs[i].URL, tt.givenTypes...)
+		ep.Enabled = !tt.givenOff
+		eps = append(eps, ep)
+	}
+	b := setup(t, notifier.Config{}, eps...)
+	b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`{"invoice":"in_1"}`))
+	for i, tt := range tests {
+		if tt.wantGet {
+			rcvs[i].wait(t, 1)
+		}
+	}
+	b.waitIdle(t)
+
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := rcvs[i].all()
+			if !tt.wantGet {
+				require.Empty(t, got)
+				return
+			}
+			require.Len(t, got, 1)
+			ep := eps[i]
+			require.Equal(t, contract.DeliveryID("evt_in_1", ep.ID), got[0].id())
+			require.NoError(t, webhook.Verify(ep.Keyring.Current().Secret, got[0].header, got[0].body, time.Now(), webhook.DefaultTolerance))
+			require.Equal(t, "invoice.paid", got[0].event.Type)
+			require.JSONEq(t, `{"invoice":"in_1"}`, string(got[0].event.Data))
+		})
+	}
+	recs := b.logs(t, "acme.evt_in_1.*")
+	require.Len(t, recs, 4, "one logged delivery per subscribed endpoint")
+	for _, rec := range recs {
+		require.NotEmpty(t, rec.EndpointID)
+		require.Equal(t, contract.DeliverySucceeded, rec.Status)
+	}
+}
+
+// A job's callback URL and the tenant's endpoints both get the job event,
+// as distinct deliveries.
+func TestFanoutJobEventToCallbackAndEndpoint(t *testing.T) {
+	t.Parallel()
+	callback, endpoint := newReceiver(t, nil), newReceiver(t, nil)
+	b := setup(t, notifier.Config{}, newEndpoint(t, "acme", "ep_jobs", endpoint.URL, "job.*"))
+	b.publishJobEvent(t, "acme", "job_x", callback.URL)
+	cb, ep := callback.wait(t, 1)[0], endpoint.wait(t, 1)[0]
+	require.NotEqual(t, cb.id(), ep.id())
+	require.Equal(t, string(cb.body), string(ep.body), "the same event")
+	b.waitIdle(t)
+	require.Len(t, b.logs(t, "acme.job_x.*"), 2)
+}
+
+// An endpoint's custom headers are sent, but cannot replace the headers
+// that make the webhook.
+func TestEndpointHeaders(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, nil)
+	ep := newEndpoint(t, "acme", "ep_1", rcv.URL)
+	ep.Headers = map[string]string{
+		"X-Team":            "billing",
+		"Content-Type":      "text/plain",
+		"User-Agent":        "forged",
+		"Webhook-Id":        "msg_forged",
+		"Webhook-Signature": "v1,forged",
+	}
+	b := setup(t, notifier.Config{}, ep)
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	got := rcv.wait(t, 1)[0]
+	require.Equal(t, "billing", got.header.Get("X-Team"))
+	require.Equal(t, "application/json", got.header.Get("Content-Type"))
+	require.Equal(t, "hookstream/"+notifier.Version, got.header.Get("User-Agent"))
+	require.Equal(t, contract.DeliveryID("evt_1", "ep_1"), got.id())
+	require.NoError(t, webhook.Verify(ep.Keyring.Current().Secret, got.header, got.body, time.Now(), webhook.DefaultTolerance))
+}
+
+// A delivery whose endpoint was deleted before its retry is dead-lettered
+// without another request.
+func TestEndpointDeletedBeforeRetry(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, statuses(500))
+	b := setup(t, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{2 * time.Second}},
+		newEndpoint(t, "acme", "ep_1", rcv.URL))
+	updates := b.watchLog(t, "acme", "evt_1")
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	nextLog(t, updates, contract.DeliveryPending)
+	require.NoError(t, b.endpoints.Delete(t.Context(), "acme", "ep_1"))
+
+	rec := nextLog(t, updates, contract.DeliveryFailed)
+	require.Len(t, rec.Attempts, 2)
+	require.Equal(t, http.StatusInternalServerError, rec.Attempts[0].StatusCode)
+	require.Contains(t, rec.Attempts[1].Error, "deleted")
+	b.waitIdle(t)
+	require.Len(t, rcv.all(), 1)
+}
+
+// 410 Gone from an endpoint disables it (DESIGN.md, delivery rules): the
+// delivery is dead-lettered after one attempt and later events are not
+// sent to it.
+func TestEndpointGoneIsDisabled(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, statuses(http.StatusGone))
+	b := setup(t, notifier.Config{}, newEndpoint(t, "acme", "ep_1", rcv.URL))
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
+	require.Equal(t, []int{http.StatusGone}, attemptCodes(rec))
+
+	t.Skip("bug: a 410 Gone from a registered endpoint only stops retrying that delivery " +
+		"(client.go sets outcome.gone, deliver.go dead-letters it); the endpoint stays enabled, " +
+		"so every later event is sent to it again, against DESIGN.md (\"410 Gone disables the endpoint\")")
+	require.Eventually(t, func() bool {
+		ep, _, err := b.endpoints.Get(t.Context(), "acme", "ep_1")
+		require.NoError(t, err)
+		return !ep.Enabled && ep.DisabledReason != ""
+	}, 5*time.Second, 10*time.Millisecond, "the endpoint is disabled")
+	b.publishEvent(t, "acme", "invoice.paid", "evt_2", []byte(`{}`))
+	b.waitIdle(t)
+	require.Len(t, rcv.all(), 1)
+}

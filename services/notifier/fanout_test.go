@@ -1,0 +1,138 @@
+package notifier_test
+
+import (
+	"encoding/json"
+	"regexp"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// DeliveryID is the webhook-id: derived from the event and the target, so
+// that fan-out run twice publishes the same deliveries.
+func TestDeliveryID(t *testing.T) {
+	t.Parallel()
+	id := notifier.DeliveryID("evt_1", "cb")
+	require.Regexp(t, regexp.MustCompile(`^msg_[0-9a-v]{26}$`), id)
+	require.Equal(t, id, notifier.DeliveryID("evt_1", "cb"), "deterministic")
+
+	tests := []struct {
+		name         string
+		givenEventID string
+		givenTarget  string
+	}{
+		{name: "other target", givenEventID: "evt_1", givenTarget: "ep_1"},
+		{name: "other event", givenEventID: "evt_2", givenTarget: "cb"},
+		{name: "moved separator", givenEventID: "evt_1c", givenTarget: "b"},
+		{name: "empty target", givenEventID: "evt_1", givenTarget: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.NotEqual(t, id, notifier.DeliveryID(tt.givenEventID, tt.givenTarget))
+		})
+	}
+}
+
+// The same event published twice (same Nats-Msg-Id) is delivered once.
+func TestDeliverDuplicateEventOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+	first := b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`{"invoice":"in_1"}`), contract.HeaderCallbackURL, rcv.URL)
+	again := b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`{"invoice":"in_1"}`), contract.HeaderCallbackURL, rcv.URL)
+	require.False(t, first.Duplicate)
+	require.True(t, again.Duplicate)
+
+	b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
+	b.waitLog(t, "acme", "evt_in_1", contract.DeliverySucceeded)
+	b.waitIdle(t)
+	got := rcv.all()
+	require.Len(t, got, 2, "one webhook per event")
+	require.NotEqual(t, got[0].id(), got[1].id())
+}
+
+// An event from an internal service becomes a webhook whose data is the
+// published JSON, whatever it is.
+func TestDeliverInternalEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+	b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`["any", "json", 1]`),
+		contract.HeaderCallbackURL, rcv.URL, contract.HeaderEventTime, "2026-11-23T12:00:01.5Z")
+	got := rcv.wait(t, 1)[0]
+	require.Equal(t, "invoice.paid", got.event.Type)
+	require.JSONEq(t, `["any","json",1]`, string(got.event.Data))
+	require.Equal(t, "2026-11-23T12:00:01.5Z", got.event.Timestamp.Format("2006-01-02T15:04:05.999Z07:00"))
+	// The target key of a callback URL is part of every webhook-id sent so far:
+	// changing it would change the id of a delivery replayed after an upgrade.
+	require.Equal(t, notifier.DeliveryID("evt_in_1", "cb"), got.id(), "the callback URL is target cb")
+	rec := b.waitLog(t, "acme", "evt_in_1", contract.DeliverySucceeded)
+	require.Equal(t, "evt_in_1", rec.EventID)
+	require.Empty(t, rec.JobID)
+}
+
+// Messages that can never be delivered do not hold up the ones behind
+// them: malformed events are dead-lettered with the reason, malformed
+// deliveries dropped.
+func TestDeliverDropsMalformedMessages(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{Concurrency: 1})
+	rcv := newReceiver(t, nil)
+	publish := func(subject string, data []byte) {
+		t.Helper()
+		msg := nats.NewMsg(subject)
+		msg.Data = data
+		msg.Header.Set(contract.HeaderCallbackURL, rcv.URL)
+		_, err := b.js.PublishMsg(t.Context(), msg)
+		require.NoError(t, err)
+	}
+	delivery, err := json.Marshal(contract.Delivery{ID: "msg_nourl", Tenant: "acme", EventID: "evt_1", Body: json.RawMessage(`{}`)})
+	require.NoError(t, err)
+
+	badEvents := []struct {
+		subject string
+		data    []byte
+		reason  string
+	}{
+		{subject: contract.EventSubject("acme", "invoice.paid"), data: []byte(`{"not json`), reason: "not a JSON value"},
+		{subject: contract.EventSubject("acme", "invoice.paid"), data: nil, reason: "not a JSON value"},
+		{subject: contract.SubjectEvents + ".acme", data: []byte(`{}`), reason: "subject"},
+	}
+	for _, e := range badEvents {
+		publish(e.subject, e.data)
+	}
+	publish(contract.DeliverySubject("acme", "cb"), []byte(`{"id":`))
+	publish(contract.DeliverySubject("acme", "cb"), delivery)
+	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
+
+	b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
+	b.waitIdle(t)
+	require.Len(t, rcv.all(), 1, "only the good event is delivered")
+
+	dead, err := b.js.Stream(t.Context(), contract.StreamDeadLetters)
+	require.NoError(t, err)
+	info, err := dead.Info(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, len(badEvents), info.State.Msgs)
+	got := map[string][]string{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		msg, err := dead.GetMsg(t.Context(), seq)
+		require.NoError(t, err)
+		key := msg.Header.Get(contract.HeaderOriginalSubject) + " " + string(msg.Data)
+		got[key] = append(got[key], msg.Header.Get(contract.HeaderDeadReason))
+	}
+	for _, e := range badEvents {
+		key := e.subject + " " + string(e.data)
+		require.NotEmpty(t, got[key], "dead letter of %s", key)
+		require.Contains(t, got[key][0], e.reason)
+		got[key] = got[key][1:]
+	}
+}

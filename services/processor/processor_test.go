@@ -1,0 +1,432 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
+	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/natstest"
+)
+
+// bundle is a JetStream server with hookstream's topology, the job store on
+// it and a logger that writes to t.Log.
+type bundle struct {
+	js     jetstream.JetStream
+	jobs   *jobstore.Store
+	logger *slog.Logger
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	jobs, err := jobstore.Open(ctx, js)
+	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return &bundle{js: js, jobs: jobs, logger: logger}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// running is a processor whose Run goroutine is going.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs a processor until stop or the end of the test. Retries wait a
+// few milliseconds unless cfg says otherwise.
+func (b *bundle) start(t *testing.T, cfg processor.Config) *running {
+	t.Helper()
+	if cfg.RetryDelay == nil {
+		cfg.RetryDelay = func(int) time.Duration { return 5 * time.Millisecond }
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = time.Second
+	}
+	p, err := processor.New(context.Background(), cfg, b.js, b.logger)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop ends Run and waits for it to return; it may be called twice.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("processor did not stop within 10s")
+	}
+}
+
+// publishJob submits a job straight to NATS, as an internal service does.
+func (b *bundle) publishJob(t *testing.T, tenant, jobType, msgID string, data []byte) {
+	t.Helper()
+	msg := nats.NewMsg(contract.JobSubject(tenant, jobType))
+	msg.Data = data
+	if msgID != "" {
+		msg.Header.Set(contract.HeaderMsgID, msgID)
+	}
+	_, err := b.js.PublishMsg(context.Background(), msg)
+	require.NoError(t, err)
+}
+
+func jobRequest(t *testing.T, req contract.JobRequest) []byte {
+	t.Helper()
+	data, err := json.Marshal(req)
+	require.NoError(t, err)
+	return data
+}
+
+// waitJob waits until the job's record reaches a terminal status.
+func (b *bundle) waitJob(t *testing.T, id string) contract.JobRecord {
+	t.Helper()
+	var rec contract.JobRecord
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		got, _, err := b.jobs.Get(context.Background(), id)
+		if !assert.NoError(c, err) {
+			return
+		}
+		rec = got
+		assert.True(c, contract.Terminal(got.Status), "status %s", got.Status)
+	}, 10*time.Second, 10*time.Millisecond, "job %s never finished", id)
+	return rec
+}
+
+// lastEvent returns the latest event on hookstream.events.<tenant>.job.<status>.
+func (b *bundle) lastEvent(t *testing.T, tenant, status string) (*jetstream.RawStreamMsg, contract.Job) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, contract.StreamEvents)
+	require.NoError(t, err)
+	msg, err := s.GetLastMsgForSubject(ctx, contract.EventSubject(tenant, "job."+status))
+	require.NoError(t, err)
+	var job contract.Job
+	require.NoError(t, json.Unmarshal(msg.Data, &job))
+	return msg, job
+}
+
+// waitJobsSettled waits until every message of the jobs stream is settled.
+func (b *bundle) waitJobsSettled(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s, err := b.js.Stream(context.Background(), contract.StreamJobs)
+		require.NoError(t, err)
+		info, err := s.Info(context.Background())
+		require.NoError(t, err)
+		return info.State.Msgs == 0
+	}, 10*time.Second, 10*time.Millisecond, "the jobs stream keeps unsettled messages")
+}
+
+var echoOnly = map[string]processor.Handler{"echo": processor.Echo}
+
+// A job published straight to NATS, with no record yet, runs: its record
+// appears with the result and its terminal event is published.
+func TestRunJobPublishedToNATS(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: echoOnly})
+
+	b.publishJob(t, "acme", "echo", "job_x", jobRequest(t, contract.JobRequest{
+		Payload: json.RawMessage(`{"hello":"world"}`), CallbackURL: "https://example.com/hook",
+		Metadata: map[string]string{"order": "42"},
+	}))
+	rec := b.waitJob(t, "job_x")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.JSONEq(t, `{"hello":"world"}`, string(rec.Result))
+	require.Equal(t, 1, rec.Attempts)
+	require.Equal(t, "acme", rec.Tenant)
+	require.Equal(t, "echo", rec.Type)
+	require.Equal(t, map[string]string{"order": "42"}, rec.Metadata)
+	require.Empty(t, rec.Error)
+	require.NotNil(t, rec.CompletedAt)
+	require.Equal(t, rec.CreatedAt.Add(7*24*time.Hour), rec.ExpiresAt, "default JobRetention")
+
+	msg, job := b.lastEvent(t, "acme", contract.StatusSucceeded)
+	require.Equal(t, contract.EventSubject("acme", contract.EventJobSucceeded), msg.Subject)
+	require.Equal(t, jobevents.EventID("job_x", contract.StatusSucceeded), msg.Header.Get(contract.HeaderMsgID))
+	require.Equal(t, "job_x", msg.Header.Get(contract.HeaderJobID))
+	require.Equal(t, "https://example.com/hook", msg.Header.Get(contract.HeaderCallbackURL))
+	require.Equal(t, rec.Job.ID, job.ID)
+	require.Equal(t, contract.StatusSucceeded, job.Status)
+	require.JSONEq(t, `{"hello":"world"}`, string(job.Result))
+	b.waitJobsSettled(t)
+}
+
+// The job id comes from the body, else Nats-Msg-Id, else the stream
+// sequence; an invalid one is dropped.
+func TestRunJobID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		givenID   string
+		givenBody contract.JobRequest
+		wantID    string
+	}{
+		{name: "id in the body wins", givenID: "job_header", givenBody: contract.JobRequest{ID: "job_body"}, wantID: "job_body"},
+		{name: "Nats-Msg-Id", givenID: "job_header", wantID: "job_header"},
+		{name: "stream sequence", wantID: "job_s1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.start(t, processor.Config{Handlers: echoOnly})
+			b.publishJob(t, "acme", "echo", tt.givenID, jobRequest(t, tt.givenBody))
+			require.Equal(t, contract.StatusSucceeded, b.waitJob(t, tt.wantID).Status)
+		})
+	}
+}
+
+// A handler that fails is retried after RetryDelay, with the attempt number
+// counted in the record; a permanent error or the last attempt fails the
+// job with a job.failed event.
+func TestRunRetries(t *testing.T) {
+	t.Parallel()
+	errHiccup := errors.New("worker hiccup")
+	tests := []struct {
+		name         string
+		givenFails   int  // failing attempts before success
+		givenPerm    bool // fail with processor.Permanent
+		wantStatus   string
+		wantAttempts int
+		wantError    string
+	}{
+		{name: "fails then succeeds", givenFails: 2, wantStatus: contract.StatusSucceeded, wantAttempts: 3},
+		{name: "fails every attempt", givenFails: 100, wantStatus: contract.StatusFailed, wantAttempts: 4, wantError: "worker hiccup"},
+		{name: "permanent error", givenFails: 100, givenPerm: true, wantStatus: contract.StatusFailed, wantAttempts: 1, wantError: "worker hiccup"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			var mu sync.Mutex
+			var attempts []int
+			delays := []int{}
+			flaky := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				attempts = append(attempts, job.Attempt)
+				if len(attempts) <= tt.givenFails {
+					if tt.givenPerm {
+						return nil, processor.Permanent(errHiccup)
+					}
+					return nil, errHiccup
+				}
+				return json.RawMessage(`"ok"`), nil
+			})
+			b.start(t, processor.Config{
+				Handlers:    map[string]processor.Handler{"flaky": flaky},
+				MaxAttempts: 4,
+				RetryDelay: func(n int) time.Duration {
+					mu.Lock()
+					defer mu.Unlock()
+					delays = append(delays, n)
+					return 5 * time.Millisecond
+				},
+			})
+			b.publishJob(t, "acme", "flaky", "job_flaky", jobRequest(t, contract.JobRequest{}))
+			rec := b.waitJob(t, "job_flaky")
+			require.Equal(t, tt.wantStatus, rec.Status)
+			require.Equal(t, tt.wantAttempts, rec.Attempts)
+			if tt.wantError == "" {
+				require.Empty(t, rec.Error)
+			} else {
+				require.Contains(t, rec.Error, tt.wantError)
+			}
+			b.waitJobsSettled(t)
+
+			mu.Lock()
+			defer mu.Unlock()
+			wantSeen := make([]int, tt.wantAttempts)
+			for i := range wantSeen {
+				wantSeen[i] = i + 1
+			}
+			require.Equal(t, wantSeen, attempts, "Job.Attempt counts from 1, once per run")
+			require.Equal(t, wantSeen[:tt.wantAttempts-1], delays, "RetryDelay gets the number of the failed attempt")
+			_, job := b.lastEvent(t, "acme", tt.wantStatus)
+			require.Equal(t, "job_flaky", job.ID)
+		})
+	}
+}
+
+// A handler that panics fails its job instead of the processor.
+func TestRunHandlerPanicFailsJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{
+		"boom": processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) { panic("boom") }),
+		"echo": processor.Echo,
+	}})
+	b.publishJob(t, "acme", "boom", "job_boom", jobRequest(t, contract.JobRequest{}))
+	rec := b.waitJob(t, "job_boom")
+	require.Equal(t, contract.StatusFailed, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.Contains(t, rec.Error, "panicked")
+
+	b.publishJob(t, "acme", "echo", "job_after", jobRequest(t, contract.JobRequest{}))
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_after").Status, "the processor keeps running")
+}
+
+// A message that cannot be a job is terminated and does not hold up the
+// jobs behind it.
+func TestRunMalformedJobIsTerminated(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		givenID   string
+		givenBody string
+	}{
+		{name: "bad JSON", givenID: "job_bad", givenBody: `{"payload":`},
+		{name: "not an object", givenID: "job_bad", givenBody: `[1,2,3]`},
+		{name: "invalid job id", givenID: "job:bad id", givenBody: `{}`},
+		{name: "job id too long", givenID: "job_" + strings.Repeat("x", 200), givenBody: `{}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.start(t, processor.Config{Handlers: echoOnly, Concurrency: 1})
+			b.publishJob(t, "acme", "echo", tt.givenID, []byte(tt.givenBody))
+			b.publishJob(t, "acme", "echo", "job_good", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`1`)}))
+			require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_good").Status)
+			b.waitJobsSettled(t)
+			_, _, err := b.jobs.Get(context.Background(), "job_bad")
+			require.ErrorIs(t, err, jobstore.ErrNotFound, "no record for the malformed message")
+		})
+	}
+}
+
+// A message reusing the id of another tenant's job neither runs nor touches
+// that job.
+func TestRunJobIDOfAnotherTenantIsDropped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs atomic.Int32
+	counting := processor.HandlerFunc(func(ctx context.Context, job processor.Job) (json.RawMessage, error) {
+		runs.Add(1)
+		return processor.Echo(ctx, job)
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": counting}})
+	b.publishJob(t, "acme", "echo", "job_shared", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`"acme's"`)}))
+	first := b.waitJob(t, "job_shared")
+
+	b.publishJob(t, "other", "echo", "", jobRequest(t, contract.JobRequest{ID: "job_shared", Payload: json.RawMessage(`"other's"`)}))
+	b.waitJobsSettled(t)
+	got, _, err := b.jobs.Get(context.Background(), "job_shared")
+	require.NoError(t, err)
+	require.Equal(t, first, got)
+	require.EqualValues(t, 1, runs.Load())
+}
+
+// A job whose record is already terminal (say, canceled before it ran) is
+// not run; its event is published again.
+func TestRunSkipsFinishedJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs atomic.Int32
+	counting := processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+		runs.Add(1)
+		return nil, nil
+	})
+	now := time.Now().UTC()
+	_, err := b.jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: "job_gone", Type: "echo", Status: contract.StatusCanceled, CreatedAt: now, UpdatedAt: now, CompletedAt: &now},
+		Tenant: "acme",
+	})
+	require.NoError(t, err)
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": counting}})
+	b.publishJob(t, "acme", "echo", "job_gone", jobRequest(t, contract.JobRequest{}))
+	b.waitJobsSettled(t)
+	require.Zero(t, runs.Load())
+	_, job := b.lastEvent(t, "acme", contract.StatusCanceled)
+	require.Equal(t, "job_gone", job.ID)
+}
+
+// A job interrupted by a shutdown goes back to the queue without counting
+// the attempt, and the next processor runs it.
+func TestRunShutdownReleasesJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started := make(chan struct{}, 1)
+	hang := processor.HandlerFunc(func(ctx context.Context, _ processor.Job) (json.RawMessage, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	first := b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": hang}, ShutdownGrace: 10 * time.Millisecond})
+	b.publishJob(t, "acme", "echo", "job_long", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`"again"`)}))
+	<-started
+	first.stop(t)
+
+	rec, _, err := b.jobs.Get(context.Background(), "job_long")
+	require.NoError(t, err)
+	require.Equal(t, contract.StatusQueued, rec.Status)
+	require.Zero(t, rec.Attempts, "a shutdown is not a failed attempt")
+	require.Empty(t, rec.Error)
+
+	b.start(t, processor.Config{Handlers: echoOnly})
+	rec = b.waitJob(t, "job_long")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.JSONEq(t, `"again"`, string(rec.Result))
+}
+
+// An HTTP worker job type end to end: the worker's answer becomes the
+// result, and a permanent answer fails the job without retries.
+func TestRunHTTPWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ok := newWorker(t, answerWith(200, "application/json", `{"thumb":"cat-small.png"}`))
+	bad := newWorker(t, answerWith(400, "text/plain", "image missing"))
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{
+		"resize": processor.HTTPWorker{URL: ok.URL},
+		"broken": processor.HTTPWorker{URL: bad.URL},
+	}})
+	b.publishJob(t, "acme", "resize", "job_ok", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`{"image":"cat.png"}`)}))
+	b.publishJob(t, "acme", "broken", "job_bad", jobRequest(t, contract.JobRequest{}))
+
+	rec := b.waitJob(t, "job_ok")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.JSONEq(t, `{"thumb":"cat-small.png"}`, string(rec.Result))
+	got := <-ok.got
+	require.JSONEq(t, `{"image":"cat.png"}`, string(got.body))
+	require.Equal(t, "job_ok", got.header.Get("Idempotency-Key"))
+
+	rec = b.waitJob(t, "job_bad")
+	require.Equal(t, contract.StatusFailed, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.Contains(t, rec.Error, "image missing")
+}
