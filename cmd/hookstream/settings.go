@@ -65,7 +65,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_JOB_WORKERS", "job-workers", "", "job types done by internal HTTP services: type=url or type=url|timeout, comma-separated", &s.JobWorkers},
 		{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "external-job-types", "", "job types accepted by intake but run by processors outside hookstream, comma-separated", &s.ExternalTypes},
 		{"HOOKSTREAM_JOB_MAX_ATTEMPTS", "job-max-attempts", "5", "runs of a job before it fails", &s.JobMaxAttempts},
-		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "16", "jobs run at once per processor process", &s.JobConcurrency},
+		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "16", "jobs of each type run at once per processor process", &s.JobConcurrency},
 		{"HOOKSTREAM_NOTIFIER_CONCURRENCY", "notifier-concurrency", "64", "webhook deliveries in flight per notifier process", &s.NotifyConc},
 		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
 		{"HOOKSTREAM_MAX_JSON_DEPTH", "max-json-depth", "32", "deepest JSON nesting of a request", &s.MaxJSONDepth},

@@ -26,7 +26,8 @@ func (s *Service) validateEvent(req *publishEventRequest) error {
 	switch {
 	case !contract.ValidType(req.Type):
 		return invalid(`field "type" is required: 1-128 of a-z A-Z 0-9 - _ . (e.g. invoice.paid)`)
-	case strings.HasPrefix(req.Type, "job.") || req.Type == contract.EventPing:
+	case strings.HasPrefix(req.Type, "job.") || strings.HasPrefix(req.Type, "endpoint.") ||
+		strings.HasPrefix(req.Type, "delivery.") || req.Type == contract.EventPing:
 		return invalid(fmt.Sprintf("event type %q is reserved for hookstream", req.Type))
 	case len(req.Data) == 0:
 		return invalid(`field "data" is required (any JSON value)`)

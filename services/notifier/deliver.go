@@ -105,6 +105,10 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		return n.finish(ctx, logger, d, contract.DeliverySucceeded, nil)
 	case last.gone || policy.next == 0:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
+		if last.gone && d.EndpointID != "" {
+			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone")
+		}
+		n.announceExhausted(ctx, logger, d, last.attempt.Error)
 		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
 	}
 	due := n.cfg.Now().Add(policy.next)

@@ -140,9 +140,6 @@ func TestEndpointGoneIsDisabled(t *testing.T) {
 	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
 	require.Equal(t, []int{http.StatusGone}, attemptCodes(rec))
 
-	t.Skip("bug: a 410 Gone from a registered endpoint only stops retrying that delivery " +
-		"(client.go sets outcome.gone, deliver.go dead-letters it); the endpoint stays enabled, " +
-		"so every later event is sent to it again, against DESIGN.md (\"410 Gone disables the endpoint\")")
 	require.Eventually(t, func() bool {
 		ep, _, err := b.endpoints.Get(t.Context(), "acme", "ep_1")
 		require.NoError(t, err)

@@ -23,12 +23,13 @@ const (
 
 // Notifier fans events out and delivers webhooks.
 type Notifier struct {
-	cfg     Config
-	js      jetstream.JetStream
-	secrets *signing.Store
-	log     jetstream.KeyValue
-	tenants jetstream.KeyValue
-	index   *endpoints.Index
+	cfg       Config
+	js        jetstream.JetStream
+	secrets   *signing.Store
+	log       jetstream.KeyValue
+	tenants   jetstream.KeyValue
+	index     *endpoints.Index
+	endpoints *endpoints.Store
 	// seenTypes remembers which tenants' event types are already recorded.
 	seenTypes   sync.Map
 	fanoutCons  jetstream.Consumer
@@ -59,8 +60,12 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
+	eps, err := endpoints.Open(ctx, js, cfg.Box)
+	if err != nil {
+		return nil, err
+	}
 	n := &Notifier{
-		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index,
+		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps,
 		client: newClient(cfg.Guard, cfg.AttemptTimeout),
 		logger: logger.With("service", "notifier"),
 	}

@@ -13,7 +13,8 @@ import (
 type Config struct {
 	// Handlers maps job types to their handlers. At least one is required.
 	Handlers map[string]Handler
-	// Concurrency is how many jobs run at once in this process. Default 16.
+	// Concurrency is how many jobs of each type run at once in this process.
+	// Default 16.
 	Concurrency int
 	// MaxAttempts is how often a job runs before it fails. Default 5.
 	MaxAttempts int

@@ -41,11 +41,6 @@ func TestRunLongJobKeepsLease(t *testing.T) {
 // job type while old processors still run.
 func TestRunProcessorsWithDifferentTypes(t *testing.T) {
 	t.Parallel()
-	t.Skip("bug: every processor shares the durable consumer " + processor.ConsumerName +
-		" and CreateOrUpdateConsumer overwrites its FilterSubjects with its own types, so the " +
-		"last processor to start decides which types are consumed (the others' jobs are never " +
-		"taken), and a processor handed a type it has no handler for calls a nil Handler, " +
-		"panics and fails the job permanently (\"handler panicked\")")
 	b := setup(t)
 	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}})
 	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"resize": processor.Echo}})

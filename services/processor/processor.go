@@ -3,10 +3,13 @@ package processor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,15 +19,20 @@ import (
 	"github.com/hookstream/hookstream/shared/jobstore"
 )
 
-// ConsumerName is the durable consumer all processors of hookstream share.
-const ConsumerName = "hookstream-processor"
+// ConsumerName is the durable consumer of one job type, shared by every
+// processor that runs that type: "hookstream-processor-<type>" (dots become
+// underscores). One consumer per type lets processors with different types
+// share a cluster, and other-language processors own their own types.
+func ConsumerName(jobType string) string {
+	return "hookstream-processor-" + strings.ReplaceAll(jobType, ".", "_")
+}
 
 // Processor consumes jobs and runs them.
 type Processor struct {
 	cfg    Config
 	js     jetstream.JetStream
 	jobs   *jobstore.Store
-	cons   jetstream.Consumer
+	cons   []jetstream.Consumer
 	logger *slog.Logger
 	now    func() time.Time
 }
@@ -40,8 +48,12 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, err
 	}
 	p := &Processor{cfg: cfg, js: js, jobs: jobs, logger: logger.With("service", "processor"), now: time.Now}
-	if p.cons, err = p.createConsumer(ctx); err != nil {
-		return nil, err
+	for _, t := range p.Types() {
+		cons, err := p.createConsumer(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		p.cons = append(p.cons, cons)
 	}
 	return p, nil
 }
@@ -56,31 +68,35 @@ func (p *Processor) Types() []string {
 	return types
 }
 
-func (p *Processor) createConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	subjects := make([]string, 0, len(p.cfg.Handlers))
-	for _, t := range p.Types() {
-		subjects = append(subjects, contract.SubjectJobs+".*."+t)
-	}
+func (p *Processor) createConsumer(ctx context.Context, jobType string) (jetstream.Consumer, error) {
+	name := ConsumerName(jobType)
 	cons, err := p.js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
-		Durable:        ConsumerName,
-		Description:    "hookstream processors",
-		FilterSubjects: subjects,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        p.cfg.AckWait,
-		MaxDeliver:     -1, // attempts are counted in the job record
-		MaxAckPending:  max(1000, 4*p.cfg.Concurrency),
+		Durable:       name,
+		Description:   "hookstream processors of " + jobType + " jobs",
+		FilterSubject: contract.SubjectJobs + ".*." + jobType,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       p.cfg.AckWait,
+		MaxDeliver:    -1, // attempts are counted in the job record
+		MaxAckPending: max(1000, 4*p.cfg.Concurrency),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+		return nil, fmt.Errorf("create consumer %s: %w", name, err)
 	}
 	return cons, nil
 }
 
 // Run consumes jobs until ctx ends, then stops taking new ones, lets running
-// ones finish within ShutdownGrace and returns.
+// ones finish within ShutdownGrace and returns. Each job type runs up to
+// Concurrency jobs at once.
 func (p *Processor) Run(ctx context.Context) error {
 	p.logger.Info("processor running", "types", p.Types(), "concurrency", p.cfg.Concurrency)
-	return bus.Workers(ctx, p.cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, p.handle)
+	var wg sync.WaitGroup
+	errs := make([]error, len(p.cons))
+	for i, cons := range p.cons {
+		wg.Go(func() { errs[i] = bus.Workers(ctx, cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, p.handle) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // jobIDOf returns the job id of a message: the id in the body, else its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -183,7 +184,10 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 // run calls the job's handler, telling JetStream every AckWait/3 that the
 // job is still being worked on.
 func (p *Processor) run(ctx context.Context, msg jetstream.Msg, rec contract.JobRecord) (result json.RawMessage, err error) {
-	handler := p.cfg.Handlers[rec.Type]
+	handler, ok := p.cfg.Handlers[rec.Type]
+	if !ok { // cannot happen with one consumer per type; never run a nil handler
+		return nil, fmt.Errorf("no handler for job type %q in this processor", rec.Type)
+	}
 	defer bus.KeepAlive(msg, p.cfg.AckWait/3)()
 	defer func() {
 		if v := recover(); v != nil {

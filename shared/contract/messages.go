@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"time"
 )
@@ -104,7 +105,18 @@ func (d Delivery) LogKey() string {
 	if owner == "" {
 		owner = d.EventID
 	}
-	return d.Tenant + "." + owner + "." + d.ID
+	return d.Tenant + "." + KeyToken(owner) + "." + d.ID
+}
+
+// KeyToken returns s if it can stand as one token of a KV key (1-64 of
+// a-z A-Z 0-9 - _), else "h_" and a hash of it, so that event ids chosen by
+// publishers never make a key invalid.
+func KeyToken(s string) string {
+	if ValidTenant(s) {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "h_" + idEncoding.EncodeToString(sum[:16])
 }
 
 // Delivery statuses.

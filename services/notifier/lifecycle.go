@@ -1,0 +1,69 @@
+package notifier
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
+)
+
+// Operational event types: published on the tenant's events subject like
+// any event, so that operators can subscribe to them on NATS and tenants
+// with an endpoint.
+const (
+	EventEndpointDisabled  = "endpoint.disabled"
+	EventDeliveryExhausted = "delivery.exhausted"
+)
+
+// disableEndpoint turns an endpoint off with the reason and announces it.
+func (n *Notifier) disableEndpoint(ctx context.Context, logger *slog.Logger, tenant, id, reason string) {
+	now := n.cfg.Now().UTC()
+	ep, err := n.endpoints.Update(ctx, tenant, id, func(ep *endpoints.Endpoint) error {
+		ep.Enabled, ep.DisabledReason, ep.UpdatedAt = false, reason, now
+		return nil
+	})
+	if err != nil {
+		logger.Warn("disable endpoint", "endpoint_id", id, "error", err)
+		return
+	}
+	logger.Warn("endpoint disabled", "endpoint_id", id, "reason", reason)
+	n.announce(ctx, logger, tenant, EventEndpointDisabled, "evt_disabled_"+id+"_"+strconv.FormatInt(now.UnixMilli(), 10), map[string]any{
+		"endpoint_id": id, "url": ep.URL, "reason": reason, "disabled_at": now,
+	})
+}
+
+// announceExhausted tells that a delivery was dead-lettered, unless the
+// delivery was itself of an operational event (no chains of them).
+func (n *Notifier) announceExhausted(ctx context.Context, logger *slog.Logger, d *contract.Delivery, lastError string) {
+	if strings.HasPrefix(d.EventType, "endpoint.") || strings.HasPrefix(d.EventType, "delivery.") {
+		return
+	}
+	n.announce(ctx, logger, d.Tenant, EventDeliveryExhausted, "evt_exhausted_"+d.ID, map[string]any{
+		"delivery_id": d.ID, "event_id": d.EventID, "event_type": d.EventType, "endpoint_id": d.EndpointID,
+		"job_id": d.JobID, "attempts": len(d.Attempts), "last_error": lastError,
+	})
+}
+
+// announce publishes an operational event, best effort: the state change it
+// reports is already stored.
+func (n *Notifier) announce(ctx context.Context, logger *slog.Logger, tenant, eventType, id string, data map[string]any) {
+	body, err := json.Marshal(data)
+	if err == nil {
+		msg := nats.NewMsg(contract.EventSubject(tenant, eventType))
+		msg.Data = body
+		msg.Header.Set(contract.HeaderMsgID, id)
+		msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+		msg.Header.Set(contract.HeaderEventTime, n.cfg.Now().UTC().Format(time.RFC3339Nano))
+		_, err = n.js.PublishMsg(ctx, msg)
+	}
+	if err != nil {
+		logger.Warn("publish operational event", "type", eventType, "error", err)
+	}
+}
