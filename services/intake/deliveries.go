@@ -39,22 +39,38 @@ func (s *Service) listDeliveries(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"data": records})
 }
 
-// readDeliveries reads every delivery record whose key matches filter.
+// readDeliveries reads every delivery record whose key matches filter,
+// oldest first, without their bodies.
 func (s *Service) readDeliveries(ctx context.Context, filter string) ([]deliveryView, error) {
-	out := []deliveryView{}
+	recs, err := s.readRecords(ctx, filter, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deliveryView, len(recs))
+	for i, rec := range recs {
+		out[i] = deliveryView{DeliveryRecord: rec}
+	}
+	return out, nil
+}
+
+// readRecords reads the delivery records whose key matches filter and that
+// keep passes (all when nil), oldest first.
+func (s *Service) readRecords(ctx context.Context, filter string, keep func(*contract.DeliveryRecord) bool) ([]contract.DeliveryRecord, error) {
+	out := []contract.DeliveryRecord{}
 	err := bus.ReadAll(ctx, s.deliveryLog, filter, func(entry jetstream.KeyValueEntry) error {
-		var rec deliveryView
+		var rec contract.DeliveryRecord
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 			return fmt.Errorf("decode delivery %s: %w", entry.Key(), err)
 		}
-		rec.Body = nil
-		out = append(out, rec)
+		if keep == nil || keep(&rec) {
+			out = append(out, rec)
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b deliveryView) int {
+	slices.SortFunc(out, func(a, b contract.DeliveryRecord) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}

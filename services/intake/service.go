@@ -116,6 +116,9 @@ func (s *Service) routes() http.Handler {
 	v1.GET("/endpoints/:id/secret", s.getEndpointSecret)
 	v1.POST("/endpoints/:id/secret/rotate", s.rotateEndpointSecret)
 	v1.POST("/endpoints/:id/test", s.testEndpoint)
+	v1.POST("/endpoints/:id/recover", s.recoverEndpoint)
+	v1.GET("/deliveries", s.listTenantDeliveries)
+	v1.POST("/deliveries/:id/retry", s.retryDelivery)
 
 	admin := r.Group("/v1/admin", s.authenticateAdmin)
 	admin.POST("/tenants", s.createTenant)

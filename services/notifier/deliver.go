@@ -82,6 +82,9 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	}
 	var last outcome
 	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration) { return len(d.Attempts), last.retryAfter }}
+	if d.Replay {
+		policy.cfg = &Config{} // no schedule: one attempt
+	}
 	err = backoff.Retry(func() error {
 		last = n.send(ctx, d, dest)
 		if ctx.Err() != nil {
@@ -103,7 +106,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		return again
 	case err == nil:
 		return n.finish(ctx, logger, d, contract.DeliverySucceeded, nil)
-	case last.gone || policy.next == 0:
+	case last.gone || policy.next == 0 || d.Replay:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
 		if last.gone && d.EndpointID != "" {
 			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone")

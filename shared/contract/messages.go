@@ -97,6 +97,9 @@ type Delivery struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Attempts made so far, oldest first; empty on the first send.
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// Replay marks a manual re-send (retry, recover): one attempt now, no
+	// retry schedule after it.
+	Replay bool `json:"replay,omitempty"`
 }
 
 // LogKey is the key of a delivery's record in [BucketDeliveries].

@@ -1,0 +1,96 @@
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// An integrator whose endpoint was down sees every failed delivery with its
+// reason and recovers them with one call: each is sent exactly once more,
+// with the same webhook-id.
+func TestRecoverAfterOutage(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Nanosecond, time.Second))
+	down := newReceiver(t, 500, 500, 500, 500, 500, 500)
+	healthy := newReceiver(t)
+	id, secret := h.createEndpoint(keyAcme, down.URL, "order.*")
+	h.createEndpoint(keyAcme, healthy.URL, "order.*")
+	since := time.Now().UTC().Add(-time.Second)
+	for i := range 3 {
+		code, _, out := h.call(http.MethodPost, "/v1/events", keyAcme, fmt.Sprintf(`{"type":"order.created","data":{"n":%d}}`, i))
+		require.Equal(t, http.StatusAccepted, code, out)
+	}
+	healthy.wait(t, 3, 30*time.Second)
+	first := down.wait(t, 6, 30*time.Second) // 3 deliveries × 2 attempts
+
+	var failed []any
+	require.Eventually(t, func() bool {
+		q := url.Values{"endpoint": {id}, "status": {"failed"}}
+		_, _, out := h.call(http.MethodGet, "/v1/deliveries?"+q.Encode(), keyAcme, "")
+		failed, _ = out["data"].([]any)
+		return len(failed) == 3
+	}, 30*time.Second, 100*time.Millisecond)
+	for _, f := range failed {
+		d := f.(map[string]any)
+		attempts := d["attempts"].([]any)
+		require.Len(t, attempts, 2)
+		require.EqualValues(t, 500, attempts[1].(map[string]any)["status_code"])
+	}
+
+	code, _, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"`+since.Format(time.RFC3339Nano)+`"}`)
+	require.Equal(t, http.StatusAccepted, code, out)
+	require.EqualValues(t, 3, out["recovered"])
+	got := down.wait(t, 9, 30*time.Second)
+	ids := map[string]int{}
+	for _, r := range got {
+		verify(t, secret, r)
+		ids[r.id()]++
+	}
+	require.Len(t, ids, 3)
+	for webhookID, n := range ids {
+		require.Equal(t, 3, n, "%s: two attempts, then exactly one recovery", webhookID)
+	}
+	require.Equal(t, first[0].id(), got[0].id())
+
+	// They now read succeeded; a single retry sends one more.
+	require.Eventually(t, func() bool {
+		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=succeeded&endpoint="+id, keyAcme, "")
+		return len(out["data"].([]any)) == 3
+	}, 30*time.Second, 100*time.Millisecond)
+	code, _, _ = h.call(http.MethodPost, "/v1/deliveries/"+got[0].id()+"/retry", keyAcme, "")
+	require.Equal(t, http.StatusAccepted, code)
+	again := down.wait(t, 10, 30*time.Second)
+	require.Equal(t, got[0].id(), again[9].id())
+	code, _, _ = h.call(http.MethodPost, "/v1/deliveries/"+got[0].id()+"/retry", keyOther, "")
+	require.Equal(t, http.StatusNotFound, code)
+	time.Sleep(500 * time.Millisecond)
+	require.Len(t, healthy.all(), 3, "the healthy endpoint never noticed")
+}
+
+// 410 Gone disables the endpoint at once, with the reason, and says so with
+// an endpoint.disabled event.
+func TestGoneDisablesEndpoint(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	gone := newReceiver(t, http.StatusGone)
+	ops := newReceiver(t)
+	id, _ := h.createEndpoint(keyAcme, gone.URL, "order.*")
+	h.createEndpoint(keyAcme, ops.URL, "endpoint.*")
+	code, _, _ := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
+	require.Equal(t, http.StatusAccepted, code)
+	gone.wait(t, 1, 30*time.Second)
+	ev := ops.wait(t, 1, 30*time.Second)[0]
+	require.Equal(t, "endpoint.disabled", ev.event.Type)
+	require.Contains(t, string(ev.event.Data), id)
+
+	_, _, ep := h.call(http.MethodGet, "/v1/endpoints/"+id, keyAcme, "")
+	require.Equal(t, false, ep["enabled"])
+	require.Contains(t, ep["disabled_reason"], "410")
+	code, _, _ = h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"2020-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusConflict, code, "recover asks to enable first")
+}
