@@ -34,6 +34,7 @@ type settings struct {
 	JobMaxAttempts  int
 	JobConcurrency  int
 	NotifyConc      int
+	EndpointConc    int
 	MaxBodyBytes    int64
 	MaxJSONDepth    int
 	RetrySchedule   string
@@ -67,6 +68,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_JOB_MAX_ATTEMPTS", "job-max-attempts", "5", "runs of a job before it fails", &s.JobMaxAttempts},
 		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "16", "jobs of each type run at once per processor process", &s.JobConcurrency},
 		{"HOOKSTREAM_NOTIFIER_CONCURRENCY", "notifier-concurrency", "64", "webhook deliveries in flight per notifier process", &s.NotifyConc},
+		{"HOOKSTREAM_ENDPOINT_CONCURRENCY", "endpoint-concurrency", "8", "webhook requests in flight per endpoint (or callback host) per notifier process; more wait in JetStream", &s.EndpointConc},
 		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
 		{"HOOKSTREAM_MAX_JSON_DEPTH", "max-json-depth", "32", "deepest JSON nesting of a request", &s.MaxJSONDepth},
 		{"HOOKSTREAM_RETRY_SCHEDULE", "retry-schedule", "5s,5m,30m,2h,5h,10h,14h,20h,24h", "waits before each webhook retry (±20 % jitter)", &s.RetrySchedule},
@@ -139,6 +141,8 @@ func (s *settings) validate() error {
 		return errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): must be at least 1")
 	case s.NotifyConc < 1:
 		return errors.New("HOOKSTREAM_NOTIFIER_CONCURRENCY (--notifier-concurrency): must be at least 1")
+	case s.EndpointConc < 1:
+		return errors.New("HOOKSTREAM_ENDPOINT_CONCURRENCY (--endpoint-concurrency): must be at least 1")
 	case s.AttemptTimeout < time.Second:
 		return errors.New("HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout): must be at least 1s")
 	case s.StreamMaxBytes < 1<<20:

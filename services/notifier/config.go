@@ -34,6 +34,9 @@ type Config struct {
 	// Concurrency is how many deliveries are in flight at once in this
 	// process. Default 64.
 	Concurrency int
+	// EndpointConcurrency is how many requests one process sends to one
+	// endpoint (or callback host) at once. Default 8.
+	EndpointConcurrency int
 	// ShutdownGrace is how long in-flight deliveries may finish at shutdown.
 	// Default 10 s.
 	ShutdownGrace time.Duration
@@ -57,6 +60,8 @@ const (
 	DefaultMaxRetryAfter  = time.Hour
 	DefaultConcurrency    = 64
 	DefaultShutdownGrace  = 10 * time.Second
+	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
+	DefaultEndpointConcurrency = 8
 	// MaxResponseBytes is the most of a receiver's response that is read.
 	MaxResponseBytes = 64 << 10
 	// loggedResponseBytes is the most of it kept in the attempt log.
@@ -85,6 +90,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.EndpointConcurrency == 0 {
+		c.EndpointConcurrency = DefaultEndpointConcurrency
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = DefaultShutdownGrace

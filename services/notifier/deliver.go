@@ -48,6 +48,16 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
+	key := limitKey(&d)
+	rate := 0
+	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
+		rate = ep.RateLimit
+	}
+	if ok, wait := n.limits.acquire(key, rate); !ok {
+		_ = msg.NakWithDelay(wait) // over the endpoint's limit: wait in JetStream
+		return
+	}
+	defer n.limits.release(key)
 	n.settle(msg, n.deliver(ctx, logger, &d, msg.Subject()))
 }
 

@@ -30,6 +30,7 @@ type Notifier struct {
 	tenants   jetstream.KeyValue
 	index     *endpoints.Index
 	endpoints *endpoints.Store
+	limits    *limiter
 	// seenTypes remembers which tenants' event types are already recorded.
 	seenTypes   sync.Map
 	fanoutCons  jetstream.Consumer
@@ -65,7 +66,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, err
 	}
 	n := &Notifier{
-		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps,
+		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.Now),
 		client: newClient(cfg.Guard, cfg.AttemptTimeout),
 		logger: logger.With("service", "notifier"),
 	}

@@ -1,0 +1,58 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// One dead endpoint with 2,000 retries pending must not hold back a healthy
+// one: pending retries are message schedules in JetStream, not messages
+// holding consumer slots (MaxAckPending) or goroutines.
+func TestDeadEndpointDoesNotBlockHealthyOne(t *testing.T) {
+	t.Parallel()
+	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, time.Hour))
+	dead := newReceiver(t)
+	dead.setStatuses(repeat(http.StatusInternalServerError, 2000)...)
+	healthy := newReceiver(t)
+	h.createEndpoint(keyAcme, dead.URL, "bulk.*")
+	h.createEndpoint(keyAcme, healthy.URL, "live.*")
+	js := h.natsClient()
+	ctx := context.Background()
+	for i := range 2000 {
+		_, err := js.Publish(ctx, "hookstream.events.acme.bulk.item", fmt.Appendf(nil, `{"n":%d}`, i))
+		require.NoError(t, err)
+	}
+	dead.wait(t, 2000, 120*time.Second)
+
+	stream, err := js.Stream(ctx, contract.StreamDeliveries)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs >= 2000
+	}, 30*time.Second, 100*time.Millisecond, "2,000 retries are scheduled in the stream")
+
+	for i := range 200 {
+		_, err := js.Publish(ctx, "hookstream.events.acme.live.item", fmt.Appendf(nil, `{"n":%d}`, i))
+		require.NoError(t, err)
+	}
+	healthy.wait(t, 200, 60*time.Second)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, info.State.Msgs, uint64(2000), "the dead endpoint's retries were still pending meanwhile")
+	require.Len(t, dead.all(), 2000, "no retry is due yet")
+}
+
+func repeat(status, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = status
+	}
+	return out
+}

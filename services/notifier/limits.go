@@ -1,0 +1,79 @@
+package notifier
+
+import (
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// limiter bounds what one notifier process sends to one endpoint: at most
+// perEndpoint requests in flight and, when the endpoint has a rate_limit, at
+// most that many requests per second (a token bucket). A delivery over a
+// limit is not held in memory: it goes back to JetStream for a short wait.
+// The limits are per process: with k notifier processes an endpoint sees up
+// to k times them.
+type limiter struct {
+	perEndpoint int
+	now         func() time.Time
+
+	mu      sync.Mutex
+	flight  map[string]int
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newLimiter(perEndpoint int, now func() time.Time) *limiter {
+	return &limiter{perEndpoint: perEndpoint, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}}
+}
+
+// limitKey names what a delivery is limited by: its endpoint, or the host of
+// a job's callback URL.
+func limitKey(d *contract.Delivery) string {
+	if d.EndpointID != "" {
+		return d.Tenant + "/" + d.EndpointID
+	}
+	if u, err := url.Parse(d.URL); err == nil {
+		return "cb/" + u.Host
+	}
+	return "cb/" + d.URL
+}
+
+// acquire takes a slot and a token; when it cannot, it returns how long to
+// wait before trying again. release must follow a successful acquire.
+func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.flight[key] >= l.perEndpoint {
+		return false, 250 * time.Millisecond
+	}
+	if ratePerSec > 0 {
+		b := l.buckets[key]
+		now := l.now()
+		if b == nil {
+			b = &bucket{tokens: float64(ratePerSec), at: now}
+			l.buckets[key] = b
+		}
+		b.tokens = min(float64(ratePerSec), b.tokens+now.Sub(b.at).Seconds()*float64(ratePerSec))
+		b.at = now
+		if b.tokens < 1 {
+			return false, time.Duration((1 - b.tokens) / float64(ratePerSec) * float64(time.Second))
+		}
+		b.tokens--
+	}
+	l.flight[key]++
+	return true, 0
+}
+
+func (l *limiter) release(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.flight[key]--; l.flight[key] <= 0 {
+		delete(l.flight, key)
+	}
+}

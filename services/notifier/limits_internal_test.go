@@ -1,0 +1,41 @@
+package notifier
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestLimiterConcurrency(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(2, time.Now)
+	ok1, _ := l.acquire("a", 0)
+	ok2, _ := l.acquire("a", 0)
+	ok3, wait := l.acquire("a", 0)
+	require.True(t, ok1 && ok2)
+	require.False(t, ok3)
+	require.Positive(t, wait)
+	okOther, _ := l.acquire("b", 0)
+	require.True(t, okOther, "another endpoint is not affected")
+	l.release("a")
+	ok4, _ := l.acquire("a", 0)
+	require.True(t, ok4)
+}
+
+func TestLimiterRate(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(0, 0)
+	l := newLimiter(100, func() time.Time { return now })
+	for range 5 {
+		ok, _ := l.acquire("a", 5)
+		require.True(t, ok)
+		l.release("a")
+	}
+	ok, wait := l.acquire("a", 5)
+	require.False(t, ok, "the bucket of 5 is empty")
+	require.InDelta(t, float64(200*time.Millisecond), float64(wait), float64(time.Millisecond))
+	now = now.Add(200 * time.Millisecond)
+	ok, _ = l.acquire("a", 5)
+	require.True(t, ok, "one token refilled after 1/5 s")
+}
