@@ -52,10 +52,14 @@ func post(ctx context.Context, client *http.Client, url, key string, body []byte
 // receiver is the tool's own webhook receiver: it matches each webhook to
 // the time its job was accepted and records the end-to-end latency.
 type receiver struct {
-	srv       *http.Server
-	url       string
-	accepted  sync.Map // job id → time of the 202
-	seen      sync.Map // webhook-id → struct{}
+	srv  *http.Server
+	url  string
+	seen sync.Map // webhook-id → struct{}
+
+	// A webhook can arrive before its 202 has been read by the client: the
+	// first of the two to arrive waits in pending for the other.
+	mu      sync.Mutex
+	pending map[string]arrival
 	latency   latency.Histogram
 	delivered atomic.Uint64
 	dupes     atomic.Uint64
@@ -66,7 +70,7 @@ func startReceiver(addr string) (*receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &receiver{url: "http://" + ln.Addr().String() + "/hook"}
+	r := &receiver{url: "http://" + ln.Addr().String() + "/hook", pending: map[string]arrival{}}
 	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = r.srv.Serve(ln) }()
 	return r, nil
@@ -88,10 +92,33 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if json.Unmarshal(body, &hook) != nil {
 		return
 	}
-	if at, ok := r.accepted.Load(hook.Data.ID); ok {
-		r.latency.Record(now.Sub(at.(time.Time)))
-		r.delivered.Add(1)
+	r.match(hook.Data.ID, arrival{at: now, webhook: true})
+}
+
+// arrival is a 202 or a webhook for a job.
+type arrival struct {
+	at      time.Time
+	webhook bool
+}
+
+// match pairs a job's 202 with its webhook, in whichever order they come,
+// and records 202 → webhook (zero when the webhook came first).
+func (r *receiver) match(jobID string, a arrival) {
+	r.mu.Lock()
+	other, ok := r.pending[jobID]
+	if !ok || other.webhook == a.webhook {
+		r.pending[jobID] = a
+		r.mu.Unlock()
+		return
 	}
+	delete(r.pending, jobID)
+	r.mu.Unlock()
+	accepted, hook := a, other
+	if a.webhook {
+		accepted, hook = other, a
+	}
+	r.latency.Record(max(hook.at.Sub(accepted.at), 0))
+	r.delivered.Add(1)
 }
 
 // drain waits until every accepted job has its webhook, or timeout.

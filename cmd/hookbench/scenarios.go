@@ -89,7 +89,7 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	r.do = func(ctx context.Context, i int) result {
 		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(rcv.url, i))
 		if err == nil && status == http.StatusAccepted {
-			rcv.accepted.Store(idOf(body), time.Now())
+			rcv.match(idOf(body), arrival{at: time.Now()})
 		}
 		return result{status: status, err: err}
 	}

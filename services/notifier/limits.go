@@ -50,7 +50,7 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.flight[key] >= l.perEndpoint {
-		return false, 250 * time.Millisecond
+		return false, 25 * time.Millisecond
 	}
 	if ratePerSec > 0 {
 		b := l.buckets[key]
