@@ -33,6 +33,7 @@ func (n *Notifier) disableEndpoint(ctx context.Context, logger *slog.Logger, ten
 		logger.Warn("disable endpoint", "endpoint_id", id, "error", err)
 		return
 	}
+	n.index.Put(ep) // no more deliveries from this process, from now on
 	logger.Warn("endpoint disabled", "endpoint_id", id, "reason", reason)
 	n.announce(ctx, logger, tenant, EventEndpointDisabled, "evt_disabled_"+id+"_"+strconv.FormatInt(now.UnixMilli(), 10), map[string]any{
 		"endpoint_id": id, "url": ep.URL, "reason": reason, "disabled_at": now,

@@ -130,6 +130,14 @@ func patterns(ep *Endpoint) []string {
 	return ep.EventTypes
 }
 
+// Put applies an endpoint this process has just stored, without waiting for
+// the watch to bring it back.
+func (x *Index) Put(ep Endpoint) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.set(ep.Tenant, ep.ID, &ep)
+}
+
 // Get returns a tenant's endpoint; nil when there is none.
 func (x *Index) Get(tenant, id string) *Endpoint {
 	x.mu.RLock()
