@@ -52,6 +52,10 @@ func withSchedule(inProcessMax time.Duration, waits ...time.Duration) option {
 	}
 }
 
+func withNotifier(change func(*notifier.Config)) option {
+	return func(c *allinone.Config) { change(&c.Notifier) }
+}
+
 func withNATSListen() option {
 	return func(c *allinone.Config) { c.NATSListen = "127.0.0.1:0" }
 }

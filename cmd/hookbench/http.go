@@ -58,8 +58,8 @@ type receiver struct {
 
 	// A webhook can arrive before its 202 has been read by the client: the
 	// first of the two to arrive waits in pending for the other.
-	mu      sync.Mutex
-	pending map[string]arrival
+	mu        sync.Mutex
+	pending   map[string]arrival
 	latency   latency.Histogram
 	delivered atomic.Uint64
 	dupes     atomic.Uint64

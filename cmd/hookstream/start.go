@@ -58,7 +58,7 @@ func buildConfigs(s *settings) (configs, error) {
 		processor: proc,
 		notifier: notifier.Config{
 			Guard: guard, Schedule: schedule, AttemptTimeout: s.AttemptTimeout, Concurrency: s.NotifyConc,
-			EndpointConcurrency: s.EndpointConc,
+			EndpointConcurrency: s.EndpointConc, DisableAfter: s.DisableAfter,
 		},
 	}, nil
 }

@@ -33,6 +33,9 @@ type endpointView struct {
 	RateLimit      int               `json:"rate_limit,omitempty"`
 	Headers        map[string]string `json:"headers,omitempty"`
 	DisabledReason string            `json:"disabled_reason,omitempty"`
+	AttemptTimeout string            `json:"attempt_timeout,omitempty"`
+	RetrySchedule  []string          `json:"retry_schedule,omitempty"`
+	FailingSince   *time.Time        `json:"failing_since,omitempty"`
 	CreatedAt      time.Time         `json:"created_at"`
 	UpdatedAt      time.Time         `json:"updated_at"`
 	Secret         string            `json:"secret,omitempty"`
@@ -43,11 +46,18 @@ func viewOf(ep endpoints.Endpoint) endpointView {
 	if types == nil {
 		types = []string{}
 	}
-	return endpointView{
+	v := endpointView{
 		ID: ep.ID, URL: ep.URL, Description: ep.Description, EventTypes: types, Enabled: ep.Enabled,
-		RateLimit: ep.RateLimit, Headers: ep.Headers, DisabledReason: ep.DisabledReason,
+		RateLimit: ep.RateLimit, Headers: ep.Headers, DisabledReason: ep.DisabledReason, FailingSince: ep.FailingSince,
 		CreatedAt: ep.CreatedAt, UpdatedAt: ep.UpdatedAt,
 	}
+	if ep.AttemptTimeout > 0 {
+		v.AttemptTimeout = ep.AttemptTimeout.String()
+	}
+	for _, d := range ep.RetrySchedule {
+		v.RetrySchedule = append(v.RetrySchedule, d.String())
+	}
+	return v
 }
 
 // endpointPatch is the body of POST (all fields) and PATCH (any of them).
@@ -58,6 +68,11 @@ type endpointPatch struct {
 	Enabled     *bool              `json:"enabled"`
 	RateLimit   *int               `json:"rate_limit"`
 	Headers     *map[string]string `json:"headers"`
+	// AttemptTimeout ("10s") and RetrySchedule (["1m","10m"]) override the
+	// deployment's, within endpoints.MaxAttemptTimeout and endpoints.MaxScheduleWait; "" and []
+	// go back to the deployment's.
+	AttemptTimeout *string   `json:"attempt_timeout"`
+	RetrySchedule  *[]string `json:"retry_schedule"`
 }
 
 // reservedHeaders are set by hookstream on every webhook.
@@ -106,9 +121,36 @@ func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
 	}
 	if p.Enabled != nil {
 		if *p.Enabled && !ep.Enabled {
-			ep.DisabledReason = ""
+			ep.DisabledReason, ep.FailingSince = "", nil
 		}
 		ep.Enabled = *p.Enabled
+	}
+	return applyOverrides(ep, p)
+}
+
+func applyOverrides(ep *endpoints.Endpoint, p endpointPatch) error {
+	if p.AttemptTimeout != nil {
+		ep.AttemptTimeout = 0
+		if *p.AttemptTimeout != "" {
+			d, err := time.ParseDuration(*p.AttemptTimeout)
+			if err != nil || d < time.Second || d > endpoints.MaxAttemptTimeout {
+				return invalid(fmt.Sprintf(`field "attempt_timeout": a duration from 1s to %s`, endpoints.MaxAttemptTimeout))
+			}
+			ep.AttemptTimeout = d
+		}
+	}
+	if p.RetrySchedule != nil {
+		if len(*p.RetrySchedule) > endpoints.MaxScheduleWaits {
+			return invalid(fmt.Sprintf(`field "retry_schedule": at most %d waits`, endpoints.MaxScheduleWaits))
+		}
+		ep.RetrySchedule = nil
+		for _, w := range *p.RetrySchedule {
+			d, err := time.ParseDuration(w)
+			if err != nil || d < time.Second || d > endpoints.MaxScheduleWait {
+				return invalid(fmt.Sprintf(`field "retry_schedule": %q is not a wait from 1s to %s`, w, endpoints.MaxScheduleWait))
+			}
+			ep.RetrySchedule = append(ep.RetrySchedule, d)
+		}
 	}
 	return nil
 }

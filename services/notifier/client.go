@@ -54,6 +54,9 @@ type destination struct {
 	url     string
 	keys    [][]byte
 	headers map[string]string
+	timeout time.Duration
+	// schedule is the endpoint's own retry schedule, when it has one.
+	schedule []time.Duration
 }
 
 // send makes one signed attempt.
@@ -62,6 +65,8 @@ func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destinat
 	out := outcome{attempt: contract.Attempt{At: start.UTC()}}
 	defer func() { out.attempt.LatencyMS = n.cfg.Now().Sub(start).Milliseconds() }()
 
+	ctx, cancel := context.WithTimeout(ctx, dest.timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.url, bytes.NewReader(d.Body))
 	if err != nil {
 		out.attempt.Error = "invalid callback URL: " + err.Error()

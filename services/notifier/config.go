@@ -37,6 +37,9 @@ type Config struct {
 	// EndpointConcurrency is how many requests one process sends to one
 	// endpoint (or callback host) at once. Default 8.
 	EndpointConcurrency int
+	// DisableAfter disables an endpoint that has failed every delivery for
+	// this long. Default 5 days.
+	DisableAfter time.Duration
 	// ShutdownGrace is how long in-flight deliveries may finish at shutdown.
 	// Default 10 s.
 	ShutdownGrace time.Duration
@@ -60,6 +63,7 @@ const (
 	DefaultMaxRetryAfter  = time.Hour
 	DefaultConcurrency    = 64
 	DefaultShutdownGrace  = 10 * time.Second
+	DefaultDisableAfter   = 5 * 24 * time.Hour
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
 	DefaultEndpointConcurrency = 8
 	// MaxResponseBytes is the most of a receiver's response that is read.
@@ -93,6 +97,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.EndpointConcurrency == 0 {
 		c.EndpointConcurrency = DefaultEndpointConcurrency
+	}
+	if c.DisableAfter == 0 {
+		c.DisableAfter = DefaultDisableAfter
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = DefaultShutdownGrace

@@ -92,8 +92,13 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	}
 	var last outcome
 	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration) { return len(d.Attempts), last.retryAfter }}
-	if d.Replay {
+	switch {
+	case d.Replay:
 		policy.cfg = &Config{} // no schedule: one attempt
+	case dest.schedule != nil:
+		own := n.cfg
+		own.Schedule = dest.schedule
+		policy.cfg = &own
 	}
 	err = backoff.Retry(func() error {
 		last = n.send(ctx, d, dest)
@@ -111,6 +116,9 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		return errAttemptFailed
 	}, backoff.WithContext(policy, ctx))
 
+	if ctx.Err() == nil && d.EndpointID != "" && !last.gone {
+		n.trackHealth(ctx, logger, d, err == nil)
+	}
 	switch {
 	case ctx.Err() != nil:
 		return again
@@ -144,7 +152,7 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 			return destination{}, "", err
 		}
 		keys, err := ring.Keys(now)
-		return destination{url: d.URL, keys: keys}, "", err
+		return destination{url: d.URL, keys: keys, timeout: n.cfg.AttemptTimeout}, "", err
 	}
 	ep := n.index.Get(d.Tenant, d.EndpointID)
 	switch {
@@ -154,7 +162,11 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 		return destination{}, "endpoint " + d.EndpointID + " is disabled", nil
 	}
 	keys, err := ep.Keyring.Keys(now)
-	return destination{url: ep.URL, keys: keys, headers: ep.Headers}, "", err
+	dest = destination{url: ep.URL, keys: keys, headers: ep.Headers, timeout: n.cfg.AttemptTimeout, schedule: ep.RetrySchedule}
+	if ep.AttemptTimeout > 0 {
+		dest.timeout = ep.AttemptTimeout
+	}
+	return dest, "", err
 }
 
 // scheduleRetry stores the delivery, with its attempts so far, as a NATS

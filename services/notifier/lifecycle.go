@@ -20,7 +20,48 @@ import (
 const (
 	EventEndpointDisabled  = "endpoint.disabled"
 	EventDeliveryExhausted = "delivery.exhausted"
+	EventEndpointRecovered = "endpoint.recovered"
 )
+
+// trackHealth keeps an endpoint's failing_since: set on the first failed
+// round after a success, cleared (with an endpoint.recovered event) on the
+// first success after failures; after DisableAfter of failing the endpoint
+// is disabled. It writes only on those transitions.
+func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *contract.Delivery, ok bool) {
+	ep := n.index.Get(d.Tenant, d.EndpointID)
+	if ep == nil {
+		return
+	}
+	now := n.cfg.Now().UTC()
+	switch {
+	case ok && ep.FailingSince != nil:
+		since := *ep.FailingSince
+		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
+			e.FailingSince = nil
+			return nil
+		})
+		if err != nil {
+			logger.Warn("record endpoint recovery", "endpoint_id", d.EndpointID, "error", err)
+			return
+		}
+		n.index.Put(updated)
+		n.announce(ctx, logger, d.Tenant, EventEndpointRecovered, "evt_recovered_"+d.EndpointID+"_"+strconv.FormatInt(now.UnixMilli(), 10), map[string]any{
+			"endpoint_id": d.EndpointID, "url": updated.URL, "failing_since": since, "recovered_at": now,
+		})
+	case !ok && ep.FailingSince == nil:
+		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
+			if e.FailingSince == nil {
+				e.FailingSince = &now
+			}
+			return nil
+		})
+		if err == nil {
+			n.index.Put(updated)
+		}
+	case !ok && now.Sub(*ep.FailingSince) >= n.cfg.DisableAfter:
+		n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "failing continuously since "+ep.FailingSince.Format(time.RFC3339))
+	}
+}
 
 // disableEndpoint turns an endpoint off with the reason and announces it.
 func (n *Notifier) disableEndpoint(ctx context.Context, logger *slog.Logger, tenant, id, reason string) {

@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	}
 	n := &Notifier{
 		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.Now),
-		client: newClient(cfg.Guard, cfg.AttemptTimeout),
+		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout)),
 		logger: logger.With("service", "notifier"),
 	}
 	if err := n.createConsumers(ctx); err != nil {

@@ -12,6 +12,13 @@ import (
 	"github.com/hookstream/hookstream/shared/signing"
 )
 
+// Bounds of per-endpoint overrides of the deployment's delivery settings.
+const (
+	MaxAttemptTimeout = 60 * time.Second
+	MaxScheduleWaits  = 20
+	MaxScheduleWait   = 24 * time.Hour
+)
+
 // Endpoint is a registered callback URL.
 type Endpoint struct {
 	ID          string `json:"id"`
@@ -27,8 +34,17 @@ type Endpoint struct {
 	// Headers are sent with every webhook.
 	Headers        map[string]string `json:"headers,omitempty"`
 	DisabledReason string            `json:"disabled_reason,omitempty"`
-	CreatedAt      time.Time         `json:"created_at"`
-	UpdatedAt      time.Time         `json:"updated_at"`
+	// AttemptTimeout overrides the deployment's attempt timeout; zero: the
+	// deployment's.
+	AttemptTimeout time.Duration `json:"attempt_timeout,omitempty"`
+	// RetrySchedule overrides the deployment's retry schedule; nil: the
+	// deployment's.
+	RetrySchedule []time.Duration `json:"retry_schedule,omitempty"`
+	// FailingSince is when the endpoint started failing every delivery;
+	// nil while it succeeds.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
 	// Keyring signs the webhooks. It is stored sealed, never in clear.
 	Keyring signing.Keyring `json:"-"`
 }
