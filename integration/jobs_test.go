@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -182,3 +183,31 @@ var errFlaky = &flakyError{}
 type flakyError struct{}
 
 func (*flakyError) Error() string { return "worker hiccup" }
+
+// GET /v1/jobs/{id}/events streams the job's status changes and ends after
+// the terminal one.
+func TestJobEventStream(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := start(t, withHandler("slow", processor.HandlerFunc(func(ctx context.Context, _ processor.Job) (json.RawMessage, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return json.RawMessage(`"done"`), nil
+	})))
+	id := h.submit(keyAcme, `{"type":"slow"}`)
+	h.waitStatus(keyAcme, id, "running")
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/v1/jobs/"+id+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+keyAcme)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	close(release)
+	body, err := io.ReadAll(resp.Body) // ends after the terminal status
+	require.NoError(t, err)
+	require.Contains(t, string(body), "event: job.running\ndata: {")
+	require.Contains(t, string(body), "event: job.succeeded\ndata: {")
+	require.Contains(t, string(body), `"result":"done"`)
+}

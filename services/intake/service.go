@@ -104,6 +104,7 @@ func (s *Service) routes() http.Handler {
 	v1.GET("/jobs/:id", s.getJob)
 	v1.DELETE("/jobs/:id", s.cancelJob)
 	v1.GET("/jobs/:id/deliveries", s.listDeliveries)
+	v1.GET("/jobs/:id/events", s.jobEvents)
 	v1.GET("/signing-secret", s.getSigningSecret)
 	v1.POST("/signing-secret/rotate", s.rotateSigningSecret)
 	v1.POST("/events", s.publishEvent)
