@@ -36,6 +36,8 @@ type settings struct {
 	NotifyConc      int
 	EndpointConc    int
 	DisableAfter    time.Duration
+	MaxInflight     int
+	TenantRate      int
 	MaxBodyBytes    int64
 	MaxJSONDepth    int
 	RetrySchedule   string
@@ -71,6 +73,8 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NOTIFIER_CONCURRENCY", "notifier-concurrency", "64", "webhook deliveries in flight per notifier process", &s.NotifyConc},
 		{"HOOKSTREAM_ENDPOINT_CONCURRENCY", "endpoint-concurrency", "8", "webhook requests in flight per endpoint (or callback host) per notifier process; more wait in JetStream", &s.EndpointConc},
 		{"HOOKSTREAM_DISABLE_AFTER", "disable-after", "120h", "an endpoint failing every delivery for this long is disabled", &s.DisableAfter},
+		{"HOOKSTREAM_MAX_INFLIGHT", "max-inflight", "1024", "write requests (POST /v1/jobs, /v1/events) served at once per intake; more get 503 + Retry-After", &s.MaxInflight},
+		{"HOOKSTREAM_TENANT_RATE_LIMIT", "tenant-rate-limit", "0", "write requests per second per tenant per intake (burst: one second's worth); more get 429 + Retry-After; 0: no limit", &s.TenantRate},
 		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
 		{"HOOKSTREAM_MAX_JSON_DEPTH", "max-json-depth", "32", "deepest JSON nesting of a request", &s.MaxJSONDepth},
 		{"HOOKSTREAM_RETRY_SCHEDULE", "retry-schedule", "5s,5m,30m,2h,5h,10h,14h,20h,24h", "waits before each webhook retry (±20 % jitter)", &s.RetrySchedule},
@@ -143,6 +147,8 @@ func (s *settings) validate() error {
 		return errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): must be at least 1")
 	case s.NotifyConc < 1:
 		return errors.New("HOOKSTREAM_NOTIFIER_CONCURRENCY (--notifier-concurrency): must be at least 1")
+	case s.MaxInflight < 1 || s.TenantRate < 0:
+		return errors.New("HOOKSTREAM_MAX_INFLIGHT (--max-inflight) must be at least 1 and HOOKSTREAM_TENANT_RATE_LIMIT (--tenant-rate-limit) not negative")
 	case s.DisableAfter < time.Minute:
 		return errors.New("HOOKSTREAM_DISABLE_AFTER (--disable-after): must be at least 1m")
 	case s.EndpointConc < 1:

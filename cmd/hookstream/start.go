@@ -52,7 +52,7 @@ func buildConfigs(s *settings) (configs, error) {
 	return configs{
 		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention},
 		intake: intake.Config{
-			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, JobTypes: jobTypes, Guard: guard,
+			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, TenantRate: s.TenantRate, JobTypes: jobTypes, Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
 		},
 		processor: proc,

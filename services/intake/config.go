@@ -44,6 +44,13 @@ type Config struct {
 	// JobRetention is how long a job is kept; it sets expires_at. Default 7
 	// days (bus.DefaultJobRetention).
 	JobRetention time.Duration
+	// MaxInflight is how many write requests (POST /v1/jobs, /v1/events)
+	// are served at once; more get 503 with Retry-After. Default 1024.
+	MaxInflight int
+	// TenantRate is the most write requests per second per tenant per
+	// intake process (burst: one second's worth); more get 429 with
+	// Retry-After. Zero: no limit (the default).
+	TenantRate int
 	// SecretGrace is how long a rotated-out signing secret keeps signing.
 	// Default 24 h, at most 7 days.
 	SecretGrace time.Duration
@@ -64,6 +71,7 @@ const (
 	DefaultMaxWait        = 60 * time.Second
 	DefaultRetryAfter     = time.Second
 	DefaultSecretGrace    = 24 * time.Hour
+	DefaultMaxInflight    = 1024
 	MaxSecretGrace        = 7 * 24 * time.Hour
 	minAPIKeyLength       = 16
 )
@@ -90,6 +98,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.JobRetention == 0 {
 		c.JobRetention = 7 * 24 * time.Hour
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
 	}
 	if c.SecretGrace == 0 {
 		c.SecretGrace = DefaultSecretGrace
@@ -134,6 +145,8 @@ func (c Config) Validate() error {
 		return errors.New("MaxJSONDepth: must be at least 2")
 	case c.PublishTimeout < 0, c.MaxWait < 0, c.RetryAfter < 0, c.JobRetention < 0:
 		return errors.New("PublishTimeout, MaxWait, RetryAfter, JobRetention: must not be negative")
+	case c.MaxInflight < 1 || c.TenantRate < 0:
+		return errors.New("MaxInflight, TenantRate: MaxInflight at least 1, TenantRate not negative")
 	case c.SecretGrace < 0 || c.SecretGrace > MaxSecretGrace:
 		return errors.New("SecretGrace: must be between 0 and 7 days")
 	}

@@ -293,6 +293,34 @@ func TestSigningSecret(t *testing.T) {
 	require.Equal(t, secret, prev[0].(map[string]any)["secret"])
 }
 
+func TestTenantRateLimitAnswers429(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	svc, err := intake.New(ctx, intake.Config{
+		APIKeys:  []intake.APIKey{{Tenant: "acme", Key: keyAcme}, {Tenant: "other", Key: keyOther}},
+		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: testBox(t), TenantRate: 3,
+	}, nc, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	b := &bundle{nats: ns, js: js, srv: srv}
+	codes := map[int]int{}
+	for range 6 {
+		r := b.submit(t, keyAcme, `{"type":"echo"}`)
+		codes[r.status]++
+		if r.status == http.StatusTooManyRequests {
+			require.NotEmpty(t, r.header.Get("Retry-After"))
+			require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+		}
+	}
+	require.Equal(t, 3, codes[http.StatusAccepted], "a burst of one second's worth")
+	require.Equal(t, 3, codes[http.StatusTooManyRequests])
+	require.Equal(t, http.StatusAccepted, b.submit(t, keyOther, `{"type":"echo"}`).status, "other tenants have their own rate")
+}
+
 func TestUnknownRoute(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

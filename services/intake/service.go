@@ -34,6 +34,7 @@ type Service struct {
 	tenants     jetstream.KeyValue
 	endpoints   *endpoints.Store
 	apiKeys     *apikeys.Index
+	admission   *admission
 	keys        map[[sha256.Size]byte]string
 	jobTypes    map[string]bool
 	handler     http.Handler
@@ -73,7 +74,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	}
 	s := &Service{
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
-		tenants: tenants, endpoints: eps, apiKeys: keys,
+		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now,
 	}
 	for _, t := range cfg.JobTypes {
@@ -100,14 +101,14 @@ func (s *Service) routes() http.Handler {
 	r.GET("/readyz", s.readyz)
 
 	v1 := r.Group("/v1", s.authenticate)
-	v1.POST("/jobs", s.createJob)
+	v1.POST("/jobs", s.admit, s.createJob)
 	v1.GET("/jobs/:id", s.getJob)
 	v1.DELETE("/jobs/:id", s.cancelJob)
 	v1.GET("/jobs/:id/deliveries", s.listDeliveries)
 	v1.GET("/jobs/:id/events", s.jobEvents)
 	v1.GET("/signing-secret", s.getSigningSecret)
 	v1.POST("/signing-secret/rotate", s.rotateSigningSecret)
-	v1.POST("/events", s.publishEvent)
+	v1.POST("/events", s.admit, s.publishEvent)
 	v1.GET("/event-types", s.listEventTypes)
 	v1.POST("/endpoints", s.createEndpoint)
 	v1.GET("/endpoints", s.listEndpoints)
