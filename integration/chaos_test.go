@@ -189,9 +189,11 @@ func (p *proc) start() {
 	p.cmd = exec.Command(p.args[0], p.args[1:]...)
 	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
+	began := time.Now()
 	require.NoError(p.t, p.cmd.Start(), p.name)
 	if p.ready != nil {
 		require.Eventually(p.t, p.ready, 30*time.Second, 50*time.Millisecond, "%s not ready", p.name)
+		p.t.Logf("%s ready %s after start", p.name, time.Since(began).Round(time.Millisecond))
 	}
 }
 
