@@ -33,6 +33,8 @@ func (s *Service) validateEvent(req *publishEventRequest) error {
 		return invalid(`field "data" is required (any JSON value)`)
 	case req.ID != "" && !contract.ValidTenant(req.ID):
 		return invalid(`field "id": 1-64 of a-z A-Z 0-9 - _`)
+	case strings.HasPrefix(req.ID, "evt_"):
+		return invalid(`field "id": the prefix evt_ is hookstream's; choose another`)
 	}
 	return nil
 }
@@ -56,7 +58,9 @@ func (s *Service) publishEvent(c *gin.Context) {
 	now := s.now().UTC()
 	msg := nats.NewMsg(contract.EventSubject(tenantOf(c), req.Type))
 	msg.Data = req.Data
-	msg.Header.Set(contract.HeaderMsgID, req.ID)
+	// De-duplication is stream-wide: the id is scoped to the tenant so that
+	// another tenant's id can never shadow this event.
+	msg.Header.Set(contract.HeaderMsgID, tenantOf(c)+":"+req.ID)
 	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
 	msg.Header.Set(contract.HeaderEventTime, now.Format(time.RFC3339Nano))
 	ctx, cancel := s.publishContext(c)

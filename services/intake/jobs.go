@@ -183,7 +183,7 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 
 func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
 	return bus.PublishJSON(ctx, s.js, contract.JobSubject(rec.Tenant, rec.Type), rec.ID,
-		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata})
+		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash})
 }
 
 // forget removes the record of a job whose message could not be published,

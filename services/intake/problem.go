@@ -58,7 +58,7 @@ func unauthorized() error {
 // unavailable is the answer when JetStream could not store or read: the
 // client must retry, nothing was accepted.
 func unavailable(retryAfter time.Duration) error {
-	return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: "the job store is unavailable; nothing was accepted, retry later", retryAfter: retryAfter}
+	return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: "the job store is unavailable and the request was not accepted; retry later (with the same Idempotency-Key, so that a write that did land is not repeated)", retryAfter: retryAfter}
 }
 
 // respondError maps any error to its problem+json answer; unexpected errors

@@ -20,6 +20,8 @@ import (
 const (
 	// deliverAckWait: in-flight deliveries report progress every third of it.
 	deliverAckWait = 30 * time.Second
+	// deliverMaxAckPending bounds the deliveries out of the stream at once.
+	deliverMaxAckPending = 100_000
 	// infraRetry is the wait after JetStream itself failed.
 	infraRetry = time.Second
 )
@@ -54,11 +56,23 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 		rate = ep.RateLimit
 	}
 	if ok, wait := n.limits.acquire(key, rate); !ok {
-		_ = msg.NakWithDelay(wait) // over the endpoint's limit: wait in JetStream
+		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 		return
 	}
 	defer n.limits.release(key)
 	n.settle(msg, n.deliver(ctx, logger, &d, msg.Subject()))
+}
+
+// overLimitDelay is the wait of a delivery put back because its endpoint is
+// at its limit: the limiter's hint, doubled for every time this message was
+// put back already (at most 5 s), so that a long queue for a slow endpoint
+// does not spin.
+func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
+	d := hint
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+		d = hint << min(meta.NumDelivered-1, 8)
+	}
+	return min(d, 5*time.Second)
 }
 
 // settle is the one place that acknowledges delivery messages.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,7 +56,7 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
 	if !json.Valid(msg.Data()) {
 		return n.deadLetter(ctx, msg, "data is not a JSON value")
 	}
-	eventID, at := eventIdentity(msg)
+	eventID, at := eventIdentity(msg, tenant)
 	n.recordEventType(ctx, tenant, eventType, msg.Data())
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
 	if err != nil {
@@ -84,9 +85,9 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
 // eventIdentity returns the event's id and time: its Nats-Msg-Id (else one
 // from the stream sequence) and its Hookstream-Event-Time (else when it was
 // stored).
-func eventIdentity(msg jetstream.Msg) (string, time.Time) {
+func eventIdentity(msg jetstream.Msg, tenant string) (string, time.Time) {
 	meta, _ := msg.Metadata()
-	id := msg.Headers().Get(contract.HeaderMsgID)
+	id := strings.TrimPrefix(msg.Headers().Get(contract.HeaderMsgID), tenant+":")
 	if id == "" && meta != nil {
 		id = "evt_s" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	}

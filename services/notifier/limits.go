@@ -33,15 +33,16 @@ func newLimiter(perEndpoint int, now func() time.Time) *limiter {
 }
 
 // limitKey names what a delivery is limited by: its endpoint, or the host of
-// a job's callback URL.
+// a tenant's job callback URLs (per tenant, so that one tenant cannot use up
+// a receiver host that others call too).
 func limitKey(d *contract.Delivery) string {
 	if d.EndpointID != "" {
 		return d.Tenant + "/" + d.EndpointID
 	}
 	if u, err := url.Parse(d.URL); err == nil {
-		return "cb/" + u.Host
+		return d.Tenant + "/cb/" + u.Host
 	}
-	return "cb/" + d.URL
+	return d.Tenant + "/cb/" + d.URL
 }
 
 // acquire takes a slot and a token; when it cannot, it returns how long to

@@ -97,7 +97,11 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       deliverAckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: max(1000, 4*n.cfg.Concurrency),
+		// Deliveries put back because their endpoint is at its limit count
+		// as pending while they wait; the cap is high so that one slow
+		// endpoint's queue cannot use up the slots healthy endpoints need.
+		// Pending is server-side state: the client holds only Concurrency.
+		MaxAckPending: deliverMaxAckPending,
 	})
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", DeliverConsumer, err)

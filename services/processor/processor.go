@@ -138,6 +138,6 @@ func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, error) {
 			ID: id, Type: jobType, Status: contract.StatusQueued, Metadata: req.Metadata,
 			CreatedAt: created, UpdatedAt: created, ExpiresAt: created.Add(p.cfg.JobRetention),
 		},
-		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL,
+		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL, RequestHash: req.RequestHash,
 	}, nil
 }

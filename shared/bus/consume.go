@@ -17,13 +17,30 @@ func Workers(ctx context.Context, cons jetstream.Consumer, n int, grace time.Dur
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	stopped := false
 	slots := make(chan struct{}, n)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		slots <- struct{}{}
-		wg.Go(func() {
+		select {
+		case slots <- struct{}{}:
+		case <-workCtx.Done():
+			_ = msg.Nak() // stopping: another worker takes it
+			return
+		}
+		mu.Lock()
+		if stopped { // Workers is returning: start nothing new
+			mu.Unlock()
+			<-slots
+			_ = msg.Nak()
+			return
+		}
+		wg.Add(1)
+		mu.Unlock()
+		go func() {
+			defer wg.Done()
 			defer func() { <-slots }()
 			handle(workCtx, msg)
-		})
+		}()
 	}, jetstream.PullMaxMessages(n))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", cons.CachedInfo().Name, err)
@@ -33,6 +50,9 @@ func Workers(ctx context.Context, cons jetstream.Consumer, n int, grace time.Dur
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	Drain(graceCtx, cc)
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

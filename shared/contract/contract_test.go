@@ -25,6 +25,7 @@ var examples = map[string]any{
 	"job_request": contract.JobRequest{
 		ID: "job_0123456789abcdefghijklmnop", Payload: json.RawMessage(`{"image":"cat.png"}`),
 		CallbackURL: "https://example.com/hooks", Metadata: map[string]string{"order": "42"},
+		RequestHash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 	},
 	"job": contract.Job{
 		ID: "job_0123456789abcdefghijklmnop", Type: "echo", Status: contract.StatusSucceeded, Attempts: 1,

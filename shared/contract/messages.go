@@ -43,6 +43,10 @@ type JobRequest struct {
 	CallbackURL string `json:"callback_url,omitempty"`
 	// Metadata is free-form string data echoed on the job resource.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// RequestHash is set by intake (the SHA-256 of the HTTP request), so
+	// that a record recreated from this message still recognises a repeated
+	// Idempotency-Key. Internal publishers leave it out.
+	RequestHash string `json:"request_hash,omitempty"`
 }
 
 // Job is the job resource: what GET /v1/jobs/{id} returns and what job

@@ -47,6 +47,8 @@ type Endpoint struct {
 	UpdatedAt    time.Time  `json:"updated_at"`
 	// Keyring signs the webhooks. It is stored sealed, never in clear.
 	Keyring signing.Keyring `json:"-"`
+	// Revision is the KV revision this state was read or written at.
+	Revision uint64 `json:"-"`
 }
 
 // Matches reports whether the endpoint subscribes to eventType.

@@ -81,6 +81,7 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 			x.logger.Error("unreadable endpoint record", "key", entry.Key(), "error", err)
 			return
 		}
+		decoded.Revision = entry.Revision()
 		ep = &decoded
 	}
 	x.mu.Lock()
@@ -90,7 +91,11 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 
 // set replaces (or, with nil, removes) an endpoint; x.mu is held.
 func (x *Index) set(tenant, id string, ep *Endpoint) {
-	if old := x.byTenant[tenant][id]; old != nil {
+	old := x.byTenant[tenant][id]
+	if old != nil && ep != nil && ep.Revision != 0 && ep.Revision < old.Revision {
+		return // an older state than the one held (a late local Put)
+	}
+	if old != nil {
 		for _, p := range patterns(old) {
 			delete(x.subs[tenant][p], id)
 			if len(x.subs[tenant][p]) == 0 {

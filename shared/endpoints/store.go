@@ -83,6 +83,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (Endpoint, uint64, e
 		return Endpoint{}, 0, fmt.Errorf("get endpoint %s: %w", id, err)
 	}
 	ep, err := decode(s.box, entry.Value())
+	ep.Revision = entry.Revision()
 	return ep, entry.Revision(), err
 }
 
@@ -101,8 +102,9 @@ func (s *Store) Update(ctx context.Context, tenant, id string, change func(*Endp
 		if err != nil {
 			return Endpoint{}, err
 		}
-		_, err = s.kv.Update(ctx, Key(tenant, id), data, rev)
+		newRev, err := s.kv.Update(ctx, Key(tenant, id), data, rev)
 		if err == nil {
+			ep.Revision = newRev
 			return ep, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {

@@ -108,6 +108,9 @@ func ParseNetworks(s string) ([]netip.Prefix, error) {
 
 // CheckIP returns nil when ip may be dialled.
 func (g *Guard) CheckIP(ip netip.Addr) error {
+	if ip.Zone() != "" { // a zone makes Prefix.Contains false: never trust one
+		return fmt.Errorf("%w: %s has an IPv6 zone", ErrBlocked, ip)
+	}
 	ip = ip.Unmap()
 	for _, p := range g.allowed {
 		if p.Contains(ip) {

@@ -43,6 +43,9 @@ func TestCheckIP(t *testing.T) {
 		{name: "allowed loopback", givenIP: "127.0.0.1", givenAllw: "127.0.0.0/8", wantOK: true},
 		{name: "allowed single ip", givenIP: "10.0.0.7", givenAllw: "10.0.0.7", wantOK: true},
 		{name: "allow list is not a wildcard", givenIP: "10.0.0.8", givenAllw: "10.0.0.7"},
+		{name: "zoned loopback", givenIP: "::1%lo"},
+		{name: "zoned link-local", givenIP: "fe80::1%eth0"},
+		{name: "zoned public", givenIP: "2606:2800:220:1:248:1893:25c8:1946%eth0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,7 +69,7 @@ func TestCheckURL(t *testing.T) {
 		require.NoError(t, g.CheckURL(ok), ok)
 	}
 	for _, bad := range []string{"", "example.com", "ftp://example.com", "file:///etc/passwd", "http://", "https://user:pw@example.com/",
-		"http://127.0.0.1/", "http://localhost:8080/", "http://[::1]/", "http://169.254.169.254/latest", "gopher://x"} {
+		"http://127.0.0.1/", "http://localhost:8080/", "http://[::1]/", "http://[::1%25lo]:8080/", "http://[fe80::1%25eth0]/", "http://169.254.169.254/latest", "gopher://x"} {
 		require.Error(t, g.CheckURL(bad), bad)
 	}
 }
