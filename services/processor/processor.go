@@ -77,7 +77,9 @@ func (p *Processor) createConsumer(ctx context.Context, jobType string) (jetstre
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       p.cfg.AckWait,
 		MaxDeliver:    -1, // attempts are counted in the job record
-		MaxAckPending: max(1000, 4*p.cfg.Concurrency),
+		// Jobs waiting for a retry (NakWithDelay) count as pending: a high
+		// cap keeps failing jobs from holding back the others of their type.
+		MaxAckPending: 20_000,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", name, err)
