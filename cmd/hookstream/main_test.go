@@ -46,6 +46,7 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "workers", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=ftp://x"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
 		{name: "worker timeout", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://x|soon"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
 		{name: "schedule", givenEnv: []string{"HOOKSTREAM_RETRY_SCHEDULE", "5s,-1m"}, wantInErr: "HOOKSTREAM_RETRY_SCHEDULE"},
+		{name: "schedule past retention", givenEnv: []string{"HOOKSTREAM_RETRY_SCHEDULE", "5s,168h"}, wantInErr: "retention"},
 		{name: "number", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "three"}, wantInErr: "HOOKSTREAM_NATS_REPLICAS"},
 		{name: "replicas range", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "9"}, wantInErr: "HOOKSTREAM_NATS_REPLICAS"},
 		{name: "retention", givenEnv: []string{"HOOKSTREAM_JOB_RETENTION", "1h"}, wantInErr: "HOOKSTREAM_JOB_RETENTION"},

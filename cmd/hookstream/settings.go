@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
@@ -258,6 +259,11 @@ func (s *settings) schedule() ([]time.Duration, error) {
 		d, err := time.ParseDuration(strings.TrimSpace(part))
 		if err != nil || d <= 0 {
 			return nil, fmt.Errorf("HOOKSTREAM_RETRY_SCHEDULE (--retry-schedule): %q is not a positive duration", part)
+		}
+		// A pending retry is a message in the deliveries stream: it must not
+		// age out (8 days) before it fires, jitter included.
+		if float64(d)*1.2 >= float64(bus.DefaultDeliveryRetention) {
+			return nil, fmt.Errorf("HOOKSTREAM_RETRY_SCHEDULE (--retry-schedule): %s with +20 %% jitter reaches the 8-day delivery retention", part)
 		}
 		out = append(out, d)
 	}

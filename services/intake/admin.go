@@ -130,8 +130,8 @@ func (s *Service) getTenant(c *gin.Context) {
 	c.JSON(http.StatusOK, t)
 }
 
-// deleteTenant revokes the tenant's issued keys and endpoints and removes
-// it. Its jobs expire as usual. Keys from HOOKSTREAM_API_KEYS stay valid
+// deleteTenant revokes the tenant's issued keys, endpoints and signing
+// secret and removes it. Its jobs and delivery logs expire as usual. Keys from HOOKSTREAM_API_KEYS stay valid
 // until removed from the configuration.
 func (s *Service) deleteTenant(c *gin.Context) {
 	ctx := c.Request.Context()
@@ -161,6 +161,10 @@ func (s *Service) deleteTenant(c *gin.Context) {
 			s.respondError(c, err)
 			return
 		}
+	}
+	if err := s.tenants.Purge(ctx, t.ID+".signing"); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.respondError(c, err)
+		return
 	}
 	if err := s.tenants.Purge(ctx, tenantKey(t.ID)); err != nil {
 		s.respondError(c, err)

@@ -42,7 +42,7 @@ func (s *Service) listDeliveries(c *gin.Context) {
 // readDeliveries reads every delivery record whose key matches filter,
 // oldest first, without their bodies.
 func (s *Service) readDeliveries(ctx context.Context, filter string) ([]deliveryView, error) {
-	recs, err := s.readRecords(ctx, filter, nil)
+	recs, err := s.readRecords(ctx, filter, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,9 @@ func (s *Service) readDeliveries(ctx context.Context, filter string) ([]delivery
 
 // readRecords reads the delivery records whose key matches filter and that
 // keep passes (all when nil), oldest first.
-func (s *Service) readRecords(ctx context.Context, filter string, keep func(*contract.DeliveryRecord) bool) ([]contract.DeliveryRecord, error) {
+//
+// Bodies (up to the size of an event each) are kept only withBodies.
+func (s *Service) readRecords(ctx context.Context, filter string, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
 	out := []contract.DeliveryRecord{}
 	err := bus.ReadAll(ctx, s.deliveryLog, filter, func(entry jetstream.KeyValueEntry) error {
 		var rec contract.DeliveryRecord
@@ -63,6 +65,9 @@ func (s *Service) readRecords(ctx context.Context, filter string, keep func(*con
 			return fmt.Errorf("decode delivery %s: %w", entry.Key(), err)
 		}
 		if keep == nil || keep(&rec) {
+			if !withBodies {
+				rec.Body = nil
+			}
 			out = append(out, rec)
 		}
 		return nil

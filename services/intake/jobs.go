@@ -213,6 +213,7 @@ func (s *Service) getJob(c *gin.Context) {
 	if wait > 0 && !contract.Terminal(rec.Status) {
 		waitCtx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
+		defer context.AfterFunc(s.stopping, cancel)()
 		if rec, err = s.jobs.WaitChange(waitCtx, rec.ID, rev); err != nil {
 			s.respondError(c, err)
 			return

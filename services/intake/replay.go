@@ -52,7 +52,7 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 	recs, err := s.readRecords(c.Request.Context(), tenantOf(c)+".>", func(r *contract.DeliveryRecord) bool {
 		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status) &&
 			(since.IsZero() || !r.CreatedAt.Before(since)) && (before.IsZero() || r.CreatedAt.Before(before))
-	})
+	}, false)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -88,7 +88,7 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, notFound("delivery"))
 		return
 	}
-	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, nil)
+	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, nil, true)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -138,7 +138,7 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	recs, err := s.readRecords(c.Request.Context(), tenant+".>", func(r *contract.DeliveryRecord) bool {
 		return r.EndpointID == id && r.Status == contract.DeliveryFailed && !r.CreatedAt.Before(req.Since) &&
 			(req.Until == nil || r.CreatedAt.Before(*req.Until))
-	})
+	}, true)
 	if err != nil {
 		s.respondError(c, err)
 		return

@@ -39,6 +39,10 @@ type Service struct {
 	jobTypes    map[string]bool
 	handler     http.Handler
 	now         func() time.Time
+	// stopping ends when the HTTP server starts shutting down: long-polls
+	// and event streams end then, so that shutdown does not wait for them.
+	stopping    context.Context
+	stopWaiting context.CancelFunc
 }
 
 // New builds the service on a connection whose streams and buckets exist
@@ -80,6 +84,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	for _, t := range cfg.JobTypes {
 		s.jobTypes[t] = true
 	}
+	s.stopping, s.stopWaiting = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil
 }
@@ -177,6 +182,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.registerBootstrapTenants(ctx); err != nil {
 		return err
 	}
+	srv.RegisterOnShutdown(s.stopWaiting)
 	s.logger.Info("intake listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -35,6 +35,7 @@ func (s *Service) jobEvents(c *gin.Context) {
 	c.Status(http.StatusOK)
 	deadline, cancel := context.WithTimeout(ctx, 5*s.cfg.MaxWait)
 	defer cancel()
+	defer context.AfterFunc(s.stopping, cancel)()
 	c.Stream(func(w io.Writer) bool {
 		if err := writeJobEvent(w, rec.Job); err != nil || contract.Terminal(rec.Status) {
 			return false

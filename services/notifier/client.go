@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -103,8 +104,13 @@ func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destinat
 	return out
 }
 
-// describe turns a transport error into a reason an integrator can read.
+// describe turns a transport error into a reason an integrator can read,
+// without the URL (its query may hold a token that must not be logged).
 func describe(err error) string {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		err = urlErr.Err
+	}
 	var netErr net.Error
 	switch {
 	case errors.Is(err, ssrf.ErrBlocked):

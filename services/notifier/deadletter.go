@@ -38,6 +38,9 @@ type EventType struct {
 	FirstSeen time.Time       `json:"first_seen"`
 }
 
+// maxSeenTypes bounds the per-process memory of recorded event types.
+const maxSeenTypes = 100_000
+
 // maxExampleBytes bounds the example kept per event type.
 const maxExampleBytes = 4 << 10
 
@@ -50,6 +53,12 @@ func (n *Notifier) recordEventType(ctx context.Context, tenant, eventType string
 	key := EventTypeKey(tenant, eventType)
 	if _, seen := n.seenTypes.LoadOrStore(key, struct{}{}); seen {
 		return
+	}
+	// A bounded memory: past maxSeenTypes the set starts over (recording
+	// again is a Create that finds the key and changes nothing).
+	if n.seenCount.Add(1) > maxSeenTypes {
+		n.seenTypes.Clear()
+		n.seenCount.Store(0)
 	}
 	rec := EventType{Type: eventType, FirstSeen: n.cfg.Now().UTC()}
 	if len(data) <= maxExampleBytes {

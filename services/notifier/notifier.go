@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -33,6 +34,7 @@ type Notifier struct {
 	limits    *limiter
 	// seenTypes remembers which tenants' event types are already recorded.
 	seenTypes   sync.Map
+	seenCount   atomic.Int64
 	fanoutCons  jetstream.Consumer
 	deliverCons jetstream.Consumer
 	client      *http.Client
