@@ -132,7 +132,14 @@ func (s *Service) createJob(c *gin.Context) {
 	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
-	stored, replayed, err := s.storeJob(ctx, rec)
+	var stored contract.JobRecord
+	var replayed bool
+	var err error
+	if idemKey == "" {
+		stored, err = s.storeNewJob(ctx, rec)
+	} else {
+		stored, replayed, err = s.storeJob(ctx, rec)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -179,6 +186,33 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 		return contract.JobRecord{}, false, err
 	}
 	return rec, replayed, nil
+}
+
+// storeNewJob stores a job with a fresh random id: no earlier record can
+// exist, so the record and the message are written at the same time, and
+// the 202 waits for one round trip to JetStream instead of two. The id is
+// ours alone, so a record that exists already was made from our own message
+// by a fast processor.
+func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
+	published := make(chan error, 1)
+	go func() { published <- s.publishJob(ctx, rec) }()
+	rev, createErr := s.jobs.Create(ctx, rec)
+	if errors.Is(createErr, jobstore.ErrExists) {
+		createErr = nil
+	}
+	if pubErr := <-published; pubErr != nil {
+		if createErr == nil && rev != 0 {
+			s.forget(rec.ID, rev)
+		}
+		return contract.JobRecord{}, pubErr
+	}
+	if createErr != nil {
+		// The message is stored: the processor will make the record from it
+		// and run the job. The client cannot know that, so it is told to
+		// retry, as with any unclear outcome.
+		return contract.JobRecord{}, createErr
+	}
+	return rec, nil
 }
 
 func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
