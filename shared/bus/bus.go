@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -138,4 +139,32 @@ func PublishJSON(ctx context.Context, js jetstream.JetStream, subject, msgID str
 		return fmt.Errorf("publish %s: %w", msgID, err)
 	}
 	return nil
+}
+
+// Mirror keeps an in-memory view of a bucket: it calls apply with every
+// current entry, closes ready once they have all been applied, then applies
+// every change until ctx ends. Deletes reach apply too (Operation() is not
+// KeyValuePut).
+func Mirror(ctx context.Context, kv jetstream.KeyValue, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	readyOnce := sync.OnceFunc(func() { close(ready) })
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if entry == nil {
+				readyOnce()
+				continue
+			}
+			apply(entry)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 )
@@ -49,27 +50,7 @@ func (x *Index) Ready() <-chan struct{} { return x.ready }
 
 // Run watches the bucket until ctx ends.
 func (x *Index) Run(ctx context.Context) error {
-	w, err := x.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch endpoints: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	readyOnce := sync.OnceFunc(func() { close(x.ready) })
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case entry, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if entry == nil {
-				readyOnce()
-				continue
-			}
-			x.apply(entry)
-		}
-	}
+	return bus.Mirror(ctx, x.kv, x.ready, x.apply)
 }
 
 func (x *Index) apply(entry jetstream.KeyValueEntry) {
