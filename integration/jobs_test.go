@@ -47,6 +47,15 @@ func TestJobCallbackIsSignedAndVerifies(t *testing.T) {
 	// The other tenant cannot see it.
 	code, _, _ = h.call(http.MethodGet, "/v1/jobs/"+id, keyOther, "")
 	require.Equal(t, http.StatusNotFound, code)
+
+	// Operations: the counters show the work (Prometheus text format).
+	resp, err := http.Get(h.url + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	require.Contains(t, string(text), "# TYPE hookstream_jobs_accepted_total counter")
+	require.Contains(t, string(text), `hookstream_webhook_attempts_total{outcome="success"}`)
+	require.Contains(t, string(text), `hookstream_http_responses_total{code="202"}`)
 }
 
 // A receiver that fails twice gets the same webhook-id three times, the

@@ -20,6 +20,7 @@ import (
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/jobevents"
 	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/metrics"
 )
 
 // createJobRequest is the body of POST /v1/jobs.
@@ -146,6 +147,8 @@ func (s *Service) createJob(c *gin.Context) {
 	}
 	if replayed {
 		c.Header("Idempotent-Replayed", "true")
+	} else {
+		metrics.JobsAccepted.Inc("")
 	}
 	self := "/v1/jobs/" + stored.ID
 	c.Header("Location", self)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -18,6 +19,7 @@ import (
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/metrics"
 	"github.com/hookstream/hookstream/shared/signing"
 )
 
@@ -96,7 +98,7 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 
 func (s *Service) routes() http.Handler {
 	r := gin.New()
-	r.Use(s.recoverer)
+	r.Use(s.recoverer, countResponses)
 	r.HandleMethodNotAllowed = true
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "not-found", "no such route") })
 	r.NoMethod(func(c *gin.Context) {
@@ -104,6 +106,10 @@ func (s *Service) routes() http.Handler {
 	})
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	r.GET("/metrics", func(c *gin.Context) {
+		c.Header("Content-Type", "text/plain; version=0.0.4")
+		metrics.WriteTo(c.Writer)
+	})
 
 	v1 := r.Group("/v1", s.authenticate)
 	v1.POST("/jobs", s.admit, s.createJob)
@@ -136,6 +142,12 @@ func (s *Service) routes() http.Handler {
 	admin.GET("/tenants/:tenant/keys", s.listKeys)
 	admin.DELETE("/tenants/:tenant/keys/:key", s.revokeKey)
 	return r
+}
+
+// countResponses counts every answer by status code.
+func countResponses(c *gin.Context) {
+	c.Next()
+	metrics.HTTPResponses.Inc(strconv.Itoa(c.Writer.Status()))
 }
 
 // recoverer turns a panic in a handler into a logged 500, never a dropped

@@ -50,6 +50,19 @@ type outcome struct {
 
 func (o outcome) ok() bool { return o.attempt.StatusCode >= 200 && o.attempt.StatusCode <= 299 }
 
+// outcomeName is the attempt's label in the metrics.
+func (o outcome) outcomeName() string {
+	switch {
+	case o.ok():
+		return "success"
+	case o.gone:
+		return "gone"
+	case strings.HasPrefix(o.attempt.Error, "blocked by the SSRF guard"):
+		return "blocked"
+	}
+	return "failure"
+}
+
 // destination is where and how a delivery is sent, resolved per round.
 type destination struct {
 	url     string

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/metrics"
 )
 
 // deadLetter keeps a message that can never be processed in the dead-letter
@@ -28,6 +29,7 @@ func (n *Notifier) deadLetter(ctx context.Context, msg jetstream.Msg, reason str
 		return fmt.Errorf("dead-letter event: %w", err)
 	}
 	n.logger.Warn("event dead-lettered", "subject", msg.Subject(), "reason", reason)
+	metrics.DeadLetters.Inc("event")
 	return nil
 }
 

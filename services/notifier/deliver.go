@@ -15,6 +15,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/metrics"
 )
 
 const (
@@ -119,6 +120,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt
 		}
+		metrics.WebhookResults.Inc(last.outcomeName())
 		d.Attempts = append(d.Attempts, last.attempt)
 		switch {
 		case last.ok():
@@ -208,6 +210,7 @@ func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subj
 
 // finish writes the delivery's attempt log.
 func (n *Notifier) finish(ctx context.Context, logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) verdict {
+	metrics.Deliveries.Inc(status)
 	url := d.URL
 	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
 		url = ep.URL

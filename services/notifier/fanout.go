@@ -12,6 +12,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/metrics"
 )
 
 const (
@@ -69,6 +70,7 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
 	for _, id := range n.index.Matching(tenant, eventType) {
 		targets = append(targets, target{key: id, endpointID: id})
 	}
+	defer metrics.EventsFanned.Inc("")
 	for _, t := range targets {
 		d := contract.Delivery{
 			ID: contract.DeliveryID(eventID, t.key), Tenant: tenant, EventID: eventID, EventType: eventType,

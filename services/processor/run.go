@@ -14,6 +14,7 @@ import (
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/jobevents"
 	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/metrics"
 )
 
 // verdict is what becomes of a job message.
@@ -178,6 +179,7 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 		return settlement{verdict: retry, delay: storeRetry}
 	}
 	logger.Debug("job finished", "status", rec.Status, "attempts", rec.Attempts)
+	metrics.JobsFinished.Inc(rec.Status)
 	return settlement{verdict: ack}
 }
 
