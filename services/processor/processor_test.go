@@ -125,14 +125,18 @@ func (b *bundle) waitJob(t *testing.T, id string) contract.JobRecord {
 	return rec
 }
 
-// lastEvent returns the latest event on hookstream.events.<tenant>.job.<status>.
+// lastEvent returns the latest event on hookstream.events.<tenant>.job.<status>,
+// waiting for it: the event is published just after the job's record is.
 func (b *bundle) lastEvent(t *testing.T, tenant, status string) (*jetstream.RawStreamMsg, contract.Job) {
 	t.Helper()
 	ctx := context.Background()
 	s, err := b.js.Stream(ctx, contract.StreamEvents)
 	require.NoError(t, err)
-	msg, err := s.GetLastMsgForSubject(ctx, contract.EventSubject(tenant, "job."+status))
-	require.NoError(t, err)
+	var msg *jetstream.RawStreamMsg
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		msg, err = s.GetLastMsgForSubject(ctx, contract.EventSubject(tenant, "job."+status))
+		assert.NoError(c, err)
+	}, 10*time.Second, 10*time.Millisecond, "no job.%s event", status)
 	var job contract.Job
 	require.NoError(t, json.Unmarshal(msg.Data, &job))
 	return msg, job
