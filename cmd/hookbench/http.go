@@ -86,10 +86,16 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	var hook struct {
 		Data struct {
-			ID string `json:"id"`
+			ID     string `json:"id"`
+			SentAt int64  `json:"sent_at"` // fan-out events: when the request was due
 		} `json:"data"`
 	}
 	if json.Unmarshal(body, &hook) != nil {
+		return
+	}
+	if hook.Data.SentAt != 0 {
+		r.latency.Record(now.Sub(time.Unix(0, hook.Data.SentAt)))
+		r.delivered.Add(1)
 		return
 	}
 	r.match(hook.Data.ID, arrival{at: now, webhook: true})

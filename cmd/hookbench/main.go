@@ -8,6 +8,7 @@
 //
 //	hookbench intake    -url http://127.0.0.1:8080 -key KEY -conns 64 -duration 10s
 //	hookbench e2e       -url … -key … -rate 1000 -duration 60s
+//	hookbench fanout    -url … -key … -endpoints 1000 -rate 5 -duration 20s
 //	hookbench gin       -conns 64 -duration 10s
 //	hookbench jetstream -publishers 16 -sync always [-async]
 //	hookbench suite     -hookstream ./bin/hookstream -out docs/benchmarks.md
@@ -33,7 +34,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|gin|jetstream|suite [flags]   (hookbench <cmd> -h for flags)")
+		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|gin|jetstream|suite [flags]   (hookbench <cmd> -h for flags)")
 		return 2
 	}
 	cmd, args := args[0], args[1:]
@@ -52,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.sync, "sync", "always", "jetstream: 'always' or a sync interval such as 2m")
 	fs.IntVar(&o.publishers, "publishers", 16, "jetstream: synchronous publishers")
 	fs.BoolVar(&o.async, "async", false, "jetstream: publish asynchronously instead")
+	fs.IntVar(&o.endpoints, "endpoints", 0, "fanout: endpoints every event goes to; e2e: endpoints registered that no event matches")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	suite := suiteOptions{}
@@ -71,6 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rep = intakeScenario(ctx, o)
 	case "e2e":
 		rep, err = e2eScenario(ctx, o)
+	case "fanout":
+		if o.endpoints == 0 {
+			o.endpoints = 100
+		}
+		rep, err = fanoutScenario(ctx, o)
 	case "gin":
 		rep, err = ginBaseline(ctx, o)
 	case "jetstream":

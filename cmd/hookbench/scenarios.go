@@ -35,6 +35,7 @@ type options struct {
 	drain       time.Duration
 	sync        string
 	publishers  int
+	endpoints   int
 	async       bool
 	quiet       bool
 	stderr      io.Writer
@@ -84,6 +85,9 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 		return report{}, fmt.Errorf("start receiver: %w", err)
 	}
 	defer rcv.close()
+	if err := withNoiseEndpoints(ctx, o); err != nil {
+		return report{}, err
+	}
 	client := newHTTPClient(o.conns)
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("e2e")}
 	r.do = func(ctx context.Context, i int) result {
@@ -98,7 +102,11 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	r.execute(ctx)
 	elapsed := time.Since(start)
 	rcv.drain(r.ok.Load(), o.drain)
-	rep := newReport("end-to-end", r, elapsed)
+	name := "end-to-end"
+	if o.endpoints > 0 {
+		name = fmt.Sprintf("end-to-end, %d endpoints registered", o.endpoints)
+	}
+	rep := newReport(name, r, elapsed)
 	rep.Server = w.stop()
 	e2e := rcv.latency.Summary()
 	rep.EndToEnd, rep.Delivered = &e2e, rcv.delivered.Load()
@@ -223,4 +231,75 @@ func asyncPublish(ctx context.Context, js jetstream.JetStream, payload []byte, n
 		Throughput: float64(ok.Load()) / elapsed.Seconds(), Statuses: map[string]uint64{"ack": ok.Load()},
 		Latency: hist.Summary(),
 	}, nil
+}
+
+// registerEndpoints registers n endpoints for url, subscribed to the event
+// types typeOf(i) gives, 16 at a time.
+func registerEndpoints(ctx context.Context, o options, n int, url string, typeOf func(int) string) error {
+	client := newHTTPClient(16)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				body := fmt.Appendf(nil, `{"url":%q,"event_types":[%q]}`, url, typeOf(i))
+				status, _, err := post(ctx, client, o.url+"/v1/endpoints", o.key, body)
+				if err != nil || status != http.StatusCreated {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		return fmt.Errorf("%d of %d endpoints could not be registered", f, n)
+	}
+	return nil
+}
+
+// fanoutScenario registers o.endpoints endpoints subscribed to one event
+// type and publishes events of it through POST /v1/events: every event
+// becomes o.endpoints webhooks. Latency is from when each publish was due to
+// each webhook.
+func fanoutScenario(ctx context.Context, o options) (report, error) {
+	rcv, err := startReceiver(o.listen)
+	if err != nil {
+		return report{}, err
+	}
+	defer rcv.close()
+	if err := registerEndpoints(ctx, o, o.endpoints, rcv.url, func(int) string { return "bench.fanout" }); err != nil {
+		return report{}, err
+	}
+	client := newHTTPClient(o.conns)
+	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("fanout")}
+	r.do = func(ctx context.Context, i int) result {
+		body := fmt.Appendf(nil, `{"type":"bench.fanout","data":{"n":%d,"sent_at":%d}}`, i, time.Now().UnixNano())
+		status, _, err := post(ctx, client, o.url+"/v1/events", o.key, body)
+		return result{status: status, err: err}
+	}
+	w := watchProc(o.pid)
+	start := time.Now()
+	r.execute(ctx)
+	elapsed := time.Since(start)
+	want := r.ok.Load() * uint64(o.endpoints)
+	rcv.drain(want, o.drain)
+	rep := newReport(fmt.Sprintf("fan-out to %d endpoints", o.endpoints), r, elapsed)
+	rep.Server = w.stop()
+	e := rcv.latency.Summary()
+	rep.EndToEnd, rep.Delivered = &e, rcv.delivered.Load()
+	if want > rep.Delivered {
+		rep.Missing = want - rep.Delivered
+	}
+	return rep, nil
+}
+
+// withNoiseEndpoints registers o.endpoints endpoints that no event of the
+// run matches (each on its own type), to measure what registered endpoints
+// cost fan-out.
+func withNoiseEndpoints(ctx context.Context, o options) error {
+	if o.endpoints == 0 {
+		return nil
+	}
+	return registerEndpoints(ctx, o, o.endpoints, "https://example.com/hook", func(i int) string { return fmt.Sprintf("bench.noise.t%d", i) })
 }
