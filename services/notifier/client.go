@@ -46,6 +46,8 @@ type outcome struct {
 	retryAfter time.Duration
 	// gone: the receiver answered 410, never try again.
 	gone bool
+	// slowDown: the attempt timed out or the receiver answered 429.
+	slowDown bool
 }
 
 func (o outcome) ok() bool { return o.attempt.StatusCode >= 200 && o.attempt.StatusCode <= 299 }
@@ -95,6 +97,7 @@ func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destinat
 	resp, err := n.client.Do(req)
 	if err != nil {
 		out.attempt.Error = describe(err)
+		out.slowDown = strings.HasPrefix(out.attempt.Error, "timeout")
 		return out
 	}
 	defer resp.Body.Close()
@@ -113,6 +116,7 @@ func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destinat
 		out.attempt.Error = "receiver answered 410 Gone: not retried"
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
 		out.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), start)
+		out.slowDown = resp.StatusCode == http.StatusTooManyRequests
 	}
 	return out
 }

@@ -28,6 +28,9 @@ type Config struct {
 	// AttemptTimeout bounds one HTTP attempt, connect to last byte. Default
 	// 15 s.
 	AttemptTimeout time.Duration
+	// SlowDownWait is the least wait after an attempt that timed out or got
+	// a 429, whatever the schedule says. Default 60 s.
+	SlowDownWait time.Duration
 	// MaxRetryAfter caps how far a receiver's Retry-After may push the next
 	// attempt. Default 1 h.
 	MaxRetryAfter time.Duration
@@ -61,6 +64,7 @@ const (
 	DefaultInProcessMax   = time.Second
 	DefaultAttemptTimeout = 15 * time.Second
 	DefaultMaxRetryAfter  = time.Hour
+	DefaultSlowDownWait   = 60 * time.Second
 	DefaultConcurrency    = 64
 	DefaultShutdownGrace  = 10 * time.Second
 	DefaultDisableAfter   = 5 * 24 * time.Hour
@@ -88,6 +92,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.SlowDownWait == 0 {
+		c.SlowDownWait = DefaultSlowDownWait
 	}
 	if c.MaxRetryAfter == 0 {
 		c.MaxRetryAfter = DefaultMaxRetryAfter

@@ -106,7 +106,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
 	}
 	var last outcome
-	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration) { return len(d.Attempts), last.retryAfter }}
+	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration, bool) { return len(d.Attempts), last.retryAfter, last.slowDown }}
 	switch {
 	case d.Replay:
 		policy.cfg = &Config{} // no schedule: one attempt

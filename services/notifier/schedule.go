@@ -22,9 +22,10 @@ func retryDelay(schedule []time.Duration, jitter float64, failed int) (time.Dura
 // through, and backoff.Stop once it is not.
 type inProcessBackOff struct {
 	cfg *Config
-	// last is the delivery's latest outcome: how many attempts failed and
-	// the receiver's Retry-After, if any.
-	last func() (failed int, retryAfter time.Duration)
+	// last is the delivery's latest outcome: how many attempts failed, the
+	// receiver's Retry-After, if any, and whether the receiver asked to slow
+	// down (it timed out or answered 429).
+	last func() (failed int, retryAfter time.Duration, slowDown bool)
 	// next is the wait that made it stop, for the durable tier.
 	next time.Duration
 }
@@ -32,13 +33,16 @@ type inProcessBackOff struct {
 var _ backoff.BackOff = (*inProcessBackOff)(nil)
 
 func (b *inProcessBackOff) NextBackOff() time.Duration {
-	failed, retryAfter := b.last()
+	failed, retryAfter, slowDown := b.last()
 	d, ok := retryDelay(b.cfg.Schedule, b.cfg.Jitter, failed)
 	if !ok {
 		return backoff.Stop
 	}
 	if retryAfter > d { // honour the receiver's wish, within bounds
 		d = min(retryAfter, max(b.cfg.MaxRetryAfter, d))
+	}
+	if slowDown { // a timeout or a 429: the next attempt waits at least SlowDownWait
+		d = max(d, b.cfg.SlowDownWait)
 	}
 	if d > b.cfg.InProcessMax {
 		b.next = d

@@ -74,7 +74,7 @@ func TestInProcessBackOff(t *testing.T) {
 			t.Parallel()
 			cfg := cfg
 			cfg.Jitter = 1e-9 // as good as none; zero means the default
-			b := &inProcessBackOff{cfg: &cfg, last: func() (int, time.Duration) { return tt.givenFailed, tt.givenRetryAfter }}
+			b := &inProcessBackOff{cfg: &cfg, last: func() (int, time.Duration, bool) { return tt.givenFailed, tt.givenRetryAfter, false }}
 			require.InDelta(t, tt.wantBackOff, b.NextBackOff(), float64(time.Millisecond))
 			require.InDelta(t, tt.wantNext, b.next, float64(time.Millisecond))
 		})
@@ -112,4 +112,19 @@ func TestFirstBytes(t *testing.T) {
 	require.Equal(t, "abc", firstBytes([]byte("abcdef"), 3))
 	require.Equal(t, "ab", firstBytes([]byte("ab"), 3))
 	require.Equal(t, "a\uFFFD", firstBytes([]byte("aé"), 2), "a cut rune is replaced, the log stays UTF-8")
+}
+
+// After a timeout or a 429 the next attempt waits at least SlowDownWait.
+func TestSlowDownWait(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Schedule: []time.Duration{time.Second}, Jitter: 1e-9, InProcessMax: time.Hour, SlowDownWait: time.Minute, MaxRetryAfter: time.Hour}
+	for _, slow := range []bool{false, true} {
+		b := &inProcessBackOff{cfg: &cfg, last: func() (int, time.Duration, bool) { return 1, 0, slow }}
+		d := b.NextBackOff()
+		if slow {
+			require.Equal(t, time.Minute, d)
+		} else {
+			require.InDelta(t, float64(time.Second), float64(d), float64(time.Millisecond))
+		}
+	}
 }
