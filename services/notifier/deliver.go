@@ -66,14 +66,14 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 
 // overLimitDelay is the wait of a delivery put back because its endpoint is
 // at its limit: the limiter's hint, doubled for every time this message was
-// put back already (at most 5 s), so that a long queue for a slow endpoint
+// put back already (at most 0.5 s), so that a long queue for a slow endpoint
 // does not spin.
 func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
 	d := hint
 	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
 		d = hint << min(meta.NumDelivered-1, 8)
 	}
-	return min(d, 5*time.Second)
+	return min(d, 500*time.Millisecond)
 }
 
 // settle is the one place that acknowledges delivery messages.
