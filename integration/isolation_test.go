@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
@@ -17,7 +18,8 @@ import (
 // holding consumer slots (MaxAckPending) or goroutines.
 func TestDeadEndpointDoesNotBlockHealthyOne(t *testing.T) {
 	t.Parallel()
-	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, time.Hour))
+	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, time.Hour),
+		withNotifier(func(c *notifier.Config) { c.BreakerFailures = 1 << 30 })) // retries, not the breaker, here
 	dead := newReceiver(t)
 	dead.setStatuses(repeat(http.StatusInternalServerError, 2000)...)
 	healthy := newReceiver(t)
@@ -47,6 +49,33 @@ func TestDeadEndpointDoesNotBlockHealthyOne(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, info.State.Msgs, uint64(2000), "the dead endpoint's retries were still pending meanwhile")
 	require.Len(t, dead.all(), 2000, "no retry is due yet")
+}
+
+// With the circuit breaker (the default), a dead endpoint gets a handful of
+// attempts, then nothing but probes, while its deliveries wait in JetStream
+// without spending attempts; a healthy endpoint keeps flowing.
+func TestCircuitBreakerSparesDeadEndpoint(t *testing.T) {
+	t.Parallel()
+	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, time.Hour))
+	dead := newReceiver(t)
+	dead.setStatuses(repeat(http.StatusInternalServerError, 1000)...)
+	healthy := newReceiver(t)
+	h.createEndpoint(keyAcme, dead.URL, "bulk.*")
+	h.createEndpoint(keyAcme, healthy.URL, "live.*")
+	js := h.natsClient()
+	ctx := context.Background()
+	for i := range 300 {
+		_, err := js.Publish(ctx, "hookstream.events.acme.bulk.item", fmt.Appendf(nil, `{"n":%d}`, i))
+		require.NoError(t, err)
+	}
+	dead.wait(t, 10, 30*time.Second)
+	for i := range 100 {
+		_, err := js.Publish(ctx, "hookstream.events.acme.live.item", fmt.Appendf(nil, `{"n":%d}`, i))
+		require.NoError(t, err)
+	}
+	healthy.wait(t, 100, 60*time.Second)
+	// At most the threshold plus the attempts already in flight when it opened.
+	require.Less(t, len(dead.all()), 10+notifier.DefaultEndpointConcurrency+1)
 }
 
 func repeat(status, n int) []int {

@@ -40,6 +40,10 @@ type Config struct {
 	// EndpointConcurrency is how many requests one process sends to one
 	// endpoint (or callback host) at once. Default 8.
 	EndpointConcurrency int
+	// BreakerFailures opens an endpoint's circuit after this many failed
+	// attempts in a row: for 30 s it gets nothing from this process, then
+	// one probe. Default 10.
+	BreakerFailures int
 	// DisableAfter disables an endpoint that has failed every delivery for
 	// this long. Default 5 days.
 	DisableAfter time.Duration
@@ -60,14 +64,15 @@ var DefaultSchedule = []time.Duration{
 
 // Defaults.
 const (
-	DefaultJitter         = 0.2
-	DefaultInProcessMax   = time.Second
-	DefaultAttemptTimeout = 15 * time.Second
-	DefaultMaxRetryAfter  = time.Hour
-	DefaultSlowDownWait   = 60 * time.Second
-	DefaultConcurrency    = 64
-	DefaultShutdownGrace  = 10 * time.Second
-	DefaultDisableAfter   = 5 * 24 * time.Hour
+	DefaultJitter          = 0.2
+	DefaultInProcessMax    = time.Second
+	DefaultAttemptTimeout  = 15 * time.Second
+	DefaultMaxRetryAfter   = time.Hour
+	DefaultSlowDownWait    = 60 * time.Second
+	DefaultConcurrency     = 64
+	DefaultShutdownGrace   = 10 * time.Second
+	DefaultDisableAfter    = 5 * 24 * time.Hour
+	DefaultBreakerFailures = 10
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
 	DefaultEndpointConcurrency = 8
 	// MaxResponseBytes is the most of a receiver's response that is read.
@@ -104,6 +109,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.EndpointConcurrency == 0 {
 		c.EndpointConcurrency = DefaultEndpointConcurrency
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = DefaultBreakerFailures
 	}
 	if c.DisableAfter == 0 {
 		c.DisableAfter = DefaultDisableAfter

@@ -121,6 +121,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt
 		}
 		metrics.WebhookResults.Inc(last.outcomeName())
+		n.limits.report(limitKey(d), last.ok())
 		d.Attempts = append(d.Attempts, last.attempt)
 		switch {
 		case last.ok():
@@ -129,6 +130,9 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 			return backoff.Permanent(errAttemptFailed)
 		}
 		logger.Debug("webhook attempt failed", "attempt", len(d.Attempts), "status_code", last.attempt.StatusCode, "error", last.attempt.Error)
+		if n.limits.circuitOpen(limitKey(d)) {
+			return backoff.Permanent(errAttemptFailed) // no more in-process tries; the schedule goes on
+		}
 		return errAttemptFailed
 	}, backoff.WithContext(policy, ctx))
 

@@ -15,12 +15,26 @@ import (
 // The limits are per process: with k notifier processes an endpoint sees up
 // to k times them.
 type limiter struct {
-	perEndpoint int
-	now         func() time.Time
+	perEndpoint     int
+	breakerFailures int
+	now             func() time.Time
 
-	mu      sync.Mutex
-	flight  map[string]int
-	buckets map[string]*bucket
+	mu       sync.Mutex
+	flight   map[string]int
+	buckets  map[string]*bucket
+	breakers map[string]*breaker
+}
+
+// Circuit breaker: after breakerFailures failed attempts in a row an
+// endpoint gets no requests from this process for breakerCooldown; then one
+// probe goes through, and its outcome closes the circuit or opens it again.
+// Deliveries held back meanwhile wait in JetStream and lose no attempt.
+const breakerCooldown = 30 * time.Second
+
+type breaker struct {
+	failures  int
+	openUntil time.Time
+	probing   bool
 }
 
 type bucket struct {
@@ -28,8 +42,8 @@ type bucket struct {
 	at     time.Time
 }
 
-func newLimiter(perEndpoint int, now func() time.Time) *limiter {
-	return &limiter{perEndpoint: perEndpoint, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}}
+func newLimiter(perEndpoint, breakerFailures int, now func() time.Time) *limiter {
+	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}}
 }
 
 // limitKey names what a delivery is limited by: its endpoint, or the host of
@@ -50,6 +64,16 @@ func limitKey(d *contract.Delivery) string {
 func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if b := l.breakers[key]; b != nil && b.failures >= l.breakerFailures {
+		now := l.now()
+		switch {
+		case now.Before(b.openUntil):
+			return false, b.openUntil.Sub(now)
+		case b.probing:
+			return false, time.Second // one probe at a time
+		}
+		b.probing = true // half-open: this request is the probe
+	}
 	if l.flight[key] >= l.perEndpoint {
 		return false, 25 * time.Millisecond
 	}
@@ -69,6 +93,34 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 	}
 	l.flight[key]++
 	return true, 0
+}
+
+// report feeds an attempt's outcome to the endpoint's circuit breaker.
+func (l *limiter) report(key string, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.breakers[key]
+	if ok {
+		delete(l.breakers, key) // closed
+		return
+	}
+	if b == nil {
+		b = &breaker{}
+		l.breakers[key] = b
+	}
+	b.failures++
+	b.probing = false
+	if b.failures >= l.breakerFailures {
+		b.openUntil = l.now().Add(breakerCooldown)
+	}
+}
+
+// circuitOpen reports whether the endpoint's circuit is open now.
+func (l *limiter) circuitOpen(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.breakers[key]
+	return b != nil && b.failures >= l.breakerFailures && l.now().Before(b.openUntil)
 }
 
 func (l *limiter) release(key string) {

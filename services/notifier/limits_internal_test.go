@@ -9,7 +9,7 @@ import (
 
 func TestLimiterConcurrency(t *testing.T) {
 	t.Parallel()
-	l := newLimiter(2, time.Now)
+	l := newLimiter(2, 10, time.Now)
 	ok1, _ := l.acquire("a", 0)
 	ok2, _ := l.acquire("a", 0)
 	ok3, wait := l.acquire("a", 0)
@@ -26,7 +26,7 @@ func TestLimiterConcurrency(t *testing.T) {
 func TestLimiterRate(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(0, 0)
-	l := newLimiter(100, func() time.Time { return now })
+	l := newLimiter(100, breakerFailures, func() time.Time { return now })
 	for range 5 {
 		ok, _ := l.acquire("a", 5)
 		require.True(t, ok)
@@ -38,4 +38,45 @@ func TestLimiterRate(t *testing.T) {
 	now = now.Add(200 * time.Millisecond)
 	ok, _ = l.acquire("a", 5)
 	require.True(t, ok, "one token refilled after 1/5 s")
+}
+
+const breakerFailures = 10
+
+func TestCircuitBreaker(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(0, 0)
+	l := newLimiter(100, breakerFailures, func() time.Time { return now })
+	for range breakerFailures - 1 {
+		l.report("a", false)
+	}
+	ok, _ := l.acquire("a", 0)
+	require.True(t, ok, "still closed below the threshold")
+	l.release("a")
+	l.report("a", false)
+	ok, wait := l.acquire("a", 0)
+	require.False(t, ok, "open after enough failures in a row")
+	require.Equal(t, breakerCooldown, wait)
+	okOther, _ := l.acquire("b", 0)
+	require.True(t, okOther, "other endpoints are not affected")
+
+	now = now.Add(breakerCooldown)
+	probe, _ := l.acquire("a", 0)
+	require.True(t, probe, "half-open: one probe")
+	second, _ := l.acquire("a", 0)
+	require.False(t, second, "only one probe at a time")
+	l.release("a")
+	l.report("a", false)
+	ok, _ = l.acquire("a", 0)
+	require.False(t, ok, "a failed probe opens it again")
+
+	now = now.Add(breakerCooldown)
+	probe, _ = l.acquire("a", 0)
+	require.True(t, probe)
+	l.release("a")
+	l.report("a", true)
+	for range 5 {
+		ok, _ = l.acquire("a", 0)
+		require.True(t, ok, "a successful probe closes it")
+		l.release("a")
+	}
 }

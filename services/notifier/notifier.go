@@ -68,7 +68,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, err
 	}
 	n := &Notifier{
-		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.Now),
+		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.BreakerFailures, cfg.Now),
 		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout)),
 		logger: logger.With("service", "notifier"),
 	}
