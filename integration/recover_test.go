@@ -42,9 +42,11 @@ func TestRecoverAfterOutage(t *testing.T) {
 		require.EqualValues(t, 500, attempts[1].(map[string]any)["status_code"])
 	}
 
-	code, _, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"`+since.Format(time.RFC3339Nano)+`"}`)
+	code, hdr, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"`+since.Format(time.RFC3339Nano)+`"}`)
 	require.Equal(t, http.StatusAccepted, code, out)
-	require.EqualValues(t, 3, out["recovered"])
+	require.Equal(t, "/v1/tasks/"+out["id"].(string), hdr.Get("Location"))
+	task := h.waitTask(keyAcme, out["id"].(string))
+	require.EqualValues(t, 3, task["resent"])
 	got := down.wait(t, 9, 30*time.Second)
 	ids := map[string]int{}
 	for _, r := range got {
@@ -70,6 +72,42 @@ func TestRecoverAfterOutage(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 	time.Sleep(500 * time.Millisecond)
 	require.Len(t, healthy.all(), 3, "the healthy endpoint never noticed")
+}
+
+// waitTask polls a task until it is done.
+func (h *harness) waitTask(key, id string) map[string]any {
+	h.t.Helper()
+	var task map[string]any
+	require.Eventually(h.t, func() bool {
+		code, _, out := h.call(http.MethodGet, "/v1/tasks/"+id, key, "")
+		task = out
+		return code == http.StatusOK && out["status"] == "done"
+	}, 30*time.Second, 50*time.Millisecond, "task %s not done", id)
+	return task
+}
+
+// A restart right after a recover was accepted still finishes it: the task
+// is a message in JetStream.
+func TestRecoverSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Nanosecond, time.Second))
+	down := newReceiver(t, 500, 500)
+	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
+	code, _, _ := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
+	require.Equal(t, http.StatusAccepted, code)
+	down.wait(t, 2, 30*time.Second)
+	require.Eventually(t, func() bool {
+		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		return len(out["data"].([]any)) == 1
+	}, 30*time.Second, 50*time.Millisecond)
+	code, _, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"2020-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, code, out)
+	h.restart()
+	h.waitTask(keyAcme, out["id"].(string))
+	got := down.wait(t, 3, 30*time.Second)
+	require.Equal(t, got[0].id(), got[2].id())
+	code, _, _ = h.call(http.MethodGet, "/v1/tasks/"+out["id"].(string), keyOther, "")
+	require.Equal(t, http.StatusNotFound, code)
 }
 
 // 410 Gone disables the endpoint at once, with the reason, and says so with

@@ -3,16 +3,12 @@ package intake
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"slices"
-	"strings"
 
 	"github.com/gin-gonic/gin"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/deliverylog"
 )
 
 // deliveryView is a delivery record as the API shows it: without the body
@@ -53,33 +49,7 @@ func (s *Service) readDeliveries(ctx context.Context, filter string) ([]delivery
 	return out, nil
 }
 
-// readRecords reads the delivery records whose key matches filter and that
-// keep passes (all when nil), oldest first.
-//
-// Bodies (up to the size of an event each) are kept only withBodies.
+// readRecords reads delivery records of this service's log bucket.
 func (s *Service) readRecords(ctx context.Context, filter string, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
-	out := []contract.DeliveryRecord{}
-	err := bus.ReadAll(ctx, s.deliveryLog, filter, func(entry jetstream.KeyValueEntry) error {
-		var rec contract.DeliveryRecord
-		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-			return fmt.Errorf("decode delivery %s: %w", entry.Key(), err)
-		}
-		if keep == nil || keep(&rec) {
-			if !withBodies {
-				rec.Body = nil
-			}
-			out = append(out, rec)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(out, func(a, b contract.DeliveryRecord) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return out, nil
+	return deliverylog.Read(ctx, s.deliveryLog, filter, keep, withBodies)
 }

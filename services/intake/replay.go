@@ -2,6 +2,8 @@ package intake
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -9,9 +11,11 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/deliverylog"
 )
 
 // Delivery log paging.
@@ -112,9 +116,10 @@ type recoverRequest struct {
 	Until *time.Time `json:"until"`
 }
 
-// recoverEndpoint answers POST /v1/endpoints/{id}/recover: every failed
-// delivery to the endpoint created in [since, until) is sent once more, with
-// its own webhook-id.
+// recoverEndpoint answers POST /v1/endpoints/{id}/recover with 202 and a
+// task to poll at /v1/tasks/{id}: the notifier sends every failed delivery
+// to the endpoint created in [since, until) once more, with its own
+// webhook-id. The task is a message in JetStream, so a restart finishes it.
 func (s *Service) recoverEndpoint(c *gin.Context) {
 	var req recoverRequest
 	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
@@ -135,36 +140,46 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		s.respondError(c, conflict("the endpoint is disabled: enable it (PATCH {\"enabled\":true}) before recovering"))
 		return
 	}
-	recs, err := s.readRecords(c.Request.Context(), tenant+".>", func(r *contract.DeliveryRecord) bool {
-		return r.EndpointID == id && r.Status == contract.DeliveryFailed && !r.CreatedAt.Before(req.Since) &&
-			(req.Until == nil || r.CreatedAt.Before(*req.Until))
-	}, true)
+	now := s.now().UTC()
+	task := contract.Task{
+		ID: newID("task_"), Kind: "recover", EndpointID: id, Since: req.Since, Until: req.Until,
+		Status: contract.TaskQueued, CreatedAt: now, UpdatedAt: now,
+	}
+	ctx, cancel := s.publishContext(c)
+	defer cancel()
+	data, _ := json.Marshal(task)
+	if _, err := s.tenants.Create(ctx, contract.TaskKey(tenant, task.ID), data); err != nil {
+		s.respondError(c, fmt.Errorf("store task: %w", err))
+		return
+	}
+	if err := bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Header("Location", "/v1/tasks/"+task.ID)
+	c.JSON(http.StatusAccepted, task)
+}
+
+// getTask answers GET /v1/tasks/{id}.
+func (s *Service) getTask(c *gin.Context) {
+	id := c.Param("id")
+	if !contract.ValidTenant(id) {
+		s.respondError(c, notFound("task"))
+		return
+	}
+	entry, err := s.tenants.Get(c.Request.Context(), contract.TaskKey(tenantOf(c), id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.respondError(c, notFound("task"))
+		return
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.PublishTimeout+time.Duration(len(recs))*10*time.Millisecond)
-	defer cancel()
-	for i, rec := range recs {
-		if err := s.replay(ctx, tenant, rec); err != nil {
-			s.logger.Warn("recover endpoint", "endpoint_id", id, "resent", i, "of", len(recs), "error", err)
-			s.respondError(c, err)
-			return
-		}
-	}
-	c.JSON(http.StatusAccepted, gin.H{"endpoint_id": id, "recovered": len(recs)})
+	c.Data(http.StatusOK, "application/json; charset=utf-8", entry.Value())
 }
 
 // replay publishes a logged delivery again for one attempt, same id.
 func (s *Service) replay(ctx context.Context, tenant string, rec contract.DeliveryRecord) error {
-	d := contract.Delivery{
-		ID: rec.ID, Tenant: tenant, EventID: rec.EventID, EventType: rec.EventType, JobID: rec.JobID,
-		EndpointID: rec.EndpointID, Body: rec.Body, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts, Replay: true,
-	}
-	target := rec.EndpointID
-	if target == "" {
-		d.URL, target = rec.URL, "cb"
-	}
-	msgID := rec.ID + ".replay." + strconv.FormatInt(s.now().UnixNano(), 10)
-	return bus.PublishJSON(ctx, s.js, contract.DeliverySubject(tenant, target), msgID, d)
+	return deliverylog.Replay(ctx, s.js, tenant, rec, rec.ID+".replay."+strconv.FormatInt(s.now().UnixNano(), 10))
 }

@@ -132,6 +132,7 @@ func (s *Service) routes() http.Handler {
 	v1.POST("/endpoints/:id/recover", s.recoverEndpoint)
 	v1.GET("/deliveries", s.listTenantDeliveries)
 	v1.POST("/deliveries/:id/retry", s.retryDelivery)
+	v1.GET("/tasks/:id", s.getTask)
 
 	admin := r.Group("/v1/admin", s.authenticateAdmin)
 	admin.POST("/tenants", s.createTenant)

@@ -37,6 +37,7 @@ type Notifier struct {
 	seenCount   atomic.Int64
 	fanoutCons  jetstream.Consumer
 	deliverCons jetstream.Consumer
+	tasksCons   jetstream.Consumer
 	client      *http.Client
 	logger      *slog.Logger
 }
@@ -108,7 +109,8 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", DeliverConsumer, err)
 	}
-	return nil
+	n.tasksCons, err = n.createTasksConsumer(ctx)
+	return err
 }
 
 // Run fans out and delivers until ctx ends, then drains both consumers.
@@ -126,9 +128,10 @@ func (n *Notifier) Run(ctx context.Context) error {
 		return nil
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	errs := make([]error, 3)
 	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
 	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
+	wg.Go(func() { errs[2] = n.runTasks(ctx, n.tasksCons) })
 	wg.Wait()
 	return errors.Join(errs...)
 }

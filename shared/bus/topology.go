@@ -82,9 +82,11 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	deliveries.AllowMsgSchedules = true
 	deliveries.Discard = jetstream.DiscardOld
 	deliveries.MaxBytes = -1
+	tasks := work(contract.StreamTasks, "hookstream background tasks (endpoint recoveries)", contract.SubjectTasks+".>")
+	tasks.MaxBytes = 64 << 20
 	dead := work(contract.StreamDeadLetters, "hookstream messages that could not be processed, with the reason", contract.SubjectDeadLetters+".>")
 	dead.Retention, dead.Discard, dead.MaxBytes = jetstream.LimitsPolicy, jetstream.DiscardOld, 256<<20
-	return []jetstream.StreamConfig{jobs, events, deliveries, dead}
+	return []jetstream.StreamConfig{jobs, events, deliveries, tasks, dead}
 }
 
 // BucketConfigs returns the configuration of every hookstream bucket.

@@ -163,6 +163,34 @@ type Attempt struct {
 	Response string `json:"response,omitempty"`
 }
 
+// Task states.
+const (
+	TaskQueued  = "queued"
+	TaskRunning = "running"
+	TaskDone    = "done"
+)
+
+// Task is a background task (kind "recover": re-send an endpoint's failed
+// deliveries of a window). It is both the message on
+// hookstream.tasks.<tenant>.<kind> and, with its progress, the record at
+// "<tenant>.tasks.<id>" in BucketTenants that GET /v1/tasks/{id} returns.
+type Task struct {
+	ID         string     `json:"id"`
+	Kind       string     `json:"kind"`
+	EndpointID string     `json:"endpoint_id"`
+	Since      time.Time  `json:"since"`
+	Until      *time.Time `json:"until,omitempty"`
+	Status     string     `json:"status"`
+	// Resent counts the deliveries sent again so far.
+	Resent    int       `json:"resent"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// TaskKey is a task's key in BucketTenants.
+func TaskKey(tenant, id string) string { return tenant + ".tasks." + id }
+
 // WebhookBody is the JSON body of every webhook hookstream sends.
 type WebhookBody struct {
 	Type      string          `json:"type"`

@@ -30,6 +30,10 @@ const (
 	BucketEndpoints = "HOOKSTREAM_ENDPOINTS"
 	// BucketAPIKeys maps an API key id to its tenant and key hash.
 	BucketAPIKeys = "HOOKSTREAM_API_KEYS"
+	// StreamTasks holds background tasks (endpoint recoveries) until the
+	// notifier has finished them (work-queue retention). Subjects:
+	// SubjectTasks.
+	StreamTasks = "HOOKSTREAM_TASKS"
 	// StreamDeadLetters keeps messages that could never be processed
 	// (malformed events), with the reason, for the operator to inspect.
 	StreamDeadLetters = "HOOKSTREAM_DEAD_LETTERS"
@@ -54,6 +58,9 @@ const (
 	// hookstream.retries.<delivery id>. A message here is a NATS message
 	// schedule that republishes the delivery on SubjectDeliveries when due.
 	SubjectRetries = "hookstream.retries"
+	// SubjectTasks is the root of background tasks:
+	// hookstream.tasks.<tenant>.<kind>, e.g. hookstream.tasks.acme.recover.
+	SubjectTasks = "hookstream.tasks"
 	// SubjectDeadLetters is the root of dead letters:
 	// hookstream.dead.<kind>, e.g. hookstream.dead.events.
 	SubjectDeadLetters = "hookstream.dead"
@@ -101,6 +108,11 @@ func splitTenantSubject(root, subject string) (string, string, error) {
 		return "", "", fmt.Errorf("subject %q is not %s.<tenant>.<type>", subject, root)
 	}
 	return tenant, typ, nil
+}
+
+// ParseTaskSubject splits hookstream.tasks.<tenant>.<kind>.
+func ParseTaskSubject(subject string) (tenant, kind string, err error) {
+	return splitTenantSubject(SubjectTasks, subject)
 }
 
 // ValidTenant reports whether s can be a tenant id: 1 to 64 characters of

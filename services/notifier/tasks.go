@@ -1,0 +1,88 @@
+package notifier
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/deliverylog"
+)
+
+// TasksConsumer is the durable consumer of background tasks.
+const TasksConsumer = "hookstream-tasks"
+
+func (n *Notifier) createTasksConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamTasks, jetstream.ConsumerConfig{
+		Durable:       TasksConsumer,
+		Description:   "hookstream background tasks",
+		FilterSubject: contract.SubjectTasks + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", TasksConsumer, err)
+	}
+	return cons, nil
+}
+
+func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error {
+	return bus.Workers(ctx, cons, 2, n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
+		defer bus.KeepAlive(msg, 10*time.Second)()
+		var task contract.Task
+		tenant, _, err := contract.ParseTaskSubject(msg.Subject())
+		if err == nil {
+			err = json.Unmarshal(msg.Data(), &task)
+		}
+		if err != nil || task.Kind != "recover" || task.ID == "" {
+			n.logger.Error("dropping malformed task", "subject", msg.Subject(), "error", err)
+			_ = msg.Term()
+			return
+		}
+		logger := n.logger.With("task_id", task.ID, "tenant_id", tenant)
+		if err := n.recover(ctx, logger, tenant, task); err != nil {
+			logger.Warn("recover task", "error", err)
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		_ = msg.Ack()
+	})
+}
+
+// recover sends every failed delivery of the task's endpoint and window
+// once more. Run again after a crash it sends what is still failed; a
+// re-send within JetStream's duplicate window is de-duplicated.
+func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant string, task contract.Task) error {
+	n.saveTask(ctx, logger, tenant, task, contract.TaskRunning)
+	recs, err := deliverylog.Read(ctx, n.log, tenant+".>", func(r *contract.DeliveryRecord) bool {
+		return r.EndpointID == task.EndpointID && r.Status == contract.DeliveryFailed && !r.CreatedAt.Before(task.Since) &&
+			(task.Until == nil || r.CreatedAt.Before(*task.Until))
+	}, true)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if err := deliverylog.Replay(ctx, n.js, tenant, rec, rec.ID+".recover."+task.ID); err != nil {
+			return err
+		}
+		task.Resent++
+	}
+	logger.Info("endpoint recovered", "endpoint_id", task.EndpointID, "resent", task.Resent)
+	n.saveTask(ctx, logger, tenant, task, contract.TaskDone)
+	return nil
+}
+
+// saveTask records a task's progress, best effort.
+func (n *Notifier) saveTask(ctx context.Context, logger *slog.Logger, tenant string, task contract.Task, status string) {
+	task.Status, task.UpdatedAt = status, n.cfg.Now().UTC()
+	data, _ := json.Marshal(task)
+	if _, err := n.tenants.Put(ctx, contract.TaskKey(tenant, task.ID), data); err != nil {
+		logger.Warn("record task progress", "error", err)
+	}
+}
