@@ -20,33 +20,34 @@ import (
 // place where the environment and the command line map onto the services'
 // configs. A flag wins over its variable, which wins over the default.
 type settings struct {
-	HTTPAddr        string
-	DataDir         string
-	NATSURL         string
-	NATSListen      string
-	Replicas        int
-	JetStreamSync   string
-	APIKeys         string
-	SecretKey       string
-	AdminToken      string
-	AllowedNetworks string
-	JobWorkers      string
-	ExternalTypes   string
-	JobMaxAttempts  int
-	JobConcurrency  int
-	NotifyConc      int
-	EndpointConc    int
-	DisableAfter    time.Duration
-	MaxInflight     int
-	TenantRate      int
-	MaxBodyBytes    int64
-	MaxJSONDepth    int
-	RetrySchedule   string
-	AttemptTimeout  time.Duration
-	StreamMaxBytes  int64
-	JobRetention    time.Duration
-	LogLevel        string
-	LogFormat       string
+	HTTPAddr          string
+	DataDir           string
+	NATSURL           string
+	NATSListen        string
+	Replicas          int
+	JetStreamSync     string
+	APIKeys           string
+	SecretKey         string
+	AdminToken        string
+	AllowedNetworks   string
+	JobWorkers        string
+	ExternalTypes     string
+	JobMaxAttempts    int
+	JobConcurrency    int
+	NotifyConc        int
+	EndpointConc      int
+	DisableAfter      time.Duration
+	MaxInflight       int
+	TenantRate        int
+	MaxBodyBytes      int64
+	MaxJSONDepth      int
+	RetrySchedule     string
+	AttemptTimeout    time.Duration
+	StreamMaxBytes    int64
+	JobRetention      time.Duration
+	DeliveryRetention time.Duration
+	LogLevel          string
+	LogFormat         string
 }
 
 // setting describes one variable for the flag set and the README table.
@@ -82,6 +83,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_ATTEMPT_TIMEOUT", "attempt-timeout", "15s", "timeout of one webhook attempt", &s.AttemptTimeout},
 		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
+		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
 	}
@@ -158,6 +160,8 @@ func (s *settings) validate() error {
 		return errors.New("HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout): must be at least 1s")
 	case s.StreamMaxBytes < 1<<20:
 		return errors.New("HOOKSTREAM_STREAM_MAX_BYTES (--stream-max-bytes): must be at least 1048576")
+	case s.DeliveryRetention < 24*time.Hour:
+		return errors.New("HOOKSTREAM_DELIVERY_RETENTION (--delivery-retention): must be at least 24h")
 	case s.JobRetention < 24*time.Hour:
 		return errors.New("HOOKSTREAM_JOB_RETENTION (--job-retention): must be at least 24h (Idempotency-Keys are kept that long)")
 	case s.MaxBodyBytes < 1024:
@@ -262,8 +266,12 @@ func (s *settings) schedule() ([]time.Duration, error) {
 		}
 		// A pending retry is a message in the deliveries stream: it must not
 		// age out (8 days) before it fires, jitter included.
-		if float64(d)*1.2 >= float64(bus.DefaultDeliveryRetention) {
-			return nil, fmt.Errorf("HOOKSTREAM_RETRY_SCHEDULE (--retry-schedule): %s with +20 %% jitter reaches the 8-day delivery retention", part)
+		retention := s.DeliveryRetention
+		if retention == 0 {
+			retention = bus.DefaultDeliveryRetention
+		}
+		if float64(d)*1.2 >= float64(retention) {
+			return nil, fmt.Errorf("HOOKSTREAM_RETRY_SCHEDULE (--retry-schedule): %s with +20 %% jitter reaches the delivery retention (HOOKSTREAM_DELIVERY_RETENTION)", part)
 		}
 		out = append(out, d)
 	}

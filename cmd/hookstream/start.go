@@ -50,7 +50,7 @@ func buildConfigs(s *settings) (configs, error) {
 	}
 	jobTypes := append(processorTypes(handlers), splitList(s.ExternalTypes)...)
 	return configs{
-		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention},
+		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention, DeliveryRetention: s.DeliveryRetention},
 		intake: intake.Config{
 			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, TenantRate: s.TenantRate, JobTypes: jobTypes, Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
