@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -131,4 +132,14 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	require.Contains(t, ep["disabled_reason"], "410")
 	code, _, _ = h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"2020-01-01T00:00:00Z"}`)
 	require.Equal(t, http.StatusConflict, code, "recover asks to enable first")
+
+	// Re-enabling offers the recovery of what failed meanwhile.
+	code, _, ep = h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"enabled":true}`)
+	require.Equal(t, http.StatusOK, code)
+	offer := ep["recover"].(map[string]any)
+	require.Equal(t, "/v1/endpoints/"+id+"/recover", offer["href"])
+	body, _ := json.Marshal(offer["body"])
+	code, _, task := h.call(http.MethodPost, offer["href"].(string), keyAcme, string(body))
+	require.Equal(t, http.StatusAccepted, code, task)
+	require.EqualValues(t, 1, h.waitTask(keyAcme, task["id"].(string))["resent"])
 }

@@ -36,9 +36,11 @@ type endpointView struct {
 	AttemptTimeout string            `json:"attempt_timeout,omitempty"`
 	RetrySchedule  []string          `json:"retry_schedule,omitempty"`
 	FailingSince   *time.Time        `json:"failing_since,omitempty"`
-	CreatedAt      time.Time         `json:"created_at"`
-	UpdatedAt      time.Time         `json:"updated_at"`
-	Secret         string            `json:"secret,omitempty"`
+	// Recover is set when a PATCH re-enables a disabled endpoint.
+	Recover   *recoverOffer `json:"recover,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	Secret    string        `json:"secret,omitempty"`
 }
 
 func viewOf(ep endpoints.Endpoint) endpointView {
@@ -240,9 +242,17 @@ func (s *Service) patchEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	var reenabled *time.Time // when a disabled endpoint is enabled: since when it was off
 	ep, err := s.endpoints.Update(c.Request.Context(), tenantOf(c), c.Param("id"), func(ep *endpoints.Endpoint) error {
+		wasOff, offSince := !ep.Enabled, ep.CreatedAt // disabled by a 410 or by hand: everything still failed
+		if ep.FailingSince != nil {
+			offSince = *ep.FailingSince
+		}
 		if err := s.applyPatch(ep, p); err != nil {
 			return err
+		}
+		if wasOff && ep.Enabled {
+			reenabled = &offSince
 		}
 		ep.UpdatedAt = s.now().UTC()
 		return nil
@@ -251,7 +261,20 @@ func (s *Service) patchEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, viewOf(ep))
+	view := viewOf(ep)
+	if reenabled != nil {
+		// Offer what was missed meanwhile: POST this to re-send it.
+		view.Recover = &recoverOffer{Method: http.MethodPost, Href: "/v1/endpoints/" + ep.ID + "/recover", Body: recoverRequest{Since: *reenabled}}
+	}
+	c.JSON(http.StatusOK, view)
+}
+
+// recoverOffer is how a re-enabled endpoint's failed deliveries can be sent
+// again.
+type recoverOffer struct {
+	Method string         `json:"method"`
+	Href   string         `json:"href"`
+	Body   recoverRequest `json:"body"`
 }
 
 func (s *Service) deleteEndpoint(c *gin.Context) {
