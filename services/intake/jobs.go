@@ -169,6 +169,11 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 	replayed := errors.Is(err, jobstore.ErrExists)
 	if replayed {
 		existing, _, err := s.jobs.Get(ctx, rec.ID)
+		if errors.Is(err, jobstore.ErrNotFound) {
+			// The write said the record exists, the read did not see it yet
+			// (a replica behind its leader in a cluster): unclear, retry.
+			return contract.JobRecord{}, false, unavailable(s.cfg.RetryAfter)
+		}
 		if err != nil {
 			return contract.JobRecord{}, false, err
 		}
