@@ -80,4 +80,7 @@ func TestSettingsDefaultsAreValid(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, c.intake.JobTypes, "echo")
 	require.Len(t, c.notifier.Schedule, 9)
+	always, _, err := s.sync()
+	require.NoError(t, err)
+	require.True(t, always, "the embedded default syncs every write")
 }

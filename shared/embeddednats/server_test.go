@@ -1,0 +1,41 @@
+package embeddednats_test
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/embeddednats"
+)
+
+// The server really runs with the sync policy it was given: "always" is
+// hookstream's default and what makes a 202 survive a power loss.
+func TestSyncPolicyIsApplied(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		givenAlways  bool
+		givenEvery   time.Duration
+		wantAlways   bool
+		wantInterval time.Duration
+	}{
+		{name: "always", givenAlways: true, wantAlways: true},
+		{name: "interval", givenEvery: 2 * time.Minute, wantInterval: 2 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ns, err := embeddednats.Start(embeddednats.Config{StoreDir: t.TempDir(), SyncAlways: tt.givenAlways, SyncInterval: tt.givenEvery}, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			t.Cleanup(ns.Shutdown)
+			cfg := ns.JetStreamConfig()
+			require.Equal(t, tt.wantAlways, cfg.SyncAlways)
+			if !tt.wantAlways {
+				require.Equal(t, tt.wantInterval, cfg.SyncInterval)
+			}
+			require.NotZero(t, ns.JetStreamConfig().StoreDir)
+		})
+	}
+}
