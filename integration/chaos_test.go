@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,166 +11,34 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/hookstream/hookstream/shared/webhook"
+	"github.com/hookstream/hookstream/shared/ledger"
 )
 
-// ledger records every accepted job and every webhook, and tells what was
-// lost, duplicated or unexpected.
-type ledger struct {
-	mu         sync.Mutex
-	secret     string
-	accepted   map[string]string // Idempotency-Key → job id
-	splitKeys  int               // a key answered with two job ids
-	webhooks   map[string]int    // job id → webhooks received
-	seenIDs    map[string]bool   // webhook-id
-	duplicates int
-	badSigs    int
-	statuses   map[int]int
-}
-
-func newLedger() *ledger {
-	return &ledger{accepted: map[string]string{}, webhooks: map[string]int{}, seenIDs: map[string]bool{}, statuses: map[int]int{}}
-}
-
-func (l *ledger) accept(key, id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if prev, ok := l.accepted[key]; ok && prev != id {
-		l.splitKeys++
-	}
-	l.accepted[key] = id
-}
-
-// ServeHTTP is the receiver: verify, then count.
-func (l *ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := webhook.Verify(l.secret, r.Header, body, time.Now(), webhook.DefaultTolerance); err != nil {
-		l.badSigs++
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	var hook struct {
-		Data struct {
-			ID string `json:"id"`
-		} `json:"data"`
-	}
-	_ = json.Unmarshal(body, &hook)
-	if l.seenIDs[r.Header.Get("webhook-id")] {
-		l.duplicates++
-	} else {
-		l.seenIDs[r.Header.Get("webhook-id")] = true
-		l.webhooks[hook.Data.ID]++
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// result is the ledger's verdict.
-type result struct {
-	accepted, delivered, lost, unexpected, duplicates, badSigs, splitKeys int
-	statuses                                                              map[int]int
-}
-
-func (l *ledger) result() result {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	r := result{accepted: len(l.accepted), duplicates: l.duplicates, badSigs: l.badSigs, splitKeys: l.splitKeys, statuses: map[int]int{}}
-	ids := map[string]bool{}
-	for _, id := range l.accepted {
-		ids[id] = true
-		if l.webhooks[id] > 0 {
-			r.delivered++
-		} else {
-			r.lost++
-		}
-	}
-	for id := range l.webhooks {
-		if !ids[id] {
-			r.unexpected++
-		}
-	}
-	for k, v := range l.statuses {
-		r.statuses[k] = v
-	}
-	return r
-}
-
-// check waits (bounded) for every accepted job's webhook, then asserts the
-// promise: nothing lost, nothing unexpected, every signature good, no key
-// that made two jobs.
-func (l *ledger) check(t *testing.T, minAccepted int) {
+// checkLedger waits (bounded) for every accepted job's webhook, then
+// asserts the promise: nothing lost, nothing unexpected, every signature
+// good, no key that made two jobs.
+func checkLedger(t *testing.T, l *ledger.Ledger, minAccepted int) {
 	t.Helper()
-	deadline := time.Now().Add(150 * time.Second) // unsettled messages return after their ack wait
-	for time.Now().Before(deadline) && l.result().lost > 0 {
-		time.Sleep(500 * time.Millisecond)
-	}
-	r := l.result()
-	t.Logf("ledger: accepted %d, delivered %d, lost %d, unexpected %d, duplicates %d, bad signatures %d, split keys %d, answers %v",
-		r.accepted, r.delivered, r.lost, r.unexpected, r.duplicates, r.badSigs, r.splitKeys, r.statuses)
-	require.GreaterOrEqual(t, r.accepted, minAccepted)
-	require.Zero(t, r.lost, "lost")
-	require.Zero(t, r.unexpected, "unexpected")
-	require.Zero(t, r.badSigs, "bad signatures")
-	require.Zero(t, r.splitKeys, "one key, two jobs")
+	r := l.Drain(150 * time.Second) // unsettled messages return after their ack wait
+	t.Logf("ledger: %s", r)
+	require.GreaterOrEqual(t, r.Accepted, minAccepted)
+	require.Zero(t, r.Lost, "lost")
+	require.Zero(t, r.Unexpected, "unexpected")
+	require.Zero(t, r.BadSignatures, "bad signatures")
+	require.Zero(t, r.SplitKeys, "one key, two jobs")
 }
 
-// load submits 50 echo jobs a second to intake at addr, each with its own
-// Idempotency-Key and retried with it until it has a clear answer (a 202;
-// 503 and 429 mean "try again"; anything else fails the test). It stops
-// when ctx ends; the returned wait blocks until every submission is done.
-func (l *ledger) load(ctx context.Context, t *testing.T, addr, callback string) (wait func()) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	var wg sync.WaitGroup
-	submit := func(key string) {
-		body := fmt.Appendf(nil, `{"type":"echo","payload":{"key":%q},"callback_url":%q}`, key, callback)
-		for range 600 {
-			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/jobs", bytes.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+keyAcme)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Idempotency-Key", key)
-			resp, err := client.Do(req)
-			if err == nil {
-				var out map[string]any
-				_ = json.NewDecoder(resp.Body).Decode(&out)
-				resp.Body.Close()
-				l.mu.Lock()
-				l.statuses[resp.StatusCode]++
-				l.mu.Unlock()
-				if resp.StatusCode == http.StatusAccepted {
-					l.accept(key, out["id"].(string))
-					return
-				}
-				if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
-					t.Errorf("key %s: unexpected answer %d %v", key, resp.StatusCode, out)
-					return
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("key %s never got a clear answer", key)
-	}
-	wg.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				key := fmt.Sprintf("chaos-%d", i)
-				wg.Go(func() { submit(key) })
-			}
-		}
-	})
-	return wg.Wait
+// startLoad runs ledger.Load at 50 jobs/s against intake at addr; the
+// returned wait fails the test on an unexpected answer.
+func startLoad(ctx context.Context, t *testing.T, l *ledger.Ledger, addr, callback string) func() {
+	wait := l.Load(ctx, "http://"+addr, keyAcme, callback, 50)
+	return func() { require.NoError(t, wait()) }
 }
 
 // proc is a real process of ours, started and killed by the test.
@@ -242,16 +109,11 @@ func tcpReady(addr string) func() bool {
 	}
 }
 
-func fetchSecret(t *testing.T, addr string) string {
+func newLedger(t *testing.T, addr string) *ledger.Ledger {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/signing-secret", nil)
-	req.Header.Set("Authorization", "Bearer "+keyAcme)
-	resp, err := http.DefaultClient.Do(req)
+	secret, err := ledger.SigningSecret("http://"+addr, keyAcme)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	var sec map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&sec))
-	return sec["secret"].(string)
+	return ledger.New(secret)
 }
 
 // baseEnv is the configuration every hookstream process of a test shares.
@@ -275,12 +137,11 @@ func TestKill9LosesNothing(t *testing.T) {
 	p.start()
 	t.Cleanup(p.kill9)
 
-	l := newLedger()
-	l.secret = fetchSecret(t, addr)
+	l := newLedger(t, addr)
 	rcv := httptest.NewServer(l)
 	t.Cleanup(rcv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := l.load(ctx, t, addr, rcv.URL)
+	wait := startLoad(ctx, t, l, addr, rcv.URL)
 	for i := range 5 {
 		time.Sleep(3 * time.Second)
 		p.kill9()
@@ -291,7 +152,7 @@ func TestKill9LosesNothing(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	cancel()
 	wait()
-	l.check(t, 500)
+	checkLedger(t, l, 500)
 }
 
 // TestSplitModeKill9LosesNothing runs nats-server, intake, processor and
@@ -328,12 +189,11 @@ func TestSplitModeKill9LosesNothing(t *testing.T) {
 		services[name] = p
 	}
 
-	l := newLedger()
-	l.secret = fetchSecret(t, httpAddr)
+	l := newLedger(t, httpAddr)
 	rcv := httptest.NewServer(l)
 	t.Cleanup(rcv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := l.load(ctx, t, httpAddr, rcv.URL)
+	wait := startLoad(ctx, t, l, httpAddr, rcv.URL)
 	for round := range 2 {
 		for _, name := range []string{"intake", "processor", "notifier"} {
 			time.Sleep(2 * time.Second)
@@ -353,7 +213,7 @@ func TestSplitModeKill9LosesNothing(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	cancel()
 	wait()
-	l.check(t, 300)
+	checkLedger(t, l, 300)
 }
 
 // submitOnce posts one job and returns the status.

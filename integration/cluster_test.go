@@ -86,12 +86,11 @@ cluster { name: hookstream, host: %s, port: %s, routes: [%s] }
 		t.Cleanup(p.kill9)
 	}
 
-	l := newLedger()
-	l.secret = fetchSecret(t, httpAddr)
+	l := newLedger(t, httpAddr)
 	rcv := httptest.NewServer(l)
 	t.Cleanup(rcv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := l.load(ctx, t, httpAddr, rcv.URL)
+	wait := startLoad(ctx, t, l, httpAddr, rcv.URL)
 
 	time.Sleep(4 * time.Second)
 	stream, err := js.Stream(context.Background(), contract.StreamJobs)
@@ -121,5 +120,5 @@ cluster { name: hookstream, host: %s, port: %s, routes: [%s] }
 	time.Sleep(4 * time.Second)
 	cancel()
 	wait()
-	l.check(t, 500)
+	checkLedger(t, l, 500)
 }

@@ -31,8 +31,7 @@ func TestOverloadShedsLoadAndLosesNothing(t *testing.T) {
 		env: append(baseEnv(addr), "HOOKSTREAM_DATA_DIR="+t.TempDir(), "HOOKSTREAM_MAX_INFLIGHT=32"), ready: httpReady(addr)}
 	p.start()
 	t.Cleanup(p.kill9)
-	l := newLedger()
-	l.secret = fetchSecret(t, addr)
+	l := newLedger(t, addr)
 	rcv := httptest.NewServer(l)
 	t.Cleanup(rcv.Close)
 
@@ -56,12 +55,10 @@ func TestOverloadShedsLoadAndLosesNothing(t *testing.T) {
 				var out map[string]any
 				_ = json.NewDecoder(resp.Body).Decode(&out)
 				resp.Body.Close()
-				l.mu.Lock()
-				l.statuses[resp.StatusCode]++
-				l.mu.Unlock()
+				l.Answered(resp.StatusCode)
 				switch resp.StatusCode {
 				case http.StatusAccepted:
-					l.accept(key, out["id"].(string))
+					l.Accept(key, out["id"].(string))
 				case http.StatusServiceUnavailable:
 					if resp.Header.Get("Retry-After") == "" {
 						retryAfterMissing.Do(func() { t.Error("503 without Retry-After") })
@@ -76,13 +73,11 @@ func TestOverloadShedsLoadAndLosesNothing(t *testing.T) {
 	wg.Wait()
 	peak := peakRSSMiB(t, p.cmd.Process.Pid)
 	t.Logf("peak RSS of the server: %.0f MiB", peak)
-	l.mu.Lock()
-	shed := l.statuses[http.StatusServiceUnavailable]
-	l.mu.Unlock()
+	shed := l.Result().Answers[http.StatusServiceUnavailable]
 	require.Positive(t, shed, "overload was shed with 503")
 	require.Less(t, peak, 1024.0, "memory stays bounded under overload")
 	require.True(t, httpReady(addr)(), "the server still answers")
-	l.check(t, 100)
+	checkLedger(t, l, 100)
 }
 
 // peakRSSMiB reads VmHWM of a process.

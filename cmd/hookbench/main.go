@@ -12,6 +12,7 @@
 //	hookbench gin       -conns 64 -duration 10s
 //	hookbench jetstream -publishers 16 -sync always [-async]
 //	hookbench suite     -hookstream ./bin/hookstream -out docs/benchmarks.md
+//	hookbench ledger    -url … -key … -rate 50 -duration 60s -drain 150s
 //
 // Latency percentiles come from an HDR-style histogram; in the open model
 // each request's latency counts from when it was due, so a stalled
@@ -34,7 +35,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|gin|jetstream|suite [flags]   (hookbench <cmd> -h for flags)")
+		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|gin|jetstream|ledger|suite [flags]   (hookbench <cmd> -h for flags)")
 		return 2
 	}
 	cmd, args := args[0], args[1:]
@@ -82,6 +83,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rep, err = ginBaseline(ctx, o)
 	case "jetstream":
 		rep, err = jetstreamBaseline(ctx, o)
+	case "ledger":
+		if err := ledgerCheck(ctx, o, stdout); err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 1
+		}
+		return 0
 	case "suite":
 		err = runSuite(ctx, o, suite, stdout)
 		if err != nil {

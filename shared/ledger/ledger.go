@@ -1,0 +1,215 @@
+// Package ledger checks hookstream's promise from the outside: it records
+// every job answered 202 (by Idempotency-Key) and every webhook received
+// (verified with the signing secret), and says what was lost, unexpected,
+// badly signed, split (one key, two jobs) or duplicated. The reliability
+// tests and `hookbench ledger` both use it.
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hookstream/hookstream/shared/webhook"
+)
+
+// Ledger is safe for concurrent use; as an http.Handler it is the webhook
+// receiver.
+type Ledger struct {
+	mu         sync.Mutex
+	secret     string
+	accepted   map[string]string // Idempotency-Key → job id
+	splitKeys  int
+	webhooks   map[string]int  // job id → webhooks received
+	seenIDs    map[string]bool // webhook-id
+	duplicates int
+	badSigs    int
+	statuses   map[int]int
+}
+
+// New returns a ledger whose receiver verifies with secret (whsec_…).
+func New(secret string) *Ledger {
+	return &Ledger{secret: secret, accepted: map[string]string{}, webhooks: map[string]int{}, seenIDs: map[string]bool{}, statuses: map[int]int{}}
+}
+
+// Accept records a 202: key answered with job id.
+func (l *Ledger) Accept(key, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if prev, ok := l.accepted[key]; ok && prev != id {
+		l.splitKeys++
+	}
+	l.accepted[key] = id
+}
+
+// Answered counts an HTTP answer of the intake by status.
+func (l *Ledger) Answered(status int) {
+	l.mu.Lock()
+	l.statuses[status]++
+	l.mu.Unlock()
+}
+
+// ServeHTTP receives a webhook: verify it, then count it.
+func (l *Ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := webhook.Verify(l.secret, r.Header, body, time.Now(), webhook.DefaultTolerance); err != nil {
+		l.badSigs++
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var hook struct {
+		Data struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(body, &hook)
+	if l.seenIDs[r.Header.Get("webhook-id")] {
+		l.duplicates++
+	} else {
+		l.seenIDs[r.Header.Get("webhook-id")] = true
+		l.webhooks[hook.Data.ID]++
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Result is the ledger's verdict.
+type Result struct {
+	Accepted, Delivered, Lost, Unexpected, Duplicates, BadSignatures, SplitKeys int
+	Answers                                                                    map[int]int
+}
+
+// OK is the promise: nothing lost or unexpected, every signature good, no
+// key that made two jobs. Duplicates are allowed and reported.
+func (r Result) OK() bool {
+	return r.Lost == 0 && r.Unexpected == 0 && r.BadSignatures == 0 && r.SplitKeys == 0
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("accepted %d, delivered %d, lost %d, unexpected %d, duplicates %d, bad signatures %d, split keys %d, answers %v",
+		r.Accepted, r.Delivered, r.Lost, r.Unexpected, r.Duplicates, r.BadSignatures, r.SplitKeys, r.Answers)
+}
+
+// Result counts what the ledger holds now.
+func (l *Ledger) Result() Result {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := Result{Accepted: len(l.accepted), Duplicates: l.duplicates, BadSignatures: l.badSigs, SplitKeys: l.splitKeys, Answers: map[int]int{}}
+	ids := map[string]bool{}
+	for _, id := range l.accepted {
+		ids[id] = true
+		if l.webhooks[id] > 0 {
+			r.Delivered++
+		} else {
+			r.Lost++
+		}
+	}
+	for id := range l.webhooks {
+		if !ids[id] {
+			r.Unexpected++
+		}
+	}
+	for k, v := range l.statuses {
+		r.Answers[k] = v
+	}
+	return r
+}
+
+// Drain waits until nothing accepted is missing, or timeout, and returns the
+// result.
+func (l *Ledger) Drain(timeout time.Duration) Result {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && l.Result().Lost > 0 {
+		time.Sleep(500 * time.Millisecond)
+	}
+	return l.Result()
+}
+
+// Load submits echo jobs at rate per second to intake at baseURL, each with
+// its own Idempotency-Key, retried with it until it has a clear answer (202;
+// 503 and 429 mean try again). It stops when ctx ends; the returned wait
+// blocks until every submission is done and reports unexpected answers.
+func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rate int) (wait func() error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+	prefix := fmt.Sprintf("ledger-%d-", time.Now().UnixNano())
+	submit := func(key string) {
+		body := fmt.Appendf(nil, `{"type":"echo","payload":{"key":%q},"callback_url":%q}`, key, callback)
+		for range 600 {
+			req, _ := http.NewRequest(http.MethodPost, baseURL+"/v1/jobs", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", key)
+			resp, err := client.Do(req)
+			if err == nil {
+				var out map[string]any
+				_ = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				l.Answered(resp.StatusCode)
+				switch resp.StatusCode {
+				case http.StatusAccepted:
+					id, _ := out["id"].(string)
+					l.Accept(key, id)
+					return
+				case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+				default:
+					fail(fmt.Errorf("key %s: unexpected answer %d %v", key, resp.StatusCode, out))
+					return
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fail(fmt.Errorf("key %s never got a clear answer", key))
+	}
+	interval := time.Second / time.Duration(max(rate, 1))
+	wg.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				key := prefix + fmt.Sprint(i)
+				wg.Go(func() { submit(key) })
+			}
+		}
+	})
+	return func() error {
+		wg.Wait()
+		return firstErr
+	}
+}
+
+// SigningSecret fetches the tenant's callback signing secret.
+func SigningSecret(baseURL, apiKey string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, baseURL+"/v1/signing-secret", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var sec struct {
+		Secret string `json:"secret"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&sec); err != nil || sec.Secret == "" {
+		return "", fmt.Errorf("signing secret: status %d", resp.StatusCode)
+	}
+	return sec.Secret, nil
+}
