@@ -82,7 +82,7 @@ func (l *Ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Result is the ledger's verdict.
 type Result struct {
 	Accepted, Delivered, Lost, Unexpected, Duplicates, BadSignatures, SplitKeys int
-	Answers                                                                    map[int]int
+	Answers                                                                     map[int]int
 }
 
 // OK is the promise: nothing lost or unexpected, every signature good, no
