@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -56,13 +54,9 @@ func (s *Service) publishEvent(c *gin.Context) {
 		req.ID = newID("evt_")
 	}
 	now := s.now().UTC()
-	msg := nats.NewMsg(contract.EventSubject(tenantOf(c), req.Type))
-	msg.Data = req.Data
 	// De-duplication is stream-wide: the id is scoped to the tenant so that
 	// another tenant's id can never shadow this event.
-	msg.Header.Set(contract.HeaderMsgID, tenantOf(c)+":"+req.ID)
-	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-	msg.Header.Set(contract.HeaderEventTime, now.Format(time.RFC3339Nano))
+	msg := bus.EventMsg(tenantOf(c), req.Type, tenantOf(c)+":"+req.ID, now, req.Data)
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
 	if _, err := s.js.PublishMsg(ctx, msg); err != nil {

@@ -129,7 +129,10 @@ func (s *Service) createJob(c *gin.Context) {
 			ID: id, Type: req.Type, Status: contract.StatusQueued, Metadata: req.Metadata,
 			CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.cfg.JobRetention),
 		},
-		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL, RequestHash: req.hash(),
+		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL,
+	}
+	if idemKey != "" { // the hash only tells a repeated key's request from another
+		rec.RequestHash = req.hash()
 	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()

@@ -25,9 +25,6 @@ const (
 // callbackTarget is the delivery target key of a job's own callback URL.
 const callbackTarget = "cb"
 
-// DeliveryID is contract.DeliveryID, kept here for callers of this package.
-func DeliveryID(eventID, target string) string { return contract.DeliveryID(eventID, target) }
-
 func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error {
 	return bus.Workers(ctx, cons, fanoutConcurrency, n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
 		if err := n.fanout(ctx, msg); err != nil {

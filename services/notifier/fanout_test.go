@@ -16,9 +16,9 @@ import (
 // that fan-out run twice publishes the same deliveries.
 func TestDeliveryID(t *testing.T) {
 	t.Parallel()
-	id := notifier.DeliveryID("evt_1", "cb")
+	id := contract.DeliveryID("evt_1", "cb")
 	require.Regexp(t, regexp.MustCompile(`^msg_[0-9a-v]{26}$`), id)
-	require.Equal(t, id, notifier.DeliveryID("evt_1", "cb"), "deterministic")
+	require.Equal(t, id, contract.DeliveryID("evt_1", "cb"), "deterministic")
 
 	tests := []struct {
 		name         string
@@ -33,7 +33,7 @@ func TestDeliveryID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.NotEqual(t, id, notifier.DeliveryID(tt.givenEventID, tt.givenTarget))
+			require.NotEqual(t, id, contract.DeliveryID(tt.givenEventID, tt.givenTarget))
 		})
 	}
 }
@@ -73,7 +73,7 @@ func TestDeliverInternalEvent(t *testing.T) {
 	require.Equal(t, "2026-11-23T12:00:01.5Z", got.event.Timestamp.Format("2006-01-02T15:04:05.999Z07:00"))
 	// The target key of a callback URL is part of every webhook-id sent so far:
 	// changing it would change the id of a delivery replayed after an upgrade.
-	require.Equal(t, notifier.DeliveryID("evt_in_1", "cb"), got.id(), "the callback URL is target cb")
+	require.Equal(t, contract.DeliveryID("evt_in_1", "cb"), got.id(), "the callback URL is target cb")
 	rec := b.waitLog(t, "acme", "evt_in_1", contract.DeliverySucceeded)
 	require.Equal(t, "evt_in_1", rec.EventID)
 	require.Empty(t, rec.JobID)

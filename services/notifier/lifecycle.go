@@ -8,8 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 )
@@ -98,12 +97,7 @@ func (n *Notifier) announceExhausted(ctx context.Context, logger *slog.Logger, d
 func (n *Notifier) announce(ctx context.Context, logger *slog.Logger, tenant, eventType, id string, data map[string]any) {
 	body, err := json.Marshal(data)
 	if err == nil {
-		msg := nats.NewMsg(contract.EventSubject(tenant, eventType))
-		msg.Data = body
-		msg.Header.Set(contract.HeaderMsgID, id)
-		msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-		msg.Header.Set(contract.HeaderEventTime, n.cfg.Now().UTC().Format(time.RFC3339Nano))
-		_, err = n.js.PublishMsg(ctx, msg)
+		_, err = n.js.PublishMsg(ctx, bus.EventMsg(tenant, eventType, id, n.cfg.Now(), body))
 	}
 	if err != nil {
 		logger.Warn("publish operational event", "type", eventType, "error", err)

@@ -168,3 +168,15 @@ func Mirror(ctx context.Context, kv jetstream.KeyValue, ready chan<- struct{}, a
 		}
 	}
 }
+
+// EventMsg is an event message as every hookstream publisher of events
+// writes it: on hookstream.events.<tenant>.<type>, de-duplicated on msgID,
+// with the contract version and the event's time.
+func EventMsg(tenant, eventType, msgID string, at time.Time, data []byte) *nats.Msg {
+	msg := nats.NewMsg(contract.EventSubject(tenant, eventType))
+	msg.Data = data
+	msg.Header.Set(contract.HeaderMsgID, msgID)
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	msg.Header.Set(contract.HeaderEventTime, at.UTC().Format(time.RFC3339Nano))
+	return msg
+}

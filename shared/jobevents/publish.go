@@ -8,11 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
@@ -29,12 +28,8 @@ func Publish(ctx context.Context, js jetstream.JetStream, rec contract.JobRecord
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", rec.ID, err)
 	}
-	msg := nats.NewMsg(contract.EventSubject(rec.Tenant, "job."+rec.Status))
-	msg.Data = data
-	msg.Header.Set(contract.HeaderMsgID, EventID(rec.ID, rec.Status))
-	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	msg := bus.EventMsg(rec.Tenant, "job."+rec.Status, EventID(rec.ID, rec.Status), rec.UpdatedAt, data)
 	msg.Header.Set(contract.HeaderJobID, rec.ID)
-	msg.Header.Set(contract.HeaderEventTime, rec.UpdatedAt.UTC().Format(time.RFC3339Nano))
 	if rec.CallbackURL != "" {
 		msg.Header.Set(contract.HeaderCallbackURL, rec.CallbackURL)
 	}
