@@ -145,8 +145,9 @@ func idOf(body []byte) string {
 	return out.ID
 }
 
-func jobBody(callback string, i int) []byte {
-	b := []byte(`{"type":"echo","payload":{"n":`)
+func jobBody(jobType, callback string, i int) []byte {
+	b := append([]byte(`{"type":"`), jobType...)
+	b = append(b, `","payload":{"n":`...)
 	b = strconv.AppendInt(b, int64(i), 10)
 	b = append(b, '}')
 	if callback != "" {

@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.conns, "conns", 64, "closed model: concurrent clients; open model: most requests in flight")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
+	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "e2e: how long to wait for outstanding webhooks")

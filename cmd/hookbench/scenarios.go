@@ -31,6 +31,7 @@ type options struct {
 	duration    time.Duration
 	pid         int
 	idempotency bool
+	jobType     string
 	listen      string
 	drain       time.Duration
 	sync        string
@@ -62,7 +63,7 @@ func intakeScenario(ctx context.Context, o options) report {
 		if o.idempotency {
 			hdr = []string{"Idempotency-Key", nonce + "-" + strconv.FormatUint(seq.Add(1), 10)}
 		}
-		status, _, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody("", i), hdr...)
+		status, _, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, "", i), hdr...)
 		return result{status: status, err: err}
 	}
 	w := watchProc(o.pid)
@@ -91,7 +92,7 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	client := newHTTPClient(o.conns)
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("e2e")}
 	r.do = func(ctx context.Context, i int) result {
-		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(rcv.url, i))
+		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, rcv.url, i))
 		if err == nil && status == http.StatusAccepted {
 			rcv.match(idOf(body), arrival{at: time.Now()})
 		}

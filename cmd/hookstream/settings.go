@@ -48,6 +48,7 @@ type settings struct {
 	DeliveryRetention time.Duration
 	LogLevel          string
 	LogFormat         string
+	PprofAddr         string
 }
 
 // setting describes one variable for the flag set and the README table.
@@ -86,6 +87,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
+		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (e.g. 127.0.0.1:6060), for profiling under load; empty: off. Never expose it publicly", &s.PprofAddr},
 	}
 }
 

@@ -77,6 +77,11 @@ func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, st
 	if err != nil {
 		return err
 	}
+	if s.PprofAddr != "" {
+		if err := servePprof(ctx, s.PprofAddr, logger); err != nil {
+			return err
+		}
+	}
 	if cmd == "serve" {
 		return serve(ctx, s, c, logger, stdout)
 	}

@@ -59,7 +59,7 @@ func (s *Service) publishEvent(c *gin.Context) {
 	msg := bus.EventMsg(tenantOf(c), req.Type, tenantOf(c)+":"+req.ID, now, req.Data)
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+	if _, err := s.pub.PublishMsg(ctx, msg); err != nil {
 		s.respondError(c, fmt.Errorf("publish event %s: %w", req.ID, err))
 		return
 	}

@@ -227,7 +227,7 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 }
 
 func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
-	return bus.PublishJSON(ctx, s.js, contract.JobSubject(rec.Tenant, rec.Type), rec.ID,
+	return bus.PublishJSON(ctx, s.pub, contract.JobSubject(rec.Tenant, rec.Type), rec.ID,
 		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash})
 }
 
@@ -311,7 +311,7 @@ func (s *Service) cancelJob(c *gin.Context) {
 	}
 	// The processor republishes the event of every terminal job it meets, so
 	// a failure here delays the job.canceled webhook but does not lose it.
-	if err := jobevents.Publish(ctx, s.js, rec); err != nil {
+	if err := jobevents.Publish(ctx, s.pub, rec); err != nil {
 		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
 	}
 	c.JSON(http.StatusAccepted, rec.Job)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/apikeys"
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/jobstore"
@@ -25,10 +26,12 @@ import (
 
 // Service is the intake HTTP API.
 type Service struct {
-	cfg     Config
-	logger  *slog.Logger
-	nc      *nats.Conn
-	js      jetstream.JetStream
+	cfg    Config
+	logger *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	// pub writes jobs, events and deliveries in group commits.
+	pub     *bus.GroupCommit
 	jobs    *jobstore.Store
 	secrets *signing.Store
 	// deliveryLog is the bucket of delivery attempt logs.
@@ -54,8 +57,10 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("intake config: %w", err)
 	}
-	jobs, err := jobstore.Open(ctx, js)
+	pub := bus.NewGroupCommit(js)
+	jobs, err := jobstore.Open(ctx, js, pub)
 	if err != nil {
+		pub.Close()
 		return nil, err
 	}
 	secrets, err := signing.Open(ctx, js, cfg.Box)
@@ -79,7 +84,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		return nil, err
 	}
 	s := &Service{
-		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
+		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now,
 	}
@@ -165,6 +170,7 @@ func (s *Service) recoverer(c *gin.Context) {
 
 // Run serves HTTP until ctx ends, then shuts down gracefully within 10 s.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.pub.Close()
 	ln := s.cfg.Listener
 	if ln == nil {
 		var err error

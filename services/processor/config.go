@@ -31,6 +31,12 @@ type Config struct {
 	// RetryDelay is the wait before attempt n+1 after attempt n failed.
 	// Default: [DefaultRetryDelay].
 	RetryDelay func(attempt int) time.Duration
+	// RunningAfter is how long a job's first delivery runs before its
+	// record says "running". A job done sooner is stored once, with its
+	// result, instead of twice. Redeliveries are marked running before they
+	// start, so an attempt that crashed the processor is always counted.
+	// Default 100 ms; negative: always before the job starts.
+	RunningAfter time.Duration
 }
 
 // Defaults.
@@ -39,6 +45,7 @@ const (
 	DefaultMaxAttempts   = 5
 	DefaultAckWait       = 30 * time.Second
 	DefaultShutdownGrace = 10 * time.Second
+	DefaultRunningAfter  = 100 * time.Millisecond
 )
 
 // DefaultRetryDelay is 1 s doubled per failed attempt, at most 5 minutes,
@@ -68,6 +75,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RetryDelay == nil {
 		c.RetryDelay = DefaultRetryDelay
+	}
+	if c.RunningAfter == 0 {
+		c.RunningAfter = DefaultRunningAfter
 	}
 	return c
 }

@@ -54,3 +54,60 @@ func TestRunProcessorsWithDifferentTypes(t *testing.T) {
 		require.Equal(t, 1, rec.Attempts)
 	}
 }
+
+// A job done quickly has its record written once, with its result; a slow
+// one is marked running while it runs. Either way its attempt is counted.
+func TestRunMarksOnlySlowJobsRunning(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name         string
+		givenRunTime time.Duration
+		wantStatuses []string
+	}{
+		{"quick job", 0, []string{contract.StatusQueued, contract.StatusSucceeded}},
+		{"slow job", time.Second, []string{contract.StatusQueued, contract.StatusRunning, contract.StatusSucceeded}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			work := processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+				time.Sleep(tt.givenRunTime)
+				return json.RawMessage(`"done"`), nil
+			})
+			b.start(t, processor.Config{Handlers: map[string]processor.Handler{"work": work}, RunningAfter: 50 * time.Millisecond})
+			const id = "job_timed"
+			now := time.Now().UTC()
+			_, err := b.jobs.Create(ctx, contract.JobRecord{
+				Job:    contract.Job{ID: id, Type: "work", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now},
+				Tenant: "acme",
+			})
+			require.NoError(t, err)
+			kv, err := b.js.KeyValue(ctx, contract.BucketJobs)
+			require.NoError(t, err)
+			watchCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			w, err := kv.Watch(watchCtx, id)
+			require.NoError(t, err)
+			defer func() { _ = w.Stop() }()
+			b.publishJob(t, "acme", "work", id, jobRequest(t, contract.JobRequest{ID: id}))
+			var statuses []string
+			var last contract.JobRecord
+			for !contract.Terminal(last.Status) {
+				select {
+				case entry := <-w.Updates():
+					if entry == nil {
+						continue
+					}
+					require.NoError(t, json.Unmarshal(entry.Value(), &last))
+					statuses = append(statuses, last.Status)
+				case <-watchCtx.Done():
+					t.Fatalf("job not finished; statuses so far %v", statuses)
+				}
+			}
+			require.Equal(t, tt.wantStatuses, statuses)
+			require.Equal(t, 1, last.Attempts)
+			require.JSONEq(t, `"done"`, string(last.Result))
+		})
+	}
+}

@@ -31,6 +31,7 @@ func ConsumerName(jobType string) string {
 type Processor struct {
 	cfg    Config
 	js     jetstream.JetStream
+	pub    *bus.GroupCommit
 	jobs   *jobstore.Store
 	cons   []jetstream.Consumer
 	logger *slog.Logger
@@ -43,14 +44,17 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	jobs, err := jobstore.Open(ctx, js)
+	pub := bus.NewGroupCommit(js)
+	jobs, err := jobstore.Open(ctx, js, pub)
 	if err != nil {
+		pub.Close()
 		return nil, err
 	}
-	p := &Processor{cfg: cfg, js: js, jobs: jobs, logger: logger.With("service", "processor"), now: time.Now}
+	p := &Processor{cfg: cfg, js: js, pub: pub, jobs: jobs, logger: logger.With("service", "processor"), now: time.Now}
 	for _, t := range p.Types() {
 		cons, err := p.createConsumer(ctx, t)
 		if err != nil {
+			pub.Close()
 			return nil, err
 		}
 		p.cons = append(p.cons, cons)
@@ -92,6 +96,7 @@ func (p *Processor) createConsumer(ctx context.Context, jobType string) (jetstre
 // Concurrency jobs at once.
 func (p *Processor) Run(ctx context.Context) error {
 	p.logger.Info("processor running", "types", p.Types(), "concurrency", p.cfg.Concurrency)
+	defer p.pub.Close()
 	var wg sync.WaitGroup
 	errs := make([]error, len(p.cons))
 	for i, cons := range p.cons {

@@ -37,7 +37,7 @@ func setup(t *testing.T) *bundle {
 	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
 	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	jobs, err := jobstore.Open(ctx, js)
+	jobs, err := jobstore.Open(ctx, js, js)
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return &bundle{js: js, jobs: jobs, logger: logger}

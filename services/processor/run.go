@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -61,7 +62,7 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 		return settlement{verdict: term}
 	}
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
-	stored, err := p.load(ctx, rec)
+	stored, rev, err := p.load(ctx, rec)
 	if err != nil {
 		logger.Warn("load job", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
@@ -73,13 +74,12 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 	if contract.Terminal(stored.Status) {
 		return p.finish(ctx, logger, stored)
 	}
-	running, err := p.jobs.Update(ctx, rec.ID, p.claim)
-	switch {
-	case errors.Is(err, jobstore.ErrUnchanged) || (err == nil && contract.Terminal(running.Status)):
-		return p.finish(ctx, logger, running)
-	case err != nil:
-		logger.Warn("claim job", "error", err)
-		return settlement{verdict: retry, delay: storeRetry}
+	if p.cfg.RunningAfter > 0 && firstDelivery(msg) && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts {
+		return p.runQuickly(ctx, logger, msg, stored, rev)
+	}
+	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
+	if s, claimed := p.claimed(ctx, logger, running, err); !claimed {
+		return s
 	}
 	result, runErr := p.run(ctx, msg, running)
 	if runErr != nil && ctx.Err() != nil {
@@ -88,6 +88,85 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 	final, err := p.jobs.Update(ctx, rec.ID, func(r *contract.JobRecord) error {
 		return p.complete(r, result, runErr)
 	})
+	return p.outcome(ctx, logger, final, runErr, err)
+}
+
+// claimed tells whether the claim of a job (p.claim) left it running; when
+// not, the settlement says what to do with its message.
+func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, running contract.JobRecord, err error) (settlement, bool) {
+	switch {
+	case errors.Is(err, jobstore.ErrUnchanged) || (err == nil && contract.Terminal(running.Status)):
+		return p.finish(ctx, logger, running), false
+	case err != nil:
+		logger.Warn("claim job", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}, false
+	}
+	return settlement{}, true
+}
+
+// runQuickly runs the first delivery of a job before its record says
+// running: a job done within RunningAfter has its record written once, with
+// its result, instead of twice. One still running then is marked running as
+// any other. A processor that crashes meanwhile leaves the attempt
+// uncounted, but the redelivery takes the counted path (process).
+func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, msg jetstream.Msg, stored contract.JobRecord, rev uint64) settlement {
+	var mu sync.Mutex
+	done, marked := false, false
+	var running contract.JobRecord
+	var claimErr error
+	timer := time.AfterFunc(p.cfg.RunningAfter, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			marked = true
+			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
+		}
+	})
+	attempt := stored
+	attempt.Status, attempt.Attempts = contract.StatusRunning, stored.Attempts+1
+	result, runErr := p.run(ctx, msg, attempt)
+	timer.Stop()
+	mu.Lock() // waits for a claim under way
+	done = true
+	mu.Unlock()
+	if marked {
+		if s, claimed := p.claimed(ctx, logger, running, claimErr); !claimed {
+			return s // canceled while it ran: its result is dropped
+		}
+	}
+	if runErr != nil && ctx.Err() != nil {
+		if marked {
+			return p.release(logger, stored.ID)
+		}
+		return settlement{verdict: retry}
+	}
+	if marked {
+		final, err := p.jobs.Update(ctx, stored.ID, func(r *contract.JobRecord) error {
+			return p.complete(r, result, runErr)
+		})
+		return p.outcome(ctx, logger, final, runErr, err)
+	}
+	final, err := p.jobs.UpdateFrom(ctx, stored, rev, func(r *contract.JobRecord) error {
+		if err := p.claim(r); err != nil {
+			return err
+		}
+		if r.Status != contract.StatusRunning { // out of attempts: failed
+			return nil
+		}
+		return p.complete(r, result, runErr)
+	})
+	return p.outcome(ctx, logger, final, runErr, err)
+}
+
+// firstDelivery tells whether JetStream delivers msg for the first time.
+func firstDelivery(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	return err == nil && meta.NumDelivered == 1
+}
+
+// outcome settles a job message after the attempt's result was recorded
+// (err: how recording it went).
+func (p *Processor) outcome(ctx context.Context, logger *slog.Logger, final contract.JobRecord, runErr, err error) settlement {
 	switch {
 	case errors.Is(err, jobstore.ErrUnchanged):
 		return p.finish(ctx, logger, final) // canceled while it ran
@@ -102,18 +181,17 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 	return p.finish(ctx, logger, final)
 }
 
-// load returns the job's record, creating it from the message when the job
-// was published straight to NATS.
-func (p *Processor) load(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
-	stored, _, err := p.jobs.Get(ctx, rec.ID)
+// load returns the job's record and its revision, creating it from the
+// message when the job was published straight to NATS.
+func (p *Processor) load(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, uint64, error) {
+	stored, rev, err := p.jobs.Get(ctx, rec.ID)
 	if !errors.Is(err, jobstore.ErrNotFound) {
-		return stored, err
+		return stored, rev, err
 	}
 	if _, err := p.jobs.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
-		return contract.JobRecord{}, err
+		return contract.JobRecord{}, 0, err
 	}
-	stored, _, err = p.jobs.Get(ctx, rec.ID)
-	return stored, err
+	return p.jobs.Get(ctx, rec.ID)
 }
 
 // claim moves a job to running and counts the attempt. A job that has used
@@ -174,7 +252,7 @@ func (p *Processor) release(logger *slog.Logger, id string) settlement {
 // finish publishes the event of a terminal job; only then is its message
 // acknowledged, so a crash in between republishes the (de-duplicated) event.
 func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contract.JobRecord) settlement {
-	if err := jobevents.Publish(ctx, p.js, rec); err != nil {
+	if err := jobevents.Publish(ctx, p.pub, rec); err != nil {
 		logger.Warn("publish job event", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
 	}

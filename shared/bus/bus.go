@@ -126,7 +126,7 @@ func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(
 
 // PublishJSON publishes v as JSON to subject with JetStream, de-duplicated on
 // msgID, marked with the contract version, and waits for the PubAck.
-func PublishJSON(ctx context.Context, js jetstream.JetStream, subject, msgID string, v any) error {
+func PublishJSON(ctx context.Context, js Publisher, subject, msgID string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", msgID, err)

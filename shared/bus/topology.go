@@ -67,6 +67,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			MaxAge:      t.DeliveryRetention,
 			Replicas:    t.Replicas,
 			Duplicates:  2 * time.Minute,
+			// Group commits (Committer) write atomic batches.
+			AllowAtomicPublish: true,
 		}
 	}
 	jobs := work(contract.StreamJobs, "hookstream jobs waiting for a processor", contract.SubjectJobs+".>")
@@ -114,5 +116,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			return fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
 		}
 	}
+	for _, bucket := range []string{contract.BucketJobs, contract.BucketDeliveries} {
+		if err := allowAtomicPublish(ctx, js, "KV_"+bucket); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", bucket, err)
+		}
+	}
 	return nil
+}
+
+// allowAtomicPublish lets a bucket's stream take group commits, which the
+// key-value API has no setting for.
+func allowAtomicPublish(ctx context.Context, js jetstream.JetStream, name string) error {
+	stream, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := stream.CachedInfo().Config
+	if cfg.AllowAtomicPublish {
+		return nil
+	}
+	cfg.AllowAtomicPublish = true
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }

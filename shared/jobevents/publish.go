@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 )
@@ -23,7 +21,7 @@ func EventID(jobID, status string) string {
 
 // Publish publishes the event for the job's current status and waits for
 // JetStream's acknowledgement.
-func Publish(ctx context.Context, js jetstream.JetStream, rec contract.JobRecord) error {
+func Publish(ctx context.Context, js bus.Publisher, rec contract.JobRecord) error {
 	data, err := json.Marshal(rec.Job)
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", rec.ID, err)

@@ -8,9 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
@@ -24,16 +28,51 @@ var (
 
 // Store reads and writes job records.
 type Store struct {
-	kv jetstream.KeyValue
+	kv  jetstream.KeyValue
+	pub bus.Publisher
 }
 
-// Open binds to the job bucket, which bus.Ensure has created.
-func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+// Open binds to the job bucket, which bus.Ensure has created. Writes go
+// through pub: a bus.GroupCommit, or js itself.
+func Open(ctx context.Context, js jetstream.JetStream, pub bus.Publisher) (*Store, error) {
 	kv, err := js.KeyValue(ctx, contract.BucketJobs)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketJobs, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, pub: pub}, nil
+}
+
+// put writes data under id if the key's last revision is still rev (0: no
+// revision yet); false when it is not.
+func (s *Store) put(ctx context.Context, id string, data []byte, rev uint64) (uint64, bool, error) {
+	if !validKey(id) {
+		return 0, false, jetstream.ErrInvalidKey
+	}
+	msg := nats.NewMsg(bus.KeySubject(contract.BucketJobs, id))
+	msg.Data = data
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	ack, err := s.pub.PublishMsg(ctx, msg)
+	if bus.IsWrongLastSequence(err) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return ack.Sequence, true, nil
+}
+
+// validKey is the key-value API's rule for keys.
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+		return false
+	}
+	for _, r := range key {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-/_=.", r)
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Create stores a new record; ErrExists when the id is taken.
@@ -42,7 +81,16 @@ func (s *Store) Create(ctx context.Context, rec contract.JobRecord) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", rec.ID, err)
 	}
-	rev, err := s.kv.Create(ctx, rec.ID, data)
+	rev, created, err := s.put(ctx, rec.ID, data, 0)
+	if err != nil {
+		return 0, fmt.Errorf("create job %s: %w", rec.ID, err)
+	}
+	if created {
+		return rev, nil
+	}
+	// The key has a revision: a record, or the marker of a deleted one,
+	// which the key-value API knows how to write over.
+	rev, err = s.kv.Create(ctx, rec.ID, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, ErrExists
 	}
@@ -88,11 +136,18 @@ var ErrUnchanged = errors.New("job unchanged")
 // Update applies change to the current record and stores it if the record has
 // not changed meanwhile, re-reading and re-applying on a conflict.
 func (s *Store) Update(ctx context.Context, id string, change func(*contract.JobRecord) error) (contract.JobRecord, error) {
+	rec, rev, err := s.Get(ctx, id)
+	if err != nil {
+		return contract.JobRecord{}, err
+	}
+	return s.UpdateFrom(ctx, rec, rev, change)
+}
+
+// UpdateFrom is Update starting from rec, read at revision rev: it reads
+// the record again only when it has changed since.
+func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint64, change func(*contract.JobRecord) error) (contract.JobRecord, error) {
+	id := rec.ID
 	for {
-		rec, rev, err := s.Get(ctx, id)
-		if err != nil {
-			return contract.JobRecord{}, err
-		}
 		if err := change(&rec); err != nil {
 			return rec, err
 		}
@@ -100,15 +155,18 @@ func (s *Store) Update(ctx context.Context, id string, change func(*contract.Job
 		if err != nil {
 			return contract.JobRecord{}, fmt.Errorf("encode job %s: %w", id, err)
 		}
-		_, err = s.kv.Update(ctx, id, data, rev)
-		if err == nil {
-			return rec, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) { // wrong last sequence
+		_, stored, err := s.put(ctx, id, data, rev)
+		if err != nil {
 			return contract.JobRecord{}, fmt.Errorf("update job %s: %w", id, err)
+		}
+		if stored {
+			return rec, nil
 		}
 		if ctx.Err() != nil {
 			return contract.JobRecord{}, ctx.Err()
+		}
+		if rec, rev, err = s.Get(ctx, id); err != nil {
+			return contract.JobRecord{}, err
 		}
 	}
 }

@@ -77,5 +77,7 @@ var (
 	EventsFanned   = NewCounter("hookstream_events_fanned_out_total", "Events turned into deliveries.", "")
 	DeadLetters    = NewCounter("hookstream_dead_letters_total", "Messages dead-lettered, by kind.", "kind")
 	WebhookResults = NewCounter("hookstream_webhook_attempts_total", "Webhook attempts by outcome: success, failure, gone, blocked.", "outcome")
+	Writes         = NewCounter("hookstream_jetstream_writes_total", "Messages published to JetStream through group commits, by how: batched (in an atomic batch) or single.", "how")
+	GroupCommits   = NewCounter("hookstream_group_commits_total", "Atomic batches written by group commits.", "")
 	Deliveries     = NewCounter("hookstream_deliveries_finished_total", "Deliveries settled by status: succeeded, failed, pending (retry scheduled).", "status")
 )

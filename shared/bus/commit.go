@@ -1,0 +1,345 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/metrics"
+)
+
+// Headers of a NATS atomic batch publish (nats-server 2.12+).
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+)
+
+// JetStream error codes the committer branches on.
+const (
+	errCodeAtomicPublishDisabled = 10174
+	errCodeWrongLastSequence     = 10071
+)
+
+// Committer limits.
+const (
+	// DefaultCommitBatch is the most messages written in one group commit.
+	// nats-server refuses atomic batches of more than 1,000.
+	DefaultCommitBatch = 256
+	// DefaultCommitsInFlight is how many group commits to one stream may
+	// wait for their PubAck at once; while they all wait, new publishes
+	// gather into the next one.
+	DefaultCommitsInFlight = 1
+	// MinAtomicBatch is the fewest messages written as an atomic batch; a
+	// lone message is published as it is.
+	MinAtomicBatch = 2
+	commitMaxBytes = 4 << 20
+	commitTimeout  = 10 * time.Second
+)
+
+// Committer writes the messages that many goroutines publish to one stream
+// as group commits: whatever publishes are waiting when a commit can start
+// are written as one NATS atomic batch and acknowledged by one PubAck. A
+// stream that syncs to disk on every write (sync_interval: always) then pays
+// one disk sync per batch instead of one per message.
+//
+// Publish returns only once the message's own batch is stored, so "answer
+// after the PubAck" keeps holding. A batch is all or nothing: when JetStream
+// refuses it (a duplicate message id, a failed expected-sequence check in
+// one message), every message of it is published again on its own, so each
+// caller gets the answer its message alone would have got. A stream without
+// atomic publish (an older server) turns the committer into plain
+// publishes.
+//
+// It holds only the publishes waiting for it, each with its caller blocked,
+// so its memory is bounded by the callers' own concurrency.
+type Committer struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	max      int
+	requests chan *commitRequest
+	slots    chan struct{}
+	plain    atomic.Bool
+	done     chan struct{}
+	close    sync.Once
+}
+
+type commitRequest struct {
+	ctx    context.Context
+	msg    *nats.Msg
+	result chan commitResult
+}
+
+type commitResult struct {
+	ack *jetstream.PubAck
+	err error
+}
+
+// NewCommitter starts a committer. All messages given to one committer must
+// go to the same stream. Close stops it.
+func NewCommitter(js jetstream.JetStream) *Committer {
+	c := &Committer{
+		nc:       js.Conn(),
+		js:       js,
+		max:      DefaultCommitBatch,
+		requests: make(chan *commitRequest),
+		slots:    make(chan struct{}, DefaultCommitsInFlight),
+		done:     make(chan struct{}),
+	}
+	go c.run()
+	return c
+}
+
+// Close stops gathering batches; publishes after Close fail.
+func (c *Committer) Close() { c.close.Do(func() { close(c.done) }) }
+
+// ErrCommitterClosed is returned by Publish after Close.
+var ErrCommitterClosed = errors.New("committer closed")
+
+// Publish stores msg with its stream's next group commit and returns its
+// PubAck. Errors are those of jetstream.PublishMsg.
+func (c *Committer) Publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	r := &commitRequest{ctx: ctx, msg: msg, result: make(chan commitResult, 1)}
+	select {
+	case c.requests <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, ErrCommitterClosed
+	}
+	select {
+	case res := <-r.result:
+		return res.ack, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Committer) run() {
+	for {
+		var first *commitRequest
+		select {
+		case first = <-c.requests:
+		case <-c.done:
+			return
+		}
+		// While every commit slot is busy, publishes queue up behind this
+		// one and join its batch.
+		c.slots <- struct{}{}
+		batch := c.gather(first)
+		go func() {
+			defer func() { <-c.slots }()
+			c.commit(batch)
+		}()
+	}
+}
+
+// gather takes first and whatever else is waiting, up to the batch limits.
+func (c *Committer) gather(first *commitRequest) []*commitRequest {
+	batch := []*commitRequest{first}
+	size := len(first.msg.Data)
+	for len(batch) < c.max && size < commitMaxBytes {
+		select {
+		case r := <-c.requests:
+			batch = append(batch, r)
+			size += len(r.msg.Data)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (c *Committer) commit(batch []*commitRequest) {
+	live := batch[:0]
+	for _, r := range batch {
+		if r.ctx.Err() != nil { // its caller has gone: do not write it
+			r.result <- commitResult{err: r.ctx.Err()}
+			continue
+		}
+		live = append(live, r)
+	}
+	switch {
+	case len(live) == 0:
+		return
+	case len(live) < MinAtomicBatch || c.plain.Load():
+		metrics.Writes.Add("single", uint64(len(live)))
+		c.publishEach(live)
+		return
+	}
+	metrics.GroupCommits.Inc("")
+	metrics.Writes.Add("batched", uint64(len(live)))
+	acks, err := c.publishBatch(live)
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		for i, r := range live {
+			r.result <- commitResult{ack: acks[i]}
+		}
+	case errors.As(err, &apiErr):
+		// Refused as a whole, nothing stored: let each message get its own
+		// answer.
+		if apiErr.ErrorCode == errCodeAtomicPublishDisabled {
+			c.plain.Store(true)
+		}
+		for _, r := range live {
+			stripBatchHeaders(r.msg)
+		}
+		c.publishEach(live)
+	default:
+		// Unclear whether the batch was stored (a timeout, a lost
+		// connection): the callers see the error, as with one publish.
+		for _, r := range live {
+			r.result <- commitResult{err: err}
+		}
+	}
+}
+
+// publishEach publishes every message on its own, all at once.
+func (c *Committer) publishEach(batch []*commitRequest) {
+	for _, r := range batch {
+		go func() {
+			ack, err := c.js.PublishMsg(r.ctx, r.msg)
+			r.result <- commitResult{ack: ack, err: err}
+		}()
+	}
+}
+
+// batchAck is the PubAck of an atomic batch's commit.
+type batchAck struct {
+	jetstream.PubAck
+	Count int                 `json:"count"`
+	Error *jetstream.APIError `json:"error,omitempty"`
+}
+
+// publishBatch writes batch as one atomic batch: every message but the last
+// is sent without a reply, the last one commits and is answered with the
+// PubAck of the whole batch.
+func (c *Committer) publishBatch(batch []*commitRequest) ([]*jetstream.PubAck, error) {
+	id := nuid.Next()
+	last := len(batch) - 1
+	for i, r := range batch {
+		m := r.msg
+		if m.Header == nil {
+			m.Header = nats.Header{}
+		}
+		m.Header.Set(headerBatchID, id)
+		m.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
+		if i == last {
+			break
+		}
+		if err := c.nc.PublishMsg(m); err != nil {
+			return nil, fmt.Errorf("publish batch %s: %w", id, err)
+		}
+	}
+	commit := batch[last].msg
+	commit.Header.Set(headerBatchCommit, "1")
+	resp, err := c.nc.RequestMsg(commit, commitTimeout)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, fmt.Errorf("publish batch %s: %w", id, jetstream.ErrNoStreamResponse)
+		}
+		return nil, fmt.Errorf("publish batch %s: %w", id, err)
+	}
+	var ack batchAck
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return nil, fmt.Errorf("publish batch %s: decode ack: %w", id, err)
+	}
+	if ack.Error != nil {
+		return nil, ack.Error
+	}
+	if ack.Count != len(batch) || ack.Sequence < uint64(len(batch)) {
+		return nil, fmt.Errorf("publish batch %s: ack counts %d of %d messages", id, ack.Count, len(batch))
+	}
+	acks := make([]*jetstream.PubAck, len(batch))
+	first := ack.Sequence - uint64(len(batch)) + 1
+	for i := range batch {
+		acks[i] = &jetstream.PubAck{Stream: ack.Stream, Sequence: first + uint64(i), Domain: ack.Domain}
+	}
+	return acks, nil
+}
+
+func stripBatchHeaders(m *nats.Msg) {
+	m.Header.Del(headerBatchID)
+	m.Header.Del(headerBatchSeq)
+	m.Header.Del(headerBatchCommit)
+}
+
+// IsWrongLastSequence reports whether err is JetStream refusing a write
+// whose expected last sequence did not match: for a key-value create, the
+// key exists.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastSequence
+}
+
+// Publisher publishes to JetStream and waits for the PubAck: a
+// jetstream.JetStream, or a GroupCommit in front of one.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+var (
+	_ Publisher = (jetstream.JetStream)(nil)
+	_ Publisher = (*GroupCommit)(nil)
+)
+
+// GroupCommit is a Publisher that writes to each of hookstream's busy
+// streams (jobs, events, deliveries, and the job and delivery-log buckets)
+// through a Committer of its own. Other subjects, and publishes with
+// options, go to JetStream directly.
+type GroupCommit struct {
+	js     jetstream.JetStream
+	routes []commitRoute
+}
+
+type commitRoute struct {
+	prefix string
+	c      *Committer
+}
+
+// NewGroupCommit starts the committers; Close stops them.
+func NewGroupCommit(js jetstream.JetStream) *GroupCommit {
+	deliveries := NewCommitter(js) // deliveries and retries share a stream
+	return &GroupCommit{js: js, routes: []commitRoute{
+		{contract.SubjectJobs + ".", NewCommitter(js)},
+		{contract.SubjectEvents + ".", NewCommitter(js)},
+		{contract.SubjectDeliveries + ".", deliveries},
+		{contract.SubjectRetries + ".", deliveries},
+		{KeySubject(contract.BucketJobs, ""), NewCommitter(js)},
+		{KeySubject(contract.BucketDeliveries, ""), NewCommitter(js)},
+	}}
+}
+
+// KeySubject is the subject a key-value bucket stores key under.
+func KeySubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// PublishMsg publishes msg with the group commit of its stream.
+func (g *GroupCommit) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if len(opts) == 0 {
+		for _, r := range g.routes {
+			if strings.HasPrefix(msg.Subject, r.prefix) {
+				return r.c.Publish(ctx, msg)
+			}
+		}
+	}
+	return g.js.PublishMsg(ctx, msg, opts...)
+}
+
+// Close stops the committers.
+func (g *GroupCommit) Close() {
+	for _, r := range g.routes {
+		r.c.Close()
+	}
+}

@@ -1,0 +1,155 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/embeddednats"
+)
+
+// startStream starts a server that syncs every write and declares stream
+// "T" on subject t.>, with atomic batches allowed when atomic is set.
+func startStream(tb testing.TB, atomic bool) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: tb.TempDir(), SyncAlways: true}, slog.New(slog.DiscardHandler))
+	require.NoError(tb, err)
+	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: tb.Name()}, slog.New(slog.DiscardHandler))
+	require.NoError(tb, err)
+	tb.Cleanup(nc.Close)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "T", Subjects: []string{"t.>"}, Storage: jetstream.FileStorage,
+		Duplicates: time.Minute, AllowAtomicPublish: atomic,
+	})
+	require.NoError(tb, err)
+	return nc, js
+}
+
+func TestCommitterStoresEveryMessageOnce(t *testing.T) {
+	t.Parallel()
+	for _, atomic := range []bool{true, false} {
+		t.Run(fmt.Sprintf("atomic=%v", atomic), func(t *testing.T) {
+			t.Parallel()
+			_, js := startStream(t, atomic)
+			c := bus.NewCommitter(js)
+			t.Cleanup(c.Close)
+			ctx := context.Background()
+			const n = 500
+			var wg sync.WaitGroup
+			seqs := make([]uint64, n)
+			dups := make([]bool, n)
+			for i := range n {
+				wg.Go(func() {
+					msg := nats.NewMsg(fmt.Sprintf("t.%d", i))
+					msg.Data = []byte(fmt.Sprint(i))
+					// Every tenth message repeats an earlier id: it must be
+					// reported a duplicate without failing its batch mates.
+					msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprint(i-i%10))
+					ack, err := c.Publish(ctx, msg)
+					require.NoError(t, err)
+					seqs[i], dups[i] = ack.Sequence, ack.Duplicate
+				})
+			}
+			wg.Wait()
+			stream, err := js.Stream(ctx, "T")
+			require.NoError(t, err)
+			info, err := stream.Info(ctx)
+			require.NoError(t, err)
+			require.Equal(t, uint64(n/10), info.State.Msgs, "one message per distinct id")
+			for i := range n {
+				if dups[i] {
+					continue
+				}
+				got, err := stream.GetMsg(ctx, seqs[i])
+				require.NoError(t, err)
+				require.Equal(t, fmt.Sprint(i), string(got.Data), "the PubAck names the message's own sequence")
+				require.Empty(t, got.Header.Get("Nats-Batch-Id"))
+			}
+		})
+	}
+}
+
+func TestCommitterAnswersEachExpectedSequenceCheck(t *testing.T) {
+	t.Parallel()
+	_, js := startStream(t, true)
+	c := bus.NewCommitter(js)
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Go(func() {
+			msg := nats.NewMsg(fmt.Sprintf("t.key%d", i%20)) // each key twice
+			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+			_, errs[i] = c.Publish(ctx, msg)
+		})
+	}
+	wg.Wait()
+	created := 0
+	for i, err := range errs {
+		if err == nil {
+			created++
+			continue
+		}
+		require.True(t, bus.IsWrongLastSequence(err), "message %d: %v", i, err)
+	}
+	require.Equal(t, 20, created, "each key is created exactly once")
+}
+
+func TestCommitterGivesUpWithItsCaller(t *testing.T) {
+	t.Parallel()
+	_, js := startStream(t, true)
+	c := bus.NewCommitter(js)
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.Publish(ctx, nats.NewMsg("t.x"))
+	require.ErrorIs(t, err, context.Canceled)
+	c.Close()
+	_, err = c.Publish(context.Background(), nats.NewMsg("t.x"))
+	require.Error(t, err)
+}
+
+// BenchmarkCommitter compares plain synchronous publishes with group commits
+// from 64 publishers, on a stream that syncs every write:
+//
+//	go test -run - -bench Committer ./shared/bus
+func BenchmarkCommitter(b *testing.B) {
+	for _, mode := range []string{"publish", "committer"} {
+		b.Run(mode, func(b *testing.B) {
+			_, js := startStream(b, true)
+			c := bus.NewCommitter(js)
+			b.Cleanup(c.Close)
+			ctx := context.Background()
+			data := make([]byte, 200)
+			b.SetParallelism(32) // 64 publishers on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					msg := nats.NewMsg("t.x")
+					msg.Data = data
+					var err error
+					if mode == "publish" {
+						_, err = js.PublishMsg(ctx, msg)
+					} else {
+						_, err = c.Publish(ctx, msg)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
