@@ -82,9 +82,15 @@ func start(t *testing.T, opts ...option) *harness {
 			APIKeys:  []intake.APIKey{{Tenant: "acme", Key: keyAcme}, {Tenant: "other", Key: keyOther}},
 			JobTypes: []string{"echo"},
 			Guard:    guard,
+			// As `hookstream serve` runs by default: every write synced,
+			// in group commits.
+			GroupCommit: true,
 		},
-		Processor: processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, RetryDelay: func(int) time.Duration { return 100 * time.Millisecond }},
-		Notifier:  notifier.Config{Guard: guard, Schedule: []time.Duration{time.Second, time.Second}, InProcessMax: time.Nanosecond},
+		Processor: processor.Config{
+			Handlers: map[string]processor.Handler{"echo": processor.Echo}, RetryDelay: func(int) time.Duration { return 100 * time.Millisecond },
+			GroupCommit: true,
+		},
+		Notifier: notifier.Config{Guard: guard, Schedule: []time.Duration{time.Second, time.Second}, InProcessMax: time.Nanosecond, GroupCommit: true},
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -76,11 +76,33 @@ func TestSettingsDefaultsAreValid(t *testing.T) {
 	t.Parallel()
 	s, err := parseSettings("serve", nil, env(), &bytes.Buffer{})
 	require.NoError(t, err)
-	c, err := buildConfigs(s)
+	c, err := buildConfigs("serve", s)
 	require.NoError(t, err)
 	require.Contains(t, c.intake.JobTypes, "echo")
 	require.Len(t, c.notifier.Schedule, 9)
 	always, _, err := s.sync()
 	require.NoError(t, err)
 	require.True(t, always, "the embedded default syncs every write")
+	require.True(t, c.intake.GroupCommit && c.processor.GroupCommit && c.notifier.GroupCommit, "group commits where every write is synced")
+}
+
+// Group commits are on where they pay: where every write is synced to disk.
+func TestGroupCommitFollowsSync(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		givenCmd, givenSync, givenGroupCommit string
+		want                                  bool
+	}{
+		{"serve", "always", "auto", true},
+		{"serve", "2m", "auto", false},
+		{"intake", "always", "auto", false},
+		{"notifier", "always", "on", true},
+		{"serve", "always", "off", false},
+	} {
+		s, err := parseSettings(tt.givenCmd, nil, env("HOOKSTREAM_JETSTREAM_SYNC", tt.givenSync, "HOOKSTREAM_GROUP_COMMIT", tt.givenGroupCommit), &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Equal(t, tt.want, s.groupCommit(tt.givenCmd), "%+v", tt)
+	}
+	_, err := parseSettings("serve", nil, env("HOOKSTREAM_GROUP_COMMIT", "sometimes"), &bytes.Buffer{})
+	require.ErrorContains(t, err, "HOOKSTREAM_GROUP_COMMIT")
 }

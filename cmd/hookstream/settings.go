@@ -49,6 +49,7 @@ type settings struct {
 	LogLevel          string
 	LogFormat         string
 	PprofAddr         string
+	GroupCommit       string
 }
 
 // setting describes one variable for the flag set and the README table.
@@ -85,6 +86,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
+		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "write concurrent jobs, events, deliveries and records to JetStream in atomic batches, one disk sync per batch: 'on', 'off', or 'auto' (on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where it is faster; off otherwise, where it costs more than it saves). Needs NATS 2.12+", &s.GroupCommit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
 		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (e.g. 127.0.0.1:6060), for profiling under load; empty: off. Never expose it publicly", &s.PprofAddr},
@@ -171,6 +173,9 @@ func (s *settings) validate() error {
 	case s.MaxJSONDepth < 2:
 		return errors.New("HOOKSTREAM_MAX_JSON_DEPTH (--max-json-depth): must be at least 2")
 	}
+	if s.GroupCommit != "auto" && s.GroupCommit != "on" && s.GroupCommit != "off" {
+		return fmt.Errorf("HOOKSTREAM_GROUP_COMMIT (--group-commit): %q is not auto, on or off", s.GroupCommit)
+	}
 	if _, _, err := s.sync(); err != nil {
 		return err
 	}
@@ -195,6 +200,12 @@ func (s *settings) validate() error {
 		return err
 	}
 	return nil
+}
+
+// groupCommit reads HOOKSTREAM_GROUP_COMMIT for the command cmd.
+func (s *settings) groupCommit(cmd string) bool {
+	always, _, _ := s.sync()
+	return s.GroupCommit == "on" || (s.GroupCommit == "auto" && cmd == "serve" && always)
 }
 
 // sync reads HOOKSTREAM_JETSTREAM_SYNC.

@@ -23,7 +23,7 @@ type configs struct {
 	notifier  notifier.Config
 }
 
-func buildConfigs(s *settings) (configs, error) {
+func buildConfigs(cmd string, s *settings) (configs, error) {
 	keys, err := s.apiKeys()
 	if err != nil {
 		return configs{}, err
@@ -47,6 +47,7 @@ func buildConfigs(s *settings) (configs, error) {
 	}
 	proc := processor.Config{
 		Handlers: handlers, Concurrency: s.JobConcurrency, MaxAttempts: s.JobMaxAttempts, JobRetention: s.JobRetention,
+		GroupCommit: s.groupCommit(cmd),
 	}
 	jobTypes := append(processorTypes(handlers), splitList(s.ExternalTypes)...)
 	return configs{
@@ -54,11 +55,12 @@ func buildConfigs(s *settings) (configs, error) {
 		intake: intake.Config{
 			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, TenantRate: s.TenantRate, JobTypes: jobTypes, Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
+			GroupCommit: s.groupCommit(cmd),
 		},
 		processor: proc,
 		notifier: notifier.Config{
 			Guard: guard, Schedule: schedule, AttemptTimeout: s.AttemptTimeout, Concurrency: s.NotifyConc,
-			EndpointConcurrency: s.EndpointConc, DisableAfter: s.DisableAfter,
+			EndpointConcurrency: s.EndpointConc, DisableAfter: s.DisableAfter, GroupCommit: s.groupCommit(cmd),
 		},
 	}, nil
 }
@@ -73,7 +75,7 @@ func processorTypes(h map[string]processor.Handler) []string {
 
 // start runs the chosen mode until ctx ends.
 func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, stdout io.Writer) error {
-	c, err := buildConfigs(s)
+	c, err := buildConfigs(cmd, s)
 	if err != nil {
 		return err
 	}

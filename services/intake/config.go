@@ -14,6 +14,10 @@ import (
 
 // Config configures the intake service.
 type Config struct {
+	// GroupCommit writes jobs, events, deliveries and records in group
+	// commits (bus.GroupCommit): faster when the NATS server syncs every
+	// write to disk, slower otherwise. Default false.
+	GroupCommit bool
 	// Addr is the HTTP listen address. Default ":8080". Ignored when
 	// Listener is set.
 	Addr string

@@ -57,7 +57,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("intake config: %w", err)
 	}
-	pub := bus.NewGroupCommit(js)
+	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
 	jobs, err := jobstore.Open(ctx, js, pub)
 	if err != nil {
 		pub.Close()

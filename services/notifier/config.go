@@ -11,6 +11,10 @@ import (
 
 // Config configures the notifier.
 type Config struct {
+	// GroupCommit writes jobs, events, deliveries and records in group
+	// commits (bus.GroupCommit): faster when the NATS server syncs every
+	// write to disk, slower otherwise. Default false.
+	GroupCommit bool
 	// Guard refuses callbacks to non-public addresses at dial time. Required.
 	Guard *ssrf.Guard
 	// Box decrypts signing secrets. Required.
@@ -40,6 +44,14 @@ type Config struct {
 	// EndpointConcurrency is how many requests one process sends to one
 	// endpoint (or callback host) at once. Default 8.
 	EndpointConcurrency int
+	// DirectAttempts is how many first attempts fan-out may make itself, at
+	// once, for events with a single target (a job's callback, or one
+	// subscribed endpoint) whose endpoint is within its limits. Such a
+	// delivery skips the delivery queue: two JetStream writes fewer. What
+	// does not succeed is scheduled for retry as on the queued path. When
+	// all are busy, deliveries are queued as usual, so a slow endpoint holds
+	// at most these. Default 32; negative: every delivery is queued.
+	DirectAttempts int
 	// BreakerFailures opens an endpoint's circuit after this many failed
 	// attempts in a row: for 30 s it gets nothing from this process, then
 	// one probe. Default 10.
@@ -70,6 +82,7 @@ const (
 	DefaultMaxRetryAfter   = time.Hour
 	DefaultSlowDownWait    = 60 * time.Second
 	DefaultConcurrency     = 64
+	DefaultDirectAttempts  = 32
 	DefaultShutdownGrace   = 10 * time.Second
 	DefaultDisableAfter    = 5 * 24 * time.Hour
 	DefaultBreakerFailures = 10
@@ -106,6 +119,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.DirectAttempts == 0 {
+		c.DirectAttempts = DefaultDirectAttempts
 	}
 	if c.EndpointConcurrency == 0 {
 		c.EndpointConcurrency = DefaultEndpointConcurrency

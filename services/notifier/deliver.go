@@ -52,16 +52,20 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
 	key := limitKey(&d)
-	rate := 0
-	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
-		rate = ep.RateLimit
-	}
-	if ok, wait := n.limits.acquire(key, rate); !ok {
+	if ok, wait := n.limits.acquire(key, n.rateLimit(&d)); !ok {
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 		return
 	}
 	defer n.limits.release(key)
 	n.settle(msg, n.deliver(ctx, logger, &d, msg.Subject()))
+}
+
+// rateLimit is the endpoint's rate limit (deliveries per second; 0: none).
+func (n *Notifier) rateLimit(d *contract.Delivery) int {
+	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
+		return ep.RateLimit
+	}
+	return 0
 }
 
 // overLimitDelay is the wait of a delivery put back because its endpoint is
@@ -224,9 +228,11 @@ func (n *Notifier) finish(ctx context.Context, logger *slog.Logger, d *contract.
 		Status: status, Attempts: d.Attempts, NextAttemptAt: next, Body: d.Body,
 		CreatedAt: d.CreatedAt, UpdatedAt: n.cfg.Now().UTC(),
 	}
-	data, err := json.Marshal(rec)
+	msg := nats.NewMsg(bus.KeySubject(contract.BucketDeliveries, d.LogKey()))
+	var err error
+	msg.Data, err = json.Marshal(rec)
 	if err == nil {
-		_, err = n.log.Put(ctx, d.LogKey(), data)
+		_, err = n.pub.PublishMsg(ctx, msg)
 	}
 	if err != nil {
 		// The attempt happened; a lost log line must not resend the webhook.

@@ -1,9 +1,12 @@
 package notifier_test
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -134,5 +137,41 @@ func TestDeliverDropsMalformedMessages(t *testing.T) {
 		require.NotEmpty(t, got[key], "dead letter of %s", key)
 		require.Contains(t, got[key][0], e.reason)
 		got[key] = got[key][1:]
+	}
+}
+
+// An event with one target is delivered by fan-out itself, with no delivery
+// message, unless direct attempts are off; a failed direct attempt is
+// retried from the queue, with the same webhook-id.
+func TestDeliverSingleTargetDirectly(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name                 string
+		givenDirectAttempts  int
+		wantDeliveryMessages bool
+	}{
+		{"direct", 0, false},
+		{"queued", -1, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, notifier.Config{DirectAttempts: tt.givenDirectAttempts, InProcessMax: time.Nanosecond, Schedule: []time.Duration{time.Second}})
+			rcv := newReceiver(t, statuses(http.StatusOK))
+			flaky := newReceiver(t, statuses(http.StatusInternalServerError, http.StatusOK))
+			b.publishJobEvent(t, "acme", "job_ok", rcv.URL)
+			b.waitLog(t, "acme", "job_ok", contract.DeliverySucceeded)
+			stream, err := b.js.Stream(context.Background(), contract.StreamDeliveries)
+			require.NoError(t, err)
+			info, err := stream.Info(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, tt.wantDeliveryMessages, info.State.LastSeq > 0, "delivery messages written")
+
+			b.publishJobEvent(t, "acme", "job_flaky", flaky.URL)
+			rec := b.waitLog(t, "acme", "job_flaky", contract.DeliverySucceeded)
+			require.Equal(t, []int{500, 200}, attemptCodes(rec))
+			got := flaky.all()
+			require.Equal(t, got[0].id(), got[1].id())
+			b.waitIdle(t)
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/signing"
@@ -24,8 +25,12 @@ const (
 
 // Notifier fans events out and delivers webhooks.
 type Notifier struct {
-	cfg       Config
-	js        jetstream.JetStream
+	cfg Config
+	js  jetstream.JetStream
+	// pub writes deliveries and attempt logs in group commits.
+	pub *bus.GroupCommit
+	// direct holds a token per first attempt fan-out is making itself.
+	direct    chan struct{}
 	secrets   *signing.Store
 	log       jetstream.KeyValue
 	tenants   jetstream.KeyValue
@@ -69,11 +74,12 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, err
 	}
 	n := &Notifier{
-		cfg: cfg, js: js, secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.BreakerFailures, cfg.Now),
+		cfg: cfg, js: js, pub: bus.NewGroupCommit(js, cfg.GroupCommit), direct: make(chan struct{}, max(cfg.DirectAttempts, 0)), secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.BreakerFailures, cfg.Now),
 		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout)),
 		logger: logger.With("service", "notifier"),
 	}
 	if err := n.createConsumers(ctx); err != nil {
+		n.pub.Close()
 		return nil, err
 	}
 	return n, nil
@@ -116,6 +122,7 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 // Run fans out and delivers until ctx ends, then drains both consumers.
 func (n *Notifier) Run(ctx context.Context) error {
 	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)
+	defer n.pub.Close()
 	indexCtx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
 	indexDone := make(chan error, 1)
 	go func() { indexDone <- n.index.Run(indexCtx) }()

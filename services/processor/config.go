@@ -11,6 +11,10 @@ import (
 
 // Config configures the processor.
 type Config struct {
+	// GroupCommit writes jobs, events, deliveries and records in group
+	// commits (bus.GroupCommit): faster when the NATS server syncs every
+	// write to disk, slower otherwise. Default false.
+	GroupCommit bool
 	// Handlers maps job types to their handlers. At least one is required.
 	Handlers map[string]Handler
 	// Concurrency is how many jobs of each type run at once in this process.

@@ -44,7 +44,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	pub := bus.NewGroupCommit(js)
+	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
 	jobs, err := jobstore.Open(ctx, js, pub)
 	if err != nil {
 		pub.Close()
