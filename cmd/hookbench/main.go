@@ -12,6 +12,7 @@
 //	hookbench gin       -conns 64 -duration 10s
 //	hookbench jetstream -publishers 16 -sync always [-async]
 //	hookbench suite     -hookstream ./bin/hookstream -out docs/benchmarks.md
+//	hookbench backlog   -url … -key … -tenant T -nats nats://… -backlog 1000000 -rate 200
 //	hookbench ledger    -url … -key … -rate 50 -duration 60s -drain 150s
 //
 // Latency percentiles come from an HDR-style histogram; in the open model
@@ -21,6 +22,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -35,7 +37,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|gin|jetstream|ledger|suite [flags]   (hookbench <cmd> -h for flags)")
+		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|backlog|gin|jetstream|ledger|suite [flags]   (hookbench <cmd> -h for flags)")
 		return 2
 	}
 	cmd, args := args[0], args[1:]
@@ -48,6 +50,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.conns, "conns", 64, "closed model: concurrent clients; open model: most requests in flight")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN)")
+	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog: deliveries to queue for the dead endpoint")
+	fs.StringVar(&o.tenant, "tenant", "bench", "backlog: the tenant of -key")
 	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address")
@@ -88,6 +93,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := ledgerCheck(ctx, o, stdout); err != nil {
 			fmt.Fprintf(stderr, "hookbench: %v\n", err)
 			return 1
+		}
+		return 0
+	case "backlog":
+		res, err := backlogScenario(ctx, o)
+		if err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 1
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(res)
+		} else {
+			res.print(stdout)
 		}
 		return 0
 	case "suite":

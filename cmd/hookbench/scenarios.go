@@ -32,6 +32,9 @@ type options struct {
 	pid         int
 	idempotency bool
 	jobType     string
+	natsURL     string
+	backlog     int
+	tenant      string
 	listen      string
 	drain       time.Duration
 	sync        string

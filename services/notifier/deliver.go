@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -71,8 +72,13 @@ func (n *Notifier) rateLimit(d *contract.Delivery) int {
 // overLimitDelay is the wait of a delivery put back because its endpoint is
 // at its limit: the limiter's hint, doubled for every time this message was
 // put back already (at most 0.5 s), so that a long queue for a slow endpoint
-// does not spin.
+// does not spin. A hint of a second or more is an open circuit: the
+// delivery waits until the circuit's probe is due, spread by up to a
+// quarter more so that a large backlog does not come back all at once.
 func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
+	if hint >= time.Second {
+		return hint + rand.N(hint/4+1)
+	}
 	d := hint
 	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
 		d = hint << min(meta.NumDelivered-1, 8)
@@ -135,7 +141,8 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		}
 		logger.Debug("webhook attempt failed", "attempt", len(d.Attempts), "status_code", last.attempt.StatusCode, "error", last.attempt.Error)
 		if n.limits.circuitOpen(limitKey(d)) {
-			return backoff.Permanent(errAttemptFailed) // no more in-process tries; the schedule goes on
+			policy.stopInProcess() // no more in-process tries; the schedule goes on
+			return backoff.Permanent(errAttemptFailed)
 		}
 		return errAttemptFailed
 	}, backoff.WithContext(policy, ctx))

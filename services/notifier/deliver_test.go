@@ -298,3 +298,17 @@ func TestDeliverLogsFirstBytesOfResponse(t *testing.T) {
 	rec := b.waitLog(t, "acme", "job_x", contract.DeliverySucceeded)
 	require.Len(t, rec.Attempts[0].Response, 4<<10)
 }
+
+// The attempt that opens an endpoint's circuit leaves its delivery scheduled
+// for retry, like any other failed attempt: an open circuit holds deliveries
+// back, it never dead-letters them early.
+func TestCircuitOpeningAttemptIsRetried(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, statuses(http.StatusInternalServerError))
+	ep := newEndpoint(t, "acme", "ep_down", rcv.URL, "x.*")
+	b := setup(t, notifier.Config{BreakerFailures: 1, Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond}, ep)
+	b.publishEvent(t, "acme", "x.y", "evt_down", []byte(`{}`))
+	rec := b.waitLog(t, "acme", "evt_down", contract.DeliveryPending)
+	require.Len(t, rec.Attempts, 1)
+	require.NotNil(t, rec.NextAttemptAt)
+}

@@ -33,16 +33,9 @@ type inProcessBackOff struct {
 var _ backoff.BackOff = (*inProcessBackOff)(nil)
 
 func (b *inProcessBackOff) NextBackOff() time.Duration {
-	failed, retryAfter, slowDown := b.last()
-	d, ok := retryDelay(b.cfg.Schedule, b.cfg.Jitter, failed)
+	d, ok := b.wait()
 	if !ok {
 		return backoff.Stop
-	}
-	if retryAfter > d { // honour the receiver's wish, within bounds
-		d = min(retryAfter, max(b.cfg.MaxRetryAfter, d))
-	}
-	if slowDown { // a timeout or a 429: the next attempt waits at least SlowDownWait
-		d = max(d, b.cfg.SlowDownWait)
 	}
 	if d > b.cfg.InProcessMax {
 		b.next = d
@@ -52,3 +45,28 @@ func (b *inProcessBackOff) NextBackOff() time.Duration {
 }
 
 func (b *inProcessBackOff) Reset() {}
+
+// wait is the schedule's wait before the next attempt, stretched by the
+// receiver's signals; false when the schedule has no more attempts.
+func (b *inProcessBackOff) wait() (time.Duration, bool) {
+	failed, retryAfter, slowDown := b.last()
+	d, ok := retryDelay(b.cfg.Schedule, b.cfg.Jitter, failed)
+	if !ok {
+		return 0, false
+	}
+	if retryAfter > d { // honour the receiver's wish, within bounds
+		d = min(retryAfter, max(b.cfg.MaxRetryAfter, d))
+	}
+	if slowDown { // a timeout or a 429: the next attempt waits at least SlowDownWait
+		d = max(d, b.cfg.SlowDownWait)
+	}
+	return d, true
+}
+
+// stopInProcess ends the in-process tier early (an open circuit): the next
+// attempt is the durable tier's, at the schedule's next wait.
+func (b *inProcessBackOff) stopInProcess() {
+	if d, ok := b.wait(); ok {
+		b.next = d
+	}
+}
