@@ -28,6 +28,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -51,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN)")
-	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog: deliveries to queue for the dead endpoint")
+	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog, suite: deliveries to queue for the dead endpoint (suite: 0 skips the scenario)")
 	fs.StringVar(&o.tenant, "tenant", "bench", "backlog: the tenant of -key")
 	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
@@ -66,10 +68,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	suite := suiteOptions{}
 	fs.StringVar(&suite.binary, "hookstream", "./bin/hookstream", "suite: the hookstream binary to start")
 	fs.StringVar(&suite.out, "out", "docs/benchmarks.md", "suite: the Markdown file to write")
-	fs.IntVar(&suite.e2eRate, "e2e-rate", 1000, "suite: the constant end-to-end rate")
+	e2eRates := fs.String("e2e-rates", "1000,3000", "suite: the constant end-to-end rates, comma-separated")
+	fs.IntVar(&suite.searchSteps, "search-steps", 6, "suite: most runs of the sustained-rate search per mode")
+	suite.searchFrom = map[string]int{"durable": 300, "buffered": 1500}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	for r := range strings.SplitSeq(*e2eRates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(stderr, "hookbench: -e2e-rates: %q is not a positive rate\n", r)
+			return 2
+		}
+		suite.e2eRates = append(suite.e2eRates, n)
+	}
+	suite.backlog = o.backlog
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 

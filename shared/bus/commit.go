@@ -41,9 +41,15 @@ const (
 	// wait for their PubAck at once; while they all wait, new publishes
 	// gather into the next one.
 	DefaultCommitsInFlight = 1
-	// MinAtomicBatch is the fewest messages written as an atomic batch; a
-	// lone message is published as it is.
-	MinAtomicBatch = 2
+	// MinAtomicBatch is the fewest messages written as an atomic batch;
+	// fewer are published one by one, at most MaxSinglesInFlight at once.
+	// nats-server 2.15 stages an atomic batch of a file-backed R1 stream in
+	// a file store of its own, whose setup costs about as much as a few
+	// synced writes: a batch pays off from a few messages on.
+	MinAtomicBatch = 4
+	// MaxSinglesInFlight bounds the messages published one by one at once.
+	// While that many wait for their PubAck, publishes gather into a batch.
+	MaxSinglesInFlight = 4
 	commitMaxBytes = 4 << 20
 	commitTimeout  = 10 * time.Second
 )
@@ -70,6 +76,7 @@ type Committer struct {
 	max      int
 	requests chan *commitRequest
 	slots    chan struct{}
+	singles  chan struct{}
 	plain    atomic.Bool
 	done     chan struct{}
 	close    sync.Once
@@ -95,6 +102,7 @@ func NewCommitter(js jetstream.JetStream) *Committer {
 		max:      DefaultCommitBatch,
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
+		singles:  make(chan struct{}, MaxSinglesInFlight),
 		done:     make(chan struct{}),
 	}
 	go c.run()
@@ -134,10 +142,24 @@ func (c *Committer) run() {
 		case <-c.done:
 			return
 		}
-		// While every commit slot is busy, publishes queue up behind this
-		// one and join its batch.
-		c.slots <- struct{}{}
 		batch := c.gather(first)
+		if len(batch) < MinAtomicBatch || c.plain.Load() {
+			// While MaxSinglesInFlight wait, publishes queue up for the
+			// next gather and make a batch of it.
+			metrics.Writes.Add("single", uint64(len(batch)))
+			for _, r := range batch {
+				c.singles <- struct{}{}
+				go func() {
+					defer func() { <-c.singles }()
+					c.publishOne(r)
+				}()
+			}
+			continue
+		}
+		// While the previous batch commits, publishes queue up and join
+		// this one.
+		c.slots <- struct{}{}
+		batch = c.gatherMore(batch)
 		go func() {
 			defer func() { <-c.slots }()
 			c.commit(batch)
@@ -145,10 +167,27 @@ func (c *Committer) run() {
 	}
 }
 
+// publishOne publishes a message on its own, unless its caller has gone.
+func (c *Committer) publishOne(r *commitRequest) {
+	if r.ctx.Err() != nil {
+		r.result <- commitResult{err: r.ctx.Err()}
+		return
+	}
+	ack, err := c.js.PublishMsg(r.ctx, r.msg)
+	r.result <- commitResult{ack: ack, err: err}
+}
+
 // gather takes first and whatever else is waiting, up to the batch limits.
 func (c *Committer) gather(first *commitRequest) []*commitRequest {
-	batch := []*commitRequest{first}
-	size := len(first.msg.Data)
+	return c.gatherMore([]*commitRequest{first})
+}
+
+// gatherMore adds to batch whatever is waiting, up to the batch limits.
+func (c *Committer) gatherMore(batch []*commitRequest) []*commitRequest {
+	size := 0
+	for _, r := range batch {
+		size += len(r.msg.Data)
+	}
 	for len(batch) < c.max && size < commitMaxBytes {
 		select {
 		case r := <-c.requests:
@@ -173,9 +212,9 @@ func (c *Committer) commit(batch []*commitRequest) {
 	switch {
 	case len(live) == 0:
 		return
-	case len(live) < MinAtomicBatch || c.plain.Load():
-		metrics.Writes.Add("single", uint64(len(live)))
-		c.publishEach(live)
+	case len(live) == 1:
+		metrics.Writes.Add("single", 1)
+		c.publishOne(live[0])
 		return
 	}
 	metrics.GroupCommits.Inc("")
