@@ -24,6 +24,9 @@ const (
 	deliverAckWait = 30 * time.Second
 	// deliverMaxAckPending bounds the deliveries out of the stream at once.
 	deliverMaxAckPending = 100_000
+	// heldMax is the longest a delivery held back by an open circuit waits
+	// before it is looked at again.
+	heldMax = 5 * time.Minute
 	// infraRetry is the wait after JetStream itself failed.
 	infraRetry = time.Second
 )
@@ -44,6 +47,12 @@ const (
 )
 
 func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
+	if wait, held := n.heldBack(msg.Subject()); held {
+		// Its endpoint's circuit is open: back to JetStream without reading
+		// it, which matters when a dead endpoint has a large backlog.
+		_ = msg.NakWithDelay(overLimitDelay(msg, wait))
+		return
+	}
 	defer bus.KeepAlive(msg, deliverAckWait/3)()
 	var d contract.Delivery
 	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || (d.URL == "" && d.EndpointID == "") {
@@ -61,6 +70,16 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 	n.settle(msg, n.deliver(ctx, logger, &d, msg.Subject()))
 }
 
+// heldBack tells, from a delivery's subject alone, whether its endpoint's
+// circuit is open, and for how long still.
+func (n *Notifier) heldBack(subject string) (time.Duration, bool) {
+	tenant, target, err := contract.ParseDeliverySubject(subject)
+	if err != nil || target == callbackTarget {
+		return 0, false
+	}
+	return n.limits.circuitWait(tenant + "/" + target)
+}
+
 // rateLimit is the endpoint's rate limit (deliveries per second; 0: none).
 func (n *Notifier) rateLimit(d *contract.Delivery) int {
 	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
@@ -73,10 +92,15 @@ func (n *Notifier) rateLimit(d *contract.Delivery) int {
 // at its limit: the limiter's hint, doubled for every time this message was
 // put back already (at most 0.5 s), so that a long queue for a slow endpoint
 // does not spin. A hint of a second or more is an open circuit: the
-// delivery waits until the circuit's probe is due, spread by up to a
-// quarter more so that a large backlog does not come back all at once.
+// delivery waits at least until the circuit's probe is due, doubled for
+// every time it was held back already (at most heldMax), spread by up to a
+// quarter more: a dead endpoint's backlog costs less the longer it is dead,
+// and does not come back all at once.
 func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
 	if hint >= time.Second {
+		if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+			hint = min(hint<<min(meta.NumDelivered-1, 8), max(hint, heldMax))
+		}
 		return hint + rand.N(hint/4+1)
 	}
 	d := hint

@@ -115,6 +115,23 @@ func (l *limiter) report(key string, ok bool) {
 	}
 }
 
+// circuitWait reports whether the endpoint's circuit is open now, or its
+// probe under way, and how long until the next request may go.
+func (l *limiter) circuitWait(key string) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.breakers[key]
+	switch {
+	case b == nil || b.failures < l.breakerFailures:
+		return 0, false
+	case l.now().Before(b.openUntil):
+		return b.openUntil.Sub(l.now()), true
+	case b.probing:
+		return time.Second, true
+	}
+	return 0, false
+}
+
 // circuitOpen reports whether the endpoint's circuit is open now.
 func (l *limiter) circuitOpen(key string) bool {
 	l.mu.Lock()

@@ -110,6 +110,12 @@ func splitTenantSubject(root, subject string) (string, string, error) {
 	return tenant, typ, nil
 }
 
+// ParseDeliverySubject splits hookstream.deliveries.<tenant>.<target> into
+// its tenant and target (an endpoint id, or "cb" for a job's callback).
+func ParseDeliverySubject(subject string) (tenant, target string, err error) {
+	return splitTenantSubject(SubjectDeliveries, subject)
+}
+
 // ParseTaskSubject splits hookstream.tasks.<tenant>.<kind>.
 func ParseTaskSubject(subject string) (tenant, kind string, err error) {
 	return splitTenantSubject(SubjectTasks, subject)
