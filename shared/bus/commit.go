@@ -50,8 +50,8 @@ const (
 	// MaxSinglesInFlight bounds the messages published one by one at once.
 	// While that many wait for their PubAck, publishes gather into a batch.
 	MaxSinglesInFlight = 4
-	commitMaxBytes = 4 << 20
-	commitTimeout  = 10 * time.Second
+	commitMaxBytes     = 4 << 20
+	commitTimeout      = 10 * time.Second
 )
 
 // Committer writes the messages that many goroutines publish to one stream
