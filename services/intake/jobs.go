@@ -162,41 +162,55 @@ func (s *Service) createJob(c *gin.Context) {
 	})
 }
 
-// storeJob writes the job record, then the job message, and returns only once
-// JetStream has acknowledged both. A repeated Idempotency-Key finds the
-// stored record: the same request gets that job back (and its message is
-// published again in case the first attempt never got that far; JetStream
-// and the processor de-duplicate), another request gets 422.
+// storeJob stores a job whose id comes from its Idempotency-Key: the record
+// and the message are written at the same time, and it returns only once
+// JetStream has acknowledged both. A repeated key finds the stored record:
+// the same request gets that job back (its message was published again, in
+// case the first attempt never got that far; JetStream and the processor
+// de-duplicate), another request gets 422 (and the processor drops the
+// message published for it, whose request hash is not the record's).
 func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, bool, error) {
+	published := make(chan error, 1)
+	go func() { published <- s.publishJob(ctx, rec) }()
 	rev, err := s.jobs.Create(ctx, rec)
-	replayed := errors.Is(err, jobstore.ErrExists)
-	if replayed {
-		existing, _, err := s.jobs.Get(ctx, rec.ID)
-		if errors.Is(err, jobstore.ErrNotFound) {
-			// The write said the record exists, the read did not see it yet
-			// (a replica behind its leader in a cluster): unclear, retry.
-			return contract.JobRecord{}, false, unavailable(s.cfg.RetryAfter)
-		}
+	pubErr := <-published
+	switch {
+	case errors.Is(err, jobstore.ErrExists):
+		existing, err := s.sameRequest(ctx, rec)
 		if err != nil {
 			return contract.JobRecord{}, false, err
 		}
-		if existing.RequestHash != rec.RequestHash || existing.Tenant != rec.Tenant {
-			return contract.JobRecord{}, false, invalid("Idempotency-Key was already used with a different request")
+		if pubErr != nil && existing.Status == contract.StatusQueued {
+			return contract.JobRecord{}, false, pubErr // its message may never have been stored
 		}
-		if existing.Status != contract.StatusQueued {
-			return existing, true, nil
-		}
-		rec = existing
-	} else if err != nil {
+		return existing, true, nil
+	case err != nil:
+		// If the message is stored, the processor makes the record from it;
+		// the client retries with the same key either way.
 		return contract.JobRecord{}, false, err
+	case pubErr != nil:
+		s.forget(rec.ID, rev)
+		return contract.JobRecord{}, false, pubErr
 	}
-	if err := s.publishJob(ctx, rec); err != nil {
-		if !replayed {
-			s.forget(rec.ID, rev)
-		}
-		return contract.JobRecord{}, false, err
+	return rec, false, nil
+}
+
+// sameRequest returns the stored job of a repeated Idempotency-Key, or 422
+// when it was made by another request.
+func (s *Service) sameRequest(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
+	existing, _, err := s.jobs.Get(ctx, rec.ID)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		// The write said the record exists, the read did not see it yet
+		// (a replica behind its leader in a cluster): unclear, retry.
+		return contract.JobRecord{}, unavailable(s.cfg.RetryAfter)
 	}
-	return rec, replayed, nil
+	if err != nil {
+		return contract.JobRecord{}, err
+	}
+	if existing.RequestHash != rec.RequestHash || existing.Tenant != rec.Tenant {
+		return contract.JobRecord{}, invalid("Idempotency-Key was already used with a different request")
+	}
+	return existing, nil
 }
 
 // storeNewJob stores a job with a fresh random id: no earlier record can

@@ -355,6 +355,37 @@ func TestRunJobIDOfAnotherTenantIsDropped(t *testing.T) {
 	require.EqualValues(t, 1, runs.Load())
 }
 
+// The message intake publishes for a request that reused another request's
+// Idempotency-Key (answered 422) is dropped: the job stored under that key
+// is not run with the other request's payload.
+func TestRunMessageOfAnotherRequestIsDropped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var payloads []string
+	var mu sync.Mutex
+	recording := processor.HandlerFunc(func(ctx context.Context, job processor.Job) (json.RawMessage, error) {
+		mu.Lock()
+		payloads = append(payloads, string(job.Payload))
+		mu.Unlock()
+		return processor.Echo(ctx, job)
+	})
+	now := time.Now().UTC()
+	_, err := b.jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: "job_keyed", Type: "echo", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now},
+		Tenant: "acme", Payload: json.RawMessage(`"first"`), RequestHash: "hash-first",
+	})
+	require.NoError(t, err)
+	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{ID: "job_keyed", Payload: json.RawMessage(`"second"`), RequestHash: "hash-second"}))
+	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{ID: "job_keyed", Payload: json.RawMessage(`"first"`), RequestHash: "hash-first"}))
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": recording}})
+	rec := b.waitJob(t, "job_keyed")
+	b.waitJobsSettled(t)
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{`"first"`}, payloads)
+}
+
 // A job whose record is already terminal (say, canceled before it ran) is
 // not run; its event is published again.
 func TestRunSkipsFinishedJob(t *testing.T) {

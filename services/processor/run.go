@@ -67,8 +67,9 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 		logger.Warn("load job", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
 	}
-	if stored.Tenant != rec.Tenant || stored.Type != rec.Type {
-		logger.Error("job id already used by another tenant or type; dropping message")
+	if stored.Tenant != rec.Tenant || stored.Type != rec.Type || stored.RequestHash != rec.RequestHash {
+		// Another request's job (a reused Idempotency-Key answered 422).
+		logger.Error("job id already used by another tenant, type or request; dropping message")
 		return settlement{verdict: term}
 	}
 	if contract.Terminal(stored.Status) {
