@@ -45,11 +45,13 @@ const (
 	// fewer are published one by one, at most MaxSinglesInFlight at once.
 	// nats-server 2.15 stages an atomic batch of a file-backed R1 stream in
 	// a file store of its own, whose setup costs about as much as a few
-	// synced writes: a batch pays off from a few messages on.
-	MinAtomicBatch = 4
+	// synced writes: a batch pays off from a few messages on. Measured on
+	// a 2-core machine (docs/performance.md): 4 added latency at moderate
+	// load, 16 left intake's max throughput where plain publishes are.
+	MinAtomicBatch = 8
 	// MaxSinglesInFlight bounds the messages published one by one at once.
 	// While that many wait for their PubAck, publishes gather into a batch.
-	MaxSinglesInFlight = 4
+	MaxSinglesInFlight = 8
 	commitMaxBytes     = 4 << 20
 	commitTimeout      = 10 * time.Second
 )
