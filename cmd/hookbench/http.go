@@ -63,6 +63,8 @@ type receiver struct {
 	latency   latency.Histogram
 	delivered atomic.Uint64
 	dupes     atomic.Uint64
+	// last is when the latest webhook arrived (Unix nanoseconds).
+	last atomic.Int64
 }
 
 func startReceiver(addr string) (*receiver, error) {
@@ -78,6 +80,7 @@ func startReceiver(addr string) (*receiver, error) {
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	now := time.Now()
+	r.last.Store(now.UnixNano())
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	w.WriteHeader(http.StatusNoContent)
 	if _, dup := r.seen.LoadOrStore(req.Header.Get("webhook-id"), struct{}{}); dup {

@@ -114,6 +114,9 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	rep.Server = w.stop()
 	e2e := rcv.latency.Summary()
 	rep.EndToEnd, rep.Delivered = &e2e, rcv.delivered.Load()
+	if last := time.Unix(0, rcv.last.Load()); last.After(start) {
+		rep.WebhookRate = float64(rep.Delivered) / last.Sub(start).Seconds()
+	}
 	if rep.OK > rep.Delivered {
 		rep.Missing = rep.OK - rep.Delivered
 	}

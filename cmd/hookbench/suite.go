@@ -49,7 +49,8 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
 		"(all callbacks go to one receiver host) and its defaults otherwise. The intake rows submit jobs of a type that no processor in the "+
 		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), so they measure intake alone; the end-to-end rows submit echo jobs with a callback "+
-		"to hookbench's own receiver.\n\n", endpointConcurrency)
+		"to hookbench's own receiver. How to read these figures, JetStream writes per job and profile findings: "+
+		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
 		fmt.Fprintf(stdout, "== %s (sync %s)\n", m.name, m.sync)
 		res, err := suiteMode(ctx, o, s, m)
@@ -228,22 +229,22 @@ func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *
 func writeTable(md *strings.Builder, res *modeResult) {
 	m := res.mode
 	fmt.Fprintf(md, "## %s mode (JetStream sync `%s`)\n\n", m.name, m.sync)
-	fmt.Fprintln(md, "| scenario | rate | conns | ok/s | p50 | p99 | p99.9 | 202→webhook p50 | p99 | errors | missing | server CPU | server peak RSS |")
-	fmt.Fprintln(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(md, "| scenario | rate | conns | ok/s | p50 | p99 | p99.9 | 202→webhook p50 | p99 | webhooks/s | errors | missing | server CPU | server peak RSS |")
+	fmt.Fprintln(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range res.rows {
 		rate := "max"
 		if r.Rate > 0 {
 			rate = fmt.Sprintf("%d/s", r.Rate)
 		}
-		e50, e99, cpu, rss, missing := "", "", "", "", ""
+		e50, e99, cpu, rss, missing, hooks := "", "", "", "", "", ""
 		if e := r.EndToEnd; e != nil {
-			e50, e99, missing = ms(e.P50), ms(e.P99), fmt.Sprint(r.Missing)
+			e50, e99, missing, hooks = ms(e.P50), ms(e.P99), fmt.Sprint(r.Missing), fmt.Sprintf("%.0f", r.WebhookRate)
 		}
 		if r.Server != nil {
 			cpu, rss = fmt.Sprintf("%.0f %%", r.Server.CPUPercent), fmt.Sprintf("%.0f MiB", r.Server.PeakRSSMiB)
 		}
-		fmt.Fprintf(md, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %d | %s | %s | %s |\n",
-			r.Scenario, rate, r.Conns, r.Throughput, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), e50, e99, r.Sent-r.OK, missing, cpu, rss)
+		fmt.Fprintf(md, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s |\n",
+			r.Scenario, rate, r.Conns, r.Throughput, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), e50, e99, hooks, r.Sent-r.OK, missing, cpu, rss)
 	}
 	fmt.Fprintln(md)
 	if res.intake != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
@@ -256,9 +257,9 @@ func writeTable(md *strings.Builder, res *modeResult) {
 	} else {
 		fmt.Fprintln(md, "- No end-to-end rate of the search held with p99 ≤ 100 ms.")
 	}
-	if a, b := res.scale10, res.scale10k; a != nil && b != nil && a.Throughput > 0 {
-		fmt.Fprintf(md, "- 10,000 vs 10 registered endpoints, whole pipeline at max rate: %.0f vs %.0f jobs/s (**%+.1f %%**), %d and %d webhooks missing.\n",
-			b.Throughput, a.Throughput, 100*(b.Throughput-a.Throughput)/a.Throughput, b.Missing, a.Missing)
+	if a, b := res.scale10, res.scale10k; a != nil && b != nil && a.WebhookRate > 0 {
+		fmt.Fprintf(md, "- 10,000 vs 10 registered endpoints, whole pipeline as fast as 64 clients go: %.0f vs %.0f webhooks/s (**%+.1f %%**; jobs accepted %.0f vs %.0f/s), %d and %d webhooks missing.\n",
+			b.WebhookRate, a.WebhookRate, 100*(b.WebhookRate-a.WebhookRate)/a.WebhookRate, b.Throughput, a.Throughput, b.Missing, a.Missing)
 	}
 	if b := res.backlog; b != nil {
 		fmt.Fprintf(md, "- Backlog: %d deliveries queued for a dead endpoint in %s; the healthy endpoint's p99 went from %s to %s (**×%.2f**); server peak RSS **%.0f MiB**.\n",
