@@ -295,6 +295,9 @@ func fanoutScenario(ctx context.Context, o options) (report, error) {
 	rep.Server = w.stop()
 	e := rcv.latency.Summary()
 	rep.EndToEnd, rep.Delivered = &e, rcv.delivered.Load()
+	if last := time.Unix(0, rcv.last.Load()); last.After(start) {
+		rep.WebhookRate = float64(rep.Delivered) / last.Sub(start).Seconds()
+	}
 	if want > rep.Delivered {
 		rep.Missing = want - rep.Delivered
 	}
