@@ -202,12 +202,25 @@ func TestIdempotencyKey(t *testing.T) {
 	require.Equal(t, http.StatusUnprocessableEntity, other.status)
 	require.Contains(t, other.body["detail"], "Idempotency-Key")
 
-	// One job message despite two accepted submissions.
+	// One job message for the two accepted submissions. The 422'd request's
+	// message is de-duplicated apart from it (the processor drops it), so
+	// that, had it come first, it could not have taken the job's place.
 	s, err := b.js.Stream(context.Background(), contract.StreamJobs)
 	require.NoError(t, err)
 	info, err := s.Info(context.Background())
 	require.NoError(t, err)
-	require.EqualValues(t, 1, info.State.Msgs)
+	require.EqualValues(t, 2, info.State.Msgs)
+	var hashes []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		msg, err := s.GetMsg(context.Background(), seq)
+		require.NoError(t, err)
+		var req contract.JobRequest
+		require.NoError(t, json.Unmarshal(msg.Data, &req))
+		require.Equal(t, first.body["id"], req.ID)
+		require.True(t, strings.HasPrefix(msg.Header.Get(contract.HeaderMsgID), req.ID+"."+req.RequestHash[:16]))
+		hashes = append(hashes, req.RequestHash)
+	}
+	require.NotEqual(t, hashes[0], hashes[1])
 }
 
 func TestCancel(t *testing.T) {

@@ -240,8 +240,15 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 	return rec, nil
 }
 
+// publishJob publishes the job's message, de-duplicated on its id and, for
+// an Idempotency-Key job, its request hash: the message of a request that
+// reuses a key (answered 422) cannot take the place of the stored job's.
 func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
-	return bus.PublishJSON(ctx, s.pub, contract.JobSubject(rec.Tenant, rec.Type), rec.ID,
+	msgID := rec.ID
+	if rec.RequestHash != "" {
+		msgID += "." + rec.RequestHash[:min(16, len(rec.RequestHash))]
+	}
+	return bus.PublishJSON(ctx, s.pub, contract.JobSubject(rec.Tenant, rec.Type), msgID,
 		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash})
 }
 

@@ -34,8 +34,15 @@ const breakerCooldown = 30 * time.Second
 type breaker struct {
 	failures  int
 	openUntil time.Time
-	probing   bool
+	// probeUntil is set while a probe is out: no other request goes until
+	// it reports, or until then (a probe that never reported: its delivery
+	// turned out unsendable, or the process stopped).
+	probeUntil time.Time
 }
+
+// probeTimeout bounds how long a probe may be out: longer than the longest
+// attempt (endpoints.MaxAttemptTimeout) and its bookkeeping.
+const probeTimeout = 2 * time.Minute
 
 type bucket struct {
 	tokens float64
@@ -64,15 +71,15 @@ func limitKey(d *contract.Delivery) string {
 func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b := l.breakers[key]; b != nil && b.failures >= l.breakerFailures {
+	b := l.breakers[key]
+	if b != nil && b.failures >= l.breakerFailures {
 		now := l.now()
 		switch {
 		case now.Before(b.openUntil):
 			return false, b.openUntil.Sub(now)
-		case b.probing:
+		case now.Before(b.probeUntil):
 			return false, time.Second // one probe at a time
 		}
-		b.probing = true // half-open: this request is the probe
 	}
 	if l.flight[key] >= l.perEndpoint {
 		return false, 25 * time.Millisecond
@@ -90,6 +97,9 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 			return false, time.Duration((1 - b.tokens) / float64(ratePerSec) * float64(time.Second))
 		}
 		b.tokens--
+	}
+	if b := l.breakers[key]; b != nil && b.failures >= l.breakerFailures {
+		b.probeUntil = l.now().Add(probeTimeout) // half-open: this request is the probe
 	}
 	l.flight[key]++
 	return true, 0
@@ -109,7 +119,7 @@ func (l *limiter) report(key string, ok bool) {
 		l.breakers[key] = b
 	}
 	b.failures++
-	b.probing = false
+	b.probeUntil = time.Time{}
 	if b.failures >= l.breakerFailures {
 		b.openUntil = l.now().Add(breakerCooldown)
 	}
@@ -126,7 +136,7 @@ func (l *limiter) circuitWait(key string) (time.Duration, bool) {
 		return 0, false
 	case l.now().Before(b.openUntil):
 		return b.openUntil.Sub(l.now()), true
-	case b.probing:
+	case l.now().Before(b.probeUntil):
 		return time.Second, true
 	}
 	return 0, false

@@ -80,3 +80,34 @@ func TestCircuitBreaker(t *testing.T) {
 		l.release("a")
 	}
 }
+
+// A probe that never reports (its delivery turned out unsendable, say)
+// holds the circuit half-open only for probeTimeout; a probe refused by the
+// endpoint's other limits is not taken at all.
+func TestCircuitBreakerProbeThatNeverReports(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(0, 0)
+	l := newLimiter(1, breakerFailures, func() time.Time { return now })
+	for range breakerFailures {
+		l.report("a", false)
+	}
+	now = now.Add(breakerCooldown)
+	probe, _ := l.acquire("a", 0)
+	require.True(t, probe)
+	l.release("a") // no report
+	_, held := l.circuitWait("a")
+	require.True(t, held, "the probe is out")
+	now = now.Add(probeTimeout)
+	_, held = l.circuitWait("a")
+	require.False(t, held, "a probe that never reported is given up")
+	probe, _ = l.acquire("a", 0)
+	require.True(t, probe, "another probe goes")
+
+	busy, _ := l.acquire("a", 0)
+	require.False(t, busy, "at its concurrency limit")
+	l.release("a")
+	l.report("a", true)
+	ok, _ := l.acquire("a", 0)
+	require.True(t, ok, "closed after the probe succeeded")
+	l.release("a")
+}

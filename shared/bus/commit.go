@@ -30,6 +30,8 @@ const (
 const (
 	errCodeAtomicPublishDisabled = 10174
 	errCodeWrongLastSequence     = 10071
+	// Replicated streams report the same conflict with this code.
+	errCodeWrongLastSequenceConstant = 10164
 )
 
 // Committer limits.
@@ -54,6 +56,9 @@ const (
 	MaxSinglesInFlight = 8
 	commitMaxBytes     = 4 << 20
 	commitTimeout      = 10 * time.Second
+	// plainFor is how long a committer publishes one by one after a stream
+	// said atomic publish is disabled, before it tries batches again.
+	plainFor = time.Minute
 )
 
 // Committer writes the messages that many goroutines publish to one stream
@@ -67,8 +72,9 @@ const (
 // refuses it (a duplicate message id, a failed expected-sequence check in
 // one message), every message of it is published again on its own, so each
 // caller gets the answer its message alone would have got. A stream without
-// atomic publish (an older server) turns the committer into plain
-// publishes.
+// atomic publish (an older server, or one being reconfigured) turns the
+// committer into plain publishes for a minute at a time. Publish reads msg
+// and never changes it; it must not be changed once passed in.
 //
 // It holds only the publishes waiting for it, each with its caller blocked,
 // so its memory is bounded by the callers' own concurrency.
@@ -79,9 +85,11 @@ type Committer struct {
 	requests chan *commitRequest
 	slots    chan struct{}
 	singles  chan struct{}
-	plain    atomic.Bool
-	done     chan struct{}
-	close    sync.Once
+	// plainUntil (Unix nanoseconds) is when to try atomic batches again
+	// after the stream refused them as disabled.
+	plainUntil atomic.Int64
+	done       chan struct{}
+	close      sync.Once
 }
 
 type commitRequest struct {
@@ -145,7 +153,7 @@ func (c *Committer) run() {
 			return
 		}
 		batch := c.gather(first)
-		if len(batch) < MinAtomicBatch || c.plain.Load() {
+		if len(batch) < MinAtomicBatch || time.Now().UnixNano() < c.plainUntil.Load() {
 			// While MaxSinglesInFlight wait, publishes queue up for the
 			// next gather and make a batch of it.
 			metrics.Writes.Add("single", uint64(len(batch)))
@@ -232,11 +240,13 @@ func (c *Committer) commit(batch []*commitRequest) {
 		// Refused as a whole, nothing stored: let each message get its own
 		// answer.
 		if apiErr.ErrorCode == errCodeAtomicPublishDisabled {
-			c.plain.Store(true)
+			// An older server, or a stream being updated right now.
+			c.plainUntil.Store(time.Now().Add(plainFor).UnixNano())
 		}
-		for _, r := range live {
-			stripBatchHeaders(r.msg)
-		}
+		c.publishEach(live)
+	case errors.Is(err, errBatchNotSent):
+		// Nothing reached the stream's commit: each message on its own
+		// (one may be too large, the others fine).
 		c.publishEach(live)
 	default:
 		// Unclear whether the batch was stored (a timeout, a lost
@@ -270,27 +280,29 @@ type batchAck struct {
 func (c *Committer) publishBatch(batch []*commitRequest) ([]*jetstream.PubAck, error) {
 	id := nuid.Next()
 	last := len(batch) - 1
+	var commit *nats.Msg
 	for i, r := range batch {
-		m := r.msg
-		if m.Header == nil {
-			m.Header = nats.Header{}
+		// A copy: the caller's message is left as it was.
+		m := &nats.Msg{Subject: r.msg.Subject, Data: r.msg.Data, Header: nats.Header{}}
+		for k, v := range r.msg.Header {
+			m.Header[k] = v
 		}
 		m.Header.Set(headerBatchID, id)
 		m.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
 		if i == last {
+			m.Header.Set(headerBatchCommit, "1")
+			commit = m
 			break
 		}
 		if err := c.nc.PublishMsg(m); err != nil {
-			return nil, fmt.Errorf("publish batch %s: %w", id, err)
+			return nil, fmt.Errorf("publish batch %s: %w: %w", id, errBatchNotSent, err)
 		}
 	}
-	commit := batch[last].msg
-	commit.Header.Set(headerBatchCommit, "1")
 	resp, err := c.nc.RequestMsg(commit, commitTimeout)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return nil, fmt.Errorf("publish batch %s: %w", id, jetstream.ErrNoStreamResponse)
-		}
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrBadSubject):
+		return nil, fmt.Errorf("publish batch %s: %w: %w", id, errBatchNotSent, err)
+	case err != nil:
 		return nil, fmt.Errorf("publish batch %s: %w", id, err)
 	}
 	var ack batchAck
@@ -311,18 +323,17 @@ func (c *Committer) publishBatch(batch []*commitRequest) ([]*jetstream.PubAck, e
 	return acks, nil
 }
 
-func stripBatchHeaders(m *nats.Msg) {
-	m.Header.Del(headerBatchID)
-	m.Header.Del(headerBatchSeq)
-	m.Header.Del(headerBatchCommit)
-}
+// errBatchNotSent: the batch's commit never reached the server, so nothing
+// of it is stored.
+var errBatchNotSent = errors.New("batch not sent")
 
 // IsWrongLastSequence reports whether err is JetStream refusing a write
 // whose expected last sequence did not match: for a key-value create, the
 // key exists.
 func IsWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastSequence
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == errCodeWrongLastSequence || apiErr.ErrorCode == errCodeWrongLastSequenceConstant)
 }
 
 // Publisher publishes to JetStream and waits for the PubAck: a

@@ -153,3 +153,31 @@ func BenchmarkCommitter(b *testing.B) {
 		})
 	}
 }
+
+// A message the connection cannot send (over max_payload) fails alone; the
+// messages gathered with it are stored.
+func TestCommitterFailsOnlyTheMessageThatCannotGo(t *testing.T) {
+	t.Parallel()
+	nc, js := startStream(t, true)
+	c := bus.NewCommitter(js)
+	t.Cleanup(c.Close)
+	var wg sync.WaitGroup
+	errs := make([]error, 64)
+	for i := range errs {
+		wg.Go(func() {
+			msg := nats.NewMsg(fmt.Sprintf("t.%d", i))
+			if i == 40 {
+				msg.Data = make([]byte, nc.MaxPayload()+1)
+			}
+			_, errs[i] = c.Publish(context.Background(), msg)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 40 {
+			require.ErrorIs(t, err, nats.ErrMaxPayload)
+			continue
+		}
+		require.NoError(t, err, "message %d", i)
+	}
+}
