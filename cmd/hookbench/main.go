@@ -22,7 +22,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -115,9 +114,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(res)
+			writeJSON(stdout, res)
 		} else {
 			res.print(stdout)
 		}

@@ -72,8 +72,11 @@ func (rep report) print(w io.Writer) {
 	}
 }
 
-func (rep report) writeJSON(w io.Writer) {
+func (rep report) writeJSON(w io.Writer) { writeJSON(w, rep) }
+
+// writeJSON prints v as indented JSON, for -json.
+func writeJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(rep)
+	_ = enc.Encode(v)
 }

@@ -170,10 +170,7 @@ func (s *Service) createJob(c *gin.Context) {
 // de-duplicate), another request gets 422 (and the processor drops the
 // message published for it, whose request hash is not the record's).
 func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, bool, error) {
-	published := make(chan error, 1)
-	go func() { published <- s.publishJob(ctx, rec) }()
-	rev, err := s.jobs.Create(ctx, rec)
-	pubErr := <-published
+	rev, err, pubErr := s.writeJob(ctx, rec)
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
 		existing, err := s.sameRequest(ctx, rec)
@@ -219,13 +216,11 @@ func (s *Service) sameRequest(ctx context.Context, rec contract.JobRecord) (cont
 // ours alone, so a record that exists already was made from our own message
 // by a fast processor.
 func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
-	published := make(chan error, 1)
-	go func() { published <- s.publishJob(ctx, rec) }()
-	rev, createErr := s.jobs.Create(ctx, rec)
+	rev, createErr, pubErr := s.writeJob(ctx, rec)
 	if errors.Is(createErr, jobstore.ErrExists) {
 		createErr = nil
 	}
-	if pubErr := <-published; pubErr != nil {
+	if pubErr != nil {
 		if createErr == nil && rev != 0 {
 			s.forget(rec.ID, rev)
 		}
@@ -238,6 +233,15 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 		return contract.JobRecord{}, createErr
 	}
 	return rec, nil
+}
+
+// writeJob writes the job's record and its message at the same time, so
+// that a 202 waits for one round trip to JetStream instead of two.
+func (s *Service) writeJob(ctx context.Context, rec contract.JobRecord) (rev uint64, createErr, pubErr error) {
+	published := make(chan error, 1)
+	go func() { published <- s.publishJob(ctx, rec) }()
+	rev, createErr = s.jobs.Create(ctx, rec)
+	return rev, createErr, <-published
 }
 
 // publishJob publishes the job's message, de-duplicated on its id and, for

@@ -53,21 +53,33 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait))
 		return
 	}
-	defer bus.KeepAlive(msg, deliverAckWait/3)()
 	var d contract.Delivery
 	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || (d.URL == "" && d.EndpointID == "") {
 		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
 		n.settle(msg, malformed)
 		return
 	}
-	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	key := limitKey(&d)
-	if ok, wait := n.limits.acquire(key, n.rateLimit(&d)); !ok {
+	v, wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, msg.Subject())
+	if !ok {
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 		return
 	}
+	n.settle(msg, v)
+}
+
+// deliverWithinLimits makes d's round of attempts (deliver) if its
+// endpoint's limits allow a request now, telling JetStream meanwhile that
+// msg, whose consumer waits ackWait, is being worked on. Otherwise ok is
+// false and wait is how long the limits ask for.
+func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string) (v verdict, wait time.Duration, ok bool) {
+	key := limitKey(d)
+	if ok, wait := n.limits.acquire(key, n.rateLimit(d)); !ok {
+		return 0, wait, false
+	}
 	defer n.limits.release(key)
-	n.settle(msg, n.deliver(ctx, logger, &d, msg.Subject()))
+	defer bus.KeepAlive(msg, ackWait/3)()
+	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
+	return n.deliver(ctx, logger, d, subject), 0, true
 }
 
 // heldBack tells, from a delivery's subject alone, whether its endpoint's

@@ -106,14 +106,11 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 	default:
 		return false, nil
 	}
-	key := limitKey(&d)
-	if ok, _ := n.limits.acquire(key, n.rateLimit(&d)); !ok {
+	v, _, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, contract.DeliverySubject(d.Tenant, targetKey))
+	switch {
+	case !ok:
 		return false, nil
-	}
-	defer n.limits.release(key)
-	defer bus.KeepAlive(msg, fanoutAckWait/3)()
-	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	if n.deliver(ctx, logger, &d, contract.DeliverySubject(d.Tenant, targetKey)) == again {
+	case v == again:
 		return true, errDirectAgain
 	}
 	return true, nil

@@ -71,15 +71,9 @@ func limitKey(d *contract.Delivery) string {
 func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.breakers[key]
-	if b != nil && b.failures >= l.breakerFailures {
-		now := l.now()
-		switch {
-		case now.Before(b.openUntil):
-			return false, b.openUntil.Sub(now)
-		case now.Before(b.probeUntil):
-			return false, time.Second // one probe at a time
-		}
+	br := l.breakers[key]
+	if wait, held := l.heldLocked(br); held {
+		return false, wait
 	}
 	if l.flight[key] >= l.perEndpoint {
 		return false, 25 * time.Millisecond
@@ -98,8 +92,8 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 		}
 		b.tokens--
 	}
-	if b := l.breakers[key]; b != nil && b.failures >= l.breakerFailures {
-		b.probeUntil = l.now().Add(probeTimeout) // half-open: this request is the probe
+	if br != nil && br.failures >= l.breakerFailures {
+		br.probeUntil = l.now().Add(probeTimeout) // half-open: this request is the probe
 	}
 	l.flight[key]++
 	return true, 0
@@ -130,14 +124,20 @@ func (l *limiter) report(key string, ok bool) {
 func (l *limiter) circuitWait(key string) (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.breakers[key]
-	switch {
-	case b == nil || b.failures < l.breakerFailures:
+	return l.heldLocked(l.breakers[key])
+}
+
+// heldLocked is circuitWait of breaker b; l.mu is held.
+func (l *limiter) heldLocked(b *breaker) (time.Duration, bool) {
+	if b == nil || b.failures < l.breakerFailures {
 		return 0, false
-	case l.now().Before(b.openUntil):
-		return b.openUntil.Sub(l.now()), true
-	case l.now().Before(b.probeUntil):
-		return time.Second, true
+	}
+	now := l.now()
+	switch {
+	case now.Before(b.openUntil):
+		return b.openUntil.Sub(now), true
+	case now.Before(b.probeUntil):
+		return time.Second, true // one probe at a time
 	}
 	return 0, false
 }

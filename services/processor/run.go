@@ -83,10 +83,17 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 		return s
 	}
 	result, runErr := p.run(ctx, msg, running)
+	return p.record(ctx, logger, rec.ID, result, runErr)
+}
+
+// record stores the outcome of an attempt of a job whose record says
+// running, and settles its message; an attempt cut short by shutdown puts
+// the job back instead.
+func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, result json.RawMessage, runErr error) settlement {
 	if runErr != nil && ctx.Err() != nil {
-		return p.release(logger, rec.ID)
+		return p.release(logger, id)
 	}
-	final, err := p.jobs.Update(ctx, rec.ID, func(r *contract.JobRecord) error {
+	final, err := p.jobs.Update(ctx, id, func(r *contract.JobRecord) error {
 		return p.complete(r, result, runErr)
 	})
 	return p.outcome(ctx, logger, final, runErr, err)
@@ -134,18 +141,10 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, msg jet
 		if s, claimed := p.claimed(ctx, logger, running, claimErr); !claimed {
 			return s // canceled while it ran: its result is dropped
 		}
+		return p.record(ctx, logger, stored.ID, result, runErr)
 	}
 	if runErr != nil && ctx.Err() != nil {
-		if marked {
-			return p.release(logger, stored.ID)
-		}
-		return settlement{verdict: retry}
-	}
-	if marked {
-		final, err := p.jobs.Update(ctx, stored.ID, func(r *contract.JobRecord) error {
-			return p.complete(r, result, runErr)
-		})
-		return p.outcome(ctx, logger, final, runErr, err)
+		return settlement{verdict: retry} // shutdown; the record never said running
 	}
 	final, err := p.jobs.UpdateFrom(ctx, stored, rev, func(r *contract.JobRecord) error {
 		if err := p.claim(r); err != nil {

@@ -81,7 +81,6 @@ const (
 type Committer struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	max      int
 	requests chan *commitRequest
 	slots    chan struct{}
 	singles  chan struct{}
@@ -109,7 +108,6 @@ func NewCommitter(js jetstream.JetStream) *Committer {
 	c := &Committer{
 		nc:       js.Conn(),
 		js:       js,
-		max:      DefaultCommitBatch,
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
 		singles:  make(chan struct{}, MaxSinglesInFlight),
@@ -152,7 +150,7 @@ func (c *Committer) run() {
 		case <-c.done:
 			return
 		}
-		batch := c.gather(first)
+		batch := c.gatherMore([]*commitRequest{first})
 		if len(batch) < MinAtomicBatch || time.Now().UnixNano() < c.plainUntil.Load() {
 			// While MaxSinglesInFlight wait, publishes queue up for the
 			// next gather and make a batch of it.
@@ -187,18 +185,13 @@ func (c *Committer) publishOne(r *commitRequest) {
 	r.result <- commitResult{ack: ack, err: err}
 }
 
-// gather takes first and whatever else is waiting, up to the batch limits.
-func (c *Committer) gather(first *commitRequest) []*commitRequest {
-	return c.gatherMore([]*commitRequest{first})
-}
-
 // gatherMore adds to batch whatever is waiting, up to the batch limits.
 func (c *Committer) gatherMore(batch []*commitRequest) []*commitRequest {
 	size := 0
 	for _, r := range batch {
 		size += len(r.msg.Data)
 	}
-	for len(batch) < c.max && size < commitMaxBytes {
+	for len(batch) < DefaultCommitBatch && size < commitMaxBytes {
 		select {
 		case r := <-c.requests:
 			batch = append(batch, r)
@@ -260,10 +253,7 @@ func (c *Committer) commit(batch []*commitRequest) {
 // publishEach publishes every message on its own, all at once.
 func (c *Committer) publishEach(batch []*commitRequest) {
 	for _, r := range batch {
-		go func() {
-			ack, err := c.js.PublishMsg(r.ctx, r.msg)
-			r.result <- commitResult{ack: ack, err: err}
-		}()
+		go c.publishOne(r)
 	}
 }
 

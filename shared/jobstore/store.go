@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,7 +44,7 @@ func Open(ctx context.Context, js jetstream.JetStream, pub bus.Publisher) (*Stor
 // put writes data under id if the key's last revision is still rev (0: no
 // revision yet); false when it is not.
 func (s *Store) put(ctx context.Context, id string, data []byte, rev uint64) (uint64, bool, error) {
-	if !validKey(id) {
+	if !contract.ValidType(id) { // the rule for job ids, which are keys here
 		return 0, false, jetstream.ErrInvalidKey
 	}
 	msg := nats.NewMsg(bus.KeySubject(contract.BucketJobs, id))
@@ -59,20 +58,6 @@ func (s *Store) put(ctx context.Context, id string, data []byte, rev uint64) (ui
 		return 0, false, err
 	}
 	return ack.Sequence, true, nil
-}
-
-// validKey is the key-value API's rule for keys.
-func validKey(key string) bool {
-	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
-		return false
-	}
-	for _, r := range key {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-/_=.", r)
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // Create stores a new record; ErrExists when the id is taken.
