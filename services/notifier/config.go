@@ -53,9 +53,13 @@ type Config struct {
 	// at most these. Default 32; negative: every delivery is queued.
 	DirectAttempts int
 	// BreakerFailures opens an endpoint's circuit after this many failed
-	// attempts in a row: for 30 s it gets nothing from this process, then
-	// one probe. Default 10.
+	// attempts in a row: for BreakerCooldown it gets nothing from this
+	// process, then one probe. Its deliveries are parked meanwhile. Default
+	// 10.
 	BreakerFailures int
+	// BreakerCooldown is how long an open circuit stays open before its
+	// probe. Default 30 s.
+	BreakerCooldown time.Duration
 	// DisableAfter disables an endpoint that has failed every delivery for
 	// this long. Default 5 days.
 	DisableAfter time.Duration
@@ -86,6 +90,8 @@ const (
 	DefaultShutdownGrace   = 10 * time.Second
 	DefaultDisableAfter    = 5 * 24 * time.Hour
 	DefaultBreakerFailures = 10
+	// DefaultBreakerCooldown is how long an open circuit waits for its probe.
+	DefaultBreakerCooldown = 30 * time.Second
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
 	DefaultEndpointConcurrency = 8
 	// MaxResponseBytes is the most of a receiver's response that is read.
@@ -125,6 +131,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.EndpointConcurrency == 0 {
 		c.EndpointConcurrency = DefaultEndpointConcurrency
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = DefaultBreakerCooldown
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = DefaultBreakerFailures

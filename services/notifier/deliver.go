@@ -47,10 +47,16 @@ const (
 )
 
 func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
-	if wait, held := n.heldBack(msg.Subject()); held {
-		// Its endpoint's circuit is open: back to JetStream without reading
-		// it, which matters when a dead endpoint has a large backlog.
-		_ = msg.NakWithDelay(overLimitDelay(msg, wait))
+	n.handle(ctx, msg, false)
+}
+
+// handle delivers one delivery message, from the delivery consumer or, when
+// parked, from the drain of a parked target (park.go).
+func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
+	if tenant, target, wait, held := n.heldTarget(msg.Subject(), parked); held {
+		// Its endpoint's circuit is open: put back without reading it,
+		// which matters when a dead endpoint has a large backlog.
+		n.holdBack(ctx, msg, tenant, target, wait, parked)
 		return
 	}
 	var d contract.Delivery
@@ -59,8 +65,16 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 		n.settle(msg, malformed)
 		return
 	}
-	v, wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, msg.Subject())
+	subject := msg.Subject()
+	if parked {
+		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
+	}
+	v, wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject)
 	if !ok {
+		if _, held := n.limits.circuitWait(limitKey(&d)); held {
+			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked)
+			return
+		}
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 		return
 	}
@@ -80,16 +94,6 @@ func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, a
 	defer bus.KeepAlive(msg, ackWait/3)()
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
 	return n.deliver(ctx, logger, d, subject), 0, true
-}
-
-// heldBack tells, from a delivery's subject alone, whether its endpoint's
-// circuit is open, and for how long still.
-func (n *Notifier) heldBack(subject string) (time.Duration, bool) {
-	tenant, target, err := contract.ParseDeliverySubject(subject)
-	if err != nil || target == callbackTarget {
-		return 0, false
-	}
-	return n.limits.circuitWait(tenant + "/" + target)
 }
 
 // rateLimit is the endpoint's rate limit (deliveries per second; 0: none).

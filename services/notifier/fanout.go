@@ -133,5 +133,13 @@ func eventIdentity(msg jetstream.Msg, tenant string) (string, time.Time) {
 }
 
 func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, targetKey string) error {
+	if _, held := n.limits.circuitWait(limitKey(&d)); held {
+		// Its endpoint's circuit is open: straight to the parked stream.
+		data, err := json.Marshal(d)
+		if err != nil {
+			return fmt.Errorf("encode delivery %s: %w", d.ID, err)
+		}
+		return n.publishParked(ctx, d.Tenant, parkTarget(&d), d.ID, data)
+	}
 	return bus.PublishJSON(ctx, n.pub, contract.DeliverySubject(d.Tenant, targetKey), d.ID, d)
 }

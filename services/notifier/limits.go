@@ -17,6 +17,7 @@ import (
 type limiter struct {
 	perEndpoint     int
 	breakerFailures int
+	breakerCooldown time.Duration
 	now             func() time.Time
 
 	mu       sync.Mutex
@@ -28,8 +29,8 @@ type limiter struct {
 // Circuit breaker: after breakerFailures failed attempts in a row an
 // endpoint gets no requests from this process for breakerCooldown; then one
 // probe goes through, and its outcome closes the circuit or opens it again.
-// Deliveries held back meanwhile wait in JetStream and lose no attempt.
-const breakerCooldown = 30 * time.Second
+// Deliveries held back meanwhile wait in JetStream (parked, park.go) and
+// lose no attempt.
 
 type breaker struct {
 	failures  int
@@ -49,8 +50,8 @@ type bucket struct {
 	at     time.Time
 }
 
-func newLimiter(perEndpoint, breakerFailures int, now func() time.Time) *limiter {
-	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}}
+func newLimiter(perEndpoint, breakerFailures int, breakerCooldown time.Duration, now func() time.Time) *limiter {
+	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, breakerCooldown: breakerCooldown, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}}
 }
 
 // limitKey names what a delivery is limited by: its endpoint, or the host of
@@ -115,7 +116,7 @@ func (l *limiter) report(key string, ok bool) {
 	b.failures++
 	b.probeUntil = time.Time{}
 	if b.failures >= l.breakerFailures {
-		b.openUntil = l.now().Add(breakerCooldown)
+		b.openUntil = l.now().Add(l.breakerCooldown)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 
 func TestLimiterConcurrency(t *testing.T) {
 	t.Parallel()
-	l := newLimiter(2, 10, time.Now)
+	l := newLimiter(2, 10, breakerCooldown, time.Now)
 	ok1, _ := l.acquire("a", 0)
 	ok2, _ := l.acquire("a", 0)
 	ok3, wait := l.acquire("a", 0)
@@ -26,7 +26,7 @@ func TestLimiterConcurrency(t *testing.T) {
 func TestLimiterRate(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(0, 0)
-	l := newLimiter(100, breakerFailures, func() time.Time { return now })
+	l := newLimiter(100, breakerFailures, breakerCooldown, func() time.Time { return now })
 	for range 5 {
 		ok, _ := l.acquire("a", 5)
 		require.True(t, ok)
@@ -40,12 +40,15 @@ func TestLimiterRate(t *testing.T) {
 	require.True(t, ok, "one token refilled after 1/5 s")
 }
 
-const breakerFailures = 10
+const (
+	breakerFailures = 10
+	breakerCooldown = DefaultBreakerCooldown
+)
 
 func TestCircuitBreaker(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(0, 0)
-	l := newLimiter(100, breakerFailures, func() time.Time { return now })
+	l := newLimiter(100, breakerFailures, breakerCooldown, func() time.Time { return now })
 	for range breakerFailures - 1 {
 		l.report("a", false)
 	}
@@ -87,7 +90,7 @@ func TestCircuitBreaker(t *testing.T) {
 func TestCircuitBreakerProbeThatNeverReports(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(0, 0)
-	l := newLimiter(1, breakerFailures, func() time.Time { return now })
+	l := newLimiter(1, breakerFailures, breakerCooldown, func() time.Time { return now })
 	for range breakerFailures {
 		l.report("a", false)
 	}

@@ -37,6 +37,7 @@ type Notifier struct {
 	index     *endpoints.Index
 	endpoints *endpoints.Store
 	limits    *limiter
+	parking   parking
 	// seenTypes remembers which tenants' event types are already recorded.
 	seenTypes   sync.Map
 	seenCount   atomic.Int64
@@ -74,10 +75,11 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, err
 	}
 	n := &Notifier{
-		cfg: cfg, js: js, pub: bus.NewGroupCommit(js, cfg.GroupCommit), direct: make(chan struct{}, max(cfg.DirectAttempts, 0)), secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.BreakerFailures, cfg.Now),
+		cfg: cfg, js: js, pub: bus.NewGroupCommit(js, cfg.GroupCommit), direct: make(chan struct{}, max(cfg.DirectAttempts, 0)), secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.Now),
 		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout)),
 		logger: logger.With("service", "notifier"),
 	}
+	n.parking.drains = map[string]bool{}
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err
@@ -135,10 +137,11 @@ func (n *Notifier) Run(ctx context.Context) error {
 		return nil
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
+	errs := make([]error, 4)
 	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
 	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
 	wg.Go(func() { errs[2] = n.runTasks(ctx, n.tasksCons) })
+	wg.Go(func() { errs[3] = n.runParking(ctx) })
 	wg.Wait()
 	return errors.Join(errs...)
 }

@@ -53,9 +53,21 @@ var loopback = ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")
 // waits retried in process, 1 s of shutdown grace.
 func setup(t *testing.T, cfg notifier.Config, eps ...endpoints.Endpoint) *bundle {
 	t.Helper()
+	return setupOn(t, startJetStream(t), cfg, eps...)
+}
+
+// startJetStream starts a NATS server with hookstream's streams.
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
 	_, js := natstest.Start(t).Connect(t)
+	require.NoError(t, bus.Ensure(context.Background(), js, bus.Topology{}))
+	return js
+}
+
+// setupOn is setup on a JetStream of startJetStream.
+func setupOn(t *testing.T, js jetstream.JetStream, cfg notifier.Config, eps ...endpoints.Endpoint) *bundle {
+	t.Helper()
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
 	if cfg.Guard == nil {
 		cfg.Guard = loopback
 	}
@@ -247,7 +259,7 @@ func nextLog(t *testing.T, updates <-chan contract.DeliveryRecord, status string
 func (b *bundle) waitIdle(t *testing.T) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		for _, name := range []string{contract.StreamEvents, contract.StreamDeliveries} {
+		for _, name := range []string{contract.StreamEvents, contract.StreamDeliveries, contract.StreamParked} {
 			s, err := b.js.Stream(context.Background(), name)
 			require.NoError(t, err)
 			info, err := s.Info(context.Background())

@@ -338,9 +338,9 @@ var (
 )
 
 // GroupCommit is a Publisher that writes to each of hookstream's busy
-// streams (jobs, events, deliveries, and the job and delivery-log buckets)
-// through a Committer of its own. Other subjects, and publishes with
-// options, go to JetStream directly.
+// streams (jobs, events, deliveries, parked deliveries, and the job and
+// delivery-log buckets) through a Committer of its own. Other subjects, and
+// publishes with options, go to JetStream directly.
 //
 // Group commits pay off only when the server syncs every write to disk: an
 // atomic batch costs nats-server 2.15 more work than the messages it holds
@@ -367,6 +367,7 @@ func NewGroupCommit(js jetstream.JetStream, on bool) *GroupCommit {
 		{contract.SubjectEvents + ".", NewCommitter(js)},
 		{contract.SubjectDeliveries + ".", deliveries},
 		{contract.SubjectRetries + ".", deliveries},
+		{contract.SubjectParked + ".", NewCommitter(js)},
 		{KeySubject(contract.BucketJobs, ""), NewCommitter(js)},
 		{KeySubject(contract.BucketDeliveries, ""), NewCommitter(js)},
 	}}

@@ -88,7 +88,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	tasks.MaxBytes = 64 << 20
 	dead := work(contract.StreamDeadLetters, "hookstream messages that could not be processed, with the reason", contract.SubjectDeadLetters+".>")
 	dead.Retention, dead.Discard, dead.MaxBytes = jetstream.LimitsPolicy, jetstream.DiscardOld, 256<<20
-	return []jetstream.StreamConfig{jobs, events, deliveries, tasks, dead}
+	parked := work(contract.StreamParked, "hookstream deliveries of endpoints whose circuit is open", contract.SubjectParked+".>")
+	return []jetstream.StreamConfig{jobs, events, deliveries, tasks, dead, parked}
 }
 
 // BucketConfigs returns the configuration of every hookstream bucket.

@@ -40,6 +40,11 @@ const (
 	// BucketTenants holds per-tenant settings such as signing secrets, keyed
 	// "<tenant>.signing".
 	BucketTenants = "HOOKSTREAM_TENANTS"
+	// StreamParked holds the deliveries of endpoints whose circuit is open,
+	// out of the way of everyone else's, until the endpoint answers again
+	// (work-queue retention, a consumer per endpoint). Subjects:
+	// SubjectParked.
+	StreamParked = "HOOKSTREAM_PARKED"
 )
 
 // Subject roots and wildcards.
@@ -64,6 +69,10 @@ const (
 	// SubjectDeadLetters is the root of dead letters:
 	// hookstream.dead.<kind>, e.g. hookstream.dead.events.
 	SubjectDeadLetters = "hookstream.dead"
+	// SubjectParked is the root of parked deliveries:
+	// hookstream.parked.<tenant>.<target>, a delivery message as it was on
+	// SubjectDeliveries.
+	SubjectParked = "hookstream.parked"
 )
 
 // JobSubject is the subject a job of the given type is submitted on.
@@ -84,6 +93,18 @@ func DeliverySubject(tenant, target string) string {
 // RetrySubject is the schedule subject of a delivery's pending retry.
 func RetrySubject(deliveryID string) string {
 	return SubjectRetries + "." + deliveryID
+}
+
+// ParkedSubject is the subject the deliveries to one target of a tenant are
+// parked on while the target's circuit is open.
+func ParkedSubject(tenant, target string) string {
+	return SubjectParked + "." + tenant + "." + target
+}
+
+// ParseParkedSubject splits hookstream.parked.<tenant>.<target> into its
+// tenant and target.
+func ParseParkedSubject(subject string) (tenant, target string, err error) {
+	return splitTenantSubject(SubjectParked, subject)
 }
 
 // ParseJobSubject splits hookstream.jobs.<tenant>.<type> into its tenant and

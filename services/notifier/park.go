@@ -1,0 +1,266 @@
+package notifier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/metrics"
+)
+
+// Parking. A delivery whose endpoint's circuit is open cannot be sent now,
+// and it may not wait in the delivery consumer either: a message put back
+// with a delay stays pending there, and once MaxAckPending of them belong to
+// dead endpoints the consumer hands out nothing else, so healthy endpoints'
+// deliveries would wait behind a dead one's backlog. So the delivery is
+// parked instead: copied to hookstream.parked.<tenant>.<target> in
+// HOOKSTREAM_PARKED, then acknowledged.
+//
+// Every parked target has a consumer of its own (a drain), with no more
+// messages out at once than the endpoint may have requests in flight. They
+// take the same path as any delivery: while the circuit stays open they wait
+// in place, the first one due after the cool-down is the probe, and once a
+// probe succeeds the rest flow at the endpoint's limits. A notifier starts a
+// drain when it parks a delivery, and at start and every parkedRescan for
+// every parked subject it finds, so that parked deliveries of a process that
+// stopped are drained by the others.
+const (
+	// parkedCheck is how often a drain looks whether it is empty.
+	parkedCheck = 5 * time.Second
+	// parkedRescan is how often the parked stream is scanned for targets
+	// without a drain in this process.
+	parkedRescan = time.Minute
+	// parkedIdle is how long the server keeps a drain consumer nobody uses.
+	parkedIdle = 10 * time.Minute
+)
+
+// parking tracks this process's drains.
+type parking struct {
+	mu sync.Mutex
+	// ctx is the notifier's run; drains start only while it runs.
+	ctx    context.Context
+	wg     sync.WaitGroup
+	drains map[string]bool // by parked subject
+}
+
+// parkTarget is the token a delivery is parked under: its endpoint, or for a
+// job callback a digest of the tenant's callback host, which is what its
+// circuit is kept by (limitKey).
+func parkTarget(d *contract.Delivery) string {
+	if d.EndpointID != "" {
+		return d.EndpointID
+	}
+	sum := sha256.Sum256([]byte(limitKey(d)))
+	return callbackTarget + "_" + hex.EncodeToString(sum[:8])
+}
+
+// deliveryTarget is the target token of d's delivery subject.
+func deliveryTarget(d *contract.Delivery) string {
+	if d.EndpointID != "" {
+		return d.EndpointID
+	}
+	return callbackTarget
+}
+
+// park moves a delivery message held back by an open circuit to the parked
+// stream and acknowledges it. msgID de-duplicates the parked copy.
+func (n *Notifier) park(ctx context.Context, msg jetstream.Msg, tenant, target string) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	if err := n.publishParked(ctx, tenant, target, "s"+strconv.FormatUint(meta.Sequence.Stream, 10), msg.Data()); err != nil {
+		return err
+	}
+	if err := msg.Ack(); err != nil {
+		// Redelivered and parked again: the parked copy is de-duplicated
+		// within the stream's window, sent twice after it (same webhook-id).
+		n.logger.Warn("acknowledge parked delivery", "subject", msg.Subject(), "error", err)
+	}
+	return nil
+}
+
+// publishParked stores a delivery message on the parked subject of its
+// target and makes sure a drain runs for it.
+func (n *Notifier) publishParked(ctx context.Context, tenant, target, msgID string, data []byte) error {
+	subject := contract.ParkedSubject(tenant, target)
+	out := nats.NewMsg(subject)
+	out.Data = data
+	out.Header.Set(contract.HeaderMsgID, "parked."+msgID)
+	out.Header.Set(contract.HeaderContractVersion, contract.Version)
+	if _, err := n.pub.PublishMsg(ctx, out); err != nil {
+		return fmt.Errorf("park delivery on %s: %w", subject, err)
+	}
+	metrics.Parked.Inc("")
+	n.ensureDrain(subject)
+	return nil
+}
+
+// ensureDrain starts a drain of subject unless this process runs one.
+func (n *Notifier) ensureDrain(subject string) {
+	p := &n.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drains[subject] || p.ctx == nil || p.ctx.Err() != nil {
+		return
+	}
+	p.drains[subject] = true
+	p.wg.Go(func() { n.drain(p.ctx, subject) })
+}
+
+// runParking drains every parked subject until ctx ends: those found now,
+// those found by each later scan, and those parked meanwhile.
+func (n *Notifier) runParking(ctx context.Context) error {
+	p := &n.parking
+	p.mu.Lock()
+	p.ctx = ctx
+	p.mu.Unlock()
+	defer p.wg.Wait()
+	tick := time.NewTicker(parkedRescan)
+	defer tick.Stop()
+	for {
+		if err := n.scanParked(ctx); err != nil && ctx.Err() == nil {
+			n.logger.Warn("scan parked deliveries", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// scanParked starts a drain for every subject with parked deliveries.
+func (n *Notifier) scanParked(ctx context.Context) error {
+	stream, err := n.js.Stream(ctx, contract.StreamParked)
+	if err != nil {
+		return err
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectParked+".>"))
+	if err != nil {
+		return err
+	}
+	for subject, count := range info.State.Subjects {
+		if count > 0 {
+			n.ensureDrain(subject)
+		}
+	}
+	return nil
+}
+
+// drain delivers the deliveries parked on subject until none is left or ctx
+// ends.
+func (n *Notifier) drain(ctx context.Context, subject string) {
+	done := func() {
+		n.parking.mu.Lock()
+		delete(n.parking.drains, subject)
+		n.parking.mu.Unlock()
+	}
+	sum := sha256.Sum256([]byte(subject))
+	cons, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamParked, jetstream.ConsumerConfig{
+		Durable:           "hookstream-parked-" + hex.EncodeToString(sum[:8]),
+		Description:       "hookstream drain of " + subject,
+		FilterSubject:     subject,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           deliverAckWait,
+		MaxDeliver:        -1,
+		MaxAckPending:     n.cfg.EndpointConcurrency,
+		InactiveThreshold: parkedIdle,
+	})
+	if err != nil {
+		done() // the next scan tries again
+		if ctx.Err() == nil {
+			n.logger.Warn("start drain of parked deliveries", "subject", subject, "error", err)
+		}
+		return
+	}
+	workCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ran := make(chan error, 1)
+	go func() {
+		ran <- bus.Workers(workCtx, cons, n.cfg.EndpointConcurrency, n.cfg.ShutdownGrace, n.handleParked)
+	}()
+	tick := time.NewTicker(parkedCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-ran:
+			done()
+			if err != nil && ctx.Err() == nil {
+				n.logger.Warn("drain parked deliveries", "subject", subject, "error", err)
+			}
+			return
+		case <-tick.C:
+			if n.drained(ctx, cons, subject) {
+				stop()
+				<-ran
+				return
+			}
+		}
+	}
+}
+
+// drained reports whether cons has nothing left, and then forgets its drain.
+// It holds the lock that ensureDrain takes after a delivery was parked, so
+// a delivery parked meanwhile either is counted here or starts a new drain.
+func (n *Notifier) drained(ctx context.Context, cons jetstream.Consumer, subject string) bool {
+	p := &n.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info, err := cons.Info(ctx)
+	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+		return false
+	}
+	delete(p.drains, subject)
+	return true
+}
+
+// handleParked delivers one parked delivery.
+func (n *Notifier) handleParked(ctx context.Context, msg jetstream.Msg) {
+	n.handle(ctx, msg, true)
+}
+
+// holdBack puts back a delivery whose endpoint's circuit is open for wait
+// still: from the delivery consumer it is parked; from a drain (or when it
+// cannot be parked) it waits in place, since a drain has only a few
+// messages out.
+func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, target string, wait time.Duration, parked bool) {
+	if !parked {
+		err := n.park(ctx, msg, tenant, target)
+		if err == nil {
+			return
+		}
+		n.logger.Warn("park delivery", "subject", msg.Subject(), "error", err)
+		_ = msg.NakWithDelay(overLimitDelay(msg, wait))
+		return
+	}
+	_ = msg.NakWithDelay(wait + rand.N(wait/4+1))
+}
+
+// heldTarget reads a delivery message's tenant and target from its subject,
+// and whether that target is an endpoint whose circuit is open, and for how
+// long still: a job callback's circuit is kept by host, which only the
+// message tells.
+func (n *Notifier) heldTarget(subject string, parked bool) (tenant, target string, wait time.Duration, held bool) {
+	parse := contract.ParseDeliverySubject
+	if parked {
+		parse = contract.ParseParkedSubject
+	}
+	tenant, target, err := parse(subject)
+	if err != nil || target == callbackTarget || strings.HasPrefix(target, callbackTarget+"_") {
+		return tenant, target, 0, false
+	}
+	wait, held = n.limits.circuitWait(tenant + "/" + target)
+	return tenant, target, wait, held
+}

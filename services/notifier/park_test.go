@@ -1,0 +1,159 @@
+package notifier_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// A dead endpoint's deliveries are parked, not held in the delivery
+// consumer, so that a large backlog for it cannot use up the consumer's
+// MaxAckPending and stall everyone else; once the endpoint answers again
+// its parked deliveries are delivered.
+func TestDeadEndpointDeliveriesAreParked(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	dead := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if down.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	healthy := newReceiver(t, nil)
+	b := setup(t, notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond, DirectAttempts: -1,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}, newEndpoint(t, "acme", "ep_dead", dead.URL, "dead.*"), newEndpoint(t, "acme", "ep_ok", healthy.URL, "ok.*"))
+
+	// The first delivery fails and opens the circuit.
+	b.publishEvent(t, "acme", "dead.first", "evt_first", []byte(`{}`))
+	b.waitLog(t, "acme", "evt_first", contract.DeliveryPending)
+
+	// Later ones are parked: by fan-out, which sees the open circuit, and
+	// by the delivery consumer, for deliveries queued before it opened.
+	const each = 20
+	for i := range each {
+		b.publishEvent(t, "acme", "dead.later", fmt.Sprintf("evt_dead_%d", i), []byte(`{}`))
+		b.queueDelivery(t, "acme", "ep_dead", fmt.Sprintf("evt_queued_%d", i))
+	}
+	for i := range each {
+		b.queueDelivery(t, "acme", "ep_ok", fmt.Sprintf("evt_ok_%d", i))
+	}
+	healthy.wait(t, each)
+	require.Eventually(t, func() bool {
+		info := b.consumerInfo(t, contract.StreamDeliveries, notifier.DeliverConsumer)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	}, 10*time.Second, 10*time.Millisecond, "deliveries of the dead endpoint still held in the delivery consumer")
+	require.Positive(t, b.streamMsgs(t, contract.StreamParked))
+
+	// Back up: the drain's next probe succeeds and the rest follow. A probe
+	// made while it was down counts as an attempt: that delivery waits for
+	// its scheduled retry, like any failed one.
+	down.Store(false)
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 10*time.Second, 10*time.Millisecond)
+	succeeded := 0
+	for _, rec := range b.logs(t, "acme.*.*") {
+		switch rec.Status {
+		case contract.DeliverySucceeded:
+			succeeded++
+		case contract.DeliveryPending:
+			require.NotNil(t, rec.NextAttemptAt, rec.ID)
+		default:
+			t.Fatalf("delivery %s is %s", rec.ID, rec.Status)
+		}
+	}
+	require.Greater(t, succeeded, 2*each, "the dead endpoint's parked deliveries were not delivered when it came back")
+}
+
+// A job callback host is parked the same way: its circuit is kept per tenant
+// and host, which only the delivery itself tells.
+func TestDeadCallbackHostIsParked(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	b := setup(t, notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	})
+	b.publishJobEvent(t, "acme", "job_first", rcv.URL)
+	b.waitLog(t, "acme", "job_first", contract.DeliveryPending)
+	for i := range 10 {
+		b.publishJobEvent(t, "acme", fmt.Sprintf("job_%d", i), rcv.URL+"/path")
+	}
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) > 0 }, 10*time.Second, 10*time.Millisecond)
+	down.Store(false)
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 10*time.Second, 10*time.Millisecond)
+	succeeded := 0
+	for _, rec := range b.logs(t, "acme.*.*") {
+		if rec.Status == contract.DeliverySucceeded {
+			succeeded++
+		}
+	}
+	require.GreaterOrEqual(t, succeeded, 8)
+}
+
+// Deliveries parked by a notifier that stopped are drained by the next one.
+func TestParkedDeliveriesDrainedAtStart(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	rcv := newReceiver(t, nil)
+	ep := newEndpoint(t, "acme", "ep_back", rcv.URL, "x.*")
+	for i := range 5 {
+		eventID := fmt.Sprintf("evt_%d", i)
+		d := contract.Delivery{
+			ID: contract.DeliveryID(eventID, ep.ID), Tenant: "acme", EventID: eventID, EventType: "x.y",
+			EndpointID: ep.ID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
+		}
+		require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+	}
+	b := setupOn(t, js, notifier.Config{}, ep)
+	rcv.wait(t, 5)
+	b.waitIdle(t)
+	for i := range 5 {
+		b.waitLog(t, "acme", fmt.Sprintf("evt_%d", i), contract.DeliverySucceeded)
+	}
+}
+
+// queueDelivery publishes the delivery of an event to an endpoint on the
+// delivery queue, as fan-out does.
+func (b *bundle) queueDelivery(t *testing.T, tenant, endpointID, eventID string) {
+	t.Helper()
+	d := contract.Delivery{
+		ID: contract.DeliveryID(eventID, endpointID), Tenant: tenant, EventID: eventID, EventType: "queued",
+		EndpointID: endpointID, Body: []byte(`{"type":"queued","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
+	}
+	require.NoError(t, bus.PublishJSON(context.Background(), b.js, contract.DeliverySubject(tenant, endpointID), d.ID, d))
+}
+
+func (b *bundle) consumerInfo(t *testing.T, stream, consumer string) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := b.js.Consumer(context.Background(), stream, consumer)
+	require.NoError(t, err)
+	info, err := c.Info(context.Background())
+	require.NoError(t, err)
+	return info
+}
+
+func (b *bundle) streamMsgs(t *testing.T, name string) uint64 {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), name)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.Msgs
+}
