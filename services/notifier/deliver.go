@@ -71,7 +71,7 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	}
 	v, wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject)
 	if !ok {
-		if _, held := n.limits.circuitWait(limitKey(&d)); held {
+		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked)
 			return
 		}

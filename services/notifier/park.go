@@ -25,7 +25,10 @@ import (
 // dead endpoints the consumer hands out nothing else, so healthy endpoints'
 // deliveries would wait behind a dead one's backlog. So the delivery is
 // parked instead: copied to hookstream.parked.<tenant>.<target> in
-// HOOKSTREAM_PARKED, then acknowledged.
+// HOOKSTREAM_PARKED, then acknowledged. The same goes for a delivery put
+// back parkAfter times already because its endpoint was at its limits (rate
+// or requests in flight): a long queue for a slow endpoint would otherwise
+// cycle through the consumer, every message of it, several times a second.
 //
 // Every parked target has a consumer of its own (a drain), with no more
 // messages out at once than the endpoint may have requests in flight. They
@@ -36,6 +39,9 @@ import (
 // every parked subject it finds, so that parked deliveries of a process that
 // stopped are drained by the others.
 const (
+	// parkAfter is how many times a delivery is put back for its
+	// endpoint's limits before it is parked.
+	parkAfter = 3
 	// parkedCheck is how often a drain looks whether it is empty.
 	parkedCheck = 5 * time.Second
 	// parkedRescan is how often the parked stream is scanned for targets
@@ -231,7 +237,15 @@ func (n *Notifier) handleParked(ctx context.Context, msg jetstream.Msg) {
 	n.handle(ctx, msg, true)
 }
 
-// holdBack puts back a delivery whose endpoint's circuit is open for wait
+// putBack is how many times msg was handed out before this time.
+func putBack(msg jetstream.Msg) uint64 {
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 0 {
+		return meta.NumDelivered - 1
+	}
+	return 0
+}
+
+// holdBack puts back a delivery that its endpoint cannot take for wait
 // still: from the delivery consumer it is parked; from a drain (or when it
 // cannot be parked) it waits in place, since a drain has only a few
 // messages out.

@@ -75,6 +75,30 @@ func TestDeadEndpointDeliveriesAreParked(t *testing.T) {
 	require.Greater(t, succeeded, 2*each, "the dead endpoint's parked deliveries were not delivered when it came back")
 }
 
+// A slow endpoint's long queue is parked too once its deliveries keep coming
+// back over its limit, instead of cycling through the delivery consumer; the
+// drain then sends them at the endpoint's rate.
+func TestEndpointAtItsLimitIsParked(t *testing.T) {
+	t.Parallel()
+	slow := newReceiver(t, nil)
+	limited := newEndpoint(t, "acme", "ep_slow", slow.URL, "slow.*")
+	limited.RateLimit = 25
+	b := setup(t, notifier.Config{DirectAttempts: -1}, limited)
+	const queued = 100
+	for i := range queued {
+		b.queueDelivery(t, "acme", "ep_slow", fmt.Sprintf("evt_%d", i))
+	}
+	require.Eventually(t, func() bool {
+		info := b.consumerInfo(t, contract.StreamDeliveries, notifier.DeliverConsumer)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	}, 10*time.Second, 10*time.Millisecond, "the slow endpoint's queue still cycles through the delivery consumer")
+	require.Less(t, len(slow.all()), queued, "delivered before it was parked: the test shows nothing")
+	got := slow.wait(t, queued)
+	b.waitIdle(t)
+	elapsed := got[len(got)-1].at.Sub(got[0].at)
+	require.GreaterOrEqual(t, elapsed, time.Duration(queued-limited.RateLimit-1)*time.Second/time.Duration(limited.RateLimit), "faster than the endpoint's rate limit")
+}
+
 // A job callback host is parked the same way: its circuit is kept per tenant
 // and host, which only the delivery itself tells.
 func TestDeadCallbackHostIsParked(t *testing.T) {
