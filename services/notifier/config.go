@@ -173,6 +173,10 @@ func (c Config) Validate() error {
 		return errors.New("AttemptTimeout: must be at least 1s")
 	case c.Concurrency < 1:
 		return errors.New("Concurrency: must be at least 1")
+	case c.EndpointConcurrency < 1:
+		return errors.New("EndpointConcurrency: must be at least 1")
+	case c.BreakerCooldown < 0:
+		return errors.New("BreakerCooldown: must not be negative")
 	case c.InProcessMax < 0 || c.MaxRetryAfter < 0:
 		return errors.New("InProcessMax, MaxRetryAfter: must not be negative")
 	}

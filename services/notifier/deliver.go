@@ -56,7 +56,7 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if tenant, target, wait, held := n.heldTarget(msg.Subject(), parked); held {
 		// Its endpoint's circuit is open: put back without reading it,
 		// which matters when a dead endpoint has a large backlog.
-		n.holdBack(ctx, msg, tenant, target, wait, parked)
+		n.holdBack(ctx, msg, tenant, target, wait, parked, true)
 		return
 	}
 	var d contract.Delivery
@@ -72,7 +72,7 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	v, wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject)
 	if !ok {
 		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= parkAfter {
-			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked)
+			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
 			return
 		}
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
@@ -152,6 +152,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		return again
 	}
 	if unsendable != "" {
+		n.limits.probeUnsent(limitKey(d))
 		d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: unsendable})
 		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
 	}

@@ -139,7 +139,11 @@ func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, tar
 		if err != nil {
 			return fmt.Errorf("encode delivery %s: %w", d.ID, err)
 		}
-		return n.publishParked(ctx, d.Tenant, parkTarget(&d), d.ID, data)
+		err = n.publishParked(ctx, d.Tenant, parkTarget(&d), d.ID, data)
+		if err == nil {
+			return nil
+		}
+		n.logger.Warn("park delivery; queueing it instead", "delivery_id", d.ID, "error", err)
 	}
 	return bus.PublishJSON(ctx, n.pub, contract.DeliverySubject(d.Tenant, targetKey), d.ID, d)
 }

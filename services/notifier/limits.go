@@ -151,6 +151,16 @@ func (l *limiter) circuitOpen(key string) bool {
 	return b != nil && b.failures >= l.breakerFailures && l.now().Before(b.openUntil)
 }
 
+// probeUnsent ends the endpoint's probe, if one is out, without an outcome:
+// its delivery turned out unsendable, so the next one may probe.
+func (l *limiter) probeUnsent(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.breakers[key]; b != nil {
+		b.probeUntil = time.Time{}
+	}
+}
+
 func (l *limiter) release(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

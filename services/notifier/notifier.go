@@ -79,7 +79,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout)),
 		logger: logger.With("service", "notifier"),
 	}
-	n.parking.drains = map[string]bool{}
+	n.parking.drains = map[string]uint64{}
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err

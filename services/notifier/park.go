@@ -56,8 +56,10 @@ type parking struct {
 	mu sync.Mutex
 	// ctx is the notifier's run; drains start only while it runs.
 	ctx    context.Context
-	wg     sync.WaitGroup
-	drains map[string]bool // by parked subject
+	wg sync.WaitGroup
+	// drains maps each parked subject this process drains to the number
+	// of deliveries parked on it since its drain started.
+	drains map[string]uint64
 }
 
 // parkTarget is the token a delivery is parked under: its endpoint, or for a
@@ -118,10 +120,14 @@ func (n *Notifier) ensureDrain(subject string) {
 	p := &n.parking
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.drains[subject] || p.ctx == nil || p.ctx.Err() != nil {
+	if parks, ok := p.drains[subject]; ok {
+		p.drains[subject] = parks + 1
 		return
 	}
-	p.drains[subject] = true
+	if p.ctx == nil || p.ctx.Err() != nil {
+		return
+	}
+	p.drains[subject] = 0
 	p.wg.Go(func() { n.drain(p.ctx, subject) })
 }
 
@@ -199,6 +205,7 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 	}()
 	tick := time.NewTicker(parkedCheck)
 	defer tick.Stop()
+	failed := 0
 	for {
 		select {
 		case err := <-ran:
@@ -208,7 +215,23 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 			}
 			return
 		case <-tick.C:
-			if n.drained(ctx, cons, subject) {
+			empty, err := n.drained(ctx, cons, subject)
+			if err != nil {
+				failed++
+			} else {
+				failed = 0
+			}
+			if failed >= 3 && ctx.Err() == nil {
+				// Its consumer is gone (deleted, or removed as idle
+				// while this process was cut off): start over at
+				// the next park or scan.
+				n.logger.Warn("drain of parked deliveries lost its consumer", "subject", subject, "error", err)
+				stop()
+				<-ran
+				done()
+				return
+			}
+			if empty {
 				stop()
 				<-ran
 				return
@@ -218,18 +241,26 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 }
 
 // drained reports whether cons has nothing left, and then forgets its drain.
-// It holds the lock that ensureDrain takes after a delivery was parked, so
-// a delivery parked meanwhile either is counted here or starts a new drain.
-func (n *Notifier) drained(ctx context.Context, cons jetstream.Consumer, subject string) bool {
+// A delivery parked meanwhile is either counted by the consumer or, parked
+// after it was asked, has changed the drain's park count (ensureDrain runs
+// after the park is stored), so the drain is kept; or it comes after the
+// drain was forgotten and starts a new one.
+func (n *Notifier) drained(ctx context.Context, cons jetstream.Consumer, subject string) (bool, error) {
 	p := &n.parking
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	parks := p.drains[subject]
+	p.mu.Unlock()
 	info, err := cons.Info(ctx)
 	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
-		return false
+		return false, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drains[subject] != parks {
+		return false, nil
 	}
 	delete(p.drains, subject)
-	return true
+	return true, nil
 }
 
 // handleParked delivers one parked delivery.
@@ -249,7 +280,7 @@ func putBack(msg jetstream.Msg) uint64 {
 // still: from the delivery consumer it is parked; from a drain (or when it
 // cannot be parked) it waits in place, since a drain has only a few
 // messages out.
-func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, target string, wait time.Duration, parked bool) {
+func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, target string, wait time.Duration, parked, circuit bool) {
 	if !parked {
 		err := n.park(ctx, msg, tenant, target)
 		if err == nil {
@@ -259,7 +290,11 @@ func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, targ
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait))
 		return
 	}
-	_ = msg.NakWithDelay(wait + rand.N(wait/4+1))
+	if circuit {
+		_ = msg.NakWithDelay(wait + rand.N(wait/4+1)) // until the probe is due
+		return
+	}
+	_ = msg.NakWithDelay(overLimitDelay(msg, wait))
 }
 
 // heldTarget reads a delivery message's tenant and target from its subject,

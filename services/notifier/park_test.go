@@ -62,7 +62,9 @@ func TestDeadEndpointDeliveriesAreParked(t *testing.T) {
 	down.Store(false)
 	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 10*time.Second, 10*time.Millisecond)
 	succeeded := 0
-	for _, rec := range b.logs(t, "acme.*.*") {
+	recs := b.logs(t, "acme.*.*")
+	require.Len(t, recs, 1+3*each, "a record for every delivery")
+	for _, rec := range recs {
 		switch rec.Status {
 		case contract.DeliverySucceeded:
 			succeeded++
@@ -123,9 +125,13 @@ func TestDeadCallbackHostIsParked(t *testing.T) {
 	down.Store(false)
 	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 10*time.Second, 10*time.Millisecond)
 	succeeded := 0
-	for _, rec := range b.logs(t, "acme.*.*") {
+	recs := b.logs(t, "acme.*.*")
+	require.Len(t, recs, 11, "a record for every delivery")
+	for _, rec := range recs {
 		if rec.Status == contract.DeliverySucceeded {
 			succeeded++
+		} else {
+			require.Equal(t, contract.DeliveryPending, rec.Status, rec.ID)
 		}
 	}
 	require.GreaterOrEqual(t, succeeded, 8)

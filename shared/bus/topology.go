@@ -89,6 +89,9 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	dead := work(contract.StreamDeadLetters, "hookstream messages that could not be processed, with the reason", contract.SubjectDeadLetters+".>")
 	dead.Retention, dead.Discard, dead.MaxBytes = jetstream.LimitsPolicy, jetstream.DiscardOld, 256<<20
 	parked := work(contract.StreamParked, "hookstream deliveries of endpoints whose circuit is open", contract.SubjectParked+".>")
+	// Like the deliveries stream, it holds what was already accepted: no
+	// byte limit, only MaxAge, so that parking never fails for space.
+	parked.Discard, parked.MaxBytes = jetstream.DiscardOld, -1
 	return []jetstream.StreamConfig{jobs, events, deliveries, tasks, dead, parked}
 }
 
