@@ -55,8 +55,8 @@ const (
 type parking struct {
 	mu sync.Mutex
 	// ctx is the notifier's run; drains start only while it runs.
-	ctx    context.Context
-	wg sync.WaitGroup
+	ctx context.Context
+	wg  sync.WaitGroup
 	// drains maps each parked subject this process drains to the number
 	// of deliveries parked on it since its drain started.
 	drains map[string]uint64
