@@ -78,6 +78,45 @@ func TestCircuitBreakerSparesDeadEndpoint(t *testing.T) {
 	require.Less(t, len(dead.all()), 10+notifier.DefaultEndpointConcurrency+1)
 }
 
+// Deliveries parked while an endpoint's circuit is open survive a restart
+// of the app and are all delivered once it answers again.
+func TestParkedDeliveriesSurviveRestart(t *testing.T) {
+	t.Parallel()
+	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, 2*time.Second),
+		withNotifier(func(c *notifier.Config) { c.BreakerFailures, c.BreakerCooldown = 1, time.Second }))
+	rcv := newReceiver(t)
+	rcv.setStatuses(repeat(http.StatusServiceUnavailable, 5)...)
+	h.createEndpoint(keyAcme, rcv.URL, "bulk.*")
+	js := h.natsClient()
+	ctx := context.Background()
+	const events = 50
+	for i := range events {
+		_, err := js.Publish(ctx, "hookstream.events.acme.bulk.item", fmt.Appendf(nil, `{"n":%d}`, i))
+		require.NoError(t, err)
+	}
+	parkedMsgs := func() uint64 {
+		stream, err := h.natsClient().Stream(ctx, contract.StreamParked)
+		require.NoError(t, err)
+		info, err := stream.Info(ctx)
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+	require.Eventually(t, func() bool { return parkedMsgs() > 0 }, 30*time.Second, 10*time.Millisecond, "nothing parked")
+	h.restart()
+	// Only the first 5 requests failed, each a delivery that is retried:
+	// every webhook-id seen, and 5 requests more than events, means every
+	// event was delivered.
+	require.Eventually(t, func() bool {
+		got := rcv.all()
+		ids := map[string]bool{}
+		for _, r := range got {
+			ids[r.id()] = true
+		}
+		return len(ids) == events && len(got) >= events+5
+	}, 60*time.Second, 50*time.Millisecond, "every event delivered once the endpoint answered")
+	require.Zero(t, parkedMsgs())
+}
+
 func repeat(status, n int) []int {
 	out := make([]int, n)
 	for i := range out {
