@@ -57,6 +57,15 @@ type Config struct {
 	// process, then one probe. Its deliveries are parked meanwhile. Default
 	// 10.
 	BreakerFailures int
+	// ParkRate bounds how many deliveries per second the delivery consumer
+	// parks (park.go). Moving a large backlog costs the server a read, two
+	// writes and a removal per delivery; spread out, it leaves the CPU to
+	// the endpoints that work. Fan-out parks without this bound. Default
+	// 5,000.
+	ParkRate int
+	// MaxAckPending bounds the deliveries out of the delivery stream at
+	// once: in flight, or put back for a short wait. Default 100,000.
+	MaxAckPending int
 	// BreakerCooldown is how long an open circuit stays open before its
 	// probe. Default 30 s.
 	BreakerCooldown time.Duration
@@ -90,6 +99,8 @@ const (
 	DefaultShutdownGrace   = 10 * time.Second
 	DefaultDisableAfter    = 5 * 24 * time.Hour
 	DefaultBreakerFailures = 10
+	DefaultMaxAckPending   = 100_000
+	DefaultParkRate        = 5000
 	// DefaultBreakerCooldown is how long an open circuit waits for its probe.
 	DefaultBreakerCooldown = 30 * time.Second
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
@@ -132,6 +143,12 @@ func (c Config) WithDefaults() Config {
 	if c.EndpointConcurrency == 0 {
 		c.EndpointConcurrency = DefaultEndpointConcurrency
 	}
+	if c.ParkRate == 0 {
+		c.ParkRate = DefaultParkRate
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
 	if c.BreakerCooldown == 0 {
 		c.BreakerCooldown = DefaultBreakerCooldown
 	}
@@ -173,6 +190,10 @@ func (c Config) Validate() error {
 		return errors.New("AttemptTimeout: must be at least 1s")
 	case c.Concurrency < 1:
 		return errors.New("Concurrency: must be at least 1")
+	case c.ParkRate < 1:
+		return errors.New("ParkRate: must be at least 1")
+	case c.MaxAckPending < 1:
+		return errors.New("MaxAckPending: must be at least 1")
 	case c.EndpointConcurrency < 1:
 		return errors.New("EndpointConcurrency: must be at least 1")
 	case c.BreakerCooldown < 0:

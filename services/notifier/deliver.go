@@ -22,8 +22,6 @@ import (
 const (
 	// deliverAckWait: in-flight deliveries report progress every third of it.
 	deliverAckWait = 30 * time.Second
-	// deliverMaxAckPending bounds the deliveries out of the stream at once.
-	deliverMaxAckPending = 100_000
 	// heldMax is the longest a delivery held back by an open circuit waits
 	// before it is looked at again.
 	heldMax = 5 * time.Minute

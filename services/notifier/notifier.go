@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -80,6 +81,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		logger: logger.With("service", "notifier"),
 	}
 	n.parking.drains = map[string]uint64{}
+	n.parking.pace.every = time.Second / time.Duration(cfg.ParkRate)
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err
@@ -108,11 +110,12 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       deliverAckWait,
 		MaxDeliver:    -1,
-		// Deliveries put back because their endpoint is at its limit count
-		// as pending while they wait; the cap is high so that one slow
-		// endpoint's queue cannot use up the slots healthy endpoints need.
-		// Pending is server-side state: the client holds only Concurrency.
-		MaxAckPending: deliverMaxAckPending,
+		// Deliveries put back for a short wait (their endpoint at its
+		// limits) count as pending while they wait; those that would wait
+		// long are parked (park.go), so that no endpoint's queue can use up
+		// the slots healthy endpoints need. Pending is server-side state:
+		// the client holds only Concurrency.
+		MaxAckPending: n.cfg.MaxAckPending,
 	})
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", DeliverConsumer, err)

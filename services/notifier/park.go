@@ -51,9 +51,39 @@ const (
 	parkedIdle = 10 * time.Minute
 )
 
+// pacer lets callers through at most every `every`, in turn.
+type pacer struct {
+	mu    sync.Mutex
+	next  time.Time
+	every time.Duration
+}
+
+// wait blocks until the caller's turn, or ctx ends.
+func (p *pacer) wait(ctx context.Context) error {
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	at := p.next
+	p.next = p.next.Add(p.every)
+	p.mu.Unlock()
+	if d := time.Until(at); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // parking tracks this process's drains.
 type parking struct {
-	mu sync.Mutex
+	pace pacer
+	mu   sync.Mutex
 	// ctx is the notifier's run; drains start only while it runs.
 	ctx context.Context
 	wg  sync.WaitGroup
@@ -84,6 +114,9 @@ func deliveryTarget(d *contract.Delivery) string {
 // park moves a delivery message held back by an open circuit to the parked
 // stream and acknowledges it. msgID de-duplicates the parked copy.
 func (n *Notifier) park(ctx context.Context, msg jetstream.Msg, tenant, target string) error {
+	if err := n.parking.pace.wait(ctx); err != nil {
+		return err
+	}
 	meta, err := msg.Metadata()
 	if err != nil {
 		return err

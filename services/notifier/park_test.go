@@ -17,9 +17,10 @@ import (
 )
 
 // A dead endpoint's deliveries are parked, not held in the delivery
-// consumer, so that a large backlog for it cannot use up the consumer's
-// MaxAckPending and stall everyone else; once the endpoint answers again
-// its parked deliveries are delivered.
+// consumer, so that a backlog for it larger than the consumer's
+// MaxAckPending (10 here, against 40 held) cannot stall everyone else's
+// queued deliveries; once the endpoint answers again its parked deliveries
+// are delivered.
 func TestDeadEndpointDeliveriesAreParked(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
@@ -31,7 +32,7 @@ func TestDeadEndpointDeliveriesAreParked(t *testing.T) {
 	})
 	healthy := newReceiver(t, nil)
 	b := setup(t, notifier.Config{
-		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond, DirectAttempts: -1,
+		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond, DirectAttempts: -1, MaxAckPending: 10,
 		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
 	}, newEndpoint(t, "acme", "ep_dead", dead.URL, "dead.*"), newEndpoint(t, "acme", "ep_ok", healthy.URL, "ok.*"))
 
