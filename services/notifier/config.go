@@ -79,6 +79,11 @@ type Config struct {
 	UserAgent string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+
+	// parkedCheck and parkedRescan are how often a drain looks whether it
+	// is empty and how often the parked stream is scanned (park.go);
+	// shortened by tests.
+	parkedCheck, parkedRescan time.Duration
 }
 
 // DefaultSchedule is the wait before each retry, as DESIGN.md sets it.
@@ -142,6 +147,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.EndpointConcurrency == 0 {
 		c.EndpointConcurrency = DefaultEndpointConcurrency
+	}
+	if c.parkedCheck == 0 {
+		c.parkedCheck = parkedCheck
+	}
+	if c.parkedRescan == 0 {
+		c.parkedRescan = parkedRescan
 	}
 	if c.ParkRate == 0 {
 		c.ParkRate = DefaultParkRate

@@ -172,7 +172,7 @@ func (n *Notifier) runParking(ctx context.Context) error {
 	p.ctx = ctx
 	p.mu.Unlock()
 	defer p.wg.Wait()
-	tick := time.NewTicker(parkedRescan)
+	tick := time.NewTicker(n.cfg.parkedRescan)
 	defer tick.Stop()
 	for {
 		if err := n.scanParked(ctx); err != nil && ctx.Err() == nil {
@@ -236,7 +236,7 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 	go func() {
 		ran <- bus.Workers(workCtx, cons, n.cfg.EndpointConcurrency, n.cfg.ShutdownGrace, n.handleParked)
 	}()
-	tick := time.NewTicker(parkedCheck)
+	tick := time.NewTicker(n.cfg.parkedCheck)
 	defer tick.Stop()
 	failed := 0
 	for {

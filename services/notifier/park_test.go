@@ -138,6 +138,49 @@ func TestDeadCallbackHostIsParked(t *testing.T) {
 	require.GreaterOrEqual(t, succeeded, 8)
 }
 
+// A drain whose consumer is gone (deleted by an operator, or by the server
+// as idle while the process was cut off) gives up, and the next scan starts
+// it over: its deliveries are not left parked for good.
+func TestDrainWhoseConsumerIsGoneStartsOver(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if down.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	cfg := notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: 2 * time.Second, DirectAttempts: -1,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}
+	notifier.ShortParking(&cfg)
+	b := setup(t, cfg, newEndpoint(t, "acme", "ep_x", rcv.URL, "x.*"))
+	b.publishEvent(t, "acme", "x.first", "evt_first", []byte(`{}`))
+	b.waitLog(t, "acme", "evt_first", contract.DeliveryPending)
+	for i := range 5 {
+		b.queueDelivery(t, "acme", "ep_x", fmt.Sprintf("evt_%d", i))
+	}
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 5 }, 10*time.Second, 10*time.Millisecond)
+
+	ctx := context.Background()
+	stream, err := b.js.Stream(ctx, contract.StreamParked)
+	require.NoError(t, err)
+	names := stream.ConsumerNames(ctx)
+	deleted := 0
+	for name := range names.Name() {
+		require.NoError(t, stream.DeleteConsumer(ctx, name))
+		deleted++
+	}
+	require.Equal(t, 1, deleted, "one drain consumer")
+	down.Store(false)
+	// After the cool-down a new drain's probe succeeds, and the rest follow.
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 15*time.Second, 10*time.Millisecond)
+	for i := range 5 {
+		b.waitLog(t, "acme", fmt.Sprintf("evt_%d", i), contract.DeliverySucceeded)
+	}
+}
+
 // Deliveries parked by a notifier that stopped are drained by the next one.
 func TestParkedDeliveriesDrainedAtStart(t *testing.T) {
 	t.Parallel()

@@ -1,0 +1,9 @@
+package notifier
+
+import "time"
+
+// ShortParking makes drains look whether they are empty every 100 ms and
+// the parked stream be scanned every 500 ms.
+func ShortParking(cfg *Config) {
+	cfg.parkedCheck, cfg.parkedRescan = 100*time.Millisecond, 500*time.Millisecond
+}
