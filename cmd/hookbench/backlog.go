@@ -31,8 +31,9 @@ type backlogResult struct {
 // and while o.backlog deliveries wait for an endpoint that is down, and the
 // server's peak RSS over both. The backlog is published straight to the
 // deliveries stream over NATS (-nats), as fan-out would have queued it;
-// the dead endpoint refuses connections, so its circuit opens and its
-// deliveries wait in JetStream.
+// the dead endpoint refuses connections, so its circuit opens and the
+// notifier parks its deliveries (moves them out of the delivery consumer,
+// at a bounded rate) while the measurement runs.
 func backlogScenario(ctx context.Context, o options) (res backlogResult, err error) {
 	w := watchProc(o.pid)
 	defer func() {
