@@ -75,7 +75,9 @@ func TestRecoverAfterOutage(t *testing.T) {
 	require.Len(t, healthy.all(), 3, "the healthy endpoint never noticed")
 }
 
-// waitTask polls a task until it is done.
+// waitTask polls a task until it is done: within a minute, since a task
+// that was in flight when the app stopped comes back after the tasks
+// consumer's AckWait (30 s).
 func (h *harness) waitTask(key, id string) map[string]any {
 	h.t.Helper()
 	var task map[string]any
@@ -83,7 +85,7 @@ func (h *harness) waitTask(key, id string) map[string]any {
 		code, _, out := h.call(http.MethodGet, "/v1/tasks/"+id, key, "")
 		task = out
 		return code == http.StatusOK && out["status"] == "done"
-	}, 30*time.Second, 50*time.Millisecond, "task %s not done", id)
+	}, 60*time.Second, 50*time.Millisecond, "task %s not done", id)
 	return task
 }
 
