@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -22,9 +21,6 @@ import (
 const (
 	// deliverAckWait: in-flight deliveries report progress every third of it.
 	deliverAckWait = 30 * time.Second
-	// heldMax is the longest a delivery held back by an open circuit waits
-	// before it is looked at again.
-	heldMax = 5 * time.Minute
 	// infraRetry is the wait after JetStream itself failed.
 	infraRetry = time.Second
 )
@@ -105,18 +101,8 @@ func (n *Notifier) rateLimit(d *contract.Delivery) int {
 // overLimitDelay is the wait of a delivery put back because its endpoint is
 // at its limit: the limiter's hint, doubled for every time this message was
 // put back already (at most 0.5 s), so that a long queue for a slow endpoint
-// does not spin. A hint of a second or more is an open circuit: the
-// delivery waits at least until the circuit's probe is due, doubled for
-// every time it was held back already (at most heldMax), spread by up to a
-// quarter more: a dead endpoint's backlog costs less the longer it is dead,
-// and does not come back all at once.
+// does not spin.
 func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
-	if hint >= time.Second {
-		if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-			hint = min(hint<<min(meta.NumDelivered-1, 8), max(hint, heldMax))
-		}
-		return hint + rand.N(hint/4+1)
-	}
 	d := hint
 	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
 		d = hint << min(meta.NumDelivered-1, 8)

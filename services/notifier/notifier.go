@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
@@ -81,7 +81,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		logger: logger.With("service", "notifier"),
 	}
 	n.parking.drains = map[string]uint64{}
-	n.parking.pace.every = time.Second / time.Duration(cfg.ParkRate)
+	n.parking.pace = rate.NewLimiter(rate.Limit(cfg.ParkRate), 1)
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err

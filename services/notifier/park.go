@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
@@ -51,38 +52,10 @@ const (
 	parkedIdle = 10 * time.Minute
 )
 
-// pacer lets callers through at most every `every`, in turn.
-type pacer struct {
-	mu    sync.Mutex
-	next  time.Time
-	every time.Duration
-}
-
-// wait blocks until the caller's turn, or ctx ends.
-func (p *pacer) wait(ctx context.Context) error {
-	p.mu.Lock()
-	now := time.Now()
-	if p.next.Before(now) {
-		p.next = now
-	}
-	at := p.next
-	p.next = p.next.Add(p.every)
-	p.mu.Unlock()
-	if d := time.Until(at); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
-}
-
 // parking tracks this process's drains.
 type parking struct {
-	pace pacer
+	// pace spaces out the parks of the delivery consumer (Config.ParkRate).
+	pace *rate.Limiter
 	mu   sync.Mutex
 	// ctx is the notifier's run; drains start only while it runs.
 	ctx context.Context
@@ -114,7 +87,7 @@ func deliveryTarget(d *contract.Delivery) string {
 // park moves a delivery message held back by an open circuit to the parked
 // stream and acknowledges it. msgID de-duplicates the parked copy.
 func (n *Notifier) park(ctx context.Context, msg jetstream.Msg, tenant, target string) error {
-	if err := n.parking.pace.wait(ctx); err != nil {
+	if err := n.parking.pace.Wait(ctx); err != nil {
 		return err
 	}
 	meta, err := msg.Metadata()
@@ -320,8 +293,6 @@ func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, targ
 			return
 		}
 		n.logger.Warn("park delivery", "subject", msg.Subject(), "error", err)
-		_ = msg.NakWithDelay(overLimitDelay(msg, wait))
-		return
 	}
 	if circuit {
 		_ = msg.NakWithDelay(wait + rand.N(wait/4+1)) // until the probe is due

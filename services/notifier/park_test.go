@@ -23,13 +23,7 @@ import (
 // are delivered.
 func TestDeadEndpointDeliveriesAreParked(t *testing.T) {
 	t.Parallel()
-	var down atomic.Bool
-	down.Store(true)
-	dead := newReceiver(t, func(_ int, w http.ResponseWriter) {
-		if down.Load() {
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	})
+	dead, down := downReceiver(t, http.StatusInternalServerError)
 	healthy := newReceiver(t, nil)
 	b := setup(t, notifier.Config{
 		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond, DirectAttempts: -1, MaxAckPending: 10,
@@ -106,13 +100,7 @@ func TestEndpointAtItsLimitIsParked(t *testing.T) {
 // and host, which only the delivery itself tells.
 func TestDeadCallbackHostIsParked(t *testing.T) {
 	t.Parallel()
-	var down atomic.Bool
-	down.Store(true)
-	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
-		if down.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	})
+	rcv, down := downReceiver(t, http.StatusServiceUnavailable)
 	b := setup(t, notifier.Config{
 		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond,
 		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
@@ -143,13 +131,7 @@ func TestDeadCallbackHostIsParked(t *testing.T) {
 // it over: its deliveries are not left parked for good.
 func TestDrainWhoseConsumerIsGoneStartsOver(t *testing.T) {
 	t.Parallel()
-	var down atomic.Bool
-	down.Store(true)
-	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
-		if down.Load() {
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	})
+	rcv, down := downReceiver(t, http.StatusInternalServerError)
 	cfg := notifier.Config{
 		BreakerFailures: 1, BreakerCooldown: 2 * time.Second, DirectAttempts: -1,
 		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
@@ -201,6 +183,19 @@ func TestParkedDeliveriesDrainedAtStart(t *testing.T) {
 	for i := range 5 {
 		b.waitLog(t, "acme", fmt.Sprintf("evt_%d", i), contract.DeliverySucceeded)
 	}
+}
+
+// downReceiver is a receiver that answers status while down is set, which
+// it is at first, and 200 after.
+func downReceiver(t *testing.T, status int) (*receiver, *atomic.Bool) {
+	t.Helper()
+	down := new(atomic.Bool)
+	down.Store(true)
+	return newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if down.Load() {
+			w.WriteHeader(status)
+		}
+	}), down
 }
 
 // queueDelivery publishes the delivery of an event to an endpoint on the
