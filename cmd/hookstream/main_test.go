@@ -106,3 +106,31 @@ func TestGroupCommitFollowsSync(t *testing.T) {
 	_, err := parseSettings("serve", nil, env("HOOKSTREAM_GROUP_COMMIT", "sometimes"), &bytes.Buffer{})
 	require.ErrorContains(t, err, "HOOKSTREAM_GROUP_COMMIT")
 }
+
+// HOOKSTREAM_MEMORY_LIMIT takes Go's size units or 'off'; anything else
+// names the variable.
+func TestMemoryLimitSetting(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		given string
+		want  int64
+	}{
+		{"", 256 << 20}, // the default
+		{"off", 0},
+		{"512MiB", 512 << 20},
+		{"1GiB", 1 << 30},
+		{"65536KiB", 64 << 20},
+		{"104857600", 100 << 20},
+		{"104857600B", 100 << 20},
+	} {
+		s, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", tt.given), &bytes.Buffer{})
+		require.NoError(t, err, tt.given)
+		got, err := s.memoryLimit()
+		require.NoError(t, err, tt.given)
+		require.Equal(t, tt.want, got, tt.given)
+	}
+	for _, bad := range []string{"lots", "256MB", "-1", "0", "1MiB", "9999999999GiB"} {
+		_, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", bad), &bytes.Buffer{})
+		require.ErrorContains(t, err, "HOOKSTREAM_MEMORY_LIMIT", bad)
+	}
+}

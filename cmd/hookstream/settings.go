@@ -50,6 +50,7 @@ type settings struct {
 	LogFormat         string
 	PprofAddr         string
 	GroupCommit       string
+	MemoryLimit       string
 }
 
 // setting describes one variable for the flag set and the README table.
@@ -87,6 +88,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
 		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "write concurrent jobs, events, deliveries and records to JetStream in atomic batches, one disk sync per batch: 'on', 'off', or 'auto' (on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where it is faster; off otherwise, where it costs more than it saves). Needs NATS 2.12+", &s.GroupCommit},
+		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "256MiB", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
 		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (e.g. 127.0.0.1:6060), for profiling under load; empty: off. Never expose it publicly", &s.PprofAddr},
@@ -173,6 +175,9 @@ func (s *settings) validate() error {
 	case s.MaxJSONDepth < 2:
 		return errors.New("HOOKSTREAM_MAX_JSON_DEPTH (--max-json-depth): must be at least 2")
 	}
+	if _, err := s.memoryLimit(); err != nil {
+		return err
+	}
 	if s.GroupCommit != "auto" && s.GroupCommit != "on" && s.GroupCommit != "off" {
 		return fmt.Errorf("HOOKSTREAM_GROUP_COMMIT (--group-commit): %q is not auto, on or off", s.GroupCommit)
 	}
@@ -200,6 +205,29 @@ func (s *settings) validate() error {
 		return err
 	}
 	return nil
+}
+
+// memoryLimit reads HOOKSTREAM_MEMORY_LIMIT in bytes; 0 is off.
+func (s *settings) memoryLimit() (int64, error) {
+	v := s.MemoryLimit
+	if v == "off" {
+		return 0, nil
+	}
+	num, mult := v, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 1 || n > (1<<62)/mult || n*mult < 32<<20 {
+		return 0, fmt.Errorf("HOOKSTREAM_MEMORY_LIMIT (--memory-limit): %q is not 'off' or a size of at least 32MiB such as 256MiB or 1GiB", v)
+	}
+	return n * mult, nil
 }
 
 // groupCommit reads HOOKSTREAM_GROUP_COMMIT for the command cmd.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/intake"
@@ -79,6 +80,7 @@ func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, st
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(s, os.Getenv, logger)
 	if s.PprofAddr != "" {
 		if err := servePprof(ctx, s.PprofAddr, logger); err != nil {
 			return err

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"log/slog"
+	"runtime/debug"
+)
+
+// setMemoryLimit sets HOOKSTREAM_MEMORY_LIMIT as the Go runtime's soft
+// memory limit, unless GOMEMLIMIT is set, which the runtime has applied
+// already. Most of an embedded hookstream's memory is the NATS server's
+// file-store block cache, which grows with throughput; without a limit Go's
+// GC lets the heap reach twice what is live (docs/performance.md). The limit
+// is soft: a live heap above it is not refused, the GC only runs more often
+// (at most about half the CPU).
+func setMemoryLimit(s *settings, getenv func(string) string, logger *slog.Logger) {
+	if getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit, _ := s.memoryLimit() // validated with the settings
+	if limit == 0 {
+		return
+	}
+	debug.SetMemoryLimit(limit)
+	logger.Debug("memory limit set", "bytes", limit)
+}
