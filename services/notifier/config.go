@@ -59,9 +59,10 @@ type Config struct {
 	BreakerFailures int
 	// ParkRate bounds how many deliveries per second the delivery consumer
 	// parks (park.go). Moving a large backlog costs the server a read, two
-	// writes and a removal per delivery; spread out, it leaves the CPU to
-	// the endpoints that work. Fan-out parks without this bound. Default
-	// 5,000.
+	// writes and a removal per delivery (with every write synced, a disk
+	// sync for the removal alone); spread out, it leaves the CPU and the
+	// disk to the endpoints that work. Fan-out parks without this bound.
+	// Default 2,000.
 	ParkRate int
 	// MaxAckPending bounds the deliveries out of the delivery stream at
 	// once: in flight, or put back for a short wait. Default 100,000.
@@ -105,7 +106,7 @@ const (
 	DefaultDisableAfter    = 5 * 24 * time.Hour
 	DefaultBreakerFailures = 10
 	DefaultMaxAckPending   = 100_000
-	DefaultParkRate        = 5000
+	DefaultParkRate        = 2000
 	// DefaultBreakerCooldown is how long an open circuit waits for its probe.
 	DefaultBreakerCooldown = 30 * time.Second
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
