@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -133,4 +135,22 @@ func TestMemoryLimitSetting(t *testing.T) {
 		_, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", bad), &bytes.Buffer{})
 		require.ErrorContains(t, err, "HOOKSTREAM_MEMORY_LIMIT", bad)
 	}
+}
+
+// The setting becomes the runtime's soft memory limit, unless GOMEMLIMIT
+// is set: then the runtime's own reading of it stays. Not parallel: the
+// limit is the process's.
+func TestMemoryLimitApplied(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	logger := slog.New(slog.DiscardHandler)
+	s, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", "300MiB"), &bytes.Buffer{})
+	require.NoError(t, err)
+
+	setMemoryLimit(s, env(), logger)
+	require.Equal(t, int64(300<<20), debug.SetMemoryLimit(-1))
+
+	debug.SetMemoryLimit(prev)
+	setMemoryLimit(s, env("GOMEMLIMIT", "1GiB"), logger)
+	require.Equal(t, prev, debug.SetMemoryLimit(-1), "GOMEMLIMIT wins")
 }
