@@ -70,7 +70,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := start(ctx, cmd, s, logger, stdout); err != nil {
+	if err := start(ctx, cmd, s, getenv, logger, stdout); err != nil {
 		logger.Error("hookstream stopped", "error", err)
 		return 1
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -109,8 +110,8 @@ func TestGroupCommitFollowsSync(t *testing.T) {
 	require.ErrorContains(t, err, "HOOKSTREAM_GROUP_COMMIT")
 }
 
-// HOOKSTREAM_MEMORY_LIMIT takes Go's size units or 'off'; anything else
-// names the variable.
+// HOOKSTREAM_MEMORY_LIMIT takes bytes, KiB, MiB or GiB from 32 MiB on, or
+// 'off'; anything else names the variable.
 func TestMemoryLimitSetting(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -124,6 +125,8 @@ func TestMemoryLimitSetting(t *testing.T) {
 		{"65536KiB", 64 << 20},
 		{"104857600", 100 << 20},
 		{"104857600B", 100 << 20},
+		{"32MiB", 32 << 20}, // the least
+		{" 1GiB ", 1 << 30},
 	} {
 		s, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", tt.given), &bytes.Buffer{})
 		require.NoError(t, err, tt.given)
@@ -131,7 +134,7 @@ func TestMemoryLimitSetting(t *testing.T) {
 		require.NoError(t, err, tt.given)
 		require.Equal(t, tt.want, got, tt.given)
 	}
-	for _, bad := range []string{"lots", "256MB", "-1", "0", "1MiB", "9999999999GiB"} {
+	for _, bad := range []string{"lots", "256MB", "-1", "0", "1MiB", "33554431", "OFF", "1TiB", "9999999999GiB"} {
 		_, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", bad), &bytes.Buffer{})
 		require.ErrorContains(t, err, "HOOKSTREAM_MEMORY_LIMIT", bad)
 	}
@@ -147,6 +150,7 @@ func TestMemoryLimitApplied(t *testing.T) {
 	s, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", "300MiB"), &bytes.Buffer{})
 	require.NoError(t, err)
 
+	debug.SetMemoryLimit(math.MaxInt64) // whatever the test process was started with
 	setMemoryLimit(s, env(), logger)
 	require.Equal(t, int64(300<<20), debug.SetMemoryLimit(-1))
 

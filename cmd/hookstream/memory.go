@@ -21,5 +21,5 @@ func setMemoryLimit(s *settings, getenv func(string) string, logger *slog.Logger
 		return
 	}
 	debug.SetMemoryLimit(limit)
-	logger.Debug("memory limit set", "bytes", limit)
+	logger.Info("memory limit set", "bytes", limit)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/intake"
@@ -75,12 +74,12 @@ func processorTypes(h map[string]processor.Handler) []string {
 }
 
 // start runs the chosen mode until ctx ends.
-func start(ctx context.Context, cmd string, s *settings, logger *slog.Logger, stdout io.Writer) error {
+func start(ctx context.Context, cmd string, s *settings, getenv func(string) string, logger *slog.Logger, stdout io.Writer) error {
 	c, err := buildConfigs(cmd, s)
 	if err != nil {
 		return err
 	}
-	setMemoryLimit(s, os.Getenv, logger)
+	setMemoryLimit(s, getenv, logger)
 	if s.PprofAddr != "" {
 		if err := servePprof(ctx, s.PprofAddr, logger); err != nil {
 			return err
