@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
 )
 
 func env(pairs ...string) func(string) string {
@@ -54,6 +56,8 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "replicas range", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "9"}, wantInErr: "HOOKSTREAM_NATS_REPLICAS"},
 		{name: "retention", givenEnv: []string{"HOOKSTREAM_JOB_RETENTION", "1h"}, wantInErr: "HOOKSTREAM_JOB_RETENTION"},
 		{name: "log level", givenEnv: []string{"HOOKSTREAM_LOG_LEVEL", "loud"}, wantInErr: "HOOKSTREAM_LOG_LEVEL"},
+		{name: "park rate", givenEnv: []string{"HOOKSTREAM_PARK_RATE", "0"}, wantInErr: "HOOKSTREAM_PARK_RATE"},
+		{name: "memory limit", givenEnv: []string{"HOOKSTREAM_MEMORY_LIMIT", "lots"}, wantInErr: "HOOKSTREAM_MEMORY_LIMIT"},
 		{name: "flag wins", givenEnv: []string{"HOOKSTREAM_ATTEMPT_TIMEOUT", "15s"}, givenArgs: []string{"--attempt-timeout", "1ms"}, wantInErr: "HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout)"},
 		{name: "unknown flag", givenArgs: []string{"--colour"}, wantInErr: "colour"},
 	}
@@ -87,6 +91,7 @@ func TestSettingsDefaultsAreValid(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, always, "the embedded default syncs every write")
 	require.True(t, c.intake.GroupCommit && c.processor.GroupCommit && c.notifier.GroupCommit, "group commits where every write is synced")
+	require.Equal(t, notifier.DefaultParkRate, c.notifier.ParkRate, "HOOKSTREAM_PARK_RATE's default is the notifier's")
 }
 
 // Group commits are on where they pay: where every write is synced to disk.

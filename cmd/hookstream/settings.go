@@ -36,6 +36,7 @@ type settings struct {
 	JobConcurrency    int
 	NotifyConc        int
 	EndpointConc      int
+	ParkRate          int
 	DisableAfter      time.Duration
 	MaxInflight       int
 	TenantRate        int
@@ -77,6 +78,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "16", "jobs of each type run at once per processor process", &s.JobConcurrency},
 		{"HOOKSTREAM_NOTIFIER_CONCURRENCY", "notifier-concurrency", "64", "webhook deliveries in flight per notifier process", &s.NotifyConc},
 		{"HOOKSTREAM_ENDPOINT_CONCURRENCY", "endpoint-concurrency", "8", "webhook requests in flight per endpoint (or callback host) per notifier process; more wait in JetStream", &s.EndpointConc},
+		{"HOOKSTREAM_PARK_RATE", "park-rate", "2000", "deliveries per second a notifier process moves out of the delivery queue when their endpoint's circuit is open (parking); higher clears a large backlog queued before the circuit opened sooner, at the cost of the CPU and disk other endpoints' deliveries need", &s.ParkRate},
 		{"HOOKSTREAM_DISABLE_AFTER", "disable-after", "120h", "an endpoint failing every delivery for this long is disabled", &s.DisableAfter},
 		{"HOOKSTREAM_MAX_INFLIGHT", "max-inflight", "1024", "write requests (POST /v1/jobs, /v1/events) served at once per intake; more get 503 + Retry-After", &s.MaxInflight},
 		{"HOOKSTREAM_TENANT_RATE_LIMIT", "tenant-rate-limit", "0", "write requests per second per tenant per intake (burst: one second's worth); more get 429 + Retry-After; 0: no limit", &s.TenantRate},
@@ -162,6 +164,8 @@ func (s *settings) validate() error {
 		return errors.New("HOOKSTREAM_DISABLE_AFTER (--disable-after): must be at least 1m")
 	case s.EndpointConc < 1:
 		return errors.New("HOOKSTREAM_ENDPOINT_CONCURRENCY (--endpoint-concurrency): must be at least 1")
+	case s.ParkRate < 1:
+		return errors.New("HOOKSTREAM_PARK_RATE (--park-rate): must be at least 1")
 	case s.AttemptTimeout < time.Second:
 		return errors.New("HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout): must be at least 1s")
 	case s.StreamMaxBytes < 1<<20:

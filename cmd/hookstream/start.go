@@ -60,7 +60,7 @@ func buildConfigs(cmd string, s *settings) (configs, error) {
 		processor: proc,
 		notifier: notifier.Config{
 			Guard: guard, Schedule: schedule, AttemptTimeout: s.AttemptTimeout, Concurrency: s.NotifyConc,
-			EndpointConcurrency: s.EndpointConc, DisableAfter: s.DisableAfter, GroupCommit: s.groupCommit(cmd),
+			EndpointConcurrency: s.EndpointConc, ParkRate: s.ParkRate, DisableAfter: s.DisableAfter, GroupCommit: s.groupCommit(cmd),
 		},
 	}, nil
 }
