@@ -103,11 +103,7 @@ func (n *Notifier) rateLimit(d *contract.Delivery) int {
 // put back already (at most 0.5 s), so that a long queue for a slow endpoint
 // does not spin.
 func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
-	d := hint
-	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-		d = hint << min(meta.NumDelivered-1, 8)
-	}
-	return min(d, 500*time.Millisecond)
+	return min(hint<<min(putBack(msg), 8), 500*time.Millisecond)
 }
 
 // settle is the one place that acknowledges delivery messages.
