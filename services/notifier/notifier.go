@@ -140,11 +140,16 @@ func (n *Notifier) Run(ctx context.Context) error {
 		return nil
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
 	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
 	wg.Go(func() { errs[2] = n.runTasks(ctx, n.tasksCons) })
 	wg.Go(func() { errs[3] = n.runParking(ctx) })
+	// The notifier runs in every deployment, so it keeps the jobs stream
+	// trimmed too, for processors of any kind.
+	wg.Go(func() {
+		errs[4] = bus.Trim(ctx, n.js, n.logger, contract.StreamJobs, contract.StreamEvents, contract.StreamDeliveries)
+	})
 	wg.Wait()
 	return errors.Join(errs...)
 }

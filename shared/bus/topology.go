@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -60,13 +61,16 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Name:        name,
 			Description: desc,
 			Subjects:    subjects,
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     jetstream.FileStorage,
-			Discard:     jetstream.DiscardNew,
-			MaxBytes:    t.StreamMaxBytes,
-			MaxAge:      t.DeliveryRetention,
-			Replicas:    t.Replicas,
-			Duplicates:  2 * time.Minute,
+			// The streams every job passes through keep limits retention
+			// instead (below): their consumers' acks are not a synced
+			// removal each, and Trim removes what was acknowledged.
+			Retention:  jetstream.WorkQueuePolicy,
+			Storage:    jetstream.FileStorage,
+			Discard:    jetstream.DiscardNew,
+			MaxBytes:   t.StreamMaxBytes,
+			MaxAge:     t.DeliveryRetention,
+			Replicas:   t.Replicas,
+			Duplicates: 2 * time.Minute,
 			// Group commits (Committer) write atomic batches.
 			AllowAtomicPublish: true,
 		}
@@ -84,6 +88,9 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	deliveries.AllowMsgSchedules = true
 	deliveries.Discard = jetstream.DiscardOld
 	deliveries.MaxBytes = -1
+	for _, s := range []*jetstream.StreamConfig{&jobs, &events, &deliveries} {
+		s.Retention = jetstream.LimitsPolicy
+	}
 	tasks := work(contract.StreamTasks, "hookstream background tasks (endpoint recoveries)", contract.SubjectTasks+".>")
 	tasks.MaxBytes = 64 << 20
 	dead := work(contract.StreamDeadLetters, "hookstream messages that could not be processed, with the reason", contract.SubjectDeadLetters+".>")
@@ -111,6 +118,9 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 // at start; it is idempotent.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, cfg := range t.StreamConfigs() {
+		if err := keepWorkQueue(ctx, js, &cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
@@ -124,6 +134,23 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		if err := allowAtomicPublish(ctx, js, "KV_"+bucket); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", bucket, err)
 		}
+	}
+	return nil
+}
+
+// keepWorkQueue keeps a stream that an older version created as a work queue
+// one: NATS cannot change a work queue's retention in place. Its acks remove
+// messages themselves, and Trim leaves it alone.
+func keepWorkQueue(ctx context.Context, js jetstream.JetStream, cfg *jetstream.StreamConfig) error {
+	stream, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	if stream.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
+		cfg.Retention = jetstream.WorkQueuePolicy
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func TestEnsureDeclaresDurableStreams(t *testing.T) {
 		require.NoError(t, err)
 		cfg := s.CachedInfo().Config
 		require.Equal(t, jetstream.FileStorage, cfg.Storage, name)
-		require.Equal(t, jetstream.WorkQueuePolicy, cfg.Retention, name)
+		require.Equal(t, jetstream.LimitsPolicy, cfg.Retention, name+": acks are trimmed, not synced removals")
 		require.Greater(t, cfg.MaxAge, retryWindow, name)
 		if name == contract.StreamDeliveries {
 			require.True(t, cfg.AllowMsgSchedules)
@@ -66,6 +67,9 @@ func TestScheduledRetryArrives(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "retry", string(msg.Data()))
 	require.NoError(t, msg.DoubleAck(ctx))
+	trimCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), contract.StreamDeliveries) }()
 	require.Eventually(t, func() bool {
 		s, err := js.Stream(ctx, contract.StreamDeliveries)
 		require.NoError(t, err)

@@ -1,0 +1,137 @@
+package bus_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/natstest"
+)
+
+// streamMsgs returns how many messages a stream holds.
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.Msgs
+}
+
+// Trim removes what the consumer acknowledged up to its ack floor, keeps
+// what it has not, and keeps other subjects' messages.
+func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
+		Durable: "echo", FilterSubject: contract.SubjectJobs + ".*.echo", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	for i := range 10 {
+		_, err := js.Publish(ctx, contract.JobSubject("acme", "echo"), []byte{byte('0' + i)})
+		require.NoError(t, err)
+	}
+	_, err = js.Publish(ctx, contract.JobSubject("acme", "other"), []byte("nobody runs these"))
+	require.NoError(t, err)
+
+	held := make(chan jetstream.Msg, 1)
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		if string(msg.Data()) == "3" {
+			held <- msg
+			return
+		}
+		_ = msg.Ack()
+	})
+	require.NoError(t, err)
+	defer cc.Stop()
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), contract.StreamJobs) }()
+
+	// 0, 1, 2 are below the floor; 3 is held, and 4..9 wait for it.
+	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 7+1 },
+		10*time.Second, 20*time.Millisecond, "only what is below the ack floor goes")
+	require.NoError(t, (<-held).Ack())
+	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 1 },
+		10*time.Second, 20*time.Millisecond, "every acknowledged echo job goes, the other type's stays")
+}
+
+// A message goes only when every consumer that reads it has acknowledged it.
+func TestTrimWaitsForEveryReader(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	fanout, err := js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
+		Durable: "fanout", FilterSubject: contract.SubjectEvents + ".>", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	audit, err := js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
+		Durable: "audit", FilterSubject: contract.SubjectEvents + ".acme.>", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	for range 3 {
+		_, err := js.Publish(ctx, contract.EventSubject("acme", "job.succeeded"), []byte("{}"))
+		require.NoError(t, err)
+	}
+	ackAll := func(cons jetstream.Consumer, n int) {
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+		require.NoError(t, err)
+		got := 0
+		for msg := range batch.Messages() {
+			require.NoError(t, msg.DoubleAck(ctx))
+			got++
+		}
+		require.Equal(t, n, got)
+	}
+	ackAll(fanout, 3)
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), contract.StreamEvents) }()
+	time.Sleep(5 * bus.TrimInterval)
+	require.EqualValues(t, 3, streamMsgs(t, js, contract.StreamEvents), "audit has acknowledged nothing yet")
+	ackAll(audit, 3)
+	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamEvents) == 0 },
+		10*time.Second, 20*time.Millisecond, "both readers acknowledged everything")
+}
+
+// A stream an older version created as a work queue stays one: NATS cannot
+// change its retention, and Trim leaves it alone.
+func TestEnsureKeepsWorkQueueStreams(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	var old jetstream.StreamConfig
+	for _, cfg := range (bus.Topology{}).StreamConfigs() {
+		if cfg.Name == contract.StreamEvents {
+			old = cfg
+		}
+	}
+	old.Retention = jetstream.WorkQueuePolicy
+	_, err := js.CreateStream(ctx, old)
+	require.NoError(t, err)
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+
+	s, err := js.Stream(ctx, contract.StreamEvents)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.WorkQueuePolicy, s.CachedInfo().Config.Retention)
+	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
+		Durable: "fanout", FilterSubject: contract.SubjectEvents + ".>", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, contract.EventSubject("acme", "job.succeeded"), []byte("{}"))
+	require.NoError(t, err)
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	require.NoError(t, err)
+	require.NoError(t, msg.DoubleAck(ctx))
+	require.Zero(t, streamMsgs(t, js, contract.StreamEvents), "the ack removed it")
+	trimCtx, stop := context.WithTimeout(ctx, 5*bus.TrimInterval)
+	defer stop()
+	require.NoError(t, bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), contract.StreamEvents), "Trim leaves a work queue alone")
+}
