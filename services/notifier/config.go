@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
@@ -64,6 +65,10 @@ type Config struct {
 	// disk to the endpoints that work. Fan-out parks without this bound.
 	// Default 2,000.
 	ParkRate int
+	// TrimInterval is about how often the notifier removes what consumers
+	// have acknowledged from the jobs, events and deliveries streams
+	// (bus.Trim). Default bus.DefaultTrimInterval, 10 s.
+	TrimInterval time.Duration
 	// MaxAckPending bounds the deliveries out of the delivery stream at
 	// once: in flight, or put back for a short wait. Default 100,000.
 	MaxAckPending int
@@ -158,6 +163,9 @@ func (c Config) WithDefaults() Config {
 	if c.ParkRate == 0 {
 		c.ParkRate = DefaultParkRate
 	}
+	if c.TrimInterval == 0 {
+		c.TrimInterval = bus.DefaultTrimInterval
+	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = DefaultMaxAckPending
 	}
@@ -204,6 +212,8 @@ func (c Config) Validate() error {
 		return errors.New("Concurrency: must be at least 1")
 	case c.ParkRate < 1:
 		return errors.New("ParkRate: must be at least 1")
+	case c.TrimInterval < 0:
+		return errors.New("TrimInterval: must not be negative")
 	case c.MaxAckPending < 1:
 		return errors.New("MaxAckPending: must be at least 1")
 	case c.EndpointConcurrency < 1:

@@ -148,7 +148,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	// The notifier runs in every deployment, so it keeps the jobs stream
 	// trimmed too, for processors of any kind.
 	wg.Go(func() {
-		errs[4] = bus.Trim(ctx, n.js, n.logger, contract.StreamJobs, contract.StreamEvents, contract.StreamDeliveries)
+		errs[4] = bus.Trim(ctx, n.js, n.logger, n.cfg.TrimInterval, contract.StreamJobs, contract.StreamEvents, contract.StreamDeliveries)
 	})
 	wg.Wait()
 	return errors.Join(errs...)

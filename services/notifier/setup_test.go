@@ -90,6 +90,9 @@ func setupOn(t *testing.T, js jetstream.JetStream, cfg notifier.Config, eps ...e
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = time.Second
 	}
+	if cfg.TrimInterval == 0 {
+		cfg.TrimInterval = 100 * time.Millisecond // waitIdle waits for an empty stream
+	}
 	store, err := endpoints.Open(ctx, js, cfg.Box)
 	require.NoError(t, err)
 	for _, ep := range eps {

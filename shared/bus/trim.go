@@ -10,27 +10,28 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TrimInterval is how often [Trim] removes what consumers have acknowledged.
-const TrimInterval = 200 * time.Millisecond
+// DefaultTrimInterval is how often [Trim] removes what consumers have
+// acknowledged, by default.
+const DefaultTrimInterval = 10 * time.Second
 
-// trimAtLeast is how long Trim waits at most for a moment when its purge
-// cannot delay redeliveries (see trimStream).
-const trimAtLeast = 5 * time.Second
+// trimCheck is how often Trim looks at the consumers for a quiet moment.
+const trimCheck = 200 * time.Millisecond
 
-// trimWarnEvery is how many failed trims of a stream in a row are logged once.
-const trimWarnEvery = int(30 * time.Second / TrimInterval)
+// trimWarnEvery is how many failed checks of a stream in a row are logged once.
+const trimWarnEvery = int(30 * time.Second / trimCheck)
 
 // Trim removes from streams kept with LimitsPolicy the messages that their
-// consumers have acknowledged, every TrimInterval until ctx ends. For each
-// consumer's filter subject it purges, in one request, every message up to
-// the lowest ack floor of the consumers whose filters overlap it. A subject
-// that no consumer reads is never trimmed (MaxAge removes it).
+// consumers have acknowledged, about every interval (DefaultTrimInterval
+// when 0) until ctx ends. For each consumer's filter subject it purges, in
+// one request, every message up to the lowest ack floor of the consumers
+// whose filters overlap it. A subject that no consumer reads is never
+// trimmed (MaxAge removes it).
 //
 // This is what a work queue does on every ack, but there each ack removes its
 // message at once, and with a sync on every write each removal is a disk sync
 // of its own (a tombstone). On a limits stream an ack only updates the
 // consumer's state, which nats-server writes at most ten times a second, and
-// one purge removes hundreds of messages with one sync. A crash can lose the
+// one purge removes thousands of messages with one sync. A crash can lose the
 // acks of the last 100 ms; those messages are delivered again, which the
 // consumers of hookstream's streams already expect (at-least-once).
 //
@@ -38,12 +39,25 @@ const trimWarnEvery = int(30 * time.Second / TrimInterval)
 // is acknowledged too: a job waiting for its retry keeps the jobs of its type
 // that came after it. Streams of another retention (work queues created by an
 // older version) are left alone: acks remove messages there.
-func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, streams ...string) error {
+//
+// A purge also empties the queue of messages due for redelivery of every
+// consumer it touches (nats-server 2.15, consumer.purge): those come back
+// only after another AckWait (30 s for hookstream's consumers). That queue is
+// empty while a consumer has a pull request waiting or nothing pending, so
+// Trim purges a subject once interval has passed and all its readers are
+// quiet like that, and only when six intervals have passed without such a
+// moment does it purge anyway. Purging seldom keeps the chance small that a
+// redelivery is delayed; the price is that acknowledged messages stay up to
+// an interval longer, counted toward the stream's size limit.
+func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, interval time.Duration, streams ...string) error {
+	if interval <= 0 {
+		interval = DefaultTrimInterval
+	}
 	trims := make([]*streamTrim, len(streams))
 	for i, name := range streams {
-		trims[i] = &streamTrim{name: name, trimmed: map[string]uint64{}, last: map[string]time.Time{}}
+		trims[i] = &streamTrim{name: name, every: interval, trimmed: map[string]uint64{}, last: map[string]time.Time{}}
 	}
-	tick := time.NewTicker(TrimInterval)
+	tick := time.NewTicker(min(trimCheck, interval))
 	defer tick.Stop()
 	for {
 		select {
@@ -69,6 +83,7 @@ func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, stre
 // streamTrim is what Trim knows of one stream.
 type streamTrim struct {
 	name     string
+	every    time.Duration
 	stream   jetstream.Stream
 	off      bool                 // not a limits stream
 	trimmed  map[string]uint64    // filter subject → the floor purged to
@@ -86,12 +101,8 @@ type reader struct {
 }
 
 // trim purges each filter subject of the stream's consumers up to the
-// lowest ack floor among the consumers that read any of its messages.
-//
-// A purge also empties the queue of messages due for redelivery of every
-// consumer it touches (nats-server 2.15, consumer.purge); those come back
-// only after another AckWait. So a subject is purged only while all those
-// consumers are quiet, or when it was not purged for trimAtLeast.
+// lowest ack floor among the consumers that read any of its messages, when
+// it is time (see Trim).
 func (st *streamTrim) trim(ctx context.Context, js jetstream.JetStream) error {
 	if st.off {
 		return nil
@@ -154,7 +165,8 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 			}
 		}
 	}
-	if floor <= st.trimmed[filter] || (!quiet && time.Since(st.last[filter]) < trimAtLeast) {
+	since := time.Since(st.last[filter])
+	if floor <= st.trimmed[filter] || since < st.every || (!quiet && since < 6*st.every) {
 		return nil
 	}
 	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSequence(floor + 1)}

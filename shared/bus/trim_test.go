@@ -53,7 +53,7 @@ func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer cc.Stop()
-	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), contract.StreamJobs) }()
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamJobs) }()
 
 	// 0, 1, 2 are below the floor; 3 is held, and 4..9 wait for it.
 	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 7+1 },
@@ -93,8 +93,8 @@ func TestTrimWaitsForEveryReader(t *testing.T) {
 		require.Equal(t, n, got)
 	}
 	ackAll(fanout, 3)
-	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), contract.StreamEvents) }()
-	time.Sleep(5 * bus.TrimInterval)
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamEvents) }()
+	time.Sleep(500 * time.Millisecond)
 	require.EqualValues(t, 3, streamMsgs(t, js, contract.StreamEvents), "audit has acknowledged nothing yet")
 	ackAll(audit, 3)
 	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamEvents) == 0 },
@@ -131,7 +131,10 @@ func TestEnsureKeepsWorkQueueStreams(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, msg.DoubleAck(ctx))
 	require.Zero(t, streamMsgs(t, js, contract.StreamEvents), "the ack removed it")
-	trimCtx, stop := context.WithTimeout(ctx, 5*bus.TrimInterval)
+	trimCtx, stop := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer stop()
-	require.NoError(t, bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), contract.StreamEvents), "Trim leaves a work queue alone")
+	require.NoError(t, bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamEvents), "Trim leaves a work queue alone")
 }
+
+// testTrim is the trim interval of the tests.
+const testTrim = 100 * time.Millisecond
