@@ -147,9 +147,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	wg.Go(func() { errs[3] = n.runParking(ctx) })
 	// The notifier runs in every deployment, so it keeps the jobs stream
 	// trimmed too, for processors of any kind.
-	wg.Go(func() {
-		errs[4] = bus.Trim(ctx, n.js, n.logger, n.cfg.TrimInterval, contract.StreamJobs, contract.StreamEvents, contract.StreamDeliveries)
-	})
+	wg.Go(func() { errs[4] = bus.Trim(ctx, n.js, n.logger, n.cfg.TrimInterval, bus.TrimTargets()...) })
 	wg.Wait()
 	return errors.Join(errs...)
 }

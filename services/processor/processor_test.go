@@ -149,12 +149,16 @@ func (b *bundle) waitJobsSettled(t *testing.T) {
 	require.Eventually(t, func() bool {
 		s, err := b.js.Stream(context.Background(), contract.StreamJobs)
 		require.NoError(t, err)
-		for ci := range s.ListConsumers(context.Background()).Info() {
+		lister := s.ListConsumers(context.Background())
+		n := 0
+		for ci := range lister.Info() {
 			if ci.NumPending > 0 || ci.NumAckPending > 0 {
 				return false
 			}
+			n++
 		}
-		return true
+		require.NoError(t, lister.Err())
+		return n > 0
 	}, 10*time.Second, 10*time.Millisecond, "the jobs stream keeps unsettled messages")
 }
 

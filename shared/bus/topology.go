@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -100,6 +101,21 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	// byte limit, only MaxAge, so that parking never fails for space.
 	parked.Discard, parked.MaxBytes = jetstream.DiscardOld, -1
 	return []jetstream.StreamConfig{jobs, events, deliveries, tasks, dead, parked}
+}
+
+// TrimTargets are the streams that Trim keeps trimmed and the consumer
+// filters it purges: one job type's (hookstream.jobs.*.<type>, what a
+// processor in any language reads), fan-out's and delivery's. Retry
+// schedules, and job types that no processor reads yet, are never purged.
+func TrimTargets() []TrimTarget {
+	return []TrimTarget{
+		{Stream: contract.StreamJobs, Trims: func(filter string) bool {
+			jobType, ok := strings.CutPrefix(filter, contract.SubjectJobs+".*.")
+			return ok && contract.ValidType(jobType)
+		}},
+		{Stream: contract.StreamEvents, Trims: func(filter string) bool { return filter == contract.SubjectEvents+".>" }},
+		{Stream: contract.StreamDeliveries, Trims: func(filter string) bool { return filter == contract.SubjectDeliveries+".>" }},
+	}
 }
 
 // BucketConfigs returns the configuration of every hookstream bucket.

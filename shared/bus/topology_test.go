@@ -69,7 +69,9 @@ func TestScheduledRetryArrives(t *testing.T) {
 	require.NoError(t, msg.DoubleAck(ctx))
 	trimCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() { _ = bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamDeliveries) }()
+	go func() {
+		_ = bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, target(contract.StreamDeliveries))
+	}()
 	require.Eventually(t, func() bool {
 		s, err := js.Stream(ctx, contract.StreamDeliveries)
 		require.NoError(t, err)

@@ -20,20 +20,33 @@ const trimCheck = 200 * time.Millisecond
 // trimWarnEvery is how many failed checks of a stream in a row are logged once.
 const trimWarnEvery = int(30 * time.Second / trimCheck)
 
+// TrimTarget is a stream for [Trim] and the consumer filter subjects it may
+// purge.
+type TrimTarget struct {
+	Stream string
+	// Trims reports whether Trim may purge a consumer's filter subject: a
+	// subject all of whose messages are meant to be read by consumers with
+	// that filter, such as one job type's. Not a wider one (a consumer on
+	// everything would have Trim remove job types no processor reads yet, or
+	// retry schedules), which only holds purges back.
+	Trims func(filter string) bool
+}
+
 // Trim removes from streams kept with LimitsPolicy the messages that their
 // consumers have acknowledged, about every interval (DefaultTrimInterval
-// when 0) until ctx ends. For each consumer's filter subject it purges, in
-// one request, every message up to the lowest ack floor of the consumers
-// whose filters overlap it. A subject that no consumer reads is never
-// trimmed (MaxAge removes it).
+// when 0), until ctx ends or no target is a limits stream; it returns nil.
+// For each filter subject of a consumer that the target Trims, it purges, in
+// one request, every message up to the lowest ack floor of all the stream's
+// consumers whose filters overlap that subject.
 //
 // This is what a work queue does on every ack, but there each ack removes its
 // message at once, and with a sync on every write each removal is a disk sync
 // of its own (a tombstone). On a limits stream an ack only updates the
 // consumer's state, which nats-server writes at most ten times a second, and
 // one purge removes thousands of messages with one sync. A crash can lose the
-// acks of the last 100 ms; those messages are delivered again, which the
-// consumers of hookstream's streams already expect (at-least-once).
+// acks of the last 100 ms; those of the messages not yet purged are delivered
+// again, which the consumers of hookstream's streams already expect
+// (at-least-once).
 //
 // An acknowledged message stays until every message of its subject before it
 // is acknowledged too: a job waiting for its retry keeps the jobs of its type
@@ -43,19 +56,19 @@ const trimWarnEvery = int(30 * time.Second / trimCheck)
 // A purge also empties the queue of messages due for redelivery of every
 // consumer it touches (nats-server 2.15, consumer.purge): those come back
 // only after another AckWait (30 s for hookstream's consumers). That queue is
-// empty while a consumer has a pull request waiting or nothing pending, so
-// Trim purges a subject once interval has passed and all its readers are
-// quiet like that, and only when six intervals have passed without such a
-// moment does it purge anyway. Purging seldom keeps the chance small that a
-// redelivery is delayed; the price is that acknowledged messages stay up to
-// an interval longer, counted toward the stream's size limit.
-func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, interval time.Duration, streams ...string) error {
+// normally empty while a consumer has a pull request waiting or nothing
+// pending, so once a purge is due, Trim waits for a moment when every reader
+// of the subject looks like that, and purges regardless only after five more
+// intervals. Purging seldom keeps the chance small that a redelivery is
+// delayed; the price is that acknowledged messages stay up to an interval
+// longer, counted toward the stream's size limit.
+func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, interval time.Duration, targets ...TrimTarget) error {
 	if interval <= 0 {
 		interval = DefaultTrimInterval
 	}
-	trims := make([]*streamTrim, len(streams))
-	for i, name := range streams {
-		trims[i] = &streamTrim{name: name, every: interval, trimmed: map[string]uint64{}, last: map[string]time.Time{}}
+	trims := make([]*streamTrim, len(targets))
+	for i, t := range targets {
+		trims[i] = &streamTrim{TrimTarget: t, every: interval, filters: map[string]*filterTrim{}}
 	}
 	tick := time.NewTicker(min(trimCheck, interval))
 	defer tick.Stop()
@@ -65,6 +78,7 @@ func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, inte
 			return nil
 		case <-tick.C:
 		}
+		active := 0
 		for _, st := range trims {
 			err := st.trim(ctx, js)
 			switch {
@@ -72,43 +86,57 @@ func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, inte
 				st.failures = 0
 			case st.failures%trimWarnEvery == 0: // the first of a run, then every 30 s
 				st.failures++
-				logger.Warn("trim acknowledged messages", "stream", st.name, "error", err)
+				logger.Warn("trim acknowledged messages", "stream", st.Stream, "error", err)
 			default:
 				st.failures++
 			}
+			if !st.off {
+				active++
+			}
+		}
+		if active == 0 {
+			return nil
 		}
 	}
 }
 
 // streamTrim is what Trim knows of one stream.
 type streamTrim struct {
-	name     string
+	TrimTarget
 	every    time.Duration
 	stream   jetstream.Stream
-	off      bool                 // not a limits stream
-	trimmed  map[string]uint64    // filter subject → the floor purged to
-	last     map[string]time.Time // filter subject → when it was purged
+	off      bool // not a limits stream
+	filters  map[string]*filterTrim
 	failures int
+}
+
+// filterTrim is what Trim knows of one filter subject.
+type filterTrim struct {
+	trimmed uint64    // the floor purged to
+	last    time.Time // when it was purged
+	due     time.Time // since when a purge waits for a quiet moment
 }
 
 // reader is one consumer as trimming sees it.
 type reader struct {
 	filters []string
 	floor   uint64
-	// quiet: its queue of messages due for redelivery is empty, because it
-	// has a pull request waiting or nothing pending.
+	// quiet: its queue of messages due for redelivery is normally empty,
+	// because it has a pull request waiting or nothing pending.
 	quiet bool
 }
 
-// trim purges each filter subject of the stream's consumers up to the
-// lowest ack floor among the consumers that read any of its messages, when
-// it is time (see Trim).
+// trim purges, when it is time (see Trim), each filter subject that the
+// target Trims up to the lowest ack floor among the stream's consumers
+// that read any of its messages.
 func (st *streamTrim) trim(ctx context.Context, js jetstream.JetStream) error {
 	if st.off {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	if st.stream == nil {
-		stream, err := js.Stream(ctx, st.name)
+		stream, err := js.Stream(ctx, st.Stream)
 		if err != nil {
 			return err
 		}
@@ -124,6 +152,9 @@ func (st *streamTrim) trim(ctx context.Context, js jetstream.JetStream) error {
 	}
 	for _, r := range readers {
 		for _, filter := range r.filters {
+			if !st.Trims(filter) {
+				continue
+			}
 			if err := st.purge(ctx, filter, readers); err != nil {
 				return fmt.Errorf("purge %s: %w", filter, err)
 			}
@@ -132,10 +163,18 @@ func (st *streamTrim) trim(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
+// readers returns every consumer of the stream, or an error: a consumer
+// left out (in a cluster, one whose leader does not answer) could have its
+// messages purged, so a listing with gaps is not used.
 func (st *streamTrim) readers(ctx context.Context) ([]reader, error) {
-	lister := st.stream.ListConsumers(ctx)
+	names := st.stream.ConsumerNames(ctx)
 	var readers []reader
-	for ci := range lister.Info() {
+	for name := range names.Name() {
+		cons, err := st.stream.Consumer(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", name, err)
+		}
+		ci := cons.CachedInfo()
 		filters := ci.Config.FilterSubjects
 		if ci.Config.FilterSubject != "" {
 			filters = append(filters, ci.Config.FilterSubject)
@@ -145,14 +184,13 @@ func (st *streamTrim) readers(ctx context.Context) ([]reader, error) {
 		}
 		readers = append(readers, reader{filters: filters, floor: ci.AckFloor.Stream, quiet: ci.NumWaiting > 0 || ci.NumAckPending == 0})
 	}
-	return readers, lister.Err()
+	return readers, names.Err()
 }
 
 // purge removes the messages of filter that every consumer reading them has
-// acknowledged, if that floor moved.
+// acknowledged, when a purge is due and the time is right.
 func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader) error {
-	floor, quiet := uint64(0), true
-	first := true
+	floor, quiet, first := uint64(0), true, true
 	for _, r := range readers {
 		for _, f := range r.filters {
 			if server.SubjectsCollide(f, filter) {
@@ -165,17 +203,24 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 			}
 		}
 	}
-	since := time.Since(st.last[filter])
-	if floor <= st.trimmed[filter] || since < st.every || (!quiet && since < 6*st.every) {
+	ft := st.filters[filter]
+	if ft == nil {
+		ft = &filterTrim{}
+		st.filters[filter] = ft
+	}
+	now := time.Now()
+	if floor <= ft.trimmed || now.Sub(ft.last) < st.every {
 		return nil
 	}
-	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSequence(floor + 1)}
-	if filter != ">" {
-		opts = append(opts, jetstream.WithPurgeSubject(filter))
+	if ft.due.IsZero() {
+		ft.due = now
 	}
-	if err := st.stream.Purge(ctx, opts...); err != nil {
+	if !quiet && now.Sub(ft.due) < 5*st.every {
+		return nil
+	}
+	if err := st.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(floor+1)); err != nil {
 		return err
 	}
-	st.trimmed[filter], st.last[filter] = floor, time.Now()
+	ft.trimmed, ft.last, ft.due = floor, now, time.Time{}
 	return nil
 }

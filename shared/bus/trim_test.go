@@ -36,12 +36,21 @@ func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 		Durable: "echo", FilterSubject: contract.SubjectJobs + ".*.echo", AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	require.NoError(t, err)
+	_, err = js.Publish(ctx, contract.JobSubject("acme", "other"), []byte("no processor runs these yet"))
+	require.NoError(t, err)
 	for i := range 10 {
 		_, err := js.Publish(ctx, contract.JobSubject("acme", "echo"), []byte{byte('0' + i)})
 		require.NoError(t, err)
 	}
-	_, err = js.Publish(ctx, contract.JobSubject("acme", "other"), []byte("nobody runs these"))
+	// A consumer of everything, acknowledging nothing: it reads every job at
+	// once, but holds back no purge and makes none.
+	tap, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
+		Durable: "tap", FilterSubject: contract.SubjectJobs + ".>", AckPolicy: jetstream.AckNonePolicy,
+	})
 	require.NoError(t, err)
+	tc, err := tap.Consume(func(jetstream.Msg) {})
+	require.NoError(t, err)
+	defer tc.Stop()
 
 	held := make(chan jetstream.Msg, 1)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
@@ -53,7 +62,7 @@ func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer cc.Stop()
-	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamJobs) }()
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
 
 	// 0, 1, 2 are below the floor; 3 is held, and 4..9 wait for it.
 	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 7+1 },
@@ -93,7 +102,7 @@ func TestTrimWaitsForEveryReader(t *testing.T) {
 		require.Equal(t, n, got)
 	}
 	ackAll(fanout, 3)
-	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamEvents) }()
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
 	time.Sleep(500 * time.Millisecond)
 	require.EqualValues(t, 3, streamMsgs(t, js, contract.StreamEvents), "audit has acknowledged nothing yet")
 	ackAll(audit, 3)
@@ -131,10 +140,57 @@ func TestEnsureKeepsWorkQueueStreams(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, msg.DoubleAck(ctx))
 	require.Zero(t, streamMsgs(t, js, contract.StreamEvents), "the ack removed it")
-	trimCtx, stop := context.WithTimeout(ctx, 500*time.Millisecond)
+	trimCtx, stop := context.WithTimeout(ctx, time.Minute)
 	defer stop()
-	require.NoError(t, bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, contract.StreamEvents), "Trim leaves a work queue alone")
+	require.NoError(t, bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, target(contract.StreamEvents)))
+	require.NoError(t, trimCtx.Err(), "Trim returned at once: it leaves a work queue alone")
 }
 
 // testTrim is the trim interval of the tests.
 const testTrim = 100 * time.Millisecond
+
+// target returns the TrimTarget of a stream.
+func target(stream string) bus.TrimTarget {
+	for _, t := range bus.TrimTargets() {
+		if t.Stream == stream {
+			return t
+		}
+	}
+	panic("no trim target " + stream)
+}
+
+// A consumer of the whole deliveries stream does not make Trim purge the
+// retry schedules, which no consumer is meant to read: the retry still fires.
+func TestTrimKeepsRetrySchedules(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	deliver, err := js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
+		Durable: "deliver", FilterSubject: contract.SubjectDeliveries + ".>", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	tap, err := js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
+		Durable: "tap", AckPolicy: jetstream.AckNonePolicy,
+	})
+	require.NoError(t, err)
+	tc, err := tap.Consume(func(jetstream.Msg) {})
+	require.NoError(t, err)
+	defer tc.Stop()
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
+
+	_, err = js.Publish(ctx, contract.RetrySubject("msg_1"), []byte("retry"),
+		jetstream.WithScheduleAt(time.Now().Add(2*time.Second)), jetstream.WithScheduleTarget(contract.DeliverySubject("acme", "cb")))
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, contract.DeliverySubject("acme", "cb"), []byte("first"))
+	require.NoError(t, err)
+	msg, err := deliver.Next(jetstream.FetchMaxWait(5 * time.Second))
+	require.NoError(t, err)
+	require.Equal(t, "first", string(msg.Data()))
+	require.NoError(t, msg.DoubleAck(ctx))
+
+	msg, err = deliver.Next(jetstream.FetchMaxWait(10 * time.Second))
+	require.NoError(t, err, "the retry schedule was purged")
+	require.Equal(t, "retry", string(msg.Data()))
+}

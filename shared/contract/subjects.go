@@ -11,13 +11,16 @@ import (
 // with the HOOKSTREAM_ prefix so that it can share a cluster.
 const (
 	// StreamJobs holds submitted jobs until a processor settles them
-	// (work-queue retention). Subjects: SubjectJobs.
+	// (limits retention, trimmed up to the processors' ack floors).
+	// Subjects: SubjectJobs.
 	StreamJobs = "HOOKSTREAM_JOBS"
 	// StreamEvents holds published events until the notifier has fanned them
-	// out into deliveries (work-queue retention). Subjects: SubjectEvents.
+	// out into deliveries (limits retention, trimmed). Subjects:
+	// SubjectEvents.
 	StreamEvents = "HOOKSTREAM_EVENTS"
 	// StreamDeliveries holds webhook deliveries and their scheduled retries
-	// (work-queue retention). Subjects: SubjectDeliveries, SubjectRetries.
+	// (limits retention, deliveries trimmed). Subjects: SubjectDeliveries,
+	// SubjectRetries.
 	StreamDeliveries = "HOOKSTREAM_DELIVERIES"
 
 	// BucketJobs maps a job id to its [Job] record: the job's state.
