@@ -17,6 +17,9 @@ const DefaultTrimInterval = 10 * time.Second
 // trimCheck is how often Trim looks at the consumers for a quiet moment.
 const trimCheck = 200 * time.Millisecond
 
+// trimForce is how long a due purge waits at most for a quiet moment.
+const trimForce = 5 * time.Minute
+
 // trimWarnEvery is how many failed checks of a stream in a row are logged once.
 const trimWarnEvery = int(30 * time.Second / trimCheck)
 
@@ -58,10 +61,11 @@ type TrimTarget struct {
 // only after another AckWait (30 s for hookstream's consumers). That queue is
 // normally empty while a consumer has a pull request waiting or nothing
 // pending, so once a purge is due, Trim waits for a moment when every reader
-// of the subject looks like that, and purges regardless only after five more
-// intervals. Purging seldom keeps the chance small that a redelivery is
-// delayed; the price is that acknowledged messages stay up to an interval
-// longer, counted toward the stream's size limit.
+// of the subject looks like that. It purges regardless only when none came
+// for trimForce, or when the stream holds more than an eighth of its size
+// limit. Purging seldom keeps the chance small that a redelivery is delayed;
+// the price is that acknowledged messages stay longer, counted toward the
+// stream's size limit.
 func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, interval time.Duration, targets ...TrimTarget) error {
 	if interval <= 0 {
 		interval = DefaultTrimInterval
@@ -215,12 +219,25 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 	if ft.due.IsZero() {
 		ft.due = now
 	}
-	if !quiet && now.Sub(ft.due) < 5*st.every {
-		return nil
+	if !quiet && now.Sub(ft.due) < trimForce {
+		if full, err := st.full(ctx); err != nil || !full {
+			return err
+		}
 	}
 	if err := st.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(floor+1)); err != nil {
 		return err
 	}
 	ft.trimmed, ft.last, ft.due = floor, now, time.Time{}
 	return nil
+}
+
+// full reports whether the stream holds more than an eighth of its size
+// limit, if it has one.
+func (st *streamTrim) full(ctx context.Context) (bool, error) {
+	info, err := st.stream.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	limit := info.Config.MaxBytes
+	return limit > 0 && info.State.Bytes > uint64(limit)/8, nil
 }

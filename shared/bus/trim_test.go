@@ -194,3 +194,42 @@ func TestTrimKeepsRetrySchedules(t *testing.T) {
 	require.NoError(t, err, "the retry schedule was purged")
 	require.Equal(t, "retry", string(msg.Data()))
 }
+
+// While a consumer may have redeliveries queued (something pending, no pull
+// request waiting), Trim holds its purge back, unless the stream is filling
+// up: then it purges anyway.
+func TestTrimWaitsForAQuietMomentUnlessFull(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{StreamMaxBytes: 64 << 10}))
+	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
+		Durable: "echo", FilterSubject: contract.SubjectJobs + ".*.echo", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	publish := func(n, size int) {
+		for range n {
+			_, err := js.Publish(ctx, contract.JobSubject("acme", "echo"), make([]byte, size))
+			require.NoError(t, err)
+		}
+	}
+	publish(4, 10)
+	batch, err := cons.Fetch(4, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var msgs []jetstream.Msg
+	for msg := range batch.Messages() {
+		msgs = append(msgs, msg)
+	}
+	require.Len(t, msgs, 4)
+	for _, msg := range msgs[:3] {
+		require.NoError(t, msg.DoubleAck(ctx))
+	}
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
+
+	time.Sleep(20 * testTrim)
+	require.EqualValues(t, 4, streamMsgs(t, js, contract.StreamJobs), "one job pending, no pull request waiting: not quiet")
+	publish(3, 4<<10) // more than an eighth of 64 KiB
+	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 1+3 },
+		10*time.Second, 20*time.Millisecond, "the three acknowledged jobs go when the stream fills up")
+}
