@@ -33,7 +33,9 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	removeDataDirs()
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -168,7 +168,7 @@ func jetstreamBaseline(ctx context.Context, o options) (report, error) {
 	if err != nil {
 		return report{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer removeLater(dir)
 	cfg := embeddednats.Config{StoreDir: dir}
 	if o.sync == "always" {
 		cfg.SyncAlways = true

@@ -328,7 +328,7 @@ func (s *server) stop() {
 		_ = s.cmd.Process.Kill()
 		<-done
 	}
-	_ = os.RemoveAll(s.dir)
+	removeLater(s.dir)
 }
 
 func freePort() (int, error) {
