@@ -59,10 +59,9 @@ type Config struct {
 	// 10.
 	BreakerFailures int
 	// ParkRate bounds how many deliveries per second the delivery consumer
-	// parks (park.go). Moving a large backlog costs the server a read, two
-	// writes and a removal per delivery (with every write synced, a disk
-	// sync for the removal alone); spread out, it leaves the CPU and the
-	// disk to the endpoints that work. Fan-out parks without this bound.
+	// parks (park.go). Moving a large backlog costs the server a read and a
+	// write per delivery, and the parked copy's removal when it is drained;
+	// spread out, it leaves the CPU and the disk to the endpoints that work. Fan-out parks without this bound.
 	// Default 2,000.
 	ParkRate int
 	// TrimInterval is about how often the notifier removes what consumers
