@@ -28,15 +28,9 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
 // what it has not, and keeps other subjects' messages.
 func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
-		Durable: "echo", FilterSubject: contract.SubjectJobs + ".*.echo", AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
-	_, err = js.Publish(ctx, contract.JobSubject("acme", "other"), []byte("no processor runs these yet"))
+	ctx, js := startStreams(t, bus.Topology{})
+	cons := durable(t, js, contract.StreamJobs, "echo", contract.SubjectJobs+".*.echo", jetstream.AckExplicitPolicy)
+	_, err := js.Publish(ctx, contract.JobSubject("acme", "other"), []byte("no processor runs these yet"))
 	require.NoError(t, err)
 	for i := range 10 {
 		_, err := js.Publish(ctx, contract.JobSubject("acme", "echo"), []byte{byte('0' + i)})
@@ -44,10 +38,7 @@ func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 	}
 	// A consumer of everything, acknowledging nothing: it reads every job at
 	// once, but holds back no purge and makes none.
-	tap, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
-		Durable: "tap", FilterSubject: contract.SubjectJobs + ".>", AckPolicy: jetstream.AckNonePolicy,
-	})
-	require.NoError(t, err)
+	tap := durable(t, js, contract.StreamJobs, "tap", contract.SubjectJobs+".>", jetstream.AckNonePolicy)
 	tc, err := tap.Consume(func(jetstream.Msg) {})
 	require.NoError(t, err)
 	defer tc.Stop()
@@ -75,18 +66,9 @@ func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 // A message goes only when every consumer that reads it has acknowledged it.
 func TestTrimWaitsForEveryReader(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	fanout, err := js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
-		Durable: "fanout", FilterSubject: contract.SubjectEvents + ".>", AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
-	audit, err := js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
-		Durable: "audit", FilterSubject: contract.SubjectEvents + ".acme.>", AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
+	ctx, js := startStreams(t, bus.Topology{})
+	fanout := durable(t, js, contract.StreamEvents, "fanout", contract.SubjectEvents+".>", jetstream.AckExplicitPolicy)
+	audit := durable(t, js, contract.StreamEvents, "audit", contract.SubjectEvents+".acme.>", jetstream.AckExplicitPolicy)
 	for range 3 {
 		_, err := js.Publish(ctx, contract.EventSubject("acme", "job.succeeded"), []byte("{}"))
 		require.NoError(t, err)
@@ -130,10 +112,7 @@ func TestEnsureKeepsWorkQueueStreams(t *testing.T) {
 	s, err := js.Stream(ctx, contract.StreamEvents)
 	require.NoError(t, err)
 	require.Equal(t, jetstream.WorkQueuePolicy, s.CachedInfo().Config.Retention)
-	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamEvents, jetstream.ConsumerConfig{
-		Durable: "fanout", FilterSubject: contract.SubjectEvents + ".>", AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
+	cons := durable(t, js, contract.StreamEvents, "fanout", contract.SubjectEvents+".>", jetstream.AckExplicitPolicy)
 	_, err = js.Publish(ctx, contract.EventSubject("acme", "job.succeeded"), []byte("{}"))
 	require.NoError(t, err)
 	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
@@ -163,18 +142,9 @@ func target(stream string) bus.TrimTarget {
 // retry schedules, which no consumer is meant to read: the retry still fires.
 func TestTrimKeepsRetrySchedules(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	deliver, err := js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
-		Durable: "deliver", FilterSubject: contract.SubjectDeliveries + ".>", AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
-	tap, err := js.CreateOrUpdateConsumer(ctx, contract.StreamDeliveries, jetstream.ConsumerConfig{
-		Durable: "tap", AckPolicy: jetstream.AckNonePolicy,
-	})
-	require.NoError(t, err)
+	ctx, js := startStreams(t, bus.Topology{})
+	deliver := durable(t, js, contract.StreamDeliveries, "deliver", contract.SubjectDeliveries+".>", jetstream.AckExplicitPolicy)
+	tap := durable(t, js, contract.StreamDeliveries, "tap", "", jetstream.AckNonePolicy)
 	tc, err := tap.Consume(func(jetstream.Msg) {})
 	require.NoError(t, err)
 	defer tc.Stop()
@@ -200,14 +170,8 @@ func TestTrimKeepsRetrySchedules(t *testing.T) {
 // up: then it purges anyway.
 func TestTrimWaitsForAQuietMomentUnlessFull(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{StreamMaxBytes: 64 << 10}))
-	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
-		Durable: "echo", FilterSubject: contract.SubjectJobs + ".*.echo", AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
+	ctx, js := startStreams(t, bus.Topology{StreamMaxBytes: 64 << 10})
+	cons := durable(t, js, contract.StreamJobs, "echo", contract.SubjectJobs+".*.echo", jetstream.AckExplicitPolicy)
 	publish := func(n, size int) {
 		for range n {
 			_, err := js.Publish(ctx, contract.JobSubject("acme", "echo"), make([]byte, size))
@@ -232,4 +196,24 @@ func TestTrimWaitsForAQuietMomentUnlessFull(t *testing.T) {
 	publish(3, 4<<10) // more than an eighth of 64 KiB
 	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 1+3 },
 		10*time.Second, 20*time.Millisecond, "the three acknowledged jobs go when the stream fills up")
+}
+
+// startStreams starts a NATS server with hookstream's streams.
+func startStreams(t *testing.T, topo bus.Topology) (context.Context, jetstream.JetStream) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	require.NoError(t, bus.Ensure(ctx, js, topo))
+	return ctx, js
+}
+
+// durable creates a durable consumer of stream.
+func durable(t *testing.T, js jetstream.JetStream, stream, name, filter string, ack jetstream.AckPolicy) jetstream.Consumer {
+	t.Helper()
+	cons, err := js.CreateOrUpdateConsumer(context.Background(), stream, jetstream.ConsumerConfig{
+		Durable: name, FilterSubject: filter, AckPolicy: ack,
+	})
+	require.NoError(t, err)
+	return cons
 }
