@@ -82,7 +82,9 @@ func TestCircuitBreakerSparesDeadEndpoint(t *testing.T) {
 // of the app and are all delivered once it answers again.
 func TestParkedDeliveriesSurviveRestart(t *testing.T) {
 	t.Parallel()
-	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, 2*time.Second),
+	// Which deliveries take the five failures depends on timing (a retry
+	// due may be the probe); enough retries that none is dead-lettered.
+	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second),
 		withNotifier(func(c *notifier.Config) { c.BreakerFailures, c.BreakerCooldown = 1, time.Second }))
 	rcv := newReceiver(t)
 	rcv.setStatuses(repeat(http.StatusServiceUnavailable, 5)...)
@@ -102,6 +104,8 @@ func TestParkedDeliveriesSurviveRestart(t *testing.T) {
 		return info.State.Msgs
 	}
 	require.Eventually(t, func() bool { return parkedMsgs() > 0 }, 30*time.Second, 10*time.Millisecond, "nothing parked")
+	// Deliveries in flight at the restart come back after their ack wait,
+	// 30 s, which the wait below allows for.
 	h.restart()
 	// Only the first 5 requests failed, each a delivery that is retried:
 	// every webhook-id seen, and 5 requests more than events, means every

@@ -43,22 +43,13 @@ func TestTrimRemovesAcknowledgedMessages(t *testing.T) {
 	require.NoError(t, err)
 	defer tc.Stop()
 
-	held := make(chan jetstream.Msg, 1)
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		if string(msg.Data()) == "3" {
-			held <- msg
-			return
-		}
-		_ = msg.Ack()
-	})
-	require.NoError(t, err)
-	defer cc.Stop()
 	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
 
-	// 0, 1, 2 are below the floor; 3 is held, and 4..9 wait for it.
-	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 7+1 },
+	ackNext(ctx, t, cons, 4)
+	// 0..3 are acknowledged, 4..9 not delivered yet.
+	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 6+1 },
 		10*time.Second, 20*time.Millisecond, "only what is below the ack floor goes")
-	require.NoError(t, (<-held).Ack())
+	ackNext(ctx, t, cons, 6)
 	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamJobs) == 1 },
 		10*time.Second, 20*time.Millisecond, "every acknowledged echo job goes, the other type's stays")
 }
@@ -73,21 +64,11 @@ func TestTrimWaitsForEveryReader(t *testing.T) {
 		_, err := js.Publish(ctx, contract.EventSubject("acme", "job.succeeded"), []byte("{}"))
 		require.NoError(t, err)
 	}
-	ackAll := func(cons jetstream.Consumer, n int) {
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
-		require.NoError(t, err)
-		got := 0
-		for msg := range batch.Messages() {
-			require.NoError(t, msg.DoubleAck(ctx))
-			got++
-		}
-		require.Equal(t, n, got)
-	}
-	ackAll(fanout, 3)
+	ackNext(ctx, t, fanout, 3)
 	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
 	time.Sleep(500 * time.Millisecond)
 	require.EqualValues(t, 3, streamMsgs(t, js, contract.StreamEvents), "audit has acknowledged nothing yet")
-	ackAll(audit, 3)
+	ackNext(ctx, t, audit, 3)
 	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamEvents) == 0 },
 		10*time.Second, 20*time.Millisecond, "both readers acknowledged everything")
 }
@@ -216,4 +197,17 @@ func durable(t *testing.T, js jetstream.JetStream, stream, name, filter string, 
 	})
 	require.NoError(t, err)
 	return cons
+}
+
+// ackNext fetches the consumer's next n messages and acknowledges them.
+func ackNext(ctx context.Context, t *testing.T, cons jetstream.Consumer, n int) {
+	t.Helper()
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	got := 0
+	for msg := range batch.Messages() {
+		require.NoError(t, msg.DoubleAck(ctx))
+		got++
+	}
+	require.Equal(t, n, got)
 }
