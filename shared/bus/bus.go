@@ -1,6 +1,9 @@
 // Package bus connects to NATS and declares hookstream's streams and buckets:
 // the one place that says how they are configured (file storage, DiscardNew,
-// work-queue retention, replicas, ages).
+// retention, replicas, ages). The streams every job passes through keep
+// limits retention and are trimmed up to their consumers' ack floors (Trim);
+// the others are work queues. It also runs consumers (Workers) and writes
+// group commits (Committer).
 package bus
 
 import (
