@@ -61,8 +61,8 @@ type Config struct {
 	// ParkRate bounds how many deliveries per second the delivery consumer
 	// parks (park.go). Moving a large backlog costs the server a read and a
 	// write per delivery, and the parked copy's removal when it is drained;
-	// spread out, it leaves the CPU and the disk to the endpoints that work. Fan-out parks without this bound.
-	// Default 2,000.
+	// spread out, it leaves the CPU and the disk to the endpoints that work.
+	// Fan-out parks without this bound. Default 2,000.
 	ParkRate int
 	// TrimInterval is about how often the notifier removes what consumers
 	// have acknowledged from the jobs, events and deliveries streams

@@ -64,9 +64,9 @@ type TrimTarget struct {
 // (A pull request waiting is not enough: 45 messages due at once were lost
 // from the queue while they were being handed out, in a test.) It purges
 // regardless only when no such moment came for trimForce, or when the stream
-// holds more than an eighth of its size limit. Purging seldom keeps the chance small that a redelivery is delayed;
-// the price is that acknowledged messages stay longer, counted toward the
-// stream's size limit.
+// holds more than an eighth of its size limit. Purging seldom keeps the
+// chance small that a redelivery is delayed; the price is that acknowledged
+// messages stay longer, counted toward the stream's size limit.
 func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, interval time.Duration, targets ...TrimTarget) error {
 	if interval <= 0 {
 		interval = DefaultTrimInterval
@@ -118,8 +118,19 @@ type streamTrim struct {
 // filterTrim is what Trim knows of one filter subject.
 type filterTrim struct {
 	trimmed uint64    // the floor purged to
-	last    time.Time // when it was purged
+	checked time.Time // when it was purged, or found with nothing to purge
 	due     time.Time // since when a purge waits for a quiet moment
+}
+
+// resting reports whether every filter subject of the stream was dealt
+// with less than an interval ago, so that its consumers need not be read.
+func (st *streamTrim) resting(now time.Time) bool {
+	for _, ft := range st.filters {
+		if now.Sub(ft.checked) >= st.every {
+			return false
+		}
+	}
+	return len(st.filters) > 0
 }
 
 // reader is one consumer as trimming sees it.
@@ -149,6 +160,9 @@ func (st *streamTrim) trim(ctx context.Context, js jetstream.JetStream) error {
 			return nil
 		}
 		st.stream = stream
+	}
+	if st.resting(time.Now()) {
+		return nil
 	}
 	readers, err := st.readers(ctx)
 	if err != nil {
@@ -213,7 +227,11 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 		st.filters[filter] = ft
 	}
 	now := time.Now()
-	if floor <= ft.trimmed || now.Sub(ft.last) < st.every {
+	switch {
+	case now.Sub(ft.checked) < st.every:
+		return nil
+	case floor <= ft.trimmed:
+		ft.checked = now
 		return nil
 	}
 	if ft.due.IsZero() {
@@ -227,7 +245,7 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 	if err := st.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(floor+1)); err != nil {
 		return err
 	}
-	ft.trimmed, ft.last, ft.due = floor, now, time.Time{}
+	ft.trimmed, ft.checked, ft.due = floor, now, time.Time{}
 	return nil
 }
 
