@@ -20,8 +20,10 @@ import (
 // newClient returns the HTTP client for webhooks: every dial passes the SSRF
 // guard (on the resolved IP), no proxy from the environment, redirects are
 // not followed, each attempt is bounded by timeout, and connections are kept
-// alive per receiver.
-func newClient(guard *ssrf.Guard, timeout time.Duration) *http.Client {
+// alive per receiver: up to idlePerHost of them, the most this process can
+// have in flight to one host, so that a busy receiver's connections are
+// reused instead of closed after each request and dialled again.
+func newClient(guard *ssrf.Guard, timeout time.Duration, idlePerHost int) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: guard.Control}
 	return &http.Client{
 		Timeout: timeout,
@@ -29,8 +31,8 @@ func newClient(guard *ssrf.Guard, timeout time.Duration) *http.Client {
 			Proxy:                 nil,
 			DialContext:           dialer.DialContext,
 			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   16,
+			MaxIdleConns:          max(1024, idlePerHost),
+			MaxIdleConnsPerHost:   idlePerHost,
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: timeout,

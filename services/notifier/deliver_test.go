@@ -2,9 +2,13 @@ package notifier_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +315,41 @@ func TestCircuitOpeningAttemptIsRetried(t *testing.T) {
 	rec := b.waitLog(t, "acme", "evt_down", contract.DeliveryPending)
 	require.Len(t, rec.Attempts, 1)
 	require.NotNil(t, rec.NextAttemptAt)
+}
+
+// A busy receiver's connections are kept and reused: the notifier does not
+// dial again for requests beyond the first ones in flight at once.
+func TestDeliverReusesConnections(t *testing.T) {
+	t.Parallel()
+	const inFlight, webhooks = 32, 600
+	b := setup(t, notifier.Config{EndpointConcurrency: inFlight})
+	var dials atomic.Int64
+	received := make(chan struct{}, webhooks)
+	rcv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(5 * time.Millisecond)
+		received <- struct{}{}
+	}))
+	rcv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	rcv.Start()
+	t.Cleanup(rcv.Close)
+
+	for i := range webhooks {
+		b.publishJobEvent(t, "acme", fmt.Sprintf("job_%d", i), rcv.URL)
+	}
+	for range webhooks {
+		select {
+		case <-received:
+		case <-time.After(30 * time.Second):
+			t.Fatal("webhooks not received within 30s")
+		}
+	}
+	// One connection per request in flight to the host, at most inFlight;
+	// the transport may dial a spare for a request that then takes a
+	// connection freed meanwhile. With 16 kept per host, this dialled 80-138.
+	require.LessOrEqual(t, dials.Load(), int64(2*inFlight), "connections dialled")
+	t.Logf("%d webhooks over %d connections", webhooks, dials.Load())
 }

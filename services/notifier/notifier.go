@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	}
 	n := &Notifier{
 		cfg: cfg, js: js, pub: bus.NewGroupCommit(js, cfg.GroupCommit), direct: make(chan struct{}, max(cfg.DirectAttempts, 0)), secrets: secrets, log: log, tenants: tenants, index: index, endpoints: eps, limits: newLimiter(cfg.EndpointConcurrency, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.Now),
-		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout)),
+		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout), cfg.Concurrency+max(cfg.DirectAttempts, 0)),
 		logger: logger.With("service", "notifier"),
 	}
 	n.parking.drains = map[string]uint64{}
