@@ -38,8 +38,11 @@ const DefaultWorkerTimeout = 5 * time.Minute
 // maxResultBytes bounds a worker's response: the result must fit a job record.
 const maxResultBytes = 1 << 20
 
+// defaultWorkerClient keeps every connection to a worker for reuse (the
+// processor's concurrency bounds how many there are): with fewer kept than
+// in use, a busy worker's connections would be closed and dialled again.
 var defaultWorkerClient = &http.Client{Transport: &http.Transport{
-	Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second,
+	Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
 }}
 
 // Handle implements [Handler].
