@@ -198,32 +198,44 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 
 // findSustained raises the end-to-end rate by half at a time, from the
 // mode's start, while the run holds: every job answered 202 and its webhook
-// received, at the offered rate, with 202 → webhook p99 ≤ 100 ms.
+// received, at the offered rate, with 202 → webhook p99 ≤ 100 ms. A rate
+// that does not hold is run once more (one stall of the shared disk or CPU
+// otherwise ends the search below rates that hold in the fixed-rate rows);
+// the table shows both runs.
 func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *modeResult, run func(func(options) error) error, add func(report) *report) error {
 	rate := s.searchFrom[m.name]
 	for range s.searchSteps {
-		var held bool
-		err := run(func(o options) error {
-			o.rate = rate
-			rep, err := e2eScenario(ctx, o)
-			if err != nil {
-				return err
-			}
-			rep.Scenario = "sustained-rate search"
-			held = rep.Missing == 0 && rep.Sent == rep.OK && rep.Throughput >= 0.95*float64(rate) &&
-				rep.EndToEnd != nil && rep.EndToEnd.P99 <= 100*time.Millisecond
-			r := add(rep)
-			if held {
-				res.sustained = r
-			}
-			return nil
-		})
+		held, err := sustainedRun(ctx, rate, res, run, add)
+		if err == nil && !held {
+			held, err = sustainedRun(ctx, rate, res, run, add)
+		}
 		if err != nil || !held {
 			return err
 		}
 		rate = rate * 3 / 2
 	}
 	return nil
+}
+
+// sustainedRun is one run of the search at rate; it tells whether it held.
+func sustainedRun(ctx context.Context, rate int, res *modeResult, run func(func(options) error) error, add func(report) *report) (bool, error) {
+	var held bool
+	err := run(func(o options) error {
+		o.rate = rate
+		rep, err := e2eScenario(ctx, o)
+		if err != nil {
+			return err
+		}
+		rep.Scenario = "sustained-rate search"
+		held = rep.Missing == 0 && rep.Sent == rep.OK && rep.Throughput >= 0.95*float64(rate) &&
+			rep.EndToEnd != nil && rep.EndToEnd.P99 <= 100*time.Millisecond
+		r := add(rep)
+		if held {
+			res.sustained = r
+		}
+		return nil
+	})
+	return held, err
 }
 
 func writeTable(md *strings.Builder, res *modeResult) {
@@ -252,10 +264,10 @@ func writeTable(md *strings.Builder, res *modeResult) {
 			res.intake.Throughput/res.gin.Throughput, res.intake.Throughput/res.jsSync.Throughput)
 	}
 	if res.sustained != nil {
-		fmt.Fprintf(md, "- Highest end-to-end rate that held (every webhook received, p99 ≤ 100 ms): **%d jobs/s** (p99 %s).\n",
+		fmt.Fprintf(md, "- Highest end-to-end rate that held (every webhook received, p99 ≤ 100 ms; a rate that did not was run once more): **%d jobs/s** (p99 %s).\n",
 			res.sustained.Rate, ms(res.sustained.EndToEnd.P99))
 	} else {
-		fmt.Fprintln(md, "- No end-to-end rate of the search held with p99 ≤ 100 ms.")
+		fmt.Fprintln(md, "- No end-to-end rate of the search held with p99 ≤ 100 ms (in two runs).")
 	}
 	if a, b := res.scale10, res.scale10k; a != nil && b != nil && a.WebhookRate > 0 {
 		fmt.Fprintf(md, "- 10,000 vs 10 registered endpoints, whole pipeline as fast as 64 clients go: %.0f vs %.0f webhooks/s (**%+.1f %%**; jobs accepted %.0f vs %.0f/s), %d and %d webhooks missing.\n",
