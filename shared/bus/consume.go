@@ -65,20 +65,26 @@ func Workers(ctx context.Context, cons jetstream.Consumer, n int, grace time.Dur
 }
 
 // KeepAlive tells JetStream every interval that msg is still being worked on,
-// until the returned stop function is called.
+// until the returned stop function is called. It holds a timer, not a
+// goroutine, while it waits: most messages are done before the first tick.
 func KeepAlive(msg jetstream.Msg, interval time.Duration) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(interval, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(interval)
 		}
-	}()
-	return func() { close(done) }
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
