@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/hookstream/hookstream/shared/contract"
@@ -28,6 +29,13 @@ type Config struct {
 	APIKeys []APIKey
 	// JobTypes are the job types accepted; others get 422. Required.
 	JobTypes []string
+	// ExternalJobTypes are those of JobTypes that processors outside
+	// hookstream run. Their record is written at submit, next to their
+	// message, as the NATS contract promises such processors. For the other
+	// types, a job without an Idempotency-Key is stored as its message
+	// alone, and the processor writes its record (one disk sync fewer per
+	// job); until then it is read from that message.
+	ExternalJobTypes []string
 	// Guard validates callback URLs. Required.
 	Guard *ssrf.Guard
 	// AdminToken guards /v1/admin. Empty: the admin API is off.
@@ -134,6 +142,11 @@ func (c Config) Validate() error {
 	for _, t := range c.JobTypes {
 		if !contract.ValidType(t) {
 			return fmt.Errorf("JobTypes: %q is not a valid type", t)
+		}
+	}
+	for _, t := range c.ExternalJobTypes {
+		if !slices.Contains(c.JobTypes, t) {
+			return fmt.Errorf("ExternalJobTypes: %q is not one of JobTypes", t)
 		}
 	}
 	if c.Guard == nil {

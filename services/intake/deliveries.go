@@ -23,7 +23,7 @@ type deliveryView struct {
 func (s *Service) listDeliveries(c *gin.Context) {
 	ctx := c.Request.Context()
 	tenant, id := tenantOf(c), c.Param("id")
-	if _, _, err := s.jobs.GetForTenant(ctx, tenant, id); err != nil {
+	if _, _, err := s.findJob(ctx, tenant, id); err != nil {
 		s.respondError(c, err)
 		return
 	}

@@ -35,11 +35,17 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupWith(t, func(*intake.Config) {})
+}
+
+// setupWith is setup with a config changed by change.
+func setupWith(t *testing.T, change func(*intake.Config)) *bundle {
+	t.Helper()
 	ns := natstest.Start(t)
 	nc, js := ns.Connect(t)
 	ctx := context.Background()
 	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	svc, err := intake.New(ctx, intake.Config{
+	cfg := intake.Config{
 		APIKeys:        []intake.APIKey{{Tenant: "acme", Key: keyAcme}, {Tenant: "other", Key: keyOther}},
 		JobTypes:       []string{"echo"},
 		Guard:          ssrf.NewGuard(nil),
@@ -47,7 +53,9 @@ func setup(t *testing.T) *bundle {
 		MaxBodyBytes:   4096,
 		MaxJSONDepth:   5,
 		PublishTimeout: 2 * time.Second,
-	}, nc, js, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	}
+	change(&cfg)
+	svc, err := intake.New(ctx, cfg, nc, js, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	require.NoError(t, err)
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
@@ -115,19 +123,66 @@ func TestSubmitAccepted(t *testing.T) {
 	require.Equal(t, "queued", r.body["status"])
 	require.NotEmpty(t, r.body["expires_at"])
 
-	// 202 means the job message is in the stream.
-	s, err := b.js.Stream(context.Background(), contract.StreamJobs)
+	// 202 means the job message is in the stream, at the sequence its id
+	// names; the processor writes the job's record.
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, contract.StreamJobs)
 	require.NoError(t, err)
-	msg, err := s.GetLastMsgForSubject(context.Background(), contract.JobSubject("acme", "echo"))
+	msg, err := s.GetLastMsgForSubject(ctx, contract.JobSubject("acme", "echo"))
 	require.NoError(t, err)
-	require.Equal(t, id, msg.Header.Get(contract.HeaderMsgID))
+	var req contract.JobRequest
+	require.NoError(t, json.Unmarshal(msg.Data, &req))
+	require.Equal(t, contract.SequenceJobID(msg.Sequence, req.Nonce), id)
+	require.JSONEq(t, `{"n":1}`, string(req.Payload))
+	kv, err := b.js.KeyValue(ctx, contract.BucketJobs)
+	require.NoError(t, err)
+	_, err = kv.Get(ctx, id)
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "no record written at submit")
 
+	// Until then the job is read from its message.
 	got := b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "")
 	require.Equal(t, http.StatusOK, got.status)
 	require.Equal(t, "queued", got.body["status"])
 	require.Equal(t, "1", got.header.Get("Retry-After"))
+	require.Equal(t, r.body["created_at"], got.body["created_at"])
+	require.Equal(t, r.body["expires_at"], got.body["expires_at"])
+	require.Equal(t, map[string]any{"order": "42"}, got.body["metadata"])
 	require.NotContains(t, got.body, "tenant")
 	require.NotContains(t, got.body, "request_hash")
+	require.NotContains(t, got.body, "payload")
+
+	// An id with the right sequence and another nonce is no job.
+	seq, _, ok := contract.ParseSequenceJobID(id)
+	require.True(t, ok)
+	forged := contract.SequenceJobID(seq, "0123456789abcdefghijklmnop")
+	require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/v1/jobs/"+forged, keyAcme, "", "").status)
+	require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/v1/jobs/job_s99999_abc", keyAcme, "", "").status)
+}
+
+// The jobs of a type run outside hookstream get their record at submit, next
+// to a message with their id, as the NATS contract promises such processors.
+func TestSubmitExternalTypeWritesRecord(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) {
+		c.JobTypes = append(c.JobTypes, "ocr")
+		c.ExternalJobTypes = []string{"ocr"}
+	})
+	r := b.submit(t, keyAcme, `{"type":"ocr","payload":{"page":1}}`)
+	require.Equal(t, http.StatusAccepted, r.status)
+	id := r.body["id"].(string)
+	ctx := context.Background()
+	kv, err := b.js.KeyValue(ctx, contract.BucketJobs)
+	require.NoError(t, err)
+	entry, err := kv.Get(ctx, id)
+	require.NoError(t, err)
+	var rec contract.JobRecord
+	require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+	require.Equal(t, contract.StatusQueued, rec.Status)
+	s, err := b.js.Stream(ctx, contract.StreamJobs)
+	require.NoError(t, err)
+	msg, err := s.GetLastMsgForSubject(ctx, contract.JobSubject("acme", "ocr"))
+	require.NoError(t, err)
+	require.Equal(t, id, msg.Header.Get(contract.HeaderMsgID))
 }
 
 func TestBadInput(t *testing.T) {
@@ -252,6 +307,13 @@ func TestLongPollReturnsOnChange(t *testing.T) {
 
 	bad := b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=forever", keyAcme, "", "")
 	require.Equal(t, http.StatusBadRequest, bad.status)
+
+	// A job that nothing changes (no processor here, so no record either)
+	// is answered as it is when the wait ends.
+	queued := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	r = b.do(t, http.MethodGet, "/v1/jobs/"+queued+"?wait=300ms", keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status)
+	require.Equal(t, "queued", r.body["status"])
 }
 
 // With NATS gone, a submission is answered 503 with Retry-After, never 202.

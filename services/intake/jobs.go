@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
@@ -139,10 +141,13 @@ func (s *Service) createJob(c *gin.Context) {
 	var stored contract.JobRecord
 	var replayed bool
 	var err error
-	if idemKey == "" {
-		stored, err = s.storeNewJob(ctx, rec)
-	} else {
+	switch {
+	case idemKey != "":
 		stored, replayed, err = s.storeJob(ctx, rec)
+	case s.external[rec.Type]:
+		stored, err = s.storeNewJob(ctx, rec)
+	default:
+		stored, err = s.submitJob(ctx, rec)
 	}
 	if err != nil {
 		s.respondError(c, err)
@@ -235,6 +240,72 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 	return rec, nil
 }
 
+// submitJob stores a job as its message alone, for a processor of
+// hookstream's own to write its record: one JetStream write instead of two.
+// The job's id is made from the message's stream sequence and a random
+// nonce, so that findJob can read the job from its message until then.
+func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	nonce := idEncoding.EncodeToString(b[:])
+	created := rec.CreatedAt
+	data, err := json.Marshal(contract.JobRequest{
+		Nonce: nonce, CreatedAt: &created, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata,
+	})
+	if err != nil {
+		return contract.JobRecord{}, fmt.Errorf("encode job: %w", err)
+	}
+	msg := nats.NewMsg(contract.JobSubject(rec.Tenant, rec.Type))
+	msg.Data = data
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	ack, err := s.pub.PublishMsg(ctx, msg)
+	if err != nil {
+		return contract.JobRecord{}, fmt.Errorf("publish job: %w", err)
+	}
+	rec.ID = contract.SequenceJobID(ack.Sequence, nonce)
+	return rec, nil
+}
+
+// findJob returns a tenant's job and the revision of its record: the
+// record, or, for a job submitted without one (submitJob) that no processor
+// has taken yet, the job read from its message, at revision 0. Another
+// tenant's job is ErrNotFound, as is one that does not exist.
+func (s *Service) findJob(ctx context.Context, tenant, id string) (contract.JobRecord, uint64, error) {
+	rec, rev, err := s.jobs.GetForTenant(ctx, tenant, id)
+	if !errors.Is(err, jobstore.ErrNotFound) {
+		return rec, rev, err
+	}
+	seq, nonce, ok := contract.ParseSequenceJobID(id)
+	if !ok {
+		return rec, rev, err
+	}
+	queued, found, err := s.queuedJob(ctx, tenant, id, seq, nonce)
+	if err != nil || found {
+		return queued, 0, err
+	}
+	// No such message: the job may have got its record since (its message
+	// is trimmed only after that).
+	return s.jobs.GetForTenant(ctx, tenant, id)
+}
+
+// queuedJob reads the job whose message is at seq in the jobs stream, if
+// that message is the tenant's and carries nonce.
+func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, nonce string) (contract.JobRecord, bool, error) {
+	msg, err := s.jobsStream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return contract.JobRecord{}, false, nil
+	}
+	if err != nil {
+		return contract.JobRecord{}, false, fmt.Errorf("read job %s: %w", id, err)
+	}
+	msgTenant, jobType, err := contract.ParseJobSubject(msg.Subject)
+	var req contract.JobRequest
+	if err != nil || msgTenant != tenant || json.Unmarshal(msg.Data, &req) != nil || req.ID != "" || req.Nonce != nonce {
+		return contract.JobRecord{}, false, nil
+	}
+	return jobstore.Queued(tenant, jobType, id, req, msg.Time, s.cfg.JobRetention), true, nil
+}
+
 // writeJob writes the job's record and its message at the same time, so
 // that a 202 waits for one round trip to JetStream instead of two.
 func (s *Service) writeJob(ctx context.Context, rec contract.JobRecord) (rev uint64, createErr, pubErr error) {
@@ -275,7 +346,7 @@ func (s *Service) getJob(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	rec, rev, err := s.jobs.GetForTenant(ctx, tenantOf(c), c.Param("id"))
+	rec, rev, err := s.findJob(ctx, tenantOf(c), c.Param("id"))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -284,9 +355,14 @@ func (s *Service) getJob(c *gin.Context) {
 		waitCtx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()
-		if rec, err = s.jobs.WaitChange(waitCtx, rec.ID, rev); err != nil {
+		next, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
+		switch {
+		case rev == 0 && errors.Is(err, jobstore.ErrNotFound): // still no record: unchanged
+		case err != nil:
 			s.respondError(c, err)
 			return
+		default:
+			rec = next
 		}
 	}
 	if !contract.Terminal(rec.Status) {
@@ -314,11 +390,13 @@ var errFinished = errors.New("job already finished")
 
 func (s *Service) cancelJob(c *gin.Context) {
 	ctx := c.Request.Context()
-	if _, _, err := s.jobs.GetForTenant(ctx, tenantOf(c), c.Param("id")); err != nil {
+	current, rev, err := s.findJob(ctx, tenantOf(c), c.Param("id"))
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}
-	rec, err := s.jobs.Update(ctx, c.Param("id"), func(r *contract.JobRecord) error {
+	// At revision 0 (no record yet), this writes the record, canceled.
+	rec, err := s.jobs.UpdateFrom(ctx, current, rev, func(r *contract.JobRecord) error {
 		if contract.Terminal(r.Status) {
 			return errFinished
 		}

@@ -42,8 +42,12 @@ type Service struct {
 	admission   *admission
 	keys        map[[sha256.Size]byte]string
 	jobTypes    map[string]bool
-	handler     http.Handler
-	now         func() time.Time
+	// external are the job types whose record is written at submit.
+	external map[string]bool
+	// jobsStream reads job messages whose record is not written yet.
+	jobsStream jetstream.Stream
+	handler    http.Handler
+	now        func() time.Time
 	// stopping ends when the HTTP server starts shutting down: long-polls
 	// and event streams end then, so that shutdown does not wait for them.
 	stopping    context.Context
@@ -90,6 +94,13 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	}
 	for _, t := range cfg.JobTypes {
 		s.jobTypes[t] = true
+	}
+	s.external = map[string]bool{}
+	for _, t := range cfg.ExternalJobTypes {
+		s.external[t] = true
+	}
+	if s.jobsStream, err = js.Stream(ctx, contract.StreamJobs); err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamJobs, err)
 	}
 	s.stopping, s.stopWaiting = context.WithCancel(context.Background())
 	s.handler = s.routes()

@@ -3,6 +3,7 @@ package intake
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobstore"
 )
 
 // sseKeepAlive is how often an idle event stream sends a comment, so that
@@ -22,7 +24,7 @@ const sseKeepAlive = 15 * time.Second
 // ends after the terminal status, or after MaxWait×5 at the most.
 func (s *Service) jobEvents(c *gin.Context) {
 	ctx := c.Request.Context()
-	rec, rev, err := s.jobs.GetForTenant(ctx, tenantOf(c), c.Param("id"))
+	rec, rev, err := s.findJob(ctx, tenantOf(c), c.Param("id"))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -43,17 +45,21 @@ func (s *Service) jobEvents(c *gin.Context) {
 		c.Writer.Flush()
 		for {
 			waitCtx, stop := context.WithTimeout(deadline, sseKeepAlive)
-			next, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
+			_, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
 			stop()
-			if err != nil || deadline.Err() != nil {
+			unwritten := rev == 0 && errors.Is(err, jobstore.ErrNotFound) // no record yet
+			if (err != nil && !unwritten) || deadline.Err() != nil {
 				return false
 			}
-			_, cur, err := s.jobs.Get(deadline, rec.ID)
+			latest, cur, err := s.jobs.Get(deadline, rec.ID)
+			if unwritten && errors.Is(err, jobstore.ErrNotFound) {
+				err = nil
+			}
 			if err != nil {
 				return false
 			}
 			if cur != rev {
-				rec, rev = next, cur
+				rec, rev = latest, cur
 				return true // the next call writes it
 			}
 			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -106,20 +105,21 @@ func (p *Processor) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// jobIDOf returns the job id of a message: the id in the body, else its
-// Nats-Msg-Id, else one derived from the stream sequence.
+// jobIDOf returns the job id of a message: the id in the body, else one
+// derived from the stream sequence and the nonce intake set, else its
+// Nats-Msg-Id, else one derived from the stream sequence alone.
 func jobIDOf(msg jetstream.Msg, req contract.JobRequest) string {
 	if req.ID != "" {
 		return req.ID
 	}
-	if id := msg.Headers().Get(contract.HeaderMsgID); id != "" {
+	if id := msg.Headers().Get(contract.HeaderMsgID); id != "" && req.Nonce == "" {
 		return id
 	}
 	meta, err := msg.Metadata()
 	if err != nil {
 		return ""
 	}
-	return "job_s" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	return contract.SequenceJobID(meta.Sequence.Stream, req.Nonce)
 }
 
 // decodeJob reads a job message into the record it stands for.
@@ -136,15 +136,9 @@ func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, error) {
 	if id == "" || len(id) > 128 || !contract.ValidType(id) {
 		return contract.JobRecord{}, fmt.Errorf("job id %q is not valid", id)
 	}
-	created := p.now().UTC()
+	stored := p.now()
 	if meta, err := msg.Metadata(); err == nil {
-		created = meta.Timestamp.UTC()
+		stored = meta.Timestamp
 	}
-	return contract.JobRecord{
-		Job: contract.Job{
-			ID: id, Type: jobType, Status: contract.StatusQueued, Metadata: req.Metadata,
-			CreatedAt: created, UpdatedAt: created, ExpiresAt: created.Add(p.cfg.JobRetention),
-		},
-		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL, RequestHash: req.RequestHash,
-	}, nil
+	return jobstore.Queued(tenant, jobType, id, req, stored, p.cfg.JobRetention), nil
 }

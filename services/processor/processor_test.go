@@ -197,8 +197,8 @@ func TestRunJobPublishedToNATS(t *testing.T) {
 	b.waitJobsSettled(t)
 }
 
-// The job id comes from the body, else Nats-Msg-Id, else the stream
-// sequence; an invalid one is dropped.
+// The job id comes from the body, else the stream sequence and intake's
+// nonce, else Nats-Msg-Id, else the stream sequence.
 func TestRunJobID(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -210,6 +210,7 @@ func TestRunJobID(t *testing.T) {
 		{name: "id in the body wins", givenID: "job_header", givenBody: contract.JobRequest{ID: "job_body"}, wantID: "job_body"},
 		{name: "Nats-Msg-Id", givenID: "job_header", wantID: "job_header"},
 		{name: "stream sequence", wantID: "job_s1"},
+		{name: "stream sequence and intake's nonce", givenID: "job_header", givenBody: contract.JobRequest{Nonce: "n0nce"}, wantID: "job_s1_n0nce"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,6 +221,59 @@ func TestRunJobID(t *testing.T) {
 			require.Equal(t, contract.StatusSucceeded, b.waitJob(t, tt.wantID).Status)
 		})
 	}
+}
+
+// A job that intake stored as its message alone gets its record from the
+// processor in one write, with its result and intake's creation time.
+func TestRunIntakeJobRecordWrittenOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: echoOnly})
+	created := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
+	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{Nonce: "n0nce", CreatedAt: &created, Payload: json.RawMessage(`1`)}))
+	id := contract.SequenceJobID(1, "n0nce")
+	rec := b.waitJob(t, id)
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.True(t, created.Equal(rec.CreatedAt), "created_at is intake's")
+	require.Equal(t, created.Add(7*24*time.Hour), rec.ExpiresAt)
+	b.waitJobsSettled(t)
+	kv, err := b.js.KeyValue(context.Background(), contract.BucketJobs)
+	require.NoError(t, err)
+	history, err := kv.History(context.Background(), id)
+	require.NoError(t, err)
+	require.Len(t, history, 1, "one write: the record with the result")
+}
+
+// A job canceled while its first quick run is under way, before it has a
+// record, stays canceled: the run's result is dropped.
+func TestRunIntakeJobCanceledWhileRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+		close(started)
+		<-release
+		return json.RawMessage(`"done"`), nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: time.Hour})
+	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{Nonce: "n0nce"}))
+	id := contract.SequenceJobID(1, "n0nce")
+	<-started
+	now := time.Now().UTC()
+	_, err := b.jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusCanceled, CreatedAt: now, UpdatedAt: now, CompletedAt: &now},
+		Tenant: "acme",
+	})
+	require.NoError(t, err)
+	close(release)
+	_, job := b.lastEvent(t, "acme", contract.StatusCanceled)
+	require.Equal(t, id, job.ID)
+	b.waitJobsSettled(t)
+	rec, _, err := b.jobs.Get(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, contract.StatusCanceled, rec.Status)
+	require.Empty(t, rec.Result)
 }
 
 // A handler that fails is retried after RetryDelay, with the attempt number

@@ -62,7 +62,8 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 		return settlement{verdict: term}
 	}
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
-	stored, rev, err := p.load(ctx, rec)
+	quick := p.cfg.RunningAfter > 0 && firstDelivery(msg)
+	stored, rev, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
 	if err != nil {
 		logger.Warn("load job", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
@@ -75,7 +76,7 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 	if contract.Terminal(stored.Status) {
 		return p.finish(ctx, logger, stored)
 	}
-	if p.cfg.RunningAfter > 0 && firstDelivery(msg) && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts {
+	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts {
 		return p.runQuickly(ctx, logger, msg, stored, rev)
 	}
 	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
@@ -115,8 +116,9 @@ func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, running co
 // runQuickly runs the first delivery of a job before its record says
 // running: a job done within RunningAfter has its record written once, with
 // its result, instead of twice. One still running then is marked running as
-// any other. A processor that crashes meanwhile leaves the attempt
-// uncounted, but the redelivery takes the counted path (process).
+// any other. A job with no record yet (rev 0) gets it with that first
+// write. A processor that crashes meanwhile leaves the attempt uncounted,
+// but the redelivery takes the counted path (process).
 func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, msg jetstream.Msg, stored contract.JobRecord, rev uint64) settlement {
 	var mu sync.Mutex
 	done, marked := false, false
@@ -158,6 +160,13 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, msg jet
 	return p.outcome(ctx, logger, final, runErr, err)
 }
 
+// fromIntake tells whether a job was submitted through intake without a
+// record: intake can read it from its message (its id says where).
+func fromIntake(id string) bool {
+	_, _, ok := contract.ParseSequenceJobID(id)
+	return ok
+}
+
 // firstDelivery tells whether JetStream delivers msg for the first time.
 func firstDelivery(msg jetstream.Msg) bool {
 	meta, err := msg.Metadata()
@@ -181,12 +190,20 @@ func (p *Processor) outcome(ctx context.Context, logger *slog.Logger, final cont
 	return p.finish(ctx, logger, final)
 }
 
-// load returns the job's record and its revision, creating it from the
-// message when the job was published straight to NATS.
-func (p *Processor) load(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, uint64, error) {
+// load returns the job's record and its revision. A job without a record
+// gets rec, the one made from its message. Intake writes no record for the
+// jobs that hookstream's processors run, and reads them from their message
+// until there is one; such a job's quick run (unwritten) gets rec at
+// revision 0, so that the run's first write creates it, with the result
+// for a job done within RunningAfter. Other jobs (internal publishers write
+// no record either) get theirs created now.
+func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten bool) (contract.JobRecord, uint64, error) {
 	stored, rev, err := p.jobs.Get(ctx, rec.ID)
 	if !errors.Is(err, jobstore.ErrNotFound) {
 		return stored, rev, err
+	}
+	if unwritten {
+		return rec, 0, nil
 	}
 	if _, err := p.jobs.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
 		return contract.JobRecord{}, 0, err

@@ -27,6 +27,11 @@ var examples = map[string]any{
 		CallbackURL: "https://example.com/hooks", Metadata: map[string]string{"order": "42"},
 		RequestHash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 	},
+	// What intake publishes for a job whose record the processor writes.
+	"job_request_from_intake": contract.JobRequest{
+		Nonce: "0123456789abcdefghijklmnop", CreatedAt: &t0, Payload: json.RawMessage(`{"image":"cat.png"}`),
+		CallbackURL: "https://example.com/hooks", Metadata: map[string]string{"order": "42"},
+	},
 	"job": contract.Job{
 		ID: "job_0123456789abcdefghijklmnop", Type: "echo", Status: contract.StatusSucceeded, Attempts: 1,
 		Metadata: map[string]string{"order": "42"}, Result: json.RawMessage(`{"ok":true}`),
@@ -132,4 +137,22 @@ func FuzzDecodeJobRequest(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+// Ids made from a stream sequence read back; others are not such ids.
+func TestSequenceJobID(t *testing.T) {
+	t.Parallel()
+	id := contract.SequenceJobID(42, "n0nce")
+	if id != "job_s42_n0nce" {
+		t.Fatalf("SequenceJobID = %q", id)
+	}
+	seq, nonce, ok := contract.ParseSequenceJobID(id)
+	if !ok || seq != 42 || nonce != "n0nce" {
+		t.Fatalf("ParseSequenceJobID(%q) = %d, %q, %v", id, seq, nonce, ok)
+	}
+	for _, bad := range []string{"job_s42", "job_s42_", "job_s0_x", "job_sx_y", "job_abc", "job_s42_a.b", "job_s42_a*", "evt_s42_x", ""} {
+		if _, _, ok := contract.ParseSequenceJobID(bad); ok {
+			t.Errorf("ParseSequenceJobID(%q) accepted", bad)
+		}
+	}
 }

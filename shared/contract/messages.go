@@ -3,6 +3,8 @@ package contract
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -25,6 +27,34 @@ const (
 	EventPing = "ping"
 )
 
+// SequenceJobID is the id of the job whose message is at sequence seq of the
+// jobs stream: job_s<seq>, or job_s<seq>_<nonce> with a nonce.
+func SequenceJobID(seq uint64, nonce string) string {
+	id := "job_s" + strconv.FormatUint(seq, 10)
+	if nonce != "" {
+		id += "_" + nonce
+	}
+	return id
+}
+
+// ParseSequenceJobID reads the sequence and nonce of an id that
+// SequenceJobID made with a nonce.
+func ParseSequenceJobID(id string) (seq uint64, nonce string, ok bool) {
+	rest, ok := strings.CutPrefix(id, "job_s")
+	if !ok {
+		return 0, "", false
+	}
+	digits, nonce, ok := strings.Cut(rest, "_")
+	if !ok || nonce == "" || !allChars(nonce, false) {
+		return 0, "", false
+	}
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || seq == 0 {
+		return 0, "", false
+	}
+	return seq, nonce, true
+}
+
 // Terminal reports whether a job in this status will not change again.
 func Terminal(status string) bool {
 	return status == StatusSucceeded || status == StatusFailed || status == StatusCanceled
@@ -33,10 +63,19 @@ func Terminal(status string) bool {
 // JobRequest is the body of a job message on hookstream.jobs.<tenant>.<type>.
 // Internal services may publish one directly; set Nats-Msg-Id to a unique id
 // ("job_" + something unique) so that a retried publish is not run twice. When
-// Nats-Msg-Id is missing the stream sequence is used to derive the job id.
+// Nats-Msg-Id is missing the stream sequence is used to derive the job id
+// (SequenceJobID).
 type JobRequest struct {
 	// ID is the job id. Optional for internal publishers (see above).
 	ID string `json:"id,omitempty"`
+	// Nonce is set by intake on the jobs whose record the processor writes:
+	// their id is SequenceJobID(stream sequence, Nonce), so that intake can
+	// find a job's message by its id before the record exists, and ids stay
+	// unguessable.
+	Nonce string `json:"nonce,omitempty"`
+	// CreatedAt is when intake accepted the job; without it, the time the
+	// message was stored.
+	CreatedAt *time.Time `json:"created_at,omitempty"`
 	// Payload is the job's input, any JSON value.
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// CallbackURL optionally receives the job's terminal event.

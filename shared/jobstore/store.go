@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -157,7 +158,8 @@ func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint
 }
 
 // WaitChange blocks until the record changes after revision rev, or ctx ends.
-// It returns the newest record either way.
+// It returns the newest record either way. At revision 0 it waits for the
+// record's first write, and answers ErrNotFound if there is none yet.
 func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract.JobRecord, error) {
 	w, err := s.kv.Watch(ctx, id, jetstream.UpdatesOnly())
 	if err != nil {
@@ -165,7 +167,11 @@ func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract
 	}
 	defer func() { _ = w.Stop() }()
 	// A change between the caller's read and the watch start is caught here.
-	if rec, cur, err := s.Get(ctx, id); err != nil || cur != rev {
+	rec, cur, err := s.Get(ctx, id)
+	if rev == 0 && errors.Is(err, ErrNotFound) {
+		err = nil // not written yet: wait for the first write
+	}
+	if err != nil || cur != rev {
 		return rec, err
 	}
 	for {
@@ -193,4 +199,21 @@ func (s *Store) Delete(ctx context.Context, id string, rev uint64) error {
 		return fmt.Errorf("delete job %s: %w", id, err)
 	}
 	return nil
+}
+
+// Queued is the record of a job not yet run, made from its message: id and
+// the message's tenant and type, its body, and when it was stored (the
+// creation time unless the body has one).
+func Queued(tenant, jobType, id string, req contract.JobRequest, stored time.Time, retention time.Duration) contract.JobRecord {
+	created := stored.UTC()
+	if req.CreatedAt != nil {
+		created = req.CreatedAt.UTC()
+	}
+	return contract.JobRecord{
+		Job: contract.Job{
+			ID: id, Type: jobType, Status: contract.StatusQueued, Metadata: req.Metadata,
+			CreatedAt: created, UpdatedAt: created, ExpiresAt: created.Add(retention),
+		},
+		Tenant: tenant, Payload: req.Payload, CallbackURL: req.CallbackURL, RequestHash: req.RequestHash,
+	}
 }
