@@ -47,8 +47,10 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), o.duration)
 	fmt.Fprintf(&md, "Command: `hookbench suite -duration %s -conns %d -backlog %d` (`task bench`). ", o.duration, o.conns, s.backlog)
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
-		"(all callbacks go to one receiver host) and its defaults otherwise. The intake rows submit jobs of a type that no processor in the "+
-		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), so they measure intake alone; the end-to-end rows submit echo jobs with a callback "+
+		"(all callbacks go to one receiver host) and its defaults otherwise. The first two intake rows submit jobs of a type that no processor in the "+
+		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), so they measure intake alone; such jobs, and jobs with an `Idempotency-Key`, are "+
+		"written as a record and a message. The third submits echo jobs, which intake writes as their message alone while the server's "+
+		"processor runs them and writes their records. The end-to-end rows submit echo jobs with a callback "+
 		"to hookbench's own receiver. How to read these figures, JetStream writes per job and profile findings: "+
 		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
@@ -73,11 +75,11 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 type modeResult struct {
 	mode mode
 	// rows are every report, in the order of the table.
-	rows                                   []report
-	gin, jsSync, intake, scale10, scale10k *report
-	e2e                                    []*report
-	sustained                              *report // the highest rate that held
-	backlog                                *backlogResult
+	rows                                              []report
+	gin, jsSync, intake, intakeOwn, scale10, scale10k *report
+	e2e                                               []*report
+	sustained                                         *report // the highest rate that held
+	backlog                                           *backlogResult
 }
 
 // intakeJobType is accepted by the suite's servers but run by no processor
@@ -122,12 +124,25 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 		ho.url, ho.key, ho.pid, ho.natsURL, ho.tenant = srv.url, srv.key, srv.cmd.Process.Pid, srv.natsURL, "bench"
 		return f(ho)
 	}
-	for _, idem := range []bool{false, true} {
+	intakeRows := []struct {
+		jobType, name string
+		idem          bool
+	}{
+		{intakeJobType, "intake", false},
+		{intakeJobType, "intake (Idempotency-Key)", true},
+		{"echo", "intake, echo jobs (run by the server meanwhile)", false},
+	}
+	for _, row := range intakeRows {
 		err := run(func(o options) error {
-			o.idempotency, o.jobType = idem, intakeJobType
-			r := add(intakeScenario(ctx, o))
-			if !idem {
+			o.idempotency, o.jobType = row.idem, row.jobType
+			rep := intakeScenario(ctx, o)
+			rep.Scenario = row.name
+			r := add(rep)
+			switch {
+			case row.jobType == intakeJobType && !row.idem:
 				res.intake = r
+			case row.jobType == "echo":
+				res.intakeOwn = r
 			}
 			return nil
 		})
@@ -260,8 +275,12 @@ func writeTable(md *strings.Builder, res *modeResult) {
 	}
 	fmt.Fprintln(md)
 	if res.intake != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
-		fmt.Fprintf(md, "- Intake alone: **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes from 16 publishers.\n",
+		fmt.Fprintf(md, "- Intake alone (record and message): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes from 16 publishers.\n",
 			res.intake.Throughput/res.gin.Throughput, res.intake.Throughput/res.jsSync.Throughput)
+	}
+	if res.intakeOwn != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
+		fmt.Fprintf(md, "- Intake of echo jobs (message only, processed meanwhile): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes.\n",
+			res.intakeOwn.Throughput/res.gin.Throughput, res.intakeOwn.Throughput/res.jsSync.Throughput)
 	}
 	if res.sustained != nil {
 		fmt.Fprintf(md, "- Highest end-to-end rate that held (every webhook received, p99 ≤ 100 ms; a rate that did not was run once more): **%d jobs/s** (p99 %s).\n",
