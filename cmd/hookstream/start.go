@@ -96,7 +96,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err != nil {
 		return err
 	}
-	c.intake.Box, c.notifier.Box = box, box
+	c.intake.Box, c.notifier.Box, c.processor.Box = box, box, box
 	nc, js, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd}, logger)
 	if err != nil {
 		return err

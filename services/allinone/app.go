@@ -138,7 +138,7 @@ func (a *App) useSecretKey() error {
 	if err != nil {
 		return err
 	}
-	a.cfg.Intake.Box, a.cfg.Notifier.Box = box, box
+	a.cfg.Intake.Box, a.cfg.Notifier.Box, a.cfg.Processor.Box = box, box, box
 	return nil
 }
 

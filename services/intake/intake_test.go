@@ -132,7 +132,8 @@ func TestSubmitAccepted(t *testing.T) {
 	require.NoError(t, err)
 	var req contract.JobRequest
 	require.NoError(t, json.Unmarshal(msg.Data, &req))
-	require.Equal(t, contract.SequenceJobID(msg.Sequence, req.Nonce), id)
+	require.Equal(t, contract.SequenceJobID(msg.Sequence^testBox(t).JobIDMask(req.Nonce), req.Nonce), id)
+	require.NotEqual(t, contract.SequenceJobID(msg.Sequence, req.Nonce), id, "the id hides the stream sequence")
 	require.JSONEq(t, `{"n":1}`, string(req.Payload))
 	kv, err := b.js.KeyValue(ctx, contract.BucketJobs)
 	require.NoError(t, err)
@@ -151,12 +152,32 @@ func TestSubmitAccepted(t *testing.T) {
 	require.NotContains(t, got.body, "request_hash")
 	require.NotContains(t, got.body, "payload")
 
-	// An id with the right sequence and another nonce is no job.
-	seq, _, ok := contract.ParseSequenceJobID(id)
+	// Another nonce with the same number, or the sequence and nonce but
+	// spelled otherwise, is no job.
+	masked, _, ok := contract.ParseSequenceJobID(id)
 	require.True(t, ok)
-	forged := contract.SequenceJobID(seq, "0123456789abcdefghijklmnop")
-	require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/v1/jobs/"+forged, keyAcme, "", "").status)
-	require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/v1/jobs/job_s99999_abc", keyAcme, "", "").status)
+	for _, other := range []string{
+		contract.SequenceJobID(masked, "0123456789abcdefghijklmnop"),
+		contract.SequenceJobID(msg.Sequence^testBox(t).JobIDMask("0123456789abcdefghijklmnop"), "0123456789abcdefghijklmnop"),
+		strings.Replace(id, "job_s", "job_s0", 1),
+		"job_s99999_abc",
+	} {
+		require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/v1/jobs/"+other, keyAcme, "", "").status, other)
+		require.Equal(t, http.StatusNotFound, b.do(t, http.MethodDelete, "/v1/jobs/"+other, keyAcme, "", "").status, other)
+	}
+}
+
+// A job whose message outlived JobRetention is gone, not queued again: its
+// record, written after the message, may have expired already.
+func TestJobOlderThanRetentionIsGone(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) { c.JobRetention = 300 * time.Millisecond })
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "").status)
+	require.Eventually(t, func() bool {
+		return b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "").status == http.StatusNotFound
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, http.StatusNotFound, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
 }
 
 // The jobs of a type run outside hookstream get their record at submit, next

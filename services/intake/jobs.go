@@ -242,8 +242,9 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 
 // submitJob stores a job as its message alone, for a processor of
 // hookstream's own to write its record: one JetStream write instead of two.
-// The job's id is made from the message's stream sequence and a random
-// nonce, so that findJob can read the job from its message until then.
+// The job's id is made from the message's stream sequence, masked with the
+// deployment's key, and a random nonce, so that findJob can read the job
+// from its message until then.
 func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -262,7 +263,7 @@ func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contra
 	if err != nil {
 		return contract.JobRecord{}, fmt.Errorf("publish job: %w", err)
 	}
-	rec.ID = contract.SequenceJobID(ack.Sequence, nonce)
+	rec.ID = contract.SequenceJobID(ack.Sequence^s.cfg.Box.JobIDMask(nonce), nonce)
 	return rec, nil
 }
 
@@ -275,8 +276,9 @@ func (s *Service) findJob(ctx context.Context, tenant, id string) (contract.JobR
 	if !errors.Is(err, jobstore.ErrNotFound) {
 		return rec, rev, err
 	}
-	seq, nonce, ok := contract.ParseSequenceJobID(id)
-	if !ok {
+	masked, nonce, ok := contract.ParseSequenceJobID(id)
+	seq := masked ^ s.cfg.Box.JobIDMask(nonce)
+	if !ok || seq == 0 {
 		return rec, rev, err
 	}
 	queued, found, err := s.queuedJob(ctx, tenant, id, seq, nonce)
@@ -289,7 +291,9 @@ func (s *Service) findJob(ctx context.Context, tenant, id string) (contract.JobR
 }
 
 // queuedJob reads the job whose message is at seq in the jobs stream, if
-// that message is the tenant's and carries nonce.
+// that message is the tenant's and carries nonce. A message older than
+// JobRetention is not read: its job's record, written after it, may have
+// expired, and the job is then gone, not queued again.
 func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, nonce string) (contract.JobRecord, bool, error) {
 	msg, err := s.jobsStream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -300,7 +304,8 @@ func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, 
 	}
 	msgTenant, jobType, err := contract.ParseJobSubject(msg.Subject)
 	var req contract.JobRequest
-	if err != nil || msgTenant != tenant || json.Unmarshal(msg.Data, &req) != nil || req.ID != "" || req.Nonce != nonce {
+	if err != nil || msgTenant != tenant || json.Unmarshal(msg.Data, &req) != nil || req.ID != "" || req.Nonce != nonce ||
+		s.now().Sub(msg.Time) >= s.cfg.JobRetention {
 		return contract.JobRecord{}, false, nil
 	}
 	return jobstore.Queued(tenant, jobType, id, req, msg.Time, s.cfg.JobRetention), true, nil

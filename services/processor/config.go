@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // Config configures the processor.
@@ -17,6 +18,10 @@ type Config struct {
 	GroupCommit bool
 	// Handlers maps job types to their handlers. At least one is required.
 	Handlers map[string]Handler
+	// Box holds the deployment's secret key, which masks the stream
+	// sequence in the ids of jobs that intake submits without a record
+	// (secretbox.Box.JobIDMask); it must be intake's. Required.
+	Box *secretbox.Box
 	// Concurrency is how many jobs of each type run at once in this process.
 	// Default 16.
 	Concurrency int
@@ -97,6 +102,8 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
+	case c.Box == nil:
+		return errors.New("Box: required")
 	case c.Concurrency < 1:
 		return errors.New("Concurrency: must be at least 1")
 	case c.MaxAttempts < 1:

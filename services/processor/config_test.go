@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // DefaultRetryDelay is 1 s doubled per failed attempt, at most 5 minutes,
@@ -63,11 +64,18 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative concurrency", given: processor.Config{Handlers: echo, Concurrency: -1}, wantField: "Concurrency"},
 		{name: "negative attempts", given: processor.Config{Handlers: echo, MaxAttempts: -1}, wantField: "MaxAttempts"},
 		{name: "AckWait too short", given: processor.Config{Handlers: echo, AckWait: 500 * time.Millisecond}, wantField: "AckWait"},
+		{name: "no box", given: processor.Config{Handlers: echo}, wantField: "Box"},
 	}
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := tt.given.WithDefaults().Validate()
+			given := tt.given
+			if tt.wantField != "Box" {
+				given.Box = box
+			}
+			err := given.WithDefaults().Validate()
 			if tt.wantField == "" {
 				require.NoError(t, err)
 				return

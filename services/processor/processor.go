@@ -106,9 +106,9 @@ func (p *Processor) Run(ctx context.Context) error {
 }
 
 // jobIDOf returns the job id of a message: the id in the body, else one
-// derived from the stream sequence and the nonce intake set, else its
-// Nats-Msg-Id, else one derived from the stream sequence alone.
-func jobIDOf(msg jetstream.Msg, req contract.JobRequest) string {
+// made from the stream sequence, masked, and the nonce intake set, else its
+// Nats-Msg-Id, else one made from the stream sequence alone.
+func (p *Processor) jobIDOf(msg jetstream.Msg, req contract.JobRequest) string {
 	if req.ID != "" {
 		return req.ID
 	}
@@ -119,7 +119,10 @@ func jobIDOf(msg jetstream.Msg, req contract.JobRequest) string {
 	if err != nil {
 		return ""
 	}
-	return contract.SequenceJobID(meta.Sequence.Stream, req.Nonce)
+	if req.Nonce != "" {
+		return contract.SequenceJobID(meta.Sequence.Stream^p.cfg.Box.JobIDMask(req.Nonce), req.Nonce)
+	}
+	return contract.SequenceJobID(meta.Sequence.Stream, "")
 }
 
 // decodeJob reads a job message into the record it stands for.
@@ -132,7 +135,7 @@ func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, error) {
 	if err := json.Unmarshal(msg.Data(), &req); err != nil {
 		return contract.JobRecord{}, fmt.Errorf("decode job request: %w", err)
 	}
-	id := jobIDOf(msg, req)
+	id := p.jobIDOf(msg, req)
 	if id == "" || len(id) > 128 || !contract.ValidType(id) {
 		return contract.JobRecord{}, fmt.Errorf("job id %q is not valid", id)
 	}

@@ -2,6 +2,7 @@ package processor_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/hookstream/hookstream/shared/jobevents"
 	"github.com/hookstream/hookstream/shared/jobstore"
 	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // bundle is a JetStream server with hookstream's topology, the job store on
@@ -30,6 +32,8 @@ type bundle struct {
 	js     jetstream.JetStream
 	jobs   *jobstore.Store
 	logger *slog.Logger
+	// box is the processors' (a random key), as it would be intake's.
+	box *secretbox.Box
 }
 
 func setup(t *testing.T) *bundle {
@@ -40,7 +44,16 @@ func setup(t *testing.T) *bundle {
 	jobs, err := jobstore.Open(ctx, js, js)
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return &bundle{js: js, jobs: jobs, logger: logger}
+	key := make([]byte, secretbox.KeySize)
+	_, _ = rand.Read(key)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	return &bundle{js: js, jobs: jobs, logger: logger, box: box}
+}
+
+// intakeJobID is the id intake gives the job it publishes at seq with nonce.
+func (b *bundle) intakeJobID(seq uint64, nonce string) string {
+	return contract.SequenceJobID(seq^b.box.JobIDMask(nonce), nonce)
 }
 
 type testWriter struct{ t *testing.T }
@@ -65,6 +78,9 @@ func (b *bundle) start(t *testing.T, cfg processor.Config) *running {
 	}
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = time.Second
+	}
+	if cfg.Box == nil {
+		cfg.Box = b.box
 	}
 	p, err := processor.New(context.Background(), cfg, b.js, b.logger)
 	require.NoError(t, err)
@@ -210,7 +226,7 @@ func TestRunJobID(t *testing.T) {
 		{name: "id in the body wins", givenID: "job_header", givenBody: contract.JobRequest{ID: "job_body"}, wantID: "job_body"},
 		{name: "Nats-Msg-Id", givenID: "job_header", wantID: "job_header"},
 		{name: "stream sequence", wantID: "job_s1"},
-		{name: "stream sequence and intake's nonce", givenID: "job_header", givenBody: contract.JobRequest{Nonce: "n0nce"}, wantID: "job_s1_n0nce"},
+		{name: "stream sequence, masked, and intake's nonce", givenID: "job_header", givenBody: contract.JobRequest{Nonce: "n0nce"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,7 +234,12 @@ func TestRunJobID(t *testing.T) {
 			b := setup(t)
 			b.start(t, processor.Config{Handlers: echoOnly})
 			b.publishJob(t, "acme", "echo", tt.givenID, jobRequest(t, tt.givenBody))
-			require.Equal(t, contract.StatusSucceeded, b.waitJob(t, tt.wantID).Status)
+			want := tt.wantID
+			if tt.givenBody.Nonce != "" {
+				want = b.intakeJobID(1, tt.givenBody.Nonce)
+				require.NotEqual(t, "job_s1_n0nce", want, "the sequence is masked")
+			}
+			require.Equal(t, contract.StatusSucceeded, b.waitJob(t, want).Status)
 		})
 	}
 }
@@ -231,7 +252,7 @@ func TestRunIntakeJobRecordWrittenOnce(t *testing.T) {
 	b.start(t, processor.Config{Handlers: echoOnly})
 	created := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
 	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{Nonce: "n0nce", CreatedAt: &created, Payload: json.RawMessage(`1`)}))
-	id := contract.SequenceJobID(1, "n0nce")
+	id := b.intakeJobID(1, "n0nce")
 	rec := b.waitJob(t, id)
 	require.Equal(t, contract.StatusSucceeded, rec.Status)
 	require.Equal(t, 1, rec.Attempts)
@@ -258,7 +279,7 @@ func TestRunIntakeJobCanceledWhileRunning(t *testing.T) {
 	})
 	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: time.Hour})
 	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{Nonce: "n0nce"}))
-	id := contract.SequenceJobID(1, "n0nce")
+	id := b.intakeJobID(1, "n0nce")
 	<-started
 	now := time.Now().UTC()
 	_, err := b.jobs.Create(context.Background(), contract.JobRecord{

@@ -150,7 +150,7 @@ func TestSequenceJobID(t *testing.T) {
 	if !ok || seq != 42 || nonce != "n0nce" {
 		t.Fatalf("ParseSequenceJobID(%q) = %d, %q, %v", id, seq, nonce, ok)
 	}
-	for _, bad := range []string{"job_s42", "job_s42_", "job_s0_x", "job_sx_y", "job_abc", "job_s42_a.b", "job_s42_a*", "evt_s42_x", ""} {
+	for _, bad := range []string{"job_s42", "job_s42_", "job_s042_n0nce", "job_s+42_n0nce", "job_sx_y", "job_abc", "job_s42_a.b", "job_s42_a*", "evt_s42_x", ""} {
 		if _, _, ok := contract.ParseSequenceJobID(bad); ok {
 			t.Errorf("ParseSequenceJobID(%q) accepted", bad)
 		}

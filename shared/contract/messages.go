@@ -28,18 +28,21 @@ const (
 )
 
 // SequenceJobID is the id of the job whose message is at sequence seq of the
-// jobs stream: job_s<seq>, or job_s<seq>_<nonce> with a nonce.
-func SequenceJobID(seq uint64, nonce string) string {
-	id := "job_s" + strconv.FormatUint(seq, 10)
+// jobs stream: job_s<seq>, or job_s<n>_<nonce> with a nonce, where intake
+// and the processors make n the sequence masked with a key of the
+// deployment (secretbox.Box.JobIDMask), so that ids do not tell how many
+// jobs the deployment takes.
+func SequenceJobID(n uint64, nonce string) string {
+	id := "job_s" + strconv.FormatUint(n, 10)
 	if nonce != "" {
 		id += "_" + nonce
 	}
 	return id
 }
 
-// ParseSequenceJobID reads the sequence and nonce of an id that
-// SequenceJobID made with a nonce.
-func ParseSequenceJobID(id string) (seq uint64, nonce string, ok bool) {
+// ParseSequenceJobID reads the number and nonce of an id that SequenceJobID
+// made with a nonce; only that exact spelling is one (no leading zeros).
+func ParseSequenceJobID(id string) (n uint64, nonce string, ok bool) {
 	rest, ok := strings.CutPrefix(id, "job_s")
 	if !ok {
 		return 0, "", false
@@ -48,11 +51,11 @@ func ParseSequenceJobID(id string) (seq uint64, nonce string, ok bool) {
 	if !ok || nonce == "" || !allChars(nonce, false) {
 		return 0, "", false
 	}
-	seq, err := strconv.ParseUint(digits, 10, 64)
-	if err != nil || seq == 0 {
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || SequenceJobID(n, nonce) != id {
 		return 0, "", false
 	}
-	return seq, nonce, true
+	return n, nonce, true
 }
 
 // Terminal reports whether a job in this status will not change again.
@@ -69,9 +72,9 @@ type JobRequest struct {
 	// ID is the job id. Optional for internal publishers (see above).
 	ID string `json:"id,omitempty"`
 	// Nonce is set by intake on the jobs whose record the processor writes:
-	// their id is SequenceJobID(stream sequence, Nonce), so that intake can
-	// find a job's message by its id before the record exists, and ids stay
-	// unguessable.
+	// their id is SequenceJobID(stream sequence ^ mask, Nonce), so that
+	// intake can find a job's message by its id before the record exists,
+	// and ids stay unguessable.
 	Nonce string `json:"nonce,omitempty"`
 	// CreatedAt is when intake accepted the job; without it, the time the
 	// message was stored.

@@ -6,8 +6,11 @@ package secretbox
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +30,8 @@ var ErrOpen = errors.New("secretbox: cannot open value (wrong HOOKSTREAM_SECRET_
 // Box seals and opens values.
 type Box struct {
 	aead cipher.AEAD
+	// maskKey keys JobIDMask, derived from the key.
+	maskKey []byte
 }
 
 // New returns a box for a 32-byte key.
@@ -42,7 +47,19 @@ func New(key []byte) (*Box, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secretbox: %w", err)
 	}
-	return &Box{aead: aead}, nil
+	derive := hmac.New(sha256.New, key)
+	derive.Write([]byte("hookstream job id mask"))
+	return &Box{aead: aead, maskKey: derive.Sum(nil)}, nil
+}
+
+// JobIDMask is a 64-bit value that only holders of the key can compute from
+// nonce (HMAC-SHA256 with a key derived from the box's). Intake and the
+// processors mask a job's stream sequence with it in the job's id, so that
+// ids do not tell how many jobs the whole deployment takes.
+func (b *Box) JobIDMask(nonce string) uint64 {
+	mac := hmac.New(sha256.New, b.maskKey)
+	mac.Write([]byte(nonce))
+	return binary.BigEndian.Uint64(mac.Sum(nil))
 }
 
 // ParseKey decodes a key given as standard base64 of 32 bytes.
