@@ -1,8 +1,9 @@
 // Package ledger checks hookstream's promise from the outside: it records
-// every job answered 202 (by Idempotency-Key) and every webhook received
-// (verified with the signing secret), and says what was lost, unexpected,
-// badly signed, split (one key, two jobs) or duplicated. The reliability
-// tests and `hookbench ledger` both use it.
+// every job answered 202 and every webhook received (verified with the
+// signing secret), and says what was lost, unexpected, badly signed, split
+// (one Idempotency-Key, two jobs) or duplicated. Every other submission
+// has no Idempotency-Key, so that both ways intake stores a job are
+// checked. The reliability tests and `hookbench ledger` both use it.
 package ledger
 
 import (
@@ -18,14 +19,25 @@ import (
 	"github.com/hookstream/hookstream/shared/webhook"
 )
 
+// metadataKey is the job metadata field that carries a submission's ledger
+// key, so that a webhook can be traced to the submission that made it.
+const metadataKey = "ledger_key"
+
 // Ledger is safe for concurrent use; as an http.Handler it is the webhook
 // receiver.
 type Ledger struct {
-	mu         sync.Mutex
-	secret     string
-	accepted   map[string]string // Idempotency-Key → job id
-	splitKeys  int
-	webhooks   map[string]int  // job id → webhooks received
+	mu        sync.Mutex
+	secret    string
+	accepted  map[string]string // ledger key (the Idempotency-Key, if sent) → job id
+	splitKeys int
+	webhooks  map[string]int // job id → webhooks received
+	// keyOf is the ledger key in the metadata of each job a webhook was
+	// received for.
+	keyOf map[string]string
+	// unclear counts, per ledger key sent without an Idempotency-Key, the
+	// attempts without an answer (the connection failed): each may have
+	// stored a job that the client never learned of.
+	unclear    map[string]int
 	seenIDs    map[string]bool // webhook-id
 	duplicates int
 	badSigs    int
@@ -34,7 +46,8 @@ type Ledger struct {
 
 // New returns a ledger whose receiver verifies with secret (whsec_…).
 func New(secret string) *Ledger {
-	return &Ledger{secret: secret, accepted: map[string]string{}, webhooks: map[string]int{}, seenIDs: map[string]bool{}, statuses: map[int]int{}}
+	return &Ledger{secret: secret, accepted: map[string]string{}, webhooks: map[string]int{}, seenIDs: map[string]bool{}, statuses: map[int]int{},
+		keyOf: map[string]string{}, unclear: map[string]int{}}
 }
 
 // Accept records a 202: key answered with job id.
@@ -66,7 +79,8 @@ func (l *Ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var hook struct {
 		Data struct {
-			ID string `json:"id"`
+			ID       string            `json:"id"`
+			Metadata map[string]string `json:"metadata"`
 		} `json:"data"`
 	}
 	_ = json.Unmarshal(body, &hook)
@@ -75,14 +89,19 @@ func (l *Ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		l.seenIDs[r.Header.Get("webhook-id")] = true
 		l.webhooks[hook.Data.ID]++
+		l.keyOf[hook.Data.ID] = hook.Data.Metadata[metadataKey]
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// Result is the ledger's verdict.
+// Result is the ledger's verdict. Orphans are jobs that a submission
+// without an Idempotency-Key stored in an attempt that got no answer (the
+// client then tried again): they are delivered, but the client never knew
+// them. More of them for one submission than it had such attempts would be
+// a job stored without a 202, and count as unexpected.
 type Result struct {
-	Accepted, Delivered, Lost, Unexpected, Duplicates, BadSignatures, SplitKeys int
-	Answers                                                                     map[int]int
+	Accepted, Delivered, Lost, Unexpected, Orphans, Duplicates, BadSignatures, SplitKeys int
+	Answers                                                                              map[int]int
 }
 
 // OK is the promise: nothing lost or unexpected, every signature good, no
@@ -92,8 +111,8 @@ func (r Result) OK() bool {
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("accepted %d, delivered %d, lost %d, unexpected %d, duplicates %d, bad signatures %d, split keys %d, answers %v",
-		r.Accepted, r.Delivered, r.Lost, r.Unexpected, r.Duplicates, r.BadSignatures, r.SplitKeys, r.Answers)
+	return fmt.Sprintf("accepted %d, delivered %d, lost %d, unexpected %d, orphans %d, duplicates %d, bad signatures %d, split keys %d, answers %v",
+		r.Accepted, r.Delivered, r.Lost, r.Unexpected, r.Orphans, r.Duplicates, r.BadSignatures, r.SplitKeys, r.Answers)
 }
 
 // Result counts what the ledger holds now.
@@ -110,8 +129,16 @@ func (l *Ledger) Result() Result {
 			r.Lost++
 		}
 	}
+	orphans := map[string]int{}
 	for id := range l.webhooks {
-		if !ids[id] {
+		if ids[id] {
+			continue
+		}
+		key := l.keyOf[id]
+		if orphans[key] < l.unclear[key] {
+			orphans[key]++
+			r.Orphans++
+		} else {
 			r.Unexpected++
 		}
 	}
@@ -131,10 +158,13 @@ func (l *Ledger) Drain(timeout time.Duration) Result {
 	return l.Result()
 }
 
-// Load submits echo jobs at rate per second to intake at baseURL, each with
-// its own Idempotency-Key, retried with it until it has a clear answer (202;
-// 503 and 429 mean try again). It stops when ctx ends; the returned wait
-// blocks until every submission is done and reports unexpected answers.
+// Load submits echo jobs at rate per second to intake at baseURL, each
+// with its own ledger key in its metadata, retried until it has a clear
+// answer (202; 503 and 429 mean try again). Every other submission sends
+// the key as its Idempotency-Key; the others send none, and an attempt of
+// theirs that got no answer may have stored a job (an orphan). It stops
+// when ctx ends; the returned wait blocks until every submission is done
+// and reports unexpected answers.
 func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rate int) (wait func() error) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	var wg sync.WaitGroup
@@ -148,14 +178,21 @@ func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rat
 		errMu.Unlock()
 	}
 	prefix := fmt.Sprintf("ledger-%d-", time.Now().UnixNano())
-	submit := func(key string) {
-		body := fmt.Appendf(nil, `{"type":"echo","payload":{"key":%q},"callback_url":%q}`, key, callback)
+	submit := func(key string, idempotent bool) {
+		body := fmt.Appendf(nil, `{"type":"echo","payload":{"key":%q},"metadata":{%q:%q},"callback_url":%q}`, key, metadataKey, key, callback)
 		for range 600 {
 			req, _ := http.NewRequest(http.MethodPost, baseURL+"/v1/jobs", bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+apiKey)
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Idempotency-Key", key)
+			if idempotent {
+				req.Header.Set("Idempotency-Key", key)
+			}
 			resp, err := client.Do(req)
+			if err != nil && !idempotent {
+				l.mu.Lock()
+				l.unclear[key]++
+				l.mu.Unlock()
+			}
 			if err == nil {
 				var out map[string]any
 				_ = json.NewDecoder(resp.Body).Decode(&out)
@@ -186,7 +223,7 @@ func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rat
 				return
 			case <-tick.C:
 				key := prefix + fmt.Sprint(i)
-				wg.Go(func() { submit(key) })
+				wg.Go(func() { submit(key, i%2 == 0) })
 			}
 		}
 	})
