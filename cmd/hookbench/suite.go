@@ -83,7 +83,8 @@ type modeResult struct {
 }
 
 // intakeJobType is accepted by the suite's servers but run by no processor
-// in them, so that the intake scenarios measure intake alone.
+// in them (an external type, written as record and message), so that the
+// first two intake scenarios measure intake alone.
 const intakeJobType = "bench.external"
 
 func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeResult, error) {

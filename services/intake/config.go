@@ -40,7 +40,9 @@ type Config struct {
 	Guard *ssrf.Guard
 	// AdminToken guards /v1/admin. Empty: the admin API is off.
 	AdminToken string
-	// Box encrypts signing secrets at rest. Required.
+	// Box encrypts signing secrets at rest, and masks the stream sequence in
+	// the ids of jobs stored as their message alone: the processors' Box
+	// must hold the same key. Required.
 	Box *secretbox.Box
 	// MaxBodyBytes limits request bodies. Default 1 MiB.
 	MaxBodyBytes int64

@@ -65,9 +65,11 @@ func Terminal(status string) bool {
 
 // JobRequest is the body of a job message on hookstream.jobs.<tenant>.<type>.
 // Internal services may publish one directly; set Nats-Msg-Id to a unique id
-// ("job_" + something unique) so that a retried publish is not run twice. When
-// Nats-Msg-Id is missing the stream sequence is used to derive the job id
-// (SequenceJobID).
+// ("job_" + something unique) so that a retried publish is not run twice.
+// The job id is, in order: ID; for a message with a Nonce (intake's),
+// SequenceJobID(stream sequence ^ mask, Nonce); Nats-Msg-Id; else
+// SequenceJobID(stream sequence, "") = job_s<sequence>. Internal publishers
+// leave Nonce out.
 type JobRequest struct {
 	// ID is the job id. Optional for internal publishers (see above).
 	ID string `json:"id,omitempty"`

@@ -1,6 +1,7 @@
 // Package secretbox encrypts secrets at rest (signing secrets in JetStream
 // buckets) with AES-256-GCM under a key the operator provides
 // (HOOKSTREAM_SECRET_KEY) or, in embedded mode, one kept in the data dir.
+// The same key masks the stream sequence in job ids (Box.JobIDMask).
 package secretbox
 
 import (
