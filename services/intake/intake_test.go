@@ -17,6 +17,7 @@ import (
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobstore"
 	"github.com/hookstream/hookstream/shared/natstest"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
@@ -335,6 +336,31 @@ func TestLongPollReturnsOnChange(t *testing.T) {
 	r = b.do(t, http.MethodGet, "/v1/jobs/"+queued+"?wait=300ms", keyAcme, "", "")
 	require.Equal(t, http.StatusOK, r.status)
 	require.Equal(t, "queued", r.body["status"])
+}
+
+// A long-poll on a job without a record does not end at the record's first
+// write when that write says queued too (a redelivered job's processor
+// writes it before running the job): it waits for a change to show.
+func TestLongPollWaitsPastUnchangedFirstRecord(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	done := make(chan reply, 1)
+	go func() { done <- b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=10s", keyAcme, "", "") }()
+	time.Sleep(200 * time.Millisecond) // let the poll start; the assertion does not depend on it
+	jobs, err := jobstore.Open(context.Background(), b.js, b.js)
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	_, err = jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Tenant: "acme",
+	})
+	require.NoError(t, err)
+	time.Sleep(200 * time.Millisecond)
+	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
+	r := <-done
+	require.Equal(t, http.StatusOK, r.status)
+	require.Equal(t, "canceled", r.body["status"])
 }
 
 // With NATS gone, a submission is answered 503 with Retry-After, never 202.

@@ -361,6 +361,14 @@ func (s *Service) getJob(c *gin.Context) {
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()
 		next, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
+		if rev == 0 && err == nil && next.Status == rec.Status && waitCtx.Err() == nil {
+			// The record's first write, still queued (a redelivered job):
+			// no change to show yet.
+			_, cur, getErr := s.jobs.Get(ctx, rec.ID)
+			if getErr == nil {
+				next, err = s.jobs.WaitChange(waitCtx, rec.ID, cur)
+			}
+		}
 		switch {
 		case rev == 0 && errors.Is(err, jobstore.ErrNotFound): // still no record: unchanged
 		case err != nil:
