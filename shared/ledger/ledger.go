@@ -35,8 +35,11 @@ type Ledger struct {
 	// received for.
 	keyOf map[string]string
 	// unclear counts, per ledger key sent without an Idempotency-Key, the
-	// attempts without an answer (the connection failed): each may have
-	// stored a job that the client never learned of.
+	// attempts with an unclear outcome: no answer (the connection failed),
+	// or 503 "unavailable" (JetStream did not confirm the write in time,
+	// which it may still have made). Each may have stored a job that the
+	// client never learned of. A 503 "overloaded" or a 429 is refused
+	// before anything is written.
 	unclear    map[string]int
 	seenIDs    map[string]bool // webhook-id
 	duplicates int
@@ -95,10 +98,11 @@ func (l *Ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Result is the ledger's verdict. Orphans are jobs that a submission
-// without an Idempotency-Key stored in an attempt that got no answer (the
-// client then tried again): they are delivered, but the client never knew
-// them. More of them for one submission than it had such attempts would be
-// a job stored without a 202, and count as unexpected.
+// without an Idempotency-Key stored in an attempt with an unclear outcome
+// (no answer, or 503 "unavailable"; the client then tried again): they are
+// delivered, but the client never knew them. More of them for one
+// submission than it had such attempts would be a job stored after a clear
+// refusal, and count as unexpected.
 type Result struct {
 	Accepted, Delivered, Lost, Unexpected, Orphans, Duplicates, BadSignatures, SplitKeys int
 	Answers                                                                              map[int]int
@@ -188,15 +192,18 @@ func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rat
 				req.Header.Set("Idempotency-Key", key)
 			}
 			resp, err := client.Do(req)
-			if err != nil && !idempotent {
+			var out map[string]any
+			if err == nil {
+				_ = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+			}
+			problem, _ := out["type"].(string)
+			if !idempotent && (err != nil || (resp.StatusCode == http.StatusServiceUnavailable && problem == "urn:hookstream:problem:unavailable")) {
 				l.mu.Lock()
 				l.unclear[key]++
 				l.mu.Unlock()
 			}
 			if err == nil {
-				var out map[string]any
-				_ = json.NewDecoder(resp.Body).Decode(&out)
-				resp.Body.Close()
 				l.Answered(resp.StatusCode)
 				switch resp.StatusCode {
 				case http.StatusAccepted:
