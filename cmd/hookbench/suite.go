@@ -128,10 +128,11 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 	intakeRows := []struct {
 		jobType, name string
 		idem          bool
+		keep          **report // the summary's row, if any
 	}{
-		{intakeJobType, "intake", false},
-		{intakeJobType, "intake (Idempotency-Key)", true},
-		{"echo", "intake, echo jobs (run by the server meanwhile)", false},
+		{intakeJobType, "intake", false, &res.intake},
+		{intakeJobType, "intake (Idempotency-Key)", true, nil},
+		{"echo", "intake, echo jobs (run by the server meanwhile)", false, &res.intakeOwn},
 	}
 	for _, row := range intakeRows {
 		err := run(func(o options) error {
@@ -139,11 +140,8 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 			rep := intakeScenario(ctx, o)
 			rep.Scenario = row.name
 			r := add(rep)
-			switch {
-			case row.jobType == intakeJobType && !row.idem:
-				res.intake = r
-			case row.jobType == "echo":
-				res.intakeOwn = r
+			if row.keep != nil {
+				*row.keep = r
 			}
 			return nil
 		})

@@ -3,7 +3,6 @@ package intake
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
@@ -57,11 +56,7 @@ const (
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
-func newJobID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "job_" + idEncoding.EncodeToString(b[:])
-}
+func newJobID() string { return newID("job_") }
 
 // idempotentJobID derives the job id from the tenant and Idempotency-Key, so
 // that the job record itself is the durable idempotency record.
@@ -246,9 +241,7 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 // deployment's key, and a random nonce, so that findJob can read the job
 // from its message until then.
 func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	nonce := idEncoding.EncodeToString(b[:])
+	nonce := newID("")
 	created := rec.CreatedAt
 	data, err := json.Marshal(contract.JobRequest{
 		Nonce: nonce, CreatedAt: &created, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata,
@@ -277,8 +270,11 @@ func (s *Service) findJob(ctx context.Context, tenant, id string) (contract.JobR
 		return rec, rev, err
 	}
 	masked, nonce, ok := contract.ParseSequenceJobID(id)
+	if !ok {
+		return rec, rev, err
+	}
 	seq := masked ^ s.cfg.Box.JobIDMask(nonce)
-	if !ok || seq == 0 {
+	if seq == 0 {
 		return rec, rev, err
 	}
 	queued, found, err := s.queuedJob(ctx, tenant, id, seq, nonce)
@@ -360,14 +356,11 @@ func (s *Service) getJob(c *gin.Context) {
 		waitCtx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()
-		next, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
+		next, cur, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
 		if rev == 0 && err == nil && next.Status == rec.Status && waitCtx.Err() == nil {
 			// The record's first write, still queued (a redelivered job):
 			// no change to show yet.
-			_, cur, getErr := s.jobs.Get(ctx, rec.ID)
-			if getErr == nil {
-				next, err = s.jobs.WaitChange(waitCtx, rec.ID, cur)
-			}
+			next, _, err = s.jobs.WaitChange(waitCtx, rec.ID, cur)
 		}
 		switch {
 		case rev == 0 && errors.Is(err, jobstore.ErrNotFound): // still no record: unchanged

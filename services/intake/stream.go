@@ -45,17 +45,12 @@ func (s *Service) jobEvents(c *gin.Context) {
 		c.Writer.Flush()
 		for {
 			waitCtx, stop := context.WithTimeout(deadline, sseKeepAlive)
-			_, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
+			latest, cur, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
 			stop()
-			unwritten := rev == 0 && errors.Is(err, jobstore.ErrNotFound) // no record yet
-			if (err != nil && !unwritten) || deadline.Err() != nil {
-				return false
+			if rev == 0 && errors.Is(err, jobstore.ErrNotFound) {
+				err = nil // no record yet: unchanged
 			}
-			latest, cur, err := s.jobs.Get(deadline, rec.ID)
-			if unwritten && errors.Is(err, jobstore.ErrNotFound) {
-				err = nil
-			}
-			if err != nil {
+			if err != nil || deadline.Err() != nil {
 				return false
 			}
 			if cur != rev {

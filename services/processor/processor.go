@@ -119,10 +119,11 @@ func (p *Processor) jobIDOf(msg jetstream.Msg, req contract.JobRequest) string {
 	if err != nil {
 		return ""
 	}
+	seq := meta.Sequence.Stream
 	if req.Nonce != "" {
-		return contract.SequenceJobID(meta.Sequence.Stream^p.cfg.Box.JobIDMask(req.Nonce), req.Nonce)
+		seq ^= p.cfg.Box.JobIDMask(req.Nonce)
 	}
-	return contract.SequenceJobID(meta.Sequence.Stream, "")
+	return contract.SequenceJobID(seq, req.Nonce)
 }
 
 // decodeJob reads a job message into the record it stands for.

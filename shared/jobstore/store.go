@@ -158,12 +158,13 @@ func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint
 }
 
 // WaitChange blocks until the record changes after revision rev, or ctx ends.
-// It returns the newest record either way. At revision 0 it waits for the
-// record's first write, and answers ErrNotFound if there is none yet.
-func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract.JobRecord, error) {
+// It returns the newest record and its revision either way. At revision 0 it
+// waits for the record's first write, and answers ErrNotFound if there is
+// none yet.
+func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract.JobRecord, uint64, error) {
 	w, err := s.kv.Watch(ctx, id, jetstream.UpdatesOnly())
 	if err != nil {
-		return contract.JobRecord{}, fmt.Errorf("watch job %s: %w", id, err)
+		return contract.JobRecord{}, 0, fmt.Errorf("watch job %s: %w", id, err)
 	}
 	defer func() { _ = w.Stop() }()
 	// A change between the caller's read and the watch start is caught here.
@@ -172,23 +173,20 @@ func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract
 		err = nil // not written yet: wait for the first write
 	}
 	if err != nil || cur != rev {
-		return rec, err
+		return rec, cur, err
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			rec, _, err := s.Get(context.WithoutCancel(ctx), id)
-			return rec, err
+			return s.Get(context.WithoutCancel(ctx), id)
 		case entry, ok := <-w.Updates():
 			if !ok {
-				rec, _, err := s.Get(ctx, id)
-				return rec, err
+				return s.Get(ctx, id)
 			}
 			if entry == nil || entry.Operation() != jetstream.KeyValuePut {
 				continue
 			}
-			rec, _, err := decode(entry)
-			return rec, err
+			return decode(entry)
 		}
 	}
 }
