@@ -49,8 +49,8 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
 		"(all callbacks go to one receiver host) and its defaults otherwise. The first two intake rows submit jobs of a type that no processor in the "+
 		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), so they measure intake alone; such jobs, and jobs with an `Idempotency-Key`, are "+
-		"written as a record and a message. The third submits echo jobs, which intake writes as their message alone while the server's "+
-		"processor runs them and writes their records. The end-to-end rows submit echo jobs with a callback "+
+		"written as a record and a message. The third submits echo jobs, which intake writes as their message alone (jobs that wait "+
+		"for the same subject at once share one message, a job batch) while the server's processor runs them and writes their records. The end-to-end rows submit echo jobs with a callback "+
 		"to hookbench's own receiver. How to read these figures, JetStream writes per job and profile findings: "+
 		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
@@ -278,7 +278,7 @@ func writeTable(md *strings.Builder, res *modeResult) {
 			res.intake.Throughput/res.gin.Throughput, res.intake.Throughput/res.jsSync.Throughput)
 	}
 	if res.intakeOwn != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
-		fmt.Fprintf(md, "- Intake of echo jobs (message only, processed meanwhile): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes.\n",
+		fmt.Fprintf(md, "- Intake of echo jobs (message only, in job batches, processed meanwhile): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes.\n",
 			res.intakeOwn.Throughput/res.gin.Throughput, res.intakeOwn.Throughput/res.jsSync.Throughput)
 	}
 	if res.sustained != nil {

@@ -236,10 +236,11 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 }
 
 // submitJob stores a job as its message alone, for a processor of
-// hookstream's own to write its record: one JetStream write instead of two.
-// The job's id is made from the message's stream sequence, masked with the
-// deployment's key, and a random nonce, so that findJob can read the job
-// from its message until then.
+// hookstream's own to write its record: one JetStream write instead of two,
+// shared with the other jobs for the same subject that wait at the same
+// moment (jobBatcher). The job's id is made from the message's stream
+// sequence, masked with the deployment's key, and a random nonce, so that
+// findJob can read the job from its message until then.
 func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
 	nonce := newID("")
 	created := rec.CreatedAt
@@ -249,14 +250,11 @@ func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contra
 	if err != nil {
 		return contract.JobRecord{}, fmt.Errorf("encode job: %w", err)
 	}
-	msg := nats.NewMsg(contract.JobSubject(rec.Tenant, rec.Type))
-	msg.Data = data
-	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-	ack, err := s.pub.PublishMsg(ctx, msg)
+	seq, err := s.batcher.submit(ctx, contract.JobSubject(rec.Tenant, rec.Type), data)
 	if err != nil {
-		return contract.JobRecord{}, fmt.Errorf("publish job: %w", err)
+		return contract.JobRecord{}, err
 	}
-	rec.ID = contract.SequenceJobID(ack.Sequence^s.cfg.Box.JobIDMask(nonce), nonce)
+	rec.ID = contract.SequenceJobID(seq^s.cfg.Box.JobIDMask(nonce), nonce)
 	return rec, nil
 }
 
@@ -299,12 +297,39 @@ func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, 
 		return contract.JobRecord{}, false, fmt.Errorf("read job %s: %w", id, err)
 	}
 	msgTenant, jobType, err := contract.ParseJobSubject(msg.Subject)
-	var req contract.JobRequest
-	if err != nil || msgTenant != tenant || json.Unmarshal(msg.Data, &req) != nil || req.ID != "" || req.Nonce != nonce ||
-		s.now().Sub(msg.Time) >= s.cfg.JobRetention {
+	if err != nil || msgTenant != tenant || s.now().Sub(msg.Time) >= s.cfg.JobRetention {
+		return contract.JobRecord{}, false, nil
+	}
+	req, found := jobInMessage(msg.Header, msg.Data, nonce)
+	if !found {
 		return contract.JobRecord{}, false, nil
 	}
 	return jobstore.Queued(tenant, jobType, id, req, msg.Time, s.cfg.JobRetention), true, nil
+}
+
+// jobInMessage returns the job with nonce that a job message written by
+// intake holds: its JobRequest, or one of its JobBatch.
+func jobInMessage(header nats.Header, data []byte, nonce string) (contract.JobRequest, bool) {
+	var jobs []contract.JobRequest
+	if header.Get(contract.HeaderJobBatch) != "" {
+		var batch contract.JobBatch
+		if json.Unmarshal(data, &batch) != nil {
+			return contract.JobRequest{}, false
+		}
+		jobs = batch.Jobs
+	} else {
+		var req contract.JobRequest
+		if json.Unmarshal(data, &req) != nil {
+			return contract.JobRequest{}, false
+		}
+		jobs = []contract.JobRequest{req}
+	}
+	for _, req := range jobs {
+		if req.ID == "" && req.Nonce == nonce {
+			return req, true
+		}
+	}
+	return contract.JobRequest{}, false
 }
 
 // writeJob writes the job's record and its message at the same time, so

@@ -44,6 +44,8 @@ type Service struct {
 	jobTypes    map[string]bool
 	// external are the job types whose record is written at submit.
 	external map[string]bool
+	// batcher writes the jobs stored as their message alone.
+	batcher *jobBatcher
 	// jobsStream reads job messages whose record is not written yet.
 	jobsStream jetstream.Stream
 	handler    http.Handler
@@ -90,7 +92,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	s := &Service{
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
-		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now,
+		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout),
 	}
 	for _, t := range cfg.JobTypes {
 		s.jobTypes[t] = true

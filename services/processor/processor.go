@@ -28,11 +28,14 @@ func ConsumerName(jobType string) string {
 
 // Processor consumes jobs and runs them.
 type Processor struct {
-	cfg    Config
-	js     jetstream.JetStream
-	pub    *bus.GroupCommit
-	jobs   *jobstore.Store
-	cons   []jetstream.Consumer
+	cfg  Config
+	js   jetstream.JetStream
+	pub  *bus.GroupCommit
+	jobs *jobstore.Store
+	cons []jetstream.Consumer
+	// slots holds, per job type, one token per job running (Concurrency):
+	// a message that holds several jobs runs them at once, each in a slot.
+	slots  map[string]chan struct{}
 	logger *slog.Logger
 	now    func() time.Time
 }
@@ -49,8 +52,9 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		pub.Close()
 		return nil, err
 	}
-	p := &Processor{cfg: cfg, js: js, pub: pub, jobs: jobs, logger: logger.With("service", "processor"), now: time.Now}
+	p := &Processor{cfg: cfg, js: js, pub: pub, jobs: jobs, slots: map[string]chan struct{}{}, logger: logger.With("service", "processor"), now: time.Now}
 	for _, t := range p.Types() {
+		p.slots[t] = make(chan struct{}, cfg.Concurrency)
 		cons, err := p.createConsumer(ctx, t)
 		if err != nil {
 			pub.Close()
@@ -105,28 +109,24 @@ func (p *Processor) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// jobIDOf returns the job id of a message: the id in the body, else one
-// made from the stream sequence, masked, and the nonce intake set, else its
-// Nats-Msg-Id, else one made from the stream sequence alone.
-func (p *Processor) jobIDOf(msg jetstream.Msg, req contract.JobRequest) string {
-	if req.ID != "" {
+// jobID returns the id of a job read from a message: the id in the body,
+// else one made from the stream sequence, masked, and the nonce intake set,
+// else the message's Nats-Msg-Id, else one made from the stream sequence
+// alone.
+func (p *Processor) jobID(req contract.JobRequest, msgID string, seq uint64) string {
+	switch {
+	case req.ID != "":
 		return req.ID
+	case req.Nonce != "":
+		return contract.SequenceJobID(seq^p.cfg.Box.JobIDMask(req.Nonce), req.Nonce)
+	case msgID != "":
+		return msgID
 	}
-	if id := msg.Headers().Get(contract.HeaderMsgID); id != "" && req.Nonce == "" {
-		return id
-	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		return ""
-	}
-	seq := meta.Sequence.Stream
-	if req.Nonce != "" {
-		seq ^= p.cfg.Box.JobIDMask(req.Nonce)
-	}
-	return contract.SequenceJobID(seq, req.Nonce)
+	return contract.SequenceJobID(seq, "")
 }
 
-// decodeJob reads a job message into the record it stands for.
+// decodeJob reads a job message that holds one job into the record it
+// stands for.
 func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, error) {
 	tenant, jobType, err := contract.ParseJobSubject(msg.Subject())
 	if err != nil {
@@ -136,13 +136,19 @@ func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, error) {
 	if err := json.Unmarshal(msg.Data(), &req); err != nil {
 		return contract.JobRecord{}, fmt.Errorf("decode job request: %w", err)
 	}
-	id := p.jobIDOf(msg, req)
-	if id == "" || len(id) > 128 || !contract.ValidType(id) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return contract.JobRecord{}, err
+	}
+	return p.jobRecord(tenant, jobType, req, msg.Headers().Get(contract.HeaderMsgID), meta)
+}
+
+// jobRecord makes the record that a job read from the message described by
+// meta stands for.
+func (p *Processor) jobRecord(tenant, jobType string, req contract.JobRequest, msgID string, meta *jetstream.MsgMetadata) (contract.JobRecord, error) {
+	id := p.jobID(req, msgID, meta.Sequence.Stream)
+	if len(id) > 128 || !contract.ValidType(id) {
 		return contract.JobRecord{}, fmt.Errorf("job id %q is not valid", id)
 	}
-	stored := p.now()
-	if meta, err := msg.Metadata(); err == nil {
-		stored = meta.Timestamp
-	}
-	return jobstore.Queued(tenant, jobType, id, req, stored, p.cfg.JobRetention), nil
+	return jobstore.Queued(tenant, jobType, id, req, meta.Timestamp, p.cfg.JobRetention), nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -385,6 +386,101 @@ func TestRunHandlerPanicFailsJob(t *testing.T) {
 
 	b.publishJob(t, "acme", "echo", "job_after", jobRequest(t, contract.JobRequest{}))
 	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_after").Status, "the processor keeps running")
+}
+
+// publishBatch publishes jobs as one message, as intake writes the jobs
+// that wait for the same subject, and returns its stream sequence.
+func (b *bundle) publishBatch(t *testing.T, tenant, jobType string, jobs ...contract.JobRequest) uint64 {
+	t.Helper()
+	msg := nats.NewMsg(contract.JobSubject(tenant, jobType))
+	msg.Data = jobRequestBatch(t, jobs...)
+	msg.Header.Set(contract.HeaderJobBatch, strconv.Itoa(len(jobs)))
+	ack, err := b.js.PublishMsg(context.Background(), msg)
+	require.NoError(t, err)
+	return ack.Sequence
+}
+
+func jobRequestBatch(t *testing.T, jobs ...contract.JobRequest) []byte {
+	t.Helper()
+	data, err := json.Marshal(contract.JobBatch{Jobs: jobs})
+	require.NoError(t, err)
+	return data
+}
+
+// The jobs of a batch message run at once, within Concurrency, each with
+// its own id, record and event. A job of it that fails is retried with the
+// whole message; the jobs done by then are not run again, and their events
+// are not published twice.
+func TestRunBatchOfJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var running, most, flakyRuns atomic.Int32
+	runs := map[string]*atomic.Int32{}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		runs[n] = new(atomic.Int32)
+	}
+	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		now := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		var name string
+		_ = json.Unmarshal(job.Payload, &name)
+		runs[name].Add(1)
+		time.Sleep(20 * time.Millisecond)
+		if name == "b" && flakyRuns.Add(1) == 1 {
+			return nil, errors.New("hiccup")
+		}
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 2})
+
+	var jobs []contract.JobRequest
+	for _, n := range []string{"a", "b", "c", "d"} {
+		jobs = append(jobs, contract.JobRequest{Nonce: "n0nce" + n, Payload: json.RawMessage(`"` + n + `"`)})
+	}
+	seq := b.publishBatch(t, "acme", "echo", jobs...)
+	for _, job := range jobs {
+		id := b.intakeJobID(seq, job.Nonce)
+		rec := b.waitJob(t, id)
+		require.Equal(t, contract.StatusSucceeded, rec.Status, id)
+		require.JSONEq(t, string(job.Payload), string(rec.Result))
+	}
+	b.waitJobsSettled(t)
+	require.LessOrEqual(t, most.Load(), int32(2), "at most Concurrency jobs run at once")
+	require.Equal(t, int32(2), most.Load(), "the jobs of a batch run at once")
+	for n, c := range runs {
+		want := int32(1)
+		if n == "b" {
+			want = 2
+		}
+		require.Equal(t, want, c.Load(), "runs of %s", n)
+	}
+	events, err := b.js.Stream(context.Background(), contract.StreamEvents)
+	require.NoError(t, err)
+	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(contract.EventSubject("acme", contract.EventJobSucceeded)))
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), info.State.Msgs, "one event per job")
+	rec := b.waitJob(t, b.intakeJobID(seq, "n0ncea"))
+	require.Equal(t, 1, rec.Attempts)
+	rec = b.waitJob(t, b.intakeJobID(seq, "n0nceb"))
+	require.Equal(t, 2, rec.Attempts)
+}
+
+// A batch message that cannot be read is terminated; one malformed job of
+// a batch is dropped alone.
+func TestRunMalformedBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: echoOnly})
+	msg := nats.NewMsg(contract.JobSubject("acme", "echo"))
+	msg.Data = []byte(`{"jobs":[`)
+	msg.Header.Set(contract.HeaderJobBatch, "2")
+	_, err := b.js.PublishMsg(context.Background(), msg)
+	require.NoError(t, err)
+	seq := b.publishBatch(t, "acme", "echo", contract.JobRequest{ID: "job:bad id"}, contract.JobRequest{Nonce: "n0nce"})
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, b.intakeJobID(seq, "n0nce")).Status)
+	b.waitJobsSettled(t)
 }
 
 // A message that cannot be a job is terminated and does not hold up the

@@ -35,9 +35,94 @@ type settlement struct {
 // storeRetry is the wait after a failure of JetStream itself.
 const storeRetry = time.Second
 
+// handle runs the job or jobs of a message and settles it. JetStream is
+// told every AckWait/3 that the message is still being worked on.
 func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
-	p.settle(msg, p.process(ctx, msg))
+	defer bus.KeepAlive(msg, p.cfg.AckWait/3)()
+	if msg.Headers().Get(contract.HeaderJobBatch) != "" {
+		p.settle(msg, p.processBatch(ctx, msg))
+		return
+	}
+	rec, err := p.decodeJob(msg)
+	if err != nil {
+		p.logger.Error("dropping malformed job message", "subject", msg.Subject(), "error", err)
+		p.settle(msg, settlement{verdict: term})
+		return
+	}
+	if !p.acquire(ctx, rec.Type) {
+		p.settle(msg, settlement{verdict: retry}) // stopping
+		return
+	}
+	defer p.releaseSlot(rec.Type)
+	p.settle(msg, p.process(ctx, firstDelivery(msg), rec))
 }
+
+// processBatch runs the jobs of a message that holds several (a
+// contract.JobBatch, written by intake) at once, each in a slot of its own
+// and as process runs a job alone, and settles the message once all are
+// done. It is acknowledged when every job is done; when one is to be tried
+// again, the whole message is, after the longest delay any of them asked
+// for: the jobs finished by then are not run again, but their events are
+// published again (and de-duplicated, see jobevents).
+func (p *Processor) processBatch(ctx context.Context, msg jetstream.Msg) settlement {
+	tenant, jobType, err := contract.ParseJobSubject(msg.Subject())
+	var batch contract.JobBatch
+	if err == nil {
+		err = json.Unmarshal(msg.Data(), &batch)
+	}
+	meta, metaErr := msg.Metadata()
+	if err = errors.Join(err, metaErr); err != nil {
+		p.logger.Error("dropping malformed job message", "subject", msg.Subject(), "error", err)
+		return settlement{verdict: term}
+	}
+	first := meta.NumDelivered == 1
+	outcomes := make([]settlement, len(batch.Jobs))
+	var wg sync.WaitGroup
+	for i, req := range batch.Jobs {
+		if !p.acquire(ctx, jobType) {
+			outcomes[i] = settlement{verdict: retry} // stopping
+			continue
+		}
+		wg.Go(func() {
+			defer p.releaseSlot(jobType)
+			rec, err := p.jobRecord(tenant, jobType, req, "", meta)
+			if err != nil {
+				p.logger.Error("dropping malformed job of a batch", "subject", msg.Subject(), "error", err)
+				outcomes[i] = settlement{verdict: term}
+				return
+			}
+			outcomes[i] = p.process(ctx, first, rec)
+		})
+	}
+	wg.Wait()
+	return batchSettlement(outcomes)
+}
+
+// batchSettlement is what becomes of a message whose jobs had these
+// outcomes: delivered again after the longest delay asked for if any job
+// is to be retried, else acknowledged (a malformed job is dropped alone).
+func batchSettlement(outcomes []settlement) settlement {
+	s := settlement{verdict: ack}
+	for _, o := range outcomes {
+		if o.verdict == retry {
+			s.verdict, s.delay = retry, max(s.delay, o.delay)
+		}
+	}
+	return s
+}
+
+// acquire takes a slot to run a job of jobType, waiting while Concurrency
+// jobs of it run; false when ctx ends first.
+func (p *Processor) acquire(ctx context.Context, jobType string) bool {
+	select {
+	case p.slots[jobType] <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (p *Processor) releaseSlot(jobType string) { <-p.slots[jobType] }
 
 // settle is the one place that acknowledges job messages.
 func (p *Processor) settle(msg jetstream.Msg, s settlement) {
@@ -55,14 +140,12 @@ func (p *Processor) settle(msg jetstream.Msg, s settlement) {
 	}
 }
 
-func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
-	rec, err := p.decodeJob(msg)
-	if err != nil {
-		p.logger.Error("dropping malformed job message", "subject", msg.Subject(), "error", err)
-		return settlement{verdict: term}
-	}
+// process runs a job read from a message (rec) and says what becomes of
+// that message; first tells whether JetStream delivers it for the first
+// time.
+func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRecord) settlement {
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
-	quick := p.cfg.RunningAfter > 0 && firstDelivery(msg)
+	quick := p.cfg.RunningAfter > 0 && first
 	stored, rev, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
 	if err != nil {
 		logger.Warn("load job", "error", err)
@@ -77,13 +160,13 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) settlement {
 		return p.finish(ctx, logger, stored)
 	}
 	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts {
-		return p.runQuickly(ctx, logger, msg, stored, rev)
+		return p.runQuickly(ctx, logger, stored, rev)
 	}
 	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
 	if s, claimed := p.claimed(ctx, logger, running, err); !claimed {
 		return s
 	}
-	result, runErr := p.run(ctx, msg, running)
+	result, runErr := p.run(ctx, running)
 	return p.record(ctx, logger, rec.ID, result, runErr)
 }
 
@@ -119,7 +202,7 @@ func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, running co
 // any other. A job with no record yet (rev 0) gets it with that first
 // write. A processor that crashes meanwhile leaves the attempt uncounted,
 // but the redelivery takes the counted path (process).
-func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, msg jetstream.Msg, stored contract.JobRecord, rev uint64) settlement {
+func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored contract.JobRecord, rev uint64) settlement {
 	var mu sync.Mutex
 	done, marked := false, false
 	var running contract.JobRecord
@@ -134,7 +217,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, msg jet
 	})
 	attempt := stored
 	attempt.Status, attempt.Attempts = contract.StatusRunning, stored.Attempts+1
-	result, runErr := p.run(ctx, msg, attempt)
+	result, runErr := p.run(ctx, attempt)
 	timer.Stop()
 	mu.Lock() // waits for a claim under way
 	done = true
@@ -278,14 +361,12 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 	return settlement{verdict: ack}
 }
 
-// run calls the job's handler, telling JetStream every AckWait/3 that the
-// job is still being worked on.
-func (p *Processor) run(ctx context.Context, msg jetstream.Msg, rec contract.JobRecord) (result json.RawMessage, err error) {
+// run calls the job's handler.
+func (p *Processor) run(ctx context.Context, rec contract.JobRecord) (result json.RawMessage, err error) {
 	handler, ok := p.cfg.Handlers[rec.Type]
 	if !ok { // cannot happen with one consumer per type; never run a nil handler
 		return nil, fmt.Errorf("no handler for job type %q in this processor", rec.Type)
 	}
-	defer bus.KeepAlive(msg, p.cfg.AckWait/3)()
 	defer func() {
 		if v := recover(); v != nil {
 			err = Permanent(errors.New("handler panicked"))

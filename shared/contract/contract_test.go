@@ -32,6 +32,11 @@ var examples = map[string]any{
 		Nonce: "0123456789abcdefghijklmnop", CreatedAt: &t0, Payload: json.RawMessage(`{"image":"cat.png"}`),
 		CallbackURL: "https://example.com/hooks", Metadata: map[string]string{"order": "42"},
 	},
+	// What intake publishes for jobs that waited for the same subject.
+	"job_batch_from_intake": contract.JobBatch{Jobs: []contract.JobRequest{
+		{Nonce: "0123456789abcdefghijklmnop", CreatedAt: &t0, Payload: json.RawMessage(`{"image":"cat.png"}`)},
+		{Nonce: "123456789abcdefghijklmnopq", CreatedAt: &t0, Payload: json.RawMessage(`{"image":"dog.png"}`), CallbackURL: "https://example.com/hooks"},
+	}},
 	"job": contract.Job{
 		ID: "job_0123456789abcdefghijklmnop", Type: "echo", Status: contract.StatusSucceeded, Attempts: 1,
 		Metadata: map[string]string{"order": "42"}, Result: json.RawMessage(`{"ok":true}`),

@@ -93,6 +93,17 @@ type JobRequest struct {
 	RequestHash string `json:"request_hash,omitempty"`
 }
 
+// JobBatch is the body of a job message that carries several jobs, marked
+// with the header [HeaderJobBatch]. Intake writes the jobs that wait for the
+// same subject at the same moment as one message, so that they cost one
+// disk write together; each has its Nonce and no ID, and its id is
+// SequenceJobID(stream sequence ^ mask, Nonce) with the message's sequence.
+// Only hookstream's processors read batches; internal publishers publish
+// one JobRequest per message.
+type JobBatch struct {
+	Jobs []JobRequest `json:"jobs"`
+}
+
 // Job is the job resource: what GET /v1/jobs/{id} returns and what job
 // events carry as their data.
 type Job struct {

@@ -1,0 +1,170 @@
+package intake
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/natstest"
+)
+
+// gatedPublisher publishes to JetStream only once its gate lets a publish
+// through, so that a test can hold messages in flight.
+type gatedPublisher struct {
+	js   jetstream.JetStream
+	gate chan struct{}
+}
+
+func (g gatedPublisher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.js.PublishMsg(ctx, msg, opts...)
+}
+
+func batcherSetup(t *testing.T) (*jobBatcher, gatedPublisher, jetstream.Stream) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	stream, err := js.Stream(ctx, contract.StreamJobs)
+	require.NoError(t, err)
+	pub := gatedPublisher{js: js, gate: make(chan struct{})}
+	return newJobBatcher(pub, 5*time.Second), pub, stream
+}
+
+// waitingJobs waits until n jobs queue for subject behind the messages in
+// flight.
+func waitingJobs(t *testing.T, b *jobBatcher, subject string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		lane := b.lanes[subject]
+		return lane != nil && len(lane.waiting) == n
+	}, 5*time.Second, time.Millisecond)
+}
+
+type submitted struct {
+	nonce string
+	seq   uint64
+	err   error
+}
+
+// While batchInFlight messages to a subject wait for their PubAck, the jobs
+// that arrive meanwhile are written together, as one JobBatch message, and
+// each caller gets that message's sequence; a job is findable in it by its
+// nonce.
+func TestJobBatcherWritesWaitingJobsTogether(t *testing.T) {
+	t.Parallel()
+	b, pub, stream := batcherSetup(t)
+	subject := contract.JobSubject("acme", "echo")
+	results := make(chan submitted, 100)
+	submit := func(nonce string) {
+		data, err := json.Marshal(contract.JobRequest{Nonce: nonce, Payload: json.RawMessage(`"` + nonce + `"`)})
+		require.NoError(t, err)
+		go func() {
+			seq, err := b.submit(context.Background(), subject, data)
+			results <- submitted{nonce: nonce, seq: seq, err: err}
+		}()
+	}
+	for i := range batchInFlight {
+		submit("single" + strconv.Itoa(i))
+	}
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		lane := b.lanes[subject]
+		return lane != nil && lane.inFlight == batchInFlight
+	}, 5*time.Second, time.Millisecond)
+	const queued = 10
+	for i := range queued {
+		submit("queued" + strconv.Itoa(i))
+	}
+	waitingJobs(t, b, subject, queued)
+	go func() {
+		for range batchInFlight + 1 {
+			pub.gate <- struct{}{}
+		}
+	}()
+
+	seqs := map[uint64][]string{}
+	for range batchInFlight + queued {
+		r := <-results
+		require.NoError(t, r.err)
+		seqs[r.seq] = append(seqs[r.seq], r.nonce)
+	}
+	require.Len(t, seqs, batchInFlight+1, "one message per single, one for the batch")
+	for seq, nonces := range seqs {
+		msg, err := stream.GetMsg(context.Background(), seq)
+		require.NoError(t, err)
+		require.Equal(t, contract.Version, msg.Header.Get(contract.HeaderContractVersion))
+		if len(nonces) == 1 {
+			require.Empty(t, msg.Header.Get(contract.HeaderJobBatch), "a single is a JobRequest")
+		} else {
+			require.Len(t, nonces, queued)
+			require.Equal(t, strconv.Itoa(queued), msg.Header.Get(contract.HeaderJobBatch))
+			var batch contract.JobBatch
+			require.NoError(t, json.Unmarshal(msg.Data, &batch))
+			require.Len(t, batch.Jobs, queued)
+		}
+		for _, nonce := range nonces {
+			req, found := jobInMessage(msg.Header, msg.Data, nonce)
+			require.True(t, found, nonce)
+			require.JSONEq(t, `"`+nonce+`"`, string(req.Payload))
+		}
+		_, found := jobInMessage(msg.Header, msg.Data, "other")
+		require.False(t, found)
+	}
+	b.mu.Lock()
+	require.Empty(t, b.lanes, "an idle subject is forgotten")
+	b.mu.Unlock()
+}
+
+// A job whose caller gives up while it is queued is not written.
+func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
+	t.Parallel()
+	b, pub, stream := batcherSetup(t)
+	subject := contract.JobSubject("acme", "echo")
+	var wg sync.WaitGroup
+	for range batchInFlight {
+		wg.Go(func() {
+			_, err := b.submit(context.Background(), subject, []byte(`{}`))
+			require.NoError(t, err)
+		})
+	}
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		lane := b.lanes[subject]
+		return lane != nil && lane.inFlight == batchInFlight
+	}, 5*time.Second, time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := b.submit(ctx, subject, []byte(`{"nonce":"late"}`))
+		gaveUp <- err
+	}()
+	waitingJobs(t, b, subject, 1)
+	cancel()
+	require.ErrorIs(t, <-gaveUp, context.Canceled)
+	waitingJobs(t, b, subject, 0)
+	for range batchInFlight {
+		pub.gate <- struct{}{}
+	}
+	wg.Wait()
+	info, err := stream.Info(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(batchInFlight), info.State.Msgs, "the withdrawn job was not written")
+}
