@@ -32,13 +32,14 @@ type publisher interface {
 }
 
 // jobBatcher writes the job messages of submitJob: the group commit of a
-// subject. While fewer than batchInFlight messages to a subject wait for
-// their PubAck, a job is a message of its own (a contract.JobRequest). While
-// that many wait, the jobs that arrive meanwhile queue up and, once one of
-// those messages is acknowledged, are written together as one message (a
-// contract.JobBatch): one disk write, and one message for the server to
-// handle, for all of them. Each caller returns once the message holding its
-// job is stored, with that message's stream sequence.
+// tenant's jobs of one type. While fewer than batchInFlight of their
+// messages wait for their PubAck, a job is a message of its own (a
+// contract.JobRequest on contract.JobSubject). While that many wait, the
+// jobs that arrive meanwhile queue up and, once one of those messages is
+// acknowledged, are written together as one message (a contract.JobBatch
+// on contract.JobBatchSubject): one disk write, and one message for the
+// server to handle, for all of them. Each caller returns once the message
+// holding its job is stored, with that message's stream sequence.
 //
 // It holds only the jobs whose callers wait for it, so its memory is bounded
 // by intake's own concurrency.
@@ -49,16 +50,17 @@ type jobBatcher struct {
 	lanes   map[string]*jobLane
 }
 
-// jobLane is what the batcher knows of one subject.
+// jobLane is what the batcher knows of one tenant's jobs of one type.
 type jobLane struct {
-	inFlight int
-	waiting  []*waitingJob
+	tenant, jobType string
+	inFlight        int
+	waiting         []*waitingJob
 }
 
 type waitingJob struct {
 	data []byte // the encoded contract.JobRequest
 	// taken is set once the job is part of a message being written: the
-	// caller can no longer withdraw it.
+	// caller can no longer withdraw it, and waits for the outcome.
 	taken bool
 	done  chan batchAck
 }
@@ -72,22 +74,25 @@ func newJobBatcher(pub publisher, timeout time.Duration) *jobBatcher {
 	return &jobBatcher{pub: pub, timeout: timeout, lanes: map[string]*jobLane{}}
 }
 
-// submit stores one job (an encoded contract.JobRequest) on subject and
-// returns the stream sequence of the message that holds it. A job still
-// queued when ctx ends is withdrawn (not stored); one already being
-// written returns ctx's error, and may be stored.
-func (b *jobBatcher) submit(ctx context.Context, subject string, data []byte) (uint64, error) {
+// submit stores one of a tenant's jobs of a type (an encoded
+// contract.JobRequest) and returns the stream sequence of the message that
+// holds it. A job still queued when ctx ends is withdrawn, not stored, and
+// its caller gets ctx's error; one already being written gets the outcome
+// of that write, which ends within the batcher's timeout: its job may be
+// stored, and a 503 would tell the client otherwise.
+func (b *jobBatcher) submit(ctx context.Context, tenant, jobType string, data []byte) (uint64, error) {
+	key := contract.JobSubject(tenant, jobType)
 	b.mu.Lock()
-	lane := b.lanes[subject]
+	lane := b.lanes[key]
 	if lane == nil {
-		lane = &jobLane{}
-		b.lanes[subject] = lane
+		lane = &jobLane{tenant: tenant, jobType: jobType}
+		b.lanes[key] = lane
 	}
 	if lane.inFlight < batchInFlight {
 		lane.inFlight++
 		b.mu.Unlock()
-		seq, err := b.publish(ctx, subject, data, 1)
-		b.written(subject)
+		seq, err := b.publish(ctx, key, data, 1)
+		b.written(key)
 		return seq, err
 	}
 	w := &waitingJob{data: data, done: make(chan batchAck, 1)}
@@ -99,35 +104,33 @@ func (b *jobBatcher) submit(ctx context.Context, subject string, data []byte) (u
 	case <-ctx.Done():
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !w.taken {
-		if lane := b.lanes[subject]; lane != nil {
-			lane.withdraw(w)
-		}
+	taken := w.taken
+	if !taken {
+		lane.withdraw(w)
 	}
-	select {
-	case ack := <-w.done: // written just now
-		return ack.seq, ack.err
-	default:
+	b.mu.Unlock()
+	if !taken {
 		return 0, fmt.Errorf("publish job: %w", ctx.Err())
 	}
+	ack := <-w.done
+	return ack.seq, ack.err
 }
 
-// written frees the in-flight slot of a message to subject and writes the
-// jobs that queued up meanwhile, if any.
-func (b *jobBatcher) written(subject string) {
+// written frees the in-flight slot of a message of a lane (key) and writes
+// the jobs that queued up meanwhile, if any.
+func (b *jobBatcher) written(key string) {
 	b.mu.Lock()
-	lane := b.lanes[subject]
+	lane := b.lanes[key]
 	lane.inFlight--
 	batch := lane.take()
 	if batch != nil {
 		lane.inFlight++
 	} else if lane.inFlight == 0 {
-		delete(b.lanes, subject)
+		delete(b.lanes, key)
 	}
 	b.mu.Unlock()
 	if batch != nil {
-		go b.writeBatch(subject, batch)
+		go b.writeBatch(key, lane, batch)
 	}
 }
 
@@ -163,13 +166,14 @@ func (l *jobLane) withdraw(w *waitingJob) {
 	}
 }
 
-// writeBatch writes jobs as one message (a JobBatch, or the JobRequest of a
-// lone job) and tells each caller the outcome.
-func (b *jobBatcher) writeBatch(subject string, jobs []*waitingJob) {
+// writeBatch writes the jobs of a lane (key) as one message (a JobBatch,
+// or the JobRequest of a lone job) and tells each caller the outcome.
+func (b *jobBatcher) writeBatch(key string, lane *jobLane, jobs []*waitingJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
-	data := jobs[0].data
+	subject, data := key, jobs[0].data
 	if len(jobs) > 1 {
+		subject = contract.JobBatchSubject(lane.tenant, lane.jobType)
 		var buf bytes.Buffer
 		buf.WriteString(`{"jobs":[`)
 		for i, w := range jobs {
@@ -185,7 +189,7 @@ func (b *jobBatcher) writeBatch(subject string, jobs []*waitingJob) {
 	for _, w := range jobs {
 		w.done <- batchAck{seq: seq, err: err}
 	}
-	b.written(subject)
+	b.written(key)
 }
 
 func (b *jobBatcher) publish(ctx context.Context, subject string, data []byte, jobs int) (uint64, error) {

@@ -75,7 +75,7 @@ func TestJobBatcherWritesWaitingJobsTogether(t *testing.T) {
 		data, err := json.Marshal(contract.JobRequest{Nonce: nonce, Payload: json.RawMessage(`"` + nonce + `"`)})
 		require.NoError(t, err)
 		go func() {
-			seq, err := b.submit(context.Background(), subject, data)
+			seq, err := b.submit(context.Background(), "acme", "echo", data)
 			results <- submitted{nonce: nonce, seq: seq, err: err}
 		}()
 	}
@@ -110,21 +110,24 @@ func TestJobBatcherWritesWaitingJobsTogether(t *testing.T) {
 		msg, err := stream.GetMsg(context.Background(), seq)
 		require.NoError(t, err)
 		require.Equal(t, contract.Version, msg.Header.Get(contract.HeaderContractVersion))
-		if len(nonces) == 1 {
+		batch := len(nonces) > 1
+		if !batch {
+			require.Equal(t, subject, msg.Subject)
 			require.Empty(t, msg.Header.Get(contract.HeaderJobBatch), "a single is a JobRequest")
 		} else {
 			require.Len(t, nonces, queued)
+			require.Equal(t, contract.JobBatchSubject("acme", "echo"), msg.Subject)
 			require.Equal(t, strconv.Itoa(queued), msg.Header.Get(contract.HeaderJobBatch))
 			var batch contract.JobBatch
 			require.NoError(t, json.Unmarshal(msg.Data, &batch))
 			require.Len(t, batch.Jobs, queued)
 		}
 		for _, nonce := range nonces {
-			req, found := jobInMessage(msg.Header, msg.Data, nonce)
+			req, found := jobInMessage(batch, msg.Data, nonce)
 			require.True(t, found, nonce)
 			require.JSONEq(t, `"`+nonce+`"`, string(req.Payload))
 		}
-		_, found := jobInMessage(msg.Header, msg.Data, "other")
+		_, found := jobInMessage(batch, msg.Data, "other")
 		require.False(t, found)
 	}
 	b.mu.Lock()
@@ -140,7 +143,7 @@ func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
 	var wg sync.WaitGroup
 	for range batchInFlight {
 		wg.Go(func() {
-			_, err := b.submit(context.Background(), subject, []byte(`{}`))
+			_, err := b.submit(context.Background(), "acme", "echo", []byte(`{}`))
 			require.NoError(t, err)
 		})
 	}
@@ -153,7 +156,7 @@ func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error, 1)
 	go func() {
-		_, err := b.submit(ctx, subject, []byte(`{"nonce":"late"}`))
+		_, err := b.submit(ctx, "acme", "echo", []byte(`{"nonce":"late"}`))
 		gaveUp <- err
 	}()
 	waitingJobs(t, b, subject, 1)
@@ -167,4 +170,88 @@ func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
 	info, err := stream.Info(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, uint64(batchInFlight), info.State.Msgs, "the withdrawn job was not written")
+}
+
+// A caller whose job is already being written when its context ends gets
+// the outcome of that write, not an error for a job that is stored.
+func TestJobBatcherTakenJobGetsItsOutcome(t *testing.T) {
+	t.Parallel()
+	b, pub, _ := batcherSetup(t)
+	subject := contract.JobSubject("acme", "echo")
+	singles := make(chan error, batchInFlight)
+	for range batchInFlight {
+		go func() {
+			_, err := b.submit(context.Background(), "acme", "echo", []byte(`{}`))
+			singles <- err
+		}()
+	}
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		lane := b.lanes[subject]
+		return lane != nil && lane.inFlight == batchInFlight
+	}, 5*time.Second, time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	late := make(chan submitted, 1)
+	go func() {
+		seq, err := b.submit(ctx, "acme", "echo", []byte(`{"nonce":"late"}`))
+		late <- submitted{seq: seq, err: err}
+	}()
+	waitingJobs(t, b, subject, 1)
+	pub.gate <- struct{}{} // one single is written; the queued job is taken
+	require.NoError(t, <-singles)
+	waitingJobs(t, b, subject, 0)
+	cancel()
+	select {
+	case r := <-late:
+		t.Fatalf("answered before its write ended: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	for range batchInFlight {
+		pub.gate <- struct{}{}
+	}
+	r := <-late
+	require.NoError(t, r.err)
+	require.NotZero(t, r.seq)
+}
+
+// A batch holds at most batchMaxJobs jobs and about batchMaxBytes; a job
+// too large to share a message is written alone.
+func TestJobLaneTakeBounds(t *testing.T) {
+	t.Parallel()
+	jobs := func(sizes ...int) []*waitingJob {
+		var out []*waitingJob
+		for _, n := range sizes {
+			out = append(out, &waitingJob{data: make([]byte, n)})
+		}
+		return out
+	}
+	many := make([]int, batchMaxJobs+3)
+	for i := range many {
+		many[i] = 10
+	}
+	tests := []struct {
+		name      string
+		givenSize []int
+		wantTaken []int // lengths of successive takes
+	}{
+		{name: "count", givenSize: many, wantTaken: []int{batchMaxJobs, 3}},
+		{name: "bytes", givenSize: []int{batchMaxBytes / 2, batchMaxBytes / 2, 10}, wantTaken: []int{1, 2}},
+		{name: "one too large", givenSize: []int{2 * batchMaxBytes, 10}, wantTaken: []int{1, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			lane := &jobLane{waiting: jobs(tt.givenSize...)}
+			var got []int
+			for batch := lane.take(); batch != nil; batch = lane.take() {
+				for _, w := range batch {
+					require.True(t, w.taken)
+				}
+				got = append(got, len(batch))
+			}
+			require.Equal(t, tt.wantTaken, got)
+			require.Empty(t, lane.waiting)
+		})
+	}
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -250,7 +249,7 @@ func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contra
 	if err != nil {
 		return contract.JobRecord{}, fmt.Errorf("encode job: %w", err)
 	}
-	seq, err := s.batcher.submit(ctx, contract.JobSubject(rec.Tenant, rec.Type), data)
+	seq, err := s.batcher.submit(ctx, rec.Tenant, rec.Type, data)
 	if err != nil {
 		return contract.JobRecord{}, err
 	}
@@ -297,10 +296,15 @@ func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, 
 		return contract.JobRecord{}, false, fmt.Errorf("read job %s: %w", id, err)
 	}
 	msgTenant, jobType, err := contract.ParseJobSubject(msg.Subject)
+	batch := false
+	if err != nil {
+		msgTenant, jobType, err = contract.ParseJobBatchSubject(msg.Subject)
+		batch = true
+	}
 	if err != nil || msgTenant != tenant || s.now().Sub(msg.Time) >= s.cfg.JobRetention {
 		return contract.JobRecord{}, false, nil
 	}
-	req, found := jobInMessage(msg.Header, msg.Data, nonce)
+	req, found := jobInMessage(batch, msg.Data, nonce)
 	if !found {
 		return contract.JobRecord{}, false, nil
 	}
@@ -308,21 +312,20 @@ func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, 
 }
 
 // jobInMessage returns the job with nonce that a job message written by
-// intake holds: its JobRequest, or one of its JobBatch.
-func jobInMessage(header nats.Header, data []byte, nonce string) (contract.JobRequest, bool) {
+// intake holds: its JobRequest, or one of its JobBatch (batch).
+func jobInMessage(batch bool, data []byte, nonce string) (contract.JobRequest, bool) {
 	var jobs []contract.JobRequest
-	if header.Get(contract.HeaderJobBatch) != "" {
-		var batch contract.JobBatch
-		if json.Unmarshal(data, &batch) != nil {
-			return contract.JobRequest{}, false
-		}
-		jobs = batch.Jobs
+	var err error
+	if batch {
+		var b contract.JobBatch
+		err = json.Unmarshal(data, &b)
+		jobs = b.Jobs
 	} else {
-		var req contract.JobRequest
-		if json.Unmarshal(data, &req) != nil {
-			return contract.JobRequest{}, false
-		}
-		jobs = []contract.JobRequest{req}
+		jobs = make([]contract.JobRequest, 1)
+		err = json.Unmarshal(data, &jobs[0])
+	}
+	if err != nil {
+		return contract.JobRequest{}, false
 	}
 	for _, req := range jobs {
 		if req.ID == "" && req.Nonce == nonce {

@@ -26,18 +26,35 @@ func ConsumerName(jobType string) string {
 	return "hookstream-processor-" + strings.ReplaceAll(jobType, ".", "_")
 }
 
+// BatchConsumerName is the durable consumer of one job type's batches
+// (contract.JobBatchSubject), shared like ConsumerName's:
+// "hookstream-job-batches-<type>". Batches have a subject and a consumer of
+// their own, so that a processor that does not know them never gets one.
+func BatchConsumerName(jobType string) string {
+	return "hookstream-job-batches-" + strings.ReplaceAll(jobType, ".", "_")
+}
+
 // Processor consumes jobs and runs them.
 type Processor struct {
 	cfg  Config
 	js   jetstream.JetStream
 	pub  *bus.GroupCommit
 	jobs *jobstore.Store
-	cons []jetstream.Consumer
+	// consumers are two per job type: its jobs' and its batches'.
+	consumers []consumer
 	// slots holds, per job type, one token per job running (Concurrency):
 	// a message that holds several jobs runs them at once, each in a slot.
-	slots  map[string]chan struct{}
-	logger *slog.Logger
-	now    func() time.Time
+	slots map[string]chan struct{}
+	// stopping ends when Run is told to stop: no job of a batch starts
+	// after that.
+	stopping context.Context
+	logger   *slog.Logger
+	now      func() time.Time
+}
+
+type consumer struct {
+	cons   jetstream.Consumer
+	handle func(context.Context, jetstream.Msg)
 }
 
 // New builds a processor on a JetStream whose streams exist (bus.Ensure).
@@ -52,15 +69,23 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		pub.Close()
 		return nil, err
 	}
-	p := &Processor{cfg: cfg, js: js, pub: pub, jobs: jobs, slots: map[string]chan struct{}{}, logger: logger.With("service", "processor"), now: time.Now}
+	p := &Processor{
+		cfg: cfg, js: js, pub: pub, jobs: jobs, slots: map[string]chan struct{}{}, stopping: context.Background(),
+		logger: logger.With("service", "processor"), now: time.Now,
+	}
 	for _, t := range p.Types() {
 		p.slots[t] = make(chan struct{}, cfg.Concurrency)
-		cons, err := p.createConsumer(ctx, t)
+		jobsCons, err := p.createConsumer(ctx, ConsumerName(t), "hookstream processors of "+t+" jobs", contract.JobSubject("*", t))
 		if err != nil {
 			pub.Close()
 			return nil, err
 		}
-		p.cons = append(p.cons, cons)
+		batchCons, err := p.createConsumer(ctx, BatchConsumerName(t), "hookstream processors of batches of "+t+" jobs", contract.JobBatchSubject("*", t))
+		if err != nil {
+			pub.Close()
+			return nil, err
+		}
+		p.consumers = append(p.consumers, consumer{jobsCons, p.handle}, consumer{batchCons, p.handleBatch})
 	}
 	return p, nil
 }
@@ -75,12 +100,11 @@ func (p *Processor) Types() []string {
 	return types
 }
 
-func (p *Processor) createConsumer(ctx context.Context, jobType string) (jetstream.Consumer, error) {
-	name := ConsumerName(jobType)
+func (p *Processor) createConsumer(ctx context.Context, name, description, filter string) (jetstream.Consumer, error) {
 	cons, err := p.js.CreateOrUpdateConsumer(ctx, contract.StreamJobs, jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   "hookstream processors of " + jobType + " jobs",
-		FilterSubject: contract.SubjectJobs + ".*." + jobType,
+		Description:   description,
+		FilterSubject: filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       p.cfg.AckWait,
 		MaxDeliver:    -1, // attempts are counted in the job record
@@ -100,10 +124,11 @@ func (p *Processor) createConsumer(ctx context.Context, jobType string) (jetstre
 func (p *Processor) Run(ctx context.Context) error {
 	p.logger.Info("processor running", "types", p.Types(), "concurrency", p.cfg.Concurrency)
 	defer p.pub.Close()
+	p.stopping = ctx
 	var wg sync.WaitGroup
-	errs := make([]error, len(p.cons))
-	for i, cons := range p.cons {
-		wg.Go(func() { errs[i] = bus.Workers(ctx, cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, p.handle) })
+	errs := make([]error, len(p.consumers))
+	for i, c := range p.consumers {
+		wg.Go(func() { errs[i] = bus.Workers(ctx, c.cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, c.handle) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -126,21 +151,22 @@ func (p *Processor) jobID(req contract.JobRequest, msgID string, seq uint64) str
 }
 
 // decodeJob reads a job message that holds one job into the record it
-// stands for.
-func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, error) {
+// stands for, and the job as the message says it.
+func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, contract.JobRequest, error) {
+	var req contract.JobRequest
 	tenant, jobType, err := contract.ParseJobSubject(msg.Subject())
 	if err != nil {
-		return contract.JobRecord{}, err
+		return contract.JobRecord{}, req, err
 	}
-	var req contract.JobRequest
 	if err := json.Unmarshal(msg.Data(), &req); err != nil {
-		return contract.JobRecord{}, fmt.Errorf("decode job request: %w", err)
+		return contract.JobRecord{}, req, fmt.Errorf("decode job request: %w", err)
 	}
 	meta, err := msg.Metadata()
 	if err != nil {
-		return contract.JobRecord{}, err
+		return contract.JobRecord{}, req, err
 	}
-	return p.jobRecord(tenant, jobType, req, msg.Headers().Get(contract.HeaderMsgID), meta)
+	rec, err := p.jobRecord(tenant, jobType, req, msg.Headers().Get(contract.HeaderMsgID), meta)
+	return rec, req, err
 }
 
 // jobRecord makes the record that a job read from the message described by

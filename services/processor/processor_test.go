@@ -392,7 +392,7 @@ func TestRunHandlerPanicFailsJob(t *testing.T) {
 // that wait for the same subject, and returns its stream sequence.
 func (b *bundle) publishBatch(t *testing.T, tenant, jobType string, jobs ...contract.JobRequest) uint64 {
 	t.Helper()
-	msg := nats.NewMsg(contract.JobSubject(tenant, jobType))
+	msg := nats.NewMsg(contract.JobBatchSubject(tenant, jobType))
 	msg.Data = jobRequestBatch(t, jobs...)
 	msg.Header.Set(contract.HeaderJobBatch, strconv.Itoa(len(jobs)))
 	ack, err := b.js.PublishMsg(context.Background(), msg)
@@ -408,13 +408,14 @@ func jobRequestBatch(t *testing.T, jobs ...contract.JobRequest) []byte {
 }
 
 // The jobs of a batch message run at once, within Concurrency, each with
-// its own id, record and event. A job of it that fails is retried with the
-// whole message; the jobs done by then are not run again, and their events
-// are not published twice.
+// its own id, record and event. A job of it that fails is written again as
+// a message of its own, which runs once its retry is due; the batch is
+// acknowledged, and its other jobs run once.
 func TestRunBatchOfJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var running, most, flakyRuns atomic.Int32
+	var flakyAt [2]time.Time
 	runs := map[string]*atomic.Int32{}
 	for _, n := range []string{"a", "b", "c", "d"} {
 		runs[n] = new(atomic.Int32)
@@ -428,12 +429,20 @@ func TestRunBatchOfJobs(t *testing.T) {
 		_ = json.Unmarshal(job.Payload, &name)
 		runs[name].Add(1)
 		time.Sleep(20 * time.Millisecond)
-		if name == "b" && flakyRuns.Add(1) == 1 {
-			return nil, errors.New("hiccup")
+		if name == "b" {
+			run := flakyRuns.Add(1)
+			flakyAt[run-1] = time.Now()
+			if run == 1 {
+				return nil, errors.New("hiccup")
+			}
 		}
 		return job.Payload, nil
 	})
-	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 2})
+	const retryDelay = 300 * time.Millisecond
+	b.start(t, processor.Config{
+		Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 2,
+		RetryDelay: func(int) time.Duration { return retryDelay },
+	})
 
 	var jobs []contract.JobRequest
 	for _, n := range []string{"a", "b", "c", "d"} {
@@ -463,24 +472,66 @@ func TestRunBatchOfJobs(t *testing.T) {
 	require.Equal(t, uint64(4), info.State.Msgs, "one event per job")
 	rec := b.waitJob(t, b.intakeJobID(seq, "n0ncea"))
 	require.Equal(t, 1, rec.Attempts)
-	rec = b.waitJob(t, b.intakeJobID(seq, "n0nceb"))
+	idB := b.intakeJobID(seq, "n0nceb")
+	rec = b.waitJob(t, idB)
 	require.Equal(t, 2, rec.Attempts)
+	require.GreaterOrEqual(t, flakyAt[1].Sub(flakyAt[0]), retryDelay, "the retry waited for its delay")
+
+	jobsStream, err := b.js.Stream(context.Background(), contract.StreamJobs)
+	require.NoError(t, err)
+	again, err := jobsStream.GetLastMsgForSubject(context.Background(), contract.JobSubject("acme", "echo"))
+	require.NoError(t, err)
+	require.Equal(t, idB+".retry1", again.Header.Get(contract.HeaderMsgID))
+	var req contract.JobRequest
+	require.NoError(t, json.Unmarshal(again.Data, &req))
+	require.Equal(t, idB, req.ID)
+	require.NotNil(t, req.NotBefore)
+	require.JSONEq(t, `"b"`, string(req.Payload))
 }
 
-// A batch message that cannot be read is terminated; one malformed job of
-// a batch is dropped alone.
+// A batch that cannot be read is terminated; a malformed job of a batch is
+// dropped alone.
 func TestRunMalformedBatch(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.start(t, processor.Config{Handlers: echoOnly})
-	msg := nats.NewMsg(contract.JobSubject("acme", "echo"))
-	msg.Data = []byte(`{"jobs":[`)
-	msg.Header.Set(contract.HeaderJobBatch, "2")
-	_, err := b.js.PublishMsg(context.Background(), msg)
-	require.NoError(t, err)
-	seq := b.publishBatch(t, "acme", "echo", contract.JobRequest{ID: "job:bad id"}, contract.JobRequest{Nonce: "n0nce"})
-	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, b.intakeJobID(seq, "n0nce")).Status)
-	b.waitJobsSettled(t)
+	tests := []struct {
+		name       string
+		givenCount string
+		givenBody  string
+	}{
+		{name: "bad JSON", givenCount: "2", givenBody: `{"jobs":[`},
+		{name: "no jobs", givenCount: "0", givenBody: `{"jobs":[]}`},
+		{name: "one job's body", givenCount: "1", givenBody: `{"nonce":"n0nce"}`},
+		{name: "count does not match", givenCount: "3", givenBody: `{"jobs":[{"nonce":"a"},{"nonce":"b"}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.start(t, processor.Config{Handlers: echoOnly, Concurrency: 1})
+			msg := nats.NewMsg(contract.JobBatchSubject("acme", "echo"))
+			msg.Data = []byte(tt.givenBody)
+			msg.Header.Set(contract.HeaderJobBatch, tt.givenCount)
+			ack, err := b.js.PublishMsg(context.Background(), msg)
+			require.NoError(t, err)
+			b.waitJobsSettled(t)
+			for _, nonce := range []string{"n0nce", "a", "b"} {
+				_, _, err := b.jobs.Get(context.Background(), b.intakeJobID(ack.Sequence, nonce))
+				require.ErrorIs(t, err, jobstore.ErrNotFound, "no job of the malformed batch ran")
+			}
+		})
+	}
+	t.Run("jobs without a nonce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.start(t, processor.Config{Handlers: echoOnly})
+		seq := b.publishBatch(t, "acme", "echo", contract.JobRequest{}, contract.JobRequest{ID: "job_other"}, contract.JobRequest{Nonce: "n0nce"})
+		require.Equal(t, contract.StatusSucceeded, b.waitJob(t, b.intakeJobID(seq, "n0nce")).Status)
+		b.waitJobsSettled(t)
+		for _, id := range []string{contract.SequenceJobID(seq, ""), "job_other"} {
+			_, _, err := b.jobs.Get(context.Background(), id)
+			require.ErrorIs(t, err, jobstore.ErrNotFound, id)
+		}
+	})
 }
 
 // A message that cannot be a job is terminated and does not hold up the

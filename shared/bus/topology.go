@@ -105,13 +105,15 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 
 // TrimTargets are the streams that Trim keeps trimmed and the consumer
 // filters it purges: one job type's (hookstream.jobs.*.<type>, what a
-// processor in any language reads), fan-out's and delivery's. Retry
+// processor in any language reads) and its batches'
+// (hookstream.jobs.*.$batch.<type>), fan-out's and delivery's. Retry
 // schedules, and job types that no processor reads yet, are never purged.
 func TrimTargets() []TrimTarget {
 	return []TrimTarget{
 		{Stream: contract.StreamJobs, Trims: func(filter string) bool {
 			jobType, ok := strings.CutPrefix(filter, contract.SubjectJobs+".*.")
-			return ok && contract.ValidType(jobType)
+			batches, batch := strings.CutPrefix(jobType, contract.JobBatchToken+".")
+			return ok && (contract.ValidType(jobType) || batch && contract.ValidType(batches))
 		}},
 		{Stream: contract.StreamEvents, Trims: func(filter string) bool { return filter == contract.SubjectEvents+".>" }},
 		{Stream: contract.StreamDeliveries, Trims: func(filter string) bool { return filter == contract.SubjectDeliveries+".>" }},

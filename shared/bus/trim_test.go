@@ -119,6 +119,23 @@ func target(stream string) bus.TrimTarget {
 	panic("no trim target " + stream)
 }
 
+// Trim purges the subjects of processors, one type's jobs and its batches,
+// and no other filter of the jobs stream.
+func TestTrimTargetsOfJobs(t *testing.T) {
+	t.Parallel()
+	jobs := target(contract.StreamJobs)
+	for filter, want := range map[string]bool{
+		contract.JobSubject("*", "image.resize"):      true,
+		contract.JobBatchSubject("*", "image.resize"): true,
+		contract.SubjectJobs + ".>":                   false,
+		contract.JobSubject("acme", "image.resize"):   false,
+		contract.SubjectJobs + ".*.$batch":            false,
+		contract.SubjectJobs + ".*.$batch.>":          false,
+	} {
+		require.Equal(t, want, jobs.Trims(filter), filter)
+	}
+}
+
 // A consumer of the whole deliveries stream does not make Trim purge the
 // retry schedules, which no consumer is meant to read: the retry still fires.
 func TestTrimKeepsRetrySchedules(t *testing.T) {

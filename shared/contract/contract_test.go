@@ -27,6 +27,10 @@ var examples = map[string]any{
 		CallbackURL: "https://example.com/hooks", Metadata: map[string]string{"order": "42"},
 		RequestHash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 	},
+	// What a processor writes again for a job of a batch that is retried.
+	"job_request_retried": contract.JobRequest{
+		ID: "job_s123_0123456789abcdefghijklmnop", CreatedAt: &t0, Payload: json.RawMessage(`{"image":"cat.png"}`), NotBefore: &t1,
+	},
 	// What intake publishes for a job whose record the processor writes.
 	"job_request_from_intake": contract.JobRequest{
 		Nonce: "0123456789abcdefghijklmnop", CreatedAt: &t0, Payload: json.RawMessage(`{"image":"cat.png"}`),
@@ -114,6 +118,31 @@ func TestSubjects(t *testing.T) {
 			require.Equal(t, tt.wantTenant, tenant)
 			require.Equal(t, tt.wantType, typ)
 		})
+	}
+}
+
+// A batch's subject is read by no consumer of one job type's subjects, and
+// parses back only from its own spelling.
+func TestJobBatchSubject(t *testing.T) {
+	t.Parallel()
+	subject := contract.JobBatchSubject("acme", "image.resize")
+	require.Equal(t, "hookstream.jobs.acme.$batch.image.resize", subject)
+	tenant, jobType, err := contract.ParseJobBatchSubject(subject)
+	require.NoError(t, err)
+	require.Equal(t, "acme", tenant)
+	require.Equal(t, "image.resize", jobType)
+	_, _, err = contract.ParseJobSubject(subject)
+	require.Error(t, err, "not one job's subject")
+	require.False(t, contract.ValidType(contract.JobBatchToken+".image.resize"), "no type's filter matches a batch")
+	for _, bad := range []string{
+		"hookstream.jobs.acme.image.resize",
+		"hookstream.jobs.$batch.acme.resize",
+		"hookstream.jobs.acme.$batch.",
+		"hookstream.jobs.acme.$batch.$batch.x",
+		"hookstream.events.acme.$batch.x",
+	} {
+		_, _, err := contract.ParseJobBatchSubject(bad)
+		require.Error(t, err, bad)
 	}
 }
 

@@ -20,7 +20,6 @@ const (
 	HeaderDeadReason = "Hookstream-Dead-Reason"
 	// HeaderOriginalSubject is the subject a dead-lettered message came on.
 	HeaderOriginalSubject = "Hookstream-Original-Subject"
-	// HeaderJobBatch marks a job message whose body is a [JobBatch], not a
-	// [JobRequest]; its value is the number of jobs in it.
+	// HeaderJobBatch is the number of jobs in a [JobBatch] message.
 	HeaderJobBatch = "Hookstream-Job-Batch"
 )

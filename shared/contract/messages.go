@@ -87,19 +87,24 @@ type JobRequest struct {
 	CallbackURL string `json:"callback_url,omitempty"`
 	// Metadata is free-form string data echoed on the job resource.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// NotBefore, when set, is the earliest time the job runs: a processor
+	// that receives it sooner puts it back until then. Processors set it
+	// on a job of a batch that is to be retried, which is written again as
+	// a message of its own.
+	NotBefore *time.Time `json:"not_before,omitempty"`
 	// RequestHash is set by intake (the SHA-256 of the HTTP request), so
 	// that a record recreated from this message still recognises a repeated
 	// Idempotency-Key. Internal publishers leave it out.
 	RequestHash string `json:"request_hash,omitempty"`
 }
 
-// JobBatch is the body of a job message that carries several jobs, marked
-// with the header [HeaderJobBatch]. Intake writes the jobs that wait for the
-// same subject at the same moment as one message, so that they cost one
-// disk write together; each has its Nonce and no ID, and its id is
-// SequenceJobID(stream sequence ^ mask, Nonce) with the message's sequence.
-// Only hookstream's processors read batches; internal publishers publish
-// one JobRequest per message.
+// JobBatch is the body of a message on JobBatchSubject, with the header
+// [HeaderJobBatch]: several jobs of one tenant and type. Intake writes the
+// jobs that wait for the same subject at the same moment as one message,
+// so that they cost one disk write together; each has its Nonce and no ID,
+// and its id is SequenceJobID(stream sequence ^ mask, Nonce) with the
+// message's sequence. Only hookstream's processors read batches; internal
+// publishers publish one JobRequest per message.
 type JobBatch struct {
 	Jobs []JobRequest `json:"jobs"`
 }

@@ -83,6 +83,28 @@ func JobSubject(tenant, jobType string) string {
 	return SubjectJobs + "." + tenant + "." + jobType
 }
 
+// JobBatchToken marks the subject of a job batch (JobBatch):
+// hookstream.jobs.<tenant>.$batch.<job type>. No job type starts with it
+// ('$' is not allowed in types), so a consumer of one type's jobs
+// (hookstream.jobs.*.<type>, such as a processor that does not know
+// batches) never reads one; processors read them with a consumer of their
+// own.
+const JobBatchToken = "$batch"
+
+// JobBatchSubject is the subject of a batch of jobs of the given type.
+func JobBatchSubject(tenant, jobType string) string {
+	return SubjectJobs + "." + tenant + "." + JobBatchToken + "." + jobType
+}
+
+// ParseJobBatchSubject splits hookstream.jobs.<tenant>.$batch.<job type>.
+func ParseJobBatchSubject(subject string) (tenant, jobType string, err error) {
+	tenant, rest, err := splitTenantSubject(SubjectJobs, strings.Replace(subject, "."+JobBatchToken+".", ".", 1))
+	if err != nil || JobBatchSubject(tenant, rest) != subject {
+		return "", "", fmt.Errorf("subject %q is not %s.<tenant>.%s.<type>", subject, SubjectJobs, JobBatchToken)
+	}
+	return tenant, rest, nil
+}
+
 // EventSubject is the subject an event of the given type is published on.
 func EventSubject(tenant, eventType string) string {
 	return SubjectEvents + "." + tenant + "." + eventType
