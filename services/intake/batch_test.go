@@ -3,18 +3,26 @@ package intake
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
 // gatedPublisher publishes to JetStream only once its gate lets a publish
@@ -144,7 +152,7 @@ func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
 	for range batchInFlight {
 		wg.Go(func() {
 			_, err := b.submit(context.Background(), "acme", "echo", []byte(`{}`))
-			require.NoError(t, err)
+			assert.NoError(t, err)
 		})
 	}
 	require.Eventually(t, func() bool {
@@ -254,4 +262,87 @@ func TestJobLaneTakeBounds(t *testing.T) {
 			require.Empty(t, lane.waiting)
 		})
 	}
+}
+
+// Jobs submitted over HTTP that were written as one batch are each read
+// from it, by their own tenant only, until their record exists, and each
+// can be canceled alone.
+func TestBatchedJobsOverHTTP(t *testing.T) {
+	t.Parallel()
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	svc, err := New(ctx, Config{
+		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}, {Tenant: "other", Key: "other-key-0123456789abcdef"}},
+		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
+	}, nc, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	gate := make(chan struct{})
+	svc.batcher.pub = gatedPublisher{js: js, gate: gate}
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	call := func(method, path, key, body string) (int, map[string]any) {
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		var out map[string]any
+		require.NoError(t, json.Unmarshal(data, &out), string(data))
+		return resp.StatusCode, out
+	}
+
+	const jobs = batchInFlight + 3
+	ids := make(chan string, jobs)
+	for i := range jobs {
+		go func() {
+			status, body := call(http.MethodPost, "/v1/jobs", "acme-key-0123456789abcdef", `{"type":"echo","payload":`+strconv.Itoa(i)+`}`)
+			assert.Equal(t, http.StatusAccepted, status, body)
+			id, _ := body["id"].(string)
+			ids <- id
+		}()
+	}
+	waitingJobs(t, svc.batcher, contract.JobSubject("acme", "echo"), 3)
+	go func() {
+		for range batchInFlight + 1 {
+			gate <- struct{}{}
+		}
+	}()
+	perSeq := map[uint64][]string{}
+	for range jobs {
+		id := <-ids
+		masked, nonce, ok := contract.ParseSequenceJobID(id)
+		require.True(t, ok, id)
+		seq := masked ^ box.JobIDMask(nonce)
+		perSeq[seq] = append(perSeq[seq], id)
+	}
+	var batched []string
+	for _, group := range perSeq {
+		if len(group) > 1 {
+			batched = group
+		}
+	}
+	require.Len(t, batched, 3, "three jobs share a message")
+
+	for _, id := range batched {
+		status, body := call(http.MethodGet, "/v1/jobs/"+id, "acme-key-0123456789abcdef", "")
+		require.Equal(t, http.StatusOK, status, body)
+		require.Equal(t, id, body["id"])
+		require.Equal(t, "queued", body["status"])
+		status, _ = call(http.MethodGet, "/v1/jobs/"+id, "other-key-0123456789abcdef", "")
+		require.Equal(t, http.StatusNotFound, status, "another tenant's job")
+	}
+	status, body := call(http.MethodDelete, "/v1/jobs/"+batched[0], "acme-key-0123456789abcdef", "")
+	require.Equal(t, http.StatusAccepted, status, body)
+	require.Equal(t, "canceled", body["status"])
+	_, body = call(http.MethodGet, "/v1/jobs/"+batched[0], "acme-key-0123456789abcdef", "")
+	require.Equal(t, "canceled", body["status"])
+	_, body = call(http.MethodGet, "/v1/jobs/"+batched[1], "acme-key-0123456789abcdef", "")
+	require.Equal(t, "queued", body["status"], "its batch-mates are not")
 }
