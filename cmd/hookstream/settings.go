@@ -89,7 +89,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
-		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "write concurrent jobs, events, deliveries and records to JetStream in atomic batches, one disk sync per batch: 'on', 'off', or 'auto' (on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where it is faster; off otherwise, where it costs more than it saves). Needs NATS 2.12+", &s.GroupCommit},
+		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "write concurrent writes to JetStream in group commits, one disk sync for many: jobs stored as their message alone that arrive at the same moment as one message (a job batch), other jobs, events, deliveries and records as atomic batches: 'on', 'off', or 'auto' (on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where it is faster; off otherwise, where it costs more than it saves). Needs NATS 2.12+", &s.GroupCommit},
 		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "256MiB", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},

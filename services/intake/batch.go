@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -44,10 +45,13 @@ type publisher interface {
 // It holds only the jobs whose callers wait for it, so its memory is bounded
 // by intake's own concurrency.
 type jobBatcher struct {
-	pub     publisher
-	timeout time.Duration
-	mu      sync.Mutex
-	lanes   map[string]*jobLane
+	pub publisher
+	// inFlight is how many messages of a lane may wait for their PubAck
+	// before jobs queue up: batchInFlight, or no limit when batches are off.
+	inFlight int
+	timeout  time.Duration
+	mu       sync.Mutex
+	lanes    map[string]*jobLane
 }
 
 // jobLane is what the batcher knows of one tenant's jobs of one type.
@@ -70,8 +74,14 @@ type batchAck struct {
 	err error
 }
 
-func newJobBatcher(pub publisher, timeout time.Duration) *jobBatcher {
-	return &jobBatcher{pub: pub, timeout: timeout, lanes: map[string]*jobLane{}}
+// newJobBatcher returns a batcher that writes batches, or, when batches is
+// false, every job as a message of its own, as soon as it comes.
+func newJobBatcher(pub publisher, timeout time.Duration, batches bool) *jobBatcher {
+	b := &jobBatcher{pub: pub, inFlight: batchInFlight, timeout: timeout, lanes: map[string]*jobLane{}}
+	if !batches {
+		b.inFlight = math.MaxInt
+	}
+	return b
 }
 
 // submit stores one of a tenant's jobs of a type (an encoded
@@ -88,7 +98,7 @@ func (b *jobBatcher) submit(ctx context.Context, tenant, jobType string, data []
 		lane = &jobLane{tenant: tenant, jobType: jobType}
 		b.lanes[key] = lane
 	}
-	if lane.inFlight < batchInFlight {
+	if lane.inFlight < b.inFlight {
 		lane.inFlight++
 		b.mu.Unlock()
 		seq, err := b.publish(ctx, key, data, 1)

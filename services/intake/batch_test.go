@@ -49,7 +49,7 @@ func batcherSetup(t *testing.T) (*jobBatcher, gatedPublisher, jetstream.Stream) 
 	stream, err := js.Stream(ctx, contract.StreamJobs)
 	require.NoError(t, err)
 	pub := gatedPublisher{js: js, gate: make(chan struct{})}
-	return newJobBatcher(pub, 5*time.Second), pub, stream
+	return newJobBatcher(pub, 5*time.Second, true), pub, stream
 }
 
 // waitingJobs waits until n jobs queue for subject behind the messages in
@@ -276,7 +276,7 @@ func TestBatchedJobsOverHTTP(t *testing.T) {
 	require.NoError(t, err)
 	svc, err := New(ctx, Config{
 		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}, {Tenant: "other", Key: "other-key-0123456789abcdef"}},
-		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
+		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second, GroupCommit: true,
 	}, nc, js, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	gate := make(chan struct{})

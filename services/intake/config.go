@@ -16,8 +16,10 @@ import (
 // Config configures the intake service.
 type Config struct {
 	// GroupCommit writes jobs, events, deliveries and records in group
-	// commits (bus.GroupCommit): faster when the NATS server syncs every
-	// write to disk, slower otherwise. Default false.
+	// commits (bus.GroupCommit), and the jobs stored as their message alone
+	// that wait at the same moment as one message (a job batch): faster
+	// when the NATS server syncs every write to disk, slower otherwise.
+	// Default false.
 	GroupCommit bool
 	// Addr is the HTTP listen address. Default ":8080". Ignored when
 	// Listener is set.
