@@ -130,11 +130,16 @@ func (r *receiver) match(jobID string, a arrival) {
 	r.delivered.Add(1)
 }
 
-// drain waits until every accepted job has its webhook, or timeout.
+// drain waits until every accepted job has its webhook, or until no
+// webhook came for timeout: an overloaded pipeline drains its backlog
+// however long that takes, as long as it makes progress.
 func (r *receiver) drain(accepted uint64, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	for r.delivered.Load() < accepted && time.Now().Before(deadline) {
+	for seen := r.delivered.Load(); seen < accepted && time.Now().Before(deadline); seen = r.delivered.Load() {
 		time.Sleep(50 * time.Millisecond)
+		if r.delivered.Load() > seen {
+			deadline = time.Now().Add(timeout)
+		}
 	}
 }
 

@@ -59,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address")
-	fs.DurationVar(&o.drain, "drain", 30*time.Second, "e2e: how long to wait for outstanding webhooks")
+	fs.DurationVar(&o.drain, "drain", 30*time.Second, "e2e: how long to wait for the next outstanding webhook; the rest count as missing")
 	fs.StringVar(&o.sync, "sync", "always", "jetstream: 'always' or a sync interval such as 2m")
 	fs.IntVar(&o.publishers, "publishers", 16, "jetstream: synchronous publishers")
 	fs.BoolVar(&o.async, "async", false, "jetstream: publish asynchronously instead")
