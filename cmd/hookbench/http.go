@@ -130,15 +130,21 @@ func (r *receiver) match(jobID string, a arrival) {
 	r.delivered.Add(1)
 }
 
+// drainCap bounds a drain that keeps making progress, in timeouts.
+const drainCap = 20
+
 // drain waits until every accepted job has its webhook, or until no
-// webhook came for timeout: an overloaded pipeline drains its backlog
-// however long that takes, as long as it makes progress.
+// webhook came for timeout: an overloaded pipeline drains its backlog as
+// long as it makes progress, up to drainCap timeouts in all.
 func (r *receiver) drain(accepted uint64, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
+	deadline, end := time.Now().Add(timeout), time.Now().Add(drainCap*timeout)
 	for seen := r.delivered.Load(); seen < accepted && time.Now().Before(deadline); seen = r.delivered.Load() {
 		time.Sleep(50 * time.Millisecond)
 		if r.delivered.Load() > seen {
 			deadline = time.Now().Add(timeout)
+			if deadline.After(end) {
+				deadline = end
+			}
 		}
 	}
 }

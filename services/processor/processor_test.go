@@ -415,7 +415,7 @@ func TestRunBatchOfJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var running, most, flakyRuns atomic.Int32
-	var flakyAt [2]time.Time
+	var flakyAt [2]atomic.Int64 // Unix nanoseconds
 	runs := map[string]*atomic.Int32{}
 	for _, n := range []string{"a", "b", "c", "d"} {
 		runs[n] = new(atomic.Int32)
@@ -431,7 +431,7 @@ func TestRunBatchOfJobs(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		if name == "b" {
 			run := flakyRuns.Add(1)
-			flakyAt[run-1] = time.Now()
+			flakyAt[run-1].Store(time.Now().UnixNano())
 			if run == 1 {
 				return nil, errors.New("hiccup")
 			}
@@ -475,18 +475,77 @@ func TestRunBatchOfJobs(t *testing.T) {
 	idB := b.intakeJobID(seq, "n0nceb")
 	rec = b.waitJob(t, idB)
 	require.Equal(t, 2, rec.Attempts)
-	require.GreaterOrEqual(t, flakyAt[1].Sub(flakyAt[0]), retryDelay, "the retry waited for its delay")
+	require.GreaterOrEqual(t, time.Duration(flakyAt[1].Load()-flakyAt[0].Load()), retryDelay, "the retry waited for its delay")
 
 	jobsStream, err := b.js.Stream(context.Background(), contract.StreamJobs)
 	require.NoError(t, err)
 	again, err := jobsStream.GetLastMsgForSubject(context.Background(), contract.JobSubject("acme", "echo"))
 	require.NoError(t, err)
-	require.Equal(t, idB+".retry1", again.Header.Get(contract.HeaderMsgID))
+	require.Equal(t, idB+".handoff", again.Header.Get(contract.HeaderMsgID))
 	var req contract.JobRequest
 	require.NoError(t, json.Unmarshal(again.Data, &req))
 	require.Equal(t, idB, req.ID)
 	require.NotNil(t, req.NotBefore)
 	require.JSONEq(t, `"b"`, string(req.Payload))
+}
+
+// A batch delivered again (here: its processor stopped while one of its
+// jobs ran) does not run the job that it handed off after a failure: that
+// job runs from its own message when its retry is due. The interrupted job
+// runs again.
+func TestRunBatchDeliveredAgainKeepsHandedOffJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runsB, runsC atomic.Int32
+	var ranB [3]atomic.Int64 // Unix nanoseconds of b's runs
+	started := make(chan struct{})
+	handler := processor.HandlerFunc(func(ctx context.Context, job processor.Job) (json.RawMessage, error) {
+		var name string
+		_ = json.Unmarshal(job.Payload, &name)
+		if name == "b" {
+			run := runsB.Add(1)
+			ranB[min(run, 3)-1].Store(time.Now().UnixNano())
+			if run < 3 {
+				return nil, errors.New("hiccup")
+			}
+		}
+		if name == "c" && runsC.Add(1) == 1 {
+			close(started)
+			<-ctx.Done() // runs until its processor stops
+			return nil, ctx.Err()
+		}
+		return job.Payload, nil
+	})
+	const secondDelay = time.Second
+	cfg := processor.Config{
+		Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 2, ShutdownGrace: 100 * time.Millisecond,
+		RetryDelay: func(attempt int) time.Duration {
+			if attempt == 1 {
+				return 50 * time.Millisecond
+			}
+			return secondDelay
+		},
+	}
+	first := b.start(t, cfg)
+	seq := b.publishBatch(t, "acme", "echo",
+		contract.JobRequest{Nonce: "n0nceb", Payload: json.RawMessage(`"b"`)},
+		contract.JobRequest{Nonce: "n0ncec", Payload: json.RawMessage(`"c"`)})
+	<-started
+	idB, idC := b.intakeJobID(seq, "n0nceb"), b.intakeJobID(seq, "n0ncec")
+	require.Eventually(t, func() bool {
+		rec, _, err := b.jobs.Get(context.Background(), idB)
+		return err == nil && rec.Attempts == 2 && rec.Status == contract.StatusQueued
+	}, 5*time.Second, time.Millisecond, "b failed twice, the second time from its own message")
+	first.stop(t)
+
+	b.start(t, cfg)
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, idB).Status)
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, idC).Status)
+	b.waitJobsSettled(t)
+	require.Equal(t, int32(3), runsB.Load())
+	require.GreaterOrEqual(t, time.Duration(ranB[2].Load()-ranB[1].Load()), secondDelay,
+		"b's third run waited for its retry, not run at once by the batch")
+	require.Equal(t, int32(2), runsC.Load(), "c: interrupted, then again")
 }
 
 // A batch that cannot be read is terminated; a malformed job of a batch is

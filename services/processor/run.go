@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -32,10 +31,9 @@ type settlement struct {
 	verdict verdict
 	delay   time.Duration
 	// failed is set when the job's attempt failed and it is to run again
-	// after delay, its record saying queued after attempts attempts (not
-	// for a failure of JetStream, or a shutdown).
-	failed   bool
-	attempts int
+	// after delay, its record saying queued (not for a failure of
+	// JetStream, or a shutdown).
+	failed bool
 }
 
 // storeRetry is the wait after a failure of JetStream itself.
@@ -52,11 +50,9 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 		p.settle(msg, settlement{verdict: term})
 		return
 	}
-	if req.NotBefore != nil {
-		if wait := req.NotBefore.Sub(p.now()); wait > 0 {
-			p.settle(msg, settlement{verdict: retry, delay: wait})
-			return
-		}
+	if req.NotBefore != nil && req.NotBefore.After(p.now()) {
+		p.settle(msg, p.notYet(ctx, rec, *req.NotBefore))
+		return
 	}
 	if !p.acquire(ctx, rec.Type) {
 		p.settle(msg, settlement{verdict: retry}) // stopping
@@ -66,120 +62,18 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 	p.settle(msg, p.process(ctx, firstDelivery(msg), rec))
 }
 
-// handleBatch runs the jobs of a batch (a contract.JobBatch, written by
-// intake) at once, each in a slot of its own and as process runs a job
-// alone, and settles the message once all are done. A job that failed and
-// is to be retried is written again as a message of its own, due after its
-// delay (requeue), so the batch is acknowledged when every job is done or
-// requeued; its other jobs neither wait for that retry nor run again. Only
-// a failure of JetStream itself, or a shutdown, has the whole batch
-// delivered again; the jobs finished by then are not run again, and their
-// events, published again within seconds, are de-duplicated.
-func (p *Processor) handleBatch(ctx context.Context, msg jetstream.Msg) {
-	defer bus.KeepAlive(msg, p.cfg.AckWait/3)()
-	p.settle(msg, p.processBatch(ctx, msg))
-}
-
-func (p *Processor) processBatch(ctx context.Context, msg jetstream.Msg) settlement {
-	tenant, jobType, meta, batch, err := decodeBatch(msg)
-	if err != nil {
-		p.logger.Error("dropping malformed job batch", "subject", msg.Subject(), "error", err)
-		return settlement{verdict: term}
-	}
-	first := meta.NumDelivered == 1
-	outcomes := make([]settlement, len(batch.Jobs))
-	var wg sync.WaitGroup
-	for i, req := range batch.Jobs {
-		if p.stopping.Err() != nil || !p.acquire(ctx, jobType) {
-			outcomes[i] = settlement{verdict: retry} // stopping: start no more
-			continue
-		}
-		wg.Go(func() {
-			defer p.releaseSlot(jobType)
-			outcomes[i] = p.processBatched(ctx, first, tenant, jobType, req, meta)
-		})
-	}
-	wg.Wait()
-	return batchSettlement(outcomes)
-}
-
-// decodeBatch reads a batch message; one with no jobs, or other than the
-// number its header says, is malformed.
-func decodeBatch(msg jetstream.Msg) (tenant, jobType string, meta *jetstream.MsgMetadata, batch contract.JobBatch, err error) {
-	if tenant, jobType, err = contract.ParseJobBatchSubject(msg.Subject()); err != nil {
-		return
-	}
-	if meta, err = msg.Metadata(); err != nil {
-		return
-	}
-	if err = json.Unmarshal(msg.Data(), &batch); err != nil {
-		err = fmt.Errorf("decode job batch: %w", err)
-		return
-	}
-	if count := msg.Headers().Get(contract.HeaderJobBatch); len(batch.Jobs) == 0 || count != strconv.Itoa(len(batch.Jobs)) {
-		err = fmt.Errorf("batch of %d jobs with %s %q", len(batch.Jobs), contract.HeaderJobBatch, count)
-	}
-	return
-}
-
-// processBatched runs one job of a batch and says what becomes of it.
-func (p *Processor) processBatched(ctx context.Context, first bool, tenant, jobType string, req contract.JobRequest, meta *jetstream.MsgMetadata) settlement {
-	if req.Nonce == "" || req.ID != "" {
-		p.logger.Error("dropping a job of a batch without its nonce", "tenant_id", tenant, "type", jobType)
-		return settlement{verdict: term}
-	}
-	rec, err := p.jobRecord(tenant, jobType, req, "", meta)
-	if err != nil {
-		p.logger.Error("dropping malformed job of a batch", "tenant_id", tenant, "type", jobType, "error", err)
-		return settlement{verdict: term}
-	}
-	s := p.process(ctx, first, rec)
-	if s.failed {
-		return p.requeue(ctx, rec, s)
-	}
-	return s
-}
-
-// requeue writes a job of a batch whose attempt failed (s) again, as a
-// message of its own that no processor runs before its retry is due
-// (NotBefore), and de-duplicated per attempt (Nats-Msg-Id <id>.retry<n>)
-// in case the batch is delivered again before it is settled.
-func (p *Processor) requeue(ctx context.Context, rec contract.JobRecord, s settlement) settlement {
-	due, created := p.now().Add(s.delay).UTC(), rec.CreatedAt
-	err := bus.PublishJSON(ctx, p.pub, contract.JobSubject(rec.Tenant, rec.Type), rec.ID+".retry"+strconv.Itoa(s.attempts), contract.JobRequest{
-		ID: rec.ID, CreatedAt: &created, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, NotBefore: &due,
-	})
-	if err != nil {
-		p.logger.Warn("requeue job of a batch", "job_id", rec.ID, "error", err)
-		return settlement{verdict: retry, delay: storeRetry}
-	}
-	return settlement{verdict: ack}
-}
-
-// batchSettlement is what becomes of a batch whose jobs had these
-// outcomes: delivered again after the longest delay asked for if any job
-// is to be tried again, else acknowledged (a malformed job is dropped
-// alone).
-func batchSettlement(outcomes []settlement) settlement {
-	s := settlement{verdict: ack}
-	for _, o := range outcomes {
-		if o.verdict == retry {
-			s.verdict, s.delay = retry, max(s.delay, o.delay)
-		}
-	}
-	return s
-}
-
 // acquire takes a slot to run a job of jobType, waiting while Concurrency
-// jobs of it run; false when ctx ends first.
+// jobs of it run; false when ctx ends or the processor stops first.
 func (p *Processor) acquire(ctx context.Context, jobType string) bool {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || p.stopping.Err() != nil {
 		return false
 	}
 	select {
 	case p.slots[jobType] <- struct{}{}:
 		return true
 	case <-ctx.Done():
+		return false
+	case <-p.stopping.Done():
 		return false
 	}
 }
@@ -200,6 +94,16 @@ func (p *Processor) settle(msg jetstream.Msg, s settlement) {
 	if err != nil {
 		p.logger.Warn("settle job message", "subject", msg.Subject(), "error", err)
 	}
+}
+
+// notYet settles the message of a job not due before due: put back until
+// then, unless the job has finished meanwhile (canceled).
+func (p *Processor) notYet(ctx context.Context, rec contract.JobRecord, due time.Time) settlement {
+	stored, _, err := p.jobs.Get(ctx, rec.ID)
+	if err == nil && contract.Terminal(stored.Status) {
+		return p.finish(ctx, p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant), stored)
+	}
+	return settlement{verdict: retry, delay: due.Sub(p.now())}
 }
 
 // process runs a job read from a message (rec) and says what becomes of
@@ -330,7 +234,7 @@ func (p *Processor) outcome(ctx context.Context, logger *slog.Logger, final cont
 	case final.Status == contract.StatusQueued:
 		delay := p.cfg.RetryDelay(final.Attempts)
 		logger.Info("job attempt failed; retrying", "attempt", final.Attempts, "delay", delay, "error", runErr)
-		return settlement{verdict: retry, delay: delay, failed: true, attempts: final.Attempts}
+		return settlement{verdict: retry, delay: delay, failed: true}
 	}
 	return p.finish(ctx, logger, final)
 }
