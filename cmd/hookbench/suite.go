@@ -278,7 +278,7 @@ func writeTable(md *strings.Builder, res *modeResult) {
 			res.intake.Throughput/res.gin.Throughput, res.intake.Throughput/res.jsSync.Throughput)
 	}
 	if res.intakeOwn != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
-		fmt.Fprintf(md, "- Intake of echo jobs (message only, in job batches, processed meanwhile): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes.\n",
+		fmt.Fprintf(md, "- Intake of echo jobs (message only, in job batches where group commits are on, processed meanwhile): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes.\n",
 			res.intakeOwn.Throughput/res.gin.Throughput, res.intakeOwn.Throughput/res.jsSync.Throughput)
 	}
 	if res.sustained != nil {
