@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,6 +63,34 @@ func waitingJobs(t *testing.T, b *jobBatcher, subject string, n int) {
 	}, 5*time.Second, time.Millisecond)
 }
 
+// waitInFlight waits until batchInFlight messages to subject wait for
+// their PubAck.
+func waitInFlight(t *testing.T, b *jobBatcher, subject string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		lane := b.lanes[subject]
+		return lane != nil && lane.inFlight == batchInFlight
+	}, 5*time.Second, time.Millisecond)
+}
+
+// fillLane submits batchInFlight jobs of acme's echo type, which wait at
+// the gate, and waits until they are in flight; their outcomes come on the
+// channel returned.
+func fillLane(t *testing.T, b *jobBatcher) <-chan error {
+	t.Helper()
+	errs := make(chan error, batchInFlight)
+	for range batchInFlight {
+		go func() {
+			_, err := b.submit(context.Background(), "acme", "echo", []byte(`{}`))
+			errs <- err
+		}()
+	}
+	waitInFlight(t, b, contract.JobSubject("acme", "echo"))
+	return errs
+}
+
 type submitted struct {
 	nonce string
 	seq   uint64
@@ -90,12 +117,7 @@ func TestJobBatcherWritesWaitingJobsTogether(t *testing.T) {
 	for i := range batchInFlight {
 		submit("single" + strconv.Itoa(i))
 	}
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		lane := b.lanes[subject]
-		return lane != nil && lane.inFlight == batchInFlight
-	}, 5*time.Second, time.Millisecond)
+	waitInFlight(t, b, subject)
 	const queued = 10
 	for i := range queued {
 		submit("queued" + strconv.Itoa(i))
@@ -148,19 +170,7 @@ func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
 	t.Parallel()
 	b, pub, stream := batcherSetup(t)
 	subject := contract.JobSubject("acme", "echo")
-	var wg sync.WaitGroup
-	for range batchInFlight {
-		wg.Go(func() {
-			_, err := b.submit(context.Background(), "acme", "echo", []byte(`{}`))
-			assert.NoError(t, err)
-		})
-	}
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		lane := b.lanes[subject]
-		return lane != nil && lane.inFlight == batchInFlight
-	}, 5*time.Second, time.Millisecond)
+	singles := fillLane(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error, 1)
 	go func() {
@@ -173,8 +183,8 @@ func TestJobBatcherWithdrawsQueuedJob(t *testing.T) {
 	waitingJobs(t, b, subject, 0)
 	for range batchInFlight {
 		pub.gate <- struct{}{}
+		require.NoError(t, <-singles)
 	}
-	wg.Wait()
 	info, err := stream.Info(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, uint64(batchInFlight), info.State.Msgs, "the withdrawn job was not written")
@@ -186,19 +196,7 @@ func TestJobBatcherTakenJobGetsItsOutcome(t *testing.T) {
 	t.Parallel()
 	b, pub, _ := batcherSetup(t)
 	subject := contract.JobSubject("acme", "echo")
-	singles := make(chan error, batchInFlight)
-	for range batchInFlight {
-		go func() {
-			_, err := b.submit(context.Background(), "acme", "echo", []byte(`{}`))
-			singles <- err
-		}()
-	}
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		lane := b.lanes[subject]
-		return lane != nil && lane.inFlight == batchInFlight
-	}, 5*time.Second, time.Millisecond)
+	singles := fillLane(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	late := make(chan submitted, 1)
 	go func() {
