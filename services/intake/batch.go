@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/metrics"
 )
 
 // Job batcher limits.
@@ -215,6 +216,10 @@ func (b *jobBatcher) publish(ctx context.Context, subject string, data []byte, j
 	ack, err := b.pub.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, fmt.Errorf("publish job: %w", err)
+	}
+	if jobs > 1 {
+		metrics.JobBatches.Inc("")
+		metrics.JobsBatched.Add("", uint64(jobs))
 	}
 	return ack.Sequence, nil
 }

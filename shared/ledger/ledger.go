@@ -1,9 +1,12 @@
 // Package ledger checks hookstream's promise from the outside: it records
 // every job answered 202 and every webhook received (verified with the
 // signing secret), and says what was lost, unexpected, badly signed, split
-// (one Idempotency-Key, two jobs) or duplicated. Every other submission
-// has no Idempotency-Key, so that both ways intake stores a job are
-// checked. The reliability tests and `hookbench ledger` both use it.
+// (one Idempotency-Key, two jobs) or duplicated. Three of every four
+// submissions have no Idempotency-Key and are sent at the same moment, so
+// that every way intake stores a job is checked: with its record, as its
+// message alone, and in a job batch (the first in flight, the other two
+// written together). The reliability tests and
+// `hookbench ledger` both use it.
 package ledger
 
 import (
@@ -164,11 +167,12 @@ func (l *Ledger) Drain(timeout time.Duration) Result {
 
 // Load submits echo jobs at rate per second to intake at baseURL, each
 // with its own ledger key in its metadata, retried until it has a clear
-// answer (202; 503 and 429 mean try again). Every other submission sends
-// the key as its Idempotency-Key; the others send none, and an attempt of
-// theirs that got no answer may have stored a job (an orphan). It stops
-// when ctx ends; the returned wait blocks until every submission is done
-// and reports unexpected answers.
+// answer (202; 503 and 429 mean try again). Submissions go in fours, at
+// the same moment: one sends its key as its Idempotency-Key; the other
+// three send none (so that two of them can share a job batch), and an
+// attempt of theirs that got no answer may have stored a job (an orphan). It stops when ctx
+// ends; the returned wait blocks until every submission is done and
+// reports unexpected answers.
 func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rate int) (wait func() error) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	var wg sync.WaitGroup
@@ -220,7 +224,8 @@ func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rat
 		}
 		fail(fmt.Errorf("key %s never got a clear answer", key))
 	}
-	interval := time.Second / time.Duration(max(rate, 1))
+	const group = 4
+	interval := group * time.Second / time.Duration(max(rate, 1))
 	wg.Go(func() {
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
@@ -229,8 +234,10 @@ func (l *Ledger) Load(ctx context.Context, baseURL, apiKey, callback string, rat
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				key := prefix + fmt.Sprint(i)
-				wg.Go(func() { submit(key, i%2 == 0) })
+				for j := range group {
+					key := prefix + fmt.Sprint(i*group+j)
+					wg.Go(func() { submit(key, j == 0) })
+				}
 			}
 		}
 	})

@@ -79,6 +79,8 @@ var (
 	WebhookResults = NewCounter("hookstream_webhook_attempts_total", "Webhook attempts by outcome: success, failure, gone, blocked.", "outcome")
 	Writes         = NewCounter("hookstream_jetstream_writes_total", "Messages published to JetStream through group commits, by how: batched (in an atomic batch) or single.", "how")
 	GroupCommits   = NewCounter("hookstream_group_commits_total", "Atomic batches written by group commits.", "")
+	JobBatches     = NewCounter("hookstream_job_batches_total", "Job batches intake wrote: messages holding several jobs.", "")
+	JobsBatched    = NewCounter("hookstream_jobs_batched_total", "Jobs intake wrote in job batches.", "")
 	Parked         = NewCounter("hookstream_deliveries_parked_total", "Deliveries parked because their endpoint's circuit was open, or it stayed at its limits.", "")
 	Deliveries     = NewCounter("hookstream_deliveries_finished_total", "Deliveries settled by status: succeeded, failed, pending (retry scheduled).", "status")
 )
