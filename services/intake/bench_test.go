@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,27 @@ import (
 // to an in-process JetStream (interval sync): its allocations per request
 // are the request path's, the embedded nats-server's included.
 func BenchmarkSubmitJob(b *testing.B) {
-	ns := natstest.Start(b)
+	benchmarkSubmitJob(b, natstest.Start(b), false)
+}
+
+// BenchmarkSubmitJobSynced measures the same with every write synced to
+// disk and 64 requests at once, with group commits (job batches) and
+// without: the jobs a second that a disk sync per message allows, and
+// what sharing it gives.
+func BenchmarkSubmitJobSynced(b *testing.B) {
+	for _, groupCommit := range []bool{true, false} {
+		name := "job batches"
+		if !groupCommit {
+			name = "a message per job"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetParallelism(64 / runtime.GOMAXPROCS(0))
+			benchmarkSubmitJob(b, natstest.StartSynced(b), groupCommit)
+		})
+	}
+}
+
+func benchmarkSubmitJob(b *testing.B, ns *natstest.Server, groupCommit bool) {
 	nc, js := ns.Connect(b)
 	ctx := context.Background()
 	if err := bus.Ensure(ctx, js, bus.Topology{}); err != nil {
@@ -37,6 +58,7 @@ func BenchmarkSubmitJob(b *testing.B) {
 		Guard:          ssrf.NewGuard(nil),
 		Box:            box,
 		PublishTimeout: 5 * time.Second,
+		GroupCommit:    groupCommit,
 	}, nc, js, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

@@ -24,8 +24,20 @@ type Server struct {
 // Start starts a JetStream server listening on a random loopback port.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartSynced starts one that syncs every write to disk before it
+// acknowledges it, as hookstream's embedded server does by default.
+func StartSynced(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, syncAlways bool) *Server {
+	t.Helper()
 	dir := t.TempDir()
-	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: dir, Listen: "127.0.0.1:0", SyncAlways: syncAlways}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
