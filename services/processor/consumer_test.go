@@ -90,13 +90,20 @@ func TestRunMarksOnlySlowJobsRunning(t *testing.T) {
 			w, err := kv.Watch(watchCtx, id)
 			require.NoError(t, err)
 			defer func() { _ = w.Stop() }()
-			b.publishJob(t, "acme", "work", id, jobRequest(t, contract.JobRequest{ID: id}))
 			var statuses []string
 			var last contract.JobRecord
+			// The job is published once the watch has the queued record
+			// (its initial values end with nil): a job done sooner would
+			// leave the watch only its result.
+			published := false
 			for !contract.Terminal(last.Status) {
 				select {
 				case entry := <-w.Updates():
 					if entry == nil {
+						if !published {
+							b.publishJob(t, "acme", "work", id, jobRequest(t, contract.JobRequest{ID: id}))
+							published = true
+						}
 						continue
 					}
 					require.NoError(t, json.Unmarshal(entry.Value(), &last))
