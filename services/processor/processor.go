@@ -150,9 +150,9 @@ func (p *Processor) jobID(req contract.JobRequest, msgID string, seq uint64) str
 	return contract.SequenceJobID(seq, "")
 }
 
-// decodeJob reads a job message that holds one job into the record it
-// stands for, and the job as the message says it.
-func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, contract.JobRequest, error) {
+// decodeJob reads a job message that holds one job, described by meta,
+// into the record it stands for, and the job as the message says it.
+func (p *Processor) decodeJob(msg jetstream.Msg, meta *jetstream.MsgMetadata) (contract.JobRecord, contract.JobRequest, error) {
 	var req contract.JobRequest
 	tenant, jobType, err := contract.ParseJobSubject(msg.Subject())
 	if err != nil {
@@ -160,10 +160,6 @@ func (p *Processor) decodeJob(msg jetstream.Msg) (contract.JobRecord, contract.J
 	}
 	if err := json.Unmarshal(msg.Data(), &req); err != nil {
 		return contract.JobRecord{}, req, fmt.Errorf("decode job request: %w", err)
-	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		return contract.JobRecord{}, req, err
 	}
 	rec, err := p.jobRecord(tenant, jobType, req, msg.Headers().Get(contract.HeaderMsgID), meta)
 	return rec, req, err

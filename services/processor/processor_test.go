@@ -393,18 +393,13 @@ func TestRunHandlerPanicFailsJob(t *testing.T) {
 func (b *bundle) publishBatch(t *testing.T, tenant, jobType string, jobs ...contract.JobRequest) uint64 {
 	t.Helper()
 	msg := nats.NewMsg(contract.JobBatchSubject(tenant, jobType))
-	msg.Data = jobRequestBatch(t, jobs...)
+	data, err := json.Marshal(contract.JobBatch{Jobs: jobs})
+	require.NoError(t, err)
+	msg.Data = data
 	msg.Header.Set(contract.HeaderJobBatch, strconv.Itoa(len(jobs)))
 	ack, err := b.js.PublishMsg(context.Background(), msg)
 	require.NoError(t, err)
 	return ack.Sequence
-}
-
-func jobRequestBatch(t *testing.T, jobs ...contract.JobRequest) []byte {
-	t.Helper()
-	data, err := json.Marshal(contract.JobBatch{Jobs: jobs})
-	require.NoError(t, err)
-	return data
 }
 
 // The jobs of a batch message run at once, within Concurrency, each with

@@ -44,7 +44,12 @@ const storeRetry = time.Second
 // AckWait/3 that the message is still being worked on.
 func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 	defer bus.KeepAlive(msg, p.cfg.AckWait/3)()
-	rec, req, err := p.decodeJob(msg)
+	meta, err := msg.Metadata()
+	var rec contract.JobRecord
+	var req contract.JobRequest
+	if err == nil {
+		rec, req, err = p.decodeJob(msg, meta)
+	}
 	if err != nil {
 		p.logger.Error("dropping malformed job message", "subject", msg.Subject(), "error", err)
 		p.settle(msg, settlement{verdict: term})
@@ -59,7 +64,7 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	defer p.releaseSlot(rec.Type)
-	p.settle(msg, p.process(ctx, firstDelivery(msg), rec))
+	p.settle(msg, p.process(ctx, meta.NumDelivered == 1, rec))
 }
 
 // acquire takes a slot to run a job of jobType, waiting while Concurrency
@@ -214,12 +219,6 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 func fromIntake(id string) bool {
 	_, _, ok := contract.ParseSequenceJobID(id)
 	return ok
-}
-
-// firstDelivery tells whether JetStream delivers msg for the first time.
-func firstDelivery(msg jetstream.Msg) bool {
-	meta, err := msg.Metadata()
-	return err == nil && meta.NumDelivered == 1
 }
 
 // outcome settles a job message after the attempt's result was recorded
