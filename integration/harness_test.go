@@ -60,6 +60,12 @@ func withNATSListen() option {
 	return func(c *allinone.Config) { c.NATSListen = "127.0.0.1:0" }
 }
 
+// withoutProcessor runs the app as `hookstream serve` with
+// HOOKSTREAM_PROCESSOR_CONCURRENCY=0.
+func withoutProcessor() option {
+	return func(c *allinone.Config) { c.NoProcessor = true }
+}
+
 func withAdminToken(token string) option {
 	return func(c *allinone.Config) { c.Intake.AdminToken = token }
 }
@@ -83,8 +89,9 @@ func start(t *testing.T, opts ...option) *harness {
 			JobTypes: []string{"echo"},
 			Guard:    guard,
 			// As `hookstream serve` runs by default: every write synced,
-			// in group commits.
+			// in group commits, and jobs in job batches.
 			GroupCommit: true,
+			JobBatches:  true,
 		},
 		Processor: processor.Config{
 			Handlers: map[string]processor.Handler{"echo": processor.Echo}, RetryDelay: func(int) time.Duration { return 100 * time.Millisecond },

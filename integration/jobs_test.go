@@ -4,14 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // The whole path: 202, the job runs, the callback arrives signed, and the
@@ -185,6 +188,44 @@ func TestIdempotencyKeySurvivesRestart(t *testing.T) {
 	h.waitStatus(keyAcme, id, "succeeded")
 	h.restart()
 	require.Equal(t, id, h.submit(keyAcme, `{"type":"echo"}`, "Idempotency-Key", "abc"))
+}
+
+// An app without a processor stores jobs and leaves them queued; a processor
+// process connected to its NATS later runs every one, batched or not.
+func TestJobsWaitForProcessorElsewhere(t *testing.T) {
+	t.Parallel()
+	h := start(t, withNATSListen(), withoutProcessor())
+	rcv := newReceiver(t)
+	ids := make([]string, 8)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() { ids[i] = h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`) })
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond)
+	for _, id := range ids {
+		_, _, job := h.call(http.MethodGet, "/v1/jobs/"+id, keyAcme, "")
+		require.Equal(t, "queued", job["status"], id)
+	}
+	require.Empty(t, rcv.all())
+
+	key, err := secretbox.KeyFile(h.cfg.DataDir)
+	require.NoError(t, err)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	proc, err := processor.New(ctx, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, Box: box}, h.natsClient(), slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- proc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	for _, id := range ids {
+		h.waitStatus(keyAcme, id, "succeeded")
+	}
+	require.Len(t, rcv.wait(t, len(ids), 30*time.Second), len(ids))
 }
 
 var errFlaky = &flakyError{}

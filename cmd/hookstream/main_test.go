@@ -72,6 +72,21 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 	}
 }
 
+// HOOKSTREAM_PROCESSOR_CONCURRENCY=0 runs serve without a processor; a
+// processor process must run some jobs.
+func TestProcessorConcurrencyZeroOnlyWithServe(t *testing.T) {
+	t.Parallel()
+	givenEnv := env("HOOKSTREAM_PROCESSOR_CONCURRENCY", "0")
+	s, err := parseSettings("serve", nil, givenEnv, &bytes.Buffer{})
+	require.NoError(t, err)
+	_, err = buildConfigs("serve", s)
+	require.NoError(t, err)
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 2, run([]string{"processor"}, givenEnv, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "HOOKSTREAM_PROCESSOR_CONCURRENCY")
+	require.Equal(t, 2, run([]string{"serve"}, env("HOOKSTREAM_PROCESSOR_CONCURRENCY", "-1"), &stdout, &stderr))
+}
+
 func TestUnknownCommand(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
@@ -95,21 +110,25 @@ func TestSettingsDefaultsAreValid(t *testing.T) {
 }
 
 // Group commits are on where they pay: where every write is synced to disk.
+// Job batches pay whatever the sync, and are on by default where every
+// processor is of this version: in embedded mode.
 func TestGroupCommitFollowsSync(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		givenCmd, givenSync, givenGroupCommit string
-		want                                  bool
+		want, wantJobBatches                  bool
 	}{
-		{"serve", "always", "auto", true},
-		{"serve", "2m", "auto", false},
-		{"intake", "always", "auto", false},
-		{"notifier", "always", "on", true},
-		{"serve", "always", "off", false},
+		{"serve", "always", "auto", true, true},
+		{"serve", "2m", "auto", false, true},
+		{"intake", "always", "auto", false, false},
+		{"intake", "always", "on", true, true},
+		{"notifier", "always", "on", true, true},
+		{"serve", "always", "off", false, false},
 	} {
 		s, err := parseSettings(tt.givenCmd, nil, env("HOOKSTREAM_JETSTREAM_SYNC", tt.givenSync, "HOOKSTREAM_GROUP_COMMIT", tt.givenGroupCommit), &bytes.Buffer{})
 		require.NoError(t, err)
 		require.Equal(t, tt.want, s.groupCommit(tt.givenCmd), "%+v", tt)
+		require.Equal(t, tt.wantJobBatches, s.jobBatches(tt.givenCmd), "job batches %+v", tt)
 	}
 	_, err := parseSettings("serve", nil, env("HOOKSTREAM_GROUP_COMMIT", "sometimes"), &bytes.Buffer{})
 	require.ErrorContains(t, err, "HOOKSTREAM_GROUP_COMMIT")

@@ -55,7 +55,7 @@ func buildConfigs(cmd string, s *settings) (configs, error) {
 		intake: intake.Config{
 			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, TenantRate: s.TenantRate, JobTypes: jobTypes, ExternalJobTypes: splitList(s.ExternalTypes), Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
-			GroupCommit: s.groupCommit(cmd),
+			GroupCommit: s.groupCommit(cmd), JobBatches: s.jobBatches(cmd),
 		},
 		processor: proc,
 		notifier: notifier.Config{
@@ -148,5 +148,6 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 	return allinone.Run(ctx, allinone.Config{
 		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
+		NoProcessor: s.JobConcurrency == 0,
 	}, logger)
 }

@@ -47,6 +47,10 @@ type Config struct {
 	Intake    intake.Config
 	Processor processor.Config
 	Notifier  notifier.Config
+	// NoProcessor runs intake and notifier without a processor: jobs wait
+	// in JetStream for `hookstream processor` processes connected through
+	// NATSListen (or for one started later).
+	NoProcessor bool
 }
 
 // App is a configured all-in-one process.
@@ -142,15 +146,20 @@ func (a *App) useSecretKey() error {
 	return nil
 }
 
-// build makes the three services, intake first.
+// build makes the services, intake first, and the processor unless
+// NoProcessor.
 func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]runner, error) {
 	js, err := bus.JetStream(nc)
 	if err != nil {
 		return nil, err
 	}
-	proc, err := processor.New(ctx, a.cfg.Processor, js, a.logger)
-	if err != nil {
-		return nil, err
+	var parts []runner
+	if !a.cfg.NoProcessor {
+		proc, err := processor.New(ctx, a.cfg.Processor, js, a.logger)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, proc)
 	}
 	notif, err := notifier.New(ctx, a.cfg.Notifier, js, a.logger)
 	if err != nil {
@@ -180,7 +189,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]ru
 	}
 	a.mu.Unlock()
 	close(a.ready)
-	return []runner{in, proc, notif}, nil
+	return append(append([]runner{in}, parts...), notif), nil
 }
 
 // runner is a long-running part.

@@ -274,7 +274,7 @@ func TestBatchedJobsOverHTTP(t *testing.T) {
 	require.NoError(t, err)
 	svc, err := New(ctx, Config{
 		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}, {Tenant: "other", Key: "other-key-0123456789abcdef"}},
-		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second, GroupCommit: true,
+		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second, GroupCommit: true, JobBatches: true,
 	}, nc, js, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	gate := make(chan struct{})

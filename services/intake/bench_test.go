@@ -59,6 +59,7 @@ func benchmarkSubmitJob(b *testing.B, ns *natstest.Server, groupCommit bool) {
 		Box:            box,
 		PublishTimeout: 5 * time.Second,
 		GroupCommit:    groupCommit,
+		JobBatches:     groupCommit,
 	}, nc, js, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

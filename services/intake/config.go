@@ -16,11 +16,15 @@ import (
 // Config configures the intake service.
 type Config struct {
 	// GroupCommit writes jobs, events, deliveries and records in group
-	// commits (bus.GroupCommit), and the jobs stored as their message alone
-	// that wait at the same moment as one message (a job batch): faster
-	// when the NATS server syncs every write to disk, slower otherwise.
-	// Default false.
+	// commits (bus.GroupCommit): faster when the NATS server syncs every
+	// write to disk, slower otherwise. Default false.
 	GroupCommit bool
+	// JobBatches writes the jobs stored as their message alone that wait at
+	// the same moment for the same subject as one message (a job batch, read
+	// only by processors that know batches): one write, and one message for
+	// the server, for all of them, which pays with or without a disk sync per
+	// write. Default false.
+	JobBatches bool
 	// Addr is the HTTP listen address. Default ":8080". Ignored when
 	// Listener is set.
 	Addr string
