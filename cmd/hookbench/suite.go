@@ -47,10 +47,11 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), o.duration)
 	fmt.Fprintf(&md, "Command: `hookbench suite -duration %s -conns %d -backlog %d` (`task bench`). ", o.duration, o.conns, s.backlog)
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
-		"(all callbacks go to one receiver host) and its defaults otherwise. The first two intake rows submit jobs of a type that no processor in the "+
-		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), so they measure intake alone; such jobs, and jobs with an `Idempotency-Key`, are "+
-		"written as a record and a message. The third submits echo jobs, which intake writes as their message alone (jobs that wait "+
-		"for the same subject at once share one message, a job batch) while the server's processor runs them and writes their records. The end-to-end rows submit echo jobs with a callback "+
+		"(all callbacks go to one receiver host) and its defaults otherwise. The intake rows: "+
+		"echo jobs against a server without a processor (`HOOKSTREAM_PROCESSOR_CONCURRENCY=0`; the jobs wait in JetStream), which intake writes as their "+
+		"message alone (jobs that wait for the same subject at once share one message, a job batch); jobs of a type that no processor in the "+
+		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), without and with an `Idempotency-Key`, which are written as a record and a message; "+
+		"and echo jobs while the server's processor runs them and writes their records, on the same two cores. The end-to-end rows submit echo jobs with a callback "+
 		"to hookbench's own receiver. How to read these figures, JetStream writes per job and profile findings: "+
 		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
@@ -75,17 +76,22 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 type modeResult struct {
 	mode mode
 	// rows are every report, in the order of the table.
-	rows                                              []report
-	gin, jsSync, intake, intakeOwn, scale10, scale10k *report
-	e2e                                               []*report
-	sustained                                         *report // the highest rate that held
-	backlog                                           *backlogResult
+	rows                            []report
+	gin, jsSync, scale10, scale10k  *report
+	intake, intakeRecord, intakeOwn *report
+	e2e                             []*report
+	sustained                       *report // the highest rate that held
+	backlog                         *backlogResult
 }
 
 // intakeJobType is accepted by the suite's servers but run by no processor
-// in them (an external type, written as record and message), so that the
-// first two intake scenarios measure intake alone.
+// in them (an external type, written as record and message), so that two
+// intake scenarios measure intake alone for jobs that keep a record.
 const intakeJobType = "bench.external"
+
+// runFunc runs f against a fresh hookstream process started with the
+// suite's settings and env.
+type runFunc func(f func(o options) error, env ...string) error
 
 func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeResult, error) {
 	res := &modeResult{mode: m}
@@ -115,8 +121,8 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 
 	// Each hookstream scenario gets a fresh process, so that no backlog of
 	// an earlier run is measured.
-	run := func(f func(o options) error) error {
-		srv, err := startHookstream(ctx, s.binary, m.sync)
+	var run runFunc = func(f func(o options) error, env ...string) error {
+		srv, err := startHookstream(ctx, s.binary, m.sync, env...)
 		if err != nil {
 			return err
 		}
@@ -128,11 +134,13 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 	intakeRows := []struct {
 		jobType, name string
 		idem          bool
+		env           []string // the server's settings beyond the suite's
 		keep          **report // the summary's row, if any
 	}{
-		{intakeJobType, "intake", false, &res.intake},
-		{intakeJobType, "intake (Idempotency-Key)", true, nil},
-		{"echo", "intake, echo jobs (run by the server meanwhile)", false, &res.intakeOwn},
+		{"echo", "intake alone: echo jobs, no processor in the server", false, []string{"HOOKSTREAM_PROCESSOR_CONCURRENCY=0"}, &res.intake},
+		{intakeJobType, "intake alone: external type (record and message)", false, nil, &res.intakeRecord},
+		{intakeJobType, "intake alone: external type, Idempotency-Key", true, nil, nil},
+		{"echo", "intake, echo jobs run by the server meanwhile", false, nil, &res.intakeOwn},
 	}
 	for _, row := range intakeRows {
 		err := run(func(o options) error {
@@ -144,7 +152,7 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 				*row.keep = r
 			}
 			return nil
-		})
+		}, row.env...)
 		if err != nil {
 			return nil, err
 		}
@@ -216,7 +224,7 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 // that does not hold is run once more (one stall of the shared disk or CPU
 // otherwise ends the search below rates that hold in the fixed-rate rows);
 // the table shows both runs.
-func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *modeResult, run func(func(options) error) error, add func(report) *report) error {
+func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *modeResult, run runFunc, add func(report) *report) error {
 	rate := s.searchFrom[m.name]
 	for range s.searchSteps {
 		held, err := sustainedRun(ctx, rate, res, run, add)
@@ -232,7 +240,7 @@ func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *
 }
 
 // sustainedRun is one run of the search at rate; it tells whether it held.
-func sustainedRun(ctx context.Context, rate int, res *modeResult, run func(func(options) error) error, add func(report) *report) (bool, error) {
+func sustainedRun(ctx context.Context, rate int, res *modeResult, run runFunc, add func(report) *report) (bool, error) {
 	var held bool
 	err := run(func(o options) error {
 		o.rate = rate
@@ -273,13 +281,18 @@ func writeTable(md *strings.Builder, res *modeResult) {
 			r.Scenario, rate, r.Conns, r.Throughput, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), e50, e99, hooks, r.Sent-r.OK, missing, cpu, rss)
 	}
 	fmt.Fprintln(md)
-	if res.intake != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
-		fmt.Fprintf(md, "- Intake alone (record and message): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes from 16 publishers.\n",
-			res.intake.Throughput/res.gin.Throughput, res.intake.Throughput/res.jsSync.Throughput)
-	}
-	if res.intakeOwn != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
-		fmt.Fprintf(md, "- Intake of echo jobs (message only, in job batches where group commits are on, processed meanwhile): **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes.\n",
-			res.intakeOwn.Throughput/res.gin.Throughput, res.intakeOwn.Throughput/res.jsSync.Throughput)
+	for _, row := range []struct {
+		r    *report
+		what string
+	}{
+		{res.intake, "Intake alone, echo jobs (their message alone, in job batches)"},
+		{res.intakeRecord, "Intake alone, external type (record and message)"},
+		{res.intakeOwn, "Intake of echo jobs while the server runs them"},
+	} {
+		if row.r != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
+			fmt.Fprintf(md, "- %s: **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes from 16 publishers.\n",
+				row.what, row.r.Throughput/res.gin.Throughput, row.r.Throughput/res.jsSync.Throughput)
+		}
 	}
 	if res.sustained != nil {
 		fmt.Fprintf(md, "- Highest end-to-end rate that held (every webhook received, p99 ≤ 100 ms; a rate that did not was run once more): **%d jobs/s** (p99 %s).\n",
@@ -307,7 +320,7 @@ type server struct {
 	dir     string
 }
 
-func startHookstream(ctx context.Context, binary, sync string) (*server, error) {
+func startHookstream(ctx context.Context, binary, sync string, env ...string) (*server, error) {
 	dir, err := os.MkdirTemp("", "hookbench-data-")
 	if err != nil {
 		return nil, err
@@ -329,6 +342,7 @@ func startHookstream(ctx context.Context, binary, sync string) (*server, error) 
 		fmt.Sprintf("HOOKSTREAM_NATS_LISTEN=127.0.0.1:%d", natsPort),
 		fmt.Sprintf("HOOKSTREAM_ENDPOINT_CONCURRENCY=%d", endpointConcurrency),
 		"HOOKSTREAM_EXTERNAL_JOB_TYPES="+intakeJobType)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", binary, err)

@@ -19,30 +19,35 @@ import (
 
 // BenchmarkSubmitJob measures POST /v1/jobs through the handler, with the
 // job (an echo job without an Idempotency-Key) written as its message alone
-// to an in-process JetStream (interval sync): its allocations per request
-// are the request path's, the embedded nats-server's included.
+// to an in-process JetStream (interval sync), 64 requests at once, in job
+// batches (as `hookstream serve` does) and a message per job: its
+// allocations per request are the request path's, the embedded
+// nats-server's included.
 func BenchmarkSubmitJob(b *testing.B) {
-	benchmarkSubmitJob(b, natstest.Start(b), false)
+	benchmarkJobBatches(b, natstest.Start, false)
 }
 
 // BenchmarkSubmitJobSynced measures the same with every write synced to
-// disk and 64 requests at once, with group commits (job batches) and
-// without: the jobs a second that a disk sync per message allows, and
-// what sharing it gives.
+// disk, with group commits and job batches and without: the jobs a second
+// that a disk sync per message allows, and what sharing it gives.
 func BenchmarkSubmitJobSynced(b *testing.B) {
-	for _, groupCommit := range []bool{true, false} {
+	benchmarkJobBatches(b, natstest.StartSynced, true)
+}
+
+func benchmarkJobBatches(b *testing.B, start func(testing.TB) *natstest.Server, groupCommit bool) {
+	for _, batches := range []bool{true, false} {
 		name := "job batches"
-		if !groupCommit {
+		if !batches {
 			name = "a message per job"
 		}
 		b.Run(name, func(b *testing.B) {
 			b.SetParallelism(64 / runtime.GOMAXPROCS(0))
-			benchmarkSubmitJob(b, natstest.StartSynced(b), groupCommit)
+			benchmarkSubmitJob(b, start(b), groupCommit && batches, batches)
 		})
 	}
 }
 
-func benchmarkSubmitJob(b *testing.B, ns *natstest.Server, groupCommit bool) {
+func benchmarkSubmitJob(b *testing.B, ns *natstest.Server, groupCommit, batches bool) {
 	nc, js := ns.Connect(b)
 	ctx := context.Background()
 	if err := bus.Ensure(ctx, js, bus.Topology{}); err != nil {
@@ -59,7 +64,7 @@ func benchmarkSubmitJob(b *testing.B, ns *natstest.Server, groupCommit bool) {
 		Box:            box,
 		PublishTimeout: 5 * time.Second,
 		GroupCommit:    groupCommit,
-		JobBatches:     groupCommit,
+		JobBatches:     batches,
 	}, nc, js, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

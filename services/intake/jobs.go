@@ -33,12 +33,15 @@ type createJobRequest struct {
 
 // accepted is the 202 body of POST /v1/jobs.
 type accepted struct {
-	ID        string    `json:"id"`
-	Status    string    `json:"status"`
-	Type      string    `json:"type"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Links     links     `json:"links"`
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Type   string `json:"type"`
+	// CreatedAt and ExpiresAt are RFC 3339 times, as a time.Time encodes:
+	// formatted once here, they skip the encoder's check of a
+	// MarshalJSON's output, which cost about 3 % of buffered intake's CPU.
+	CreatedAt string `json:"created_at"`
+	ExpiresAt string `json:"expires_at"`
+	Links     links  `json:"links"`
 }
 
 type links struct {
@@ -110,14 +113,16 @@ func (s *Service) createJob(c *gin.Context) {
 		return
 	}
 	tenant := tenantOf(c)
-	id := newJobID()
+	var id string // a job stored as its message alone gets its id from submitJob
 	idemKey := c.GetHeader("Idempotency-Key")
-	if idemKey != "" {
-		if len(idemKey) > maxIdempotencyKey {
-			s.respondError(c, invalid(fmt.Sprintf("Idempotency-Key is longer than %d characters", maxIdempotencyKey)))
-			return
-		}
+	switch {
+	case len(idemKey) > maxIdempotencyKey:
+		s.respondError(c, invalid(fmt.Sprintf("Idempotency-Key is longer than %d characters", maxIdempotencyKey)))
+		return
+	case idemKey != "":
 		id = idempotentJobID(tenant, idemKey)
+	case s.external[req.Type]:
+		id = newJobID()
 	}
 	now := s.now().UTC()
 	rec := contract.JobRecord{
@@ -157,7 +162,7 @@ func (s *Service) createJob(c *gin.Context) {
 	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
 	c.JSON(http.StatusAccepted, accepted{
 		ID: stored.ID, Status: stored.Status, Type: stored.Type,
-		CreatedAt: stored.CreatedAt, ExpiresAt: stored.ExpiresAt, Links: links{Self: self},
+		CreatedAt: stored.CreatedAt.Format(time.RFC3339Nano), ExpiresAt: stored.ExpiresAt.Format(time.RFC3339Nano), Links: links{Self: self},
 	})
 }
 
