@@ -1,6 +1,7 @@
 package intake_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -348,6 +349,18 @@ func TestLongPollWaitsPastUnchangedFirstRecord(t *testing.T) {
 	done := make(chan reply, 1)
 	go func() { done <- b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=10s", keyAcme, "", "") }()
 	time.Sleep(200 * time.Millisecond) // let the poll start; the assertion does not depend on it
+	b.writeQueuedRecord(t, id)
+	time.Sleep(200 * time.Millisecond)
+	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
+	r := <-done
+	require.Equal(t, http.StatusOK, r.status)
+	require.Equal(t, "canceled", r.body["status"])
+}
+
+// writeQueuedRecord writes the first record of an acme echo job, queued, as
+// the processor of a redelivered job does before running it.
+func (b *bundle) writeQueuedRecord(t *testing.T, id string) {
+	t.Helper()
 	jobs, err := jobstore.Open(context.Background(), b.js, b.js)
 	require.NoError(t, err)
 	now := time.Now().UTC()
@@ -356,11 +369,41 @@ func TestLongPollWaitsPastUnchangedFirstRecord(t *testing.T) {
 		Tenant: "acme",
 	})
 	require.NoError(t, err)
+}
+
+// The event stream of a job without a record does not send job.queued again
+// at the record's first write when that write says queued too.
+func TestJobEventsSkipUnchangedFirstRecord(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/v1/jobs/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+keyAcme)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	events := make(chan string, 8)
+	go func() {
+		defer close(events)
+		lines := bufio.NewScanner(resp.Body)
+		for lines.Scan() {
+			if event, ok := strings.CutPrefix(lines.Text(), "event: "); ok {
+				events <- event
+			}
+		}
+	}()
+	require.Equal(t, "job.queued", <-events)
+	b.writeQueuedRecord(t, id)
 	time.Sleep(200 * time.Millisecond)
 	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
-	r := <-done
-	require.Equal(t, http.StatusOK, r.status)
-	require.Equal(t, "canceled", r.body["status"])
+	var rest []string
+	for event := range events {
+		rest = append(rest, event)
+	}
+	require.Equal(t, []string{"job.canceled"}, rest)
 }
 
 // With NATS gone, a submission is answered 503 with Retry-After, never 202.

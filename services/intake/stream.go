@@ -54,7 +54,13 @@ func (s *Service) jobEvents(c *gin.Context) {
 				return false
 			}
 			if cur != rev {
+				// The record's first write can say queued too (a redelivered
+				// job): no change to show yet.
+				unchanged := rev == 0 && latest.Status == rec.Status
 				rec, rev = latest, cur
+				if unchanged {
+					continue
+				}
 				return true // the next call writes it
 			}
 			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
