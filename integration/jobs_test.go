@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
@@ -191,12 +192,13 @@ func TestIdempotencyKeySurvivesRestart(t *testing.T) {
 }
 
 // An app without a processor stores jobs and leaves them queued; a processor
-// process connected to its NATS later runs every one, batched or not.
+// process connected to its NATS later runs every one, batched or not (job
+// batches on, as with HOOKSTREAM_GROUP_COMMIT=on).
 func TestJobsWaitForProcessorElsewhere(t *testing.T) {
 	t.Parallel()
 	h := start(t, withNATSListen(), withoutProcessor())
 	rcv := newReceiver(t)
-	ids := make([]string, 8)
+	ids := make([]string, 16)
 	var wg sync.WaitGroup
 	for i := range ids {
 		wg.Go(func() { ids[i] = h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`"}`) })
@@ -208,13 +210,18 @@ func TestJobsWaitForProcessorElsewhere(t *testing.T) {
 		require.Equal(t, "queued", job["status"], id)
 	}
 	require.Empty(t, rcv.all())
+	js := h.natsClient()
+	stream, err := js.Stream(context.Background(), contract.StreamJobs)
+	require.NoError(t, err)
+	_, err = stream.GetLastMsgForSubject(context.Background(), contract.JobBatchSubject("acme", "echo"))
+	require.NoError(t, err, "16 jobs at once make at least one job batch")
 
 	key, err := secretbox.KeyFile(h.cfg.DataDir)
 	require.NoError(t, err)
 	box, err := secretbox.New(key)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	proc, err := processor.New(ctx, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, Box: box}, h.natsClient(), slog.New(slog.DiscardHandler))
+	proc, err := processor.New(ctx, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, Box: box}, js, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- proc.Run(ctx) }()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -48,10 +49,10 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 	fmt.Fprintf(&md, "Command: `hookbench suite -duration %s -conns %d -backlog %d` (`task bench`). ", o.duration, o.conns, s.backlog)
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
 		"(all callbacks go to one receiver host) and its defaults otherwise. The intake rows: "+
-		"echo jobs against a server without a processor (`HOOKSTREAM_PROCESSOR_CONCURRENCY=0`; the jobs wait in JetStream), which intake writes as their "+
+		"echo jobs against a server without a processor (`HOOKSTREAM_PROCESSOR_CONCURRENCY=0`, the jobs waiting in JetStream, and `HOOKSTREAM_GROUP_COMMIT=on` for job batches), which intake writes as their "+
 		"message alone (jobs that wait for the same subject at once share one message, a job batch); jobs of a type that no processor in the "+
 		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), without and with an `Idempotency-Key`, which are written as a record and a message; "+
-		"and echo jobs while the server's processor runs them and writes their records, on the same two cores. The end-to-end rows submit echo jobs with a callback "+
+		"and echo jobs while the server's processor runs them and writes their records, on the same machine. The end-to-end rows submit echo jobs with a callback "+
 		"to hookbench's own receiver. How to read these figures, JetStream writes per job and profile findings: "+
 		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
@@ -131,13 +132,17 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 		ho.url, ho.key, ho.pid, ho.natsURL, ho.tenant = srv.url, srv.key, srv.cmd.Process.Pid, srv.natsURL, "bench"
 		return f(ho)
 	}
+	// A server without a processor, its jobs left for processor processes
+	// that share its key; job batches on, as with processors of this version.
+	noProcessor := []string{"HOOKSTREAM_PROCESSOR_CONCURRENCY=0", "HOOKSTREAM_GROUP_COMMIT=on",
+		"HOOKSTREAM_SECRET_KEY=" + base64.StdEncoding.EncodeToString(make([]byte, 32))}
 	intakeRows := []struct {
 		jobType, name string
 		idem          bool
 		env           []string // the server's settings beyond the suite's
 		keep          **report // the summary's row, if any
 	}{
-		{"echo", "intake alone: echo jobs, no processor in the server", false, []string{"HOOKSTREAM_PROCESSOR_CONCURRENCY=0"}, &res.intake},
+		{"echo", "intake alone: echo jobs, no processor in the server", false, noProcessor, &res.intake},
 		{intakeJobType, "intake alone: external type (record and message)", false, nil, &res.intakeRecord},
 		{intakeJobType, "intake alone: external type, Idempotency-Key", true, nil, nil},
 		{"echo", "intake, echo jobs run by the server meanwhile", false, nil, &res.intakeOwn},

@@ -72,18 +72,42 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 	}
 }
 
-// HOOKSTREAM_PROCESSOR_CONCURRENCY=0 runs serve without a processor; a
-// processor process must run some jobs.
-func TestProcessorConcurrencyZeroOnlyWithServe(t *testing.T) {
+// HOOKSTREAM_PROCESSOR_CONCURRENCY=0 runs serve without a processor, where
+// processor processes can connect and share its key, and without job
+// batches unless asked for (those processors may be older); a processor
+// process must run some jobs.
+func TestProcessorConcurrencyZero(t *testing.T) {
 	t.Parallel()
-	givenEnv := env("HOOKSTREAM_PROCESSOR_CONCURRENCY", "0")
-	s, err := parseSettings("serve", nil, givenEnv, &bytes.Buffer{})
-	require.NoError(t, err)
-	_, err = buildConfigs("serve", s)
-	require.NoError(t, err)
+	const key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	for _, tt := range []struct {
+		name, givenCmd string
+		givenEnv       []string
+		wantInErr      string
+	}{
+		{name: "serve", givenCmd: "serve", givenEnv: []string{"HOOKSTREAM_NATS_LISTEN", "127.0.0.1:4222", "HOOKSTREAM_SECRET_KEY", key}},
+		{name: "no listener", givenCmd: "serve", givenEnv: []string{"HOOKSTREAM_SECRET_KEY", key}, wantInErr: "HOOKSTREAM_NATS_LISTEN"},
+		{name: "no shared key", givenCmd: "serve", givenEnv: []string{"HOOKSTREAM_NATS_LISTEN", "127.0.0.1:4222"}, wantInErr: "HOOKSTREAM_SECRET_KEY"},
+		{name: "processor", givenCmd: "processor", givenEnv: []string{"HOOKSTREAM_SECRET_KEY", key}, wantInErr: "only with serve"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			givenEnv := env(append([]string{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "0"}, tt.givenEnv...)...)
+			s, err := parseSettings(tt.givenCmd, nil, givenEnv, &bytes.Buffer{})
+			if tt.wantInErr != "" {
+				require.ErrorContains(t, err, tt.wantInErr)
+				var stdout, stderr bytes.Buffer
+				require.Equal(t, 2, run([]string{tt.givenCmd}, givenEnv, &stdout, &stderr))
+				require.Contains(t, stderr.String(), "HOOKSTREAM_PROCESSOR_CONCURRENCY")
+				return
+			}
+			require.NoError(t, err)
+			c, err := buildConfigs(tt.givenCmd, s)
+			require.NoError(t, err)
+			require.True(t, c.noProcessor)
+			require.False(t, c.intake.JobBatches, "processors elsewhere may not know job batches")
+		})
+	}
 	var stdout, stderr bytes.Buffer
-	require.Equal(t, 2, run([]string{"processor"}, givenEnv, &stdout, &stderr))
-	require.Contains(t, stderr.String(), "HOOKSTREAM_PROCESSOR_CONCURRENCY")
 	require.Equal(t, 2, run([]string{"serve"}, env("HOOKSTREAM_PROCESSOR_CONCURRENCY", "-1"), &stdout, &stderr))
 }
 

@@ -75,7 +75,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_JOB_WORKERS", "job-workers", "", "job types done by internal HTTP services: type=url or type=url|timeout, comma-separated", &s.JobWorkers},
 		{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "external-job-types", "", "job types accepted by intake but run by processors outside hookstream, comma-separated", &s.ExternalTypes},
 		{"HOOKSTREAM_JOB_MAX_ATTEMPTS", "job-max-attempts", "5", "runs of a job before it fails", &s.JobMaxAttempts},
-		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "64", "jobs of each type run at once per processor process (lower it for job types whose HTTP worker takes fewer); 0 in embedded mode: no processor in this process, jobs wait for `hookstream processor` processes connected through HOOKSTREAM_NATS_LISTEN", &s.JobConcurrency},
+		{"HOOKSTREAM_PROCESSOR_CONCURRENCY", "processor-concurrency", "64", "jobs of each type run at once per processor process (lower it for job types whose HTTP worker takes fewer); 0 in embedded mode: no processor in this process, jobs wait for `hookstream processor` processes connected through HOOKSTREAM_NATS_LISTEN (needs HOOKSTREAM_NATS_LISTEN and HOOKSTREAM_SECRET_KEY, which those processors share)", &s.JobConcurrency},
 		{"HOOKSTREAM_NOTIFIER_CONCURRENCY", "notifier-concurrency", "64", "webhook deliveries in flight per notifier process", &s.NotifyConc},
 		{"HOOKSTREAM_ENDPOINT_CONCURRENCY", "endpoint-concurrency", "8", "webhook requests in flight per endpoint (or callback host) per notifier process; more wait in JetStream", &s.EndpointConc},
 		{"HOOKSTREAM_PARK_RATE", "park-rate", "2000", "deliveries per second a notifier process moves out of the delivery queue when their endpoint's circuit is open (parking); higher clears a large backlog queued before the circuit opened sooner, at the cost of the CPU and disk other endpoints' deliveries need", &s.ParkRate},
@@ -89,7 +89,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
-		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "share one disk sync among concurrent JetStream writes (group commits): jobs stored as their message alone that arrive at the same moment are written as one message (a job batch), other jobs, events, deliveries and records as atomic batches: 'on', 'off', or 'auto': job batches on in embedded mode, atomic batches on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where they are faster (with an interval sync they cost more than they save); both off in split mode, where job batches need every processor to be of this version or later. Atomic batches need NATS 2.12+", &s.GroupCommit},
+		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "share one disk sync among concurrent JetStream writes (group commits): jobs stored as their message alone that arrive at the same moment are written as one message (a job batch), other jobs, events, deliveries and records as atomic batches: 'on', 'off', or 'auto': job batches on in embedded mode with a processor of its own, atomic batches on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where they are faster (with an interval sync they cost more than they save); both off in split mode and without a processor (HOOKSTREAM_PROCESSOR_CONCURRENCY=0), where job batches need every processor to be of this version or later. Atomic batches need NATS 2.12+", &s.GroupCommit},
 		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "256MiB", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
@@ -122,10 +122,10 @@ func parseSettings(cmd string, args []string, getenv func(string) string, usage 
 			return nil, fmt.Errorf("%s (--%s): %w", st.env, st.flag, err)
 		}
 	}
-	if s.JobConcurrency == 0 && cmd == "processor" {
-		return nil, errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): must be at least 1 (0, no processor, only with serve)")
+	if err := s.validate(); err != nil {
+		return nil, err
 	}
-	return s, s.validate()
+	return s, s.validateNoProcessor(cmd)
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {
@@ -147,6 +147,21 @@ func assign(target any, v string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%q is not valid", v)
+	}
+	return nil
+}
+
+// validateNoProcessor checks HOOKSTREAM_PROCESSOR_CONCURRENCY=0: only serve
+// runs without a processor, and only where processor processes can reach its
+// NATS and name jobs as its intake does (the job ids depend on the key).
+func (s *settings) validateNoProcessor(cmd string) error {
+	switch {
+	case s.JobConcurrency > 0:
+		return nil
+	case cmd != "serve":
+		return errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): must be at least 1 (0, no processor, only with serve)")
+	case s.NATSListen == "" || s.SecretKey == "":
+		return errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): 0 (no processor) needs HOOKSTREAM_NATS_LISTEN, for processor processes to connect, and HOOKSTREAM_SECRET_KEY, the same on them")
 	}
 	return nil
 }
@@ -245,10 +260,11 @@ func (s *settings) groupCommit(cmd string) bool {
 
 // jobBatches reads HOOKSTREAM_GROUP_COMMIT for intake's job batches: they
 // save a write and a message per job whatever the sync, so auto turns them on
-// in embedded mode, whose own processors know them. In split mode older
-// processors may still run, and leave batches unread until they are upgraded.
+// in embedded mode with a processor of its own, which knows them. Processors
+// elsewhere (split mode, or serve without one) may be older, and would leave
+// batches unread until they are upgraded.
 func (s *settings) jobBatches(cmd string) bool {
-	return s.GroupCommit == "on" || (s.GroupCommit == "auto" && cmd == "serve")
+	return s.GroupCommit == "on" || (s.GroupCommit == "auto" && cmd == "serve" && s.JobConcurrency > 0)
 }
 
 // sync reads HOOKSTREAM_JETSTREAM_SYNC.

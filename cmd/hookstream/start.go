@@ -21,6 +21,8 @@ type configs struct {
 	intake    intake.Config
 	processor processor.Config
 	notifier  notifier.Config
+	// noProcessor: serve runs no processor (HOOKSTREAM_PROCESSOR_CONCURRENCY=0).
+	noProcessor bool
 }
 
 func buildConfigs(cmd string, s *settings) (configs, error) {
@@ -57,7 +59,7 @@ func buildConfigs(cmd string, s *settings) (configs, error) {
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
 			GroupCommit: s.groupCommit(cmd), JobBatches: s.jobBatches(cmd),
 		},
-		processor: proc,
+		processor: proc, noProcessor: s.JobConcurrency == 0,
 		notifier: notifier.Config{
 			Guard: guard, Schedule: schedule, AttemptTimeout: s.AttemptTimeout, Concurrency: s.NotifyConc,
 			EndpointConcurrency: s.EndpointConc, ParkRate: s.ParkRate, DisableAfter: s.DisableAfter, GroupCommit: s.groupCommit(cmd),
@@ -148,6 +150,6 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 	return allinone.Run(ctx, allinone.Config{
 		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
-		NoProcessor: s.JobConcurrency == 0,
+		NoProcessor: c.noProcessor,
 	}, logger)
 }

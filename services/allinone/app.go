@@ -49,7 +49,7 @@ type Config struct {
 	Notifier  notifier.Config
 	// NoProcessor runs intake and notifier without a processor: jobs wait
 	// in JetStream for `hookstream processor` processes connected through
-	// NATSListen (or for one started later).
+	// NATSListen (or for one started later). Default false.
 	NoProcessor bool
 }
 

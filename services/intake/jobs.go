@@ -390,9 +390,7 @@ func (s *Service) getJob(c *gin.Context) {
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()
 		next, cur, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
-		if rev == 0 && err == nil && next.Status == rec.Status && waitCtx.Err() == nil {
-			// The record's first write, still queued (a redelivered job):
-			// no change to show yet.
+		if rev == 0 && err == nil && unchangedFirstRecord(rec, next) && waitCtx.Err() == nil {
 			next, _, err = s.jobs.WaitChange(waitCtx, rec.ID, cur)
 		}
 		switch {
@@ -408,6 +406,14 @@ func (s *Service) getJob(c *gin.Context) {
 		c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
 	}
 	c.JSON(http.StatusOK, rec.Job)
+}
+
+// unchangedFirstRecord tells whether first, a job's first record, shows
+// nothing new against queued, the job read from its message: a redelivered
+// job's processor writes it, still queued, before running the job. A first
+// record that counts a failed attempt is a change.
+func unchangedFirstRecord(queued, first contract.JobRecord) bool {
+	return first.Status == queued.Status && first.Attempts == queued.Attempts && first.Error == queued.Error
 }
 
 // parseWait reads ?wait= as a Go duration ("30s") or whole seconds ("30").

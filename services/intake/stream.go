@@ -54,9 +54,7 @@ func (s *Service) jobEvents(c *gin.Context) {
 				return false
 			}
 			if cur != rev {
-				// The record's first write can say queued too (a redelivered
-				// job): no change to show yet.
-				unchanged := rev == 0 && latest.Status == rec.Status
+				unchanged := rev == 0 && unchangedFirstRecord(rec, latest)
 				rec, rev = latest, cur
 				if unchanged {
 					continue
