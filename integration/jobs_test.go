@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/processor"
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 )
@@ -233,6 +236,22 @@ func TestJobsWaitForProcessorElsewhere(t *testing.T) {
 		h.waitStatus(keyAcme, id, "succeeded")
 	}
 	require.Len(t, rcv.wait(t, len(ids), 30*time.Second), len(ids))
+}
+
+// An app restarted on the same data with another secret key is refused: its
+// job ids and signing secrets would not match the stored ones.
+func TestOtherSecretKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	id := h.submit(keyAcme, `{"type":"echo"}`)
+	h.waitStatus(keyAcme, id, "succeeded")
+	h.stop()
+	other := h.cfg
+	other.SecretKey = bytes.Repeat([]byte{9}, secretbox.KeySize)
+	err := allinone.New(other, slog.New(slog.DiscardHandler)).Run(context.Background())
+	require.ErrorIs(t, err, bus.ErrSecretKeyMismatch)
+	h.boot() // its own key still starts, and still names the job
+	h.waitStatus(keyAcme, id, "succeeded")
 }
 
 var errFlaky = &flakyError{}

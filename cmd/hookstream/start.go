@@ -107,6 +107,9 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err := bus.Ensure(ctx, js, c.topology); err != nil {
 		return err
 	}
+	if err := bus.CheckSecretKey(ctx, js, box.Fingerprint()); err != nil {
+		return err
+	}
 	var svc interface{ Run(context.Context) error }
 	switch cmd {
 	case "intake":

@@ -121,6 +121,9 @@ func (a *App) Run(ctx context.Context) error {
 	if err := bus.Ensure(ctx, js, a.cfg.Topology); err != nil {
 		return err
 	}
+	if err := bus.CheckSecretKey(ctx, js, a.cfg.Intake.Box.Fingerprint()); err != nil {
+		return err
+	}
 	services, err := a.build(ctx, nc, ns)
 	if err != nil {
 		return err

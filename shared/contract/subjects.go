@@ -43,6 +43,10 @@ const (
 	// BucketTenants holds per-tenant settings such as signing secrets, keyed
 	// "<tenant>.signing".
 	BucketTenants = "HOOKSTREAM_TENANTS"
+	// KeySecretKeyFingerprint is the key in BucketTenants that holds the
+	// fingerprint of the deployment's HOOKSTREAM_SECRET_KEY, written by the
+	// first service to start ('=' is in no tenant id).
+	KeySecretKeyFingerprint = "=secret-key"
 	// StreamParked holds the deliveries of endpoints whose circuit is open,
 	// out of the way of everyone else's, until the endpoint answers again
 	// (work-queue retention, a consumer per endpoint). Subjects:

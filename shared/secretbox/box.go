@@ -38,6 +38,8 @@ type Box struct {
 	// two hash blocks).
 	maskKey []byte
 	masks   sync.Pool
+	// fingerprint is Fingerprint's value.
+	fingerprint string
 }
 
 // New returns a box for a 32-byte key.
@@ -55,8 +57,16 @@ func New(key []byte) (*Box, error) {
 	}
 	derive := hmac.New(sha256.New, key)
 	derive.Write([]byte("hookstream job id mask"))
-	return &Box{aead: aead, maskKey: derive.Sum(nil)}, nil
+	check := hmac.New(sha256.New, key)
+	check.Write([]byte("hookstream key fingerprint"))
+	return &Box{aead: aead, maskKey: derive.Sum(nil), fingerprint: base64.RawURLEncoding.EncodeToString(check.Sum(nil)[:16])}, nil
 }
+
+// Fingerprint names the box's key without revealing it (16 bytes of an
+// HMAC-SHA256 of a fixed label, base64). The services of one deployment
+// compare theirs when they start (bus.CheckSecretKey): one with another key
+// would name jobs differently and could not open the stored secrets.
+func (b *Box) Fingerprint() string { return b.fingerprint }
 
 // JobIDMask is a 64-bit value that only holders of the key can compute from
 // nonce (HMAC-SHA256 with a key derived from the box's). Intake and the

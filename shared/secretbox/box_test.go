@@ -2,6 +2,7 @@ package secretbox_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,6 +28,22 @@ func TestSealOpen(t *testing.T) {
 	require.ErrorIs(t, err, secretbox.ErrOpen)
 	_, err = box.Open("plain")
 	require.ErrorIs(t, err, secretbox.ErrOpen)
+}
+
+// A fingerprint tells keys apart without revealing them.
+func TestFingerprint(t *testing.T) {
+	t.Parallel()
+	key := bytes.Repeat([]byte{7}, secretbox.KeySize)
+	a, err := secretbox.New(key)
+	require.NoError(t, err)
+	again, err := secretbox.New(bytes.Clone(key))
+	require.NoError(t, err)
+	other, err := secretbox.New(bytes.Repeat([]byte{8}, secretbox.KeySize))
+	require.NoError(t, err)
+	require.Equal(t, a.Fingerprint(), again.Fingerprint())
+	require.NotEqual(t, a.Fingerprint(), other.Fingerprint())
+	require.Len(t, a.Fingerprint(), 22)
+	require.NotContains(t, a.Fingerprint(), base64.RawURLEncoding.EncodeToString(key[:8]))
 }
 
 func TestKeyFileIsStable(t *testing.T) {
