@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -50,5 +51,25 @@ func BenchmarkDecodeAndValidateJob(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = req.hash()
+	}
+}
+
+// A payload is stored compact: whitespace between tokens goes, whitespace
+// in strings stays, and a compact payload is kept as it is.
+func TestValidateJobCompactsPayload(t *testing.T) {
+	t.Parallel()
+	s := &Service{cfg: Config{JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil)}, jobTypes: map[string]bool{"echo": true}}
+	for given, want := range map[string]string{
+		"{ \"a\" : [1,\t2],\r\n \"b\":\"x y\" }": `{"a":[1,2],"b":"x y"}`,
+		`{"a":[1,2],"b":"x\ty"}`:                 `{"a":[1,2],"b":"x\ty"}`,
+		`"plain"`:                                `"plain"`,
+	} {
+		req := createJobRequest{Type: "echo", Payload: json.RawMessage(given)}
+		if err := s.validateJob(&req); err != nil {
+			t.Fatal(err)
+		}
+		if string(req.Payload) != want {
+			t.Errorf("payload %q stored as %q, want %q", given, req.Payload, want)
+		}
 	}
 }

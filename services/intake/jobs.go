@@ -89,9 +89,13 @@ func (s *Service) validateJob(req *createJobRequest) error {
 	if len(req.Payload) == 0 {
 		req.Payload = json.RawMessage("null")
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, req.Payload); err == nil {
-		req.Payload = compact.Bytes()
+	// Without a space, tab or line break anywhere (a JSON string holds no
+	// raw tab or line break), the payload is compact already.
+	if bytes.ContainsAny(req.Payload, " \t\r\n") {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, req.Payload); err == nil {
+			req.Payload = compact.Bytes()
+		}
 	}
 	return nil
 }
