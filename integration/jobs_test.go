@@ -16,9 +16,9 @@ import (
 
 	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/processor"
-	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
 )
 
 // The whole path: 202, the job runs, the callback arrives signed, and the
@@ -248,8 +248,11 @@ func TestOtherSecretKeyIsRefused(t *testing.T) {
 	h.stop()
 	other := h.cfg
 	other.SecretKey = bytes.Repeat([]byte{9}, secretbox.KeySize)
-	err := allinone.New(other, slog.New(slog.DiscardHandler)).Run(context.Background())
-	require.ErrorIs(t, err, bus.ErrSecretKeyMismatch)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := allinone.New(other, slog.New(slog.DiscardHandler)).Run(ctx)
+	require.ErrorIs(t, err, signing.ErrKeyMismatch)
+	require.ErrorContains(t, err, "HOOKSTREAM_SECRET_KEY")
 	h.boot() // its own key still starts, and still names the job
 	h.waitStatus(keyAcme, id, "succeeded")
 }

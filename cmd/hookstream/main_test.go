@@ -58,6 +58,7 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "log level", givenEnv: []string{"HOOKSTREAM_LOG_LEVEL", "loud"}, wantInErr: "HOOKSTREAM_LOG_LEVEL"},
 		{name: "park rate", givenEnv: []string{"HOOKSTREAM_PARK_RATE", "0"}, wantInErr: "HOOKSTREAM_PARK_RATE"},
 		{name: "memory limit", givenEnv: []string{"HOOKSTREAM_MEMORY_LIMIT", "lots"}, wantInErr: "HOOKSTREAM_MEMORY_LIMIT"},
+		{name: "key replace", givenEnv: []string{"HOOKSTREAM_SECRET_KEY_REPLACE", "maybe"}, wantInErr: "HOOKSTREAM_SECRET_KEY_REPLACE"},
 		{name: "flag wins", givenEnv: []string{"HOOKSTREAM_ATTEMPT_TIMEOUT", "15s"}, givenArgs: []string{"--attempt-timeout", "1ms"}, wantInErr: "HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout)"},
 		{name: "unknown flag", givenArgs: []string{"--colour"}, wantInErr: "colour"},
 	}

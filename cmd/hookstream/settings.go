@@ -28,6 +28,7 @@ type settings struct {
 	JetStreamSync     string
 	APIKeys           string
 	SecretKey         string
+	SecretKeyReplace  string
 	AdminToken        string
 	AllowedNetworks   string
 	JobWorkers        string
@@ -71,6 +72,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs; empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
 		{"HOOKSTREAM_ADMIN_TOKEN", "admin-token", "", "bearer token of the admin API (/v1/admin: tenants and their API keys); empty: admin API off", &s.AdminToken},
 		{"HOOKSTREAM_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that encrypts signing secrets at rest; empty in embedded mode: generated and kept in the data dir (required in split mode)", &s.SecretKey},
+		{"HOOKSTREAM_SECRET_KEY_REPLACE", "secret-key-replace", "no", "'yes' records this process's secret key as the deployment's at start, in place of the one recorded (whose sealed signing secrets and job ids this key cannot read); set it once, then remove it. 'no': a service with another key than the recorded one exits", &s.SecretKeyReplace},
 		{"HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS", "allowed-callback-networks", "", "CIDRs callbacks may reach although non-public (e.g. 127.0.0.0/8 for local testing)", &s.AllowedNetworks},
 		{"HOOKSTREAM_JOB_WORKERS", "job-workers", "", "job types done by internal HTTP services: type=url or type=url|timeout, comma-separated", &s.JobWorkers},
 		{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "external-job-types", "", "job types accepted by intake but run by processors outside hookstream, comma-separated", &s.ExternalTypes},
@@ -211,6 +213,9 @@ func (s *settings) validate() error {
 	}
 	if s.AdminToken != "" && len(s.AdminToken) < 16 {
 		return errors.New("HOOKSTREAM_ADMIN_TOKEN (--admin-token): use at least 16 characters")
+	}
+	if s.SecretKeyReplace != "yes" && s.SecretKeyReplace != "no" {
+		return fmt.Errorf("HOOKSTREAM_SECRET_KEY_REPLACE (--secret-key-replace): %q is not yes or no", s.SecretKeyReplace)
 	}
 	if s.SecretKey != "" {
 		if _, err := secretbox.ParseKey(s.SecretKey); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -107,8 +108,8 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err := bus.Ensure(ctx, js, c.topology); err != nil {
 		return err
 	}
-	if err := bus.CheckSecretKey(ctx, js, box.Fingerprint()); err != nil {
-		return err
+	if err := signing.CheckKey(ctx, js, box, s.SecretKeyReplace == "yes"); err != nil {
+		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w; give every service the same key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records a new one)", err)
 	}
 	var svc interface{ Run(context.Context) error }
 	switch cmd {
@@ -153,6 +154,6 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 	return allinone.Run(ctx, allinone.Config{
 		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
-		NoProcessor: c.noProcessor,
+		NoProcessor: c.noProcessor, ReplaceSecretKey: s.SecretKeyReplace == "yes",
 	}, logger)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/embeddednats"
 	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
 )
 
 // Config configures the all-in-one process.
@@ -51,6 +52,10 @@ type Config struct {
 	// in JetStream for `hookstream processor` processes connected through
 	// NATSListen (or for one started later). Default false.
 	NoProcessor bool
+	// ReplaceSecretKey records this process's secret key as the
+	// deployment's at start (signing.CheckKey), in place of the recorded
+	// one. Default false: another key than the recorded one is an error.
+	ReplaceSecretKey bool
 }
 
 // App is a configured all-in-one process.
@@ -121,8 +126,8 @@ func (a *App) Run(ctx context.Context) error {
 	if err := bus.Ensure(ctx, js, a.cfg.Topology); err != nil {
 		return err
 	}
-	if err := bus.CheckSecretKey(ctx, js, a.cfg.Intake.Box.Fingerprint()); err != nil {
-		return err
+	if err := signing.CheckKey(ctx, js, a.cfg.Intake.Box, a.cfg.ReplaceSecretKey); err != nil {
+		return a.keyError(err)
 	}
 	services, err := a.build(ctx, nc, ns)
 	if err != nil {
@@ -130,6 +135,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer drainConn(nc)
 	return runInOrder(ctx, services)
+}
+
+// keyError says which key CheckKey refused, and what to do about it.
+func (a *App) keyError(err error) error {
+	if a.cfg.SecretKey != nil {
+		return fmt.Errorf("HOOKSTREAM_SECRET_KEY: %w; start with the deployment's key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records this one instead)", err)
+	}
+	return fmt.Errorf("the key in %s: %w; restore that file from a backup of the data dir, or set HOOKSTREAM_SECRET_KEY to the deployment's key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records this one instead)",
+		filepath.Join(a.cfg.DataDir, "secret-key"), err)
 }
 
 // useSecretKey gives intake and notifier the box that seals secrets.

@@ -188,32 +188,3 @@ func allowAtomicPublish(ctx context.Context, js jetstream.JetStream, name string
 	_, err = js.UpdateStream(ctx, cfg)
 	return err
 }
-
-// ErrSecretKeyMismatch is CheckSecretKey's answer to a service whose secret
-// key is not the deployment's.
-var ErrSecretKeyMismatch = errors.New("HOOKSTREAM_SECRET_KEY is not the key of the services that started before on this NATS " +
-	"(they would name jobs differently and could not open each other's signing secrets): give every service the same key")
-
-// CheckSecretKey makes fingerprint (secretbox.Box.Fingerprint) the
-// deployment's when none is stored yet, and otherwise fails with
-// ErrSecretKeyMismatch unless it is the stored one. Every service checks at
-// start, after Ensure. An operator who replaces the key on purpose deletes
-// contract.KeySecretKeyFingerprint from contract.BucketTenants first.
-func CheckSecretKey(ctx context.Context, js jetstream.JetStream, fingerprint string) error {
-	kv, err := js.KeyValue(ctx, contract.BucketTenants)
-	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
-	}
-	_, err = kv.Create(ctx, contract.KeySecretKeyFingerprint, []byte(fingerprint))
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return err
-	}
-	stored, err := kv.Get(ctx, contract.KeySecretKeyFingerprint)
-	if err != nil {
-		return fmt.Errorf("read the secret key's fingerprint: %w", err)
-	}
-	if string(stored.Value()) != fingerprint {
-		return ErrSecretKeyMismatch
-	}
-	return nil
-}

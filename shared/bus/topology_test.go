@@ -80,21 +80,3 @@ func TestScheduledRetryArrives(t *testing.T) {
 		return info.State.Msgs == 0
 	}, 5*time.Second, 50*time.Millisecond, "the fired schedule and the acked delivery are gone")
 }
-
-// The first service's secret key becomes the deployment's; a service with
-// another key is refused, until an operator deletes the stored fingerprint.
-func TestCheckSecretKey(t *testing.T) {
-	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
-	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	require.NoError(t, bus.CheckSecretKey(ctx, js, "key-a"))
-	require.NoError(t, bus.CheckSecretKey(ctx, js, "key-a"), "the same key again")
-	require.ErrorIs(t, bus.CheckSecretKey(ctx, js, "key-b"), bus.ErrSecretKeyMismatch)
-
-	kv, err := js.KeyValue(ctx, contract.BucketTenants)
-	require.NoError(t, err)
-	require.NoError(t, kv.Delete(ctx, contract.KeySecretKeyFingerprint))
-	require.NoError(t, bus.CheckSecretKey(ctx, js, "key-b"))
-	require.ErrorIs(t, bus.CheckSecretKey(ctx, js, "key-a"), bus.ErrSecretKeyMismatch)
-}

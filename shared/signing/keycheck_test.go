@@ -1,0 +1,85 @@
+package signing_test
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+func box(t *testing.T, b byte) *secretbox.Box {
+	t.Helper()
+	box, err := secretbox.New(bytes.Repeat([]byte{b}, secretbox.KeySize))
+	require.NoError(t, err)
+	return box
+}
+
+// The first service's key becomes the deployment's; a service with another
+// key is refused, unless it replaces the recorded one.
+func TestCheckKey(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	a, b := box(t, 1), box(t, 2)
+	require.NoError(t, signing.CheckKey(ctx, js, a, false))
+	require.NoError(t, signing.CheckKey(ctx, js, a, false), "the same key again")
+	require.ErrorIs(t, signing.CheckKey(ctx, js, b, false), signing.ErrKeyMismatch)
+	require.NoError(t, signing.CheckKey(ctx, js, b, true), "replaced")
+	require.NoError(t, signing.CheckKey(ctx, js, b, false))
+	require.ErrorIs(t, signing.CheckKey(ctx, js, a, false), signing.ErrKeyMismatch)
+}
+
+// A deployment from before the record gets its key only from a service that
+// can open its stored signing secrets: a misconfigured one starting first
+// cannot claim it.
+func TestCheckKeyOfDeploymentWithSecrets(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	right, wrong := box(t, 1), box(t, 2)
+	store, err := signing.Open(ctx, js, right)
+	require.NoError(t, err)
+	_, err = store.Get(ctx, "acme") // creates acme's sealed keyring
+	require.NoError(t, err)
+	require.ErrorIs(t, signing.CheckKey(ctx, js, wrong, false), signing.ErrKeyMismatch)
+	require.NoError(t, signing.CheckKey(ctx, js, right, false))
+	require.ErrorIs(t, signing.CheckKey(ctx, js, wrong, false), signing.ErrKeyMismatch)
+}
+
+// Services starting at once on a fresh deployment: with one key all start;
+// with two, those of one key do.
+func TestCheckKeyAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, keys := range []int{1, 2} {
+		_, js := natstest.Start(t).Connect(t)
+		ctx := context.Background()
+		require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+		var mu sync.Mutex
+		started := map[byte]int{}
+		var wg sync.WaitGroup
+		for i := range 8 {
+			k := byte(1 + i%keys)
+			wg.Go(func() {
+				if signing.CheckKey(ctx, js, box(t, k), false) == nil {
+					mu.Lock()
+					started[k]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		require.Len(t, started, 1, "%d keys", keys)
+		for _, n := range started {
+			require.Equal(t, 8/keys, n, "%d keys", keys)
+		}
+	}
+}
