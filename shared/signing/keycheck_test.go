@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -21,13 +22,20 @@ func box(t *testing.T, b byte) *secretbox.Box {
 	return box
 }
 
+// ensured is a fresh JetStream with hookstream's streams and buckets.
+func ensured(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	require.NoError(t, bus.Ensure(context.Background(), js, bus.Topology{}))
+	return js
+}
+
 // The first service's key becomes the deployment's; a service with another
 // key is refused, unless it replaces the recorded one.
 func TestCheckKey(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
+	js := ensured(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
 	a, b := box(t, 1), box(t, 2)
 	require.NoError(t, signing.CheckKey(ctx, js, a, false))
 	require.NoError(t, signing.CheckKey(ctx, js, a, false), "the same key again")
@@ -42,9 +50,8 @@ func TestCheckKey(t *testing.T) {
 // cannot claim it.
 func TestCheckKeyOfDeploymentWithSecrets(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
+	js := ensured(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
 	right, wrong := box(t, 1), box(t, 2)
 	store, err := signing.Open(ctx, js, right)
 	require.NoError(t, err)
@@ -60,9 +67,8 @@ func TestCheckKeyOfDeploymentWithSecrets(t *testing.T) {
 func TestCheckKeyAtOnce(t *testing.T) {
 	t.Parallel()
 	for _, keys := range []int{1, 2} {
-		_, js := natstest.Start(t).Connect(t)
+		js := ensured(t)
 		ctx := context.Background()
-		require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
 		var mu sync.Mutex
 		started := map[byte]int{}
 		var wg sync.WaitGroup
