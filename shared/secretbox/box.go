@@ -55,16 +55,20 @@ func New(key []byte) (*Box, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secretbox: %w", err)
 	}
-	derive := hmac.New(sha256.New, key)
-	derive.Write([]byte("hookstream job id mask"))
-	check := hmac.New(sha256.New, key)
-	check.Write([]byte("hookstream key fingerprint"))
-	return &Box{aead: aead, maskKey: derive.Sum(nil), fingerprint: base64.RawURLEncoding.EncodeToString(check.Sum(nil)[:16])}, nil
+	fingerprint := base64.RawURLEncoding.EncodeToString(derive(key, "hookstream key fingerprint")[:16])
+	return &Box{aead: aead, maskKey: derive(key, "hookstream job id mask"), fingerprint: fingerprint}, nil
+}
+
+// derive is a value of its own for label, made from key (HMAC-SHA256).
+func derive(key []byte, label string) []byte {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(label))
+	return mac.Sum(nil)
 }
 
 // Fingerprint names the box's key without revealing it (16 bytes of an
 // HMAC-SHA256 of a fixed label, base64). The services of one deployment
-// compare theirs when they start (bus.CheckSecretKey): one with another key
+// compare theirs when they start (signing.CheckKey): one with another key
 // would name jobs differently and could not open the stored secrets.
 func (b *Box) Fingerprint() string { return b.fingerprint }
 
