@@ -241,6 +241,14 @@ func (r *receiver) setStatuses(statuses ...int) {
 	r.statuses = statuses
 }
 
+// failNoMoreThan lets the requests to come fail only until n have failed
+// in all, counting every request so far as failed; then all succeed.
+func (r *receiver) failNoMoreThan(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.statuses = r.statuses[:min(len(r.statuses), max(0, n-len(r.got)))]
+}
+
 func (r *receiver) all() []received {
 	r.mu.Lock()
 	defer r.mu.Unlock()

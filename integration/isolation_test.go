@@ -87,7 +87,10 @@ func TestParkedDeliveriesSurviveRestart(t *testing.T) {
 	h := start(t, withNATSListen(), withSchedule(time.Nanosecond, 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second),
 		withNotifier(func(c *notifier.Config) { c.BreakerFailures, c.BreakerCooldown = 1, time.Second }))
 	rcv := newReceiver(t)
-	rcv.setStatuses(repeat(http.StatusServiceUnavailable, 5)...)
+	// The endpoint fails until deliveries are parked, and at least 5 times:
+	// with only 5 failures at once, its circuit could close again before
+	// any delivery met it open, on a loaded machine.
+	rcv.setStatuses(repeat(http.StatusServiceUnavailable, 1000)...)
 	h.createEndpoint(keyAcme, rcv.URL, "bulk.*")
 	js := h.natsClient()
 	ctx := context.Background()
@@ -104,12 +107,13 @@ func TestParkedDeliveriesSurviveRestart(t *testing.T) {
 		return info.State.Msgs
 	}
 	require.Eventually(t, func() bool { return parkedMsgs() > 0 }, 30*time.Second, 10*time.Millisecond, "nothing parked")
+	rcv.failNoMoreThan(5) // every request so far failed
 	// Deliveries in flight at the restart come back after their ack wait,
 	// 30 s, which the wait below allows for.
 	h.restart()
-	// Only the first 5 requests failed, each a delivery that is retried:
-	// every webhook-id seen, and 5 requests more than events, means every
-	// event was delivered.
+	// At least 5 requests failed, each a delivery that is retried: every
+	// webhook-id seen, and 5 requests more than events, means every event
+	// was delivered.
 	require.Eventually(t, func() bool {
 		got := rcv.all()
 		ids := map[string]bool{}
