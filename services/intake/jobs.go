@@ -31,17 +31,15 @@ type createJobRequest struct {
 	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
-// accepted is the 202 body of POST /v1/jobs.
+// accepted is the 202 body of POST /v1/jobs, which appendAccepted writes
+// by hand; TestAppendAccepted holds the two to the same bytes.
 type accepted struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-	Type   string `json:"type"`
-	// CreatedAt and ExpiresAt are RFC 3339 times, as a time.Time encodes:
-	// formatted once here, they skip the encoder's check of a
-	// MarshalJSON's output, which cost about 3 % of buffered intake's CPU.
-	CreatedAt string `json:"created_at"`
-	ExpiresAt string `json:"expires_at"`
-	Links     links  `json:"links"`
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Type      string    `json:"type"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Links     links     `json:"links"`
 }
 
 type links struct {
@@ -162,12 +160,10 @@ func (s *Service) createJob(c *gin.Context) {
 		metrics.JobsAccepted.Inc("")
 	}
 	self := "/v1/jobs/" + stored.ID
-	c.Header("Location", self)
-	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
-	c.JSON(http.StatusAccepted, accepted{
-		ID: stored.ID, Status: stored.Status, Type: stored.Type,
-		CreatedAt: stored.CreatedAt.Format(time.RFC3339Nano), ExpiresAt: stored.ExpiresAt.Format(time.RFC3339Nano), Links: links{Self: self},
-	})
+	h := c.Writer.Header()
+	h["Location"] = []string{self}
+	h["Retry-After"] = s.retryAfter
+	c.Data(http.StatusAccepted, jsonContentType, appendAccepted(make([]byte, 0, 320), stored, self))
 }
 
 // storeJob stores a job whose id comes from its Idempotency-Key: the record
@@ -251,13 +247,7 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 // findJob can read the job from its message until then.
 func (s *Service) submitJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
 	nonce := newID("")
-	created := rec.CreatedAt
-	data, err := json.Marshal(contract.JobRequest{
-		Nonce: nonce, CreatedAt: &created, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata,
-	})
-	if err != nil {
-		return contract.JobRecord{}, fmt.Errorf("encode job: %w", err)
-	}
+	data := appendJobRequest(make([]byte, 0, 128+len(rec.Payload)+len(rec.CallbackURL)), nonce, rec)
 	seq, err := s.batcher.submit(ctx, rec.Tenant, rec.Type, data)
 	if err != nil {
 		return contract.JobRecord{}, err

@@ -48,6 +48,8 @@ type Service struct {
 	batcher *jobBatcher
 	// jobsStream reads job messages whose record is not written yet.
 	jobsStream jetstream.Stream
+	// retryAfter is the Retry-After header of a 202; net/http only reads it.
+	retryAfter []string
 	handler    http.Handler
 	now        func() time.Time
 	// stopping ends when the HTTP server starts shutting down: long-polls
@@ -93,6 +95,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
+		retryAfter: []string{retryAfterValue(cfg.RetryAfter)},
 	}
 	for _, t := range cfg.JobTypes {
 		s.jobTypes[t] = true
