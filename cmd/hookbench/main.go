@@ -9,7 +9,8 @@
 //	hookbench intake    -url http://127.0.0.1:8080 -key KEY -conns 64 -duration 10s
 //	hookbench e2e       -url … -key … -rate 1000 -duration 60s
 //	hookbench fanout    -url … -key … -endpoints 1000 -rate 5 -duration 20s
-//	hookbench gin       -conns 64 -duration 10s
+//	hookbench gin       -conns 64 -duration 10s [-in-process]
+//	hookbench gin-serve -listen 127.0.0.1:0   (the handler alone, as gin starts it)
 //	hookbench jetstream -publishers 16 -sync always [-async]
 //	hookbench suite     -hookstream ./bin/hookstream -out docs/benchmarks.md
 //	hookbench backlog   -url … -key … -tenant T -nats nats://… -backlog 1000000 -rate 200
@@ -40,7 +41,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|backlog|gin|jetstream|ledger|suite [flags]   (hookbench <cmd> -h for flags)")
+		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|backlog|gin|gin-serve|jetstream|ledger|suite [flags]   (hookbench <cmd> -h for flags)")
 		return 2
 	}
 	cmd, args := args[0], args[1:]
@@ -58,13 +59,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.tenant, "tenant", "bench", "backlog: the tenant of -key")
 	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address; gin-serve: the handler's")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "e2e: how long to wait for the next outstanding webhook; the rest count as missing")
 	fs.StringVar(&o.sync, "sync", "always", "jetstream: 'always' or a sync interval such as 2m")
 	fs.IntVar(&o.publishers, "publishers", 16, "jetstream: synchronous publishers")
 	fs.BoolVar(&o.async, "async", false, "jetstream: publish asynchronously instead")
 	fs.IntVar(&o.endpoints, "endpoints", 0, "fanout: endpoints every event goes to; e2e: endpoints registered that no event matches")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
+	inProcess := fs.Bool("in-process", false, "gin: serve the handler inside hookbench rather than in a process of its own")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	suite := suiteOptions{}
 	fs.StringVar(&suite.binary, "hookstream", "./bin/hookstream", "suite: the hookstream binary to start")
@@ -100,7 +102,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		rep, err = fanoutScenario(ctx, o)
 	case "gin":
-		rep, err = ginBaseline(ctx, o)
+		rep, err = ginBaseline(ctx, o, *inProcess)
+	case "gin-serve":
+		if err := serveGin(ctx, o.listen, stdout); err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 1
+		}
+		return 0
 	case "jetstream":
 		rep, err = jetstreamBaseline(ctx, o)
 	case "ledger":

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -14,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -120,43 +117,6 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	if rep.OK > rep.Delivered {
 		rep.Missing = rep.OK - rep.Delivered
 	}
-	return rep, nil
-}
-
-// jobRequest is what the gin baseline decodes: the same body as intake's.
-type jobRequest struct {
-	Type        string            `json:"type"`
-	Payload     json.RawMessage   `json:"payload"`
-	CallbackURL string            `json:"callback_url,omitempty"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
-}
-
-// ginBaseline serves a bare Gin handler that parses the job body the way
-// intake does and answers 202, and loads it like intakeScenario.
-func ginBaseline(ctx context.Context, o options) (report, error) {
-	gin.SetMode(gin.ReleaseMode)
-	r := gin.New()
-	r.POST("/v1/jobs", func(c *gin.Context) {
-		var req jobRequest
-		dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || req.Type == "" {
-			c.JSON(http.StatusBadRequest, gin.H{"detail": "bad request"})
-			return
-		}
-		c.Header("Location", "/v1/jobs/job_x")
-		c.JSON(http.StatusAccepted, gin.H{"id": "job_x", "status": "queued", "type": req.Type})
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return report{}, err
-	}
-	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	o.url, o.pid = "http://"+ln.Addr().String(), os.Getpid()
-	rep := intakeScenario(ctx, o)
-	rep.Scenario = "baseline: bare Gin 202"
 	return rep, nil
 }
 

@@ -53,7 +53,8 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 		"message alone (jobs that wait for the same subject at once share one message, a job batch); jobs of a type that no processor in the "+
 		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), without and with an `Idempotency-Key`, which are written as a record and a message; "+
 		"and echo jobs while the server's processor runs them and writes their records, on the same machine. The end-to-end rows submit echo jobs with a callback "+
-		"to hookbench's own receiver. How to read these figures, JetStream writes per job and profile findings: "+
+		"to hookbench's own receiver. The bare Gin baseline runs in a process of its own (`hookbench gin-serve`), as hookstream does; "+
+		"the same handler inside hookbench's process, sharing the load generator's Go runtime, is the row after it. How to read these figures, JetStream writes per job and profile findings: "+
 		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
 		fmt.Fprintf(stdout, "== %s (sync %s)\n", m.name, m.sync)
@@ -78,7 +79,8 @@ type modeResult struct {
 	mode mode
 	// rows are every report, in the order of the table.
 	rows                            []report
-	gin, jsSync, scale10, scale10k  *report
+	gin, ginInProcess, jsSync       *report
+	scale10, scale10k               *report
 	intake, intakeRecord, intakeOwn *report
 	e2e                             []*report
 	sustained                       *report // the highest rate that held
@@ -101,11 +103,13 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 		res.rows = append(res.rows, r)
 		return &res.rows[len(res.rows)-1]
 	}
-	gin, err := ginBaseline(ctx, o)
-	if err != nil {
-		return nil, err
+	for _, inProcess := range []bool{false, true} {
+		gin, err := ginBaseline(ctx, o, inProcess)
+		if err != nil {
+			return nil, err
+		}
+		add(gin)
 	}
-	add(gin)
 	jo := o
 	jo.sync = m.sync
 	js, err := jetstreamBaseline(ctx, jo)
@@ -219,7 +223,7 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 			return nil, err
 		}
 	}
-	res.gin, res.jsSync = &res.rows[0], &res.rows[1]
+	res.gin, res.ginInProcess, res.jsSync = &res.rows[0], &res.rows[1], &res.rows[2]
 	return res, nil
 }
 
@@ -305,9 +309,9 @@ func writeTable(md *strings.Builder, res *modeResult) {
 		{res.intakeRecord, "Intake alone, external type (record and message)"},
 		{res.intakeOwn, "Intake of echo jobs while the server runs them"},
 	} {
-		if row.r != nil && res.gin.Throughput > 0 && res.jsSync.Throughput > 0 {
-			fmt.Fprintf(md, "- %s: **%.2f×** the bare Gin handler, **%.2f×** JetStream's synchronous publishes from 16 publishers.\n",
-				row.what, row.r.Throughput/res.gin.Throughput, row.r.Throughput/res.jsSync.Throughput)
+		if row.r != nil && res.gin.Throughput > 0 && res.ginInProcess.Throughput > 0 && res.jsSync.Throughput > 0 {
+			fmt.Fprintf(md, "- %s: **%.2f×** the bare Gin handler (%.2f× the handler inside hookbench's process), **%.2f×** JetStream's synchronous publishes from 16 publishers.\n",
+				row.what, row.r.Throughput/res.gin.Throughput, row.r.Throughput/res.ginInProcess.Throughput, row.r.Throughput/res.jsSync.Throughput)
 		}
 	}
 	if res.sustained != nil {
