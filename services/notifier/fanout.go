@@ -29,7 +29,7 @@ const callbackTarget = "cb"
 func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error {
 	// Direct attempts get workers of their own: however long they take,
 	// fanoutConcurrency workers are left for fanning out.
-	return bus.Workers(ctx, cons, fanoutConcurrency+cap(n.direct), n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
+	return bus.Workers(ctx, n.logger, cons, fanoutConcurrency+cap(n.direct), n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
 		if err := n.fanout(ctx, msg); err != nil {
 			n.logger.Warn("fan out event", "subject", msg.Subject(), "error", err)
 			_ = msg.NakWithDelay(fanoutRetry)

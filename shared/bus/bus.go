@@ -51,6 +51,15 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
+		// Asynchronous errors (a slow consumer's dropped messages, a
+		// subscription's consumer gone) go to the log, not to stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				logger.Warn("nats asynchronous error", "subject", sub.Subject, "error", err)
+				return
+			}
+			logger.Warn("nats asynchronous error", "error", err)
+		}),
 	}
 	url := opts.URL
 	if opts.InProcess != nil {

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -12,8 +13,10 @@ import (
 // Workers runs handle for the messages of a consumer, at most n at a time,
 // until ctx ends. Then it stops fetching, gives running handlers grace to
 // finish, and finally cancels the context they run with. Backlogs stay in
-// JetStream: at most n messages are held in memory.
-func Workers(ctx context.Context, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
+// JetStream: at most n messages are held in memory. What goes wrong with the
+// pulls (missed heartbeats, a consumer deleted, a leader change) is logged:
+// the client pulls again by itself.
+func Workers(ctx context.Context, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
 	var wg sync.WaitGroup
@@ -41,7 +44,9 @@ func Workers(ctx context.Context, cons jetstream.Consumer, n int, grace time.Dur
 			defer func() { <-slots }()
 			handle(workCtx, msg)
 		}()
-	}, jetstream.PullMaxMessages(n))
+	}, jetstream.PullMaxMessages(n), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		logger.Warn("consume", "consumer", cons.CachedInfo().Name, "error", err)
+	}))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", cons.CachedInfo().Name, err)
 	}

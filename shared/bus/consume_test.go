@@ -2,6 +2,9 @@ package bus_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,4 +48,65 @@ func TestKeepAliveHoldsMessageUntilStopped(t *testing.T) {
 	meta, err := m.Metadata()
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), meta.NumDelivered)
+}
+
+// logRecords is a slog.Handler that keeps the messages and attributes of
+// what is logged.
+type logRecords struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, line)
+	return nil
+}
+
+func (l *logRecords) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.records {
+		if strings.Contains(r, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// What goes wrong with a consumer's pulls is logged, with the consumer's
+// name, not dropped: here the consumer is deleted under Workers.
+func TestWorkersLogConsumeErrors(t *testing.T) {
+	t.Parallel()
+	_, js := startStream(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cons, err := js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	logs := &logRecords{}
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Workers(ctx, slog.New(logs), cons, 4, time.Second, func(_ context.Context, msg jetstream.Msg) { _ = msg.Ack() })
+	}()
+	_, err = js.Publish(ctx, "t.x", []byte("work"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream == 1
+	}, 5*time.Second, 10*time.Millisecond, "the message is handled")
+
+	require.NoError(t, js.DeleteConsumer(ctx, "T", "w"))
+	require.Eventually(t, func() bool { return logs.contains("consume consumer=w error=") },
+		5*time.Second, 10*time.Millisecond, "the deleted consumer is not logged: %v", logs.records)
+	cancel()
+	require.NoError(t, <-done)
 }
