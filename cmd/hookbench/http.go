@@ -65,7 +65,13 @@ type receiver struct {
 	dupes     atomic.Uint64
 	// last is when the latest webhook arrived (Unix nanoseconds).
 	last atomic.Int64
+	// started is when the load began, and pause the longest time without
+	// a webhook since (nanoseconds): a stalled pipeline shows there.
+	started, pause atomic.Int64
 }
+
+// begin marks when the load starts, for pause.
+func (r *receiver) begin(at time.Time) { r.started.Store(at.UnixNano()) }
 
 func startReceiver(addr string) (*receiver, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -80,7 +86,18 @@ func startReceiver(addr string) (*receiver, error) {
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	now := time.Now()
-	r.last.Store(now.UnixNano())
+	prev := r.last.Swap(now.UnixNano())
+	if prev == 0 {
+		prev = r.started.Load()
+	}
+	if prev != 0 {
+		for p := now.UnixNano() - prev; ; {
+			longest := r.pause.Load()
+			if p <= longest || r.pause.CompareAndSwap(longest, p) {
+				break
+			}
+		}
+	}
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	w.WriteHeader(http.StatusNoContent)
 	if _, dup := r.seen.LoadOrStore(req.Header.Get("webhook-id"), struct{}{}); dup {

@@ -28,9 +28,13 @@ type report struct {
 	Missing   uint64           `json:"missing,omitempty"` // accepted, no webhook by the end of the drain
 	// WebhookRate is webhooks received per second, from the first request
 	// to the last webhook: what the whole pipeline sustained.
-	WebhookRate float64      `json:"webhooks_per_s,omitempty"`
-	PerSecond   []uint64     `json:"per_second"`
-	Server      *serverStats `json:"server,omitempty"`
+	WebhookRate float64 `json:"webhooks_per_s,omitempty"`
+	// WebhookPause is the longest time without a webhook, from the start
+	// of the load to the last webhook: a few milliseconds unless the
+	// pipeline stalled.
+	WebhookPause time.Duration `json:"longest_webhook_pause_ns,omitempty"`
+	PerSecond    []uint64      `json:"per_second"`
+	Server       *serverStats  `json:"server,omitempty"`
 }
 
 func newReport(name string, r *loadRun, elapsed time.Duration) report {
@@ -64,8 +68,8 @@ func (rep report) print(w io.Writer) {
 	l := rep.Latency
 	fmt.Fprintf(w, "  request latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
 	if e := rep.EndToEnd; e != nil {
-		fmt.Fprintf(w, "  202 → webhook:   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%d delivered, %d missing, %.0f webhooks/s)\n",
-			ms(e.P50), ms(e.P90), ms(e.P99), ms(e.P999), ms(e.Max), rep.Delivered, rep.Missing, rep.WebhookRate)
+		fmt.Fprintf(w, "  202 → webhook:   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%d delivered, %d missing, %.0f webhooks/s, longest pause %s)\n",
+			ms(e.P50), ms(e.P90), ms(e.P99), ms(e.P999), ms(e.Max), rep.Delivered, rep.Missing, rep.WebhookRate, ms(rep.WebhookPause))
 	}
 	if s := rep.Server; s != nil {
 		fmt.Fprintf(w, "  server: %.0f %% CPU, peak RSS %.0f MiB\n", s.CPUPercent, s.PeakRSSMiB)

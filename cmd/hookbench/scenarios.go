@@ -100,6 +100,7 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	}
 	w := watchProc(o.pid)
 	start := time.Now()
+	rcv.begin(start)
 	r.execute(ctx)
 	elapsed := time.Since(start)
 	rcv.drain(r.ok.Load(), o.drain)
@@ -111,6 +112,7 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	rep.Server = w.stop()
 	e2e := rcv.latency.Summary()
 	rep.EndToEnd, rep.Delivered = &e2e, rcv.delivered.Load()
+	rep.WebhookPause = time.Duration(rcv.pause.Load())
 	if last := time.Unix(0, rcv.last.Load()); last.After(start) {
 		rep.WebhookRate = float64(rep.Delivered) / last.Sub(start).Seconds()
 	}
@@ -247,6 +249,7 @@ func fanoutScenario(ctx context.Context, o options) (report, error) {
 	}
 	w := watchProc(o.pid)
 	start := time.Now()
+	rcv.begin(start)
 	r.execute(ctx)
 	elapsed := time.Since(start)
 	want := r.ok.Load() * uint64(o.endpoints)
@@ -255,6 +258,7 @@ func fanoutScenario(ctx context.Context, o options) (report, error) {
 	rep.Server = w.stop()
 	e := rcv.latency.Summary()
 	rep.EndToEnd, rep.Delivered = &e, rcv.delivered.Load()
+	rep.WebhookPause = time.Duration(rcv.pause.Load())
 	if last := time.Unix(0, rcv.last.Load()); last.After(start) {
 		rep.WebhookRate = float64(rep.Delivered) / last.Sub(start).Seconds()
 	}

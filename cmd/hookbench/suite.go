@@ -324,6 +324,16 @@ func writeTable(md *strings.Builder, res *modeResult) {
 		fmt.Fprintf(md, "- 10,000 vs 10 registered endpoints, whole pipeline as fast as 64 clients go: %.0f vs %.0f webhooks/s (**%+.1f %%**; jobs accepted %.0f vs %.0f/s), %d and %d webhooks missing.\n",
 			b.WebhookRate, a.WebhookRate, 100*(b.WebhookRate-a.WebhookRate)/a.WebhookRate, b.Throughput, a.Throughput, b.Missing, a.Missing)
 	}
+	var paused *report
+	for i := range res.rows {
+		if r := &res.rows[i]; r.EndToEnd != nil && (paused == nil || r.WebhookPause > paused.WebhookPause) {
+			paused = r
+		}
+	}
+	if paused != nil {
+		fmt.Fprintf(md, "- Longest time without a webhook in any row, from the start of its load: %s (%s, %d/s); more than a second means the pipeline stalled.\n",
+			ms(paused.WebhookPause), paused.Scenario, paused.Rate)
+	}
 	if b := res.backlog; b != nil {
 		fmt.Fprintf(md, "- Backlog: %d deliveries queued for a dead endpoint in %s; the healthy endpoint's p99 went from %s to %s (**×%.2f**); server peak RSS **%.0f MiB**.\n",
 			b.Queued, b.QueueTime.Round(time.Second), ms(b.Unloaded.EndToEnd.P99), ms(b.Loaded.EndToEnd.P99), b.P99Increase, b.PeakRSSMiB)
@@ -358,7 +368,7 @@ func startHookstream(ctx context.Context, binary, sync string, env ...string) (*
 	cmd.Env = append(os.Environ(),
 		"HOOKSTREAM_DATA_DIR="+dir, fmt.Sprintf("HOOKSTREAM_HTTP_ADDR=127.0.0.1:%d", port),
 		"HOOKSTREAM_API_KEYS=bench:"+key, "HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS=127.0.0.0/8",
-		"HOOKSTREAM_JETSTREAM_SYNC="+sync, "HOOKSTREAM_LOG_LEVEL=error",
+		"HOOKSTREAM_JETSTREAM_SYNC="+sync, "HOOKSTREAM_LOG_LEVEL=warn", // a stalled consumer, for one, is a warning
 		fmt.Sprintf("HOOKSTREAM_NATS_LISTEN=127.0.0.1:%d", natsPort),
 		fmt.Sprintf("HOOKSTREAM_ENDPOINT_CONCURRENCY=%d", endpointConcurrency),
 		"HOOKSTREAM_EXTERNAL_JOB_TYPES="+intakeJobType)
