@@ -28,6 +28,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
 	inProcess := fs.Bool("in-process", false, "gin: serve the handler inside hookbench rather than in a process of its own")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of hookbench itself (the load generator) to this file")
 	suite := suiteOptions{}
 	fs.StringVar(&suite.binary, "hookstream", "./bin/hookstream", "suite: the hookstream binary to start")
 	fs.StringVar(&suite.out, "out", "docs/benchmarks.md", "suite: the Markdown file to write")
@@ -88,6 +90,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	suite.backlog = o.backlog
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var rep report
 	var err error
