@@ -63,15 +63,14 @@ type receiver struct {
 	latency   latency.Histogram
 	delivered atomic.Uint64
 	dupes     atomic.Uint64
-	// last is when the latest webhook arrived (Unix nanoseconds).
-	last atomic.Int64
-	// started is when the load began, and pause the longest time without
-	// a webhook since (nanoseconds): a stalled pipeline shows there.
-	started, pause atomic.Int64
+	// last is when the latest webhook arrived, or the load began (Unix
+	// nanoseconds); pause is the longest time without a webhook since the
+	// load began (nanoseconds): a stalled pipeline shows there.
+	last, pause atomic.Int64
 }
 
 // begin marks when the load starts, for pause.
-func (r *receiver) begin(at time.Time) { r.started.Store(at.UnixNano()) }
+func (r *receiver) begin(at time.Time) { r.last.Store(at.UnixNano()) }
 
 func startReceiver(addr string) (*receiver, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -86,11 +85,7 @@ func startReceiver(addr string) (*receiver, error) {
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	now := time.Now()
-	prev := r.last.Swap(now.UnixNano())
-	if prev == 0 {
-		prev = r.started.Load()
-	}
-	if prev != 0 {
+	if prev := r.last.Swap(now.UnixNano()); prev != 0 {
 		for p := now.UnixNano() - prev; ; {
 			longest := r.pause.Load()
 			if p <= longest || r.pause.CompareAndSwap(longest, p) {

@@ -280,16 +280,20 @@ func sustainedRun(ctx context.Context, rate int, res *modeResult, run runFunc, a
 	return held, err
 }
 
+// rateLabel is a row's offered rate, or "max" for the closed model.
+func rateLabel(r report) string {
+	if r.Rate > 0 {
+		return fmt.Sprintf("%d/s", r.Rate)
+	}
+	return "max"
+}
+
 func writeTable(md *strings.Builder, res *modeResult) {
 	m := res.mode
 	fmt.Fprintf(md, "## %s mode (JetStream sync `%s`)\n\n", m.name, m.sync)
 	fmt.Fprintln(md, "| scenario | rate | conns | ok/s | p50 | p99 | p99.9 | 202→webhook p50 | p99 | webhooks/s | errors | missing | server CPU | server peak RSS |")
 	fmt.Fprintln(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range res.rows {
-		rate := "max"
-		if r.Rate > 0 {
-			rate = fmt.Sprintf("%d/s", r.Rate)
-		}
 		e50, e99, cpu, rss, missing, hooks := "", "", "", "", "", ""
 		if e := r.EndToEnd; e != nil {
 			e50, e99, missing, hooks = ms(e.P50), ms(e.P99), fmt.Sprint(r.Missing), fmt.Sprintf("%.0f", r.WebhookRate)
@@ -298,7 +302,7 @@ func writeTable(md *strings.Builder, res *modeResult) {
 			cpu, rss = fmt.Sprintf("%.0f %%", r.Server.CPUPercent), fmt.Sprintf("%.0f MiB", r.Server.PeakRSSMiB)
 		}
 		fmt.Fprintf(md, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s |\n",
-			r.Scenario, rate, r.Conns, r.Throughput, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), e50, e99, hooks, r.Sent-r.OK, missing, cpu, rss)
+			r.Scenario, rateLabel(r), r.Conns, r.Throughput, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), e50, e99, hooks, r.Sent-r.OK, missing, cpu, rss)
 	}
 	fmt.Fprintln(md)
 	for _, row := range []struct {
@@ -334,12 +338,8 @@ func writeTable(md *strings.Builder, res *modeResult) {
 		}
 	}
 	if paused != nil {
-		rate := "max"
-		if paused.Rate > 0 {
-			rate = fmt.Sprintf("%d/s", paused.Rate)
-		}
 		fmt.Fprintf(md, "- Longest time without a webhook in a row of 100 or more jobs a second, from the start of its load: %s (%s, %s); more than a second means the pipeline stalled.\n",
-			ms(paused.WebhookPause), paused.Scenario, rate)
+			ms(paused.WebhookPause), paused.Scenario, rateLabel(*paused))
 	}
 	if b := res.backlog; b != nil {
 		fmt.Fprintf(md, "- Backlog: %d deliveries queued for a dead endpoint in %s; the healthy endpoint's p99 went from %s to %s (**×%.2f**); server peak RSS **%.0f MiB**.\n",

@@ -39,7 +39,8 @@ func appendJSONTime(buf []byte, t time.Time) []byte {
 	return append(buf, '"')
 }
 
-// appendAccepted appends the 202 body of POST /v1/jobs (accepted) for a job.
+// appendAccepted appends the 202 body of POST /v1/jobs for a job: id, status,
+// type, created_at, expires_at and links.self.
 func appendAccepted(buf []byte, job contract.JobRecord, self string) []byte {
 	buf = append(buf, `{"id":`...)
 	buf = appendJSONString(buf, job.ID)

@@ -9,6 +9,21 @@ import (
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
+// accepted is the 202 body of POST /v1/jobs as encoding/json wrote it
+// before appendAccepted.
+type accepted struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Type      string    `json:"type"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Links     links     `json:"links"`
+}
+
+type links struct {
+	Self string `json:"self"`
+}
+
 // encodeCases are strings that take every path of appendJSONString.
 var encodeCases = []string{
 	"", "echo", "job_s2279002941993255010_ue7rk069u642h93eesst53dbtc", "/v1/jobs/job_1",

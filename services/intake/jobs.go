@@ -31,21 +31,6 @@ type createJobRequest struct {
 	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
-// accepted is the 202 body of POST /v1/jobs, which appendAccepted writes
-// by hand; TestAppendAccepted holds the two to the same bytes.
-type accepted struct {
-	ID        string    `json:"id"`
-	Status    string    `json:"status"`
-	Type      string    `json:"type"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Links     links     `json:"links"`
-}
-
-type links struct {
-	Self string `json:"self"`
-}
-
 // Metadata limits.
 const (
 	maxMetadataKeys     = 32
