@@ -55,14 +55,21 @@ func TestJobCallbackIsSignedAndVerifies(t *testing.T) {
 	code, _, _ = h.call(http.MethodGet, "/v1/jobs/"+id, keyOther, "")
 	require.Equal(t, http.StatusNotFound, code)
 
-	// Operations: the counters show the work (Prometheus text format).
-	resp, err := http.Get(h.url + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	text, _ := io.ReadAll(resp.Body)
-	require.Contains(t, string(text), "# TYPE hookstream_jobs_accepted_total counter")
-	require.Contains(t, string(text), `hookstream_webhook_attempts_total{outcome="success"}`)
-	require.Contains(t, string(text), `hookstream_http_responses_total{code="202"}`)
+	// Operations: the counters show the work (Prometheus text format). The
+	// notifier counts an attempt once the receiver has answered, which can
+	// be just after the receiver has the webhook.
+	var text string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(h.url + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		text = string(body)
+		return strings.Contains(text, `hookstream_webhook_attempts_total{outcome="success"}`)
+	}, 5*time.Second, 20*time.Millisecond, "no successful attempt counted")
+	require.Contains(t, text, "# TYPE hookstream_jobs_accepted_total counter")
+	require.Contains(t, text, `hookstream_webhook_attempts_total{outcome="success"}`)
+	require.Contains(t, text, `hookstream_http_responses_total{code="202"}`)
 }
 
 // A receiver that fails twice gets the same webhook-id three times, the
