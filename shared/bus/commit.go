@@ -80,7 +80,6 @@ const (
 // so its memory is bounded by the callers' own concurrency.
 type Committer struct {
 	nc       *nats.Conn
-	js       jetstream.JetStream
 	requests chan *commitRequest
 	slots    chan struct{}
 	singles  chan struct{}
@@ -107,7 +106,6 @@ type commitResult struct {
 func NewCommitter(js jetstream.JetStream) *Committer {
 	c := &Committer{
 		nc:       js.Conn(),
-		js:       js,
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
 		singles:  make(chan struct{}, MaxSinglesInFlight),
@@ -181,7 +179,7 @@ func (c *Committer) publishOne(r *commitRequest) {
 		r.result <- commitResult{err: r.ctx.Err()}
 		return
 	}
-	ack, err := c.js.PublishMsg(r.ctx, r.msg)
+	ack, err := publish(r.ctx, c.nc, r.msg)
 	r.result <- commitResult{ack: ack, err: err}
 }
 
@@ -348,6 +346,7 @@ var (
 // saves make up for. Off, GroupCommit publishes straight to JetStream.
 type GroupCommit struct {
 	js     jetstream.JetStream
+	nc     *nats.Conn
 	routes []commitRoute
 }
 
@@ -359,10 +358,10 @@ type commitRoute struct {
 // NewGroupCommit starts the committers when on; Close stops them.
 func NewGroupCommit(js jetstream.JetStream, on bool) *GroupCommit {
 	if !on {
-		return &GroupCommit{js: js}
+		return &GroupCommit{js: js, nc: js.Conn()}
 	}
 	deliveries := NewCommitter(js) // deliveries and retries share a stream
-	return &GroupCommit{js: js, routes: []commitRoute{
+	return &GroupCommit{js: js, nc: js.Conn(), routes: []commitRoute{
 		{contract.SubjectJobs + ".", NewCommitter(js)},
 		{contract.SubjectEvents + ".", NewCommitter(js)},
 		{contract.SubjectDeliveries + ".", deliveries},
@@ -384,6 +383,7 @@ func (g *GroupCommit) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jet
 				return r.c.Publish(ctx, msg)
 			}
 		}
+		return publish(ctx, g.nc, msg)
 	}
 	return g.js.PublishMsg(ctx, msg, opts...)
 }
