@@ -53,7 +53,9 @@ func (p *Processor) processBatch(ctx context.Context, msg jetstream.Msg) settlem
 			outcomes[i] = settlement{verdict: retry} // stopping: start no more
 			continue
 		}
-		wg.Go(func() {
+		wg.Add(1)
+		p.pool.Go(func() {
+			defer wg.Done()
 			defer p.releaseSlot(b.jobType)
 			outcomes[i] = p.processBatched(ctx, b, req)
 		})

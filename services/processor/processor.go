@@ -45,6 +45,8 @@ type Processor struct {
 	// slots holds, per job type, one token per job running (Concurrency):
 	// a message that holds several jobs runs them at once, each in a slot.
 	slots map[string]chan struct{}
+	// pool runs the jobs of batches.
+	pool *bus.Pool
 	// stopping ends when Run is told to stop: no job of a batch starts
 	// after that.
 	stopping context.Context
@@ -70,7 +72,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, err
 	}
 	p := &Processor{
-		cfg: cfg, js: js, pub: pub, jobs: jobs, slots: map[string]chan struct{}{}, stopping: context.Background(),
+		cfg: cfg, js: js, pub: pub, jobs: jobs, slots: map[string]chan struct{}{}, pool: bus.NewPool(), stopping: context.Background(),
 		logger: logger.With("service", "processor"), now: time.Now,
 	}
 	for _, t := range p.Types() {

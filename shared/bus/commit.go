@@ -83,6 +83,7 @@ type Committer struct {
 	requests chan *commitRequest
 	slots    chan struct{}
 	singles  chan struct{}
+	pool     *Pool
 	// plainUntil (Unix nanoseconds) is when to try atomic batches again
 	// after the stream refused them as disabled.
 	plainUntil atomic.Int64
@@ -109,6 +110,7 @@ func NewCommitter(js jetstream.JetStream) *Committer {
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
 		singles:  make(chan struct{}, MaxSinglesInFlight),
+		pool:     NewPool(),
 		done:     make(chan struct{}),
 	}
 	go c.run()
@@ -155,10 +157,10 @@ func (c *Committer) run() {
 			metrics.Writes.Add("single", uint64(len(batch)))
 			for _, r := range batch {
 				c.singles <- struct{}{}
-				go func() {
+				c.pool.Go(func() {
 					defer func() { <-c.singles }()
 					c.publishOne(r)
-				}()
+				})
 			}
 			continue
 		}
@@ -166,10 +168,10 @@ func (c *Committer) run() {
 		// this one.
 		c.slots <- struct{}{}
 		batch = c.gatherMore(batch)
-		go func() {
+		c.pool.Go(func() {
 			defer func() { <-c.slots }()
 			c.commit(batch)
-		}()
+		})
 	}
 }
 

@@ -13,7 +13,8 @@ import (
 // Workers runs handle for the messages of a consumer, at most n at a time,
 // until ctx ends. Then it stops fetching, gives running handlers grace to
 // finish, and finally cancels the context they run with. Backlogs stay in
-// JetStream: at most n messages are held in memory. What goes wrong with the
+// JetStream: at most n messages are held in memory. Handlers run on a Pool's
+// goroutines. What goes wrong with the
 // pulls (missed heartbeats, a consumer deleted, a leader change) is logged:
 // the client pulls again by itself.
 func Workers(ctx context.Context, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
@@ -23,6 +24,7 @@ func Workers(ctx context.Context, logger *slog.Logger, cons jetstream.Consumer, 
 	var mu sync.Mutex
 	stopped := false
 	slots := make(chan struct{}, n)
+	pool := NewPool()
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		select {
 		case slots <- struct{}{}:
@@ -39,11 +41,11 @@ func Workers(ctx context.Context, logger *slog.Logger, cons jetstream.Consumer, 
 		}
 		wg.Add(1)
 		mu.Unlock()
-		go func() {
+		pool.Go(func() {
 			defer wg.Done()
 			defer func() { <-slots }()
 			handle(workCtx, msg)
-		}()
+		})
 	}, jetstream.PullMaxMessages(n), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		logger.Warn("consume", "consumer", cons.CachedInfo().Name, "error", err)
 	}))
