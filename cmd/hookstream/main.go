@@ -86,9 +86,9 @@ func newLogger(s *settings, w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch s.LogFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(newLazyHandler(slog.NewTextHandler(w, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(newLazyHandler(slog.NewJSONHandler(w, opts))), nil
 	}
 	return nil, fmt.Errorf("HOOKSTREAM_LOG_FORMAT (--log-format): %q is not text or json", s.LogFormat)
 }
