@@ -52,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "hookstream base URL")
 	fs.StringVar(&o.key, "key", os.Getenv("HOOKSTREAM_KEY"), "API key (default $HOOKSTREAM_KEY)")
 	fs.IntVar(&o.rate, "rate", 0, "requests per second (open model); 0: closed model, as fast as -conns go")
-	fs.IntVar(&o.conns, "conns", 64, "closed model: concurrent clients; open model: most requests in flight")
+	fs.IntVar(&o.conns, "conns", 64, "concurrent clients (connections); in the open model, requests due while all are busy wait for one")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN)")

@@ -53,7 +53,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 func (rep report) print(w io.Writer) {
 	fmt.Fprintf(w, "%s: %d sent, %d ok, %.0f/s", rep.Scenario, rep.Sent, rep.OK, rep.Throughput)
 	if rep.Overflow > 0 {
-		fmt.Fprintf(w, ", %d not sent (too many in flight)", rep.Overflow)
+		fmt.Fprintf(w, ", %d not sent (%d s of requests queued)", rep.Overflow, maxQueued)
 	}
 	keys := make([]string, 0, len(rep.Statuses))
 	for k := range rep.Statuses {
