@@ -77,16 +77,23 @@ func (b *Box) Fingerprint() string { return b.fingerprint }
 // processors mask a job's stream sequence with it in the job's id, so that
 // ids do not tell how many jobs the whole deployment takes.
 func (b *Box) JobIDMask(nonce string) uint64 {
-	mac, _ := b.masks.Get().(hash.Hash)
-	if mac == nil {
-		mac = hmac.New(sha256.New, b.maskKey)
+	m, _ := b.masks.Get().(*masker)
+	if m == nil {
+		m = &masker{mac: hmac.New(sha256.New, b.maskKey)}
 	}
-	mac.Reset()
-	mac.Write([]byte(nonce))
+	m.mac.Reset()
+	m.buf = append(m.buf[:0], nonce...) // []byte(nonce) would allocate
+	m.mac.Write(m.buf)
 	var sum [sha256.Size]byte
-	mask := binary.BigEndian.Uint64(mac.Sum(sum[:0]))
-	b.masks.Put(mac)
+	mask := binary.BigEndian.Uint64(m.mac.Sum(sum[:0]))
+	b.masks.Put(m)
 	return mask
+}
+
+// masker is a JobIDMask HMAC, kept for reuse with its input buffer.
+type masker struct {
+	mac hash.Hash
+	buf []byte
 }
 
 // ParseKey decodes a key given as standard base64 of 32 bytes.
