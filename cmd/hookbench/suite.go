@@ -53,7 +53,8 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 		"message alone (jobs that wait for the same subject at once share one message, a job batch); jobs of a type that no processor in the "+
 		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), without and with an `Idempotency-Key`, which are written as a record and a message; "+
 		"and echo jobs while the server's processor runs them and writes their records, on the same machine. The end-to-end rows submit echo jobs with a callback "+
-		"to hookbench's own receiver. The bare Gin baseline runs in a process of its own (`hookbench gin-serve`), as hookstream does; "+
+		"to hookbench's own receiver at a constant rate: a job due while all connections are busy waits for one, and its latency counts from when it was due. "+
+		"The bare Gin baseline runs in a process of its own (`hookbench gin-serve`), as hookstream does; "+
 		"the same handler inside hookbench's process, sharing the load generator's Go runtime, is the row after it. How to read these figures, JetStream writes per job and profile findings: "+
 		"[performance.md](performance.md).\n\n", endpointConcurrency)
 	for _, m := range modes {
