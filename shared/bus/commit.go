@@ -80,6 +80,7 @@ const (
 // so its memory is bounded by the callers' own concurrency.
 type Committer struct {
 	nc       *nats.Conn
+	timeout  time.Duration // a publish's, when its ctx has no deadline
 	requests chan *commitRequest
 	slots    chan struct{}
 	singles  chan struct{}
@@ -107,6 +108,7 @@ type commitResult struct {
 func NewCommitter(js jetstream.JetStream) *Committer {
 	c := &Committer{
 		nc:       js.Conn(),
+		timeout:  js.Options().DefaultTimeout,
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
 		singles:  make(chan struct{}, MaxSinglesInFlight),
@@ -181,7 +183,7 @@ func (c *Committer) publishOne(r *commitRequest) {
 		r.result <- commitResult{err: r.ctx.Err()}
 		return
 	}
-	ack, err := publish(r.ctx, c.nc, r.msg)
+	ack, err := publish(r.ctx, c.nc, c.timeout, r.msg)
 	r.result <- commitResult{ack: ack, err: err}
 }
 
@@ -253,7 +255,7 @@ func (c *Committer) commit(batch []*commitRequest) {
 // publishEach publishes every message on its own, all at once.
 func (c *Committer) publishEach(batch []*commitRequest) {
 	for _, r := range batch {
-		go c.publishOne(r)
+		c.pool.Go(func() { c.publishOne(r) })
 	}
 }
 
@@ -347,9 +349,10 @@ var (
 // (it stages them in a file store of its own), which only the syncs it
 // saves make up for. Off, GroupCommit publishes straight to JetStream.
 type GroupCommit struct {
-	js     jetstream.JetStream
-	nc     *nats.Conn
-	routes []commitRoute
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	timeout time.Duration // a publish's, when its ctx has no deadline
+	routes  []commitRoute
 }
 
 type commitRoute struct {
@@ -360,10 +363,10 @@ type commitRoute struct {
 // NewGroupCommit starts the committers when on; Close stops them.
 func NewGroupCommit(js jetstream.JetStream, on bool) *GroupCommit {
 	if !on {
-		return &GroupCommit{js: js, nc: js.Conn()}
+		return &GroupCommit{js: js, nc: js.Conn(), timeout: js.Options().DefaultTimeout}
 	}
 	deliveries := NewCommitter(js) // deliveries and retries share a stream
-	return &GroupCommit{js: js, nc: js.Conn(), routes: []commitRoute{
+	return &GroupCommit{js: js, nc: js.Conn(), timeout: js.Options().DefaultTimeout, routes: []commitRoute{
 		{contract.SubjectJobs + ".", NewCommitter(js)},
 		{contract.SubjectEvents + ".", NewCommitter(js)},
 		{contract.SubjectDeliveries + ".", deliveries},
@@ -385,7 +388,7 @@ func (g *GroupCommit) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jet
 				return r.c.Publish(ctx, msg)
 			}
 		}
-		return publish(ctx, g.nc, msg)
+		return publish(ctx, g.nc, g.timeout, msg)
 	}
 	return g.js.PublishMsg(ctx, msg, opts...)
 }

@@ -14,9 +14,8 @@ import (
 // until ctx ends. Then it stops fetching, gives running handlers grace to
 // finish, and finally cancels the context they run with. Backlogs stay in
 // JetStream: at most n messages are held in memory. Handlers run on a Pool's
-// goroutines. What goes wrong with the
-// pulls (missed heartbeats, a consumer deleted, a leader change) is logged:
-// the client pulls again by itself.
+// goroutines. What goes wrong with the pulls (missed heartbeats, a consumer
+// deleted, a leader change) is logged: the client pulls again by itself.
 func Workers(ctx context.Context, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()

@@ -72,6 +72,13 @@ func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+// String lists the records; a failed assertion prints it, under the lock.
+func (l *logRecords) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.records, "\n")
+}
+
 func (l *logRecords) contains(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -106,7 +113,7 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 
 	require.NoError(t, js.DeleteConsumer(ctx, "T", "w"))
 	require.Eventually(t, func() bool { return logs.contains("consume consumer=w error=") },
-		5*time.Second, 10*time.Millisecond, "the deleted consumer is not logged: %v", logs.records)
+		5*time.Second, 10*time.Millisecond, "the deleted consumer is not logged: %v", logs)
 	cancel()
 	require.NoError(t, <-done)
 }

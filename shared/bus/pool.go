@@ -14,7 +14,8 @@ const poolIdle = 10 * time.Second
 // keeps the stack it grew.
 //
 // A Pool does not limit how many functions run at once: its callers do.
-// Goroutines left idle for 10 s end. The zero Pool is not usable; use
+// Goroutines left idle for 10 s end. A function must leave its goroutine as
+// it found it (no runtime.LockOSThread without its unlock). The zero Pool is not usable; use
 // NewPool.
 type Pool struct {
 	work chan func()
@@ -38,6 +39,7 @@ func (p *Pool) run(f func()) {
 	defer idle.Stop()
 	for {
 		f()
+		f = nil // nothing of it is kept while idle
 		idle.Reset(poolIdle)
 		select {
 		case f = <-p.work:

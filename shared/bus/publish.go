@@ -12,9 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Defaults of a JetStream publish, as nats.go's jetstream package has them.
+// Retries of a JetStream publish, as nats.go's jetstream package has them.
 const (
-	publishTimeout    = 5 * time.Second // when ctx has no deadline
 	publishRetryWait  = jetstream.DefaultPubRetryWait
 	publishRetryTries = jetstream.DefaultPubRetryAttempts
 )
@@ -25,11 +24,12 @@ const (
 // its reply read. It reads the PubAck nats-server writes for a message it
 // stored without reflection; nats.go decodes every PubAck with
 // encoding/json, which was half the cost of a publish in the server's CPU
-// profile (docs/performance.md, finding 15).
-func publish(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*jetstream.PubAck, error) {
+// profile (docs/performance.md, finding 15). timeout applies when ctx has
+// no deadline: the JetStream's DefaultTimeout, as in nats.go.
+func publish(ctx context.Context, nc *nats.Conn, timeout time.Duration, msg *nats.Msg) (*jetstream.PubAck, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, publishTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
@@ -66,7 +66,8 @@ func parsePubAck(data []byte) (*jetstream.PubAck, error) {
 	if ack, ok := parsePlainPubAck(data); ok {
 		return ack, nil
 	}
-	var reply struct {
+	var reply struct { // nats.go's pubAckResponse
+		Type  string              `json:"type"`
 		Error *jetstream.APIError `json:"error,omitempty"`
 		*jetstream.PubAck
 	}

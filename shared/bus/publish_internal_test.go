@@ -12,6 +12,7 @@ import (
 // decodePubAck is how nats.go reads a PubAck: the oracle for parsePubAck.
 func decodePubAck(data []byte) (*jetstream.PubAck, error) {
 	var reply struct {
+		Type  string              `json:"type"`
 		Error *jetstream.APIError `json:"error,omitempty"`
 		*jetstream.PubAck
 	}
