@@ -206,7 +206,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]ru
 	}
 	a.mu.Unlock()
 	close(a.ready)
-	return append(append([]runner{in}, parts...), notif), nil
+	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.logger)), nil
 }
 
 // runner is a long-running part.
