@@ -35,18 +35,17 @@ type keyWatch struct {
 	logger *slog.Logger
 	// limit returns the memory limit in bytes (math.MaxInt64: none).
 	limit func() int64
-	every time.Duration
 	// warned is the estimate last warned about.
 	warned int64
 }
 
 func newKeyWatch(js jetstream.JetStream, logger *slog.Logger) *keyWatch {
-	return &keyWatch{js: js, logger: logger, limit: func() int64 { return debug.SetMemoryLimit(-1) }, every: keyWatchEvery}
+	return &keyWatch{js: js, logger: logger, limit: func() int64 { return debug.SetMemoryLimit(-1) }}
 }
 
 // Run reads the key counts at once and then every interval until ctx ends.
 func (w *keyWatch) Run(ctx context.Context) error {
-	t := time.NewTicker(w.every)
+	t := time.NewTicker(keyWatchEvery)
 	defer t.Stop()
 	for {
 		w.check(ctx)

@@ -79,8 +79,7 @@ const (
 // It holds only the publishes waiting for it, each with its caller blocked,
 // so its memory is bounded by the callers' own concurrency.
 type Committer struct {
-	nc       *nats.Conn
-	timeout  time.Duration // a publish's, when its ctx has no deadline
+	direct   direct // publishes one by one, and its connection the batches
 	requests chan *commitRequest
 	slots    chan struct{}
 	singles  chan struct{}
@@ -107,8 +106,7 @@ type commitResult struct {
 // go to the same stream. Close stops it.
 func NewCommitter(js jetstream.JetStream) *Committer {
 	c := &Committer{
-		nc:       js.Conn(),
-		timeout:  js.Options().DefaultTimeout,
+		direct:   directTo(js),
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
 		singles:  make(chan struct{}, MaxSinglesInFlight),
@@ -183,7 +181,7 @@ func (c *Committer) publishOne(r *commitRequest) {
 		r.result <- commitResult{err: r.ctx.Err()}
 		return
 	}
-	ack, err := publish(r.ctx, c.nc, c.timeout, r.msg)
+	ack, err := c.direct.publish(r.ctx, r.msg)
 	r.result <- commitResult{ack: ack, err: err}
 }
 
@@ -286,11 +284,11 @@ func (c *Committer) publishBatch(batch []*commitRequest) ([]*jetstream.PubAck, e
 			commit = m
 			break
 		}
-		if err := c.nc.PublishMsg(m); err != nil {
+		if err := c.direct.nc.PublishMsg(m); err != nil {
 			return nil, fmt.Errorf("publish batch %s: %w: %w", id, errBatchNotSent, err)
 		}
 	}
-	resp, err := c.nc.RequestMsg(commit, commitTimeout)
+	resp, err := c.direct.nc.RequestMsg(commit, commitTimeout)
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrBadSubject):
 		return nil, fmt.Errorf("publish batch %s: %w: %w", id, errBatchNotSent, err)
@@ -349,10 +347,9 @@ var (
 // (it stages them in a file store of its own), which only the syncs it
 // saves make up for. Off, GroupCommit publishes straight to JetStream.
 type GroupCommit struct {
-	js      jetstream.JetStream
-	nc      *nats.Conn
-	timeout time.Duration // a publish's, when its ctx has no deadline
-	routes  []commitRoute
+	js     jetstream.JetStream
+	direct direct
+	routes []commitRoute
 }
 
 type commitRoute struct {
@@ -363,10 +360,10 @@ type commitRoute struct {
 // NewGroupCommit starts the committers when on; Close stops them.
 func NewGroupCommit(js jetstream.JetStream, on bool) *GroupCommit {
 	if !on {
-		return &GroupCommit{js: js, nc: js.Conn(), timeout: js.Options().DefaultTimeout}
+		return &GroupCommit{js: js, direct: directTo(js)}
 	}
 	deliveries := NewCommitter(js) // deliveries and retries share a stream
-	return &GroupCommit{js: js, nc: js.Conn(), timeout: js.Options().DefaultTimeout, routes: []commitRoute{
+	return &GroupCommit{js: js, direct: directTo(js), routes: []commitRoute{
 		{contract.SubjectJobs + ".", NewCommitter(js)},
 		{contract.SubjectEvents + ".", NewCommitter(js)},
 		{contract.SubjectDeliveries + ".", deliveries},
@@ -388,7 +385,7 @@ func (g *GroupCommit) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jet
 				return r.c.Publish(ctx, msg)
 			}
 		}
-		return publish(ctx, g.nc, g.timeout, msg)
+		return g.direct.publish(ctx, msg)
 	}
 	return g.js.PublishMsg(ctx, msg, opts...)
 }

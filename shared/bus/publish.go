@@ -12,11 +12,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Retries of a JetStream publish, as nats.go's jetstream package has them.
-const (
-	publishRetryWait  = jetstream.DefaultPubRetryWait
-	publishRetryTries = jetstream.DefaultPubRetryAttempts
-)
+// direct publishes to a JetStream without options, one message at a time.
+type direct struct {
+	nc *nats.Conn
+	// timeout applies when a publish's ctx has no deadline: the
+	// JetStream's DefaultTimeout, as in nats.go.
+	timeout time.Duration
+}
+
+func directTo(js jetstream.JetStream) direct {
+	return direct{nc: js.Conn(), timeout: js.Options().DefaultTimeout}
+}
 
 // publish stores msg in JetStream and waits for its PubAck, as
 // jetstream.JetStream's PublishMsg without options does, with the same
@@ -24,23 +30,22 @@ const (
 // its reply read. It reads the PubAck nats-server writes for a message it
 // stored without reflection; nats.go decodes every PubAck with
 // encoding/json, which was half the cost of a publish in the server's CPU
-// profile (docs/performance.md, finding 15). timeout applies when ctx has
-// no deadline: the JetStream's DefaultTimeout, as in nats.go.
-func publish(ctx context.Context, nc *nats.Conn, timeout time.Duration, msg *nats.Msg) (*jetstream.PubAck, error) {
+// profile (docs/performance.md, finding 15).
+func (d direct) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
 		defer cancel()
 	}
-	resp, err := nc.RequestMsgWithContext(ctx, msg)
-	for try := 0; errors.Is(err, nats.ErrNoResponders) && try < publishRetryTries; try++ {
-		t := time.NewTimer(publishRetryWait)
+	resp, err := d.nc.RequestMsgWithContext(ctx, msg)
+	for try := 0; errors.Is(err, nats.ErrNoResponders) && try < jetstream.DefaultPubRetryAttempts; try++ {
+		t := time.NewTimer(jetstream.DefaultPubRetryWait)
 		select {
 		case <-ctx.Done():
 		case <-t.C:
 		}
 		t.Stop()
-		resp, err = nc.RequestMsgWithContext(ctx, msg)
+		resp, err = d.nc.RequestMsgWithContext(ctx, msg)
 	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
