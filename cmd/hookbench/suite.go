@@ -19,7 +19,11 @@ type suiteOptions struct {
 	binary   string
 	out      string
 	e2eRates []int
-	backlog  int
+	// e2eDuration is how long the constant-rate end-to-end rows and each
+	// run of the sustained-rate search load: a rate is sustained when it
+	// holds for longer than a burst.
+	e2eDuration time.Duration
+	backlog     int
 	// searchFrom is the first rate of the sustained-rate search per mode;
 	// searchSteps bounds it.
 	searchFrom  map[string]int
@@ -44,9 +48,9 @@ var modes = []mode{{"durable", "always"}, {"buffered", "2m"}}
 func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# hookstream benchmarks\n\nWritten by `task bench` (`hookbench suite`) on %s.\n\n", time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&md, "Machine: %d CPUs (%s/%s), %s; load generator on the same machine. Each run lasts %s.\n\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), o.duration)
-	fmt.Fprintf(&md, "Command: `hookbench suite -duration %s -conns %d -backlog %d` (`task bench`). ", o.duration, o.conns, s.backlog)
+	fmt.Fprintf(&md, "Machine: %d CPUs (%s/%s), %s; load generator on the same machine. The constant-rate end-to-end rows and each run of the sustained-rate search last %s, the other runs %s.\n\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), s.e2eDuration, o.duration)
+	fmt.Fprintf(&md, "Command: `hookbench suite -duration %s -e2e-duration %s -conns %d -backlog %d` (`task bench`). ", o.duration, s.e2eDuration, o.conns, s.backlog)
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
 		"(all callbacks go to one receiver host) and its defaults otherwise. The intake rows: "+
 		"echo jobs against a server without a processor (`HOOKSTREAM_PROCESSOR_CONCURRENCY=0`, the jobs waiting in JetStream, and `HOOKSTREAM_GROUP_COMMIT=on` for job batches), which intake writes as their "+
@@ -169,7 +173,7 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 	}
 	for _, rate := range s.e2eRates {
 		err := run(func(o options) error {
-			o.rate = rate
+			o.rate, o.duration = rate, s.e2eDuration
 			rep, err := e2eScenario(ctx, o)
 			res.e2e = append(res.e2e, add(rep))
 			return err
@@ -237,9 +241,9 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 // the last one that held is tried too, for a closer figure.
 func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *modeResult, run runFunc, add func(report) *report) error {
 	holds := func(rate int) (bool, error) {
-		held, err := sustainedRun(ctx, rate, res, run, add)
+		held, err := sustainedRun(ctx, rate, s.e2eDuration, res, run, add)
 		if err == nil && !held {
-			held, err = sustainedRun(ctx, rate, res, run, add)
+			held, err = sustainedRun(ctx, rate, s.e2eDuration, res, run, add)
 		}
 		return held, err
 	}
@@ -261,10 +265,10 @@ func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *
 }
 
 // sustainedRun is one run of the search at rate; it tells whether it held.
-func sustainedRun(ctx context.Context, rate int, res *modeResult, run runFunc, add func(report) *report) (bool, error) {
+func sustainedRun(ctx context.Context, rate int, d time.Duration, res *modeResult, run runFunc, add func(report) *report) (bool, error) {
 	var held bool
 	err := run(func(o options) error {
-		o.rate = rate
+		o.rate, o.duration = rate, d
 		rep, err := e2eScenario(ctx, o)
 		if err != nil {
 			return err
