@@ -159,51 +159,61 @@ func TestGroupCommitFollowsSync(t *testing.T) {
 	require.ErrorContains(t, err, "HOOKSTREAM_GROUP_COMMIT")
 }
 
-// HOOKSTREAM_MEMORY_LIMIT takes bytes, KiB, MiB or GiB from 32 MiB on, or
-// 'off'; anything else names the variable.
+// HOOKSTREAM_MEMORY_LIMIT takes bytes, KiB, MiB or GiB from 32 MiB on,
+// 'auto' or 'off'; anything else names the variable.
 func TestMemoryLimitSetting(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		given string
-		want  int64
+		given    string
+		want     int64
+		wantAuto bool
 	}{
-		{"", 256 << 20}, // the default
-		{"off", 0},
-		{"512MiB", 512 << 20},
-		{"1GiB", 1 << 30},
-		{"65536KiB", 64 << 20},
-		{"104857600", 100 << 20},
-		{"104857600B", 100 << 20},
-		{"32MiB", 32 << 20}, // the least
-		{" 1GiB ", 1 << 30},
+		{"", 256 << 20, true}, // the default
+		{"auto", 256 << 20, true},
+		{"off", 0, false},
+		{"512MiB", 512 << 20, false},
+		{"1GiB", 1 << 30, false},
+		{"65536KiB", 64 << 20, false},
+		{"104857600", 100 << 20, false},
+		{"104857600B", 100 << 20, false},
+		{"32MiB", 32 << 20, false}, // the least
+		{" 1GiB ", 1 << 30, false},
 	} {
 		s, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", tt.given), &bytes.Buffer{})
 		require.NoError(t, err, tt.given)
-		got, err := s.memoryLimit()
+		got, auto, err := s.memoryLimit()
 		require.NoError(t, err, tt.given)
 		require.Equal(t, tt.want, got, tt.given)
+		require.Equal(t, tt.wantAuto, auto, tt.given)
 	}
-	for _, bad := range []string{"lots", "256MB", "-1", "0", "1MiB", "33554431", "OFF", "1TiB", "9999999999GiB"} {
+	for _, bad := range []string{"lots", "256MB", "-1", "0", "1MiB", "33554431", "OFF", "AUTO", "1TiB", "9999999999GiB"} {
 		_, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", bad), &bytes.Buffer{})
 		require.ErrorContains(t, err, "HOOKSTREAM_MEMORY_LIMIT", bad)
 	}
 }
 
 // The setting becomes the runtime's soft memory limit, unless GOMEMLIMIT
-// is set: then the runtime's own reading of it stays. Not parallel: the
-// limit is the process's.
+// is set: then the runtime's own reading of it stays. Only 'auto' without
+// GOMEMLIMIT hands a base to the adaptive limit. Not parallel: the limit is
+// the process's.
 func TestMemoryLimitApplied(t *testing.T) {
 	prev := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
 	logger := slog.New(slog.DiscardHandler)
-	s, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", "300MiB"), &bytes.Buffer{})
+	fixed, err := parseSettings("serve", nil, env("HOOKSTREAM_MEMORY_LIMIT", "300MiB"), &bytes.Buffer{})
+	require.NoError(t, err)
+	auto, err := parseSettings("serve", nil, env(), &bytes.Buffer{})
 	require.NoError(t, err)
 
 	debug.SetMemoryLimit(math.MaxInt64) // whatever the test process was started with
-	setMemoryLimit(s, env(), logger)
+	require.Zero(t, setMemoryLimit(fixed, env(), logger), "a fixed limit does not adapt")
 	require.Equal(t, int64(300<<20), debug.SetMemoryLimit(-1))
 
+	require.Equal(t, int64(256<<20), setMemoryLimit(auto, env(), logger))
+	require.Equal(t, int64(256<<20), debug.SetMemoryLimit(-1))
+
 	debug.SetMemoryLimit(prev)
-	setMemoryLimit(s, env("GOMEMLIMIT", "1GiB"), logger)
+	require.Zero(t, setMemoryLimit(fixed, env("GOMEMLIMIT", "1GiB"), logger))
+	require.Zero(t, setMemoryLimit(auto, env("GOMEMLIMIT", "1GiB"), logger))
 	require.Equal(t, prev, debug.SetMemoryLimit(-1), "GOMEMLIMIT wins")
 }
