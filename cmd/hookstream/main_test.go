@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -168,8 +169,8 @@ func TestMemoryLimitSetting(t *testing.T) {
 		want     int64
 		wantAuto bool
 	}{
-		{"", 256 << 20, true}, // the default
-		{"auto", 256 << 20, true},
+		{"", 0, true}, // the default, sized by setMemoryLimit
+		{"auto", 0, true},
 		{"off", 0, false},
 		{"512MiB", 512 << 20, false},
 		{"1GiB", 1 << 30, false},
@@ -192,10 +193,9 @@ func TestMemoryLimitSetting(t *testing.T) {
 	}
 }
 
-// The setting becomes the runtime's soft memory limit, unless GOMEMLIMIT
-// is set: then the runtime's own reading of it stays. Only 'auto' without
-// GOMEMLIMIT hands a base to the adaptive limit. Not parallel: the limit is
-// the process's.
+// The setting becomes the runtime's soft memory limit, 'auto' 80 % of the
+// memory available, unless GOMEMLIMIT is set: then the runtime's own
+// reading of it stays. Not parallel: the limit is the process's.
 func TestMemoryLimitApplied(t *testing.T) {
 	prev := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
@@ -204,16 +204,38 @@ func TestMemoryLimitApplied(t *testing.T) {
 	require.NoError(t, err)
 	auto, err := parseSettings("serve", nil, env(), &bytes.Buffer{})
 	require.NoError(t, err)
+	available := func() int64 { return 10 << 30 }
+	unknown := func() int64 { return 0 }
 
 	debug.SetMemoryLimit(math.MaxInt64) // whatever the test process was started with
-	require.Zero(t, setMemoryLimit(fixed, env(), logger), "a fixed limit does not adapt")
+	setMemoryLimit(fixed, env(), available, logger)
 	require.Equal(t, int64(300<<20), debug.SetMemoryLimit(-1))
 
-	require.Equal(t, int64(256<<20), setMemoryLimit(auto, env(), logger))
-	require.Equal(t, int64(256<<20), debug.SetMemoryLimit(-1))
+	setMemoryLimit(auto, env(), available, logger)
+	require.Equal(t, int64(8<<30), debug.SetMemoryLimit(-1), "auto: 80 % of the memory available")
+
+	debug.SetMemoryLimit(math.MaxInt64)
+	setMemoryLimit(auto, env(), unknown, logger)
+	require.Equal(t, int64(math.MaxInt64), debug.SetMemoryLimit(-1), "auto, memory available unknown: no limit")
 
 	debug.SetMemoryLimit(prev)
-	require.Zero(t, setMemoryLimit(fixed, env("GOMEMLIMIT", "1GiB"), logger))
-	require.Zero(t, setMemoryLimit(auto, env("GOMEMLIMIT", "1GiB"), logger))
+	setMemoryLimit(fixed, env("GOMEMLIMIT", "1GiB"), available, logger)
+	setMemoryLimit(auto, env("GOMEMLIMIT", "1GiB"), available, logger)
 	require.Equal(t, prev, debug.SetMemoryLimit(-1), "GOMEMLIMIT wins")
+}
+
+// availableMemory reads this machine's memory: more than nothing, and not
+// more than /proc/meminfo's total.
+func TestAvailableMemory(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Skip("no /proc/meminfo here")
+	}
+	var kib int64
+	_, err = fmt.Sscanf(string(b), "MemTotal: %d kB", &kib)
+	require.NoError(t, err)
+	got := availableMemory()
+	require.Positive(t, got)
+	require.LessOrEqual(t, got, kib<<10)
 }

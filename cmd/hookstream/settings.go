@@ -92,7 +92,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
 		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "share one disk sync among concurrent JetStream writes (group commits): jobs stored as their message alone that arrive at the same moment are written as one message (a job batch), other jobs, events, deliveries and records as atomic batches: 'on', 'off', or 'auto': job batches on in embedded mode with a processor of its own, atomic batches on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where they are faster (with an interval sync they cost more than they save); both off in split mode and without a processor (HOOKSTREAM_PROCESSOR_CONCURRENCY=0), where job batches need every processor to be of this version or later. Atomic batches need NATS 2.12+", &s.GroupCommit},
-		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "auto", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'auto': 256MiB, plus in embedded mode twice the estimated index of the job records and delivery logs kept, re-read every minute; 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
+		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "auto", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'auto': 80 % of the memory available (the cgroup's limit or the host's memory); 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
 		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (e.g. 127.0.0.1:6060), for profiling under load; empty: off. Never expose it publicly", &s.PprofAddr},
@@ -234,19 +234,15 @@ func (s *settings) validate() error {
 	return nil
 }
 
-// autoMemoryLimit is HOOKSTREAM_MEMORY_LIMIT=auto's limit before the kept
-// keys are counted, and in split mode.
-const autoMemoryLimit = 256 << 20
-
-// memoryLimit reads HOOKSTREAM_MEMORY_LIMIT in bytes; 0 is off. auto is
-// true for 'auto', whose limit grows with the keys kept in embedded mode.
+// memoryLimit reads HOOKSTREAM_MEMORY_LIMIT in bytes; 0 is off or auto,
+// which auto tells (setMemoryLimit sizes it).
 func (s *settings) memoryLimit() (limit int64, auto bool, err error) {
 	v := s.MemoryLimit
 	switch v {
 	case "off":
 		return 0, false, nil
 	case "auto":
-		return autoMemoryLimit, true, nil
+		return 0, true, nil
 	}
 	num, mult := v, int64(1)
 	for _, u := range []struct {

@@ -82,14 +82,14 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err != nil {
 		return err
 	}
-	memoryBase := setMemoryLimit(s, getenv, logger)
+	setMemoryLimit(s, getenv, availableMemory, logger)
 	if s.PprofAddr != "" {
 		if err := servePprof(ctx, s.PprofAddr, logger); err != nil {
 			return err
 		}
 	}
 	if cmd == "serve" {
-		return serve(ctx, s, c, memoryBase, logger, stdout)
+		return serve(ctx, s, c, logger, stdout)
 	}
 	if s.SecretKey == "" {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
@@ -129,7 +129,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	return svc.Run(ctx)
 }
 
-func serve(ctx context.Context, s *settings, c configs, memoryBase int64, logger *slog.Logger, stdout io.Writer) error {
+func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, stdout io.Writer) error {
 	if len(c.intake.APIKeys) == 0 {
 		key, created, err := allinone.DevKey(s.DataDir)
 		if err != nil {
@@ -154,6 +154,6 @@ func serve(ctx context.Context, s *settings, c configs, memoryBase int64, logger
 	return allinone.Run(ctx, allinone.Config{
 		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
-		NoProcessor: c.noProcessor, ReplaceSecretKey: s.SecretKeyReplace == "yes", MemoryLimitBase: memoryBase,
+		NoProcessor: c.noProcessor, ReplaceSecretKey: s.SecretKeyReplace == "yes",
 	}, logger)
 }

@@ -56,12 +56,6 @@ type Config struct {
 	// deployment's at start (signing.CheckKey), in place of the recorded
 	// one. Default false: another key than the recorded one is an error.
 	ReplaceSecretKey bool
-	// MemoryLimitBase, when above zero, makes the process's soft memory
-	// limit (debug.SetMemoryLimit) this plus twice the estimated index of
-	// the keys kept in the job and delivery-log buckets, re-read every
-	// minute. Default 0: the limit is left as it is, and a warning is logged
-	// when the kept keys take half of it.
-	MemoryLimitBase int64
 }
 
 // App is a configured all-in-one process.
@@ -212,7 +206,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]ru
 	}
 	a.mu.Unlock()
 	close(a.ready)
-	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.cfg.MemoryLimitBase, a.logger)), nil
+	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.logger)), nil
 }
 
 // runner is a long-running part.
