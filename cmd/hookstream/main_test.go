@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -238,4 +239,69 @@ func TestAvailableMemory(t *testing.T) {
 	got := availableMemory()
 	require.Positive(t, got)
 	require.LessOrEqual(t, got, kib<<10)
+}
+
+// availableMemoryIn takes the least of the host's memory and the limits of
+// the process's cgroup and every parent, in cgroup v2 and v1 layouts;
+// "max", v1's "unlimited" number and missing files are no limit.
+func TestAvailableMemoryIn(t *testing.T) {
+	t.Parallel()
+	const meminfo = "MemTotal:       16384000 kB\nMemFree:         1000 kB\n"
+	host := int64(16384000) << 10
+	for _, tt := range []struct {
+		name  string
+		files map[string]string
+		want  int64
+	}{
+		{"nothing readable", nil, 0},
+		{"host only", map[string]string{"proc/meminfo": meminfo}, host},
+		{"v2, the process's own cgroup", map[string]string{
+			"proc/meminfo":                          meminfo,
+			"proc/self/cgroup":                      "0::/system.slice/hookstream.service\n",
+			"sys/fs/cgroup/memory.max":              "max\n",
+			"sys/fs/cgroup/system.slice/memory.max": "max\n",
+			"sys/fs/cgroup/system.slice/hookstream.service/memory.max": "536870912\n",
+		}, 512 << 20},
+		{"v2, a parent's lower limit", map[string]string{
+			"proc/meminfo":                               meminfo,
+			"proc/self/cgroup":                           "0::/kubepods/pod1/ctr\n",
+			"sys/fs/cgroup/kubepods/pod1/memory.max":     "268435456\n",
+			"sys/fs/cgroup/kubepods/pod1/ctr/memory.max": "1073741824\n",
+		}, 256 << 20},
+		{"v2, a namespace's root", map[string]string{
+			"proc/meminfo":             meminfo,
+			"proc/self/cgroup":         "0::/\n",
+			"sys/fs/cgroup/memory.max": "2147483648\n",
+		}, 2 << 30},
+		{"v2, no limit anywhere", map[string]string{
+			"proc/meminfo":               meminfo,
+			"proc/self/cgroup":           "0::/a\n",
+			"sys/fs/cgroup/memory.max":   "max\n",
+			"sys/fs/cgroup/a/memory.max": "max\n",
+		}, host},
+		{"v1, the memory controller's line", map[string]string{
+			"proc/meminfo":     meminfo,
+			"proc/self/cgroup": "12:cpu,cpuacct:/docker/x\n4:memory:/docker/x\n1:name=systemd:/docker/x\n",
+			"sys/fs/cgroup/memory/memory.limit_in_bytes":               "9223372036854771712\n",
+			"sys/fs/cgroup/memory/docker/x/memory.limit_in_bytes":      "805306368\n",
+			"sys/fs/cgroup/cpu,cpuacct/docker/x/memory.limit_in_bytes": "1\n",
+		}, 768 << 20},
+		{"v1, unlimited", map[string]string{
+			"proc/meminfo":     meminfo,
+			"proc/self/cgroup": "4:memory:/\n",
+			"sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+		}, host},
+		{"a cgroup limit, no meminfo", map[string]string{
+			"proc/self/cgroup":         "0::/\n",
+			"sys/fs/cgroup/memory.max": "1073741824\n",
+		}, 1 << 30},
+	} {
+		root := t.TempDir()
+		for name, content := range tt.files {
+			p := filepath.Join(root, name)
+			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+			require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+		}
+		require.Equal(t, tt.want, availableMemoryIn(root), tt.name)
+	}
 }

@@ -75,6 +75,6 @@ func (w *keyWatch) check(ctx context.Context) {
 		return
 	}
 	w.warned = estimate
-	w.logger.Warn("kept job records and delivery logs take much of the memory limit; raise HOOKSTREAM_MEMORY_LIMIT or shorten HOOKSTREAM_JOB_RETENTION and HOOKSTREAM_DELIVERY_RETENTION",
+	w.logger.Warn("kept job records and delivery logs take much of the memory limit; give the process more memory (with HOOKSTREAM_MEMORY_LIMIT=auto) or raise HOOKSTREAM_MEMORY_LIMIT, or shorten HOOKSTREAM_JOB_RETENTION and HOOKSTREAM_DELIVERY_RETENTION",
 		"keys", keys, "estimated_bytes", estimate, "memory_limit_bytes", limit)
 }
