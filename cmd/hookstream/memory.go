@@ -16,11 +16,11 @@ import (
 // setMemoryLimit sets HOOKSTREAM_MEMORY_LIMIT as the Go runtime's soft
 // memory limit, unless GOMEMLIMIT is set, which the runtime has applied
 // already. 'auto' is 80 % of the memory available to the process (its
-// cgroups' limits or the host's memory; none where those cannot be read),
-// a guard against running out of memory; below it Go's GC lets the heap grow to twice what is live. Most
-// of an embedded hookstream's live heap is the NATS server's: an index
-// entry for every job record and attempt log kept, the message ids
-// remembered for de-duplication, and its file-store caches
+// cgroups' limits or the host's memory; none where those cannot be read), a
+// guard against running out of memory; below it Go's GC lets the heap grow
+// to twice what is live. Most of an embedded hookstream's live heap is the
+// NATS server's: an index entry for every job record and attempt log kept,
+// the message ids remembered for de-duplication, and its file-store caches
 // (docs/performance.md, findings 17 and 19). The limit is soft: a live heap
 // above it is not refused, the GC only runs more often (at most about half
 // the CPU).
@@ -34,7 +34,7 @@ func setMemoryLimit(s *settings, getenv func(string) string, available func() in
 	}
 	if limit <= 0 {
 		if auto {
-			logger.Info("no memory limit: the memory available cannot be read here", "auto", auto)
+			logger.Info("no memory limit: the memory available cannot be read here")
 		}
 		return
 	}
@@ -55,23 +55,15 @@ func availableMemoryIn(root string) int64 {
 			least = n
 		}
 	}
-	// Each line of /proc/self/cgroup is hierarchy:controllers:path; v2 has
-	// "0::/path", v1 a line whose controllers include memory. A limit on
-	// any cgroup from the process's up to the root bounds the process.
 	if b, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup")); err == nil {
 		for line := range strings.Lines(string(b)) {
-			parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
-			if len(parts) != 3 {
+			dir, file, p, ok := memoryCgroup(line)
+			if !ok {
 				continue
 			}
-			dir, file := "sys/fs/cgroup", "memory.max"
-			if parts[1] != "" {
-				if !slices.Contains(strings.Split(parts[1], ","), "memory") {
-					continue
-				}
-				dir, file = "sys/fs/cgroup/memory", "memory.limit_in_bytes"
-			}
-			for p := path.Clean("/" + parts[2]); ; p = path.Dir(p) {
+			// A limit on any cgroup from the process's up to the root
+			// bounds the process.
+			for ; ; p = path.Dir(p) {
 				if b, err := os.ReadFile(filepath.Join(root, dir, p, file)); err == nil {
 					n, _ := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64) // "max": no limit
 					keep(n)
@@ -86,12 +78,29 @@ func availableMemoryIn(root string) int64 {
 		defer f.Close()
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
-			if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-				kib, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == "MemTotal:" { // MemTotal: <n> kB
+				kib, _ := strconv.ParseInt(fields[1], 10, 64)
 				keep(kib << 10)
 				break
 			}
 		}
 	}
 	return least
+}
+
+// memoryCgroup reads a line of /proc/self/cgroup, hierarchy:controllers:path:
+// the v2 line ("0::/path") or v1's line of the memory controller. It
+// returns the directory of that hierarchy under /sys, its limit's file, and
+// the cgroup's path.
+func memoryCgroup(line string) (dir, file, p string, ok bool) {
+	parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+	switch {
+	case len(parts) != 3:
+		return "", "", "", false
+	case parts[1] == "":
+		return "sys/fs/cgroup", "memory.max", path.Clean("/" + parts[2]), true
+	case slices.Contains(strings.Split(parts[1], ","), "memory"):
+		return "sys/fs/cgroup/memory", "memory.limit_in_bytes", path.Clean("/" + parts[2]), true
+	}
+	return "", "", "", false
 }
