@@ -89,6 +89,8 @@ type Config struct {
 	// is empty and how often the parked stream is scanned (park.go);
 	// shortened by tests.
 	parkedCheck, parkedRescan time.Duration
+	// logGate, when set (tests), holds attempt logs' writes until closed.
+	logGate <-chan struct{}
 }
 
 // DefaultSchedule is the wait before each retry, as DESIGN.md sets it.

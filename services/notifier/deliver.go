@@ -63,31 +63,42 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
 	}
-	v, wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject)
+	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) { n.settle(msg, v) })
 	if !ok {
 		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
 			return
 		}
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
-		return
 	}
-	n.settle(msg, v)
 }
 
 // deliverWithinLimits makes d's round of attempts (deliver) if its
 // endpoint's limits allow a request now, telling JetStream meanwhile that
-// msg, whose consumer waits ackWait, is being worked on. Otherwise ok is
-// false and wait is how long the limits ask for.
-func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string) (v verdict, wait time.Duration, ok bool) {
+// msg, whose consumer waits ackWait, is being worked on. settle is then
+// called with the verdict on msg: at once, or once the attempt log is
+// stored (attemptLogs), while the endpoint's slot is already free for the
+// next request. Otherwise ok is false, settle is not called, and wait is
+// how long the limits ask for.
+func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string, settle func(verdict)) (wait time.Duration, ok bool) {
 	key := limitKey(d)
 	if ok, wait := n.limits.acquire(key, n.rateLimit(d)); !ok {
-		return 0, wait, false
+		return wait, false
 	}
-	defer n.limits.release(key)
-	defer bus.KeepAlive(msg, ackWait/3)()
+	stopKeepAlive := bus.KeepAlive(msg, ackWait/3)
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	return n.deliver(ctx, logger, d, subject), 0, true
+	v, log := n.deliver(ctx, logger, d, subject)
+	n.limits.release(key)
+	if log == nil {
+		stopKeepAlive()
+		settle(v)
+		return 0, true
+	}
+	n.logs.write(ctx, logger, log, func() {
+		stopKeepAlive()
+		settle(v)
+	})
+	return 0, true
 }
 
 // rateLimit is the endpoint's rate limit (deliveries per second; 0: none).
@@ -123,18 +134,20 @@ func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 }
 
 // deliver makes this round of attempts: the first, plus the retries short
-// enough to wait for in process. Then it records the outcome and, if the
-// delivery is not finished, schedules the next round in JetStream.
-func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string) verdict {
+// enough to wait for in process. If the delivery is not finished, it
+// schedules the next round in JetStream. It returns the verdict on the
+// delivery's message and, but for again, the attempt log to store before
+// the message is settled.
+func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string) (verdict, *nats.Msg) {
 	dest, unsendable, err := n.destination(ctx, d)
 	if err != nil {
 		logger.Warn("resolve webhook destination", "error", err)
-		return again
+		return again, nil
 	}
 	if unsendable != "" {
 		n.limits.probeUnsent(limitKey(d))
 		d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: unsendable})
-		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
+		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
 	var last outcome
 	policy := &inProcessBackOff{cfg: &n.cfg, last: func() (int, time.Duration, bool) { return len(d.Attempts), last.retryAfter, last.slowDown }}
@@ -173,23 +186,23 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	}
 	switch {
 	case ctx.Err() != nil:
-		return again
+		return again, nil
 	case err == nil:
-		return n.finish(ctx, logger, d, contract.DeliverySucceeded, nil)
+		return n.finish(logger, d, contract.DeliverySucceeded, nil)
 	case last.gone || policy.next == 0 || d.Replay:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
 		if last.gone && d.EndpointID != "" {
 			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone")
 		}
 		n.announceExhausted(ctx, logger, d, last.attempt.Error)
-		return n.finish(ctx, logger, d, contract.DeliveryFailed, nil)
+		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
 	due := n.cfg.Now().Add(policy.next)
 	if err := n.scheduleRetry(ctx, d, subject, due); err != nil {
 		logger.Warn("schedule webhook retry", "error", err)
-		return again
+		return again, nil
 	}
-	return n.finish(ctx, logger, d, contract.DeliveryPending, &due)
+	return n.finish(logger, d, contract.DeliveryPending, &due)
 }
 
 // destination resolves where a delivery goes now: a job callback to its URL
@@ -244,8 +257,9 @@ func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subj
 	return nil
 }
 
-// finish writes the delivery's attempt log.
-func (n *Notifier) finish(ctx context.Context, logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) verdict {
+// finish counts the delivery's outcome and returns its attempt log, to be
+// stored (attemptLogs) before its message is acknowledged.
+func (n *Notifier) finish(logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) (verdict, *nats.Msg) {
 	metrics.Deliveries.Inc(status)
 	url := d.URL
 	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
@@ -256,15 +270,13 @@ func (n *Notifier) finish(ctx context.Context, logger *slog.Logger, d *contract.
 		Status: status, Attempts: d.Attempts, NextAttemptAt: next, Body: d.Body,
 		CreatedAt: d.CreatedAt, UpdatedAt: n.cfg.Now().UTC(),
 	}
-	msg := nats.NewMsg(bus.KeySubject(contract.BucketDeliveries, d.LogKey()))
-	var err error
-	msg.Data, err = json.Marshal(rec)
-	if err == nil {
-		_, err = n.pub.PublishMsg(ctx, msg)
-	}
+	data, err := json.Marshal(rec)
 	if err != nil {
 		// The attempt happened; a lost log line must not resend the webhook.
 		logger.Warn("record delivery attempts", "error", err)
+		return done, nil
 	}
-	return done
+	msg := nats.NewMsg(bus.KeySubject(contract.BucketDeliveries, d.LogKey()))
+	msg.Data = data
+	return done, msg
 }

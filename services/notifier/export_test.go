@@ -7,3 +7,6 @@ import "time"
 func ShortParking(cfg *Config) {
 	cfg.parkedCheck, cfg.parkedRescan = 100*time.Millisecond, 500*time.Millisecond
 }
+
+// HoldAttemptLogs holds every attempt log's write until gate is closed.
+func HoldAttemptLogs(cfg *Config, gate <-chan struct{}) { cfg.logGate = gate }

@@ -19,6 +19,9 @@ import (
 const (
 	fanoutAckWait     = 30 * time.Second
 	fanoutConcurrency = 16
+	// fanoutMaxAckPending bounds the events out at once: being fanned out,
+	// or delivered directly and waiting for their attempt logs.
+	fanoutMaxAckPending = maxPendingLogs + 1000
 	// fanoutRetry is the wait after JetStream failed to take a delivery.
 	fanoutRetry = time.Second
 )
@@ -30,13 +33,20 @@ func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error
 	// Direct attempts get workers of their own: however long they take,
 	// fanoutConcurrency workers are left for fanning out.
 	return bus.Workers(ctx, n.logger, cons, fanoutConcurrency+cap(n.direct), n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
-		if err := n.fanout(ctx, msg); err != nil {
-			n.logger.Warn("fan out event", "subject", msg.Subject(), "error", err)
-			_ = msg.NakWithDelay(fanoutRetry)
-			return
+		if handedOff, err := n.fanout(ctx, msg); !handedOff {
+			n.settleEvent(msg, err)
 		}
-		_ = msg.Ack()
 	})
+}
+
+// settleEvent acknowledges an event fanned out, or puts it back after err.
+func (n *Notifier) settleEvent(msg jetstream.Msg, err error) {
+	if err != nil {
+		n.logger.Warn("fan out event", "subject", msg.Subject(), "error", err)
+		_ = msg.NakWithDelay(fanoutRetry)
+		return
+	}
+	_ = msg.Ack()
 }
 
 // target is where one delivery of an event goes.
@@ -49,19 +59,21 @@ type target struct {
 // fanout publishes one delivery per target of the event: the job's own
 // callback URL, if any, and every enabled endpoint of the tenant subscribed
 // to the event type. A malformed event is dead-lettered with the reason.
-func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
+// The caller settles the event with the error returned, unless handedOff:
+// then a direct delivery settles it once its attempt log is stored.
+func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff bool, err error) {
 	tenant, eventType, err := contract.ParseEventSubject(msg.Subject())
 	if err != nil {
-		return n.deadLetter(ctx, msg, "subject is not hookstream.events.<tenant>.<event type>")
+		return false, n.deadLetter(ctx, msg, "subject is not hookstream.events.<tenant>.<event type>")
 	}
 	if !json.Valid(msg.Data()) {
-		return n.deadLetter(ctx, msg, "data is not a JSON value")
+		return false, n.deadLetter(ctx, msg, "data is not a JSON value")
 	}
 	eventID, at := eventIdentity(msg, tenant)
 	n.recordEventType(ctx, tenant, eventType, msg.Data())
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
 	if err != nil {
-		return fmt.Errorf("encode webhook body: %w", err)
+		return false, fmt.Errorf("encode webhook body: %w", err)
 	}
 	var targets []target
 	if url := msg.Headers().Get(contract.HeaderCallbackURL); url != "" {
@@ -77,16 +89,14 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) error {
 			JobID: msg.Headers().Get(contract.HeaderJobID), EndpointID: t.endpointID, URL: t.url,
 			Body: body, CreatedAt: n.cfg.Now().UTC(),
 		}
-		if len(targets) == 1 {
-			if handled, err := n.deliverDirectly(ctx, msg, d, t.key); handled {
-				return err
-			}
+		if len(targets) == 1 && n.deliverDirectly(ctx, msg, d, t.key) {
+			return true, nil
 		}
 		if err := n.publishDelivery(ctx, d, t.key); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return false, nil
 }
 
 var errDirectAgain = errors.New("direct delivery interrupted or not recorded; the event is fanned out again")
@@ -96,24 +106,25 @@ var errDirectAgain = errors.New("direct delivery interrupted or not recorded; th
 // limits: the delivery then needs no delivery message, so it costs two
 // JetStream writes fewer and no queue hop. Everything after the attempt is
 // as on the queued path (deliver): the attempt log, and a durable retry if
-// it failed. handled is false when the delivery must be queued instead.
-// The event is acknowledged only after all that is stored; fanned out again,
-// it is delivered again, with the same webhook-id.
-func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d contract.Delivery, targetKey string) (handled bool, err error) {
+// it failed. handled is false when the delivery must be queued instead;
+// when true, the event is settled here: acknowledged only after all that
+// is stored. Fanned out again, it is delivered again, with the same
+// webhook-id.
+func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d contract.Delivery, targetKey string) (handled bool) {
 	select {
 	case n.direct <- struct{}{}:
 		defer func() { <-n.direct }()
 	default:
-		return false, nil
+		return false
 	}
-	v, _, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, contract.DeliverySubject(d.Tenant, targetKey))
-	switch {
-	case !ok:
-		return false, nil
-	case v == again:
-		return true, errDirectAgain
-	}
-	return true, nil
+	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, contract.DeliverySubject(d.Tenant, targetKey), func(v verdict) {
+		if v == again {
+			n.settleEvent(msg, errDirectAgain)
+			return
+		}
+		n.settleEvent(msg, nil)
+	})
+	return ok
 }
 
 // eventIdentity returns the event's id and time: its Nats-Msg-Id (else one

@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -41,4 +42,40 @@ func TestDeliverLogsEventsWithAnyID(t *testing.T) {
 			require.JSONEq(t, string(got.body), string(recs[0].Body))
 		})
 	}
+}
+
+// Webhooks do not wait for the attempt logs of earlier ones: while every
+// log write is held (as nats-server holds a bucket's writes while it saves
+// its index), webhooks go on, beyond the endpoint's and fan-out's
+// concurrency; each event is acknowledged only once its log is stored.
+func TestWebhooksGoOnWhileAttemptLogsWait(t *testing.T) {
+	t.Parallel()
+	const events = 20
+	gate := make(chan struct{})
+	cfg := notifier.Config{Concurrency: 2, EndpointConcurrency: 2, DirectAttempts: 2}
+	notifier.HoldAttemptLogs(&cfg, gate)
+	b := setup(t, cfg)
+	opened := false
+	t.Cleanup(func() {
+		if !opened {
+			close(gate) // let the notifier stop
+		}
+	})
+	rcv := newReceiver(t, nil)
+	for i := range events {
+		b.publishJobEvent(t, "acme", fmt.Sprintf("job_%d", i), rcv.URL)
+	}
+	rcv.wait(t, events)
+	require.Empty(t, b.logs(t, "acme.>"), "a log written through the gate")
+	direct := b.consumerInfo(t, contract.StreamEvents, notifier.FanoutConsumer).NumAckPending
+	queued := b.consumerInfo(t, contract.StreamDeliveries, notifier.DeliverConsumer).NumAckPending
+	require.Equal(t, events, direct+queued, "messages acknowledged before their logs were stored")
+
+	close(gate)
+	opened = true
+	for i := range events {
+		b.waitLog(t, "acme", fmt.Sprintf("job_%d", i), contract.DeliverySucceeded)
+	}
+	b.waitIdle(t)
+	require.Len(t, rcv.all(), events, "webhooks sent twice")
 }

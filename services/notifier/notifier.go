@@ -30,6 +30,8 @@ type Notifier struct {
 	js  jetstream.JetStream
 	// pub writes deliveries and attempt logs in group commits.
 	pub *bus.GroupCommit
+	// logs writes attempt logs behind the webhooks.
+	logs *attemptLogs
 	// direct holds a token per first attempt fan-out is making itself.
 	direct    chan struct{}
 	secrets   *signing.Store
@@ -80,6 +82,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout), cfg.Concurrency+max(cfg.DirectAttempts, 0)),
 		logger: logger.With("service", "notifier"),
 	}
+	n.logs = newAttemptLogs(n.pub, cfg.logGate)
 	n.parking.drains = map[string]uint64{}
 	n.parking.pace = rate.NewLimiter(rate.Limit(cfg.ParkRate), 1)
 	if err := n.createConsumers(ctx); err != nil {
@@ -98,7 +101,7 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       fanoutAckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: 1000,
+		MaxAckPending: fanoutMaxAckPending,
 	})
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", FanoutConsumer, err)
@@ -128,6 +131,7 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 func (n *Notifier) Run(ctx context.Context) error {
 	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)
 	defer n.pub.Close()
+	defer n.logs.wait() // before pub closes
 	indexCtx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
 	indexDone := make(chan error, 1)
 	go func() { indexDone <- n.index.Run(indexCtx) }()
