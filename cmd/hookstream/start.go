@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/notifier"
@@ -117,6 +119,12 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		if len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
 			return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 		}
+		// Reads wait while a bucket's index is saved; writes go on (finding 21).
+		var wnc *nats.Conn
+		if wnc, c.intake.Writer, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-intake-writer"}, logger); err != nil {
+			return err
+		}
+		defer wnc.Close()
 		svc, err = intake.New(ctx, c.intake, nc, js, logger)
 	case "processor":
 		svc, err = processor.New(ctx, c.processor, js, logger)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/notifier"
@@ -129,7 +130,10 @@ func (a *App) Run(ctx context.Context) error {
 	if err := signing.CheckKey(ctx, js, a.cfg.Intake.Box, a.cfg.ReplaceSecretKey); err != nil {
 		return a.keyError(err)
 	}
-	services, err := a.build(ctx, nc, ns)
+	services, conns, err := a.build(ctx, nc, ns)
+	for _, c := range conns {
+		defer drainConn(c)
+	}
 	if err != nil {
 		return err
 	}
@@ -164,25 +168,48 @@ func (a *App) useSecretKey() error {
 }
 
 // build makes the services, intake first, and the processor unless
-// NoProcessor.
-func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]runner, error) {
+// NoProcessor. Intake reads through nc; its writes, the processor and the
+// notifier get in-process connections of their own, returned in conns,
+// even with an error. The server reads each connection's messages in
+// order, and serves a key's read (a direct get) right there; while
+// nats-server saves a bucket's index, such a read waits up to a second
+// (docs/performance.md, finding 21), and on one shared connection intake's
+// job writes waited behind the processor's reads.
+func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (parts []runner, conns []*nats.Conn, err error) {
 	js, err := bus.JetStream(nc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var parts []runner
+	connect := func(name string) (jetstream.JetStream, error) {
+		c, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: name}, a.logger)
+		if err == nil {
+			conns = append(conns, c)
+		}
+		return js, err
+	}
 	if !a.cfg.NoProcessor {
-		proc, err := processor.New(ctx, a.cfg.Processor, js, a.logger)
+		pjs, err := connect("hookstream-processor")
 		if err != nil {
-			return nil, err
+			return nil, conns, err
+		}
+		proc, err := processor.New(ctx, a.cfg.Processor, pjs, a.logger)
+		if err != nil {
+			return nil, conns, err
 		}
 		parts = append(parts, proc)
 	}
-	notif, err := notifier.New(ctx, a.cfg.Notifier, js, a.logger)
+	njs, err := connect("hookstream-notifier")
 	if err != nil {
-		return nil, err
+		return nil, conns, err
+	}
+	notif, err := notifier.New(ctx, a.cfg.Notifier, njs, a.logger)
+	if err != nil {
+		return nil, conns, err
 	}
 	icfg := a.cfg.Intake
+	if icfg.Writer, err = connect("hookstream-intake-writer"); err != nil {
+		return nil, conns, err
+	}
 	if icfg.Listener == nil {
 		addr := icfg.Addr
 		if addr == "" {
@@ -190,14 +217,14 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]ru
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+			return nil, conns, fmt.Errorf("listen on %s: %w", addr, err)
 		}
 		icfg.Listener = ln
 	}
 	in, err := intake.New(ctx, icfg, nc, js, a.logger)
 	if err != nil {
 		_ = icfg.Listener.Close()
-		return nil, err
+		return nil, conns, err
 	}
 	a.mu.Lock()
 	a.httpAddr = icfg.Listener.Addr().String()
@@ -206,7 +233,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]ru
 	}
 	a.mu.Unlock()
 	close(a.ready)
-	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.logger)), nil
+	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.logger)), conns, nil
 }
 
 // runner is a long-running part.

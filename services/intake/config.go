@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
@@ -31,6 +33,14 @@ type Config struct {
 	// Listener, when set, is served instead of listening on Addr (tests pass
 	// one bound to a random port).
 	Listener net.Listener
+	// Writer, when set, is the JetStream that submitted jobs and their
+	// records are written through; reads use the one given to New. Give it
+	// a connection of its own: nats-server serves a key's read in the
+	// reading connection's read loop, and while it saves a bucket's index
+	// such a read waits up to a second, and so does everything sent after
+	// it on that connection (docs/performance.md, finding 21). Default: the
+	// one given to New.
+	Writer jetstream.JetStream
 	// APIKeys maps API keys to tenants. At least one is required.
 	APIKeys []APIKey
 	// JobTypes are the job types accepted; others get 422. Required.

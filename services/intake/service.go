@@ -65,7 +65,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("intake config: %w", err)
 	}
-	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
+	writer := cfg.Writer
+	if writer == nil {
+		writer = js
+	}
+	pub := bus.NewGroupCommit(writer, cfg.GroupCommit)
 	jobs, err := jobstore.Open(ctx, js, pub)
 	if err != nil {
 		pub.Close()
