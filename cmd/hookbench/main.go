@@ -15,6 +15,7 @@
 //	hookbench suite     -hookstream ./bin/hookstream -out docs/benchmarks.md
 //	hookbench backlog   -url … -key … -tenant T -nats nats://… -backlog 1000000 -rate 200
 //	hookbench ledger    -url … -key … -rate 50 -duration 60s -drain 150s
+//	hookbench keys      -nats nats://… -keys 700000 -bucket logs   (keys kept, as after days of load)
 //
 // Latency percentiles come from an HDR-style histogram; in the open model
 // each request's latency counts from when it was due, so a stalled
@@ -42,7 +43,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|backlog|gin|gin-serve|jetstream|ledger|suite [flags]   (hookbench <cmd> -h for flags)")
+		fmt.Fprintln(stderr, "usage: hookbench intake|e2e|fanout|backlog|gin|gin-serve|jetstream|ledger|keys|suite [flags]   (hookbench <cmd> -h for flags)")
 		return 2
 	}
 	cmd, args := args[0], args[1:]
@@ -55,9 +56,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.conns, "conns", 64, "concurrent clients (connections); in the open model, requests due while all are busy wait for one")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN)")
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog, keys: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN)")
 	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog, suite: deliveries to queue for the dead endpoint (suite: 0 skips the scenario)")
-	fs.StringVar(&o.tenant, "tenant", "bench", "backlog: the tenant of -key")
+	fs.StringVar(&o.tenant, "tenant", "bench", "backlog, keys: the tenant of -key")
+	keys := fs.Int("keys", 700_000, "keys: how many keys to write to each bucket")
+	bucket := fs.String("bucket", "both", "keys: the buckets to write to: jobs (job records), logs (attempt logs) or both")
 	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address; gin-serve: the handler's")
@@ -127,6 +130,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "jetstream":
 		rep, err = jetstreamBaseline(ctx, o)
+	case "keys":
+		if err := fillKeys(ctx, o, *keys, *bucket, stdout); err != nil {
+			fmt.Fprintf(stderr, "hookbench: %v\n", err)
+			return 1
+		}
+		return 0
 	case "ledger":
 		if err := ledgerCheck(ctx, o, stdout); err != nil {
 			fmt.Fprintf(stderr, "hookbench: %v\n", err)
