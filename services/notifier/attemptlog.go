@@ -4,62 +4,94 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/hookstream/hookstream/shared/bus"
 )
 
-// maxPendingLogs bounds the attempt logs being written at once; a worker
-// that would exceed it waits. At 1,000 webhooks a second it covers a write
-// held for 8 s.
-const maxPendingLogs = 8192
+const (
+	// maxPendingLogs and maxPendingLogBytes bound the attempt logs being
+	// written at once, by count and by size (a log holds the webhook's
+	// body); a worker that would exceed either waits. At 1,000 webhooks a
+	// second a save of the bucket's index of 2 s leaves about 2,000.
+	maxPendingLogs     = 8192
+	maxPendingLogBytes = 64 << 20
+	// logWriteTimeout bounds one log's write, its wait for a group commit
+	// included; then it is given up (and logged) and its message settled.
+	logWriteTimeout = 30 * time.Second
+)
 
 // attemptLogs writes attempt logs behind the webhooks. A worker that has
 // made a delivery's attempts hands over their log, with what is to happen
 // once the log is stored (the delivery's message is acknowledged), and
 // goes on with the next delivery: its endpoint slot and, on fan-out's
 // direct path, its direct slot are free again. nats-server holds a
-// bucket's writes while it saves the bucket's index, every two minutes, up
-// to a second with a million keys kept (docs/performance.md, finding 20);
-// when every worker waited for its log, webhooks stopped meanwhile. Now
-// only the acknowledgements wait, as many as maxPendingLogs.
+// bucket's writes while it saves the bucket's index, every two minutes, a
+// second or two with 700,000 keys kept (docs/performance.md, findings 20
+// and 21); when every worker waited for its log, webhooks stopped
+// meanwhile. Now only the acknowledgements wait.
 //
 // A log is still stored before its message is acknowledged, so a crash
-// meanwhile sends the webhook again, with the same webhook-id, as before.
+// meanwhile sends the webhook again, with the same webhook-id, as before;
+// but as many webhooks as there are logs in flight, not only those being
+// sent.
 type attemptLogs struct {
-	pub   bus.Publisher
-	slots chan struct{}
-	pool  *bus.Pool
-	wg    sync.WaitGroup
+	pub  bus.Publisher
+	pool *bus.Pool
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	room    *sync.Cond // signalled when a write ends
+	pending int        // logs being written
+	bytes   int        // their size
 	// gate, when set (tests), holds every write until it is closed.
 	gate <-chan struct{}
 }
 
 func newAttemptLogs(pub bus.Publisher, gate <-chan struct{}) *attemptLogs {
-	return &attemptLogs{pub: pub, slots: make(chan struct{}, maxPendingLogs), pool: bus.NewPool(), gate: gate}
+	l := &attemptLogs{pub: pub, pool: bus.NewPool(), gate: gate}
+	l.room = sync.NewCond(&l.mu)
+	return l
 }
 
 // write stores msg, an attempt log, and then calls then, whether the write
 // succeeded or not: the attempts happened, and a lost log line must not
-// send the webhook again. It returns at once unless maxPendingLogs are
-// being written. The write outlives ctx's cancellation (a worker's
-// context ends at shutdown), bounded by JetStream's publish timeout.
+// send the webhook again. It returns at once unless the logs in flight are
+// at their bounds. The write outlives ctx's cancellation (a worker's
+// context ends at shutdown), up to logWriteTimeout.
 func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.Msg, then func()) {
-	l.slots <- struct{}{}
+	size := len(msg.Data)
+	l.mu.Lock()
+	for l.pending > 0 && (l.pending >= maxPendingLogs || l.bytes+size > maxPendingLogBytes) {
+		l.room.Wait()
+	}
+	l.pending++
+	l.bytes += size
+	l.mu.Unlock()
 	l.wg.Add(1)
-	ctx = context.WithoutCancel(ctx)
 	l.pool.Go(func() {
 		defer l.wg.Done()
-		defer func() { <-l.slots }()
+		defer l.done(size)
 		if l.gate != nil {
 			<-l.gate
 		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
+		defer cancel()
 		if _, err := l.pub.PublishMsg(ctx, msg); err != nil {
 			logger.Warn("record delivery attempts", "error", err)
 		}
 		then()
 	})
+}
+
+func (l *attemptLogs) done(size int) {
+	l.mu.Lock()
+	l.pending--
+	l.bytes -= size
+	l.mu.Unlock()
+	l.room.Broadcast()
 }
 
 // wait returns once every log handed over is written and its then called.

@@ -19,8 +19,10 @@ import (
 const (
 	fanoutAckWait     = 30 * time.Second
 	fanoutConcurrency = 16
-	// fanoutMaxAckPending bounds the events out at once: being fanned out,
-	// or delivered directly and waiting for their attempt logs.
+	// fanoutMaxAckPending bounds the events out at once, across every
+	// notifier process: being fanned out, or delivered directly and waiting
+	// for their attempt logs (each process bounds those by maxPendingLogs).
+	// Each notifier sets it when it starts; an older one sets 1,000.
 	fanoutMaxAckPending = maxPendingLogs + 1000
 	// fanoutRetry is the wait after JetStream failed to take a delivery.
 	fanoutRetry = time.Second

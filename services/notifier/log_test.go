@@ -67,6 +67,14 @@ func TestWebhooksGoOnWhileAttemptLogsWait(t *testing.T) {
 	}
 	rcv.wait(t, events)
 	require.Empty(t, b.logs(t, "acme.>"), "a log written through the gate")
+	// A queued event's ack may still be on its way: wait for the counts to
+	// settle, then the delivered events' messages must all be pending.
+	require.Eventually(t, func() bool {
+		direct := b.consumerInfo(t, contract.StreamEvents, notifier.FanoutConsumer).NumAckPending
+		queued := b.consumerInfo(t, contract.StreamDeliveries, notifier.DeliverConsumer).NumAckPending
+		return direct+queued == events
+	}, 5*time.Second, 10*time.Millisecond, "messages acknowledged before their logs were stored")
+	time.Sleep(100 * time.Millisecond) // an ack sent by mistake would arrive by now
 	direct := b.consumerInfo(t, contract.StreamEvents, notifier.FanoutConsumer).NumAckPending
 	queued := b.consumerInfo(t, contract.StreamDeliveries, notifier.DeliverConsumer).NumAckPending
 	require.Equal(t, events, direct+queued, "messages acknowledged before their logs were stored")

@@ -1,0 +1,57 @@
+package notifier
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+type publisherFunc func(*nats.Msg) error
+
+func (f publisherFunc) PublishMsg(_ context.Context, msg *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	return &jetstream.PubAck{}, f(msg)
+}
+
+// Logs in flight are bounded by their size: a log that would exceed the
+// bound waits for the ones before it, and every log's then is called once
+// it is written, failed or not.
+func TestAttemptLogsBoundedBySize(t *testing.T) {
+	t.Parallel()
+	var written atomic.Int32
+	gate := make(chan struct{})
+	l := newAttemptLogs(publisherFunc(func(*nats.Msg) error {
+		if written.Add(1) == 2 {
+			return nats.ErrTimeout // the second write fails: its then is called all the same
+		}
+		return nil
+	}), gate)
+	logger := slog.New(slog.DiscardHandler)
+	half := func() *nats.Msg {
+		msg := nats.NewMsg("$KV.HOOKSTREAM_DELIVERY_LOG.acme.evt.msg")
+		msg.Data = make([]byte, maxPendingLogBytes/2+1)
+		return msg
+	}
+	var settled atomic.Int32
+	l.write(context.Background(), logger, half(), func() { settled.Add(1) }) // room: returns at once
+	second := make(chan struct{})
+	go func() {
+		l.write(context.Background(), logger, half(), func() { settled.Add(1) })
+		close(second)
+	}()
+	select {
+	case <-second:
+		t.Fatal("a log beyond the size bound was taken while the first was in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	<-second
+	l.wait()
+	require.Equal(t, int32(2), written.Load())
+	require.Equal(t, int32(2), settled.Load())
+}
