@@ -6,8 +6,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/notifier"
@@ -113,18 +111,23 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err := signing.CheckKey(ctx, js, box, s.SecretKeyReplace == "yes"); err != nil {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w; give every service the same key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records a new one)", err)
 	}
+	if cmd == "intake" || cmd == "processor" {
+		// Job records are read on a connection of their own: such a read
+		// waits while nats-server saves the records' index, and held every
+		// write after it on a shared one (docs/performance.md, finding 21).
+		rnc, rjs, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd + "-records"}, logger)
+		if err != nil {
+			return err
+		}
+		defer rnc.Close()
+		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
+	}
 	var svc interface{ Run(context.Context) error }
 	switch cmd {
 	case "intake":
 		if len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
 			return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 		}
-		// Reads wait while a bucket's index is saved; writes go on (finding 21).
-		var wnc *nats.Conn
-		if wnc, c.intake.Writer, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-intake-writer"}, logger); err != nil {
-			return err
-		}
-		defer wnc.Close()
 		svc, err = intake.New(ctx, c.intake, nc, js, logger)
 	case "processor":
 		svc, err = processor.New(ctx, c.processor, js, logger)

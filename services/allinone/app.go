@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/notifier"
@@ -130,10 +129,21 @@ func (a *App) Run(ctx context.Context) error {
 	if err := signing.CheckKey(ctx, js, a.cfg.Intake.Box, a.cfg.ReplaceSecretKey); err != nil {
 		return a.keyError(err)
 	}
-	services, conns, err := a.build(ctx, nc, ns)
-	for _, c := range conns {
-		defer drainConn(c)
+	// Job records are read on a connection of their own (finding 21 of
+	// docs/performance.md): such a read waits while nats-server saves the
+	// records' index, and on nc it held every write after it.
+	rnc, rjs, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: "hookstream-records"}, a.logger)
+	if err != nil {
+		return err
 	}
+	defer rnc.Close()
+	if a.cfg.Intake.RecordReader == nil {
+		a.cfg.Intake.RecordReader = rjs
+	}
+	if a.cfg.Processor.RecordReader == nil {
+		a.cfg.Processor.RecordReader = rjs
+	}
+	services, err := a.build(ctx, nc, ns)
 	if err != nil {
 		return err
 	}
@@ -168,48 +178,25 @@ func (a *App) useSecretKey() error {
 }
 
 // build makes the services, intake first, and the processor unless
-// NoProcessor. Intake reads through nc; its writes, the processor and the
-// notifier get in-process connections of their own, returned in conns,
-// even with an error. The server reads each connection's messages in
-// order, and serves a key's read (a direct get) right there; while
-// nats-server saves a bucket's index, such a read waits up to a second
-// (docs/performance.md, finding 21), and on one shared connection intake's
-// job writes waited behind the processor's reads.
-func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (parts []runner, conns []*nats.Conn, err error) {
+// NoProcessor.
+func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]runner, error) {
 	js, err := bus.JetStream(nc)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	connect := func(name string) (jetstream.JetStream, error) {
-		c, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: name}, a.logger)
-		if err == nil {
-			conns = append(conns, c)
-		}
-		return js, err
-	}
+	var parts []runner
 	if !a.cfg.NoProcessor {
-		pjs, err := connect("hookstream-processor")
+		proc, err := processor.New(ctx, a.cfg.Processor, js, a.logger)
 		if err != nil {
-			return nil, conns, err
-		}
-		proc, err := processor.New(ctx, a.cfg.Processor, pjs, a.logger)
-		if err != nil {
-			return nil, conns, err
+			return nil, err
 		}
 		parts = append(parts, proc)
 	}
-	njs, err := connect("hookstream-notifier")
+	notif, err := notifier.New(ctx, a.cfg.Notifier, js, a.logger)
 	if err != nil {
-		return nil, conns, err
-	}
-	notif, err := notifier.New(ctx, a.cfg.Notifier, njs, a.logger)
-	if err != nil {
-		return nil, conns, err
+		return nil, err
 	}
 	icfg := a.cfg.Intake
-	if icfg.Writer, err = connect("hookstream-intake-writer"); err != nil {
-		return nil, conns, err
-	}
 	if icfg.Listener == nil {
 		addr := icfg.Addr
 		if addr == "" {
@@ -217,14 +204,14 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (part
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, conns, fmt.Errorf("listen on %s: %w", addr, err)
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
 		}
 		icfg.Listener = ln
 	}
 	in, err := intake.New(ctx, icfg, nc, js, a.logger)
 	if err != nil {
 		_ = icfg.Listener.Close()
-		return nil, conns, err
+		return nil, err
 	}
 	a.mu.Lock()
 	a.httpAddr = icfg.Listener.Addr().String()
@@ -233,7 +220,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (part
 	}
 	a.mu.Unlock()
 	close(a.ready)
-	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.logger)), conns, nil
+	return append(append([]runner{in}, parts...), notif, newKeyWatch(js, a.logger)), nil
 }
 
 // runner is a long-running part.

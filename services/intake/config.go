@@ -33,14 +33,14 @@ type Config struct {
 	// Listener, when set, is served instead of listening on Addr (tests pass
 	// one bound to a random port).
 	Listener net.Listener
-	// Writer, when set, is the JetStream that submitted jobs and their
-	// records are written through; reads use the one given to New. Give it
-	// a connection of its own: nats-server serves a key's read in the
-	// reading connection's read loop, and while it saves a bucket's index
-	// such a read waits up to a second, and so does everything sent after
-	// it on that connection (docs/performance.md, finding 21). Default: the
-	// one given to New.
-	Writer jetstream.JetStream
+	// RecordReader, when set, is the JetStream that job records are read
+	// through; everything else uses the one given to New. Give it a
+	// connection of its own: nats-server serves a key's read in the read
+	// loop of the connection that asked, and while it saves the records'
+	// index (a second or two with 700,000 kept) such a read waits, and so
+	// does everything sent after it on that connection: intake's job writes
+	// (docs/performance.md, finding 21). Default: the one given to New.
+	RecordReader jetstream.JetStream
 	// APIKeys maps API keys to tenants. At least one is required.
 	APIKeys []APIKey
 	// JobTypes are the job types accepted; others get 422. Required.

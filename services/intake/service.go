@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -65,12 +66,8 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("intake config: %w", err)
 	}
-	writer := cfg.Writer
-	if writer == nil {
-		writer = js
-	}
-	pub := bus.NewGroupCommit(writer, cfg.GroupCommit)
-	jobs, err := jobstore.Open(ctx, js, pub)
+	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
+	jobs, err := jobstore.Open(ctx, cmp.Or(cfg.RecordReader, js), pub)
 	if err != nil {
 		pub.Close()
 		return nil, err
@@ -254,7 +251,7 @@ func (s *Service) healthz(c *gin.Context) {
 func (s *Service) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if !s.nc.IsConnected() {
+	if !s.nc.IsConnected() || (s.cfg.RecordReader != nil && !s.cfg.RecordReader.Conn().IsConnected()) {
 		s.respondError(c, unavailable(s.cfg.RetryAfter))
 		return
 	}

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 )
@@ -16,6 +18,14 @@ type Config struct {
 	// commits (bus.GroupCommit): faster when the NATS server syncs every
 	// write to disk, slower otherwise. Default false.
 	GroupCommit bool
+	// RecordReader, when set, is the JetStream that job records are read
+	// through; everything else uses the one given to New. Give it a
+	// connection of its own: nats-server serves a key's read in the read
+	// loop of the connection that asked, and while it saves the records'
+	// index (a second or two with 700,000 kept) such a read waits, and so
+	// does everything sent after it on that connection (docs/performance.md,
+	// finding 21). Default: the one given to New.
+	RecordReader jetstream.JetStream
 	// Handlers maps job types to their handlers. At least one is required.
 	Handlers map[string]Handler
 	// Box holds the deployment's secret key, which masks the stream

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,7 +67,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
 	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
-	jobs, err := jobstore.Open(ctx, js, pub)
+	jobs, err := jobstore.Open(ctx, cmp.Or(cfg.RecordReader, js), pub)
 	if err != nil {
 		pub.Close()
 		return nil, err
