@@ -40,10 +40,9 @@ const (
 type attemptLogs struct {
 	pub  bus.Publisher
 	pool *bus.Pool
-	wg   sync.WaitGroup
 
 	mu      sync.Mutex
-	room    *sync.Cond // signalled when a write ends
+	room    *sync.Cond // broadcast when a write ends
 	pending int        // logs being written
 	bytes   int        // their size
 	// gate, when set (tests), holds every write until it is closed.
@@ -70,9 +69,7 @@ func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.
 	l.pending++
 	l.bytes += size
 	l.mu.Unlock()
-	l.wg.Add(1)
 	l.pool.Go(func() {
-		defer l.wg.Done()
 		defer l.done(size)
 		if l.gate != nil {
 			<-l.gate
@@ -95,4 +92,10 @@ func (l *attemptLogs) done(size int) {
 }
 
 // wait returns once every log handed over is written and its then called.
-func (l *attemptLogs) wait() { l.wg.Wait() }
+func (l *attemptLogs) wait() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.pending > 0 {
+		l.room.Wait()
+	}
+}

@@ -89,15 +89,15 @@ func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, a
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
 	v, log := n.deliver(ctx, logger, d, subject)
 	n.limits.release(key)
-	if log == nil {
+	then := func() {
 		stopKeepAlive()
 		settle(v)
-		return 0, true
 	}
-	n.logs.write(ctx, logger, log, func() {
-		stopKeepAlive()
-		settle(v)
-	})
+	if log == nil {
+		then()
+	} else {
+		n.logs.write(ctx, logger, log, then)
+	}
 	return 0, true
 }
 

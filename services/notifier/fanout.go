@@ -120,11 +120,11 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 		return false
 	}
 	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, contract.DeliverySubject(d.Tenant, targetKey), func(v verdict) {
+		var err error
 		if v == again {
-			n.settleEvent(msg, errDirectAgain)
-			return
+			err = errDirectAgain
 		}
-		n.settleEvent(msg, nil)
+		n.settleEvent(msg, err)
 	})
 	return ok
 }
