@@ -28,7 +28,7 @@ const (
 var errAttemptFailed = errors.New("attempt failed")
 
 func (n *Notifier) runDeliveries(ctx context.Context, cons jetstream.Consumer) error {
-	return bus.Workers(ctx, n.logger, cons, n.cfg.Concurrency, n.cfg.ShutdownGrace, n.handleDelivery)
+	return bus.Workers(ctx, n.js.Conn(), n.logger, cons, n.cfg.Concurrency, n.cfg.ShutdownGrace, n.handleDelivery)
 }
 
 // verdict is what becomes of a delivery message.

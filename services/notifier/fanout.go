@@ -34,7 +34,7 @@ const callbackTarget = "cb"
 func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error {
 	// Direct attempts get workers of their own: however long they take,
 	// fanoutConcurrency workers are left for fanning out.
-	return bus.Workers(ctx, n.logger, cons, fanoutConcurrency+cap(n.direct), n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
+	return bus.Workers(ctx, n.js.Conn(), n.logger, cons, fanoutConcurrency+cap(n.direct), n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
 		if handedOff, err := n.fanout(ctx, msg); !handedOff {
 			n.settleEvent(msg, err)
 		}

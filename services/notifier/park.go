@@ -207,7 +207,7 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 	defer stop()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- bus.Workers(workCtx, n.logger, cons, n.cfg.EndpointConcurrency, n.cfg.ShutdownGrace, n.handleParked)
+		ran <- bus.Workers(workCtx, n.js.Conn(), n.logger, cons, n.cfg.EndpointConcurrency, n.cfg.ShutdownGrace, n.handleParked)
 	}()
 	tick := time.NewTicker(n.cfg.parkedCheck)
 	defer tick.Stop()

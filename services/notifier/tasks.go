@@ -33,7 +33,7 @@ func (n *Notifier) createTasksConsumer(ctx context.Context) (jetstream.Consumer,
 }
 
 func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error {
-	return bus.Workers(ctx, n.logger, cons, 2, n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
+	return bus.Workers(ctx, n.js.Conn(), n.logger, cons, 2, n.cfg.ShutdownGrace, func(ctx context.Context, msg jetstream.Msg) {
 		defer bus.KeepAlive(msg, 10*time.Second)()
 		var task contract.Task
 		tenant, _, err := contract.ParseTaskSubject(msg.Subject())

@@ -131,7 +131,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(p.consumers))
 	for i, c := range p.consumers {
-		wg.Go(func() { errs[i] = bus.Workers(ctx, p.logger, c.cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, c.handle) })
+		wg.Go(func() {
+			errs[i] = bus.Workers(ctx, p.js.Conn(), p.logger, c.cons, p.cfg.Concurrency, p.cfg.ShutdownGrace, c.handle)
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -78,17 +78,6 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 	return nc, js, nil
 }
 
-// Drain stops a consume context and waits until its in-flight messages are
-// settled, or until ctx ends.
-func Drain(ctx context.Context, cc jetstream.ConsumeContext) {
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-ctx.Done():
-		cc.Stop()
-	}
-}
-
 // IsUnavailable reports whether err means JetStream could not take a request
 // now (disconnected, timed out, no responders, storage full): the caller
 // should answer 503 and have the client retry.

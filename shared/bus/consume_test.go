@@ -102,7 +102,7 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 	logs := &logRecords{}
 	done := make(chan error, 1)
 	go func() {
-		done <- bus.Workers(ctx, slog.New(logs), cons, 4, time.Second, func(_ context.Context, msg jetstream.Msg) { _ = msg.Ack() })
+		done <- bus.Workers(ctx, js.Conn(), slog.New(logs), cons, 4, time.Second, func(_ context.Context, msg jetstream.Msg) { _ = msg.Ack() })
 	}()
 	_, err = js.Publish(ctx, "t.x", []byte("work"))
 	require.NoError(t, err)

@@ -1,0 +1,187 @@
+package bus
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A pull request expires after pullExpiry; the server sends a heartbeat
+// every pullHeartbeat while one waits. When nothing comes for two heartbeats
+// while the puller is not busy handing a message over, its requests are
+// taken as lost and it pulls again.
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
+// A puller keeps up to n messages of one consumer asked for: whenever fewer
+// than half are, it asks for the rest, in one pull request. It is what
+// nats.go's Consume does, without its race: Consume skips asking while its
+// previous request is still being sent, and when that skip came at the last
+// message asked for, nothing asked again until the heartbeats were missed, a
+// pause of two heartbeats under load (docs/performance.md, finding 22). Here
+// the count and the request are changed under one lock.
+type puller struct {
+	nc      *nats.Conn
+	logger  *slog.Logger
+	name    string // the consumer's
+	subject string // where pull requests go
+	n       int
+	// deliver hands a message over; it may wait for a free worker.
+	deliver func(jetstream.Msg)
+
+	sub     *nats.Subscription
+	handing atomic.Bool // deliver is waiting: the inbox is not read meanwhile
+
+	mu        sync.Mutex
+	asked     int       // messages asked for, not yet received nor given back by a status
+	heard     time.Time // the last message, heartbeat or status on the inbox
+	stopped   bool
+	reconnect chan nats.Status
+}
+
+// pull starts pulling the messages of cons for deliver, n at most asked for
+// at once, on nc. Stop it with drain.
+func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, deliver func(jetstream.Msg)) (*puller, error) {
+	info := cons.CachedInfo()
+	p := &puller{
+		nc: nc, logger: logger, name: info.Name, n: n, deliver: deliver,
+		subject: fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", info.Stream, info.Name),
+		heard:   time.Now(),
+	}
+	sub, err := nc.Subscribe(nc.NewInbox(), p.receive)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to pulls of %s: %w", info.Name, err)
+	}
+	p.sub = sub
+	p.reconnect = nc.StatusChanged(nats.CONNECTED)
+	p.mu.Lock()
+	p.refill()
+	p.mu.Unlock()
+	go p.watch()
+	return p, nil
+}
+
+// refill asks for the messages missing to n once fewer than half are asked
+// for. p.mu is held.
+func (p *puller) refill() {
+	if p.stopped || p.asked > p.n/2 {
+		return
+	}
+	batch := p.n - p.asked
+	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, batch, pullExpiry, pullHeartbeat)
+	if err := p.nc.PublishRequest(p.subject, p.sub.Subject, req); err != nil {
+		// Asked again by watch, after two heartbeats or on reconnecting.
+		p.logger.Warn("consume", "consumer", p.name, "error", fmt.Errorf("pull request: %w", err))
+		return
+	}
+	p.asked = p.n
+}
+
+// receive handles what comes to the inbox, in order: messages, heartbeats
+// and the statuses that end pull requests.
+func (p *puller) receive(msg *nats.Msg) {
+	p.mu.Lock()
+	p.heard = time.Now()
+	if msg.Reply == "" && msg.Header.Get("Status") != "" {
+		p.status(msg)
+		p.mu.Unlock()
+		return
+	}
+	p.asked = max(p.asked-1, 0) // below 0 after a request was taken as lost
+	p.refill()
+	p.mu.Unlock()
+
+	p.handing.Store(true)
+	p.deliver(&pulledMsg{msg: msg})
+	p.mu.Lock()
+	p.heard = time.Now()
+	p.mu.Unlock()
+	p.handing.Store(false)
+}
+
+// status handles a status message: a heartbeat, a request that ended with
+// messages left (given back), or what else the server says, which is logged.
+// p.mu is held.
+func (p *puller) status(msg *nats.Msg) {
+	code := msg.Header.Get("Status")
+	if code == "100" {
+		return
+	}
+	if left, err := strconv.Atoi(msg.Header.Get("Nats-Pending-Messages")); err == nil {
+		// 408 Request Timeout, or a request ended early: its messages
+		// left are no longer coming.
+		p.asked = max(p.asked-left, 0)
+		p.refill()
+		return
+	}
+	// Consumer deleted, leadership changed, no responders: whatever was
+	// asked is gone. Asked again by watch, after two heartbeats.
+	p.logger.Warn("consume", "consumer", p.name, "error", code+" "+msg.Header.Get("Description"))
+	p.asked = 0
+}
+
+// watch asks again when nothing came for two heartbeats while the puller was
+// not busy handing a message over (its requests were lost: expired unseen,
+// dropped by the server, or the consumer is gone), and on reconnecting.
+func (p *puller) watch() {
+	tick := time.NewTicker(pullHeartbeat / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case _, ok := <-p.reconnect:
+			if !ok {
+				return
+			}
+			p.again("")
+		case <-tick.C:
+			p.mu.Lock()
+			stopped, quiet := p.stopped, time.Since(p.heard) > 2*pullHeartbeat
+			p.mu.Unlock()
+			if stopped {
+				return
+			}
+			if quiet && !p.handing.Load() {
+				p.again("no heartbeat received")
+			}
+		}
+	}
+}
+
+// again forgets what was asked for and asks anew; why, when not empty, is
+// logged.
+func (p *puller) again(why string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.asked > 0 && why != "" {
+		p.logger.Warn("consume", "consumer", p.name, "error", why)
+	}
+	p.asked = 0
+	p.heard = time.Now()
+	p.refill()
+}
+
+// drain stops asking, lets the messages already received be handed over,
+// and returns closed, which is closed once they are. stop ends it sooner.
+func (p *puller) drain() (closed <-chan struct{}, stop func()) {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.nc.RemoveStatusListener(p.reconnect)
+	done := make(chan struct{})
+	var once sync.Once
+	end := func() { once.Do(func() { close(done) }) }
+	p.sub.SetClosedHandler(func(string) { end() })
+	if err := p.sub.Drain(); err != nil { // the connection is closed
+		_ = p.sub.Unsubscribe()
+		end()
+	}
+	return done, func() { _ = p.sub.Unsubscribe() }
+}
