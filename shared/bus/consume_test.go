@@ -91,7 +91,8 @@ func (l *logRecords) contains(s string) bool {
 }
 
 // What goes wrong with a consumer's pulls is logged, with the consumer's
-// name, not dropped: here the consumer is deleted under Workers.
+// name, not dropped: here the consumer is deleted under Workers. Workers
+// then asks again now and then.
 func TestWorkersLogConsumeErrors(t *testing.T) {
 	t.Parallel()
 	_, js := startStream(t, false)
@@ -112,8 +113,16 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "the message is handled")
 
 	require.NoError(t, js.DeleteConsumer(ctx, "T", "w"))
-	require.Eventually(t, func() bool { return logs.contains("consume consumer=w error=") },
+	require.Eventually(t, func() bool { return logs.contains("consume consumer=w error=409 Consumer Deleted") },
 		5*time.Second, 10*time.Millisecond, "the deleted consumer is not logged: %v", logs)
+
+	// Created again, it is pulled again (after a wait of 4 s).
+	again, err := js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := again.Info(ctx)
+		return err == nil && info.AckFloor.Stream == 1
+	}, 30*time.Second, 10*time.Millisecond, "the consumer created again is not pulled: %v", logs)
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -15,10 +15,13 @@ import (
 // A pull request expires after pullExpiry; the server sends a heartbeat
 // every pullHeartbeat while one waits. When nothing comes for two heartbeats
 // while the puller is not busy handing a message over, its requests are
-// taken as lost and it pulls again.
+// taken as lost and it pulls again. After a failure that ends its requests
+// (the consumer deleted, no responders, a request not sent) it waits before
+// asking again: 4 s, doubled at each failure in a row, up to maxPullWait.
 const (
 	pullExpiry    = 10 * time.Second
 	pullHeartbeat = 2 * time.Second
+	maxPullWait   = time.Minute
 )
 
 // A puller keeps up to n messages of one consumer asked for: whenever fewer
@@ -44,6 +47,8 @@ type puller struct {
 	asked     int       // messages asked for, not yet received nor given back by a status
 	heard     time.Time // the last message, heartbeat or status on the inbox
 	stopped   bool
+	retryAt   time.Time     // after a failure: when to ask again; zero otherwise
+	wait      time.Duration // the last wait after a failure; 0 once a pull works
 	reconnect chan nats.Status
 }
 
@@ -53,6 +58,7 @@ func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, de
 	info := cons.CachedInfo()
 	p := &puller{
 		nc: nc, logger: logger, name: info.Name, n: n, deliver: deliver,
+		// The default API prefix: hookstream uses no JetStream domain.
 		subject: fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", info.Stream, info.Name),
 		heard:   time.Now(),
 	}
@@ -70,19 +76,30 @@ func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, de
 }
 
 // refill asks for the messages missing to n once fewer than half are asked
-// for. p.mu is held.
+// for, unless it waits after a failure. p.mu is held.
 func (p *puller) refill() {
-	if p.stopped || p.asked > p.n/2 {
+	if p.stopped || !p.retryAt.IsZero() || p.asked > p.n/2 {
 		return
 	}
 	batch := p.n - p.asked
 	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, batch, pullExpiry, pullHeartbeat)
 	if err := p.nc.PublishRequest(p.subject, p.sub.Subject, req); err != nil {
-		// Asked again by watch, after two heartbeats or on reconnecting.
-		p.logger.Warn("consume", "consumer", p.name, "error", fmt.Errorf("pull request: %w", err))
+		p.fail(fmt.Sprintf("pull request: %v", err))
 		return
 	}
 	p.asked = p.n
+}
+
+// fail forgets what was asked for and waits before asking again; why is
+// logged, once for failures in a row. p.mu is held.
+func (p *puller) fail(why string) {
+	p.asked = 0
+	if !p.retryAt.IsZero() {
+		return
+	}
+	p.wait = min(max(2*p.wait, 2*pullHeartbeat), maxPullWait)
+	p.retryAt = time.Now().Add(p.wait)
+	p.logger.Warn("consume", "consumer", p.name, "error", why, "retry_in", p.wait)
 }
 
 // receive handles what comes to the inbox, in order: messages, heartbeats
@@ -95,6 +112,7 @@ func (p *puller) receive(msg *nats.Msg) {
 		p.mu.Unlock()
 		return
 	}
+	p.wait = 0
 	p.asked = max(p.asked-1, 0) // below 0 after a request was taken as lost
 	p.refill()
 	p.mu.Unlock()
@@ -108,12 +126,20 @@ func (p *puller) receive(msg *nats.Msg) {
 }
 
 // status handles a status message: a heartbeat, a request that ended with
-// messages left (given back), or what else the server says, which is logged.
-// p.mu is held.
+// messages left (given back), a leader change (asked again at once), or a
+// failure. p.mu is held.
 func (p *puller) status(msg *nats.Msg) {
-	code := msg.Header.Get("Status")
-	if code == "100" {
+	code, description := msg.Header.Get("Status"), msg.Header.Get("Description")
+	switch {
+	case code == "100":
+		p.wait = 0
 		return
+	case code == "409" && description == "Leadership Change":
+		p.asked = 0
+		p.refill()
+		return
+	case code == "503":
+		description = "no responders: the consumer is gone or has no leader"
 	}
 	if left, err := strconv.Atoi(msg.Header.Get("Nats-Pending-Messages")); err == nil {
 		// 408 Request Timeout, or a request ended early: its messages
@@ -122,15 +148,13 @@ func (p *puller) status(msg *nats.Msg) {
 		p.refill()
 		return
 	}
-	// Consumer deleted, leadership changed, no responders: whatever was
-	// asked is gone. Asked again by watch, after two heartbeats.
-	p.logger.Warn("consume", "consumer", p.name, "error", code+" "+msg.Header.Get("Description"))
-	p.asked = 0
+	p.fail(code + " " + description)
 }
 
 // watch asks again when nothing came for two heartbeats while the puller was
-// not busy handing a message over (its requests were lost: expired unseen,
-// dropped by the server, or the consumer is gone), and on reconnecting.
+// connected and not busy handing a message over (its requests were lost:
+// dropped by the server, or their end not seen), when a wait after a failure
+// is over, and on reconnecting.
 func (p *puller) watch() {
 	tick := time.NewTicker(pullHeartbeat / 4)
 	defer tick.Stop()
@@ -140,29 +164,41 @@ func (p *puller) watch() {
 			if !ok {
 				return
 			}
-			p.again("")
-		case <-tick.C:
 			p.mu.Lock()
-			stopped, quiet := p.stopped, time.Since(p.heard) > 2*pullHeartbeat
+			p.retryAt, p.wait = time.Time{}, 0
+			p.again()
 			p.mu.Unlock()
-			if stopped {
+		case <-tick.C:
+			if !p.check() {
 				return
-			}
-			if quiet && !p.handing.Load() {
-				p.again("no heartbeat received")
 			}
 		}
 	}
 }
 
-// again forgets what was asked for and asks anew; why, when not empty, is
-// logged.
-func (p *puller) again(why string) {
+// check is watch's look at the puller; false once it is stopped.
+func (p *puller) check() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.asked > 0 && why != "" {
-		p.logger.Warn("consume", "consumer", p.name, "error", why)
+	switch {
+	case p.stopped:
+		return false
+	case p.handing.Load() || !p.nc.IsConnected():
+		// Busy, or reconnecting (then watch asks again): not a silence.
+	case !p.retryAt.IsZero():
+		if time.Now().After(p.retryAt) {
+			p.retryAt = time.Time{}
+			p.again()
+		}
+	case time.Since(p.heard) > 2*pullHeartbeat:
+		p.logger.Warn("consume", "consumer", p.name, "error", "no heartbeat received", "asked", p.asked)
+		p.again()
 	}
+	return true
+}
+
+// again forgets what was asked for and asks anew. p.mu is held.
+func (p *puller) again() {
 	p.asked = 0
 	p.heard = time.Now()
 	p.refill()

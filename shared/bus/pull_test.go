@@ -137,7 +137,7 @@ func TestWorkersAskAgainAfterLostRequests(t *testing.T) {
 
 	logs := &logRecords{}
 	got := receiver(t, js, cons, logs)
-	time.Sleep(200 * time.Millisecond) // its request is dropped
+	time.Sleep(time.Second) // its request is dropped
 	stopFirst()
 	publishAndReceive(t, js, got, "the second Workers never asked again")
 	require.True(t, logs.contains("consume consumer=one error=no heartbeat received"), "the lost request was not logged: %v", logs)

@@ -45,7 +45,14 @@ func (m *pulledMsg) Term() error {
 	return m.settle(func() error { return m.msg.Term() })
 }
 
+// DoubleAck waits for the server to confirm the ack, 5 s at most when ctx
+// has no deadline, as jetstream's does.
 func (m *pulledMsg) DoubleAck(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	return m.settle(func() error { return m.msg.AckSync(nats.Context(ctx)) })
 }
 
