@@ -178,24 +178,34 @@ func (a *App) useSecretKey() error {
 }
 
 // build makes the services, intake first, and the processor unless
-// NoProcessor.
-func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) ([]runner, error) {
+// NoProcessor. When one fails, those already made are closed.
+func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (_ []runner, err error) {
 	js, err := bus.JetStream(nc)
 	if err != nil {
 		return nil, err
 	}
+	var made []interface{ Close() }
+	defer func() {
+		if err != nil {
+			for _, m := range made {
+				m.Close()
+			}
+		}
+	}()
 	var parts []runner
 	if !a.cfg.NoProcessor {
 		proc, err := processor.New(ctx, a.cfg.Processor, js, a.logger)
 		if err != nil {
 			return nil, err
 		}
+		made = append(made, proc)
 		parts = append(parts, proc)
 	}
 	notif, err := notifier.New(ctx, a.cfg.Notifier, js, a.logger)
 	if err != nil {
 		return nil, err
 	}
+	made = append(made, notif)
 	icfg := a.cfg.Intake
 	if icfg.Listener == nil {
 		addr := icfg.Addr

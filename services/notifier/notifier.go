@@ -127,6 +127,10 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 	return err
 }
 
+// Close releases what New took, for a notifier that will not Run (Run
+// releases it itself).
+func (n *Notifier) Close() { n.pub.Close() }
+
 // Run fans out and delivers until ctx ends, then drains both consumers.
 func (n *Notifier) Run(ctx context.Context) error {
 	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)

@@ -93,6 +93,10 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	return p, nil
 }
 
+// Close releases what New took, for a processor that will not Run (Run
+// releases it itself).
+func (p *Processor) Close() { p.pub.Close() }
+
 // Types returns the job types this processor runs, sorted.
 func (p *Processor) Types() []string {
 	types := make([]string, 0, len(p.cfg.Handlers))
