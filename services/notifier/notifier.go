@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/time/rate"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
@@ -84,7 +83,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	}
 	n.logs = newAttemptLogs(n.pub, cfg.logGate)
 	n.parking.drains = map[string]uint64{}
-	n.parking.pace = rate.NewLimiter(rate.Limit(cfg.ParkRate), 1)
+	n.parking.pace = newPacer(cfg.ParkRate)
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err

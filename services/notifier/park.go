@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/time/rate"
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
@@ -55,7 +54,7 @@ const (
 // parking tracks this process's drains.
 type parking struct {
 	// pace spaces out the parks of the delivery consumer (Config.ParkRate).
-	pace *rate.Limiter
+	pace *pacer
 	mu   sync.Mutex
 	// ctx is the notifier's run; drains start only while it runs.
 	ctx context.Context
