@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	}
 	n.logs = newAttemptLogs(n.pub, cfg.logGate)
 	n.parking.drains = map[string]uint64{}
-	n.parking.pace = newPacer(cfg.ParkRate)
+	n.parking.pace = newPacer(cfg.ParkRate, paceSlice)
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err

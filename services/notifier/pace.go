@@ -10,9 +10,9 @@ import (
 // paceSlice is how much of a second's parks a pacer lets go at once.
 const paceSlice = 20 * time.Millisecond
 
-// pacer lets at most a rate of callers a second pass, in groups of a
-// paceSlice's worth: the parks of one group publish at the same moment, so
-// the group commit writes them as one batch, with one disk sync in durable
+// pacer lets at most a rate of callers a second pass, in groups of a slice's
+// worth: the parks of one group publish at the same moment, so the group
+// commit writes most of them as one batch, with one disk sync in durable
 // mode. Let through one at a time, as by a plain rate.Limiter, every park was
 // a sync of its own, 2,000 a second by default, and a healthy endpoint's
 // writes waited behind them (docs/performance.md, finding 23).
@@ -26,8 +26,10 @@ type pacer struct {
 	left int
 }
 
-func newPacer(perSecond int) *pacer {
-	group := max(1, int(float64(perSecond)*paceSlice.Seconds()))
+// newPacer paces perSecond passes a second in groups of slice's worth (at
+// least one).
+func newPacer(perSecond int, slice time.Duration) *pacer {
+	group := max(1, int(float64(perSecond)*slice.Seconds()))
 	return &pacer{limiter: rate.NewLimiter(rate.Limit(perSecond), group), group: group, turn: make(chan struct{}, 1)}
 }
 
