@@ -13,9 +13,10 @@ const paceSlice = 20 * time.Millisecond
 // pacer lets at most a rate of callers a second pass, in groups of a slice's
 // worth: the parks of one group publish at the same moment, so the group
 // commit writes most of them as one batch, with one disk sync in durable
-// mode. Let through one at a time, as by a plain rate.Limiter, every park was
-// a sync of its own, 2,000 a second by default, and a healthy endpoint's
-// writes waited behind them (docs/performance.md, finding 23).
+// mode. Let through one at a time, as by a plain rate.Limiter, most parks were
+// a sync of their own, about twice as many syncs at 2,000 parks a second,
+// and a healthy endpoint's writes waited behind them (docs/performance.md,
+// finding 23).
 type pacer struct {
 	limiter *rate.Limiter
 	group   int
