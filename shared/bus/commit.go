@@ -59,6 +59,9 @@ const (
 	// plainFor is how long a committer publishes one by one after a stream
 	// said atomic publish is disabled, before it tries batches again.
 	plainFor = time.Minute
+	// ParkLinger is how long the parked deliveries' committer waits for
+	// more publishes to join a batch (NewLingeringCommitter).
+	ParkLinger = 5 * time.Millisecond
 )
 
 // Committer writes the messages that many goroutines publish to one stream
@@ -84,6 +87,8 @@ type Committer struct {
 	slots    chan struct{}
 	singles  chan struct{}
 	pool     *Pool
+	// linger is how long a publish waits for others to join its batch.
+	linger time.Duration
 	// plainUntil (Unix nanoseconds) is when to try atomic batches again
 	// after the stream refused them as disabled.
 	plainUntil atomic.Int64
@@ -104,8 +109,17 @@ type commitResult struct {
 
 // NewCommitter starts a committer. All messages given to one committer must
 // go to the same stream. Close stops it.
-func NewCommitter(js jetstream.JetStream) *Committer {
+func NewCommitter(js jetstream.JetStream) *Committer { return NewLingeringCommitter(js, 0) }
+
+// NewLingeringCommitter starts a committer that, once a publish arrives,
+// waits up to linger for more to join its batch. A plain committer batches
+// only the publishes that are already waiting, so publishes that arrive a
+// little apart go one by one, a disk sync each; for writes that nobody waits
+// on closely, such as parked deliveries, linger trades that much latency for
+// fewer syncs (docs/performance.md, finding 24).
+func NewLingeringCommitter(js jetstream.JetStream, linger time.Duration) *Committer {
 	c := &Committer{
+		linger:   linger,
 		direct:   directTo(js),
 		requests: make(chan *commitRequest),
 		slots:    make(chan struct{}, DefaultCommitsInFlight),
@@ -150,7 +164,7 @@ func (c *Committer) run() {
 		case <-c.done:
 			return
 		}
-		batch := c.gatherMore([]*commitRequest{first})
+		batch := c.gatherMore([]*commitRequest{first}, c.linger)
 		if len(batch) < MinAtomicBatch || time.Now().UnixNano() < c.plainUntil.Load() {
 			// While MaxSinglesInFlight wait, publishes queue up for the
 			// next gather and make a batch of it.
@@ -167,7 +181,7 @@ func (c *Committer) run() {
 		// While the previous batch commits, publishes queue up and join
 		// this one.
 		c.slots <- struct{}{}
-		batch = c.gatherMore(batch)
+		batch = c.gatherMore(batch, 0)
 		c.pool.Go(func() {
 			defer func() { <-c.slots }()
 			c.commit(batch)
@@ -185,20 +199,37 @@ func (c *Committer) publishOne(r *commitRequest) {
 	r.result <- commitResult{ack: ack, err: err}
 }
 
-// gatherMore adds to batch whatever is waiting, up to the batch limits.
-func (c *Committer) gatherMore(batch []*commitRequest) []*commitRequest {
+// gatherMore adds to batch whatever is waiting and whatever arrives within
+// wait, up to the batch limits.
+func (c *Committer) gatherMore(batch []*commitRequest, wait time.Duration) []*commitRequest {
 	size := 0
 	for _, r := range batch {
 		size += len(r.msg.Data)
 	}
+	var until <-chan time.Time
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		until = timer.C
+	}
 	for len(batch) < DefaultCommitBatch && size < commitMaxBytes {
+		var r *commitRequest
 		select {
-		case r := <-c.requests:
-			batch = append(batch, r)
-			size += len(r.msg.Data)
+		case r = <-c.requests:
 		default:
-			return batch
+			if until == nil {
+				return batch
+			}
+			select {
+			case r = <-c.requests:
+			case <-until:
+				return batch
+			case <-c.done:
+				return batch
+			}
 		}
+		batch = append(batch, r)
+		size += len(r.msg.Data)
 	}
 	return batch
 }
@@ -368,7 +399,8 @@ func NewGroupCommit(js jetstream.JetStream, on bool) *GroupCommit {
 		{contract.SubjectEvents + ".", NewCommitter(js)},
 		{contract.SubjectDeliveries + ".", deliveries},
 		{contract.SubjectRetries + ".", deliveries},
-		{contract.SubjectParked + ".", NewCommitter(js)},
+		// Parks come in groups (the notifier's pacer), a little apart.
+		{contract.SubjectParked + ".", NewLingeringCommitter(js, ParkLinger)},
 		{KeySubject(contract.BucketJobs, ""), NewCommitter(js)},
 		{KeySubject(contract.BucketDeliveries, ""), NewCommitter(js)},
 	}}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -117,6 +118,39 @@ func TestCommitterGivesUpWithItsCaller(t *testing.T) {
 	c.Close()
 	_, err = c.Publish(context.Background(), nats.NewMsg("t.x"))
 	require.Error(t, err)
+}
+
+// Publishes that arrive a little apart, each after the one before has had
+// time to go on its own, are written as one atomic batch by a lingering
+// committer. A core subscriber sees the batch headers the server strips.
+func TestLingeringCommitterBatchesPublishesThatArriveApart(t *testing.T) {
+	t.Parallel()
+	nc, js := startStream(t, true)
+	raw, err := nc.SubscribeSync("t.>")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	// The linger far outlasts the arrivals, so that a slow machine cannot
+	// split the batch; it ends early only when the batch is full.
+	c := bus.NewLingeringCommitter(js, 3*time.Second)
+	t.Cleanup(c.Close)
+	const n = bus.MinAtomicBatch + 2
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, err := c.Publish(context.Background(), nats.NewMsg(fmt.Sprintf("t.%d", i)))
+			assert.NoError(t, err)
+		})
+		time.Sleep(10 * time.Millisecond)
+	}
+	wg.Wait()
+	batches := map[string]int{}
+	for range n {
+		msg, err := raw.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		batches[msg.Header.Get("Nats-Batch-Id")]++
+	}
+	require.Len(t, batches, 1, "one batch: %v", batches)
+	require.NotContains(t, batches, "", "sent as an atomic batch")
 }
 
 // BenchmarkCommitter compares plain synchronous publishes with group commits
