@@ -128,6 +128,7 @@ func (s *Service) routes() http.Handler {
 	})
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	r.GET("/openapi.json", serveOpenAPI)
 	r.GET("/metrics", func(c *gin.Context) {
 		c.Header("Content-Type", "text/plain; version=0.0.4")
 		metrics.WriteTo(c.Writer)
