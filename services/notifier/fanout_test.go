@@ -62,6 +62,30 @@ func TestDeliverDuplicateEventOnce(t *testing.T) {
 	require.NotEqual(t, got[0].id(), got[1].id())
 }
 
+// De-duplication is stream-wide, across tenants: a publisher scopes its id
+// to its tenant with a "<tenant>:" prefix (as POST /v1/events does), which
+// the event's id leaves out. A bare id is a duplicate of another tenant's.
+func TestEventIDsScopedToTheirTenant(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+	for _, tenant := range []string{"acme", "globex"} {
+		ack := b.publishEvent(t, tenant, "invoice.paid", tenant+":in_1", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+		require.False(t, ack.Duplicate, tenant)
+	}
+	b.publishEvent(t, "acme", "invoice.paid", "in_2", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+	shadowed := b.publishEvent(t, "globex", "invoice.paid", "in_2", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+	require.True(t, shadowed.Duplicate, "a bare id is de-duplicated across tenants")
+	for _, tenant := range []string{"acme", "globex"} {
+		rec := b.waitLog(t, tenant, "in_1", contract.DeliverySucceeded)
+		require.Equal(t, "in_1", rec.EventID)
+	}
+	b.waitLog(t, "acme", "in_2", contract.DeliverySucceeded)
+	b.waitIdle(t)
+	got := rcv.all()
+	require.Len(t, got, 3)
+}
+
 // An event from an internal service becomes a webhook whose data is the
 // published JSON, whatever it is.
 func TestDeliverInternalEvent(t *testing.T) {
