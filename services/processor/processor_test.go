@@ -267,6 +267,49 @@ func TestRunIntakeJobRecordWrittenOnce(t *testing.T) {
 	require.Len(t, history, 1, "one write: the record with the result")
 }
 
+// A job still running after RunningAfter has its record marked running and
+// a job.running event published, for the endpoints subscribed to it (not
+// its callback URL); a quick job has neither.
+func TestRunAnnouncesSlowJobRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		if string(job.Payload) == `"slow"` {
+			close(started)
+			<-release
+		}
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: time.Second})
+	b.publishJob(t, "acme", "echo", "job_quick", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`"quick"`)}))
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_quick").Status)
+	b.publishJob(t, "acme", "echo", "job_slow", jobRequest(t, contract.JobRequest{
+		Payload: json.RawMessage(`"slow"`), CallbackURL: "https://example.com/hook",
+	}))
+	<-started
+	msg, job := b.lastEvent(t, "acme", contract.StatusRunning)
+	require.Equal(t, jobevents.EventID("job_slow", contract.StatusRunning)+"_1", msg.Header.Get(contract.HeaderMsgID), "one event per attempt")
+	require.Equal(t, "job_slow", msg.Header.Get(contract.HeaderJobID))
+	require.Empty(t, msg.Header.Get(contract.HeaderCallbackURL), "the callback URL gets terminal events only")
+	require.Equal(t, "job_slow", job.ID)
+	require.Equal(t, contract.StatusRunning, job.Status)
+	require.Equal(t, 1, job.Attempts)
+	close(release)
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_slow").Status)
+	b.waitJobsSettled(t) // the terminal event is published before the ack
+	events, err := b.js.Stream(context.Background(), contract.StreamEvents)
+	require.NoError(t, err)
+	last, err := events.GetLastMsgForSubject(context.Background(), contract.EventSubject("acme", contract.EventJobSucceeded))
+	require.NoError(t, err)
+	require.Equal(t, "job_slow", last.Header.Get(contract.HeaderJobID))
+	require.Equal(t, "https://example.com/hook", last.Header.Get(contract.HeaderCallbackURL))
+	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(contract.EventSubject("acme", contract.EventJobRunning)))
+	require.NoError(t, err)
+	running := contract.EventSubject("acme", contract.EventJobRunning)
+	require.Equal(t, map[string]uint64{running: 1}, info.State.Subjects, "the quick job was never announced running")
+}
+
 // A job canceled while its first quick run is under way, before it has a
 // record, stays canceled: the run's result is dropped.
 func TestRunIntakeJobCanceledWhileRunning(t *testing.T) {
@@ -462,9 +505,10 @@ func TestRunBatchOfJobs(t *testing.T) {
 	}
 	events, err := b.js.Stream(context.Background(), contract.StreamEvents)
 	require.NoError(t, err)
-	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(contract.EventSubject("acme", contract.EventJobSucceeded)))
+	succeeded := contract.EventSubject("acme", contract.EventJobSucceeded)
+	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(succeeded))
 	require.NoError(t, err)
-	require.Equal(t, uint64(4), info.State.Msgs, "one event per job")
+	require.Equal(t, uint64(4), info.State.Subjects[succeeded], "one event per job")
 	rec := b.waitJob(t, b.intakeJobID(seq, "n0ncea"))
 	require.Equal(t, 1, rec.Attempts)
 	idB := b.intakeJobID(seq, "n0nceb")

@@ -137,6 +137,7 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 	if s, claimed := p.claimed(ctx, logger, running, err); !claimed {
 		return s
 	}
+	p.announce(ctx, logger, running)
 	result, runErr := p.run(ctx, running)
 	return p.record(ctx, logger, rec.ID, result, runErr)
 }
@@ -184,6 +185,9 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		if !done {
 			marked = true
 			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
+			if claimErr == nil && running.Status == contract.StatusRunning {
+				p.announce(ctx, logger, running)
+			}
 		}
 	})
 	attempt := stored
@@ -324,6 +328,16 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 	logger.Debug("job finished", "status", rec.Status, "attempts", rec.Attempts)
 	metrics.JobsFinished.Inc(rec.Status)
 	return settlement{verdict: ack}
+}
+
+// announce publishes the job.running event of an attempt whose record says
+// running. It is best effort: the attempt goes on whether or not the event
+// is stored, and a crash between the record and the event loses the event
+// (the terminal event never is).
+func (p *Processor) announce(ctx context.Context, logger *slog.Logger, running contract.JobRecord) {
+	if err := jobevents.Publish(ctx, p.pub, running); err != nil {
+		logger.Warn("publish job event", "status", running.Status, "error", err)
+	}
 }
 
 // run calls the job's handler.
