@@ -21,19 +21,22 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/hookstream/hookstream/services/notifier"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-const usage = `usage: hookstream [serve|intake|processor|notifier|settings] [flags]
+const usage = `usage: hookstream [serve|intake|processor|notifier|settings|version] [flags]
 
   serve      embedded NATS + all services in one process (default)
   intake     the HTTP API, against an external NATS (--nats-url)
   processor  job processors, against an external NATS
   notifier   webhook delivery, against an external NATS
   settings   print every HOOKSTREAM_* setting with its default
+  version    print the version (also in every webhook's User-Agent)
 
 Run 'hookstream <command> -h' for the flags.
 `
@@ -47,6 +50,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	case "serve", "intake", "processor", "notifier":
 	case "settings":
 		printSettings(stdout)
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, "hookstream", notifier.Version)
 		return 0
 	case "help":
 		fmt.Fprint(stdout, usage)

@@ -3,6 +3,7 @@ package notifier
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -123,8 +124,38 @@ const (
 	loggedResponseBytes = 4 << 10
 )
 
-// Version is hookstream's version, sent in the User-Agent.
-var Version = "dev"
+// Version is hookstream's version, sent in the User-Agent: what the Go
+// toolchain stamped into the binary (BuildVersion), "dev" when nothing was.
+var Version = BuildVersion(debug.ReadBuildInfo())
+
+// BuildVersion is the version of a build: its module version (a release
+// tag, or since Go 1.24 a pseudo-version of the commit it was built from,
+// "+dirty" with uncommitted changes), else its commit, else "dev".
+func BuildVersion(info *debug.BuildInfo, ok bool) string {
+	if !ok {
+		return "dev"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	rev = rev[:min(len(rev), 12)]
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
+}
 
 // WithDefaults fills in every zero field with its default.
 func (c Config) WithDefaults() Config {

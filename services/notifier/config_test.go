@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -66,4 +67,25 @@ func TestConfigWithDefaults(t *testing.T) {
 	require.Equal(t, notifier.DefaultConcurrency, cfg.Concurrency)
 	require.Equal(t, "hookstream/"+notifier.Version, cfg.UserAgent)
 	require.NotNil(t, cfg.Now)
+}
+
+func TestBuildVersion(t *testing.T) {
+	t.Parallel()
+	vcs := func(rev, modified string) []debug.BuildSetting {
+		return []debug.BuildSetting{{Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}
+	}
+	for _, c := range []struct {
+		info *debug.BuildInfo
+		ok   bool
+		want string
+	}{
+		{nil, false, "dev"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v1.4.0"}}, true, "v1.4.0"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261201100405-13c9d7b1a2b3+dirty"}}, true, "v0.0.0-20261201100405-13c9d7b1a2b3+dirty"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: vcs("13c9d7b1a2b3c4d5e6f7", "false")}, true, "13c9d7b1a2b3"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: vcs("13c9d7b", "true")}, true, "13c9d7b+dirty"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, true, "dev"},
+	} {
+		require.Equal(t, c.want, notifier.BuildVersion(c.info, c.ok))
+	}
 }
