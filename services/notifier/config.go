@@ -92,6 +92,9 @@ type Config struct {
 	parkedCheck, parkedRescan time.Duration
 	// logGate, when set (tests), holds attempt logs' writes until closed.
 	logGate <-chan struct{}
+	// parkedGiveUp, when set (tests), replaces the age at which a parked
+	// delivery is dead-lettered instead of held (giveUpAge).
+	parkedGiveUp time.Duration
 }
 
 // DefaultSchedule is the wait before each retry, as DESIGN.md sets it.

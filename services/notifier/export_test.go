@@ -10,3 +10,7 @@ func ShortParking(cfg *Config) {
 
 // HoldAttemptLogs holds every attempt log's write until gate is closed.
 func HoldAttemptLogs(cfg *Config, gate <-chan struct{}) { cfg.logGate = gate }
+
+// GiveUpParkedAfter makes drains dead-letter parked deliveries parked for
+// age instead of the parked stream's MaxAge less a margin.
+func GiveUpParkedAfter(cfg *Config, age time.Duration) { cfg.parkedGiveUp = age }

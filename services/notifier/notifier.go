@@ -84,6 +84,14 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 	n.logs = newAttemptLogs(n.pub, cfg.logGate)
 	n.parking.drains = map[string]uint64{}
 	n.parking.pace = newPacer(cfg.ParkRate, paceSlice)
+	if n.parking.giveUp = cfg.parkedGiveUp; n.parking.giveUp == 0 {
+		parked, err := js.Stream(ctx, contract.StreamParked)
+		if err != nil {
+			n.pub.Close()
+			return nil, fmt.Errorf("open stream %s: %w", contract.StreamParked, err)
+		}
+		n.parking.giveUp = giveUpAge(parked.CachedInfo().Config.MaxAge)
+	}
 	if err := n.createConsumers(ctx); err != nil {
 		n.pub.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -49,7 +50,24 @@ const (
 	parkedRescan = time.Minute
 	// parkedIdle is how long the server keeps a drain consumer nobody uses.
 	parkedIdle = 10 * time.Minute
+	// giveUpMargin is how long before the parked stream's MaxAge would
+	// remove a parked delivery that its drain dead-letters it instead.
+	giveUpMargin = 24 * time.Hour
 )
+
+// giveUpAge is the age of a parked copy at which its drain dead-letters it
+// rather than hold it for its target once more: a day, or a quarter of
+// maxAge when that is shorter, before the parked stream would remove it
+// unseen. A target whose circuit stays open that long (a job callback host
+// is never disabled, as an endpoint is after DisableAfter) loses nothing:
+// each of its deliveries ends failed in the attempt log, and can be retried.
+// Zero (no MaxAge) never gives up.
+func giveUpAge(maxAge time.Duration) time.Duration {
+	if maxAge <= 0 {
+		return 0
+	}
+	return maxAge - min(giveUpMargin, maxAge/4)
+}
 
 // parking tracks this process's drains.
 type parking struct {
@@ -62,6 +80,9 @@ type parking struct {
 	// drains maps each parked subject this process drains to the number
 	// of deliveries parked on it since its drain started.
 	drains map[string]uint64
+	// giveUp is the age of a parked copy that is dead-lettered instead of
+	// held (giveUpAge); 0: never.
+	giveUp time.Duration
 }
 
 // parkTarget is the token a delivery is parked under: its endpoint, or for a
@@ -273,6 +294,41 @@ func (n *Notifier) handleParked(ctx context.Context, msg jetstream.Msg) {
 	n.handle(ctx, msg, true)
 }
 
+// parkedTooLong tells whether msg, a parked copy, has waited giveUp since it
+// was parked.
+func (n *Notifier) parkedTooLong(msg jetstream.Msg) (time.Duration, bool) {
+	meta, err := msg.Metadata()
+	if err != nil || n.parking.giveUp == 0 {
+		return 0, false
+	}
+	age := n.cfg.Now().Sub(meta.Timestamp)
+	return age, age >= n.parking.giveUp
+}
+
+// giveUpParked dead-letters a parked delivery whose target has not taken it
+// for age: its attempt log says failed, with why, before its message is
+// acknowledged, and the tenant gets a delivery.exhausted event.
+func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time.Duration) {
+	var d contract.Delivery
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" {
+		n.logger.Error("dropping malformed parked delivery", "subject", msg.Subject(), "error", err)
+		n.settle(msg, malformed)
+		return
+	}
+	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
+	reason := "not sent: its target took no delivery while it was parked for " + age.Round(time.Minute).String() +
+		", and parked deliveries are kept no longer; retry it once the target is back"
+	d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: reason})
+	logger.Warn("parked delivery dead-lettered", "parked_for", age.Round(time.Minute).String())
+	n.announceExhausted(ctx, logger, &d, reason)
+	v, log := n.finish(logger, &d, contract.DeliveryFailed, nil)
+	if log == nil {
+		n.settle(msg, v)
+		return
+	}
+	n.logs.write(ctx, logger, log, func() { n.settle(msg, v) })
+}
+
 // putBack is how many times msg was handed out before this time.
 func putBack(msg jetstream.Msg) uint64 {
 	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 0 {
@@ -284,8 +340,12 @@ func putBack(msg jetstream.Msg) uint64 {
 // holdBack puts back a delivery that its endpoint cannot take for wait
 // still: from the delivery consumer it is parked; from a drain (or when it
 // cannot be parked) it waits in place, since a drain has only a few
-// messages out.
+// messages out, unless it has been parked too long (giveUpAge).
 func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, target string, wait time.Duration, parked, circuit bool) {
+	if age, old := n.parkedTooLong(msg); parked && old {
+		n.giveUpParked(ctx, msg, age)
+		return
+	}
 	if !parked {
 		err := n.park(ctx, msg, tenant, target)
 		if err == nil {

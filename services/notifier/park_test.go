@@ -126,6 +126,44 @@ func TestDeadCallbackHostIsParked(t *testing.T) {
 	require.GreaterOrEqual(t, succeeded, 8)
 }
 
+// A parked delivery whose target stays down until the parked stream would
+// remove it is dead-lettered by its drain first: its attempt log says failed,
+// with why, and it can be retried. A job callback host, never disabled as an
+// endpoint is, would otherwise lose its oldest parked deliveries unseen.
+func TestParkedTooLongIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	rcv, _ := downReceiver(t, http.StatusServiceUnavailable)
+	cfg := notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}
+	notifier.GiveUpParkedAfter(&cfg, time.Second)
+	b := setup(t, cfg)
+	b.publishJobEvent(t, "acme", "job_first", rcv.URL)
+	b.waitLog(t, "acme", "job_first", contract.DeliveryPending)
+	const parked = 10
+	for i := range parked {
+		b.publishJobEvent(t, "acme", fmt.Sprintf("job_%d", i), rcv.URL+"/path")
+	}
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 20*time.Second, 10*time.Millisecond,
+		"parked deliveries of a host that stays down are still parked")
+	var recs []contract.DeliveryRecord
+	require.Eventually(t, func() bool { recs = b.logs(t, "acme.*.*"); return len(recs) == 1+parked }, 10*time.Second, 10*time.Millisecond,
+		"a record for every delivery")
+	failed := 0
+	for _, rec := range recs {
+		if rec.Status == contract.DeliveryPending { // the first, and any probe of the drain's
+			continue
+		}
+		require.Equal(t, contract.DeliveryFailed, rec.Status, rec.ID)
+		require.Contains(t, rec.Attempts[len(rec.Attempts)-1].Error, "while it was parked for", rec.ID)
+		require.NotEmpty(t, rec.Body, "kept, so that it can be retried")
+		failed++
+	}
+	require.GreaterOrEqual(t, failed, parked/2)
+}
+
 // A drain whose consumer is gone (deleted by an operator, or by the server
 // as idle while the process was cut off) gives up, and the next scan starts
 // it over: its deliveries are not left parked for good.
