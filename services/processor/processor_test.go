@@ -310,6 +310,36 @@ func TestRunAnnouncesSlowJobRunning(t *testing.T) {
 	require.Equal(t, map[string]uint64{running: 1}, info.State.Subjects, "the quick job was never announced running")
 }
 
+// A handler's progress reports show in the job's record while it runs, the
+// first one even if it came before the record said running, and the last one
+// stays with the result.
+func TestRunJobProgress(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	slow := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		assert.NoError(t, job.Progress(map[string]int{"done": 1, "total": 2}))
+		<-release
+		assert.NoError(t, job.Progress(map[string]int{"done": 2, "total": 2}))
+		assert.Error(t, job.Progress(func() {}), "not JSON")
+		return json.RawMessage(`"done"`), nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: 50 * time.Millisecond})
+	b.publishJob(t, "acme", "echo", "job_progress", jobRequest(t, contract.JobRequest{}))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		rec, _, err := b.jobs.Get(context.Background(), "job_progress")
+		if assert.NoError(c, err) {
+			assert.Equal(c, contract.StatusRunning, rec.Status)
+			assert.JSONEq(c, `{"done":1,"total":2}`, string(rec.Progress))
+		}
+	}, 10*time.Second, 10*time.Millisecond)
+	close(release)
+	b.waitJobsSettled(t)
+	rec := b.waitJob(t, "job_progress")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.JSONEq(t, `{"done":2,"total":2}`, string(rec.Progress))
+}
+
 // A job canceled while its first quick run is under way, before it has a
 // record, stays canceled: the run's result is dropped.
 func TestRunIntakeJobCanceledWhileRunning(t *testing.T) {

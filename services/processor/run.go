@@ -138,19 +138,20 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 		return s
 	}
 	p.announce(ctx, logger, running)
-	result, runErr := p.run(ctx, running)
-	return p.record(ctx, logger, rec.ID, result, runErr)
+	prog := p.newProgress(rec.ID)
+	result, runErr := p.run(ctx, running, prog)
+	return p.record(ctx, logger, rec.ID, result, prog.last(), runErr)
 }
 
 // record stores the outcome of an attempt of a job whose record says
 // running, and settles its message; an attempt cut short by shutdown puts
 // the job back instead.
-func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, result json.RawMessage, runErr error) settlement {
+func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, result, progress json.RawMessage, runErr error) settlement {
 	if runErr != nil && ctx.Err() != nil {
 		return p.release(logger, id)
 	}
 	final, err := p.jobs.Update(ctx, id, func(r *contract.JobRecord) error {
-		return p.complete(r, result, runErr)
+		return p.complete(r, result, progress, runErr)
 	})
 	return p.outcome(ctx, logger, final, runErr, err)
 }
@@ -179,6 +180,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 	done, marked := false, false
 	var running contract.JobRecord
 	var claimErr error
+	prog := p.newProgress(stored.ID)
 	timer := time.AfterFunc(p.cfg.RunningAfter, func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -186,13 +188,14 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 			marked = true
 			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
 			if claimErr == nil && running.Status == contract.StatusRunning {
+				prog.nudge() // progress reported before the record said running
 				p.announce(ctx, logger, running)
 			}
 		}
 	})
 	attempt := stored
 	attempt.Status, attempt.Attempts = contract.StatusRunning, stored.Attempts+1
-	result, runErr := p.run(ctx, attempt)
+	result, runErr := p.run(ctx, attempt, prog)
 	timer.Stop()
 	mu.Lock() // waits for a claim under way
 	done = true
@@ -201,7 +204,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		if s, claimed := p.claimed(ctx, logger, running, claimErr); !claimed {
 			return s // canceled while it ran: its result is dropped
 		}
-		return p.record(ctx, logger, stored.ID, result, runErr)
+		return p.record(ctx, logger, stored.ID, result, prog.last(), runErr)
 	}
 	if runErr != nil && ctx.Err() != nil {
 		return settlement{verdict: retry} // shutdown; the record never said running
@@ -213,7 +216,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		if r.Status != contract.StatusRunning { // out of attempts: failed
 			return nil
 		}
-		return p.complete(r, result, runErr)
+		return p.complete(r, result, prog.last(), runErr)
 	})
 	return p.outcome(ctx, logger, final, runErr, err)
 }
@@ -263,9 +266,9 @@ func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten 
 	return p.jobs.Get(ctx, rec.ID)
 }
 
-// claim moves a job to running and counts the attempt. A job that has used
-// up its attempts without recording a result (its processor died each time)
-// fails instead.
+// claim moves a job to running, counts the attempt and clears the progress
+// of the one before. A job that has used up its attempts without recording
+// a result (its processor died each time) fails instead.
 func (p *Processor) claim(r *contract.JobRecord) error {
 	if contract.Terminal(r.Status) {
 		return jobstore.ErrUnchanged
@@ -277,15 +280,18 @@ func (p *Processor) claim(r *contract.JobRecord) error {
 		r.Error = "attempts exhausted: the job did not finish in any of its attempts"
 		return nil
 	}
-	r.Status = contract.StatusRunning
+	r.Status, r.Progress = contract.StatusRunning, nil // an attempt starts over
 	r.Attempts++
 	return nil
 }
 
 // complete records the outcome of an attempt.
-func (p *Processor) complete(r *contract.JobRecord, result json.RawMessage, runErr error) error {
+func (p *Processor) complete(r *contract.JobRecord, result, progress json.RawMessage, runErr error) error {
 	if r.Status != contract.StatusRunning {
 		return jobstore.ErrUnchanged
+	}
+	if progress != nil {
+		r.Progress = progress
 	}
 	now := p.now().UTC()
 	r.UpdatedAt = now
@@ -340,8 +346,10 @@ func (p *Processor) announce(ctx context.Context, logger *slog.Logger, running c
 	}
 }
 
-// run calls the job's handler.
-func (p *Processor) run(ctx context.Context, rec contract.JobRecord) (result json.RawMessage, err error) {
+// run calls the job's handler, which reports its progress to prog; prog's
+// writer has stopped when run returns.
+func (p *Processor) run(ctx context.Context, rec contract.JobRecord, prog *progress) (result json.RawMessage, err error) {
+	defer prog.stop()
 	handler, ok := p.cfg.Handlers[rec.Type]
 	if !ok { // cannot happen with one consumer per type; never run a nil handler
 		return nil, fmt.Errorf("no handler for job type %q in this processor", rec.Type)
@@ -354,6 +362,6 @@ func (p *Processor) run(ctx context.Context, rec contract.JobRecord) (result jso
 	}()
 	return handler.Handle(ctx, Job{
 		ID: rec.ID, Tenant: rec.Tenant, Type: rec.Type, Attempt: rec.Attempts,
-		Payload: rec.Payload, Metadata: rec.Metadata,
+		Payload: rec.Payload, Metadata: rec.Metadata, progress: prog,
 	})
 }
