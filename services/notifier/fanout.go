@@ -71,7 +71,7 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	if !json.Valid(msg.Data()) {
 		return false, n.deadLetter(ctx, msg, "data is not a JSON value")
 	}
-	eventID, at := eventIdentity(msg, tenant)
+	eventID, at, scoped := eventIdentity(msg, tenant)
 	n.recordEventType(ctx, tenant, eventType, msg.Data())
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
 	if err != nil {
@@ -86,8 +86,14 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	}
 	defer metrics.EventsFanned.Inc("")
 	for _, t := range targets {
+		idTarget := t.key
+		if scoped && t.key == callbackTarget {
+			// Endpoint ids are unique across tenants, "cb" is not: the
+			// same scoped id in two tenants must make two deliveries.
+			idTarget = callbackTarget + "/" + tenant
+		}
 		d := contract.Delivery{
-			ID: contract.DeliveryID(eventID, t.key), Tenant: tenant, EventID: eventID, EventType: eventType,
+			ID: contract.DeliveryID(eventID, idTarget), Tenant: tenant, EventID: eventID, EventType: eventType,
 			JobID: msg.Headers().Get(contract.HeaderJobID), EndpointID: t.endpointID, URL: t.url,
 			Body: body, CreatedAt: n.cfg.Now().UTC(),
 		}
@@ -129,12 +135,12 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 	return ok
 }
 
-// eventIdentity returns the event's id and time: its Nats-Msg-Id (else one
-// from the stream sequence) and its Hookstream-Event-Time (else when it was
-// stored).
-func eventIdentity(msg jetstream.Msg, tenant string) (string, time.Time) {
+// eventIdentity returns the event's id and time: its Nats-Msg-Id without a
+// "<tenant>:" prefix (scoped tells whether it had one; else an id from the
+// stream sequence) and its Hookstream-Event-Time (else when it was stored).
+func eventIdentity(msg jetstream.Msg, tenant string) (id string, at time.Time, scoped bool) {
 	meta, _ := msg.Metadata()
-	id := strings.TrimPrefix(msg.Headers().Get(contract.HeaderMsgID), tenant+":")
+	id, scoped = strings.CutPrefix(msg.Headers().Get(contract.HeaderMsgID), tenant+":")
 	if id == "" && meta != nil {
 		id = "evt_s" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	}
@@ -142,7 +148,7 @@ func eventIdentity(msg jetstream.Msg, tenant string) (string, time.Time) {
 	if err != nil && meta != nil {
 		at = meta.Timestamp
 	}
-	return id, at.UTC()
+	return id, at.UTC(), scoped
 }
 
 func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, targetKey string) error {

@@ -67,7 +67,9 @@ func TestDeliverDuplicateEventOnce(t *testing.T) {
 // the event's id leaves out. A bare id is a duplicate of another tenant's.
 func TestEventIDsScopedToTheirTenant(t *testing.T) {
 	t.Parallel()
-	b := setup(t, notifier.Config{})
+	// Queued, not direct: the deliveries stream de-duplicates by delivery
+	// id, so the two tenants' deliveries must have ids of their own.
+	b := setup(t, notifier.Config{DirectAttempts: -1})
 	rcv := newReceiver(t, nil)
 	for _, tenant := range []string{"acme", "globex"} {
 		ack := b.publishEvent(t, tenant, "invoice.paid", tenant+":in_1", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
@@ -84,6 +86,11 @@ func TestEventIDsScopedToTheirTenant(t *testing.T) {
 	b.waitIdle(t)
 	got := rcv.all()
 	require.Len(t, got, 3)
+	ids := map[string]bool{}
+	for _, w := range got {
+		ids[w.id()] = true
+	}
+	require.Len(t, ids, 3, "a webhook-id of its own for each tenant's event")
 }
 
 // An event from an internal service becomes a webhook whose data is the
