@@ -158,7 +158,7 @@ func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, tar
 		if err != nil {
 			return fmt.Errorf("encode delivery %s: %w", d.ID, err)
 		}
-		err = n.publishParked(ctx, d.Tenant, parkTarget(&d), d.ID, data)
+		err = n.publishParked(ctx, d.Tenant, parkTarget(&d), d.ID, data, false)
 		if err == nil {
 			return nil
 		}

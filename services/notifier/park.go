@@ -114,7 +114,7 @@ func (n *Notifier) park(ctx context.Context, msg jetstream.Msg, tenant, target s
 	if err != nil {
 		return err
 	}
-	if err := n.publishParked(ctx, tenant, target, "s"+strconv.FormatUint(meta.Sequence.Stream, 10), msg.Data()); err != nil {
+	if err := n.publishParked(ctx, tenant, target, "s"+strconv.FormatUint(meta.Sequence.Stream, 10), msg.Data(), true); err != nil {
 		return err
 	}
 	if err := msg.Ack(); err != nil {
@@ -126,14 +126,21 @@ func (n *Notifier) park(ctx context.Context, msg jetstream.Msg, tenant, target s
 }
 
 // publishParked stores a delivery message on the parked subject of its
-// target and makes sure a drain runs for it.
-func (n *Notifier) publishParked(ctx context.Context, tenant, target, msgID string, data []byte) error {
+// target and makes sure a drain runs for it. A paced park (the delivery
+// consumer's) waits for the rest of its group to share its write.
+func (n *Notifier) publishParked(ctx context.Context, tenant, target, msgID string, data []byte, paced bool) error {
 	subject := contract.ParkedSubject(tenant, target)
 	out := nats.NewMsg(subject)
 	out.Data = data
 	out.Header.Set(contract.HeaderMsgID, "parked."+msgID)
 	out.Header.Set(contract.HeaderContractVersion, contract.Version)
-	if _, err := n.pub.PublishMsg(ctx, out); err != nil {
+	var err error
+	if paced {
+		_, err = n.pub.PublishParked(ctx, out)
+	} else {
+		_, err = n.pub.PublishMsg(ctx, out)
+	}
+	if err != nil {
 		return fmt.Errorf("park delivery on %s: %w", subject, err)
 	}
 	metrics.Parked.Inc("")
@@ -306,7 +313,7 @@ func (n *Notifier) parkedTooLong(msg jetstream.Msg) (time.Duration, bool) {
 }
 
 // giveUpParked dead-letters a parked delivery whose target has not taken it
-// for age: its attempt log says failed, with why, before its message is
+// for age (an open circuit, or limits it never got under): its attempt log says failed, with why, before its message is
 // acknowledged, and the tenant gets a delivery.exhausted event.
 func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time.Duration) {
 	var d contract.Delivery
@@ -316,8 +323,8 @@ func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time
 		return
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	reason := "not sent: its target took no delivery while it was parked for " + age.Round(time.Minute).String() +
-		", and parked deliveries are kept no longer; retry it once the target is back"
+	reason := "not sent: parked for " + age.Round(time.Minute).String() +
+		" (its target's circuit open, or its limits reached), and parked deliveries are kept no longer; retry it once the target takes deliveries"
 	d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: reason})
 	logger.Warn("parked delivery dead-lettered", "parked_for", age.Round(time.Minute).String())
 	n.announceExhausted(ctx, logger, &d, reason)

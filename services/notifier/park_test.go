@@ -157,7 +157,7 @@ func TestParkedTooLongIsDeadLettered(t *testing.T) {
 			continue
 		}
 		require.Equal(t, contract.DeliveryFailed, rec.Status, rec.ID)
-		require.Contains(t, rec.Attempts[len(rec.Attempts)-1].Error, "while it was parked for", rec.ID)
+		require.Contains(t, rec.Attempts[len(rec.Attempts)-1].Error, "not sent: parked for", rec.ID)
 		require.NotEmpty(t, rec.Body, "kept, so that it can be retried")
 		failed++
 	}

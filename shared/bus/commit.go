@@ -164,8 +164,13 @@ func (c *Committer) run() {
 		case <-c.done:
 			return
 		}
-		batch := c.gatherMore([]*commitRequest{first}, c.linger)
-		if len(batch) < MinAtomicBatch || time.Now().UnixNano() < c.plainUntil.Load() {
+		plain := time.Now().UnixNano() < c.plainUntil.Load()
+		linger := c.linger
+		if plain {
+			linger = 0 // no batch to gather for
+		}
+		batch := c.gatherMore([]*commitRequest{first}, linger)
+		if len(batch) < MinAtomicBatch || plain {
 			// While MaxSinglesInFlight wait, publishes queue up for the
 			// next gather and make a batch of it.
 			metrics.Writes.Add("single", uint64(len(batch)))
@@ -381,6 +386,8 @@ type GroupCommit struct {
 	js     jetstream.JetStream
 	direct direct
 	routes []commitRoute
+	// parks writes paced parks (PublishParked); nil when off.
+	parks *Committer
 }
 
 type commitRoute struct {
@@ -399,11 +406,22 @@ func NewGroupCommit(js jetstream.JetStream, on bool) *GroupCommit {
 		{contract.SubjectEvents + ".", NewCommitter(js)},
 		{contract.SubjectDeliveries + ".", deliveries},
 		{contract.SubjectRetries + ".", deliveries},
-		// Parks come in groups (the notifier's pacer), a little apart.
-		{contract.SubjectParked + ".", NewLingeringCommitter(js, ParkLinger)},
+		{contract.SubjectParked + ".", NewCommitter(js)},
 		{KeySubject(contract.BucketJobs, ""), NewCommitter(js)},
 		{KeySubject(contract.BucketDeliveries, ""), NewCommitter(js)},
-	}}
+	}, parks: NewLingeringCommitter(js, ParkLinger)}
+}
+
+// PublishParked publishes msg, a delivery parked by the notifier's pacer
+// (hookstream.parked.…), with a committer that lingers ParkLinger for the
+// rest of its group, so that the group is one atomic batch. Parks nobody
+// waits on closely go this way; fan-out's, which hold up their event, go by
+// PublishMsg.
+func (g *GroupCommit) PublishParked(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	if g.parks == nil {
+		return g.direct.publish(ctx, msg)
+	}
+	return g.parks.Publish(ctx, msg)
 }
 
 // KeySubject is the subject a key-value bucket stores key under.
@@ -426,5 +444,8 @@ func (g *GroupCommit) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jet
 func (g *GroupCommit) Close() {
 	for _, r := range g.routes {
 		r.c.Close()
+	}
+	if g.parks != nil {
+		g.parks.Close()
 	}
 }
