@@ -287,7 +287,11 @@ func TestRunAnnouncesSlowJobRunning(t *testing.T) {
 	b.publishJob(t, "acme", "echo", "job_slow", jobRequest(t, contract.JobRequest{
 		Payload: json.RawMessage(`"slow"`), CallbackURL: "https://example.com/hook",
 	}))
-	<-started
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow job did not start")
+	}
 	msg, job := b.lastEvent(t, "acme", contract.StatusRunning)
 	require.Equal(t, jobevents.EventID("job_slow", contract.StatusRunning)+"_1", msg.Header.Get(contract.HeaderMsgID), "one event per attempt")
 	require.Equal(t, "job_slow", msg.Header.Get(contract.HeaderJobID))

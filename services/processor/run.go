@@ -39,6 +39,9 @@ type settlement struct {
 // storeRetry is the wait after a failure of JetStream itself.
 const storeRetry = time.Second
 
+// announceTimeout bounds the publish of a job.running event.
+const announceTimeout = 5 * time.Second
+
 // handle runs the job of a message that holds one and settles it. A job
 // not due yet (NotBefore) is put back until it is. JetStream is told every
 // AckWait/3 that the message is still being worked on.
@@ -337,13 +340,18 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 }
 
 // announce publishes the job.running event of an attempt whose record says
-// running. It is best effort: the attempt goes on whether or not the event
-// is stored, and a crash between the record and the event loses the event
-// (the terminal event never is).
+// running, in the background: the attempt goes on at once, and its
+// terminal event may be stored first. It is best effort: a publish that
+// fails within announceTimeout is logged, and a crash between the record
+// and the event loses the event (the terminal event never is).
 func (p *Processor) announce(ctx context.Context, logger *slog.Logger, running contract.JobRecord) {
-	if err := jobevents.Publish(ctx, p.pub, running); err != nil {
-		logger.Warn("publish job event", "status", running.Status, "error", err)
-	}
+	p.announcing.Go(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
+		defer cancel()
+		if err := jobevents.Publish(ctx, p.pub, running); err != nil {
+			logger.Warn("publish job event", "status", running.Status, "error", err)
+		}
+	})
 }
 
 // run calls the job's handler, which reports its progress to prog; prog's
