@@ -26,11 +26,15 @@ type Job struct {
 // latest as "progress", while the job runs and after it ends. It never
 // blocks: reports are written to the job's record at most once a second
 // while the record says running, and the last one with the job's outcome.
-// It fails only for a value that does not encode.
+// It fails for a value that does not encode, or encodes to more than
+// MaxProgressBytes.
 func (j Job) Progress(v any) error {
 	data, err := json.Marshal(v)
-	if err != nil {
+	switch {
+	case err != nil:
 		return fmt.Errorf("job progress: %w", err)
+	case len(data) > MaxProgressBytes:
+		return fmt.Errorf("job progress: %d bytes of JSON, more than %d", len(data), MaxProgressBytes)
 	}
 	if j.progress != nil {
 		j.progress.report(data)

@@ -326,9 +326,14 @@ func TestRunJobProgress(t *testing.T) {
 		<-release
 		assert.NoError(t, job.Progress(map[string]int{"done": 2, "total": 2}))
 		assert.Error(t, job.Progress(func() {}), "not JSON")
+		assert.Error(t, job.Progress(strings.Repeat("x", processor.MaxProgressBytes)), "too large")
 		return json.RawMessage(`"done"`), nil
 	})
-	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: 50 * time.Millisecond})
+	cfg := processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: 50 * time.Millisecond}
+	// One write while it runs: the last report can reach the record only
+	// with the result.
+	processor.WriteProgressEvery(&cfg, time.Hour)
+	b.start(t, cfg)
 	b.publishJob(t, "acme", "echo", "job_progress", jobRequest(t, contract.JobRequest{}))
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		rec, _, err := b.jobs.Get(context.Background(), "job_progress")
@@ -342,6 +347,40 @@ func TestRunJobProgress(t *testing.T) {
 	rec := b.waitJob(t, "job_progress")
 	require.Equal(t, contract.StatusSucceeded, rec.Status)
 	require.JSONEq(t, `{"done":2,"total":2}`, string(rec.Progress))
+}
+
+// A failed attempt's progress is not shown while its retry waits, nor
+// after: each attempt starts over.
+func TestRunRetryStartsProgressOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs atomic.Int32
+	flaky := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		if runs.Add(1) == 1 {
+			assert.NoError(t, job.Progress("half way"))
+			return nil, errors.New("hiccup")
+		}
+		return json.RawMessage(`"done"`), nil
+	})
+	b.start(t, processor.Config{
+		Handlers: map[string]processor.Handler{"echo": flaky}, RunningAfter: -1,
+		RetryDelay: func(int) time.Duration { return time.Second },
+	})
+	b.publishJob(t, "acme", "echo", "job_retried", jobRequest(t, contract.JobRequest{}))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		rec, _, err := b.jobs.Get(context.Background(), "job_retried")
+		if assert.NoError(c, err) {
+			assert.Equal(c, contract.StatusQueued, rec.Status)
+			assert.Equal(c, 1, rec.Attempts)
+		}
+	}, 10*time.Second, 5*time.Millisecond, "the retry's wait was not seen")
+	waiting, _, err := b.jobs.Get(context.Background(), "job_retried")
+	require.NoError(t, err)
+	require.Empty(t, waiting.Progress, "the failed attempt's progress, shown while the retry waits")
+	rec := b.waitJob(t, "job_retried")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 2, rec.Attempts)
+	require.Empty(t, rec.Progress, "the second attempt reported none")
 }
 
 // A job canceled while its first quick run is under way, before it has a

@@ -141,7 +141,7 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 		return s
 	}
 	p.announce(ctx, logger, running)
-	prog := p.newProgress(rec.ID)
+	prog := p.newProgress(rec.ID, true)
 	result, runErr := p.run(ctx, running, prog)
 	return p.record(ctx, logger, rec.ID, result, prog.last(), runErr)
 }
@@ -183,7 +183,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 	done, marked := false, false
 	var running contract.JobRecord
 	var claimErr error
-	prog := p.newProgress(stored.ID)
+	prog := p.newProgress(stored.ID, false)
 	timer := time.AfterFunc(p.cfg.RunningAfter, func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -191,7 +191,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 			marked = true
 			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
 			if claimErr == nil && running.Status == contract.StatusRunning {
-				prog.nudge() // progress reported before the record said running
+				prog.goLive() // and write what was reported before
 				p.announce(ctx, logger, running)
 			}
 		}
@@ -304,7 +304,7 @@ func (p *Processor) complete(r *contract.JobRecord, result, progress json.RawMes
 	case isPermanent(runErr) || r.Attempts >= p.cfg.MaxAttempts:
 		r.Status, r.Error, r.CompletedAt = contract.StatusFailed, runErr.Error(), &now
 	default:
-		r.Status, r.Error = contract.StatusQueued, runErr.Error()
+		r.Status, r.Error, r.Progress = contract.StatusQueued, runErr.Error(), nil // the retry starts over
 	}
 	return nil
 }
@@ -318,7 +318,7 @@ func (p *Processor) release(logger *slog.Logger, id string) settlement {
 		if r.Status != contract.StatusRunning {
 			return jobstore.ErrUnchanged
 		}
-		r.Status, r.Attempts, r.UpdatedAt = contract.StatusQueued, max(r.Attempts-1, 0), p.now().UTC()
+		r.Status, r.Attempts, r.UpdatedAt, r.Progress = contract.StatusQueued, max(r.Attempts-1, 0), p.now().UTC(), nil
 		return nil
 	})
 	if err != nil && !errors.Is(err, jobstore.ErrUnchanged) {
