@@ -48,8 +48,6 @@ type Processor struct {
 	slots map[string]chan struct{}
 	// pool runs the jobs of batches.
 	pool *bus.Pool
-	// announcing tracks job.running events being published (announce).
-	announcing sync.WaitGroup
 	// stopping ends when Run is told to stop: no job of a batch starts
 	// after that.
 	stopping context.Context
@@ -142,7 +140,6 @@ func (p *Processor) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	p.announcing.Wait()
 	return errors.Join(errs...)
 }
 
