@@ -313,8 +313,9 @@ func (n *Notifier) parkedTooLong(msg jetstream.Msg) (time.Duration, bool) {
 }
 
 // giveUpParked dead-letters a parked delivery whose target has not taken it
-// for age (an open circuit, or limits it never got under): its attempt log says failed, with why, before its message is
-// acknowledged, and the tenant gets a delivery.exhausted event.
+// for age (an open circuit, or limits it never got under): its attempt log
+// says failed, with why, before its message is acknowledged, and the tenant
+// gets a delivery.exhausted event.
 func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time.Duration) {
 	var d contract.Delivery
 	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" {
@@ -349,9 +350,11 @@ func putBack(msg jetstream.Msg) uint64 {
 // cannot be parked) it waits in place, since a drain has only a few
 // messages out, unless it has been parked too long (giveUpAge).
 func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, target string, wait time.Duration, parked, circuit bool) {
-	if age, old := n.parkedTooLong(msg); parked && old {
-		n.giveUpParked(ctx, msg, age)
-		return
+	if parked {
+		if age, old := n.parkedTooLong(msg); old {
+			n.giveUpParked(ctx, msg, age)
+			return
+		}
 	}
 	if !parked {
 		err := n.park(ctx, msg, tenant, target)

@@ -59,8 +59,8 @@ const (
 	// plainFor is how long a committer publishes one by one after a stream
 	// said atomic publish is disabled, before it tries batches again.
 	plainFor = time.Minute
-	// ParkLinger is how long the parked deliveries' committer waits for
-	// more publishes to join a batch (NewLingeringCommitter).
+	// ParkLinger is how long the committer of paced parks
+	// (GroupCommit.PublishParked) waits for more publishes to join a batch.
 	ParkLinger = 5 * time.Millisecond
 )
 
