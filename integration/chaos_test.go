@@ -59,7 +59,10 @@ func (p *proc) start() {
 	began := time.Now()
 	require.NoError(p.t, p.cmd.Start(), p.name)
 	if p.ready != nil {
-		require.Eventually(p.t, p.ready, 30*time.Second, 50*time.Millisecond, "%s not ready", p.name)
+		// A split intake on a fresh cluster creates its R3 streams first:
+		// with every integration test running at once on 2 cores, that
+		// once took longer than 30 s.
+		require.Eventually(p.t, p.ready, 60*time.Second, 50*time.Millisecond, "%s not ready", p.name)
 		p.t.Logf("%s ready %s after start", p.name, time.Since(began).Round(time.Millisecond))
 	}
 }
