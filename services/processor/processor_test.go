@@ -30,6 +30,7 @@ import (
 // bundle is a JetStream server with hookstream's topology, the job store on
 // it and a logger that writes to t.Log.
 type bundle struct {
+	srv    *natstest.Server
 	js     jetstream.JetStream
 	jobs   *jobstore.Store
 	logger *slog.Logger
@@ -39,7 +40,8 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	_, js := natstest.Start(t).Connect(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
 	ctx := context.Background()
 	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
 	jobs, err := jobstore.Open(ctx, js, js)
@@ -49,7 +51,7 @@ func setup(t *testing.T) *bundle {
 	_, _ = rand.Read(key)
 	box, err := secretbox.New(key)
 	require.NoError(t, err)
-	return &bundle{js: js, jobs: jobs, logger: logger, box: box}
+	return &bundle{srv: srv, js: js, jobs: jobs, logger: logger, box: box}
 }
 
 // intakeJobID is the id intake gives the job it publishes at seq with nonce.
@@ -180,6 +182,23 @@ func (b *bundle) waitJobsSettled(t *testing.T) {
 }
 
 var echoOnly = map[string]processor.Handler{"echo": processor.Echo}
+
+// In a cluster, a read of a job's record may be answered by a replica
+// behind its leader, with the record as it was before the processor's own
+// last write. A job whose record reads as queued after its claim must not
+// look finished: it still succeeds, in one attempt, and its message is
+// settled only then.
+func TestRunRecordsResultWhenReadsLag(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: echoOnly, RecordReader: b.srv.LaggingReader(t), RunningAfter: -1})
+	b.publishJob(t, "acme", "echo", "lagging-1", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`{"n":1}`)}))
+	rec := b.waitJob(t, "lagging-1")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.JSONEq(t, `{"n":1}`, string(rec.Result))
+	b.waitJobsSettled(t)
+}
 
 // A job published straight to NATS, with no record yet, runs: its record
 // appears with the result and its terminal event is published.

@@ -316,7 +316,13 @@ func (p *Processor) release(logger *slog.Logger, id string) settlement {
 
 // finish publishes the event of a terminal job; only then is its message
 // acknowledged, so a crash in between republishes the (de-duplicated) event.
+// A record that is not terminal leaves the message to be delivered again:
+// acknowledging it would leave the job unfinished for good.
 func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contract.JobRecord) settlement {
+	if !contract.Terminal(rec.Status) {
+		logger.Error("job not finished, yet about to be acknowledged; it runs again", "status", rec.Status, "attempts", rec.Attempts)
+		return settlement{verdict: retry, delay: storeRetry}
+	}
 	if err := jobevents.Publish(ctx, p.pub, rec); err != nil {
 		logger.Warn("publish job event", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}

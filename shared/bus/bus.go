@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,4 +181,17 @@ func EventMsg(tenant, eventType, msgID string, at time.Time, data []byte) *nats.
 	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
 	msg.Header.Set(contract.HeaderEventTime, at.UTC().Format(time.RFC3339Nano))
 	return msg
+}
+
+// APISubject is the subject of the JetStream API call api (such as
+// "STREAM.MSG.GET.<stream>") for js: under its API prefix, or its domain's.
+func APISubject(js jetstream.JetStream, api string) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API." + api
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "." + api
+	}
+	return "$JS.API." + api
 }

@@ -27,9 +27,17 @@ var (
 )
 
 // Store reads and writes job records.
+//
+// Reads are key-value reads (direct gets), which in a cluster any replica
+// of the bucket may answer, one behind its leader included: a read right
+// after a write may return the record as it was before it. Writes are
+// compare-and-set, so such a read only costs a retry. A decision not to
+// write (ErrUnchanged) is checked against the leader's copy before it
+// stands (UpdateFrom).
 type Store struct {
-	kv  jetstream.KeyValue
-	pub bus.Publisher
+	kv     jetstream.KeyValue
+	pub    bus.Publisher
+	reader jetstream.JetStream
 }
 
 // Open binds to the job bucket, which bus.Ensure has created. Writes go
@@ -39,7 +47,7 @@ func Open(ctx context.Context, js jetstream.JetStream, pub bus.Publisher) (*Stor
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketJobs, err)
 	}
-	return &Store{kv: kv, pub: pub}, nil
+	return &Store{kv: kv, pub: pub, reader: js}, nil
 }
 
 // put writes data under id if the key's last revision is still rev (0: no
@@ -130,31 +138,98 @@ func (s *Store) Update(ctx context.Context, id string, change func(*contract.Job
 }
 
 // UpdateFrom is Update starting from rec, read at revision rev: it reads
-// the record again only when it has changed since.
+// the record again only when it has changed since. Those reads, and the
+// one that confirms ErrUnchanged, go to the bucket's leader (Latest): rec
+// may have come from a replica behind it, and a change that leaves the
+// record as it is, such as recording the result of a job that reads as
+// not running, must not be decided on an older version of it.
 func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint64, change func(*contract.JobRecord) error) (contract.JobRecord, error) {
 	id := rec.ID
+	fromLeader := false
 	for {
+		read := rec
 		if err := change(&rec); err != nil {
-			return rec, err
+			if !errors.Is(err, ErrUnchanged) || fromLeader {
+				return read, err
+			}
+		} else {
+			data, err := json.Marshal(rec)
+			if err != nil {
+				return contract.JobRecord{}, fmt.Errorf("encode job %s: %w", id, err)
+			}
+			_, stored, err := s.put(ctx, id, data, rev)
+			if err != nil {
+				return contract.JobRecord{}, fmt.Errorf("update job %s: %w", id, err)
+			}
+			if stored {
+				return rec, nil
+			}
+			if ctx.Err() != nil {
+				return contract.JobRecord{}, ctx.Err()
+			}
 		}
-		data, err := json.Marshal(rec)
-		if err != nil {
-			return contract.JobRecord{}, fmt.Errorf("encode job %s: %w", id, err)
-		}
-		_, stored, err := s.put(ctx, id, data, rev)
-		if err != nil {
-			return contract.JobRecord{}, fmt.Errorf("update job %s: %w", id, err)
-		}
-		if stored {
-			return rec, nil
-		}
-		if ctx.Err() != nil {
-			return contract.JobRecord{}, ctx.Err()
-		}
-		if rec, rev, err = s.Get(ctx, id); err != nil {
+		var err error
+		if rec, rev, err = s.Latest(ctx, id); err != nil {
 			return contract.JobRecord{}, err
 		}
+		fromLeader = true
 	}
+}
+
+// Latest is Get answered by the bucket's leader (a JetStream message get,
+// $JS.API.STREAM.MSG.GET) rather than by any replica: it sees every write
+// acknowledged before it, except while a new leader takes over. It costs a
+// request to the JetStream API, so Get is for everything else.
+func (s *Store) Latest(ctx context.Context, id string) (contract.JobRecord, uint64, error) {
+	if !contract.ValidType(id) {
+		return contract.JobRecord{}, 0, ErrNotFound
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.reader.Options().DefaultTimeout)
+		defer cancel()
+	}
+	req, err := json.Marshal(map[string]string{"last_by_subj": bus.KeySubject(contract.BucketJobs, id)})
+	if err != nil {
+		return contract.JobRecord{}, 0, err
+	}
+	resp, err := s.reader.Conn().RequestWithContext(ctx, bus.APISubject(s.reader, "STREAM.MSG.GET.KV_"+contract.BucketJobs), req)
+	if err != nil {
+		return contract.JobRecord{}, 0, fmt.Errorf("get job %s from the leader: %w", id, err)
+	}
+	var answer struct {
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &answer); err != nil {
+		return contract.JobRecord{}, 0, fmt.Errorf("get job %s from the leader: %w", id, err)
+	}
+	switch {
+	case answer.Error != nil && answer.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return contract.JobRecord{}, 0, ErrNotFound
+	case answer.Error != nil:
+		return contract.JobRecord{}, 0, fmt.Errorf("get job %s from the leader: %w", id, answer.Error)
+	case answer.Message == nil:
+		return contract.JobRecord{}, 0, fmt.Errorf("get job %s from the leader: %w", id, jetstream.ErrInvalidJetStreamResponse)
+	}
+	if len(answer.Message.Header) > 0 {
+		hdr, err := nats.DecodeHeadersMsg(answer.Message.Header)
+		if err != nil {
+			return contract.JobRecord{}, 0, fmt.Errorf("get job %s from the leader: %w", id, err)
+		}
+		if op := hdr.Get("KV-Operation"); op != "" { // a deleted record's marker
+			return contract.JobRecord{}, 0, ErrNotFound
+		}
+	}
+	var rec contract.JobRecord
+	if err := json.Unmarshal(answer.Message.Data, &rec); err != nil {
+		return contract.JobRecord{}, 0, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return rec, answer.Message.Sequence, nil
 }
 
 // WaitChange blocks until the record changes after revision rev, or ctx ends.
