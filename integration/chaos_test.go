@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -83,12 +85,37 @@ func buildBinary(t *testing.T, pkg, name string) string {
 	return bin
 }
 
+// Ports handed out by freeAddr, never twice in one test binary.
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{}
+)
+
+// freeAddr returns a loopback address that is free now, for a process the
+// test starts later. Its port is below Linux's ephemeral range (32768 on):
+// a port from that range (":0") may be taken meanwhile by an outgoing
+// connection's local end, as when a cluster node dials its routes before
+// the next node listens on its own (it failed to start, "address already
+// in use").
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 10000 + mrand.IntN(22000)
+		if ports[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		ports[port] = true
+		return ln.Addr().String()
+	}
+	t.Fatal("no free port below 32000")
+	return ""
 }
 
 func httpReady(addr string) func() bool {
