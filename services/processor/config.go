@@ -58,6 +58,10 @@ type Config struct {
 	// start, so an attempt that crashed the processor is always counted.
 	// Default 100 ms; negative: always before the job starts.
 	RunningAfter time.Duration
+
+	// progressEvery is the most often progress is written (progressEvery);
+	// lengthened by tests.
+	progressEvery time.Duration
 }
 
 // Defaults.
@@ -99,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RunningAfter == 0 {
 		c.RunningAfter = DefaultRunningAfter
+	}
+	if c.progressEvery == 0 {
+		c.progressEvery = progressEvery
 	}
 	return c
 }

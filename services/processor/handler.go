@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/cenkalti/backoff/v4"
 )
@@ -16,6 +17,29 @@ type Job struct {
 	Attempt  int // 1 on the first run
 	Payload  json.RawMessage
 	Metadata map[string]string
+
+	progress *progress
+}
+
+// Progress reports how far the job has come: any value that encodes as JSON
+// (a fraction, {"done":3,"total":10}, a message). GET /v1/jobs/{id} shows the
+// latest as "progress", while the job runs and after it ends. It never
+// blocks: reports are written to the job's record at most once a second
+// while the record says running, and the last one with the job's outcome.
+// It fails for a value that does not encode, or encodes to more than
+// MaxProgressBytes.
+func (j Job) Progress(v any) error {
+	data, err := json.Marshal(v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("job progress: %w", err)
+	case len(data) > MaxProgressBytes:
+		return fmt.Errorf("job progress: %d bytes of JSON, more than %d", len(data), MaxProgressBytes)
+	}
+	if j.progress != nil {
+		j.progress.report(data)
+	}
+	return nil
 }
 
 // Handler does the work of one job type. It returns the job's result (any

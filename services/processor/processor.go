@@ -48,6 +48,8 @@ type Processor struct {
 	slots map[string]chan struct{}
 	// pool runs the jobs of batches.
 	pool *bus.Pool
+	// announcing tracks job.running events being published (announce).
+	announcing sync.WaitGroup
 	// stopping ends when Run is told to stop: no job of a batch starts
 	// after that.
 	stopping context.Context
@@ -140,6 +142,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	p.announcing.Wait()
 	return errors.Join(errs...)
 }
 

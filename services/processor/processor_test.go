@@ -286,6 +286,122 @@ func TestRunIntakeJobRecordWrittenOnce(t *testing.T) {
 	require.Len(t, history, 1, "one write: the record with the result")
 }
 
+// A job still running after RunningAfter has its record marked running and
+// a job.running event published, for the endpoints subscribed to it (not
+// its callback URL); a quick job has neither.
+func TestRunAnnouncesSlowJobRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		if string(job.Payload) == `"slow"` {
+			close(started)
+			<-release
+		}
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: time.Second})
+	b.publishJob(t, "acme", "echo", "job_quick", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`"quick"`)}))
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_quick").Status)
+	b.publishJob(t, "acme", "echo", "job_slow", jobRequest(t, contract.JobRequest{
+		Payload: json.RawMessage(`"slow"`), CallbackURL: "https://example.com/hook",
+	}))
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow job did not start")
+	}
+	msg, job := b.lastEvent(t, "acme", contract.StatusRunning)
+	require.Equal(t, jobevents.EventID("job_slow", contract.StatusRunning)+"_1", msg.Header.Get(contract.HeaderMsgID), "one event per attempt")
+	require.Equal(t, "job_slow", msg.Header.Get(contract.HeaderJobID))
+	require.Empty(t, msg.Header.Get(contract.HeaderCallbackURL), "the callback URL gets terminal events only")
+	require.Equal(t, "job_slow", job.ID)
+	require.Equal(t, contract.StatusRunning, job.Status)
+	require.Equal(t, 1, job.Attempts)
+	close(release)
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_slow").Status)
+	b.waitJobsSettled(t) // the terminal event is published before the ack
+	events, err := b.js.Stream(context.Background(), contract.StreamEvents)
+	require.NoError(t, err)
+	last, err := events.GetLastMsgForSubject(context.Background(), contract.EventSubject("acme", contract.EventJobSucceeded))
+	require.NoError(t, err)
+	require.Equal(t, "job_slow", last.Header.Get(contract.HeaderJobID))
+	require.Equal(t, "https://example.com/hook", last.Header.Get(contract.HeaderCallbackURL))
+	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(contract.EventSubject("acme", contract.EventJobRunning)))
+	require.NoError(t, err)
+	running := contract.EventSubject("acme", contract.EventJobRunning)
+	require.Equal(t, map[string]uint64{running: 1}, info.State.Subjects, "the quick job was never announced running")
+}
+
+// A handler's progress reports show in the job's record while it runs, the
+// first one even if it came before the record said running, and the last one
+// stays with the result.
+func TestRunJobProgress(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	slow := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		assert.NoError(t, job.Progress(map[string]int{"done": 1, "total": 2}))
+		<-release
+		assert.NoError(t, job.Progress(map[string]int{"done": 2, "total": 2}))
+		assert.Error(t, job.Progress(func() {}), "not JSON")
+		assert.Error(t, job.Progress(strings.Repeat("x", processor.MaxProgressBytes)), "too large")
+		return json.RawMessage(`"done"`), nil
+	})
+	cfg := processor.Config{Handlers: map[string]processor.Handler{"echo": slow}, RunningAfter: 50 * time.Millisecond}
+	// One write while it runs: the last report can reach the record only
+	// with the result.
+	processor.WriteProgressEvery(&cfg, time.Hour)
+	b.start(t, cfg)
+	b.publishJob(t, "acme", "echo", "job_progress", jobRequest(t, contract.JobRequest{}))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		rec, _, err := b.jobs.Get(context.Background(), "job_progress")
+		if assert.NoError(c, err) {
+			assert.Equal(c, contract.StatusRunning, rec.Status)
+			assert.JSONEq(c, `{"done":1,"total":2}`, string(rec.Progress))
+		}
+	}, 10*time.Second, 10*time.Millisecond)
+	close(release)
+	b.waitJobsSettled(t)
+	rec := b.waitJob(t, "job_progress")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.JSONEq(t, `{"done":2,"total":2}`, string(rec.Progress))
+}
+
+// A failed attempt's progress is not shown while its retry waits, nor
+// after: each attempt starts over.
+func TestRunRetryStartsProgressOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs atomic.Int32
+	flaky := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		if runs.Add(1) == 1 {
+			assert.NoError(t, job.Progress("half way"))
+			return nil, errors.New("hiccup")
+		}
+		return json.RawMessage(`"done"`), nil
+	})
+	b.start(t, processor.Config{
+		Handlers: map[string]processor.Handler{"echo": flaky}, RunningAfter: -1,
+		RetryDelay: func(int) time.Duration { return time.Second },
+	})
+	b.publishJob(t, "acme", "echo", "job_retried", jobRequest(t, contract.JobRequest{}))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		rec, _, err := b.jobs.Get(context.Background(), "job_retried")
+		if assert.NoError(c, err) {
+			assert.Equal(c, contract.StatusQueued, rec.Status)
+			assert.Equal(c, 1, rec.Attempts)
+		}
+	}, 10*time.Second, 5*time.Millisecond, "the retry's wait was not seen")
+	waiting, _, err := b.jobs.Get(context.Background(), "job_retried")
+	require.NoError(t, err)
+	require.Empty(t, waiting.Progress, "the failed attempt's progress, shown while the retry waits")
+	rec := b.waitJob(t, "job_retried")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 2, rec.Attempts)
+	require.Empty(t, rec.Progress, "the second attempt reported none")
+}
+
 // A job canceled while its first quick run is under way, before it has a
 // record, stays canceled: the run's result is dropped.
 func TestRunIntakeJobCanceledWhileRunning(t *testing.T) {
@@ -481,9 +597,10 @@ func TestRunBatchOfJobs(t *testing.T) {
 	}
 	events, err := b.js.Stream(context.Background(), contract.StreamEvents)
 	require.NoError(t, err)
-	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(contract.EventSubject("acme", contract.EventJobSucceeded)))
+	succeeded := contract.EventSubject("acme", contract.EventJobSucceeded)
+	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(succeeded))
 	require.NoError(t, err)
-	require.Equal(t, uint64(4), info.State.Msgs, "one event per job")
+	require.Equal(t, uint64(4), info.State.Subjects[succeeded], "one event per job")
 	rec := b.waitJob(t, b.intakeJobID(seq, "n0ncea"))
 	require.Equal(t, 1, rec.Attempts)
 	idB := b.intakeJobID(seq, "n0nceb")

@@ -39,6 +39,9 @@ type settlement struct {
 // storeRetry is the wait after a failure of JetStream itself.
 const storeRetry = time.Second
 
+// announceTimeout bounds the publish of a job.running event.
+const announceTimeout = 5 * time.Second
+
 // handle runs the job of a message that holds one and settles it. A job
 // not due yet (NotBefore) is put back until it is. JetStream is told every
 // AckWait/3 that the message is still being worked on.
@@ -137,19 +140,21 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 	if s, claimed := p.claimed(ctx, logger, running, err); !claimed {
 		return s
 	}
-	result, runErr := p.run(ctx, running)
-	return p.record(ctx, logger, rec.ID, result, runErr)
+	p.announce(ctx, logger, running)
+	prog := p.newProgress(rec.ID, true)
+	result, runErr := p.run(ctx, running, prog)
+	return p.record(ctx, logger, rec.ID, result, prog.last(), runErr)
 }
 
 // record stores the outcome of an attempt of a job whose record says
 // running, and settles its message; an attempt cut short by shutdown puts
 // the job back instead.
-func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, result json.RawMessage, runErr error) settlement {
+func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, result, progress json.RawMessage, runErr error) settlement {
 	if runErr != nil && ctx.Err() != nil {
 		return p.release(logger, id)
 	}
 	final, err := p.jobs.Update(ctx, id, func(r *contract.JobRecord) error {
-		return p.complete(r, result, runErr)
+		return p.complete(r, result, progress, runErr)
 	})
 	return p.outcome(ctx, logger, final, runErr, err)
 }
@@ -178,17 +183,22 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 	done, marked := false, false
 	var running contract.JobRecord
 	var claimErr error
+	prog := p.newProgress(stored.ID, false)
 	timer := time.AfterFunc(p.cfg.RunningAfter, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if !done {
 			marked = true
 			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
+			if claimErr == nil && running.Status == contract.StatusRunning {
+				prog.goLive() // and write what was reported before
+				p.announce(ctx, logger, running)
+			}
 		}
 	})
 	attempt := stored
 	attempt.Status, attempt.Attempts = contract.StatusRunning, stored.Attempts+1
-	result, runErr := p.run(ctx, attempt)
+	result, runErr := p.run(ctx, attempt, prog)
 	timer.Stop()
 	mu.Lock() // waits for a claim under way
 	done = true
@@ -197,7 +207,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		if s, claimed := p.claimed(ctx, logger, running, claimErr); !claimed {
 			return s // canceled while it ran: its result is dropped
 		}
-		return p.record(ctx, logger, stored.ID, result, runErr)
+		return p.record(ctx, logger, stored.ID, result, prog.last(), runErr)
 	}
 	if runErr != nil && ctx.Err() != nil {
 		return settlement{verdict: retry} // shutdown; the record never said running
@@ -209,7 +219,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		if r.Status != contract.StatusRunning { // out of attempts: failed
 			return nil
 		}
-		return p.complete(r, result, runErr)
+		return p.complete(r, result, prog.last(), runErr)
 	})
 	return p.outcome(ctx, logger, final, runErr, err)
 }
@@ -259,9 +269,9 @@ func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten 
 	return p.jobs.Get(ctx, rec.ID)
 }
 
-// claim moves a job to running and counts the attempt. A job that has used
-// up its attempts without recording a result (its processor died each time)
-// fails instead.
+// claim moves a job to running, counts the attempt and clears the progress
+// of the one before. A job that has used up its attempts without recording
+// a result (its processor died each time) fails instead.
 func (p *Processor) claim(r *contract.JobRecord) error {
 	if contract.Terminal(r.Status) {
 		return jobstore.ErrUnchanged
@@ -273,15 +283,18 @@ func (p *Processor) claim(r *contract.JobRecord) error {
 		r.Error = "attempts exhausted: the job did not finish in any of its attempts"
 		return nil
 	}
-	r.Status = contract.StatusRunning
+	r.Status, r.Progress = contract.StatusRunning, nil // an attempt starts over
 	r.Attempts++
 	return nil
 }
 
 // complete records the outcome of an attempt.
-func (p *Processor) complete(r *contract.JobRecord, result json.RawMessage, runErr error) error {
+func (p *Processor) complete(r *contract.JobRecord, result, progress json.RawMessage, runErr error) error {
 	if r.Status != contract.StatusRunning {
 		return jobstore.ErrUnchanged
+	}
+	if progress != nil {
+		r.Progress = progress
 	}
 	now := p.now().UTC()
 	r.UpdatedAt = now
@@ -291,7 +304,7 @@ func (p *Processor) complete(r *contract.JobRecord, result json.RawMessage, runE
 	case isPermanent(runErr) || r.Attempts >= p.cfg.MaxAttempts:
 		r.Status, r.Error, r.CompletedAt = contract.StatusFailed, runErr.Error(), &now
 	default:
-		r.Status, r.Error = contract.StatusQueued, runErr.Error()
+		r.Status, r.Error, r.Progress = contract.StatusQueued, runErr.Error(), nil // the retry starts over
 	}
 	return nil
 }
@@ -305,7 +318,7 @@ func (p *Processor) release(logger *slog.Logger, id string) settlement {
 		if r.Status != contract.StatusRunning {
 			return jobstore.ErrUnchanged
 		}
-		r.Status, r.Attempts, r.UpdatedAt = contract.StatusQueued, max(r.Attempts-1, 0), p.now().UTC()
+		r.Status, r.Attempts, r.UpdatedAt, r.Progress = contract.StatusQueued, max(r.Attempts-1, 0), p.now().UTC(), nil
 		return nil
 	})
 	if err != nil && !errors.Is(err, jobstore.ErrUnchanged) {
@@ -332,8 +345,25 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 	return settlement{verdict: ack}
 }
 
-// run calls the job's handler.
-func (p *Processor) run(ctx context.Context, rec contract.JobRecord) (result json.RawMessage, err error) {
+// announce publishes the job.running event of an attempt whose record says
+// running, in the background: the attempt goes on at once, and its
+// terminal event may be stored first. It is best effort: a publish that
+// fails within announceTimeout is logged, and a crash between the record
+// and the event loses the event (the terminal event never is).
+func (p *Processor) announce(ctx context.Context, logger *slog.Logger, running contract.JobRecord) {
+	p.announcing.Go(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
+		defer cancel()
+		if err := jobevents.Publish(ctx, p.pub, running); err != nil {
+			logger.Warn("publish job event", "status", running.Status, "error", err)
+		}
+	})
+}
+
+// run calls the job's handler, which reports its progress to prog; prog's
+// writer has stopped when run returns.
+func (p *Processor) run(ctx context.Context, rec contract.JobRecord, prog *progress) (result json.RawMessage, err error) {
+	defer prog.stop()
 	handler, ok := p.cfg.Handlers[rec.Type]
 	if !ok { // cannot happen with one consumer per type; never run a nil handler
 		return nil, fmt.Errorf("no handler for job type %q in this processor", rec.Type)
@@ -346,6 +376,6 @@ func (p *Processor) run(ctx context.Context, rec contract.JobRecord) (result jso
 	}()
 	return handler.Handle(ctx, Job{
 		ID: rec.ID, Tenant: rec.Tenant, Type: rec.Type, Attempt: rec.Attempts,
-		Payload: rec.Payload, Metadata: rec.Metadata,
+		Payload: rec.Payload, Metadata: rec.Metadata, progress: prog,
 	})
 }

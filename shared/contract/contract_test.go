@@ -43,7 +43,7 @@ var examples = map[string]any{
 	}},
 	"job": contract.Job{
 		ID: "job_0123456789abcdefghijklmnop", Type: "echo", Status: contract.StatusSucceeded, Attempts: 1,
-		Metadata: map[string]string{"order": "42"}, Result: json.RawMessage(`{"ok":true}`),
+		Metadata: map[string]string{"order": "42"}, Progress: json.RawMessage(`{"done":2,"total":2}`), Result: json.RawMessage(`{"ok":true}`),
 		CreatedAt: t0, UpdatedAt: t1, CompletedAt: &t1, ExpiresAt: t0.Add(7 * 24 * time.Hour),
 	},
 	"job_record": contract.JobRecord{

@@ -112,17 +112,20 @@ type JobBatch struct {
 // Job is the job resource: what GET /v1/jobs/{id} returns and what job
 // events carry as their data.
 type Job struct {
-	ID          string            `json:"id"`
-	Type        string            `json:"type"`
-	Status      string            `json:"status"`
-	Attempts    int               `json:"attempts"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
-	Result      json.RawMessage   `json:"result,omitempty"`
-	Error       string            `json:"error,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
-	CompletedAt *time.Time        `json:"completed_at,omitempty"`
-	ExpiresAt   time.Time         `json:"expires_at"`
+	ID       string            `json:"id"`
+	Type     string            `json:"type"`
+	Status   string            `json:"status"`
+	Attempts int               `json:"attempts"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Progress is the latest progress the job's handler reported, any
+	// JSON value (processor.Job.Progress).
+	Progress    json.RawMessage `json:"progress,omitempty"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+	CompletedAt *time.Time      `json:"completed_at,omitempty"`
+	ExpiresAt   time.Time       `json:"expires_at"`
 }
 
 // JobRecord is a job's state as kept in [BucketJobs]: the resource plus what

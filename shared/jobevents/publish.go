@@ -1,12 +1,16 @@
 // Package jobevents publishes a job's status changes as events on
 // hookstream.events.<tenant>.job.<status>, the path every event takes to the
-// notifier. Intake (cancellations) and processors (results) share it.
+// notifier. Intake (cancellations) and processors (attempts and results)
+// share it. A terminal event goes to the job's callback URL and to the
+// endpoints subscribed to it; job.running, once per attempt, only to the
+// endpoints.
 package jobevents
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -20,15 +24,20 @@ func EventID(jobID, status string) string {
 }
 
 // Publish publishes the event for the job's current status and waits for
-// JetStream's acknowledgement.
+// JetStream's acknowledgement. The event of status running is that of the
+// record's attempt: a job run again is running again.
 func Publish(ctx context.Context, js bus.Publisher, rec contract.JobRecord) error {
 	data, err := json.Marshal(rec.Job)
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", rec.ID, err)
 	}
-	msg := bus.EventMsg(rec.Tenant, "job."+rec.Status, EventID(rec.ID, rec.Status), rec.UpdatedAt, data)
+	id := EventID(rec.ID, rec.Status)
+	if rec.Status == contract.StatusRunning {
+		id += "_" + strconv.Itoa(rec.Attempts)
+	}
+	msg := bus.EventMsg(rec.Tenant, "job."+rec.Status, id, rec.UpdatedAt, data)
 	msg.Header.Set(contract.HeaderJobID, rec.ID)
-	if rec.CallbackURL != "" {
+	if rec.CallbackURL != "" && contract.Terminal(rec.Status) {
 		msg.Header.Set(contract.HeaderCallbackURL, rec.CallbackURL)
 	}
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
