@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -143,33 +142,111 @@ func PublishJSON(ctx context.Context, js Publisher, subject, msgID string, v any
 	return nil
 }
 
+// MirrorRewatch is how long Mirror waits before it watches a bucket again
+// after its watch ended.
+const MirrorRewatch = time.Second
+
 // Mirror keeps an in-memory view of a bucket: it calls apply with every
 // current entry, closes ready once they have all been applied, then applies
 // every change until ctx ends. Deletes reach apply too (Operation() is not
 // KeyValuePut).
-func Mirror(ctx context.Context, kv jetstream.KeyValue, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
-	w, err := kv.WatchAll(ctx)
+//
+// A watch can end while ctx goes on: nats.go gives up on a watch whose
+// consumer it cannot create again, as when the bucket's stream has no
+// leader for a moment. The view would then stop changing, with nobody told.
+// Mirror logs it and watches again after MirrorRewatch, applies every
+// current entry again, and applies as deleted the keys it held that are
+// gone. Only a watch that fails before ready is an error.
+func Mirror(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
+	m := &mirror{kv: kv, apply: apply, ready: ready, live: map[string]bool{}}
+	for {
+		err := m.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !m.wasReady {
+			return err
+		}
+		logger.Warn("watch of a bucket ended; watching it again", "bucket", kv.Bucket(), "in", MirrorRewatch, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(MirrorRewatch):
+		}
+	}
+}
+
+// mirror is the state of a Mirror that outlives one watch.
+type mirror struct {
+	kv       jetstream.KeyValue
+	apply    func(jetstream.KeyValueEntry)
+	ready    chan<- struct{}
+	wasReady bool
+	live     map[string]bool // the keys applied as present
+}
+
+var errWatchEnded = errors.New("the watch ended")
+
+func (m *mirror) watch(ctx context.Context) error {
+	w, err := m.kv.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
+		return fmt.Errorf("watch %s: %w", m.kv.Bucket(), err)
 	}
 	defer func() { _ = w.Stop() }()
-	readyOnce := sync.OnceFunc(func() { close(ready) })
+	replayed := map[string]bool{} // nil once every current entry is in
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case entry, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if entry == nil {
-				readyOnce()
+			switch {
+			case !ok:
+				return fmt.Errorf("watch %s: %w", m.kv.Bucket(), errWatchEnded)
+			case entry == nil:
+				if replayed != nil {
+					m.forgetAllBut(replayed)
+					replayed = nil
+				}
+				if !m.wasReady {
+					m.wasReady = true
+					close(m.ready)
+				}
 				continue
 			}
-			apply(entry)
+			if replayed != nil {
+				replayed[entry.Key()] = true
+			}
+			if entry.Operation() == jetstream.KeyValuePut {
+				m.live[entry.Key()] = true
+			} else {
+				delete(m.live, entry.Key())
+			}
+			m.apply(entry)
 		}
 	}
 }
+
+// forgetAllBut applies as deleted every key held but not in keep: after a
+// watch started again, those deleted while none ran.
+func (m *mirror) forgetAllBut(keep map[string]bool) {
+	for key := range m.live {
+		if !keep[key] {
+			delete(m.live, key)
+			m.apply(deletedEntry{bucket: m.kv.Bucket(), key: key})
+		}
+	}
+}
+
+// deletedEntry is a key found gone, as a key-value entry.
+type deletedEntry struct{ bucket, key string }
+
+func (e deletedEntry) Bucket() string                  { return e.bucket }
+func (e deletedEntry) Key() string                     { return e.key }
+func (e deletedEntry) Value() []byte                   { return nil }
+func (e deletedEntry) Revision() uint64                { return 0 }
+func (e deletedEntry) Created() time.Time              { return time.Time{} }
+func (e deletedEntry) Delta() uint64                   { return 0 }
+func (e deletedEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
 
 // EventMsg is an event message as every hookstream publisher of events
 // writes it: on hookstream.events.<tenant>.<type>, de-duplicated on msgID,

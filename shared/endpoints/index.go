@@ -50,7 +50,7 @@ func (x *Index) Ready() <-chan struct{} { return x.ready }
 
 // Run watches the bucket until ctx ends.
 func (x *Index) Run(ctx context.Context) error {
-	return bus.Mirror(ctx, x.kv, x.ready, x.apply)
+	return bus.Mirror(ctx, x.kv, x.logger, x.ready, x.apply)
 }
 
 func (x *Index) apply(entry jetstream.KeyValueEntry) {

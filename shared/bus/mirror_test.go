@@ -1,0 +1,178 @@
+package bus_test
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/natstest"
+)
+
+// endingKV is a bucket whose watches the test can end, as nats.go ends one
+// whose consumer it cannot create again.
+type endingKV struct {
+	jetstream.KeyValue
+	mu      sync.Mutex
+	watches int
+	end     chan struct{} // closed to end the current watch
+}
+
+func (kv *endingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := kv.KeyValue.WatchAll(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	kv.mu.Lock()
+	kv.watches++
+	end := make(chan struct{})
+	kv.end = end
+	kv.mu.Unlock()
+	out := &endingWatcher{KeyWatcher: w, updates: make(chan jetstream.KeyValueEntry, 64)}
+	go func() {
+		defer close(out.updates)
+		for {
+			select {
+			case <-end:
+				_ = w.Stop()
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				out.updates <- e
+			}
+		}
+	}()
+	return out, nil
+}
+
+// endWatch ends the current watch.
+func (kv *endingKV) endWatch() {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	close(kv.end)
+}
+
+func (kv *endingKV) watchCount() int {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	return kv.watches
+}
+
+type endingWatcher struct {
+	jetstream.KeyWatcher
+	updates chan jetstream.KeyValueEntry
+}
+
+func (w *endingWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+
+// view is what Mirror applied: key → value.
+type view struct {
+	mu   sync.Mutex
+	keys map[string]string
+}
+
+func (v *view) apply(e jetstream.KeyValueEntry) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if e.Operation() == jetstream.KeyValuePut {
+		v.keys[e.Key()] = string(e.Value())
+	} else {
+		delete(v.keys, e.Key())
+	}
+}
+
+func (v *view) get() map[string]string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return maps.Clone(v.keys)
+}
+
+// A watch that ends while the mirror runs is started again: the view
+// catches up with every change made meanwhile, deletes included, and
+// follows the bucket after that.
+func TestMirrorWatchesAgainWhenItsWatchEnds(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	real, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
+	require.NoError(t, err)
+	for k, v := range map[string]string{"a": "1", "b": "1", "c": "1"} {
+		_, err := real.PutString(ctx, k, v)
+		require.NoError(t, err)
+	}
+	require.NoError(t, real.Delete(ctx, "c"))
+
+	kv := &endingKV{KeyValue: real}
+	v := &view{keys: map[string]string{}}
+	ready := make(chan struct{})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- bus.Mirror(runCtx, kv, slog.New(slog.DiscardHandler), ready, v.apply) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("mirror never ready")
+	}
+	require.Equal(t, map[string]string{"a": "1", "b": "1"}, v.get())
+
+	kv.endWatch()
+	_, err = real.PutString(ctx, "a", "2")
+	require.NoError(t, err)
+	require.NoError(t, real.Purge(ctx, "b"))
+	_, err = real.PutString(ctx, "d", "1")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return kv.watchCount() == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return maps.Equal(map[string]string{"a": "2", "d": "1"}, v.get())
+	}, 10*time.Second, 10*time.Millisecond, "view %v", v.get())
+
+	_, err = real.PutString(ctx, "e", "1")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return v.get()["e"] == "1" }, 10*time.Second, 10*time.Millisecond)
+}
+
+// A key deleted while no watch ran, with no marker left (the bucket
+// dropped it), is found gone when the watch starts again.
+func TestMirrorForgetsKeysGoneWhileNotWatching(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	real, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
+	require.NoError(t, err)
+	for _, k := range []string{"a", "b"} {
+		_, err := real.PutString(ctx, k, "1")
+		require.NoError(t, err)
+	}
+	kv := &endingKV{KeyValue: real}
+	v := &view{keys: map[string]string{}}
+	ready := make(chan struct{})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- bus.Mirror(runCtx, kv, slog.New(slog.DiscardHandler), ready, v.apply) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	<-ready
+	require.Equal(t, map[string]string{"a": "1", "b": "1"}, v.get())
+
+	kv.endWatch()
+	require.NoError(t, real.Purge(ctx, "b"))
+	require.NoError(t, real.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(-1)))
+	require.Eventually(t, func() bool { return kv.watchCount() == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return maps.Equal(map[string]string{"a": "1"}, v.get())
+	}, 10*time.Second, 10*time.Millisecond, "view %v", v.get())
+}
