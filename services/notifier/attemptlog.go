@@ -56,11 +56,12 @@ func newAttemptLogs(pub bus.Publisher, gate <-chan struct{}) *attemptLogs {
 }
 
 // write stores msg, an attempt log, and then calls then, whether the write
-// succeeded or not: the attempts happened, and a lost log line must not
-// send the webhook again. It returns at once unless the logs in flight are
+// succeeded or not (stored): the attempts happened, and a lost log line
+// must not send the webhook again, unless the log was the dead letter of a
+// delivery given up on (verdict.onceLogged). It returns at once unless the logs in flight are
 // at their bounds. The write outlives ctx's cancellation (a worker's
 // context ends at shutdown), up to logWriteTimeout.
-func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.Msg, then func()) {
+func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.Msg, then func(stored bool)) {
 	size := len(msg.Data)
 	l.mu.Lock()
 	for l.pending > 0 && (l.pending >= maxPendingLogs || l.bytes+size > maxPendingLogBytes) {
@@ -76,10 +77,11 @@ func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
 		defer cancel()
-		if _, err := l.pub.PublishMsg(ctx, msg); err != nil {
+		_, err := l.pub.PublishMsg(ctx, msg)
+		if err != nil {
 			logger.Warn("record delivery attempts", "error", err)
 		}
-		then()
+		then(err == nil)
 	})
 }
 

@@ -37,11 +37,17 @@ func TestAttemptLogsBoundedBySize(t *testing.T) {
 		msg.Data = make([]byte, maxPendingLogBytes/2+1)
 		return msg
 	}
-	var settled atomic.Int32
-	l.write(context.Background(), logger, half(), func() { settled.Add(1) }) // room: returns at once
+	var settled, stored atomic.Int32
+	then := func(ok bool) {
+		settled.Add(1)
+		if ok {
+			stored.Add(1)
+		}
+	}
+	l.write(context.Background(), logger, half(), then) // room: returns at once
 	second := make(chan struct{})
 	go func() {
-		l.write(context.Background(), logger, half(), func() { settled.Add(1) })
+		l.write(context.Background(), logger, half(), then)
 		close(second)
 	}()
 	select {
@@ -54,4 +60,17 @@ func TestAttemptLogsBoundedBySize(t *testing.T) {
 	l.wait()
 	require.Equal(t, int32(2), written.Load())
 	require.Equal(t, int32(2), settled.Load())
+	require.Equal(t, int32(1), stored.Load(), "then is told which write failed")
+}
+
+// A delivery given up on is acknowledged only once its attempt log, its
+// only record, is stored; every other verdict stands either way.
+func TestDeadLetteredOnlyOnceLogged(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, deadLettered, deadLettered.onceLogged(true))
+	require.Equal(t, again, deadLettered.onceLogged(false))
+	for _, v := range []verdict{done, again, malformed} {
+		require.Equal(t, v, v.onceLogged(false))
+		require.Equal(t, v, v.onceLogged(true))
+	}
 }

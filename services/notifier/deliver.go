@@ -35,10 +35,24 @@ func (n *Notifier) runDeliveries(ctx context.Context, cons jetstream.Consumer) e
 type verdict int
 
 const (
-	done      verdict = iota // delivered, dead-lettered or rescheduled: ack
+	done      verdict = iota // delivered or rescheduled: ack
 	again                    // JetStream failed or shutting down: redeliver
 	malformed                // cannot ever be sent: terminate
+	// deadLettered is done for a delivery given up on: its attempt log,
+	// status failed, is the only record of it (what a recover task re-sends
+	// from), so its message is acknowledged only once that log is stored,
+	// and delivered again if the log's write fails.
+	deadLettered
 )
+
+// onceLogged is the verdict on a message whose attempt log's write ended,
+// stored or not.
+func (v verdict) onceLogged(stored bool) verdict {
+	if v == deadLettered && !stored {
+		return again
+	}
+	return v
+}
 
 func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 	n.handle(ctx, msg, false)
@@ -89,12 +103,12 @@ func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, a
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
 	v, log := n.deliver(ctx, logger, d, subject)
 	n.limits.release(key)
-	then := func() {
+	then := func(stored bool) {
 		stopKeepAlive()
-		settle(v)
+		settle(v.onceLogged(stored))
 	}
 	if log == nil {
-		then()
+		then(true)
 	} else {
 		n.logs.write(ctx, logger, log, then)
 	}
@@ -121,7 +135,7 @@ func overLimitDelay(msg jetstream.Msg, hint time.Duration) time.Duration {
 func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 	var err error
 	switch v {
-	case done:
+	case done, deadLettered:
 		err = msg.Ack()
 	case again:
 		err = msg.NakWithDelay(infraRetry)
@@ -278,5 +292,8 @@ func (n *Notifier) finish(logger *slog.Logger, d *contract.Delivery, status stri
 	}
 	msg := nats.NewMsg(bus.KeySubject(contract.BucketDeliveries, d.LogKey()))
 	msg.Data = data
+	if status == contract.DeliveryFailed {
+		return deadLettered, msg
+	}
 	return done, msg
 }

@@ -334,7 +334,7 @@ func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time
 		n.settle(msg, v)
 		return
 	}
-	n.logs.write(ctx, logger, log, func() { n.settle(msg, v) })
+	n.logs.write(ctx, logger, log, func(stored bool) { n.settle(msg, v.onceLogged(stored)) })
 }
 
 // putBack is how many times msg was handed out before this time.

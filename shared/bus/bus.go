@@ -115,7 +115,10 @@ func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(
 		case <-ctx.Done():
 			return ctx.Err()
 		case entry, ok := <-w.Updates():
-			if !ok || entry == nil { // nil: every current value has been sent
+			switch {
+			case !ok: // a listing cut short must not pass for a whole one
+				return fmt.Errorf("read %s: %w before every value was read", filter, errWatchEnded)
+			case entry == nil: // every current value has been sent
 				return nil
 			}
 			if err := fn(entry); err != nil {
