@@ -176,3 +176,48 @@ func TestMirrorForgetsKeysGoneWhileNotWatching(t *testing.T) {
 		return maps.Equal(map[string]string{"a": "1"}, v.get())
 	}, 10*time.Second, 10*time.Millisecond, "view %v", v.get())
 }
+
+// cutKV is a bucket whose watches end after their first n entries, before
+// the end of the current values.
+type cutKV struct {
+	jetstream.KeyValue
+	n int
+}
+
+func (kv cutKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := kv.KeyValue.Watch(ctx, keys, opts...)
+	if err != nil {
+		return nil, err
+	}
+	out := &endingWatcher{KeyWatcher: w, updates: make(chan jetstream.KeyValueEntry, kv.n)}
+	for range kv.n {
+		out.updates <- <-w.Updates()
+	}
+	close(out.updates)
+	return out, nil
+}
+
+// A listing whose watch ends before the last current value is an error,
+// not a shorter listing.
+func TestReadAllReportsAListingCutShort(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
+	require.NoError(t, err)
+	for _, k := range []string{"a", "b", "c"} {
+		_, err := kv.PutString(ctx, k, "1")
+		require.NoError(t, err)
+	}
+	count := func(kv jetstream.KeyValue) (int, error) {
+		n := 0
+		err := bus.ReadAll(ctx, kv, ">", func(jetstream.KeyValueEntry) error { n++; return nil })
+		return n, err
+	}
+	n, err := count(kv)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	n, err = count(cutKV{KeyValue: kv, n: 2})
+	require.Error(t, err)
+	require.Equal(t, 2, n)
+}
