@@ -206,7 +206,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	case last.gone || policy.next == 0 || d.Replay:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
 		if last.gone && d.EndpointID != "" {
-			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone")
+			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone", nil)
 		}
 		n.announceExhausted(ctx, logger, d, last.attempt.Error)
 		return n.finish(logger, d, contract.DeliveryFailed, nil)

@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -58,17 +59,32 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 			n.index.Put(updated)
 		}
 	case !ok && now.Sub(*ep.FailingSince) >= n.cfg.DisableAfter:
-		n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "failing continuously since "+ep.FailingSince.Format(time.RFC3339))
+		// Decided again on the stored endpoint: this process's copy may be
+		// older than a success another one recorded meanwhile.
+		n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "failing continuously since "+ep.FailingSince.Format(time.RFC3339), func(e *endpoints.Endpoint) bool {
+			return e.Enabled && e.FailingSince != nil && now.Sub(*e.FailingSince) >= n.cfg.DisableAfter
+		})
 	}
 }
 
-// disableEndpoint turns an endpoint off with the reason and announces it.
-func (n *Notifier) disableEndpoint(ctx context.Context, logger *slog.Logger, tenant, id, reason string) {
+// errNoLongerDue leaves an endpoint enabled (disableEndpoint).
+var errNoLongerDue = errors.New("no longer to be disabled")
+
+// disableEndpoint turns an endpoint off with the reason and announces it;
+// when due is set, only if due says so of the stored endpoint.
+func (n *Notifier) disableEndpoint(ctx context.Context, logger *slog.Logger, tenant, id, reason string, due func(*endpoints.Endpoint) bool) {
 	now := n.cfg.Now().UTC()
 	ep, err := n.endpoints.Update(ctx, tenant, id, func(ep *endpoints.Endpoint) error {
+		if due != nil && !due(ep) {
+			return errNoLongerDue
+		}
 		ep.Enabled, ep.DisabledReason, ep.UpdatedAt = false, reason, now
 		return nil
 	})
+	if errors.Is(err, errNoLongerDue) {
+		logger.Debug("endpoint not disabled: it is no longer failing", "endpoint_id", id)
+		return
+	}
 	if err != nil {
 		logger.Warn("disable endpoint", "endpoint_id", id, "error", err)
 		return
