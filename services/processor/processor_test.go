@@ -806,6 +806,39 @@ func TestRunMessageOfAnotherRequestIsDropped(t *testing.T) {
 	require.Equal(t, []string{`"first"`}, payloads)
 }
 
+// A record under a job's id that belongs to another request is checked on
+// the bucket's leader before the job's message is dropped: a replica behind
+// it may still serve a record removed since (intake removes the record of
+// a job whose message it could not store) when the id was used again.
+func TestRunJobIDReusedIsCheckedOnTheLeader(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	lagging := b.srv.LaggingReader(t)
+	now := time.Now().UTC()
+	record := func(hash string) contract.JobRecord {
+		return contract.JobRecord{
+			Job:    contract.Job{ID: "job_reused", Type: "echo", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now},
+			Tenant: "acme", Payload: json.RawMessage(`"x"`), RequestHash: hash,
+		}
+	}
+	rev, err := b.jobs.Create(ctx, record("hash-removed"))
+	require.NoError(t, err)
+	stale, err := jobstore.Open(ctx, lagging, b.js)
+	require.NoError(t, err)
+	_, _, err = stale.Get(ctx, "job_reused") // the lagging reader keeps this one
+	require.NoError(t, err)
+	require.NoError(t, b.jobs.Delete(ctx, "job_reused", rev))
+	_, err = b.jobs.Create(ctx, record("hash-now"))
+	require.NoError(t, err)
+
+	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{ID: "job_reused", Payload: json.RawMessage(`"x"`), RequestHash: "hash-now"}))
+	b.start(t, processor.Config{Handlers: echoOnly, RecordReader: lagging})
+	rec := b.waitJob(t, "job_reused")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	b.waitJobsSettled(t)
+}
+
 // A job whose record is already terminal (say, canceled before it ran) is
 // not run; its event is published again.
 func TestRunSkipsFinishedJob(t *testing.T) {

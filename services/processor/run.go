@@ -125,7 +125,16 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 		logger.Warn("load job", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
 	}
-	if stored.Tenant != rec.Tenant || stored.Type != rec.Type || stored.RequestHash != rec.RequestHash {
+	if !sameJob(stored, rec) && rev != 0 {
+		// Read again from the bucket's leader before the message is dropped
+		// for good: a replica behind it may hold an earlier record under
+		// this id (one intake removed after a failed write).
+		if stored, rev, err = p.jobs.Latest(ctx, rec.ID); err != nil {
+			logger.Warn("load job", "error", err)
+			return settlement{verdict: retry, delay: storeRetry}
+		}
+	}
+	if !sameJob(stored, rec) {
 		// Another request's job (a reused Idempotency-Key answered 422).
 		logger.Error("job id already used by another tenant, type or request; dropping message")
 		return settlement{verdict: term}
@@ -144,6 +153,12 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 	prog := p.newProgress(rec.ID, true)
 	result, runErr := p.run(ctx, running, prog)
 	return p.record(ctx, logger, rec.ID, result, prog.last(), runErr)
+}
+
+// sameJob tells whether a stored record is that of the job read from a
+// message: same tenant, type and request.
+func sameJob(stored, rec contract.JobRecord) bool {
+	return stored.Tenant == rec.Tenant && stored.Type == rec.Type && stored.RequestHash == rec.RequestHash
 }
 
 // record stores the outcome of an attempt of a job whose record says
