@@ -175,7 +175,7 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 		// the client retries with the same key either way.
 		return contract.JobRecord{}, false, err
 	case pubErr != nil:
-		s.forget(rec.ID, rev)
+		s.forgetUnpublished(rec.ID, rev, pubErr)
 		return contract.JobRecord{}, false, pubErr
 	}
 	return rec, false, nil
@@ -211,7 +211,7 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 	}
 	if pubErr != nil {
 		if createErr == nil && rev != 0 {
-			s.forget(rec.ID, rev)
+			s.forgetUnpublished(rec.ID, rev, pubErr)
 		}
 		return contract.JobRecord{}, pubErr
 	}
@@ -340,11 +340,18 @@ func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error 
 		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash})
 }
 
-// forget removes the record of a job whose message could not be published,
-// so that it does not sit queued forever. It is best effort: if JetStream is
-// down the record stays, unseen, until it expires; the client was answered
-// 503 and never learned its id.
-func (s *Service) forget(id string, rev uint64) {
+// forgetUnpublished removes the record of a job whose message was surely
+// not stored (bus.NotStored(pubErr)), so that it does not sit queued
+// forever. After an unclear failure (a timeout, a client gone) the message
+// may be stored, and a processor that reads the record (as those of
+// external types do) must find it: the record stays, and a retry with the
+// same Idempotency-Key publishes the message again (de-duplicated if it is
+// there). It is best effort: if JetStream is down the record stays, unseen,
+// until it expires; the client was answered 503.
+func (s *Service) forgetUnpublished(id string, rev uint64, pubErr error) {
+	if !bus.NotStored(pubErr) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := s.jobs.Delete(ctx, id, rev); err != nil {

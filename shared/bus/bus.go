@@ -93,6 +93,20 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
+// NotStored reports whether a failed publish surely stored nothing: the
+// server refused it (an API error), or it never reached a stream (no
+// responders, too large, a bad subject). Any other error, a timeout or a
+// canceled context above all, leaves it unclear: the message may be stored
+// all the same.
+func NotStored(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) ||
+		errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrMaxPayload) ||
+		errors.Is(err, nats.ErrBadSubject)
+}
+
 // JetStream returns the JetStream context of a connection.
 func JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	js, err := jetstream.New(nc)

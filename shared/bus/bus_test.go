@@ -2,12 +2,14 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -220,4 +222,19 @@ func TestReadAllReportsAListingCutShort(t *testing.T) {
 	n, err = count(cutKV{KeyValue: kv, n: 2})
 	require.Error(t, err)
 	require.Equal(t, 2, n)
+}
+
+func TestNotStored(t *testing.T) {
+	t.Parallel()
+	for err, want := range map[error]bool{
+		&jetstream.APIError{ErrorCode: 10077, Code: 503}: true, // maximum messages exceeded
+		fmt.Errorf("publish: %w", nats.ErrNoResponders):  true,
+		nats.ErrMaxPayload: true,
+		fmt.Errorf("publish: %w", context.DeadlineExceeded): false,
+		nats.ErrTimeout:  false,
+		context.Canceled: false,
+		fmt.Errorf("publish: %w", nats.ErrConnectionReconnecting): false,
+	} {
+		require.Equal(t, want, bus.NotStored(err), "%v", err)
+	}
 }
