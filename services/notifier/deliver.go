@@ -15,6 +15,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/metrics"
 )
 
@@ -234,6 +235,20 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 		return destination{url: d.URL, keys: keys, timeout: n.cfg.AttemptTimeout}, "", err
 	}
 	ep := n.index.Get(d.Tenant, d.EndpointID)
+	if ep == nil {
+		// This process's index may not have seen an endpoint created a
+		// moment ago, whose delivery another process fanned out: the
+		// bucket says whether it was deleted. The index is left to its
+		// watch (a read put there could bring back one deleted since).
+		stored, _, err := n.endpoints.Get(ctx, d.Tenant, d.EndpointID)
+		switch {
+		case errors.Is(err, endpoints.ErrNotFound):
+		case err != nil:
+			return destination{}, "", err
+		default:
+			ep = &stored
+		}
+	}
 	switch {
 	case ep == nil:
 		return destination{}, "endpoint " + d.EndpointID + " was deleted", nil
