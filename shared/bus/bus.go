@@ -173,7 +173,9 @@ const MirrorRewatch = time.Second
 // leader for a moment. The view would then stop changing, with nobody told.
 // Mirror logs it and watches again after MirrorRewatch, applies every
 // current entry again, and applies as deleted the keys it held that are
-// gone. Only a watch that fails before ready is an error.
+// gone. A watch that cannot start, or ends before ready, is tried again
+// the same way (a fresh cluster may not have elected the bucket's leader
+// yet); only a bucket that does not exist is an error.
 func Mirror(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
 	m := &mirror{kv: kv, apply: apply, ready: ready, live: map[string]bool{}}
 	for {
@@ -181,10 +183,10 @@ func Mirror(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger, rea
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !m.wasReady {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, nats.ErrStreamNotFound) {
 			return err
 		}
-		logger.Warn("watch of a bucket ended; watching it again", "bucket", kv.Bucket(), "in", MirrorRewatch, "error", err)
+		logger.Warn("watch of a bucket ended or did not start; watching it again", "bucket", kv.Bucket(), "in", MirrorRewatch, "ready", m.wasReady, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil

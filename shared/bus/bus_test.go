@@ -238,3 +238,21 @@ func TestNotStored(t *testing.T) {
 		require.Equal(t, want, bus.NotStored(err), "%v", err)
 	}
 }
+
+// A bucket that does not exist is an error, not something to wait for.
+func TestMirrorOfAMissingBucketFails(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
+	require.NoError(t, err)
+	require.NoError(t, js.DeleteKeyValue(ctx, "M"))
+	done := make(chan error, 1)
+	go func() { done <- bus.Mirror(ctx, kv, slog.New(slog.DiscardHandler), make(chan struct{}), func(jetstream.KeyValueEntry) {}) }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Mirror waits for a bucket that does not exist")
+	}
+}
