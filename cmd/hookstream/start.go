@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/services/intake"
@@ -100,15 +106,22 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	c.intake.Box, c.notifier.Box, c.processor.Box = box, box, box
-	nc, js, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd}, logger)
+	var nc *nats.Conn
+	var js jetstream.JetStream
+	err = whenAvailable(ctx, logger, "connect to NATS", func() (err error) {
+		nc, js, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd}, logger)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	if err := bus.Ensure(ctx, js, c.topology); err != nil {
+	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, c.topology) }); err != nil {
 		return err
 	}
-	if err := signing.CheckKey(ctx, js, box, s.SecretKeyReplace == "yes"); err != nil {
+	if err := whenAvailable(ctx, logger, "check the secret key", func() error {
+		return signing.CheckKey(ctx, js, box, s.SecretKeyReplace == "yes")
+	}); err != nil {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w; give every service the same key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records a new one)", err)
 	}
 	if cmd == "intake" || cmd == "processor" {
@@ -122,22 +135,55 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		defer rnc.Close()
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
 	}
-	var svc interface{ Run(context.Context) error }
-	switch cmd {
-	case "intake":
-		if len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
-			return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
-		}
-		svc, err = intake.New(ctx, c.intake, nc, js, logger)
-	case "processor":
-		svc, err = processor.New(ctx, c.processor, js, logger)
-	case "notifier":
-		svc, err = notifier.New(ctx, c.notifier, js, logger)
+	if cmd == "intake" && len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
+		return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 	}
+	var svc interface{ Run(context.Context) error }
+	err = whenAvailable(ctx, logger, "start "+cmd, func() (err error) {
+		switch cmd {
+		case "intake":
+			svc, err = intake.New(ctx, c.intake, nc, js, logger)
+		case "processor":
+			svc, err = processor.New(ctx, c.processor, js, logger)
+		case "notifier":
+			svc, err = notifier.New(ctx, c.notifier, js, logger)
+		}
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	return svc.Run(ctx)
+}
+
+// startupWait bounds how long a split service waits for JetStream to take
+// its first requests: a cluster started with it may not have elected its
+// leaders yet, and its streams, consumers and buckets are created then.
+const startupWait = 2 * time.Minute
+
+// whenAvailable runs step until it succeeds, fails otherwise than with
+// JetStream not available (yet), or startupWait has passed; each retry is
+// logged.
+func whenAvailable(ctx context.Context, logger *slog.Logger, what string, step func() error) error {
+	policy := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithMaxElapsedTime(startupWait), backoff.WithMaxInterval(5*time.Second)), ctx)
+	return backoff.RetryNotify(func() error {
+		err := step()
+		if err != nil && !jetStreamStarting(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, policy, func(err error, wait time.Duration) {
+		logger.Warn("JetStream not available yet; trying again", "step", what, "in", wait.Round(time.Millisecond), "error", err)
+	})
+}
+
+// jetStreamStarting tells whether err means NATS or JetStream could not
+// take a request yet: unreachable, timed out, or a 503 answer (no leader
+// yet).
+func jetStreamStarting(err error) bool {
+	var apiErr *jetstream.APIError
+	return bus.IsUnavailable(err) || errors.Is(err, nats.ErrNoServers) || (errors.As(err, &apiErr) && apiErr.Code == 503)
 }
 
 func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, stdout io.Writer) error {

@@ -61,15 +61,19 @@ type Service struct {
 
 // New builds the service on a connection whose streams and buckets exist
 // (bus.Ensure).
-func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream, logger *slog.Logger) (*Service, error) {
+func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream, logger *slog.Logger) (_ *Service, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("intake config: %w", err)
 	}
 	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
+	defer func() {
+		if err != nil {
+			pub.Close()
+		}
+	}()
 	jobs, err := jobstore.Open(ctx, cmp.Or(cfg.RecordReader, js), pub)
 	if err != nil {
-		pub.Close()
 		return nil, err
 	}
 	secrets, err := signing.Open(ctx, js, cfg.Box)

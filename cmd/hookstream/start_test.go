@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+// A split service's start-up steps are tried again while NATS or JetStream
+// is not available yet (a cluster started with it), and given up at once
+// on any other error.
+func TestWhenAvailable(t *testing.T) {
+	t.Parallel()
+	logger := slog.New(slog.DiscardHandler)
+	notYet := []error{
+		fmt.Errorf("connect to nats: %w", nats.ErrNoServers),
+		fmt.Errorf("ensure stream: %w", context.DeadlineExceeded),
+		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"},
+	}
+	calls := 0
+	err := whenAvailable(context.Background(), logger, "test", func() error {
+		calls++
+		if calls <= len(notYet) {
+			return notYet[calls-1]
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, len(notYet)+1, calls)
+
+	wrong := errors.New("HOOKSTREAM_SECRET_KEY: not the key the deployment was set up with")
+	calls = 0
+	err = whenAvailable(context.Background(), logger, "test", func() error { calls++; return wrong })
+	require.ErrorIs(t, err, wrong)
+	require.Equal(t, 1, calls)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = whenAvailable(ctx, logger, "test", func() error { return nats.ErrTimeout })
+	require.Error(t, err, "a stopped start-up does not wait")
+}
