@@ -248,7 +248,9 @@ func TestMirrorOfAMissingBucketFails(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, js.DeleteKeyValue(ctx, "M"))
 	done := make(chan error, 1)
-	go func() { done <- bus.Mirror(ctx, kv, slog.New(slog.DiscardHandler), make(chan struct{}), func(jetstream.KeyValueEntry) {}) }()
+	go func() {
+		done <- bus.Mirror(ctx, kv, slog.New(slog.DiscardHandler), make(chan struct{}), func(jetstream.KeyValueEntry) {})
+	}()
 	select {
 	case err := <-done:
 		require.Error(t, err)
