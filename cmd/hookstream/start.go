@@ -179,11 +179,23 @@ func whenAvailable(ctx context.Context, logger *slog.Logger, what string, step f
 }
 
 // jetStreamStarting tells whether err means NATS or JetStream could not
-// take a request yet: unreachable, timed out, or a 503 answer (no leader
-// yet).
+// take a request yet: unreachable, timed out, or one of the answers of a
+// cluster still forming or electing leaders.
 func jetStreamStarting(err error) bool {
 	var apiErr *jetstream.APIError
-	return bus.IsUnavailable(err) || errors.Is(err, nats.ErrNoServers) || (errors.As(err, &apiErr) && apiErr.Code == 503)
+	return bus.IsUnavailable(err) || errors.Is(err, nats.ErrNoServers) ||
+		(errors.As(err, &apiErr) && startingCodes[apiErr.ErrorCode])
+}
+
+// startingCodes are the JetStream errors of a cluster that is not ready yet.
+var startingCodes = map[jetstream.ErrorCode]bool{
+	10005: true, // no suitable peers for placement: a node has not joined yet
+	10007: true, // JetStream cluster not assigned to this server
+	10008: true, // JetStream system temporarily unavailable
+	10009: true, // JetStream cluster can not handle request (no leader)
+	10023: true, // insufficient resources: a node is restarting (or a limit: it ends after startupWait)
+	10041: true, // a Raft error, as while leaders change
+	10076: true, // JetStream not enabled: the server is still starting it
 }
 
 func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, stdout io.Writer) error {

@@ -22,6 +22,7 @@ func TestWhenAvailable(t *testing.T) {
 		fmt.Errorf("connect to nats: %w", nats.ErrNoServers),
 		fmt.Errorf("ensure stream: %w", context.DeadlineExceeded),
 		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"},
+		fmt.Errorf("ensure stream: %w", &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}),
 	}
 	calls := 0
 	err := whenAvailable(context.Background(), logger, "test", func() error {
@@ -34,11 +35,16 @@ func TestWhenAvailable(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(notYet)+1, calls)
 
-	wrong := errors.New("HOOKSTREAM_SECRET_KEY: not the key the deployment was set up with")
-	calls = 0
-	err = whenAvailable(context.Background(), logger, "test", func() error { calls++; return wrong })
-	require.ErrorIs(t, err, wrong)
-	require.Equal(t, 1, calls)
+	for _, wrong := range []error{
+		errors.New("HOOKSTREAM_SECRET_KEY: not the key the deployment was set up with"),
+		fmt.Errorf("ensure stream: %w", &jetstream.APIError{Code: 503, ErrorCode: 10039, Description: "JetStream not enabled for account"}),
+		&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"},
+	} {
+		calls = 0
+		err = whenAvailable(context.Background(), logger, "test", func() error { calls++; return wrong })
+		require.ErrorIs(t, err, wrong)
+		require.Equal(t, 1, calls, "%v", wrong)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

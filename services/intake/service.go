@@ -227,20 +227,24 @@ func (s *Service) Run(ctx context.Context) error {
 	s.logger.Info("intake listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var stopped error // why intake stops before ctx ends
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http: %w", err)
+	case err := <-keysDone: // its bucket is gone: keys can no longer be checked
+		stopped = fmt.Errorf("api key index: %w", err)
+		s.logger.Error("stopping", "error", stopped)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shut down http: %w", err)
+		return errors.Join(stopped, fmt.Errorf("shut down http: %w", err))
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve http: %w", err)
+		return errors.Join(stopped, fmt.Errorf("serve http: %w", err))
 	}
-	return nil
+	return stopped
 }
 
 // publishContext bounds a request's wait for JetStream.

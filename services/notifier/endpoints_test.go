@@ -1,6 +1,9 @@
 package notifier_test
 
 import (
+	"context"
+	"crypto/rand"
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
+	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/webhook"
 )
 
@@ -148,4 +152,30 @@ func TestEndpointGoneIsDisabled(t *testing.T) {
 	b.publishEvent(t, "acme", "invoice.paid", "evt_2", []byte(`{}`))
 	b.waitIdle(t)
 	require.Len(t, rcv.all(), 1)
+}
+
+// A notifier whose endpoint bucket is gone stops with the error rather
+// than fan out on a view that no longer changes.
+func TestRunStopsWhenTheEndpointBucketIsGone(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	ctx := context.Background()
+	key := make([]byte, secretbox.KeySize)
+	_, _ = rand.Read(key)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	n, err := notifier.New(ctx, notifier.Config{Box: box, Guard: loopback, ShutdownGrace: time.Second}, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Run(runCtx) }()
+	time.Sleep(500 * time.Millisecond) // running, its index ready
+	require.NoError(t, js.DeleteKeyValue(ctx, contract.BucketEndpoints))
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "endpoint index")
+	case <-time.After(60 * time.Second):
+		t.Fatal("the notifier kept running without its endpoint bucket")
+	}
 }

@@ -154,8 +154,23 @@ func (n *Notifier) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	// An index that stops (its bucket is gone) stops the notifier: it
+	// could no longer tell where events go.
+	parent := ctx
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go func() {
+		select {
+		case err := <-indexDone:
+			if err != nil {
+				n.logger.Error("stopping: endpoint index", "error", err)
+				stop(fmt.Errorf("endpoint index: %w", err))
+			}
+		case <-ctx.Done():
+		}
+	}()
 	var wg sync.WaitGroup
-	errs := make([]error, 5)
+	errs := make([]error, 6)
 	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
 	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
 	wg.Go(func() { errs[2] = n.runTasks(ctx, n.tasksCons) })
@@ -164,5 +179,8 @@ func (n *Notifier) Run(ctx context.Context) error {
 	// trimmed too, for processors of any kind.
 	wg.Go(func() { errs[4] = bus.Trim(ctx, n.js, n.logger, n.cfg.TrimInterval, bus.TrimTargets()...) })
 	wg.Wait()
+	if parent.Err() == nil && ctx.Err() != nil {
+		errs[5] = context.Cause(ctx)
+	}
 	return errors.Join(errs...)
 }

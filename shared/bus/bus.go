@@ -159,9 +159,15 @@ func PublishJSON(ctx context.Context, js Publisher, subject, msgID string, v any
 	return nil
 }
 
-// MirrorRewatch is how long Mirror waits before it watches a bucket again
-// after its watch ended.
-const MirrorRewatch = time.Second
+// Mirror's waits.
+const (
+	// MirrorRewatch is how long Mirror waits before it watches a bucket
+	// again after its watch ended.
+	MirrorRewatch = time.Second
+	// MirrorStartWait is how long Mirror tries to read a bucket's entries
+	// a first time before it gives up.
+	MirrorStartWait = 2 * time.Minute
+)
 
 // Mirror keeps an in-memory view of a bucket: it calls apply with every
 // current entry, closes ready once they have all been applied, then applies
@@ -175,16 +181,20 @@ const MirrorRewatch = time.Second
 // current entry again, and applies as deleted the keys it held that are
 // gone. A watch that cannot start, or ends before ready, is tried again
 // the same way (a fresh cluster may not have elected the bucket's leader
-// yet); only a bucket that does not exist is an error.
+// yet), for up to MirrorStartWait. A bucket that does not exist is an
+// error at once, before ready or after: the view cannot be kept.
 func Mirror(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
 	m := &mirror{kv: kv, apply: apply, ready: ready, live: map[string]bool{}}
+	began := time.Now()
 	for {
 		err := m.watch(ctx)
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return nil
-		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, nats.ErrStreamNotFound) {
+		case errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, nats.ErrStreamNotFound):
 			return err
+		case !m.wasReady && time.Since(began) >= MirrorStartWait:
+			return fmt.Errorf("%w (for %s)", err, MirrorStartWait)
 		}
 		logger.Warn("watch of a bucket ended or did not start; watching it again", "bucket", kv.Bucket(), "in", MirrorRewatch, "ready", m.wasReady, "error", err)
 		select {
