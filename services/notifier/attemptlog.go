@@ -2,11 +2,13 @@ package notifier
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
 )
@@ -21,6 +23,11 @@ const (
 	// logWriteTimeout bounds one log's write, its wait for a group commit
 	// included; then it is given up (and logged) and its message settled.
 	logWriteTimeout = 30 * time.Second
+	// deadLetterTries is how many times the log of a delivery given up on,
+	// its only record, is written before its message is delivered again
+	// (verdict.onceLogged), logRetryPause more between each two.
+	deadLetterTries = 3
+	logRetryPause   = time.Second
 )
 
 // attemptLogs writes attempt logs behind the webhooks. A worker that has
@@ -47,21 +54,26 @@ type attemptLogs struct {
 	bytes   int        // their size
 	// gate, when set (tests), holds every write until it is closed.
 	gate <-chan struct{}
+	// pause is logRetryPause (shorter in tests).
+	pause time.Duration
 }
 
 func newAttemptLogs(pub bus.Publisher, gate <-chan struct{}) *attemptLogs {
-	l := &attemptLogs{pub: pub, pool: bus.NewPool(), gate: gate}
+	l := &attemptLogs{pub: pub, pool: bus.NewPool(), gate: gate, pause: logRetryPause}
 	l.room = sync.NewCond(&l.mu)
 	return l
 }
 
-// write stores msg, an attempt log, and then calls then, whether the write
-// succeeded or not (stored): the attempts happened, and a lost log line
-// must not send the webhook again, unless the log was the dead letter of a
-// delivery given up on (verdict.onceLogged). It returns at once unless the logs in flight are
-// at their bounds. The write outlives ctx's cancellation (a worker's
-// context ends at shutdown), up to logWriteTimeout.
-func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.Msg, then func(stored bool)) {
+// write stores msg, an attempt log, making up to tries writes, and then
+// calls then, whether it was stored or not: the attempts happened, and a
+// lost log line must not send the webhook again, unless the log was the
+// dead letter of a delivery given up on (verdict.onceLogged). over is
+// false when the last write failed in a way a later one may not (a
+// timeout, no leader): true when the log is stored, or can never be (too
+// large). It returns at once unless the logs in flight are at their
+// bounds. Each write outlives ctx's cancellation (a worker's context ends
+// at shutdown), up to logWriteTimeout.
+func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.Msg, tries int, then func(over bool)) {
 	size := len(msg.Data)
 	l.mu.Lock()
 	for l.pending > 0 && (l.pending >= maxPendingLogs || l.bytes+size > maxPendingLogBytes) {
@@ -75,14 +87,38 @@ func (l *attemptLogs) write(ctx context.Context, logger *slog.Logger, msg *nats.
 		if l.gate != nil {
 			<-l.gate
 		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
-		defer cancel()
-		_, err := l.pub.PublishMsg(ctx, msg)
-		if err != nil {
+		var err error
+		for try := 1; ; try++ {
+			err = l.publish(ctx, msg)
+			if err == nil || try >= tries || neverStored(err) {
+				break
+			}
+			logger.Warn("record delivery attempts; trying again", "try", try, "error", err)
+			time.Sleep(time.Duration(try) * l.pause)
+		}
+		switch {
+		case err == nil:
+		case neverStored(err):
+			logger.Error("record delivery attempts: the log can never be stored", "error", err)
+		default:
 			logger.Warn("record delivery attempts", "error", err)
 		}
-		then(err == nil)
+		then(err == nil || neverStored(err))
 	})
+}
+
+func (l *attemptLogs) publish(ctx context.Context, msg *nats.Msg) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
+	defer cancel()
+	_, err := l.pub.PublishMsg(ctx, msg)
+	return err
+}
+
+// neverStored tells whether a log's write failed in a way no later write
+// can mend: too large, or refused as a bad request.
+func neverStored(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) || (errors.As(err, &apiErr) && apiErr.Code == 400)
 }
 
 func (l *attemptLogs) done(size int) {

@@ -44,10 +44,10 @@ func TestAttemptLogsBoundedBySize(t *testing.T) {
 			stored.Add(1)
 		}
 	}
-	l.write(context.Background(), logger, half(), then) // room: returns at once
+	l.write(context.Background(), logger, half(), 1, then) // room: returns at once
 	second := make(chan struct{})
 	go func() {
-		l.write(context.Background(), logger, half(), then)
+		l.write(context.Background(), logger, half(), 1, then)
 		close(second)
 	}()
 	select {
@@ -61,6 +61,43 @@ func TestAttemptLogsBoundedBySize(t *testing.T) {
 	require.Equal(t, int32(2), written.Load())
 	require.Equal(t, int32(2), settled.Load())
 	require.Equal(t, int32(1), stored.Load(), "then is told which write failed")
+}
+
+// A log is written up to its number of tries while its writes fail in a
+// way a later one may not; one that can never be stored (too large) is
+// over at once.
+func TestAttemptLogTries(t *testing.T) {
+	t.Parallel()
+	logger := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name      string
+		failures  []error
+		tries     int
+		wantCalls int32
+		wantOver  bool
+	}{
+		{name: "stored at the third try", failures: []error{nats.ErrTimeout, context.DeadlineExceeded}, tries: 3, wantCalls: 3, wantOver: true},
+		{name: "every try fails", failures: []error{nats.ErrTimeout, nats.ErrTimeout, nats.ErrTimeout, nats.ErrTimeout}, tries: 3, wantCalls: 3, wantOver: false},
+		{name: "one try", failures: []error{nats.ErrNoResponders}, tries: 1, wantCalls: 1, wantOver: false},
+		{name: "too large: never", failures: []error{nats.ErrMaxPayload, nats.ErrMaxPayload}, tries: 3, wantCalls: 1, wantOver: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int32
+			l := newAttemptLogs(publisherFunc(func(*nats.Msg) error {
+				n := int(calls.Add(1))
+				if n <= len(tc.failures) {
+					return tc.failures[n-1]
+				}
+				return nil
+			}), nil)
+			l.pause = time.Millisecond
+			result := make(chan bool, 1)
+			l.write(context.Background(), logger, nats.NewMsg("$KV.HOOKSTREAM_DELIVERY_LOG.acme.evt.msg"), tc.tries, func(over bool) { result <- over })
+			require.Equal(t, tc.wantOver, <-result)
+			require.Equal(t, tc.wantCalls, calls.Load())
+		})
+	}
 }
 
 // A delivery given up on is acknowledged only once its attempt log, its

@@ -41,18 +41,29 @@ const (
 	malformed                // cannot ever be sent: terminate
 	// deadLettered is done for a delivery given up on: its attempt log,
 	// status failed, is the only record of it (what a recover task re-sends
-	// from), so its message is acknowledged only once that log is stored,
-	// and delivered again if the log's write fails.
+	// from), so its message is acknowledged only once that log is stored.
+	// The log gets deadLetterTries writes; if all fail in a way a later one
+	// may not, the message is delivered again (a new round of attempts).
 	deadLettered
 )
 
-// onceLogged is the verdict on a message whose attempt log's write ended,
-// stored or not.
-func (v verdict) onceLogged(stored bool) verdict {
-	if v == deadLettered && !stored {
+// onceLogged is the verdict on a message whose attempt log's writes are
+// over (attemptLogs.write): false when the last one failed and a later
+// one may not.
+func (v verdict) onceLogged(over bool) verdict {
+	if v == deadLettered && !over {
 		return again
 	}
 	return v
+}
+
+// logTries is how many writes the attempt log of a message with this
+// verdict gets.
+func (v verdict) logTries() int {
+	if v == deadLettered {
+		return deadLetterTries
+	}
+	return 1
 }
 
 func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
@@ -104,14 +115,14 @@ func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, a
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
 	v, log := n.deliver(ctx, logger, d, subject)
 	n.limits.release(key)
-	then := func(stored bool) {
+	then := func(over bool) {
 		stopKeepAlive()
-		settle(v.onceLogged(stored))
+		settle(v.onceLogged(over))
 	}
 	if log == nil {
 		then(true)
 	} else {
-		n.logs.write(ctx, logger, log, then)
+		n.logs.write(ctx, logger, log, v.logTries(), then)
 	}
 	return 0, true
 }

@@ -334,7 +334,7 @@ func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time
 		n.settle(msg, v)
 		return
 	}
-	n.logs.write(ctx, logger, log, func(stored bool) { n.settle(msg, v.onceLogged(stored)) })
+	n.logs.write(ctx, logger, log, v.logTries(), func(over bool) { n.settle(msg, v.onceLogged(over)) })
 }
 
 // putBack is how many times msg was handed out before this time.
