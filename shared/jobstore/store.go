@@ -146,7 +146,14 @@ func (s *Store) Update(ctx context.Context, id string, change func(*contract.Job
 func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint64, change func(*contract.JobRecord) error) (contract.JobRecord, error) {
 	id := rec.ID
 	fromLeader := false
-	for {
+	for conflicts := 0; ; conflicts++ {
+		if conflicts > 1 { // many writers, or a leader's read behind (a new leader taking over)
+			select {
+			case <-ctx.Done():
+				return contract.JobRecord{}, ctx.Err()
+			case <-time.After(time.Duration(min(conflicts, 20)) * 5 * time.Millisecond):
+			}
+		}
 		read := rec
 		if err := change(&rec); err != nil {
 			if !errors.Is(err, ErrUnchanged) || fromLeader {
