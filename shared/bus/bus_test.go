@@ -97,25 +97,28 @@ func (v *view) get() map[string]string {
 	return maps.Clone(v.keys)
 }
 
-// A watch that ends while the mirror runs is started again: the view
-// catches up with every change made meanwhile, deletes included, and
-// follows the bucket after that.
-func TestMirrorWatchesAgainWhenItsWatchEnds(t *testing.T) {
-	t.Parallel()
+// bucketWith creates bucket "M" on a fresh server, holding keys.
+func bucketWith(t *testing.T, keys map[string]string) jetstream.KeyValue {
+	t.Helper()
 	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	real, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
 	require.NoError(t, err)
-	for k, v := range map[string]string{"a": "1", "b": "1", "c": "1"} {
-		_, err := real.PutString(ctx, k, v)
+	for k, v := range keys {
+		_, err := kv.PutString(ctx, k, v)
 		require.NoError(t, err)
 	}
-	require.NoError(t, real.Delete(ctx, "c"))
+	return kv
+}
 
+// mirrorOf runs Mirror on real, through an endingKV, until the test ends,
+// and returns once its view is ready.
+func mirrorOf(t *testing.T, real jetstream.KeyValue) (*endingKV, *view) {
+	t.Helper()
 	kv := &endingKV{KeyValue: real}
 	v := &view{keys: map[string]string{}}
 	ready := make(chan struct{})
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- bus.Mirror(runCtx, kv, slog.New(slog.DiscardHandler), ready, v.apply) }()
 	t.Cleanup(func() {
@@ -127,10 +130,23 @@ func TestMirrorWatchesAgainWhenItsWatchEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("mirror never ready")
 	}
+	return kv, v
+}
+
+// A watch that ends while the mirror runs is started again: the view
+// catches up with every change made meanwhile, deletes included, and
+// follows the bucket after that.
+func TestMirrorWatchesAgainWhenItsWatchEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	real := bucketWith(t, map[string]string{"a": "1", "b": "1", "c": "1"})
+	require.NoError(t, real.Delete(ctx, "c"))
+
+	kv, v := mirrorOf(t, real)
 	require.Equal(t, map[string]string{"a": "1", "b": "1"}, v.get())
 
 	kv.endWatch()
-	_, err = real.PutString(ctx, "a", "2")
+	_, err := real.PutString(ctx, "a", "2")
 	require.NoError(t, err)
 	require.NoError(t, real.Purge(ctx, "b"))
 	_, err = real.PutString(ctx, "d", "1")
@@ -149,25 +165,9 @@ func TestMirrorWatchesAgainWhenItsWatchEnds(t *testing.T) {
 // dropped it), is found gone when the watch starts again.
 func TestMirrorForgetsKeysGoneWhileNotWatching(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	real, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
-	require.NoError(t, err)
-	for _, k := range []string{"a", "b"} {
-		_, err := real.PutString(ctx, k, "1")
-		require.NoError(t, err)
-	}
-	kv := &endingKV{KeyValue: real}
-	v := &view{keys: map[string]string{}}
-	ready := make(chan struct{})
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- bus.Mirror(runCtx, kv, slog.New(slog.DiscardHandler), ready, v.apply) }()
-	t.Cleanup(func() {
-		stop()
-		require.NoError(t, <-done)
-	})
-	<-ready
+	real := bucketWith(t, map[string]string{"a": "1", "b": "1"})
+	kv, v := mirrorOf(t, real)
 	require.Equal(t, map[string]string{"a": "1", "b": "1"}, v.get())
 
 	kv.endWatch()
@@ -203,14 +203,8 @@ func (kv cutKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchO
 // not a shorter listing.
 func TestReadAllReportsAListingCutShort(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "M"})
-	require.NoError(t, err)
-	for _, k := range []string{"a", "b", "c"} {
-		_, err := kv.PutString(ctx, k, "1")
-		require.NoError(t, err)
-	}
+	kv := bucketWith(t, map[string]string{"a": "1", "b": "1", "c": "1"})
 	count := func(kv jetstream.KeyValue) (int, error) {
 		n := 0
 		err := bus.ReadAll(ctx, kv, ">", func(jetstream.KeyValueEntry) error { n++; return nil })
