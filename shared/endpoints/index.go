@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -32,7 +33,21 @@ type Index struct {
 	// wild maps tenant → the patterns of subs that hold wildcards; exact
 	// types are found with one map lookup.
 	wild map[string]map[string]struct{}
+	// gone holds, for goneFor, the revision at which each endpoint left the
+	// bucket, so that a late Put of an older state (stored by this process
+	// just before the delete) does not bring it back.
+	gone      map[string]goneMark
+	lastPrune time.Time
 }
+
+type goneMark struct {
+	revision uint64
+	at       time.Time
+}
+
+// goneFor is how long a deleted endpoint's mark is kept: far longer than a
+// Put can come late.
+const goneFor = time.Minute
 
 const allTypes = ">"
 
@@ -67,7 +82,31 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if ep == nil {
+		x.markGone(entry.Key(), entry.Revision(), x.byTenant[tenant][id])
+	}
 	x.set(tenant, id, ep)
+}
+
+// markGone notes that the endpoint under key left the bucket at revision
+// (0 when not known: then the revision held, old's); x.mu is held.
+func (x *Index) markGone(key string, revision uint64, old *Endpoint) {
+	now := time.Now()
+	if x.gone == nil {
+		x.gone = map[string]goneMark{}
+	}
+	if now.Sub(x.lastPrune) > goneFor {
+		for k, m := range x.gone {
+			if now.Sub(m.at) > goneFor {
+				delete(x.gone, k)
+			}
+		}
+		x.lastPrune = now
+	}
+	if old != nil {
+		revision = max(revision, old.Revision)
+	}
+	x.gone[key] = goneMark{revision: revision, at: now}
 }
 
 // set replaces (or, with nil, removes) an endpoint; x.mu is held.
@@ -121,6 +160,9 @@ func patterns(ep *Endpoint) []string {
 func (x *Index) Put(ep Endpoint) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if mark, ok := x.gone[Key(ep.Tenant, ep.ID)]; ok && ep.Revision <= mark.revision {
+		return // deleted since it was stored
+	}
 	x.set(ep.Tenant, ep.ID, &ep)
 }
 

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -67,4 +69,40 @@ func BenchmarkMatching10000Exact(b *testing.B) {
 			b.Fatalf("matched %d", n)
 		}
 	}
+}
+
+// testEntry is a key-value entry of a delete, as a watch gives it.
+type testEntry struct {
+	key      string
+	revision uint64
+}
+
+func (e testEntry) Bucket() string                  { return "HOOKSTREAM_ENDPOINTS" }
+func (e testEntry) Key() string                     { return e.key }
+func (e testEntry) Value() []byte                   { return nil }
+func (e testEntry) Revision() uint64                { return e.revision }
+func (e testEntry) Created() time.Time              { return time.Time{} }
+func (e testEntry) Delta() uint64                   { return 0 }
+func (e testEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
+
+// A Put of a state stored before the endpoint was deleted, arriving after
+// the delete, does not bring it back; a state stored after it (the
+// endpoint made again) does.
+func TestIndexPutAfterDelete(t *testing.T) {
+	t.Parallel()
+	x := newTestIndex()
+	x.Put(Endpoint{ID: "a", Tenant: "acme", Enabled: true, Revision: 5})
+	x.apply(testEntry{key: Key("acme", "a"), revision: 6})
+	require.Nil(t, x.Get("acme", "a"))
+	x.Put(Endpoint{ID: "a", Tenant: "acme", Enabled: true, Revision: 5}) // late
+	require.Nil(t, x.Get("acme", "a"))
+	require.Empty(t, x.Matching("acme", "x"))
+	x.Put(Endpoint{ID: "a", Tenant: "acme", Enabled: true, Revision: 7})
+	require.NotNil(t, x.Get("acme", "a"))
+
+	// A delete whose revision is not known (found gone after a new watch)
+	// holds off states up to the one held.
+	x.apply(testEntry{key: Key("acme", "a")})
+	x.Put(Endpoint{ID: "a", Tenant: "acme", Enabled: true, Revision: 7})
+	require.Nil(t, x.Get("acme", "a"))
 }
