@@ -105,7 +105,7 @@ func TestAttemptLogTries(t *testing.T) {
 func TestDeadLetteredOnlyOnceLogged(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, deadLettered, deadLettered.onceLogged(true))
-	require.Equal(t, again, deadLettered.onceLogged(false))
+	require.Equal(t, unrecorded, deadLettered.onceLogged(false))
 	for _, v := range []verdict{done, again, malformed} {
 		require.Equal(t, v, v.onceLogged(false))
 		require.Equal(t, v, v.onceLogged(true))

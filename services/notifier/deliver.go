@@ -43,8 +43,12 @@ const (
 	// status failed, is the only record of it (what a recover task re-sends
 	// from), so its message is acknowledged only once that log is stored.
 	// The log gets deadLetterTries writes; if all fail in a way a later one
-	// may not, the message is delivered again (a new round of attempts).
+	// may not, it becomes unrecorded.
 	deadLettered
+	// unrecorded is a dead letter whose log could not be stored: the
+	// message is delivered again (a new round of attempts, and another
+	// dead letter to store).
+	unrecorded
 )
 
 // onceLogged is the verdict on a message whose attempt log's writes are
@@ -52,7 +56,7 @@ const (
 // one may not.
 func (v verdict) onceLogged(over bool) verdict {
 	if v == deadLettered && !over {
-		return again
+		return unrecorded
 	}
 	return v
 }
@@ -149,7 +153,7 @@ func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 	switch v {
 	case done, deadLettered:
 		err = msg.Ack()
-	case again:
+	case again, unrecorded:
 		err = msg.NakWithDelay(infraRetry)
 	case malformed:
 		err = msg.Term()

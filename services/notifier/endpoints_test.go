@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/secretbox"
@@ -152,6 +153,27 @@ func TestEndpointGoneIsDisabled(t *testing.T) {
 	b.publishEvent(t, "acme", "invoice.paid", "evt_2", []byte(`{}`))
 	b.waitIdle(t)
 	require.Len(t, rcv.all(), 1)
+}
+
+// A 410 on fan-out's direct attempt whose dead letter cannot be stored at
+// first is recorded once the log bucket takes writes again: the delivery is
+// queued with its attempts, rather than the event fanned out again (which
+// would find the endpoint disabled, no target, and leave no record).
+func TestEndpointGoneRecordedAfterItsLogFailed(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, statuses(http.StatusGone))
+	js := startJetStream(t)
+	b := setupOn(t, js, notifier.Config{}, newEndpoint(t, "acme", "ep_1", rcv.URL))
+	ctx := t.Context()
+	require.NoError(t, js.DeleteKeyValue(ctx, contract.BucketDeliveries))
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	require.Eventually(t, func() bool { return len(rcv.all()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(8 * time.Second) // the dead letter's three writes fail, 1 s and 2 s apart
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+
+	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
+	require.Equal(t, http.StatusGone, rec.Attempts[0].StatusCode)
+	require.Len(t, rcv.all(), 1, "sent once")
 }
 
 // A notifier whose endpoint bucket is gone stops with the error rather

@@ -125,14 +125,33 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 	default:
 		return false
 	}
-	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, contract.DeliverySubject(d.Tenant, targetKey), func(v verdict) {
+	subject := contract.DeliverySubject(d.Tenant, targetKey)
+	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, subject, func(v verdict) {
 		var err error
-		if v == again {
+		switch v {
+		case again:
 			err = errDirectAgain
+		case unrecorded:
+			err = n.queueUnrecorded(ctx, &d, subject)
 		}
 		n.settleEvent(msg, err)
 	})
 	return ok
+}
+
+// queueUnrecorded queues a delivery that fan-out made directly and gave up
+// on, but whose dead letter could not be stored, with its attempts so far:
+// the delivery consumer then records it. Fanned out again instead, the
+// event might find no target (a 410 has disabled the endpoint), and the
+// dead letter would be lost.
+func (n *Notifier) queueUnrecorded(ctx context.Context, d *contract.Delivery, subject string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
+	defer cancel()
+	if err := bus.PublishJSON(ctx, n.pub, subject, d.ID, d); err != nil {
+		n.logger.Warn("queue a delivery whose dead letter was not stored", "delivery_id", d.ID, "error", err)
+		return errDirectAgain
+	}
+	return nil
 }
 
 // eventIdentity returns the event's id and time: its Nats-Msg-Id without a
