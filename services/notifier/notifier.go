@@ -156,8 +156,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 	// An index that stops (its bucket is gone) stops the notifier: it
 	// could no longer tell where events go.
-	parent := ctx
-	ctx, stop := context.WithCancelCause(ctx)
+	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	go func() {
 		select {
@@ -166,21 +165,21 @@ func (n *Notifier) Run(ctx context.Context) error {
 				n.logger.Error("stopping: endpoint index", "error", err)
 				stop(fmt.Errorf("endpoint index: %w", err))
 			}
-		case <-ctx.Done():
+		case <-runCtx.Done():
 		}
 	}()
 	var wg sync.WaitGroup
 	errs := make([]error, 6)
-	wg.Go(func() { errs[0] = n.runFanout(ctx, n.fanoutCons) })
-	wg.Go(func() { errs[1] = n.runDeliveries(ctx, n.deliverCons) })
-	wg.Go(func() { errs[2] = n.runTasks(ctx, n.tasksCons) })
-	wg.Go(func() { errs[3] = n.runParking(ctx) })
+	wg.Go(func() { errs[0] = n.runFanout(runCtx, n.fanoutCons) })
+	wg.Go(func() { errs[1] = n.runDeliveries(runCtx, n.deliverCons) })
+	wg.Go(func() { errs[2] = n.runTasks(runCtx, n.tasksCons) })
+	wg.Go(func() { errs[3] = n.runParking(runCtx) })
 	// The notifier runs in every deployment, so it keeps the jobs stream
 	// trimmed too, for processors of any kind.
-	wg.Go(func() { errs[4] = bus.Trim(ctx, n.js, n.logger, n.cfg.TrimInterval, bus.TrimTargets()...) })
+	wg.Go(func() { errs[4] = bus.Trim(runCtx, n.js, n.logger, n.cfg.TrimInterval, bus.TrimTargets()...) })
 	wg.Wait()
-	if parent.Err() == nil && ctx.Err() != nil {
-		errs[5] = context.Cause(ctx)
+	if ctx.Err() == nil && runCtx.Err() != nil { // stopped by the index, not by ctx
+		errs[5] = context.Cause(runCtx)
 	}
 	return errors.Join(errs...)
 }

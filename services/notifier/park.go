@@ -355,8 +355,7 @@ func (n *Notifier) holdBack(ctx context.Context, msg jetstream.Msg, tenant, targ
 			n.giveUpParked(ctx, msg, age)
 			return
 		}
-	}
-	if !parked {
+	} else {
 		err := n.park(ctx, msg, tenant, target)
 		if err == nil {
 			return

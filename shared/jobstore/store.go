@@ -145,18 +145,18 @@ func (s *Store) Update(ctx context.Context, id string, change func(*contract.Job
 // not running, must not be decided on an older version of it.
 func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint64, change func(*contract.JobRecord) error) (contract.JobRecord, error) {
 	id := rec.ID
-	fromLeader := false
-	for conflicts := 0; ; conflicts++ {
-		if conflicts > 1 { // many writers, or a leader's read behind (a new leader taking over)
+	// leaderReads counts the reads of rec from the leader: none at first.
+	for leaderReads := 0; ; leaderReads++ {
+		if leaderReads > 1 { // many writers, or a leader's read behind (a new leader taking over)
 			select {
 			case <-ctx.Done():
 				return contract.JobRecord{}, ctx.Err()
-			case <-time.After(time.Duration(min(conflicts, 20)) * 5 * time.Millisecond):
+			case <-time.After(time.Duration(min(leaderReads, 20)) * 5 * time.Millisecond):
 			}
 		}
 		read := rec
 		if err := change(&rec); err != nil {
-			if !errors.Is(err, ErrUnchanged) || fromLeader {
+			if !errors.Is(err, ErrUnchanged) || leaderReads > 0 {
 				return read, err
 			}
 		} else {
@@ -179,7 +179,6 @@ func (s *Store) UpdateFrom(ctx context.Context, rec contract.JobRecord, rev uint
 		if rec, rev, err = s.Latest(ctx, id); err != nil {
 			return contract.JobRecord{}, err
 		}
-		fromLeader = true
 	}
 }
 
