@@ -45,9 +45,11 @@ const (
 	// The log gets deadLetterTries writes; if all fail in a way a later one
 	// may not, it becomes unrecorded.
 	deadLettered
-	// unrecorded is a dead letter whose log could not be stored: the
-	// message is delivered again (a new round of attempts, and another
-	// dead letter to store).
+	// unrecorded is a dead letter whose log could not be stored: it is
+	// queued again marked contract.HeaderDeadLetter, for its log alone
+	// (queueUnrecorded), and its message acknowledged; if even that fails,
+	// the message is delivered again (a new round of attempts). A marked
+	// message whose log fails again is delivered again.
 	unrecorded
 )
 
@@ -77,6 +79,10 @@ func (n *Notifier) handleDelivery(ctx context.Context, msg jetstream.Msg) {
 // handle delivers one delivery message, from the delivery consumer or, when
 // parked, from the drain of a parked target (park.go).
 func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
+	if msg.Headers().Get(contract.HeaderDeadLetter) != "" {
+		n.recordDeadLetter(ctx, msg)
+		return
+	}
 	if tenant, target, wait, held := n.heldTarget(msg.Subject(), parked); held {
 		// Its endpoint's circuit is open: put back without reading it,
 		// which matters when a dead endpoint has a large backlog.
@@ -93,7 +99,12 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
 	}
-	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) { n.settle(msg, v) })
+	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) {
+		if v == unrecorded && n.queueUnrecorded(ctx, &d, subject) == nil {
+			v = done // its record is queued with its attempts
+		}
+		n.settle(msg, v)
+	})
 	if !ok {
 		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
@@ -101,6 +112,30 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 		}
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 	}
+}
+
+// recordDeadLetter stores the record of a delivery queued marked
+// contract.HeaderDeadLetter (queueUnrecorded): its attempt log, failed,
+// with the attempts it carries. It sends no webhook, so it needs none of
+// its endpoint's limits, nor its endpoint.
+func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
+	var d contract.Delivery
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" {
+		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
+		n.settle(msg, malformed)
+		return
+	}
+	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
+	log := n.attemptLog(logger, &d, contract.DeliveryFailed, nil)
+	if log == nil {
+		n.settle(msg, done)
+		return
+	}
+	stopKeepAlive := bus.KeepAlive(msg, deliverAckWait/3)
+	n.logs.write(ctx, logger, log, deadLettered.logTries(), func(over bool) {
+		stopKeepAlive()
+		n.settle(msg, deadLettered.onceLogged(over))
+	})
 }
 
 // deliverWithinLimits makes d's round of attempts (deliver) if its
@@ -305,6 +340,20 @@ func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subj
 // stored (attemptLogs) before its message is acknowledged.
 func (n *Notifier) finish(logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) (verdict, *nats.Msg) {
 	metrics.Deliveries.Inc(status)
+	msg := n.attemptLog(logger, d, status, next)
+	switch {
+	case msg == nil:
+		// The attempt happened; a lost log line must not resend the webhook.
+		return done, nil
+	case status == contract.DeliveryFailed:
+		return deadLettered, msg
+	}
+	return done, msg
+}
+
+// attemptLog is the write of d's record, its attempt log, with status and
+// its next attempt; nil if it cannot be encoded (logged).
+func (n *Notifier) attemptLog(logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) *nats.Msg {
 	url := d.URL
 	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
 		url = ep.URL
@@ -316,14 +365,10 @@ func (n *Notifier) finish(logger *slog.Logger, d *contract.Delivery, status stri
 	}
 	data, err := json.Marshal(rec)
 	if err != nil {
-		// The attempt happened; a lost log line must not resend the webhook.
 		logger.Warn("record delivery attempts", "error", err)
-		return done, nil
+		return nil
 	}
 	msg := nats.NewMsg(bus.KeySubject(contract.BucketDeliveries, d.LogKey()))
 	msg.Data = data
-	if status == contract.DeliveryFailed {
-		return deadLettered, msg
-	}
-	return done, msg
+	return msg
 }

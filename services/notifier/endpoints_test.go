@@ -172,8 +172,31 @@ func TestEndpointGoneRecordedAfterItsLogFailed(t *testing.T) {
 	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
 
 	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
+	require.Len(t, rec.Attempts, 1, "recorded as it was given up on")
 	require.Equal(t, http.StatusGone, rec.Attempts[0].StatusCode)
 	require.Len(t, rcv.all(), 1, "sent once")
+}
+
+// A queued delivery given up on whose dead letter cannot be stored for a
+// while is not sent again meanwhile: it is queued again for its record
+// alone, which is stored once the log bucket takes writes.
+func TestDeadLetterNotSentAgainWhileItsLogFails(t *testing.T) {
+	t.Parallel()
+	failing := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+	js := startJetStream(t)
+	b := setupOn(t, js, notifier.Config{Schedule: []time.Duration{}}, newEndpoint(t, "acme", "ep_1", failing.URL, "queued"))
+	ctx := t.Context()
+	require.NoError(t, js.DeleteKeyValue(ctx, contract.BucketDeliveries))
+	b.queueDelivery(t, "acme", "ep_1", "evt_1")
+	require.Eventually(t, func() bool { return len(failing.all()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(12 * time.Second) // the dead letter's three writes fail, twice
+	require.Len(t, failing.all(), 1, "no new round of attempts while the log fails")
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+
+	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
+	require.Len(t, rec.Attempts, 1)
+	require.Equal(t, http.StatusInternalServerError, rec.Attempts[0].StatusCode)
+	require.Len(t, failing.all(), 1, "sent once")
 }
 
 // A notifier whose endpoint bucket is gone stops with the error rather

@@ -22,4 +22,9 @@ const (
 	HeaderOriginalSubject = "Hookstream-Original-Subject"
 	// HeaderJobBatch is the number of jobs in a [JobBatch] message.
 	HeaderJobBatch = "Hookstream-Job-Batch"
+	// HeaderDeadLetter marks a queued [Delivery] that was given up on but
+	// whose record (its attempt log, status failed) could not be stored:
+	// its attempts are final, and the notifier that takes it only stores
+	// that record; it sends no webhook.
+	HeaderDeadLetter = "Hookstream-Dead-Letter"
 )
