@@ -1,0 +1,60 @@
+package notifier
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+// A delivery to an endpoint that this notifier's index has not seen yet
+// (created a moment ago, fanned out by another process) goes to it, read
+// from the bucket; only one the bucket has no such endpoint for either is
+// dead-lettered as deleted. The notifier here is never run, so its index
+// stays empty: an index as far behind as it can be.
+func TestDestinationOfAnEndpointTheIndexHasNotSeen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, js := natstest.Start(t).Connect(t)
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	key := make([]byte, secretbox.KeySize)
+	_, _ = rand.Read(key)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	guard := ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	n, err := New(ctx, Config{Box: box, Guard: guard}, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+
+	now := time.Now().UTC()
+	ring, err := signing.NewKeyring(now)
+	require.NoError(t, err)
+	store, err := endpoints.Open(ctx, js, box)
+	require.NoError(t, err)
+	require.NoError(t, store.Create(ctx, endpoints.Endpoint{
+		ID: "ep_new", Tenant: "acme", URL: "http://127.0.0.1:9/hook", Enabled: true,
+		Keyring: ring, CreatedAt: now, UpdatedAt: now,
+	}))
+	require.Nil(t, n.index.Get("acme", "ep_new"), "the index has not seen it")
+
+	dest, unsendable, err := n.destination(ctx, &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_new"})
+	require.NoError(t, err)
+	require.Empty(t, unsendable)
+	require.Equal(t, "http://127.0.0.1:9/hook", dest.url)
+	require.NotEmpty(t, dest.keys)
+
+	_, unsendable, err = n.destination(ctx, &contract.Delivery{ID: "msg_2", Tenant: "acme", EndpointID: "ep_gone"})
+	require.NoError(t, err)
+	require.Equal(t, "endpoint ep_gone was deleted", unsendable)
+}
