@@ -24,8 +24,9 @@ const (
 	// included; then it is given up (and logged) and its message settled.
 	logWriteTimeout = 30 * time.Second
 	// deadLetterTries is how many times the log of a delivery given up on,
-	// its only record, is written before its message is delivered again
-	// (verdict.onceLogged), logRetryPause more between each two.
+	// its only record, is written before the delivery is queued again for
+	// its log alone (verdict unrecorded), logRetryPause more between each
+	// two.
 	deadLetterTries = 3
 	logRetryPause   = time.Second
 )
@@ -66,8 +67,9 @@ func newAttemptLogs(pub bus.Publisher, gate <-chan struct{}) *attemptLogs {
 
 // write stores msg, an attempt log, making up to tries writes, and then
 // calls then, whether it was stored or not: the attempts happened, and a
-// lost log line must not send the webhook again, unless the log was the
-// dead letter of a delivery given up on (verdict.onceLogged). over is
+// lost log line must not send the webhook again. Only the dead letter of a
+// delivery given up on, its only record, is not let go: the delivery is
+// then queued again for its log alone (verdict.onceLogged). over is
 // false when the last write failed in a way a later one may not (a
 // timeout, no leader): true when the log is stored, or can never be (too
 // large). It returns at once unless the logs in flight are at their

@@ -47,9 +47,9 @@ const (
 	deadLettered
 	// unrecorded is a dead letter whose log could not be stored: it is
 	// queued again marked contract.HeaderDeadLetter, for its log alone
-	// (queueUnrecorded), and its message acknowledged; if even that fails,
-	// the message is delivered again (a new round of attempts). A marked
-	// message whose log fails again is delivered again.
+	// (settleDelivery), and its message acknowledged; if even that fails,
+	// the message is put back for a new round of attempts. A marked
+	// message whose log fails again is put back for its log alone.
 	unrecorded
 )
 
@@ -99,12 +99,7 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
 	}
-	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) {
-		if v == unrecorded && n.queueUnrecorded(ctx, &d, subject) == nil {
-			v = done // its record is queued with its attempts
-		}
-		n.settle(msg, v)
-	})
+	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) { n.settleDelivery(ctx, msg, &d, v) })
 	if !ok {
 		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
@@ -112,6 +107,44 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 		}
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 	}
+}
+
+// settleDelivery settles msg, the message of d, with v; a dead letter whose
+// log could not be stored is queued again for its log alone first
+// (queueUnrecorded), and acknowledged if that worked.
+func (n *Notifier) settleDelivery(ctx context.Context, msg jetstream.Msg, d *contract.Delivery, v verdict) {
+	if v == unrecorded && n.queueUnrecorded(ctx, d, contract.DeliverySubject(d.Tenant, deliveryTarget(d))) == nil {
+		v = done // its record is queued, with its attempts
+	}
+	n.settle(msg, v)
+}
+
+// queueUnrecorded queues a delivery that was given up on but whose dead
+// letter could not be stored, with its attempts, marked
+// contract.HeaderDeadLetter: the notifier that takes it stores its record
+// and sends nothing (recordDeadLetter). Put back instead, a delivery
+// message would get a new round of attempts each time (a webhook more per
+// round while the log bucket fails); fanned out again from fan-out's
+// direct path, the event might find no target (a 410 has disabled the
+// endpoint), and the dead letter would have no record at all.
+func (n *Notifier) queueUnrecorded(ctx context.Context, d *contract.Delivery, subject string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
+	defer cancel()
+	data, err := json.Marshal(d)
+	if err == nil {
+		msg := nats.NewMsg(subject)
+		msg.Data = data
+		// An id of its own: d.ID may be this very delivery's message, within
+		// the stream's duplicate window.
+		msg.Header.Set(contract.HeaderMsgID, d.ID+".dead."+strconv.Itoa(len(d.Attempts)))
+		msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+		msg.Header.Set(contract.HeaderDeadLetter, "1")
+		_, err = n.pub.PublishMsg(ctx, msg)
+	}
+	if err != nil {
+		n.logger.Warn("queue a delivery whose dead letter was not stored", "delivery_id", d.ID, "error", err)
+	}
+	return err
 }
 
 // recordDeadLetter stores the record of a delivery queued marked
@@ -126,14 +159,14 @@ func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	log := n.attemptLog(logger, &d, contract.DeliveryFailed, nil)
+	log := n.logMsg(logger, &d, contract.DeliveryFailed, nil)
 	if log == nil {
 		n.settle(msg, done)
 		return
 	}
 	stopKeepAlive := bus.KeepAlive(msg, deliverAckWait/3)
 	n.logs.write(ctx, logger, log, deadLettered.logTries(), func(over bool) {
-		stopKeepAlive()
+		defer stopKeepAlive()
 		n.settle(msg, deadLettered.onceLogged(over))
 	})
 }
@@ -155,7 +188,7 @@ func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, a
 	v, log := n.deliver(ctx, logger, d, subject)
 	n.limits.release(key)
 	then := func(over bool) {
-		stopKeepAlive()
+		defer stopKeepAlive() // settling may queue the delivery again first
 		settle(v.onceLogged(over))
 	}
 	if log == nil {
@@ -340,7 +373,7 @@ func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subj
 // stored (attemptLogs) before its message is acknowledged.
 func (n *Notifier) finish(logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) (verdict, *nats.Msg) {
 	metrics.Deliveries.Inc(status)
-	msg := n.attemptLog(logger, d, status, next)
+	msg := n.logMsg(logger, d, status, next)
 	switch {
 	case msg == nil:
 		// The attempt happened; a lost log line must not resend the webhook.
@@ -351,9 +384,9 @@ func (n *Notifier) finish(logger *slog.Logger, d *contract.Delivery, status stri
 	return done, msg
 }
 
-// attemptLog is the write of d's record, its attempt log, with status and
-// its next attempt; nil if it cannot be encoded (logged).
-func (n *Notifier) attemptLog(logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) *nats.Msg {
+// logMsg is the write of d's record, its attempt log, with status and its
+// next attempt; nil if it cannot be encoded (logged).
+func (n *Notifier) logMsg(logger *slog.Logger, d *contract.Delivery, status string, next *time.Time) *nats.Msg {
 	url := d.URL
 	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil {
 		url = ep.URL

@@ -36,6 +36,7 @@ func TestDestinationOfAnEndpointTheIndexHasNotSeen(t *testing.T) {
 	guard := ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
 	n, err := New(ctx, Config{Box: box, Guard: guard}, js, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
+	t.Cleanup(n.Close)
 
 	now := time.Now().UTC()
 	ring, err := signing.NewKeyring(now)

@@ -196,6 +196,7 @@ func TestDeadLetterNotSentAgainWhileItsLogFails(t *testing.T) {
 	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
 	require.Len(t, rec.Attempts, 1)
 	require.Equal(t, http.StatusInternalServerError, rec.Attempts[0].StatusCode)
+	b.waitIdle(t)
 	require.Len(t, failing.all(), 1, "sent once")
 }
 

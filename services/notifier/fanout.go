@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -133,40 +132,13 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 		case again:
 			err = errDirectAgain
 		case unrecorded:
-			err = n.queueUnrecorded(ctx, &d, subject)
+			if n.queueUnrecorded(ctx, &d, subject) != nil {
+				err = errDirectAgain
+			}
 		}
 		n.settleEvent(msg, err)
 	})
 	return ok
-}
-
-// queueUnrecorded queues a delivery that was given up on but whose dead
-// letter could not be stored, with its attempts, marked
-// contract.HeaderDeadLetter: the notifier that takes it stores its record
-// and sends nothing. Put back instead, a delivery message would get a new
-// round of attempts each time (a webhook more per round while the log
-// bucket fails); fanned out again from fan-out's direct path, the event
-// might find no target (a 410 has disabled the endpoint), and the dead
-// letter would have no record at all.
-func (n *Notifier) queueUnrecorded(ctx context.Context, d *contract.Delivery, subject string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
-	defer cancel()
-	data, err := json.Marshal(d)
-	if err == nil {
-		msg := nats.NewMsg(subject)
-		msg.Data = data
-		// Its own id: d.ID may be this very delivery's message, within the
-		// stream's duplicate window.
-		msg.Header.Set(contract.HeaderMsgID, d.ID+".dead."+strconv.Itoa(len(d.Attempts)))
-		msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-		msg.Header.Set(contract.HeaderDeadLetter, "1")
-		_, err = n.pub.PublishMsg(ctx, msg)
-	}
-	if err != nil {
-		n.logger.Warn("queue a delivery whose dead letter was not stored", "delivery_id", d.ID, "error", err)
-		return errDirectAgain
-	}
-	return nil
 }
 
 // eventIdentity returns the event's id and time: its Nats-Msg-Id without a

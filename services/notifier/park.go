@@ -334,7 +334,11 @@ func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time
 		n.settle(msg, v)
 		return
 	}
-	n.logs.write(ctx, logger, log, v.logTries(), func(over bool) { n.settle(msg, v.onceLogged(over)) })
+	stopKeepAlive := bus.KeepAlive(msg, deliverAckWait/3)
+	n.logs.write(ctx, logger, log, v.logTries(), func(over bool) {
+		defer stopKeepAlive()
+		n.settleDelivery(ctx, msg, &d, v.onceLogged(over))
+	})
 }
 
 // putBack is how many times msg was handed out before this time.

@@ -164,6 +164,50 @@ func TestParkedTooLongIsDeadLettered(t *testing.T) {
 	require.GreaterOrEqual(t, failed, parked/2)
 }
 
+// A parked delivery given up on while its dead letter cannot be stored is
+// queued for its record alone: it gets no new round of attempts when its
+// target comes back, and its record is stored once the log bucket is.
+func TestParkedGivenUpWhileItsLogFailsIsNotSent(t *testing.T) {
+	t.Parallel()
+	rcv, down := downReceiver(t, http.StatusServiceUnavailable)
+	js := startJetStream(t)
+	cfg := notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: 500 * time.Millisecond,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}
+	notifier.GiveUpParkedAfter(&cfg, time.Second)
+	b := setupOn(t, js, cfg)
+	ctx := t.Context()
+	b.publishJobEvent(t, "acme", "job_first", rcv.URL) // opens the circuit; its retry is an hour away
+	b.waitLog(t, "acme", "job_first", contract.DeliveryPending)
+	require.NoError(t, js.DeleteKeyValue(ctx, contract.BucketDeliveries))
+	const parked = 10
+	for i := range parked {
+		b.publishJobEvent(t, "acme", fmt.Sprintf("job_%d", i), rcv.URL+"/path")
+	}
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 30*time.Second, 10*time.Millisecond,
+		"parked deliveries of a host that stays down are still parked")
+	sent := len(rcv.all())
+	down.Store(false)
+	time.Sleep(3 * time.Second) // the target is up: a new round would reach it now
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+
+	require.Eventually(t, func() bool { // every copy queued for its record alone is settled: its record stored
+		info := b.consumerInfo(t, contract.StreamDeliveries, notifier.DeliverConsumer)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	}, 20*time.Second, 10*time.Millisecond, "deliveries left to settle")
+	recs := b.logs(t, "acme.*.*")
+	for _, rec := range recs {
+		require.Equal(t, contract.DeliveryFailed, rec.Status, rec.ID)
+		require.Contains(t, rec.Attempts[len(rec.Attempts)-1].Error, "not sent: parked for", rec.ID)
+	}
+	// The others were a drain's probes, rescheduled an hour on: their logs,
+	// written while the bucket was gone, are lost, as a lost log line is.
+	require.GreaterOrEqual(t, len(recs), parked/2)
+	require.Len(t, rcv.all(), sent, "no webhook after the deliveries were given up on")
+}
+
 // A drain whose consumer is gone (deleted by an operator, or by the server
 // as idle while the process was cut off) gives up, and the next scan starts
 // it over: its deliveries are not left parked for good.
