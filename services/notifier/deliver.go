@@ -159,6 +159,11 @@ func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
+	if n.recordedLater(ctx, &d) {
+		logger.Info("dead letter not recorded: a later round of the delivery is")
+		n.settle(msg, done)
+		return
+	}
 	log := n.logMsg(logger, &d, contract.DeliveryFailed, nil)
 	if log == nil {
 		n.settle(msg, done)
@@ -169,6 +174,19 @@ func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
 		defer stopKeepAlive()
 		n.settle(msg, deadLettered.onceLogged(over))
 	})
+}
+
+// recordedLater tells whether d's record holds more attempts than d: a
+// later round of the delivery (a replay, or its message delivered again
+// after a crash) was recorded since d was given up on, and d's record
+// would hide it. A record that cannot be read does not tell.
+func (n *Notifier) recordedLater(ctx context.Context, d *contract.Delivery) bool {
+	entry, err := n.log.Get(ctx, d.LogKey())
+	if err != nil {
+		return false
+	}
+	var stored contract.DeliveryRecord
+	return json.Unmarshal(entry.Value(), &stored) == nil && len(stored.Attempts) > len(d.Attempts)
 }
 
 // deliverWithinLimits makes d's round of attempts (deliver) if its

@@ -3,11 +3,13 @@ package notifier_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/notifier"
@@ -198,6 +200,41 @@ func TestDeadLetterNotSentAgainWhileItsLogFails(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, rec.Attempts[0].StatusCode)
 	b.waitIdle(t)
 	require.Len(t, failing.all(), 1, "sent once")
+}
+
+// A delivery queued for its dead letter alone does not overwrite a record
+// that a later round of the same delivery wrote meanwhile (a replay, or the
+// original message delivered again after a crash).
+func TestDeadLetterDoesNotHideALaterRound(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	b := setupOn(t, js, notifier.Config{})
+	ctx := t.Context()
+	d := contract.Delivery{
+		ID: "msg_later", Tenant: "acme", EventID: "evt_1", EventType: "queued", EndpointID: "ep_1",
+		Body: []byte(`{}`), CreatedAt: time.Now().UTC(),
+		Attempts: []contract.Attempt{{At: time.Now().UTC(), StatusCode: http.StatusInternalServerError}},
+	}
+	later := contract.DeliveryRecord{
+		ID: d.ID, EventID: d.EventID, EventType: d.EventType, EndpointID: d.EndpointID, Status: contract.DeliverySucceeded,
+		Attempts: append(append([]contract.Attempt(nil), d.Attempts...), contract.Attempt{At: time.Now().UTC(), StatusCode: http.StatusOK}),
+		Body:     d.Body, CreatedAt: d.CreatedAt, UpdatedAt: time.Now().UTC(),
+	}
+	data, err := json.Marshal(later)
+	require.NoError(t, err)
+	_, err = b.log.Put(ctx, d.LogKey(), data)
+	require.NoError(t, err)
+
+	msg := nats.NewMsg(contract.DeliverySubject("acme", "ep_1"))
+	msg.Data, err = json.Marshal(d)
+	require.NoError(t, err)
+	msg.Header.Set(contract.HeaderDeadLetter, "1")
+	_, err = js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	b.waitIdle(t)
+
+	rec := b.waitLog(t, "acme", "evt_1", contract.DeliverySucceeded)
+	require.Len(t, rec.Attempts, 2, "the later round's record stands")
 }
 
 // A notifier whose endpoint bucket is gone stops with the error rather
