@@ -89,10 +89,8 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 		n.holdBack(ctx, msg, tenant, target, wait, parked, true)
 		return
 	}
-	var d contract.Delivery
-	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || (d.URL == "" && d.EndpointID == "") {
-		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
-		n.settle(msg, malformed)
+	d, ok := n.decodeDelivery(msg)
+	if !ok {
 		return
 	}
 	subject := msg.Subject()
@@ -107,6 +105,17 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 		}
 		_ = msg.NakWithDelay(overLimitDelay(msg, wait)) // over the endpoint's limit: wait in JetStream
 	}
+}
+
+// decodeDelivery reads the delivery in msg; one that cannot be read, or
+// has no id or target, is logged and its message terminated (ok false).
+func (n *Notifier) decodeDelivery(msg jetstream.Msg) (d contract.Delivery, ok bool) {
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" || (d.URL == "" && d.EndpointID == "") {
+		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
+		n.settle(msg, malformed)
+		return d, false
+	}
+	return d, true
 }
 
 // settleDelivery settles msg, the message of d, with v; a dead letter whose
@@ -152,10 +161,8 @@ func (n *Notifier) queueUnrecorded(ctx context.Context, d *contract.Delivery, su
 // with the attempts it carries. It sends no webhook, so it needs none of
 // its endpoint's limits, nor its endpoint.
 func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
-	var d contract.Delivery
-	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" {
-		n.logger.Error("dropping malformed delivery message", "subject", msg.Subject(), "error", err)
-		n.settle(msg, malformed)
+	d, ok := n.decodeDelivery(msg)
+	if !ok {
 		return
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)

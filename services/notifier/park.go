@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -317,10 +316,8 @@ func (n *Notifier) parkedTooLong(msg jetstream.Msg) (time.Duration, bool) {
 // says failed, with why, before its message is acknowledged, and the tenant
 // gets a delivery.exhausted event.
 func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time.Duration) {
-	var d contract.Delivery
-	if err := json.Unmarshal(msg.Data(), &d); err != nil || d.ID == "" {
-		n.logger.Error("dropping malformed parked delivery", "subject", msg.Subject(), "error", err)
-		n.settle(msg, malformed)
+	d, ok := n.decodeDelivery(msg)
+	if !ok {
 		return
 	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
