@@ -51,6 +51,7 @@ type settings struct {
 	LogLevel          string
 	LogFormat         string
 	PprofAddr         string
+	OpsAddr           string
 	GroupCommit       string
 	MemoryLimit       string
 }
@@ -95,6 +96,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "auto", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'auto': 80 % of the memory available (the least of the limits of the process's cgroup and its parents and the host's memory; none where that cannot be read, as off Linux); 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
+		{"HOOKSTREAM_OPS_ADDR", "ops-addr", "", "also serve /healthz, /readyz and /metrics on this address (e.g. :9090), for probes and Prometheus: the only HTTP of `hookstream processor` and `hookstream notifier`, whose counters are otherwise not exposed; empty: off", &s.OpsAddr},
 		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (e.g. 127.0.0.1:6060), for profiling under load; empty: off. Never expose it publicly", &s.PprofAddr},
 	}
 }

@@ -97,6 +97,12 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if cmd == "serve" {
 		return serve(ctx, s, c, logger, stdout)
 	}
+	readiness := newSplitReadiness(cmd)
+	if s.OpsAddr != "" {
+		if err := serveOps(ctx, s.OpsAddr, readiness.check, logger); err != nil {
+			return err
+		}
+	}
 	if s.SecretKey == "" {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
 	}
@@ -116,6 +122,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	defer nc.Close()
+	readiness.connected(nc, js)
 	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, c.topology) }); err != nil {
 		return err
 	}
@@ -153,6 +160,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err != nil {
 		return err
 	}
+	readiness.run()
 	return svc.Run(ctx)
 }
 
@@ -220,9 +228,23 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 	if s.SecretKey != "" {
 		secretKey, _ = secretbox.ParseKey(s.SecretKey) // validated with the settings
 	}
-	return allinone.Run(ctx, allinone.Config{
+	app := allinone.New(allinone.Config{
 		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
 		NoProcessor: c.noProcessor, ReplaceSecretKey: s.SecretKeyReplace == "yes",
 	}, logger)
+	if s.OpsAddr != "" {
+		ready := func(context.Context) error {
+			select {
+			case <-app.Ready():
+				return nil // its NATS server is in process: no connection to lose
+			default:
+				return errors.New("starting")
+			}
+		}
+		if err := serveOps(ctx, s.OpsAddr, ready, logger); err != nil {
+			return err
+		}
+	}
+	return app.Run(ctx)
 }

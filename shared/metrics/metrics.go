@@ -1,7 +1,8 @@
 // Package metrics counts what hookstream does, in the Prometheus text
 // format: a few counters with bounded label sets, registered once at package
-// level and written by intake's /metrics. In split mode each process counts
-// its own work; only intake serves them over HTTP.
+// level and written by intake's /metrics and by the ops address
+// (HOOKSTREAM_OPS_ADDR) of any process. In split mode each process counts
+// and serves its own work.
 package metrics
 
 import (
