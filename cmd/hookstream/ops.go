@@ -19,18 +19,29 @@ import (
 	"github.com/hookstream/hookstream/shared/metrics"
 )
 
-// readyCheckTimeout bounds one /readyz check of the ops address.
-const readyCheckTimeout = 2 * time.Second
+// readyCheckTimeout bounds one /readyz check of the ops address, within
+// the 1 s a Kubernetes probe waits by default.
+const readyCheckTimeout = 800 * time.Millisecond
 
-// serveOps serves /healthz, /readyz and /metrics on addr until ctx ends
-// (HOOKSTREAM_OPS_ADDR): the only HTTP of a split processor or notifier,
+// serveOps serves /healthz, /readyz and /metrics on addr (HOOKSTREAM_OPS_ADDR)
+// until stop is called: the only HTTP of a split processor or notifier,
 // for liveness and readiness probes and Prometheus. ready says why the
-// process is not ready, or nil.
-func serveOps(ctx context.Context, addr string, ready func(context.Context) error, logger *slog.Logger) error {
+// process is not ready, or nil; once ctx ends, it is stopping (its
+// consumers drain meanwhile, and its metrics are still served).
+func serveOps(ctx context.Context, addr string, ready func(context.Context) error, logger *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): listen on %s: %w", addr, err)
 	}
+	stopping := ctx
+	ready = func(check func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if stopping.Err() != nil {
+				return errors.New("stopping")
+			}
+			return check(ctx)
+		}
+	}(ready)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeOpsJSON(w, http.StatusOK, "application/json", map[string]string{"status": "ok"})
@@ -54,9 +65,8 @@ func serveOps(ctx context.Context, addr string, ready func(context.Context) erro
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	context.AfterFunc(ctx, func() { _ = srv.Close() })
 	logger.Info("ops listening", "addr", ln.Addr().String())
-	return nil
+	return func() { _ = srv.Close() }, nil
 }
 
 func writeOpsJSON(w http.ResponseWriter, status int, contentType string, v any) {
@@ -67,15 +77,16 @@ func writeOpsJSON(w http.ResponseWriter, status int, contentType string, v any) 
 
 // splitReadiness is the readiness of a split service: not ready while it
 // connects to NATS and starts (which may wait for a cluster that is still
-// forming), then ready while its connection is up and JetStream answers
-// for the stream it works on.
+// forming, and for the service's own start: intake loads its API keys, the
+// notifier its endpoints), then ready while its connections are up and
+// JetStream answers for the stream it works on.
 type splitReadiness struct {
 	stream string
 
 	mu      sync.Mutex
-	nc      *nats.Conn
+	conns   []*nats.Conn
 	js      jetstream.JetStream
-	running bool
+	running <-chan struct{} // closed once the service works
 }
 
 // newSplitReadiness is the readiness of the split service cmd.
@@ -87,32 +98,57 @@ func newSplitReadiness(cmd string) *splitReadiness {
 	return &splitReadiness{stream: stream}
 }
 
+// connected records the service's connection and js on it; records is
+// the second connection of intake and processors (job records), if any.
 func (r *splitReadiness) connected(nc *nats.Conn, js jetstream.JetStream) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.nc, r.js = nc, js
+	r.conns, r.js = append(r.conns, nc), js
 }
 
-func (r *splitReadiness) run() {
+func (r *splitReadiness) records(rnc *nats.Conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running = true
+	r.conns = append(r.conns, rnc)
+}
+
+// run records that the service runs: it works once working is closed.
+func (r *splitReadiness) run(working <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running = working
 }
 
 func (r *splitReadiness) check(ctx context.Context) error {
 	r.mu.Lock()
-	nc, js, running := r.nc, r.js, r.running
+	conns, js, running := r.conns, r.js, r.running
 	r.mu.Unlock()
-	switch {
-	case nc == nil:
+	if len(conns) == 0 {
 		return errors.New("connecting to NATS")
-	case !running:
+	}
+	select {
+	case <-running: // a nil channel (not run yet) is never ready
+	default:
 		return errors.New("starting")
-	case !nc.IsConnected():
-		return errors.New("not connected to NATS")
+	}
+	for _, nc := range conns {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
 	}
 	if _, err := js.Stream(ctx, r.stream); err != nil {
 		return fmt.Errorf("JetStream does not answer for %s: %w", r.stream, err)
 	}
 	return nil
+}
+
+// workingWhen is the channel closed once svc works: its Ready, or at once
+// for a service without one (a processor works as soon as it runs).
+func workingWhen(svc any) <-chan struct{} {
+	if r, ok := svc.(interface{ Ready() <-chan struct{} }); ok {
+		return r.Ready()
+	}
+	now := make(chan struct{})
+	close(now)
+	return now
 }

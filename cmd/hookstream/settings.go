@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -129,7 +130,39 @@ func parseSettings(cmd string, args []string, getenv func(string) string, usage 
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
+	if err := s.validateOps(cmd); err != nil {
+		return nil, err
+	}
 	return s, s.validateNoProcessor(cmd)
+}
+
+// validateOps refuses an ops address that another listener of cmd takes.
+func (s *settings) validateOps(cmd string) error {
+	if s.OpsAddr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s.OpsAddr); err != nil {
+		return fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): %w", err)
+	}
+	switch {
+	case (cmd == "serve" || cmd == "intake") && sameListenAddr(s.OpsAddr, s.HTTPAddr):
+		return fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): %s is HOOKSTREAM_HTTP_ADDR's; the API serves /healthz, /readyz and /metrics itself", s.OpsAddr)
+	case s.PprofAddr != "" && sameListenAddr(s.OpsAddr, s.PprofAddr):
+		return fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): %s is HOOKSTREAM_PPROF_ADDR's", s.OpsAddr)
+	}
+	return nil
+}
+
+// sameListenAddr tells whether listeners on a and b would take the same
+// port: the same port on the same host, or on every address of either.
+func sameListenAddr(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
+		return false
+	}
+	every := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ah == bh || every(ah) || every(bh)
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {

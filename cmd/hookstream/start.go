@@ -97,12 +97,6 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if cmd == "serve" {
 		return serve(ctx, s, c, logger, stdout)
 	}
-	readiness := newSplitReadiness(cmd)
-	if s.OpsAddr != "" {
-		if err := serveOps(ctx, s.OpsAddr, readiness.check, logger); err != nil {
-			return err
-		}
-	}
 	if s.SecretKey == "" {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
 	}
@@ -112,6 +106,14 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	c.intake.Box, c.notifier.Box, c.processor.Box = box, box, box
+	readiness := newSplitReadiness(cmd)
+	if s.OpsAddr != "" {
+		stopOps, err := serveOps(ctx, s.OpsAddr, readiness.check, logger)
+		if err != nil {
+			return err
+		}
+		defer stopOps()
+	}
 	var nc *nats.Conn
 	var js jetstream.JetStream
 	err = whenAvailable(ctx, logger, "connect to NATS", func() (err error) {
@@ -140,6 +142,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 			return err
 		}
 		defer rnc.Close()
+		readiness.records(rnc)
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
 	}
 	if cmd == "intake" && len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
@@ -160,7 +163,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if err != nil {
 		return err
 	}
-	readiness.run()
+	readiness.run(workingWhen(svc))
 	return svc.Run(ctx)
 }
 
@@ -234,17 +237,11 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 		NoProcessor: c.noProcessor, ReplaceSecretKey: s.SecretKeyReplace == "yes",
 	}, logger)
 	if s.OpsAddr != "" {
-		ready := func(context.Context) error {
-			select {
-			case <-app.Ready():
-				return nil // its NATS server is in process: no connection to lose
-			default:
-				return errors.New("starting")
-			}
-		}
-		if err := serveOps(ctx, s.OpsAddr, ready, logger); err != nil {
+		stopOps, err := serveOps(ctx, s.OpsAddr, app.Check, logger)
+		if err != nil {
 			return err
 		}
+		defer stopOps()
 	}
 	return app.Run(ctx)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/embeddednats"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/signing"
@@ -67,6 +68,7 @@ type App struct {
 	mu       sync.Mutex
 	httpAddr string
 	natsURL  string
+	check    func(context.Context) error // Check's, once built
 }
 
 // New returns an app; Run starts it.
@@ -83,6 +85,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 // Ready is closed once every service runs.
 func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// Check tells why the app does not work yet, or nil: it is starting (a
+// service does not run yet: intake loads its API keys, the notifier its
+// endpoints), or JetStream does not answer.
+func (a *App) Check(ctx context.Context) error {
+	a.mu.Lock()
+	check := a.check
+	a.mu.Unlock()
+	if check == nil {
+		return errors.New("starting")
+	}
+	return check(ctx)
+}
 
 // HTTPAddr is the address intake listens on, once Ready.
 func (a *App) HTTPAddr() string {
@@ -224,6 +239,19 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (_ []
 		return nil, err
 	}
 	a.mu.Lock()
+	a.check = func(ctx context.Context) error {
+		for _, ready := range []<-chan struct{}{in.Ready(), notif.Ready()} {
+			select {
+			case <-ready:
+			default:
+				return errors.New("starting")
+			}
+		}
+		if _, err := js.Stream(ctx, contract.StreamJobs); err != nil {
+			return fmt.Errorf("JetStream does not answer: %w", err)
+		}
+		return nil
+	}
 	a.httpAddr = icfg.Listener.Addr().String()
 	if a.cfg.NATSListen != "" {
 		a.natsURL = ns.ClientURL()

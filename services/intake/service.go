@@ -57,6 +57,8 @@ type Service struct {
 	// and event streams end then, so that shutdown does not wait for them.
 	stopping    context.Context
 	stopWaiting context.CancelFunc
+	// serving is closed once Run serves requests.
+	serving chan struct{}
 }
 
 // New builds the service on a connection whose streams and buckets exist
@@ -100,7 +102,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
-		retryAfter: []string{retryAfterValue(cfg.RetryAfter)},
+		retryAfter: []string{retryAfterValue(cfg.RetryAfter)}, serving: make(chan struct{}),
 	}
 	for _, t := range cfg.JobTypes {
 		s.jobTypes[t] = true
@@ -116,6 +118,10 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	s.handler = s.routes()
 	return s, nil
 }
+
+// Ready is closed once Run serves requests: its API-key index is loaded
+// and its bootstrap tenants registered.
+func (s *Service) Ready() <-chan struct{} { return s.serving }
 
 // Handler returns the HTTP handler, for tests and benchmarks.
 func (s *Service) Handler() http.Handler { return s.handler }
@@ -227,6 +233,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.logger.Info("intake listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	close(s.serving)
 	var stopped error // why intake stops before ctx ends
 	select {
 	case err := <-errc:

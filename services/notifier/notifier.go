@@ -138,6 +138,10 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 // releases it itself).
 func (n *Notifier) Close() { n.pub.Close() }
 
+// Ready is closed once Run fans out and delivers: its index holds every
+// stored endpoint.
+func (n *Notifier) Ready() <-chan struct{} { return n.index.Ready() }
+
 // Run fans out and delivers until ctx ends, then drains both consumers.
 func (n *Notifier) Run(ctx context.Context) error {
 	n.logger.Info("notifier running", "concurrency", n.cfg.Concurrency)

@@ -2,7 +2,7 @@
 // format: a few counters with bounded label sets, registered once at package
 // level and written by intake's /metrics and by the ops address
 // (HOOKSTREAM_OPS_ADDR) of any process. In split mode each process counts
-// and serves its own work.
+// its own work; a processor or notifier serves it only at its ops address.
 package metrics
 
 import (
