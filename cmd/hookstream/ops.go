@@ -15,9 +15,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/metrics"
 )
+
+var errStopping = errors.New("stopping")
 
 // readyCheckTimeout bounds one /readyz check of the ops address, within
 // the 1 s a Kubernetes probe waits by default.
@@ -33,23 +36,18 @@ func serveOps(ctx context.Context, addr string, ready func(context.Context) erro
 	if err != nil {
 		return nil, fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): listen on %s: %w", addr, err)
 	}
-	stopping := ctx
-	ready = func(check func(context.Context) error) func(context.Context) error {
-		return func(ctx context.Context) error {
-			if stopping.Err() != nil {
-				return errors.New("stopping")
-			}
-			return check(ctx)
-		}
-	}(ready)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeOpsJSON(w, http.StatusOK, "application/json", map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
+		checkCtx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
 		defer cancel()
-		if err := ready(ctx); err != nil {
+		err := errStopping
+		if ctx.Err() == nil {
+			err = ready(checkCtx)
+		}
+		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			writeOpsJSON(w, http.StatusServiceUnavailable, "application/problem+json", intake.Problem{
 				Type: "urn:hookstream:problem:unavailable", Title: http.StatusText(http.StatusServiceUnavailable),
@@ -84,9 +82,9 @@ type splitReadiness struct {
 	stream string
 
 	mu      sync.Mutex
-	conns   []*nats.Conn
-	js      jetstream.JetStream
-	running <-chan struct{} // closed once the service works
+	js      jetstream.JetStream // nil until connected
+	records *nats.Conn          // intake's and processors' second connection
+	running <-chan struct{}     // closed once the service works
 }
 
 // newSplitReadiness is the readiness of the split service cmd.
@@ -100,16 +98,16 @@ func newSplitReadiness(cmd string) *splitReadiness {
 
 // connected records the service's connection and js on it; records is
 // the second connection of intake and processors (job records), if any.
-func (r *splitReadiness) connected(nc *nats.Conn, js jetstream.JetStream) {
+func (r *splitReadiness) connected(js jetstream.JetStream) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.conns, r.js = append(r.conns, nc), js
+	r.js = js
 }
 
-func (r *splitReadiness) records(rnc *nats.Conn) {
+func (r *splitReadiness) recordsOn(rnc *nats.Conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.conns = append(r.conns, rnc)
+	r.records = rnc
 }
 
 // run records that the service runs: it works once working is closed.
@@ -121,9 +119,9 @@ func (r *splitReadiness) run(working <-chan struct{}) {
 
 func (r *splitReadiness) check(ctx context.Context) error {
 	r.mu.Lock()
-	conns, js, running := r.conns, r.js, r.running
+	js, records, running := r.js, r.records, r.running
 	r.mu.Unlock()
-	if len(conns) == 0 {
+	if js == nil {
 		return errors.New("connecting to NATS")
 	}
 	select {
@@ -131,15 +129,11 @@ func (r *splitReadiness) check(ctx context.Context) error {
 	default:
 		return errors.New("starting")
 	}
-	for _, nc := range conns {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS")
-		}
+	var others []*nats.Conn
+	if records != nil {
+		others = append(others, records)
 	}
-	if _, err := js.Stream(ctx, r.stream); err != nil {
-		return fmt.Errorf("JetStream does not answer for %s: %w", r.stream, err)
-	}
-	return nil
+	return bus.CheckAvailable(ctx, js, r.stream, others...)
 }
 
 // workingWhen is the channel closed once svc works: its Ready, or at once

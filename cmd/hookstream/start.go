@@ -124,7 +124,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	defer nc.Close()
-	readiness.connected(nc, js)
+	readiness.connected(js)
 	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, c.topology) }); err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 			return err
 		}
 		defer rnc.Close()
-		readiness.records(rnc)
+		readiness.recordsOn(rnc)
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
 	}
 	if cmd == "intake" && len(c.intake.APIKeys) == 0 && s.AdminToken == "" {

@@ -247,10 +247,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (_ []
 				return errors.New("starting")
 			}
 		}
-		if _, err := js.Stream(ctx, contract.StreamJobs); err != nil {
-			return fmt.Errorf("JetStream does not answer: %w", err)
-		}
-		return nil
+		return bus.CheckAvailable(ctx, js, contract.StreamJobs)
 	}
 	a.httpAddr = icfg.Listener.Addr().String()
 	if a.cfg.NATSListen != "" {

@@ -267,11 +267,11 @@ func (s *Service) healthz(c *gin.Context) {
 func (s *Service) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if !s.nc.IsConnected() || (s.cfg.RecordReader != nil && !s.cfg.RecordReader.Conn().IsConnected()) {
-		s.respondError(c, unavailable(s.cfg.RetryAfter))
-		return
+	var records []*nats.Conn
+	if s.cfg.RecordReader != nil {
+		records = append(records, s.cfg.RecordReader.Conn())
 	}
-	if _, err := s.js.Stream(ctx, contract.StreamJobs); err != nil {
+	if err := bus.CheckAvailable(ctx, s.js, contract.StreamJobs, records...); err != nil {
 		s.respondError(c, unavailable(s.cfg.RetryAfter))
 		return
 	}

@@ -93,6 +93,22 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
+// CheckAvailable tells why js cannot serve a service now, or nil: its
+// connection, or one of others (a service's second connection), is down,
+// or JetStream does not answer for stream, the one the service works on.
+// It is what the services' /readyz report.
+func CheckAvailable(ctx context.Context, js jetstream.JetStream, stream string, others ...*nats.Conn) error {
+	for _, nc := range append([]*nats.Conn{js.Conn()}, others...) {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+	}
+	if _, err := js.Stream(ctx, stream); err != nil {
+		return fmt.Errorf("JetStream does not answer for %s: %w", stream, err)
+	}
+	return nil
+}
+
 // NotStored reports whether a failed publish surely stored nothing: the
 // server refused it (an API error), or it never reached a stream (no
 // responders, too large, a bad subject). Any other error, a timeout or a
