@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -35,7 +36,7 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	before, err := optionalTime(c.Query("before"), "before")
+	before, err := parsePageCursor(c.Query("before"))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -55,7 +56,7 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 	}
 	recs, err := s.readRecords(c.Request.Context(), tenantOf(c)+".>", func(r *contract.DeliveryRecord) bool {
 		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status) &&
-			(since.IsZero() || !r.CreatedAt.Before(since)) && (before.IsZero() || r.CreatedAt.Before(before))
+			(since.IsZero() || !r.CreatedAt.Before(since)) && before.admits(r)
 	}, false)
 	if err != nil {
 		s.respondError(c, err)
@@ -68,9 +69,41 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 	}
 	resp := gin.H{"data": page}
 	if len(recs) > limit {
-		resp["next"] = page[len(page)-1].CreatedAt.Format(time.RFC3339Nano)
+		last := page[len(page)-1]
+		resp["next"] = pageCursor{at: last.CreatedAt, id: last.ID}.String()
 	}
 	c.JSON(http.StatusOK, resp)
+}
+
+// pageCursor is where a page of the delivery log ends, in its order
+// (created_at, then id): an RFC 3339 time, or a time and the id of the
+// delivery that ends the page, "<time>,<id>", as "next" gives it, since
+// deliveries may share a creation time. Zero: no end.
+type pageCursor struct {
+	at time.Time
+	id string
+}
+
+func parsePageCursor(v string) (pageCursor, error) {
+	at, id, _ := strings.Cut(v, ",")
+	t, err := optionalTime(at, "before")
+	return pageCursor{at: t, id: id}, err
+}
+
+// admits says whether r is past the cursor: older in the log's order, so
+// on a later page, since the newest come first.
+func (p pageCursor) admits(r *contract.DeliveryRecord) bool {
+	if p.at.IsZero() {
+		return true
+	}
+	if c := r.CreatedAt.Compare(p.at); c != 0 || p.id == "" {
+		return c < 0
+	}
+	return r.ID < p.id
+}
+
+func (p pageCursor) String() string {
+	return p.at.Format(time.RFC3339Nano) + "," + p.id
 }
 
 func optionalTime(v, name string) (time.Time, error) {

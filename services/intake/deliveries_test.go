@@ -1,0 +1,68 @@
+package intake_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/contract"
+)
+
+// Following "next" from page to page lists every delivery once, newest
+// first, also when several share a creation time (the clock's resolution
+// may make them equal) across a page's end.
+func TestDeliveryPagesListEachDeliveryOnce(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	kv, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
+	require.NoError(t, err)
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	// Seven deliveries: four created at once, then three a second apart.
+	var want []string
+	for i := range 7 {
+		at := t0.Add(time.Duration(max(0, i-3)) * time.Second)
+		rec := contract.DeliveryRecord{
+			ID: fmt.Sprintf("msg_%02d", i), EventID: "evt_1", EventType: "invoice.paid", EndpointID: "ep_1",
+			URL: "https://example.com/hook", Status: contract.DeliverySucceeded, CreatedAt: at, UpdatedAt: at,
+		}
+		data, err := json.Marshal(rec)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
+		require.NoError(t, err)
+		want = append([]string{rec.ID}, want...) // newest first; ids order equal times
+	}
+	_, err = kv.Put(ctx, "other.evt_2.msg_99", []byte(`{"id":"msg_99","created_at":"2026-12-01T12:00:00Z"}`))
+	require.NoError(t, err)
+
+	for _, limit := range []int{1, 2, 3, 7} {
+		var got []string
+		query := url.Values{"limit": {fmt.Sprint(limit)}}
+		for pages := 0; ; pages++ {
+			require.Less(t, pages, 8, "limit %d: more pages than deliveries", limit)
+			r := b.do(t, http.MethodGet, "/v1/deliveries?"+query.Encode(), keyAcme, "", "")
+			require.Equal(t, http.StatusOK, r.status, r.body)
+			for _, d := range r.body["data"].([]any) {
+				got = append(got, d.(map[string]any)["id"].(string))
+			}
+			next, more := r.body["next"].(string)
+			if !more {
+				break
+			}
+			query.Set("before", next)
+		}
+		require.Equal(t, want, got, "limit %d", limit)
+	}
+
+	// A plain time as before= still pages by time alone.
+	r := b.do(t, http.MethodGet, "/v1/deliveries?before="+url.QueryEscape(t0.Add(time.Second).Format(time.RFC3339)), keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Len(t, r.body["data"], 4)
+	r = b.do(t, http.MethodGet, "/v1/deliveries?before=yesterday", keyAcme, "", "")
+	require.Equal(t, http.StatusBadRequest, r.status, r.body)
+}
