@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"log/slog"
 	"math"
@@ -42,6 +43,7 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name      string
+		givenCmd  string // serve if empty
 		givenEnv  []string
 		givenArgs []string
 		wantInErr string
@@ -63,13 +65,21 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "key replace", givenEnv: []string{"HOOKSTREAM_SECRET_KEY_REPLACE", "maybe"}, wantInErr: "HOOKSTREAM_SECRET_KEY_REPLACE"},
 		{name: "flag wins", givenEnv: []string{"HOOKSTREAM_ATTEMPT_TIMEOUT", "15s"}, givenArgs: []string{"--attempt-timeout", "1ms"}, wantInErr: "HOOKSTREAM_ATTEMPT_TIMEOUT (--attempt-timeout)"},
 		{name: "unknown flag", givenArgs: []string{"--colour"}, wantInErr: "colour"},
+		{name: "api key too short", givenEnv: []string{"HOOKSTREAM_API_KEYS", "acme:short"}, wantInErr: "HOOKSTREAM_API_KEYS"},
+		{name: "api key tenant", givenEnv: []string{"HOOKSTREAM_API_KEYS", "ac.me:0123456789abcdef"}, wantInErr: "HOOKSTREAM_API_KEYS"},
+		{name: "admin token too short", givenEnv: []string{"HOOKSTREAM_ADMIN_TOKEN", "short"}, wantInErr: "HOOKSTREAM_ADMIN_TOKEN"},
+		{name: "worker type", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "re size=http://x"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
+		{name: "external type", givenEnv: []string{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "a..b"}, wantInErr: "HOOKSTREAM_EXTERNAL_JOB_TYPES"},
+		{name: "split without key", givenCmd: "notifier", wantInErr: "HOOKSTREAM_SECRET_KEY"},
+		{name: "split intake without tenants", givenCmd: "intake", givenEnv: []string{"HOOKSTREAM_SECRET_KEY", testSecretKey}, wantInErr: "HOOKSTREAM_ADMIN_TOKEN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
-			code := run(append([]string{"serve"}, tt.givenArgs...), env(tt.givenEnv...), &stdout, &stderr)
-			require.Equal(t, 2, code)
+			cmd := cmp.Or(tt.givenCmd, "serve")
+			code := run(append([]string{cmd}, tt.givenArgs...), env(tt.givenEnv...), &stdout, &stderr)
+			require.Equal(t, 2, code, stderr.String())
 			require.Contains(t, stderr.String(), tt.wantInErr)
 		})
 	}
@@ -152,7 +162,8 @@ func TestGroupCommitFollowsSync(t *testing.T) {
 		{"notifier", "always", "on", true, true},
 		{"serve", "always", "off", false, false},
 	} {
-		s, err := parseSettings(tt.givenCmd, nil, env("HOOKSTREAM_JETSTREAM_SYNC", tt.givenSync, "HOOKSTREAM_GROUP_COMMIT", tt.givenGroupCommit), &bytes.Buffer{})
+		s, err := parseSettings(tt.givenCmd, nil, env("HOOKSTREAM_JETSTREAM_SYNC", tt.givenSync, "HOOKSTREAM_GROUP_COMMIT", tt.givenGroupCommit,
+			"HOOKSTREAM_SECRET_KEY", testSecretKey, "HOOKSTREAM_ADMIN_TOKEN", "admin-token-0123456789"), &bytes.Buffer{})
 		require.NoError(t, err)
 		require.Equal(t, tt.want, s.groupCommit(tt.givenCmd), "%+v", tt)
 		require.Equal(t, tt.wantJobBatches, s.jobBatches(tt.givenCmd), "job batches %+v", tt)

@@ -107,7 +107,7 @@ func TestOpsAddressConflicts(t *testing.T) {
 	}{
 		{cmd: "serve", env: []string{"HOOKSTREAM_OPS_ADDR", ":8080"}, wantErr: "HOOKSTREAM_HTTP_ADDR"},
 		{cmd: "intake", env: []string{"HOOKSTREAM_OPS_ADDR", "127.0.0.1:8080"}, wantErr: "HOOKSTREAM_HTTP_ADDR"},
-		{cmd: "notifier", env: []string{"HOOKSTREAM_OPS_ADDR", ":8080"}}, // no API: :8080 is free
+		{cmd: "notifier", env: []string{"HOOKSTREAM_OPS_ADDR", ":8080", "HOOKSTREAM_SECRET_KEY", testSecretKey}}, // no API: :8080 is free
 		{cmd: "notifier", env: []string{"HOOKSTREAM_OPS_ADDR", ":6060", "HOOKSTREAM_PPROF_ADDR", "127.0.0.1:6060"}, wantErr: "HOOKSTREAM_PPROF_ADDR"},
 		{cmd: "serve", env: []string{"HOOKSTREAM_OPS_ADDR", "127.0.0.1:9090", "HOOKSTREAM_HTTP_ADDR", "127.0.0.2:9090"}},
 		{cmd: "serve", env: []string{"HOOKSTREAM_OPS_ADDR", "9090"}, wantErr: "HOOKSTREAM_OPS_ADDR"},

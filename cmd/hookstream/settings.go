@@ -13,6 +13,7 @@ import (
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
@@ -71,8 +72,8 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NATS_LISTEN", "nats-listen", "", "embedded mode: also accept NATS clients on this address (e.g. 127.0.0.1:4222); empty: in-process only", &s.NATSListen},
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
 		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
-		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs; empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
-		{"HOOKSTREAM_ADMIN_TOKEN", "admin-token", "", "bearer token of the admin API (/v1/admin: tenants and their API keys); empty: admin API off", &s.AdminToken},
+		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs (tenant: 1-64 of a-z A-Z 0-9 - _; key: at least 16 characters); empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
+		{"HOOKSTREAM_ADMIN_TOKEN", "admin-token", "", "bearer token of the admin API (/v1/admin: tenants and their API keys), at least 16 characters; empty: admin API off", &s.AdminToken},
 		{"HOOKSTREAM_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that encrypts signing secrets at rest; empty in embedded mode: generated and kept in the data dir (required in split mode)", &s.SecretKey},
 		{"HOOKSTREAM_SECRET_KEY_REPLACE", "secret-key-replace", "no", "'yes' records this process's secret key as the deployment's at start, in place of the one recorded (whose sealed signing secrets and job ids this key cannot read); set it once, then remove it. 'no': a service with another key than the recorded one exits", &s.SecretKeyReplace},
 		{"HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS", "allowed-callback-networks", "", "CIDRs callbacks may reach although non-public (e.g. 127.0.0.0/8 for local testing)", &s.AllowedNetworks},
@@ -92,9 +93,9 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_ATTEMPT_TIMEOUT", "attempt-timeout", "15s", "timeout of one webhook attempt", &s.AttemptTimeout},
 		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
-		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept; longer than the whole retry schedule", &s.DeliveryRetention},
+		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept: at least 24h, and longer than each wait of the retry schedule with its jitter (+20 %)", &s.DeliveryRetention},
 		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "share one disk sync among concurrent JetStream writes (group commits): jobs stored as their message alone that arrive at the same moment are written as one message (a job batch), other jobs, events, deliveries and records as atomic batches: 'on', 'off', or 'auto': job batches on in embedded mode with a processor of its own, atomic batches on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where they are faster (with an interval sync they cost more than they save); both off in split mode and without a processor (HOOKSTREAM_PROCESSOR_CONCURRENCY=0), where job batches need every processor to be of this version or later. Atomic batches need NATS 2.12+", &s.GroupCommit},
-		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "auto", "soft limit of the process's Go memory (B, KiB, MiB or GiB), above which the garbage collector works harder to stay under it; 'auto': 80 % of the memory available (the least of the limits of the process's cgroup and its parents and the host's memory; none where that cannot be read, as off Linux); 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
+		{"HOOKSTREAM_MEMORY_LIMIT", "memory-limit", "auto", "soft limit of the process's Go memory (B, KiB, MiB or GiB; a bare number is bytes; at least 32MiB), above which the garbage collector works harder to stay under it; 'auto': 80 % of the memory available (the least of the limits of the process's cgroup and its parents and the host's memory; none where that cannot be read, as off Linux); 'off': none. Go's GOMEMLIMIT, when set, wins", &s.MemoryLimit},
 		{"HOOKSTREAM_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", &s.LogLevel},
 		{"HOOKSTREAM_LOG_FORMAT", "log-format", "text", "text or json", &s.LogFormat},
 		{"HOOKSTREAM_OPS_ADDR", "ops-addr", "", "also serve /healthz, /readyz and /metrics on this address (e.g. :9090), for probes and Prometheus: the only HTTP of `hookstream processor` and `hookstream notifier`, whose counters are otherwise not exposed; empty: off", &s.OpsAddr},
@@ -133,7 +134,25 @@ func parseSettings(cmd string, args []string, getenv func(string) string, usage 
 	if err := s.validateOps(cmd); err != nil {
 		return nil, err
 	}
+	if err := s.validateSplit(cmd); err != nil {
+		return nil, err
+	}
 	return s, s.validateNoProcessor(cmd)
+}
+
+// validateSplit checks what a service needs in split mode, before it
+// connects: it may wait minutes for NATS.
+func (s *settings) validateSplit(cmd string) error {
+	keys, _ := s.apiKeys() // validated with the settings
+	switch {
+	case cmd == "serve":
+		return nil
+	case s.SecretKey == "":
+		return errors.New("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
+	case cmd == "intake" && len(keys) == 0 && s.AdminToken == "":
+		return errors.New("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
+	}
+	return nil
 }
 
 // validateOps refuses an ops address that another listener of cmd takes.
@@ -246,8 +265,13 @@ func (s *settings) validate() error {
 	if _, err := s.apiKeys(); err != nil {
 		return err
 	}
-	if s.AdminToken != "" && len(s.AdminToken) < 16 {
-		return errors.New("HOOKSTREAM_ADMIN_TOKEN (--admin-token): use at least 16 characters")
+	if s.AdminToken != "" && len(s.AdminToken) < intake.MinAPIKeyLength {
+		return fmt.Errorf("HOOKSTREAM_ADMIN_TOKEN (--admin-token): use at least %d characters", intake.MinAPIKeyLength)
+	}
+	for _, t := range splitList(s.ExternalTypes) {
+		if !contract.ValidType(t) {
+			return fmt.Errorf("HOOKSTREAM_EXTERNAL_JOB_TYPES (--external-job-types): %q is not a job type (1-128 of a-z A-Z 0-9 - _ ., no empty part between dots)", t)
+		}
 	}
 	if s.SecretKeyReplace != "yes" && s.SecretKeyReplace != "no" {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY_REPLACE (--secret-key-replace): %q is not yes or no", s.SecretKeyReplace)
@@ -332,8 +356,13 @@ func (s *settings) apiKeys() ([]intake.APIKey, error) {
 			continue
 		}
 		tenant, key, ok := strings.Cut(pair, ":")
-		if !ok || tenant == "" || key == "" {
+		switch {
+		case !ok || tenant == "" || key == "":
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): %q is not tenant:key", redact(pair))
+		case !contract.ValidTenant(tenant):
+			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): tenant %q: use 1-64 of a-z A-Z 0-9 - _", tenant)
+		case len(key) < intake.MinAPIKeyLength:
+			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): the key of tenant %q is shorter than %d characters", tenant, intake.MinAPIKeyLength)
 		}
 		keys = append(keys, intake.APIKey{Tenant: tenant, Key: key})
 	}
@@ -359,6 +388,9 @@ func (s *settings) workers() (map[string]processor.HTTPWorker, error) {
 		w := processor.HTTPWorker{URL: url}
 		if !ok || jobType == "" || !(strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://")) {
 			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not type=http(s)://url[|timeout]", entry)
+		}
+		if !contract.ValidType(jobType) {
+			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not a job type (1-128 of a-z A-Z 0-9 - _ ., no empty part between dots)", jobType)
 		}
 		if hasTimeout {
 			d, err := time.ParseDuration(timeout)

@@ -97,10 +97,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	if cmd == "serve" {
 		return serve(ctx, s, c, logger, stdout)
 	}
-	if s.SecretKey == "" {
-		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
-	}
-	key, _ := secretbox.ParseKey(s.SecretKey) // validated with the settings
+	key, _ := secretbox.ParseKey(s.SecretKey) // validated with the settings (validateSplit)
 	box, err := secretbox.New(key)
 	if err != nil {
 		return err
@@ -144,9 +141,6 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		defer rnc.Close()
 		readiness.recordsOn(rnc)
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
-	}
-	if cmd == "intake" && len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
-		return fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 	}
 	var svc interface{ Run(context.Context) error }
 	err = whenAvailable(ctx, logger, "start "+cmd, func() (err error) {

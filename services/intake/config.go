@@ -103,7 +103,8 @@ const (
 	DefaultSecretGrace    = 24 * time.Hour
 	DefaultMaxInflight    = 1024
 	MaxSecretGrace        = 7 * 24 * time.Hour
-	minAPIKeyLength       = 16
+	// MinAPIKeyLength is the shortest API key or admin token accepted.
+	MinAPIKeyLength = 16
 )
 
 // WithDefaults fills in every zero field with its default.
@@ -143,15 +144,15 @@ func (c Config) Validate() error {
 	if len(c.APIKeys) == 0 && c.AdminToken == "" {
 		return errors.New("APIKeys: at least one tenant key is required when there is no AdminToken to issue keys")
 	}
-	if c.AdminToken != "" && len(c.AdminToken) < minAPIKeyLength {
-		return fmt.Errorf("AdminToken: shorter than %d characters", minAPIKeyLength)
+	if c.AdminToken != "" && len(c.AdminToken) < MinAPIKeyLength {
+		return fmt.Errorf("AdminToken: shorter than %d characters", MinAPIKeyLength)
 	}
 	for _, k := range c.APIKeys {
 		if !contract.ValidTenant(k.Tenant) {
 			return fmt.Errorf("APIKeys: tenant %q: use 1-64 of a-z A-Z 0-9 - _", k.Tenant)
 		}
-		if len(k.Key) < minAPIKeyLength {
-			return fmt.Errorf("APIKeys: key of tenant %q is shorter than %d characters", k.Tenant, minAPIKeyLength)
+		if len(k.Key) < MinAPIKeyLength {
+			return fmt.Errorf("APIKeys: key of tenant %q is shorter than %d characters", k.Tenant, MinAPIKeyLength)
 		}
 	}
 	if len(c.JobTypes) == 0 {
