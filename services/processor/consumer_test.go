@@ -3,7 +3,7 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +14,38 @@ import (
 )
 
 // A job that runs longer than AckWait keeps its lease: JetStream does not
-// hand it to another worker meanwhile.
+// hand it to another worker meanwhile. So do the jobs that wait for a
+// worker while every one runs such a job.
 func TestRunLongJobKeepsLease(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var runs atomic.Int32
-	slow := processor.HandlerFunc(func(ctx context.Context, _ processor.Job) (json.RawMessage, error) {
-		runs.Add(1)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	slow := processor.HandlerFunc(func(ctx context.Context, job processor.Job) (json.RawMessage, error) {
+		mu.Lock()
+		runs[job.ID]++
+		mu.Unlock()
 		select {
 		case <-time.After(1500 * time.Millisecond):
 		case <-ctx.Done():
 		}
 		return json.RawMessage(`"slow"`), nil
 	})
-	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"slow": slow}, AckWait: time.Second})
-	b.publishJob(t, "acme", "slow", "job_slow", jobRequest(t, contract.JobRequest{}))
-	rec := b.waitJob(t, "job_slow")
-	require.Equal(t, contract.StatusSucceeded, rec.Status)
-	require.Equal(t, 1, rec.Attempts)
-	require.EqualValues(t, 1, runs.Load(), "in-progress acks kept the job from being redelivered")
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"slow": slow}, AckWait: time.Second, Concurrency: 2})
+	ids := []string{"job_slow1", "job_slow2", "job_slow3", "job_slow4", "job_slow5"}
+	for _, id := range ids {
+		b.publishJob(t, "acme", "slow", id, jobRequest(t, contract.JobRequest{ID: id}))
+	}
+	for _, id := range ids {
+		rec := b.waitJob(t, id)
+		require.Equal(t, contract.StatusSucceeded, rec.Status, id)
+		require.Equal(t, 1, rec.Attempts, id)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		require.Equal(t, 1, runs[id], "%s: in-progress acks kept the job from being redelivered", id)
+	}
 }
 
 // Processors that run different job types share the cluster: each job is

@@ -13,37 +13,33 @@ import (
 // Workers runs handle for the messages of a consumer, pulled on nc, at most
 // n at a time, until ctx ends. Then it stops pulling, gives running handlers
 // grace to finish, and finally cancels the context they run with. Backlogs
-// stay in JetStream: at most n messages are asked for at once. Handlers run
-// on a Pool's goroutines. What goes wrong with the pulls (missed heartbeats,
-// a consumer deleted, a leader change) is logged, and Workers pulls again.
+// stay in JetStream: at most n messages are asked for or wait for a worker
+// at once. A message waits while every worker is busy, with a keep-alive
+// every third of the consumer's AckWait, so that a handler slower than
+// AckWait does not make the ones waiting behind it be delivered again.
+// Handlers run on a Pool's goroutines. What goes wrong with the pulls
+// (missed heartbeats, a consumer deleted, a leader change) is logged, and
+// Workers pulls again.
 func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	stopped := false
-	slots := make(chan struct{}, n)
+	ackWait := cons.CachedInfo().Config.AckWait
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second // the server's default
+	}
+	q := &workQueue{free: n, keepAlive: ackWait / 3}
 	pool := NewPool()
-	p, err := pull(nc, logger, cons, n, func(msg jetstream.Msg) {
-		select {
-		case slots <- struct{}{}:
-		case <-workCtx.Done():
-			_ = msg.Nak() // stopping: another worker takes it
+	p, err := pull(nc, logger, cons, n, func(msg jetstream.Msg, started func()) {
+		if !q.take(msg, started) {
 			return
 		}
-		mu.Lock()
-		if stopped { // Workers is returning: start nothing new
-			mu.Unlock()
-			<-slots
-			_ = msg.Nak()
-			return
-		}
-		wg.Add(1)
-		mu.Unlock()
+		started()
 		pool.Go(func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			handle(workCtx, msg)
+			defer q.wg.Done()
+			for msg != nil {
+				handle(workCtx, msg)
+				msg = q.next()
+			}
 		})
 	})
 	if err != nil {
@@ -59,11 +55,9 @@ func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetst
 	case <-graceCtx.Done():
 		stop()
 	}
-	mu.Lock()
-	stopped = true
-	mu.Unlock()
+	q.stop() // those still waiting go back, for another worker
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { q.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-graceCtx.Done():
@@ -71,6 +65,76 @@ func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetst
 		<-done
 	}
 	return nil
+}
+
+// A workQueue holds the messages Workers received while every worker was
+// busy, oldest first, each kept alive until a worker takes it.
+type workQueue struct {
+	keepAlive time.Duration
+	wg        sync.WaitGroup // running workers
+
+	mu      sync.Mutex
+	free    int // workers not running
+	waiting []waitingMsg
+	stopped bool
+}
+
+type waitingMsg struct {
+	msg       jetstream.Msg
+	stopAlive func()
+	started   func() // tells the puller
+}
+
+// take reserves a worker for msg if one is free (true), or else queues msg,
+// to call started when a worker takes it. Once stopped, msg goes back at
+// once.
+func (q *workQueue) take(msg jetstream.Msg, started func()) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.stopped:
+		_ = msg.Nak()
+		started()
+		return false
+	case q.free > 0:
+		q.free--
+		q.wg.Add(1)
+		return true
+	}
+	q.waiting = append(q.waiting, waitingMsg{msg: msg, stopAlive: KeepAlive(msg, q.keepAlive), started: started})
+	return false
+}
+
+// next is a finished worker's next message, nil when none waits (the
+// worker is free again).
+func (q *workQueue) next() jetstream.Msg {
+	q.mu.Lock()
+	if q.stopped || len(q.waiting) == 0 {
+		q.free++
+		q.mu.Unlock()
+		return nil
+	}
+	w := q.waiting[0]
+	q.waiting[0] = waitingMsg{}
+	q.waiting = q.waiting[1:]
+	q.mu.Unlock()
+	w.stopAlive()
+	w.started()
+	return w.msg
+}
+
+// stop puts the waiting messages back and starts no more.
+func (q *workQueue) stop() {
+	q.mu.Lock()
+	q.stopped = true
+	waiting := q.waiting
+	q.waiting = nil
+	q.mu.Unlock()
+	for _, w := range waiting {
+		w.stopAlive()
+		_ = w.msg.Nak()
+		w.started()
+	}
 }
 
 // KeepAlive tells JetStream every interval that msg is still being worked on,

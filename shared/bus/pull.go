@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,8 +13,8 @@ import (
 
 // A pull request expires after pullExpiry; the server sends a heartbeat
 // every pullHeartbeat while one waits. When nothing comes for two heartbeats
-// while the puller is not busy handing a message over, its requests are
-// taken as lost and it pulls again. After a failure that ends its requests
+// while messages are asked for, its requests are taken as lost and it pulls
+// again. After a failure that ends its requests
 // (the consumer deleted, no responders, a request not sent) it waits before
 // asking again: 4 s, doubled at each failure in a row, up to maxPullWait.
 const (
@@ -24,8 +23,9 @@ const (
 	maxPullWait   = time.Minute
 )
 
-// A puller keeps up to n messages of one consumer asked for: whenever fewer
-// than half are, it asks for the rest, in one pull request. It is what
+// A puller keeps up to n messages of one consumer asked for or waiting to be
+// started: whenever fewer than half are, it asks for the rest, in one pull
+// request. It is what
 // nats.go's Consume does, without its race: Consume skips asking while its
 // previous request is still being sent, and when that skip came at the last
 // message asked for, nothing asked again until the heartbeats were missed, a
@@ -37,15 +37,16 @@ type puller struct {
 	name    string // the consumer's
 	subject string // where pull requests go
 	n       int
-	// deliver hands a message over; it may wait for a free worker.
-	deliver func(jetstream.Msg)
+	// deliver hands a message over; started is to be called once the
+	// message no longer waits for a worker (it runs, or went back).
+	deliver func(msg jetstream.Msg, started func())
 
 	sub     *nats.Subscription
-	handing atomic.Bool // deliver is waiting: the inbox is not read meanwhile
 
 	mu        sync.Mutex
 	asked     int       // messages asked for, not yet received nor given back by a status
-	heard     time.Time // the last message, heartbeat or status on the inbox
+	waiting   int       // messages received, not yet started
+	heard     time.Time // the last request, or message, heartbeat or status on the inbox
 	stopped   bool
 	retryAt   time.Time     // after a failure: when to ask again; zero otherwise
 	wait      time.Duration // the last wait after a failure; 0 once a pull works
@@ -53,8 +54,8 @@ type puller struct {
 }
 
 // pull starts pulling the messages of cons for deliver, n at most asked for
-// at once, on nc. Stop it with drain.
-func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, deliver func(jetstream.Msg)) (*puller, error) {
+// or waiting at once, on nc. Stop it with drain.
+func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, deliver func(msg jetstream.Msg, started func())) (*puller, error) {
 	info := cons.CachedInfo()
 	p := &puller{
 		nc: nc, logger: logger, name: info.Name, n: n, deliver: deliver,
@@ -76,18 +77,19 @@ func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, de
 }
 
 // refill asks for the messages missing to n once fewer than half are asked
-// for, unless it waits after a failure. p.mu is held.
+// for or waiting, unless it waits after a failure. p.mu is held.
 func (p *puller) refill() {
-	if p.stopped || !p.retryAt.IsZero() || p.asked > p.n/2 {
+	if p.stopped || !p.retryAt.IsZero() || p.asked+p.waiting > p.n/2 {
 		return
 	}
-	batch := p.n - p.asked
+	batch := p.n - p.asked - p.waiting
 	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, batch, pullExpiry, pullHeartbeat)
 	if err := p.nc.PublishRequest(p.subject, p.sub.Subject, req); err != nil {
 		p.fail(fmt.Sprintf("pull request: %v", err))
 		return
 	}
-	p.asked = p.n
+	p.asked += batch
+	p.heard = time.Now()
 }
 
 // fail forgets what was asked for and waits before asking again; why is
@@ -114,15 +116,17 @@ func (p *puller) receive(msg *nats.Msg) {
 	}
 	p.wait = 0
 	p.asked = max(p.asked-1, 0) // below 0 after a request was taken as lost
+	p.waiting++
+	p.mu.Unlock()
+	p.deliver(&pulledMsg{msg: msg}, p.started)
+}
+
+// started is told that a message received no longer waits for a worker.
+func (p *puller) started() {
+	p.mu.Lock()
+	p.waiting--
 	p.refill()
 	p.mu.Unlock()
-
-	p.handing.Store(true)
-	p.deliver(&pulledMsg{msg: msg})
-	p.mu.Lock()
-	p.heard = time.Now()
-	p.mu.Unlock()
-	p.handing.Store(false)
 }
 
 // status handles a status message: a heartbeat, a request that ended with
@@ -152,9 +156,9 @@ func (p *puller) status(msg *nats.Msg) {
 }
 
 // watch asks again when nothing came for two heartbeats while the puller was
-// connected and not busy handing a message over (its requests were lost:
-// dropped by the server, or their end not seen), when a wait after a failure
-// is over, and on reconnecting.
+// connected and had messages asked for (its requests were lost: dropped by
+// the server, or their end not seen), when a wait after a failure is over,
+// and on reconnecting.
 func (p *puller) watch() {
 	tick := time.NewTicker(pullHeartbeat / 4)
 	defer tick.Stop()
@@ -183,13 +187,15 @@ func (p *puller) check() bool {
 	switch {
 	case p.stopped:
 		return false
-	case p.handing.Load() || !p.nc.IsConnected():
-		// Busy, or reconnecting (then watch asks again): not a silence.
+	case !p.nc.IsConnected():
+		// Reconnecting: watch asks again then. Not a silence.
 	case !p.retryAt.IsZero():
 		if time.Now().After(p.retryAt) {
 			p.retryAt = time.Time{}
 			p.again()
 		}
+	case p.asked == 0:
+		// Every worker busy and enough waiting: nothing is asked for.
 	case time.Since(p.heard) > 2*pullHeartbeat:
 		p.logger.Warn("consume", "consumer", p.name, "error", "no heartbeat received", "asked", p.asked)
 		p.again()

@@ -184,3 +184,50 @@ func TestPulledMessagesSettleOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), info.AckFloor.Stream)
 }
+
+// Messages that wait for a busy worker are kept alive meanwhile: handlers
+// slower than the consumer's AckWait do not make the messages waiting
+// behind them be delivered again.
+func TestWorkersKeepWaitingMessagesAlive(t *testing.T) {
+	t.Parallel()
+	_, js := startStream(t, false)
+	ctx := context.Background()
+	cons, err := js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{
+		Durable: "slow", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second,
+	})
+	require.NoError(t, err)
+	const total, n = 6, 2
+	var mu sync.Mutex
+	handled := map[uint64]int{}
+	var redelivered []uint64
+	runWorkers(t, js, cons, n, &logRecords{}, func(_ context.Context, msg jetstream.Msg) {
+		meta, err := msg.Metadata()
+		if !assert.NoError(t, err) {
+			return
+		}
+		mu.Lock()
+		handled[meta.Sequence.Stream]++
+		if meta.NumDelivered > 1 {
+			redelivered = append(redelivered, meta.Sequence.Stream)
+		}
+		mu.Unlock()
+		stop := bus.KeepAlive(msg, 300*time.Millisecond) // as handlers do
+		time.Sleep(1500 * time.Millisecond)
+		stop()
+		assert.NoError(t, msg.Ack())
+	})
+	for i := range total {
+		_, err := js.Publish(ctx, fmt.Sprintf("t.%d", i), []byte("slow work"))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream == total
+	}, 30*time.Second, 50*time.Millisecond, "not every message was handled")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Empty(t, redelivered, "delivered again while waiting for a worker")
+	for seq, times := range handled {
+		require.Equal(t, 1, times, "message %d handled %d times", seq, times)
+	}
+}
