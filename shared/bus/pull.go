@@ -41,7 +41,7 @@ type puller struct {
 	// message no longer waits for a worker (it runs, or went back).
 	deliver func(msg jetstream.Msg, started func())
 
-	sub     *nats.Subscription
+	sub *nats.Subscription
 
 	mu        sync.Mutex
 	asked     int       // messages asked for, not yet received nor given back by a status
