@@ -14,9 +14,10 @@ import (
 // n at a time, until ctx ends. Then it stops pulling, gives running handlers
 // grace to finish, and finally cancels the context they run with. Backlogs
 // stay in JetStream: at most n messages are asked for or wait for a worker
-// at once. A message waits while every worker is busy, with a keep-alive
-// every third of the consumer's AckWait, so that a handler slower than
-// AckWait does not make the ones waiting behind it be delivered again.
+// at once. A message waits while every worker is busy, kept alive every
+// third of the consumer's AckWait, so that a handler slower than AckWait
+// does not make the ones waiting behind it be delivered again meanwhile;
+// after AckWait of waiting it goes back (workQueue).
 // Handlers run on a Pool's goroutines. What goes wrong with the pulls
 // (missed heartbeats, a consumer deleted, a leader change) is logged, and
 // Workers pulls again.
@@ -27,7 +28,7 @@ func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetst
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second // the server's default
 	}
-	q := &workQueue{free: n, keepAlive: ackWait / 3}
+	q := &workQueue{free: n, maxWait: ackWait}
 	pool := NewPool()
 	p, err := pull(nc, logger, cons, n, func(msg jetstream.Msg, started func()) {
 		if !q.take(msg, started) {
@@ -68,40 +69,49 @@ func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetst
 }
 
 // A workQueue holds the messages Workers received while every worker was
-// busy, oldest first, each kept alive until a worker takes it.
+// busy, oldest first, each kept alive until a worker takes it, for at most
+// maxWait (the consumer's AckWait, which JetStream would have waited).
+// Then it goes back, for a worker of another process that may be idle:
+// long handlers here must not hold it for as long as they run.
 type workQueue struct {
-	keepAlive time.Duration
-	wg        sync.WaitGroup // running workers
+	maxWait time.Duration
+	wg      sync.WaitGroup // running workers
 
 	mu      sync.Mutex
 	free    int // workers not running
-	waiting []waitingMsg
+	waiting []*waitingMsg
 	stopped bool
 }
 
 type waitingMsg struct {
 	msg       jetstream.Msg
-	stopAlive func()
 	started   func() // tells the puller
+	stopAlive func()
+	giveBack  *time.Timer
+	gone      bool // taken by a worker, or given back
 }
 
 // take reserves a worker for msg if one is free (true), or else queues msg,
-// to call started when a worker takes it. Once stopped, msg goes back at
-// once.
+// to call started when a worker takes it or it goes back. Once stopped, msg
+// goes back at once.
 func (q *workQueue) take(msg jetstream.Msg, started func()) bool {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	switch {
 	case q.stopped:
+		q.mu.Unlock()
 		_ = msg.Nak()
 		started()
 		return false
 	case q.free > 0:
 		q.free--
 		q.wg.Add(1)
+		q.mu.Unlock()
 		return true
 	}
-	q.waiting = append(q.waiting, waitingMsg{msg: msg, stopAlive: KeepAlive(msg, q.keepAlive), started: started})
+	defer q.mu.Unlock()
+	w := &waitingMsg{msg: msg, started: started, stopAlive: KeepAlive(msg, q.maxWait/3)}
+	w.giveBack = time.AfterFunc(q.maxWait, func() { q.release(w) })
+	q.waiting = append(q.waiting, w)
 	return false
 }
 
@@ -109,21 +119,40 @@ func (q *workQueue) take(msg jetstream.Msg, started func()) bool {
 // worker is free again).
 func (q *workQueue) next() jetstream.Msg {
 	q.mu.Lock()
-	if q.stopped || len(q.waiting) == 0 {
-		q.free++
+	for len(q.waiting) > 0 && !q.stopped {
+		w := q.waiting[0]
+		q.waiting[0] = nil
+		q.waiting = q.waiting[1:]
+		if w.gone {
+			continue
+		}
+		w.gone = true
 		q.mu.Unlock()
-		return nil
+		w.giveBack.Stop()
+		w.stopAlive()
+		w.started()
+		return w.msg
 	}
-	w := q.waiting[0]
-	q.waiting[0] = waitingMsg{}
-	q.waiting = q.waiting[1:]
+	q.free++
 	q.mu.Unlock()
-	w.stopAlive()
-	w.started()
-	return w.msg
+	return nil
 }
 
-// stop puts the waiting messages back and starts no more.
+// release gives w's message back unless a worker took it.
+func (q *workQueue) release(w *waitingMsg) {
+	q.mu.Lock()
+	taken := w.gone
+	w.gone = true
+	q.mu.Unlock()
+	if taken {
+		return
+	}
+	w.stopAlive()
+	_ = w.msg.Nak()
+	w.started()
+}
+
+// stop gives the waiting messages back and starts no more.
 func (q *workQueue) stop() {
 	q.mu.Lock()
 	q.stopped = true
@@ -131,9 +160,8 @@ func (q *workQueue) stop() {
 	q.waiting = nil
 	q.mu.Unlock()
 	for _, w := range waiting {
-		w.stopAlive()
-		_ = w.msg.Nak()
-		w.started()
+		w.giveBack.Stop()
+		q.release(w)
 	}
 }
 

@@ -185,10 +185,10 @@ func TestPulledMessagesSettleOnce(t *testing.T) {
 	require.Equal(t, uint64(1), info.AckFloor.Stream)
 }
 
-// Messages that wait for a busy worker are kept alive meanwhile: handlers
-// slower than the consumer's AckWait do not make the messages waiting
-// behind them be delivered again.
-func TestWorkersKeepWaitingMessagesAlive(t *testing.T) {
+// Messages that wait for a busy worker are kept alive meanwhile, and given
+// back after AckWait: handlers slower than the consumer's AckWait never
+// make a message waiting behind them run twice.
+func TestWorkersRunEachWaitingMessageOnce(t *testing.T) {
 	t.Parallel()
 	_, js := startStream(t, false)
 	ctx := context.Background()
@@ -199,7 +199,6 @@ func TestWorkersKeepWaitingMessagesAlive(t *testing.T) {
 	const total, n = 6, 2
 	var mu sync.Mutex
 	handled := map[uint64]int{}
-	var redelivered []uint64
 	runWorkers(t, js, cons, n, &logRecords{}, func(_ context.Context, msg jetstream.Msg) {
 		meta, err := msg.Metadata()
 		if !assert.NoError(t, err) {
@@ -207,9 +206,6 @@ func TestWorkersKeepWaitingMessagesAlive(t *testing.T) {
 		}
 		mu.Lock()
 		handled[meta.Sequence.Stream]++
-		if meta.NumDelivered > 1 {
-			redelivered = append(redelivered, meta.Sequence.Stream)
-		}
 		mu.Unlock()
 		stop := bus.KeepAlive(msg, 300*time.Millisecond) // as handlers do
 		time.Sleep(1500 * time.Millisecond)
@@ -226,8 +222,51 @@ func TestWorkersKeepWaitingMessagesAlive(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "not every message was handled")
 	mu.Lock()
 	defer mu.Unlock()
-	require.Empty(t, redelivered, "delivered again while waiting for a worker")
+	require.Len(t, handled, total)
 	for seq, times := range handled {
 		require.Equal(t, 1, times, "message %d handled %d times", seq, times)
 	}
+}
+
+// A message that waits for a worker of a busy process goes back after
+// AckWait, and an idle process runs it: long handlers do not hold it.
+func TestWorkersGiveBackWhatWaitsTooLong(t *testing.T) {
+	t.Parallel()
+	_, js := startStream(t, false)
+	ctx := context.Background()
+	cons, err := js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{
+		Durable: "shared", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second,
+	})
+	require.NoError(t, err)
+	slowDone := make(chan struct{})
+	fastBy := make(chan string, 2)
+	worker := func(name string) func(context.Context, jetstream.Msg) {
+		return func(_ context.Context, msg jetstream.Msg) {
+			if string(msg.Data()) == "slow" {
+				stop := bus.KeepAlive(msg, 300*time.Millisecond)
+				<-slowDone
+				stop()
+			} else {
+				fastBy <- name
+			}
+			assert.NoError(t, msg.Ack())
+		}
+	}
+	runWorkers(t, js, cons, 1, &logRecords{}, worker("busy"))
+	_, err = js.Publish(ctx, "t.slow", []byte("slow"))
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, "t.fast", []byte("fast"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { // the busy process holds both
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 2
+	}, 10*time.Second, 10*time.Millisecond)
+	runWorkers(t, js, cons, 1, &logRecords{}, worker("idle"))
+	select {
+	case by := <-fastBy:
+		require.Equal(t, "idle", by)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting message was not run while the slow one ran")
+	}
+	close(slowDone)
 }
