@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -38,7 +39,7 @@ func (s *Service) listDeliveries(c *gin.Context) {
 // readDeliveries reads every delivery record whose key matches filter,
 // oldest first, without their bodies.
 func (s *Service) readDeliveries(ctx context.Context, filter string) ([]deliveryView, error) {
-	recs, err := s.readRecords(ctx, filter, nil, false)
+	recs, err := s.readRecords(ctx, filter, time.Time{}, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +50,8 @@ func (s *Service) readDeliveries(ctx context.Context, filter string) ([]delivery
 	return out, nil
 }
 
-// readRecords reads delivery records of this service's log bucket.
-func (s *Service) readRecords(ctx context.Context, filter string, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
-	return deliverylog.Read(ctx, s.deliveryLog, filter, keep, withBodies)
+// readRecords reads the delivery records whose key matches filter, and
+// that keep passes, from the log written since (zero: all of it).
+func (s *Service) readRecords(ctx context.Context, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
+	return deliverylog.Read(ctx, s.js, filter, since, keep, withBodies)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -27,8 +28,8 @@ const (
 
 // listTenantDeliveries answers GET /v1/deliveries?endpoint=&status=&since=
 // &before=&limit=: the tenant's deliveries, newest first, a page at a time;
-// "next" is the before= of the next page. It reads the tenant's whole log
-// (kept DeliveryRetention), so it costs the number of deliveries kept.
+// "next" is the before= of the next page. A page costs the log written
+// since the oldest delivery on it (pageOfDeliveries).
 func (s *Service) listTenantDeliveries(c *gin.Context) {
 	endpoint, status := c.Query("endpoint"), c.Query("status")
 	since, err := optionalTime(c.Query("since"), "since")
@@ -54,15 +55,13 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 		s.respondError(c, badRequest("status must be pending, succeeded or failed"))
 		return
 	}
-	recs, err := s.readRecords(c.Request.Context(), tenantOf(c)+".>", func(r *contract.DeliveryRecord) bool {
-		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status) &&
-			(since.IsZero() || !r.CreatedAt.Before(since)) && before.admits(r)
-	}, false)
+	recs, err := s.pageOfDeliveries(c.Request.Context(), tenantOf(c), since, before, limit, func(r *contract.DeliveryRecord) bool {
+		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status)
+	})
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
-	slices.Reverse(recs)
 	page := make([]deliveryView, 0, min(limit, len(recs)))
 	for _, r := range recs[:min(limit, len(recs))] {
 		page = append(page, deliveryView{DeliveryRecord: r})
@@ -106,6 +105,49 @@ func (p pageCursor) String() string {
 	return p.at.Format(time.RFC3339Nano) + "," + p.id
 }
 
+// The first window of the delivery log that a page is looked for in, and
+// how much larger each next one is.
+const (
+	firstPageWindow  = 10 * time.Second
+	pageWindowGrowth = 8
+)
+
+// pageOfDeliveries returns, newest first, up to limit+1 of the tenant's
+// deliveries that keep passes, created at or after since (zero: any time)
+// and before the cursor. It reads the log back from the cursor (or now) in
+// growing windows, each read costing the writes made since its start, until
+// one holds more than limit of them or reaches since or the oldest write
+// kept: the first pages of a large log cost what was written lately, not
+// the whole log.
+func (s *Service) pageOfDeliveries(ctx context.Context, tenant string, since time.Time, before pageCursor, limit int, keep func(*contract.DeliveryRecord) bool) ([]contract.DeliveryRecord, error) {
+	oldest, err := deliverylog.Oldest(ctx, s.js)
+	if err != nil {
+		return nil, err
+	}
+	end := s.now().Add(deliverylog.ClockMargin) // the newest a record can be
+	if !before.at.IsZero() && before.at.Before(end) {
+		end = before.at
+	}
+	for window := firstPageWindow; ; window *= pageWindowGrowth {
+		from := end.Add(-window)
+		whole := oldest.IsZero() || !from.After(since) || !from.Add(-deliverylog.ClockMargin).After(oldest) ||
+			window > math.MaxInt64/pageWindowGrowth
+		if whole {
+			from = since
+		}
+		recs, err := s.readRecords(ctx, tenant+".>", from, func(r *contract.DeliveryRecord) bool {
+			return !r.CreatedAt.Before(from) && before.admits(r) && keep(r)
+		}, false)
+		if err != nil {
+			return nil, err
+		}
+		if whole || len(recs) > limit {
+			slices.Reverse(recs)
+			return recs[:min(limit+1, len(recs))], nil
+		}
+	}
+}
+
 func optionalTime(v, name string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
@@ -125,7 +167,7 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, notFound("delivery"))
 		return
 	}
-	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, nil, true)
+	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, time.Time{}, nil, true)
 	if err != nil {
 		s.respondError(c, err)
 		return

@@ -32,17 +32,15 @@ type Service struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	// pub writes jobs, events and deliveries in group commits.
-	pub     *bus.GroupCommit
-	jobs    *jobstore.Store
-	secrets *signing.Store
-	// deliveryLog is the bucket of delivery attempt logs.
-	deliveryLog jetstream.KeyValue
-	tenants     jetstream.KeyValue
-	endpoints   *endpoints.Store
-	apiKeys     *apikeys.Index
-	admission   *admission
-	keys        map[[sha256.Size]byte]string
-	jobTypes    map[string]bool
+	pub       *bus.GroupCommit
+	jobs      *jobstore.Store
+	secrets   *signing.Store
+	tenants   jetstream.KeyValue
+	endpoints *endpoints.Store
+	apiKeys   *apikeys.Index
+	admission *admission
+	keys      map[[sha256.Size]byte]string
+	jobTypes  map[string]bool
 	// external are the job types whose record is written at submit.
 	external map[string]bool
 	// batcher writes the jobs stored as their message alone.
@@ -82,8 +80,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err != nil {
 		return nil, err
 	}
-	deliveryLog, err := js.KeyValue(ctx, contract.BucketDeliveries)
-	if err != nil {
+	if _, err := js.KeyValue(ctx, contract.BucketDeliveries); err != nil { // read with deliverylog
 		return nil, fmt.Errorf("open bucket %s: %w", contract.BucketDeliveries, err)
 	}
 	tenants, err := js.KeyValue(ctx, contract.BucketTenants)
@@ -99,7 +96,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		return nil, err
 	}
 	s := &Service{
-		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets, deliveryLog: deliveryLog,
+		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
 		retryAfter: []string{retryAfterValue(cfg.RetryAfter)}, serving: make(chan struct{}),

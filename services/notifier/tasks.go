@@ -60,18 +60,20 @@ func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error 
 // re-send within JetStream's duplicate window is de-duplicated.
 func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant string, task contract.Task) error {
 	n.saveTask(ctx, logger, tenant, task, contract.TaskRunning)
-	recs, err := deliverylog.Read(ctx, n.log, tenant+".>", func(r *contract.DeliveryRecord) bool {
-		return r.EndpointID == task.EndpointID && r.Status == contract.DeliveryFailed && !r.CreatedAt.Before(task.Since) &&
-			(task.Until == nil || r.CreatedAt.Before(*task.Until))
-	}, true)
-	if err != nil {
-		return err
-	}
-	for _, rec := range recs {
-		if err := deliverylog.Replay(ctx, n.js, tenant, rec, rec.ID+".recover."+task.ID); err != nil {
+	// Sent as they are read: a large window is not held in memory.
+	err := deliverylog.Scan(ctx, n.js, tenant+".>", task.Since, func(r *contract.DeliveryRecord) error {
+		if r.EndpointID != task.EndpointID || r.Status != contract.DeliveryFailed || r.CreatedAt.Before(task.Since) ||
+			(task.Until != nil && !r.CreatedAt.Before(*task.Until)) {
+			return nil
+		}
+		if err := deliverylog.Replay(ctx, n.js, tenant, *r, r.ID+".recover."+task.ID); err != nil {
 			return err
 		}
 		task.Resent++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	logger.Info("endpoint recovered", "endpoint_id", task.EndpointID, "resent", task.Resent)
 	n.saveTask(ctx, logger, tenant, task, contract.TaskDone)
