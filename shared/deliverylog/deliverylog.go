@@ -18,35 +18,35 @@ import (
 )
 
 // ClockMargin is how far apart the clocks of hookstream's processes and of
-// the NATS servers may be for a read from a time (Scan) to find every
-// record created since then: the read starts that much earlier.
+// the NATS servers may be for a read from a time to find every record
+// created since then: the read starts that much earlier.
 const ClockMargin = 10 * time.Second
 
-// scanBatch is how many records a Scan fetches at once.
+// scanBatch is how many records a read fetches at once.
 const scanBatch = 256
 
 // logStream is the stream that holds the bucket.
 const logStream = "KV_" + contract.BucketDeliveries
 
-// Scan calls fn with the records whose key matches filter (NATS
-// wildcards), in the order they were last written; deleted keys are
-// skipped. With since set, it reads only the log written from then on
-// (less ClockMargin): every record created since then, and the older ones
-// written since, which fn may skip. A record's only copy is its last write
-// (the bucket keeps one per key), so a read from a time costs the writes
-// since then, not the whole log.
-func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(*contract.DeliveryRecord) error) error {
+// read passes fn the messages of the log whose key matches filter (NATS
+// wildcards), in the order they were written, until fn says no more or the
+// read has reached the end of the log. With since set, it reads only the
+// log written from then on (less ClockMargin): it holds every record
+// created since then, and the older ones written since. A record's only
+// copy is its last write (the bucket keeps one per key), so a read from a
+// time costs the writes since then, not the whole log.
+func read(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(jetstream.Msg, *jetstream.MsgMetadata) (more bool, err error)) error {
 	cfg := jetstream.ConsumerConfig{
 		FilterSubject: bus.KeySubject(contract.BucketDeliveries, filter),
 		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:     jetstream.AckNonePolicy,
-		// Gone by itself if this process is: a read takes seconds at most.
-		InactiveThreshold: time.Minute,
+		// Gone by itself if this process is, after a pause longer than a
+		// recover task's batch of re-sends can take.
+		InactiveThreshold: 5 * time.Minute,
 		MemoryStorage:     true,
 		Replicas:          1,
 	}
-	if !since.IsZero() {
-		start := since.Add(-ClockMargin)
+	if start := since.Add(-ClockMargin); start.Year() >= 1970 { // earlier: all of it
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
 	cons, err := js.CreateConsumer(ctx, logStream, cfg)
@@ -59,53 +59,109 @@ func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time
 		defer cancel()
 		_ = js.DeleteConsumer(ctx, logStream, name)
 	}()
-	// What was written by the time the read began; later writes are not
-	// waited for.
-	for left := cons.CachedInfo().NumPending; left > 0; {
-		batch, err := cons.Fetch(int(min(left, scanBatch)), jetstream.FetchMaxWait(5*time.Second))
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, err := cons.FetchNoWait(int(min(pending, scanBatch)))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", filter, err)
 		}
-		got := uint64(0)
+		got := 0
 		for msg := range batch.Messages() {
 			got++
-			if op := msg.Headers().Get("KV-Operation"); op != "" { // DEL or PURGE
-				continue
+			meta, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("read %s: %w", filter, err)
 			}
-			var rec contract.DeliveryRecord
-			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
-				return fmt.Errorf("decode delivery %s: %w", msg.Subject(), err)
-			}
-			if err := fn(&rec); err != nil {
+			if more, err := fn(msg, meta); err != nil || !more {
 				return err
 			}
+			pending = meta.NumPending
 		}
 		if err := batch.Error(); err != nil {
 			return fmt.Errorf("read %s: %w", filter, err)
 		}
-		if got == 0 { // a listing cut short must not pass for a whole one
-			return fmt.Errorf("read %s: no records came, %d to go", filter, left)
+		if got == 0 {
+			// What was pending may have aged out meanwhile; a read cut
+			// short must not pass for a whole one.
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", filter, err)
+			}
+			if pending = info.NumPending; pending > 0 {
+				return fmt.Errorf("read %s: no records came, %d to go", filter, pending)
+			}
 		}
-		left -= min(got, left)
 	}
 	return nil
 }
 
-// Read returns the records Scan finds that keep passes (all when nil),
-// oldest first by creation. Bodies are kept only withBodies.
+// decode reads a record; nil for a deleted key.
+func decode(msg jetstream.Msg) (*contract.DeliveryRecord, error) {
+	if op := msg.Headers().Get("KV-Operation"); op != "" { // DEL or PURGE
+		return nil, nil
+	}
+	var rec contract.DeliveryRecord
+	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+		return nil, fmt.Errorf("decode delivery %s: %w", msg.Subject(), err)
+	}
+	return &rec, nil
+}
+
+// Scan calls fn with the records whose key matches filter, as they were
+// when the read began, each once, in the order they were last written,
+// from the log written since (zero: all of it; see read). A record written
+// again during the scan is left out: its copy from before is gone, and its
+// new one is past where the scan ends. That suits a task that sends
+// records again (a recover task): such a record is being sent by someone
+// else already, and its own re-sends, written again, are not read back.
+func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(*contract.DeliveryRecord) error) error {
+	stream, err := js.Stream(ctx, logStream)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", logStream, err)
+	}
+	end := stream.CachedInfo().State.LastSeq
+	return read(ctx, js, filter, since, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		if meta.Sequence.Stream > end {
+			return false, nil
+		}
+		rec, err := decode(msg)
+		if err != nil || rec == nil {
+			return true, err
+		}
+		return true, fn(rec)
+	})
+}
+
+// Read returns the records whose key matches filter and that keep passes
+// (all when nil), oldest first by creation, from the log written since
+// (zero: all of it; see read). It reads on to the end of the log, so that a
+// record written again during the read is not missed: its newest copy
+// stands. Bodies are kept only withBodies.
 func Read(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
-	out := []contract.DeliveryRecord{}
-	err := Scan(ctx, js, filter, since, func(rec *contract.DeliveryRecord) error {
-		if keep == nil || keep(rec) {
+	byKey := map[string]contract.DeliveryRecord{}
+	err := read(ctx, js, filter, since, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
+		rec, err := decode(msg)
+		switch {
+		case err != nil:
+			return false, err
+		case rec == nil || (keep != nil && !keep(rec)):
+			delete(byKey, msg.Subject())
+		default:
 			if !withBodies {
 				rec.Body = nil
 			}
-			out = append(out, *rec)
+			byKey[msg.Subject()] = *rec
 		}
-		return nil
+		return true, nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	out := make([]contract.DeliveryRecord, 0, len(byKey))
+	for _, rec := range byKey {
+		out = append(out, rec)
 	}
 	slices.SortFunc(out, func(a, b contract.DeliveryRecord) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {

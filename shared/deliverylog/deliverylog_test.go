@@ -3,9 +3,12 @@ package deliverylog_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -50,10 +53,103 @@ func TestScan(t *testing.T) {
 	require.Equal(t, want, scan("acme.>", time.Time{}))
 	require.Equal(t, want, scan("acme.>", time.Now().Add(-time.Minute)))
 	require.Empty(t, scan("acme.>", time.Now().Add(deliverylog.ClockMargin+time.Minute)))
+	require.Equal(t, want, scan("acme.>", time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC)), "a time before the log")
 	require.Equal(t, map[string]string{"msg_c": contract.DeliveryPending}, scan("acme.evt_2.*", time.Time{}))
 	require.Empty(t, scan("nobody.>", time.Time{}))
 
 	oldest, err := deliverylog.Oldest(ctx, js)
 	require.NoError(t, err)
 	require.WithinDuration(t, time.Now(), oldest, time.Minute)
+}
+
+// putRecords writes n pending records, msg_0000 on, for tenant acme.
+func putRecords(t *testing.T, kv jetstream.KeyValue, n int) {
+	t.Helper()
+	for i := range n {
+		putRecord(t, kv, i, contract.DeliveryPending)
+	}
+}
+
+func putRecord(t *testing.T, kv jetstream.KeyValue, i int, status string) {
+	t.Helper()
+	id := fmt.Sprintf("msg_%04d", i)
+	data, err := json.Marshal(contract.DeliveryRecord{ID: id, Status: status, CreatedAt: time.Now().UTC()})
+	require.NoError(t, err)
+	_, err = kv.Put(context.Background(), "acme.evt_1."+id, data)
+	require.NoError(t, err)
+}
+
+func deliveryBucket(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	kv, err := js.KeyValue(ctx, contract.BucketDeliveries)
+	require.NoError(t, err)
+	return js, kv
+}
+
+// Records written again while a read runs, one already read and one not
+// yet: Read returns each once, as last written; Scan reads none twice.
+func TestReadsOfRecordsWrittenAgainMeanwhile(t *testing.T) {
+	t.Parallel()
+	js, kv := deliveryBucket(t)
+	ctx := context.Background()
+	const n = 600
+	putRecords(t, kv, n)
+	rewrite := sync.OnceFunc(func() {
+		putRecord(t, kv, 0, contract.DeliveryFailed)
+		putRecord(t, kv, n-1, contract.DeliveryFailed)
+	})
+	recs, err := deliverylog.Read(ctx, js, "acme.>", time.Time{}, func(*contract.DeliveryRecord) bool {
+		rewrite()
+		return true
+	}, false)
+	require.NoError(t, err)
+	require.Equal(t, n, len(recs))
+	status := map[string]string{}
+	for _, r := range recs {
+		status[r.ID] = r.Status
+	}
+	require.Equal(t, n, len(status), "a record read twice")
+	require.Equal(t, contract.DeliveryFailed, status["msg_0000"])
+	require.Equal(t, contract.DeliveryFailed, status[fmt.Sprintf("msg_%04d", n-1)])
+
+	putRecords(t, kv, n)
+	rewrite = sync.OnceFunc(func() {
+		putRecord(t, kv, 0, contract.DeliveryFailed)
+		putRecord(t, kv, n-1, contract.DeliveryFailed)
+	})
+	seen := map[string]int{}
+	require.NoError(t, deliverylog.Scan(ctx, js, "acme.>", time.Time{}, func(r *contract.DeliveryRecord) error {
+		rewrite()
+		seen[r.ID]++
+		return nil
+	}))
+	for id, times := range seen {
+		require.Equal(t, 1, times, "%s read %d times", id, times)
+	}
+	require.GreaterOrEqual(t, len(seen), n-1)
+}
+
+// A record removed while a read runs, with no write after it (as the
+// bucket's TTL removes them), does not stall or fail the read.
+func TestReadsOfRecordsRemovedMeanwhile(t *testing.T) {
+	t.Parallel()
+	js, kv := deliveryBucket(t)
+	ctx := context.Background()
+	const n = 600
+	putRecords(t, kv, n)
+	stream, err := js.Stream(ctx, "KV_"+contract.BucketDeliveries)
+	require.NoError(t, err)
+	remove := sync.OnceFunc(func() {
+		last := bus.KeySubject(contract.BucketDeliveries, fmt.Sprintf("acme.evt_1.msg_%04d", n-1))
+		require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(last)))
+	})
+	recs, err := deliverylog.Read(ctx, js, "acme.>", time.Time{}, func(*contract.DeliveryRecord) bool {
+		remove()
+		return true
+	}, false)
+	require.NoError(t, err)
+	require.Equal(t, n-1, len(recs))
 }
