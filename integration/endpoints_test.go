@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hookstream/hookstream/services/allinone"
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
@@ -328,4 +332,27 @@ func TestEndpointValidation(t *testing.T) {
 	require.Equal(t, []any{"invoice.>"}, out["event_types"])
 	require.Equal(t, map[string]any{"X-Env": "prod"}, out["headers"])
 	require.NotContains(t, out, "secret")
+}
+
+// The embedded NATS listener lets in only clients with its token: one
+// generated on first start and kept in the data dir, the same after a
+// restart.
+func TestNATSListenerNeedsItsToken(t *testing.T) {
+	t.Parallel()
+	h := start(t, withNATSListen())
+	withToken := h.app.NATSURL()
+	u, err := url.Parse(withToken)
+	require.NoError(t, err)
+	kept, err := os.ReadFile(filepath.Join(h.cfg.DataDir, allinone.NATSTokenFile))
+	require.NoError(t, err)
+	require.Equal(t, strings.TrimSpace(string(kept)), u.User.Username())
+	info, err := os.Stat(filepath.Join(h.cfg.DataDir, allinone.NATSTokenFile))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+
+	u.User = nil
+	_, err = nats.Connect(u.String(), nats.MaxReconnects(0))
+	require.ErrorContains(t, err, "Authorization Violation")
+	js := h.natsClient()
+	publishEvent(t, js, "hookstream.events.acme.invoice.paid", "in_1", `{"invoice":"in_1"}`)
 }

@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.conns, "conns", 64, "concurrent clients (connections); in the open model, requests due while all are busy wait for one")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to load")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the server, to report its CPU and peak RSS")
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog, keys: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN)")
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "backlog, keys: NATS URL of hookstream's JetStream (HOOKSTREAM_NATS_LISTEN), with its token: nats://<token>@host:port")
 	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog, suite: deliveries to queue for the dead endpoint (suite: 0 skips the scenario)")
 	fs.StringVar(&o.tenant, "tenant", "bench", "backlog, keys: the tenant of -key")
 	keys := fs.Int("keys", 700_000, "keys: how many keys to write to each bucket")

@@ -375,13 +375,13 @@ func startHookstream(ctx context.Context, binary, sync string, env ...string) (*
 	if err != nil {
 		return nil, err
 	}
-	const key = "bench-key-0123456789abcdef"
+	const key, natsToken = "bench-key-0123456789abcdef", "bench-nats-token-0123456789"
 	cmd := exec.CommandContext(ctx, binary, "serve")
 	cmd.Env = append(os.Environ(),
 		"HOOKSTREAM_DATA_DIR="+dir, fmt.Sprintf("HOOKSTREAM_HTTP_ADDR=127.0.0.1:%d", port),
 		"HOOKSTREAM_API_KEYS=bench:"+key, "HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS=127.0.0.0/8",
 		"HOOKSTREAM_JETSTREAM_SYNC="+sync, "HOOKSTREAM_LOG_LEVEL=warn", // a stalled consumer, for one, is a warning
-		fmt.Sprintf("HOOKSTREAM_NATS_LISTEN=127.0.0.1:%d", natsPort),
+		fmt.Sprintf("HOOKSTREAM_NATS_LISTEN=127.0.0.1:%d", natsPort), "HOOKSTREAM_NATS_TOKEN="+natsToken,
 		fmt.Sprintf("HOOKSTREAM_ENDPOINT_CONCURRENCY=%d", endpointConcurrency),
 		"HOOKSTREAM_EXTERNAL_JOB_TYPES="+intakeJobType)
 	cmd.Env = append(cmd.Env, env...)
@@ -389,7 +389,7 @@ func startHookstream(ctx context.Context, binary, sync string, env ...string) (*
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", binary, err)
 	}
-	s := &server{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort), key: key, dir: dir}
+	s := &server{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), natsURL: fmt.Sprintf("nats://%s@127.0.0.1:%d", natsToken, natsPort), key: key, dir: dir}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get(s.url + "/readyz"); err == nil {

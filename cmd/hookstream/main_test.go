@@ -71,6 +71,8 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "worker type", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "re size=http://x"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
 		{name: "external type", givenEnv: []string{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "a..b"}, wantInErr: "HOOKSTREAM_EXTERNAL_JOB_TYPES"},
 		{name: "split without key", givenCmd: "notifier", wantInErr: "HOOKSTREAM_SECRET_KEY"},
+		{name: "nats token too short", givenEnv: []string{"HOOKSTREAM_NATS_TOKEN", "short"}, wantInErr: "HOOKSTREAM_NATS_TOKEN"},
+		{name: "nats token not for URLs", givenEnv: []string{"HOOKSTREAM_NATS_TOKEN", "0123456789abcdef@x"}, wantInErr: "HOOKSTREAM_NATS_TOKEN"},
 		{name: "split intake without tenants", givenCmd: "intake", givenEnv: []string{"HOOKSTREAM_SECRET_KEY", testSecretKey}, wantInErr: "HOOKSTREAM_ADMIN_TOKEN"},
 	}
 	for _, tt := range tests {

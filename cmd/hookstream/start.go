@@ -226,7 +226,7 @@ func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, std
 		secretKey, _ = secretbox.ParseKey(s.SecretKey) // validated with the settings
 	}
 	app := allinone.New(allinone.Config{
-		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, SyncAlways: always, SyncInterval: interval,
+		SecretKey: secretKey, DataDir: s.DataDir, NATSListen: s.NATSListen, NATSToken: s.NATSToken, SyncAlways: always, SyncInterval: interval,
 		Topology: c.topology, Intake: c.intake, Processor: c.processor, Notifier: c.notifier,
 		NoProcessor: c.noProcessor, ReplaceSecretKey: s.SecretKeyReplace == "yes",
 	}, logger)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,10 @@ type Config struct {
 	// NATSListen, when set, also exposes the embedded NATS on this address
 	// for internal publishers. Default: in-process only.
 	NATSListen string
+	// NATSToken is the token every NATS client must give when NATSListen is
+	// set. Default: generated on first start and kept in
+	// DataDir/nats-token (NATSTokenFile).
+	NATSToken string
 	// SyncAlways syncs every JetStream write to disk before acknowledging it
 	// (the default in hookstream). When false, SyncInterval applies.
 	SyncAlways bool
@@ -107,7 +112,7 @@ func (a *App) HTTPAddr() string {
 }
 
 // NATSURL is the embedded server's client URL when NATSListen is set, once
-// Ready.
+// Ready, with its token (nats://<token>@host:port).
 func (a *App) NATSURL() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -122,8 +127,12 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.useSecretKey(); err != nil {
 		return err
 	}
+	token, err := a.natsToken()
+	if err != nil {
+		return err
+	}
 	ns, err := embeddednats.Start(embeddednats.Config{
-		StoreDir: filepath.Join(a.cfg.DataDir, "jetstream"), Listen: a.cfg.NATSListen,
+		StoreDir: filepath.Join(a.cfg.DataDir, "jetstream"), Listen: a.cfg.NATSListen, Token: token,
 		SyncAlways: a.cfg.SyncAlways, SyncInterval: a.cfg.SyncInterval,
 	}, a.logger)
 	if err != nil {
@@ -133,7 +142,7 @@ func (a *App) Run(ctx context.Context) error {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}()
-	nc, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: "hookstream"}, a.logger)
+	nc, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: "hookstream", Token: token}, a.logger)
 	if err != nil {
 		return err
 	}
@@ -147,7 +156,7 @@ func (a *App) Run(ctx context.Context) error {
 	// Job records are read on a connection of their own (finding 21 of
 	// docs/performance.md): such a read waits while nats-server saves the
 	// records' index, and on nc it held every write after it.
-	rnc, rjs, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: "hookstream-records"}, a.logger)
+	rnc, rjs, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: "hookstream-records", Token: token}, a.logger)
 	if err != nil {
 		return err
 	}
@@ -158,7 +167,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.Processor.RecordReader == nil {
 		a.cfg.Processor.RecordReader = rjs
 	}
-	services, err := a.build(ctx, nc, ns)
+	services, err := a.build(ctx, nc, ns, token)
 	if err != nil {
 		return err
 	}
@@ -173,6 +182,24 @@ func (a *App) keyError(err error) error {
 	}
 	return fmt.Errorf("the key in %s: %w; restore that file from a backup of the data dir, or set HOOKSTREAM_SECRET_KEY to the deployment's key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records this one instead)",
 		filepath.Join(a.cfg.DataDir, "secret-key"), err)
+}
+
+// natsToken is the token NATS clients give when the embedded server
+// listens: the configured one, or the one kept in the data dir. None
+// without a listener, where only this process connects.
+func (a *App) natsToken() (string, error) {
+	switch {
+	case a.cfg.NATSListen == "":
+		return "", nil
+	case a.cfg.NATSToken != "":
+		return a.cfg.NATSToken, nil
+	}
+	token, created, err := keptSecret(a.cfg.DataDir, NATSTokenFile, "")
+	if err == nil && created {
+		a.logger.Info("NATS clients of the embedded server authenticate with a token, generated and kept in the data dir",
+			"file", filepath.Join(a.cfg.DataDir, NATSTokenFile))
+	}
+	return token, err
 }
 
 // useSecretKey gives intake and notifier the box that seals secrets.
@@ -194,7 +221,7 @@ func (a *App) useSecretKey() error {
 
 // build makes the services, intake first, and the processor unless
 // NoProcessor. When one fails, those already made are closed.
-func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (_ []runner, err error) {
+func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server, token string) (_ []runner, err error) {
 	js, err := bus.JetStream(nc)
 	if err != nil {
 		return nil, err
@@ -251,7 +278,7 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server) (_ []
 	}
 	a.httpAddr = icfg.Listener.Addr().String()
 	if a.cfg.NATSListen != "" {
-		a.natsURL = ns.ClientURL()
+		a.natsURL = strings.Replace(ns.ClientURL(), "://", "://"+token+"@", 1)
 	}
 	a.mu.Unlock()
 	close(a.ready)

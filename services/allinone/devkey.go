@@ -17,10 +17,21 @@ const DevTenant = "dev"
 // devKeyFile is where the development key is kept, in the data dir.
 const devKeyFile = "dev-api-key"
 
+// NATSTokenFile is where the embedded NATS listener's token is kept, in
+// the data dir, when none is configured (Config.NATSToken).
+const NATSTokenFile = "nats-token"
+
 // DevKey returns the development API key kept in dataDir, creating it on
 // first use (created is then true). The file is readable by its owner only.
 func DevKey(dataDir string) (key string, created bool, err error) {
-	path := filepath.Join(dataDir, devKeyFile)
+	return keptSecret(dataDir, devKeyFile, "hs_dev_")
+}
+
+// keptSecret returns the secret kept in dataDir/name, creating it on first
+// use (created is then true): prefix and 24 random bytes, URL-safe base64.
+// The file is readable by its owner only.
+func keptSecret(dataDir, name, prefix string) (secret string, created bool, err error) {
+	path := filepath.Join(dataDir, name)
 	data, err := os.ReadFile(path)
 	if err == nil {
 		return strings.TrimSpace(string(data)), false, nil
@@ -30,14 +41,14 @@ func DevKey(dataDir string) (key string, created bool, err error) {
 	}
 	var b [24]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", false, fmt.Errorf("generate dev key: %w", err)
+		return "", false, fmt.Errorf("generate %s: %w", name, err)
 	}
-	key = "hs_dev_" + base64.RawURLEncoding.EncodeToString(b[:])
+	secret = prefix + base64.RawURLEncoding.EncodeToString(b[:])
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", false, fmt.Errorf("create data dir: %w", err)
 	}
-	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", false, fmt.Errorf("write %s: %w", path, err)
 	}
-	return key, true, nil
+	return secret, true, nil
 }

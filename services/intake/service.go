@@ -224,6 +224,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	}
 	if err := s.registerBootstrapTenants(ctx); err != nil {
+		if ctx.Err() != nil { // stopped while starting: not a failure
+			return nil
+		}
 		return err
 	}
 	srv.RegisterOnShutdown(s.stopWaiting)

@@ -31,6 +31,10 @@ type ConnectOptions struct {
 	InProcess *server.Server
 	// Name is the client name shown by the server.
 	Name string
+	// Token authenticates the connection to an InProcess server that
+	// requires one (embeddednats.Config.Token); a URL carries its own
+	// credentials (nats://token@host:4222).
+	Token string
 }
 
 // Connect connects to NATS. Publishes are not buffered while disconnected, so
@@ -65,6 +69,9 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 	if opts.InProcess != nil {
 		nopts = append(nopts, nats.InProcessServer(opts.InProcess))
 		url = ""
+		if opts.Token != "" {
+			nopts = append(nopts, nats.Token(opts.Token))
+		}
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {

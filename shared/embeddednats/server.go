@@ -20,6 +20,10 @@ type Config struct {
 	// Listen, when set ("127.0.0.1:4222"), also accepts NATS clients on that
 	// address. Empty: in-process connections only.
 	Listen string
+	// Token, when set, is required of every client, in-process ones
+	// included: nats://<token>@host:port, or nats.Token. Empty: none, for a
+	// server no one else can reach (no Listen).
+	Token string
 	// SyncAlways makes JetStream sync every write to disk before it
 	// acknowledges it. When false, SyncInterval applies.
 	SyncAlways bool
@@ -42,14 +46,15 @@ func Start(cfg Config, logger *slog.Logger) (*server.Server, error) {
 		return nil, errors.New("embedded nats: store dir is empty")
 	}
 	opts := &server.Options{
-		ServerName:   cfg.ServerName,
-		JetStream:    true,
-		StoreDir:     cfg.StoreDir,
-		SyncAlways:   cfg.SyncAlways,
-		SyncInterval: cfg.SyncInterval,
-		MaxPayload:   cfg.MaxPayload,
-		NoSigs:       true,
-		DontListen:   cfg.Listen == "",
+		ServerName:    cfg.ServerName,
+		JetStream:     true,
+		StoreDir:      cfg.StoreDir,
+		SyncAlways:    cfg.SyncAlways,
+		SyncInterval:  cfg.SyncInterval,
+		MaxPayload:    cfg.MaxPayload,
+		NoSigs:        true,
+		DontListen:    cfg.Listen == "",
+		Authorization: cfg.Token,
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "hookstream"

@@ -2,9 +2,11 @@ package embeddednats_test
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/embeddednats"
@@ -38,4 +40,25 @@ func TestSyncPolicyIsApplied(t *testing.T) {
 			require.NotZero(t, ns.JetStreamConfig().StoreDir)
 		})
 	}
+}
+
+// With a token, the listener refuses clients without it, and in-process
+// clients give it too.
+func TestListenerRequiresTheToken(t *testing.T) {
+	t.Parallel()
+	const token = "test-token-0123456789"
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Token: token}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	url := ns.ClientURL()
+	for _, anonymous := range []string{url, strings.Replace(url, "://", "://wrong-token-0123456789@", 1)} {
+		_, err = nats.Connect(anonymous, nats.MaxReconnects(0))
+		require.ErrorContains(t, err, "Authorization Violation")
+	}
+	nc, err := nats.Connect(strings.Replace(url, "://", "://"+token+"@", 1))
+	require.NoError(t, err)
+	nc.Close()
+	nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Token(token))
+	require.NoError(t, err)
+	nc.Close()
 }
