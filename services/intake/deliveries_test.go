@@ -66,3 +66,34 @@ func TestDeliveryPagesListEachDeliveryOnce(t *testing.T) {
 	r = b.do(t, http.MethodGet, "/v1/deliveries?before=yesterday", keyAcme, "", "")
 	require.Equal(t, http.StatusBadRequest, r.status, r.body)
 }
+
+// A delivery still being retried is not retried by hand: its scheduled
+// retry would follow with the attempts from before.
+func TestRetryOfAPendingDeliveryAnswers409(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	kv, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
+	require.NoError(t, err)
+	next := time.Now().Add(time.Hour).UTC()
+	rec := contract.DeliveryRecord{ID: "msg_pending", EventID: "evt_1", EventType: "invoice.paid", EndpointID: "ep_1",
+		URL: "https://example.com/hook", Status: contract.DeliveryPending, NextAttemptAt: &next, Body: json.RawMessage(`{}`),
+		CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	data, err := json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
+	require.NoError(t, err)
+
+	r := b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyAcme, "", "")
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	require.Contains(t, r.body["detail"], "still being retried")
+	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyOther, "", "")
+	require.Equal(t, http.StatusNotFound, r.status, r.body)
+
+	rec.Status, rec.NextAttemptAt = contract.DeliveryFailed, nil
+	data, err = json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
+	require.NoError(t, err)
+	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyAcme, "", "")
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+}

@@ -176,6 +176,17 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, notFound("delivery"))
 		return
 	}
+	if rec := recs[0]; rec.Status == contract.DeliveryPending {
+		// Its scheduled retry would come after the replay's attempt, with
+		// the attempts from before it, and a failed replay would be taken
+		// for the last attempt.
+		detail := "the delivery is still being retried"
+		if rec.NextAttemptAt != nil {
+			detail += ", next at " + rec.NextAttemptAt.UTC().Format(time.RFC3339)
+		}
+		s.respondError(c, conflict(detail+"; retry it once it has succeeded or failed"))
+		return
+	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
 	if err := s.replay(ctx, tenant, recs[0]); err != nil {

@@ -315,9 +315,10 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	case last.gone || policy.next == 0 || d.Replay:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
 		if last.gone && d.EndpointID != "" {
-			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone", nil)
+			// Only the first of several 410s in flight disables and announces.
+			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone", func(e *endpoints.Endpoint) bool { return e.Enabled })
 		}
-		n.announceExhausted(ctx, logger, d, last.attempt.Error)
+		n.announceExhausted(ctx, logger, d, attemptError(last.attempt))
 		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
 	due := n.cfg.Now().Add(policy.next)

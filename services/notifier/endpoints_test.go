@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,6 +157,60 @@ func TestEndpointGoneIsDisabled(t *testing.T) {
 	b.publishEvent(t, "acme", "invoice.paid", "evt_2", []byte(`{}`))
 	b.waitIdle(t)
 	require.Len(t, rcv.all(), 1)
+}
+
+// Several deliveries in flight that each get a 410 disable the endpoint
+// once: one endpoint.disabled event, not one per 410.
+func TestEndpointGoneManyTimesAtOnceIsAnnouncedOnce(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	var mu sync.Mutex
+	arrived := sync.NewCond(&mu)
+	waiting := 0
+	rcv := newReceiver(t, func(i int, w http.ResponseWriter) {
+		mu.Lock()
+		waiting++
+		arrived.Broadcast()
+		for waiting < n { // all in flight before any answer
+			arrived.Wait()
+		}
+		mu.Unlock()
+		time.Sleep(time.Duration(i*20) * time.Millisecond) // answers a few ms apart
+		w.WriteHeader(http.StatusGone)
+	})
+	ops := newReceiver(t, nil)
+	b := setup(t, notifier.Config{}, newEndpoint(t, "acme", "ep_1", rcv.URL, "invoice.*"), newEndpoint(t, "acme", "ep_ops", ops.URL, "endpoint.*"))
+	for i := range n {
+		b.publishEvent(t, "acme", "invoice.paid", "evt_"+strconv.Itoa(i), []byte(`{}`))
+	}
+	rcv.wait(t, n)
+	ops.wait(t, 1)
+	b.waitIdle(t)
+	require.Len(t, ops.all(), 1, "endpoint.disabled webhooks for one endpoint going away")
+}
+
+// A delivery that exhausts its schedule is announced to the endpoints
+// subscribed to delivery.*, with the reason of its last attempt: for an
+// answer without an error of its own, the status.
+func TestExhaustedDeliveryIsAnnounced(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, statuses(500, 500, 500))
+	ops := newReceiver(t, nil)
+	b := setup(t, notifier.Config{}, newEndpoint(t, "acme", "ep_1", rcv.URL, "invoice.*"), newEndpoint(t, "acme", "ep_ops", ops.URL, "delivery.*"))
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
+	ops.wait(t, 1)
+	got := ops.all()[0]
+	require.Equal(t, notifier.EventDeliveryExhausted, got.event.Type)
+	var data struct {
+		EndpointID string `json:"endpoint_id"`
+		Attempts   int    `json:"attempts"`
+		LastError  string `json:"last_error"`
+	}
+	require.NoError(t, json.Unmarshal(got.event.Data, &data))
+	require.Equal(t, "ep_1", data.EndpointID)
+	require.Equal(t, 3, data.Attempts)
+	require.Equal(t, "receiver answered 500", data.LastError)
 }
 
 // A 410 on fan-out's direct attempt whose dead letter cannot be stored at

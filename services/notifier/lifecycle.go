@@ -82,7 +82,7 @@ func (n *Notifier) disableEndpoint(ctx context.Context, logger *slog.Logger, ten
 		return nil
 	})
 	if errors.Is(err, errNoLongerDue) {
-		logger.Debug("endpoint not disabled: it is no longer failing", "endpoint_id", id)
+		logger.Debug("endpoint not disabled: no longer due (disabled already, or no longer failing)", "endpoint_id", id)
 		return
 	}
 	if err != nil {
@@ -106,6 +106,15 @@ func (n *Notifier) announceExhausted(ctx context.Context, logger *slog.Logger, d
 		"delivery_id": d.ID, "event_id": d.EventID, "event_type": d.EventType, "endpoint_id": d.EndpointID,
 		"job_id": d.JobID, "attempts": len(d.Attempts), "last_error": lastError,
 	})
+}
+
+// attemptError says why an attempt failed: its error, or the status the
+// receiver answered.
+func attemptError(a contract.Attempt) string {
+	if a.Error == "" && a.StatusCode != 0 {
+		return "receiver answered " + strconv.Itoa(a.StatusCode)
+	}
+	return a.Error
 }
 
 // announce publishes an operational event, best effort: the state change it
