@@ -24,7 +24,17 @@ type limiter struct {
 	flight   map[string]int
 	buckets  map[string]*bucket
 	breakers map[string]*breaker
+	swept    time.Time // the last sweep
 }
+
+// Every sweepEvery, a limiter forgets the circuits that have seen no
+// failure for staleBreaker, and the token buckets that are full again:
+// without that, the callback hosts of a tenant's jobs, any number of them,
+// and deleted endpoints would each keep an entry for good.
+const (
+	sweepEvery   = time.Minute
+	staleBreaker = time.Hour
+)
 
 // Circuit breaker: after breakerFailures failed attempts in a row an
 // endpoint gets no requests from this process for breakerCooldown; then one
@@ -34,6 +44,7 @@ type limiter struct {
 
 type breaker struct {
 	failures  int
+	failedAt  time.Time // the last failure
 	openUntil time.Time
 	// probeUntil is set while a probe is out: no other request goes until
 	// it reports, or until then (a probe that never reported: its delivery
@@ -113,10 +124,30 @@ func (l *limiter) report(key string, ok bool) {
 		b = &breaker{}
 		l.breakers[key] = b
 	}
+	now := l.now()
 	b.failures++
+	b.failedAt = now
 	b.probeUntil = time.Time{}
 	if b.failures >= l.breakerFailures {
-		b.openUntil = l.now().Add(l.breakerCooldown)
+		b.openUntil = now.Add(l.breakerCooldown)
+	}
+	if now.Sub(l.swept) >= sweepEvery {
+		l.sweepLocked(now)
+	}
+}
+
+// sweepLocked forgets stale circuits and full buckets; l.mu is held.
+func (l *limiter) sweepLocked(now time.Time) {
+	l.swept = now
+	for key, b := range l.breakers {
+		if now.Sub(b.failedAt) >= staleBreaker && !now.Before(b.openUntil) && !now.Before(b.probeUntil) {
+			delete(l.breakers, key)
+		}
+	}
+	for key, b := range l.buckets {
+		if now.Sub(b.at) >= time.Second { // refilled: as a new one
+			delete(l.buckets, key)
+		}
 	}
 }
 

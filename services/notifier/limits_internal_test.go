@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -113,4 +114,28 @@ func TestCircuitBreakerProbeThatNeverReports(t *testing.T) {
 	ok, _ := l.acquire("a", 0)
 	require.True(t, ok, "closed after the probe succeeded")
 	l.release("a")
+}
+
+// Circuits that saw no failure for an hour, and token buckets full again,
+// are forgotten: a tenant's jobs may call back any number of hosts.
+func TestLimiterForgetsStaleEntries(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_000_000, 0)
+	l := newLimiter(100, breakerFailures, breakerCooldown, func() time.Time { return now })
+	for i := range 1000 {
+		key := "acme/cb/host" + strconv.Itoa(i)
+		ok, _ := l.acquire(key, 5)
+		require.True(t, ok)
+		l.release(key)
+		l.report(key, false)
+	}
+	l.report("acme/ep_busy", false)
+	require.Len(t, l.breakers, 1001)
+	require.Len(t, l.buckets, 1000)
+
+	now = now.Add(staleBreaker)
+	l.report("acme/ep_busy", false) // still failing: kept
+	require.Len(t, l.breakers, 1)
+	require.Empty(t, l.buckets)
+	require.Contains(t, l.breakers, "acme/ep_busy")
 }
