@@ -300,6 +300,12 @@ func TestAdminTenantsAndKeys(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, code)
 	code, _, _ = h.call(http.MethodGet, "/v1/admin/tenants/globex", admin, "")
 	require.Equal(t, http.StatusNotFound, code)
+
+	// Its id is not given to a new tenant while its jobs are kept: that
+	// tenant would see them, and get them back for the same Idempotency-Key.
+	code, _, out = h.call(http.MethodPost, "/v1/admin/tenants", admin, `{"id":"globex"}`)
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Contains(t, out["detail"], "was deleted")
 }
 
 func TestAdminAPIOffWithoutToken(t *testing.T) {

@@ -26,6 +26,15 @@ type tenant struct {
 
 func tenantKey(id string) string { return id + ".info" }
 
+// deletedKey marks a deleted tenant's id: its jobs and delivery logs stay
+// until they expire, and a new tenant of that id would see them.
+func deletedKey(id string) string { return id + ".deleted" }
+
+// tombstone is what deletedKey holds.
+type tombstone struct {
+	DeletedAt time.Time `json:"deleted_at"`
+}
+
 // authenticateAdmin lets requests with the admin token through; with no
 // token configured the admin API is off.
 func (s *Service) authenticateAdmin(c *gin.Context) {
@@ -91,6 +100,10 @@ func (s *Service) createTenant(c *gin.Context) {
 		s.respondError(c, invalid(`field "id" is required: 1-64 of a-z A-Z 0-9 - _; "name" at most 256 bytes`))
 		return
 	}
+	if err := s.checkNotDeleted(c.Request.Context(), req.ID); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	req.CreatedAt = s.now().UTC()
 	t, err := s.putTenant(c.Request.Context(), req)
 	if errors.Is(err, errTenantExists) {
@@ -130,9 +143,33 @@ func (s *Service) getTenant(c *gin.Context) {
 	c.JSON(http.StatusOK, t)
 }
 
+// checkNotDeleted refuses an id whose tenant was deleted while its jobs or
+// delivery logs may still be kept.
+func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
+	entry, err := s.tenants.Get(ctx, deletedKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var t tombstone
+	if err := json.Unmarshal(entry.Value(), &t); err != nil {
+		return fmt.Errorf("decode %s: %w", deletedKey(id), err)
+	}
+	until := t.DeletedAt.Add(max(s.cfg.JobRetention, s.cfg.DeliveryRetention))
+	if s.now().Before(until) {
+		return conflict(fmt.Sprintf("tenant %q was deleted at %s; its jobs and delivery logs are kept until %s, and a tenant of that id would see them: use another id, or create it after then",
+			id, t.DeletedAt.Format(time.RFC3339), until.Format(time.RFC3339)))
+	}
+	return nil
+}
+
 // deleteTenant revokes the tenant's issued keys, endpoints and signing
-// secret and removes it. Its jobs and delivery logs expire as usual. Keys from HOOKSTREAM_API_KEYS stay valid
-// until removed from the configuration.
+// secret, forgets its event types and tasks, and removes it. Its jobs and
+// delivery logs expire as usual; until then its id is not given again
+// (checkNotDeleted). Keys from HOOKSTREAM_API_KEYS stay valid until removed
+// from the configuration.
 func (s *Service) deleteTenant(c *gin.Context) {
 	ctx := c.Request.Context()
 	t, err := s.loadTenant(ctx, c.Param("tenant"))
@@ -162,9 +199,27 @@ func (s *Service) deleteTenant(c *gin.Context) {
 			return
 		}
 	}
-	if err := s.tenants.Purge(ctx, t.ID+".signing"); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	data, _ := json.Marshal(tombstone{DeletedAt: s.now().UTC()})
+	if _, err := s.tenants.Put(ctx, deletedKey(t.ID), data); err != nil {
 		s.respondError(c, err)
 		return
+	}
+	var kept []string
+	for _, filter := range []string{t.ID + ".eventtypes.>", t.ID + ".tasks.>"} {
+		err := bus.ReadAll(ctx, s.tenants, filter, func(e jetstream.KeyValueEntry) error {
+			kept = append(kept, e.Key())
+			return nil
+		})
+		if err != nil {
+			s.respondError(c, err)
+			return
+		}
+	}
+	for _, key := range append(kept, t.ID+".signing") {
+		if err := s.tenants.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			s.respondError(c, err)
+			return
+		}
 	}
 	if err := s.tenants.Purge(ctx, tenantKey(t.ID)); err != nil {
 		s.respondError(c, err)
