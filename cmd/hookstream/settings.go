@@ -68,10 +68,10 @@ type setting struct {
 func (s *settings) table() []setting {
 	return []setting{
 		{"HOOKSTREAM_HTTP_ADDR", "http-addr", ":8080", "HTTP listen address of the API", &s.HTTPAddr},
-		{"HOOKSTREAM_DATA_DIR", "data-dir", "./data", "embedded mode: where JetStream stores its files and the dev API key", &s.DataDir},
+		{"HOOKSTREAM_DATA_DIR", "data-dir", "./data", "embedded mode: where JetStream stores its files, and the dev API key, secret key and NATS token made for it", &s.DataDir},
 		{"HOOKSTREAM_NATS_URL", "nats-url", "nats://127.0.0.1:4222", "split mode: NATS server or cluster URLs, comma-separated, with the credentials the servers require (nats://user:password@host:4222 or nats://<token>@host:4222; never logged)", &s.NATSURL},
 		{"HOOKSTREAM_NATS_LISTEN", "nats-listen", "", "embedded mode: also accept NATS clients on this address (e.g. 127.0.0.1:4222), which authenticate with HOOKSTREAM_NATS_TOKEN; empty: in-process only", &s.NATSListen},
-		{"HOOKSTREAM_NATS_TOKEN", "nats-token", "", "embedded mode with HOOKSTREAM_NATS_LISTEN: the token every NATS client gives (nats://<token>@host:4222), at least 16 of a-z A-Z 0-9 - _ . ~; empty: generated on first start and kept in <data dir>/nats-token. Anyone with it has all of hookstream's data", &s.NATSToken},
+		{"HOOKSTREAM_NATS_TOKEN", "nats-token", "", "embedded mode with HOOKSTREAM_NATS_LISTEN: the token every NATS client gives (nats://<token>@host:4222), at least 16 of a-z A-Z 0-9 - _ . ~; empty: generated on first start and kept in <data dir>/nats-token. Anyone with it has all of hookstream's data. Split mode: the token to connect with, unless HOOKSTREAM_NATS_URL carries credentials", &s.NATSToken},
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
 		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
 		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs (tenant: 1-64 of a-z A-Z 0-9 - _; key: at least 16 characters); empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},

@@ -63,7 +63,7 @@ func buildConfigs(cmd string, s *settings) (configs, error) {
 		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention, DeliveryRetention: s.DeliveryRetention},
 		intake: intake.Config{
 			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, TenantRate: s.TenantRate, JobTypes: jobTypes, ExternalJobTypes: splitList(s.ExternalTypes), Guard: guard,
-			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention, DeliveryRetention: s.DeliveryRetention,
+			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
 			GroupCommit: s.groupCommit(cmd), JobBatches: s.jobBatches(cmd),
 		},
 		processor: proc, noProcessor: s.JobConcurrency == 0,
@@ -114,7 +114,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	var nc *nats.Conn
 	var js jetstream.JetStream
 	err = whenAvailable(ctx, logger, "connect to NATS", func() (err error) {
-		nc, js, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd}, logger)
+		nc, js, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd, Token: s.NATSToken}, logger)
 		return err
 	})
 	if err != nil {
@@ -134,7 +134,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		// Job records are read on a connection of their own: such a read
 		// waits while nats-server saves the records' index, and held every
 		// write after it on a shared one (docs/performance.md, finding 21).
-		rnc, rjs, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd + "-records"}, logger)
+		rnc, rjs, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd + "-records", Token: s.NATSToken}, logger)
 		if err != nil {
 			return err
 		}

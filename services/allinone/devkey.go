@@ -29,12 +29,17 @@ func DevKey(dataDir string) (key string, created bool, err error) {
 
 // keptSecret returns the secret kept in dataDir/name, creating it on first
 // use (created is then true): prefix and 24 random bytes, URL-safe base64.
-// The file is readable by its owner only.
+// The file is readable by its owner only. A kept one shorter than 16
+// characters (a file left empty by a crash) is an error: an empty token
+// would let anyone in.
 func keptSecret(dataDir, name, prefix string) (secret string, created bool, err error) {
 	path := filepath.Join(dataDir, name)
 	data, err := os.ReadFile(path)
 	if err == nil {
-		return strings.TrimSpace(string(data)), false, nil
+		if secret = strings.TrimSpace(string(data)); len(secret) < 16 {
+			return "", false, fmt.Errorf("%s holds no secret of 16 characters or more: remove it to have a new one made", path)
+		}
+		return secret, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", false, fmt.Errorf("read %s: %w", path, err)

@@ -143,8 +143,10 @@ func (s *Service) getTenant(c *gin.Context) {
 	c.JSON(http.StatusOK, t)
 }
 
-// checkNotDeleted refuses an id whose tenant was deleted while its jobs or
-// delivery logs may still be kept.
+// checkNotDeleted refuses the id of a deleted tenant: its jobs and delivery
+// logs are kept for their retention, and written for as long as its jobs'
+// callbacks are retried, and a tenant of that id would see them. It is
+// never given again.
 func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
 	entry, err := s.tenants.Get(ctx, deletedKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -157,17 +159,13 @@ func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
 	if err := json.Unmarshal(entry.Value(), &t); err != nil {
 		return fmt.Errorf("decode %s: %w", deletedKey(id), err)
 	}
-	until := t.DeletedAt.Add(max(s.cfg.JobRetention, s.cfg.DeliveryRetention))
-	if s.now().Before(until) {
-		return conflict(fmt.Sprintf("tenant %q was deleted at %s; its jobs and delivery logs are kept until %s, and a tenant of that id would see them: use another id, or create it after then",
-			id, t.DeletedAt.Format(time.RFC3339), until.Format(time.RFC3339)))
-	}
-	return nil
+	return conflict(fmt.Sprintf("tenant %q was deleted at %s; a tenant of that id would see what is left of its jobs and delivery logs: use another id",
+		id, t.DeletedAt.Format(time.RFC3339)))
 }
 
 // deleteTenant revokes the tenant's issued keys, endpoints and signing
 // secret, forgets its event types and tasks, and removes it. Its jobs and
-// delivery logs expire as usual; until then its id is not given again
+// delivery logs expire as usual; its id is not given again
 // (checkNotDeleted). Keys from HOOKSTREAM_API_KEYS stay valid until removed
 // from the configuration.
 func (s *Service) deleteTenant(c *gin.Context) {

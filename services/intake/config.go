@@ -74,10 +74,6 @@ type Config struct {
 	// JobRetention is how long a job is kept; it sets expires_at. Default 7
 	// days (bus.DefaultJobRetention).
 	JobRetention time.Duration
-	// DeliveryRetention is how long delivery logs are kept. Default 8 days
-	// (bus.DefaultDeliveryRetention). A deleted tenant's id can be given
-	// again once both retentions have passed.
-	DeliveryRetention time.Duration
 	// MaxInflight is how many write requests (POST /v1/jobs, /v1/events)
 	// are served at once; more get 503 with Retry-After. Default 1024.
 	MaxInflight int
@@ -131,9 +127,6 @@ func (c Config) WithDefaults() Config {
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
 	}
-	if c.DeliveryRetention == 0 {
-		c.DeliveryRetention = 8 * 24 * time.Hour
-	}
 	if c.JobRetention == 0 {
 		c.JobRetention = 7 * 24 * time.Hour
 	}
@@ -186,8 +179,8 @@ func (c Config) Validate() error {
 		return errors.New("MaxBodyBytes: must be at least 1024")
 	case c.MaxJSONDepth < 2:
 		return errors.New("MaxJSONDepth: must be at least 2")
-	case c.PublishTimeout < 0, c.MaxWait < 0, c.RetryAfter < 0, c.JobRetention < 0, c.DeliveryRetention < 0:
-		return errors.New("PublishTimeout, MaxWait, RetryAfter, JobRetention, DeliveryRetention: must not be negative")
+	case c.PublishTimeout < 0, c.MaxWait < 0, c.RetryAfter < 0, c.JobRetention < 0:
+		return errors.New("PublishTimeout, MaxWait, RetryAfter, JobRetention: must not be negative")
 	case c.MaxInflight < 1 || c.TenantRate < 0:
 		return errors.New("MaxInflight, TenantRate: MaxInflight at least 1, TenantRate not negative")
 	case c.SecretGrace < 0 || c.SecretGrace > MaxSecretGrace:

@@ -89,6 +89,17 @@ func TestRetryOfAPendingDeliveryAnswers409(t *testing.T) {
 	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyOther, "", "")
 	require.Equal(t, http.StatusNotFound, r.status, r.body)
 
+	// A pending record whose retry is long overdue is stale (its last
+	// write was lost): it may be retried.
+	past := time.Now().Add(-2 * time.Hour).UTC()
+	rec.NextAttemptAt = &past
+	data, err = json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
+	require.NoError(t, err)
+	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyAcme, "", "")
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+
 	rec.Status, rec.NextAttemptAt = contract.DeliveryFailed, nil
 	data, err = json.Marshal(rec)
 	require.NoError(t, err)

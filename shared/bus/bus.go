@@ -31,9 +31,9 @@ type ConnectOptions struct {
 	InProcess *server.Server
 	// Name is the client name shown by the server.
 	Name string
-	// Token authenticates the connection to an InProcess server that
-	// requires one (embeddednats.Config.Token); a URL carries its own
-	// credentials (nats://token@host:4222).
+	// Token authenticates the connection with a token: to an InProcess
+	// server that requires one (embeddednats.Config.Token), or to URL when
+	// it carries no credentials of its own (nats://token@host:4222).
 	Token string
 }
 
@@ -69,9 +69,9 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 	if opts.InProcess != nil {
 		nopts = append(nopts, nats.InProcessServer(opts.InProcess))
 		url = ""
-		if opts.Token != "" {
-			nopts = append(nopts, nats.Token(opts.Token))
-		}
+	}
+	if opts.Token != "" && !strings.Contains(url, "@") {
+		nopts = append(nopts, nats.Token(opts.Token))
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/embeddednats"
 	"github.com/hookstream/hookstream/shared/natstest"
 )
 
@@ -251,4 +252,19 @@ func TestMirrorOfAMissingBucketFails(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Mirror waits for a bucket that does not exist")
 	}
+}
+
+// A token in the options authenticates a URL without credentials of its
+// own, as a split service's HOOKSTREAM_NATS_TOKEN does.
+func TestConnectWithAToken(t *testing.T) {
+	t.Parallel()
+	const token = "test-token-0123456789"
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Token: token}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	nc, _, err := bus.Connect(bus.ConnectOptions{URL: ns.ClientURL(), Name: t.Name(), Token: token}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	nc.Close()
+	_, _, err = bus.Connect(bus.ConnectOptions{URL: ns.ClientURL(), Name: t.Name()}, slog.New(slog.DiscardHandler))
+	require.Error(t, err)
 }
