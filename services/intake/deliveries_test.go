@@ -74,37 +74,30 @@ func TestRetryOfAPendingDeliveryAnswers409(t *testing.T) {
 	ctx := context.Background()
 	kv, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
 	require.NoError(t, err)
-	next := time.Now().Add(time.Hour).UTC()
 	rec := contract.DeliveryRecord{ID: "msg_pending", EventID: "evt_1", EventType: "invoice.paid", EndpointID: "ep_1",
-		URL: "https://example.com/hook", Status: contract.DeliveryPending, NextAttemptAt: &next, Body: json.RawMessage(`{}`),
-		CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
-	data, err := json.Marshal(rec)
-	require.NoError(t, err)
-	_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
-	require.NoError(t, err)
+		URL: "https://example.com/hook", Body: json.RawMessage(`{}`), CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	retry := func(status string, next time.Duration, key string) reply {
+		rec.Status, rec.NextAttemptAt = status, nil
+		if next != 0 {
+			at := time.Now().Add(next).UTC()
+			rec.NextAttemptAt = &at
+		}
+		data, err := json.Marshal(rec)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
+		require.NoError(t, err)
+		return b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", key, "", "")
+	}
 
-	r := b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyAcme, "", "")
+	r := retry(contract.DeliveryPending, time.Hour, keyAcme)
 	require.Equal(t, http.StatusConflict, r.status, r.body)
 	require.Contains(t, r.body["detail"], "still being retried")
-	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyOther, "", "")
+	r = retry(contract.DeliveryPending, time.Hour, keyOther)
 	require.Equal(t, http.StatusNotFound, r.status, r.body)
-
 	// A pending record whose retry is long overdue is stale (its last
 	// write was lost): it may be retried.
-	past := time.Now().Add(-2 * time.Hour).UTC()
-	rec.NextAttemptAt = &past
-	data, err = json.Marshal(rec)
-	require.NoError(t, err)
-	_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
-	require.NoError(t, err)
-	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyAcme, "", "")
+	r = retry(contract.DeliveryPending, -2*time.Hour, keyAcme)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
-
-	rec.Status, rec.NextAttemptAt = contract.DeliveryFailed, nil
-	data, err = json.Marshal(rec)
-	require.NoError(t, err)
-	_, err = kv.Put(ctx, "acme.evt_1."+rec.ID, data)
-	require.NoError(t, err)
-	r = b.do(t, http.MethodPost, "/v1/deliveries/msg_pending/retry", keyAcme, "", "")
+	r = retry(contract.DeliveryFailed, 0, keyAcme)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 }

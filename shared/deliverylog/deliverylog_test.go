@@ -22,11 +22,8 @@ import (
 // then (less the clock margin).
 func TestScan(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
+	js, kv := deliveryBucket(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	kv, err := js.KeyValue(ctx, contract.BucketDeliveries)
-	require.NoError(t, err)
 	put := func(key, id, status string) {
 		data, err := json.Marshal(contract.DeliveryRecord{ID: id, Status: status, CreatedAt: time.Now().UTC()})
 		require.NoError(t, err)
