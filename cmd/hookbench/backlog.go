@@ -132,6 +132,6 @@ func redactURL(raw string) string {
 	if err != nil || u.User == nil {
 		return raw
 	}
-	u.User = url.User("…")
+	u.User = url.User("REDACTED")
 	return u.String()
 }
