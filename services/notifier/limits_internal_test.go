@@ -130,12 +130,12 @@ func TestLimiterForgetsStaleEntries(t *testing.T) {
 		l.report(key, false)
 	}
 	l.report("acme/ep_busy", false)
-	require.Len(t, l.breakers, 1001)
-	require.Len(t, l.buckets, 1000)
+	require.Equal(t, 1001, len(l.breakers))
+	require.Equal(t, 1000, len(l.buckets))
 
 	now = now.Add(staleBreaker)
 	l.report("acme/ep_busy", false) // still failing: kept
-	require.Len(t, l.breakers, 1)
-	require.Empty(t, l.buckets)
+	require.Equal(t, 1, len(l.breakers))
+	require.Equal(t, 0, len(l.buckets))
 	require.Contains(t, l.breakers, "acme/ep_busy")
 }
