@@ -26,10 +26,6 @@ type tenant struct {
 
 func tenantKey(id string) string { return id + ".info" }
 
-// deletedKey marks a deleted tenant's id: its jobs and delivery logs stay
-// until they expire, and a new tenant of that id would see them.
-func deletedKey(id string) string { return id + ".deleted" }
-
 // tombstone is what deletedKey holds.
 type tombstone struct {
 	DeletedAt time.Time `json:"deleted_at"`
@@ -51,9 +47,16 @@ func (s *Service) authenticateAdmin(c *gin.Context) {
 }
 
 // registerBootstrapTenants records the tenants of configured API keys, so
-// that the admin API lists them and can issue them more keys.
+// that the admin API lists them and can issue them more keys. A configured
+// tenant deleted through the admin API before is the operator's choice
+// again: its tombstone goes.
 func (s *Service) registerBootstrapTenants(ctx context.Context) error {
 	for _, k := range s.cfg.APIKeys {
+		if _, err := s.tenants.Get(ctx, contract.TenantDeletedKey(k.Tenant)); err == nil {
+			if err := s.tenants.Purge(ctx, contract.TenantDeletedKey(k.Tenant)); err != nil {
+				return fmt.Errorf("register tenant %s: %w", k.Tenant, err)
+			}
+		}
 		if _, err := s.putTenant(ctx, tenant{ID: k.Tenant, CreatedAt: s.now().UTC()}); err != nil && !errors.Is(err, errTenantExists) {
 			return fmt.Errorf("register tenant %s: %w", k.Tenant, err)
 		}
@@ -148,7 +151,7 @@ func (s *Service) getTenant(c *gin.Context) {
 // callbacks are retried, and a tenant of that id would see them. It is
 // never given again.
 func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
-	entry, err := s.tenants.Get(ctx, deletedKey(id))
+	entry, err := s.tenants.Get(ctx, contract.TenantDeletedKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
 	}
@@ -157,7 +160,7 @@ func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
 	}
 	var t tombstone
 	if err := json.Unmarshal(entry.Value(), &t); err != nil {
-		return fmt.Errorf("decode %s: %w", deletedKey(id), err)
+		return fmt.Errorf("decode %s: %w", contract.TenantDeletedKey(id), err)
 	}
 	return conflict(fmt.Sprintf("tenant %q was deleted at %s; a tenant of that id would see what is left of its jobs and delivery logs: use another id",
 		id, t.DeletedAt.Format(time.RFC3339)))
@@ -198,7 +201,7 @@ func (s *Service) deleteTenant(c *gin.Context) {
 		}
 	}
 	data, _ := json.Marshal(tombstone{DeletedAt: s.now().UTC()})
-	if _, err := s.tenants.Put(ctx, deletedKey(t.ID), data); err != nil {
+	if _, err := s.tenants.Put(ctx, contract.TenantDeletedKey(t.ID), data); err != nil {
 		s.respondError(c, err)
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/signing"
 )
 
 // Problem is an RFC 9457 problem detail.
@@ -69,6 +70,8 @@ func (s *Service) respondError(c *gin.Context, err error) {
 	case errors.As(err, &ae):
 	case errors.Is(err, jobstore.ErrNotFound):
 		ae = notFound("job").(*apiError)
+	case errors.Is(err, signing.ErrTenantDeleted):
+		ae = conflict("the tenant was deleted").(*apiError)
 	case errors.Is(err, endpoints.ErrNotFound):
 		ae = notFound("endpoint").(*apiError)
 	case errors.Is(err, apikeys.ErrNotFound):

@@ -17,6 +17,7 @@ import (
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/metrics"
+	"github.com/hookstream/hookstream/shared/signing"
 )
 
 const (
@@ -337,6 +338,9 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 	now := n.cfg.Now()
 	if d.EndpointID == "" {
 		ring, err := n.secrets.Get(ctx, d.Tenant)
+		if errors.Is(err, signing.ErrTenantDeleted) {
+			return destination{}, "tenant " + d.Tenant + " was deleted", nil
+		}
 		if err != nil {
 			return destination{}, "", err
 		}

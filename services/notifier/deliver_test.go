@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/notifier"
@@ -20,6 +22,28 @@ import (
 	"github.com/hookstream/hookstream/shared/ssrf"
 	"github.com/hookstream/hookstream/shared/webhook"
 )
+
+// A job of a deleted tenant does not call back: its signing secret was
+// removed with it, and a new one would sign what no receiver can verify.
+// The delivery is dead-lettered with the reason, and no secret is made.
+func TestCallbackOfADeletedTenantIsNotSent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, nil)
+	ctx := context.Background()
+	tenants, err := b.js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	_, err = tenants.Put(ctx, contract.TenantDeletedKey("gone"), []byte(`{"deleted_at":"2026-12-01T12:00:00Z"}`))
+	require.NoError(t, err)
+
+	b.publishJobEvent(t, "gone", "job_x", rcv.URL)
+	rec := b.waitLog(t, "gone", "job_x", contract.DeliveryFailed)
+	require.Len(t, rec.Attempts, 1)
+	require.Equal(t, "tenant gone was deleted", rec.Attempts[0].Error)
+	require.Empty(t, rcv.all())
+	_, err = tenants.Get(ctx, "gone.signing")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "no signing secret made for it")
+}
 
 // A job event reaches the job's callback URL as a Standard Webhooks request
 // signed with the tenant's secret, and its attempt is logged.

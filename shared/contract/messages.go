@@ -254,6 +254,10 @@ type Task struct {
 // TaskKey is a task's key in BucketTenants.
 func TaskKey(tenant, id string) string { return tenant + ".tasks." + id }
 
+// TenantDeletedKey marks a deleted tenant in BucketTenants: its id is not
+// given again, and its jobs' callbacks are no longer sent.
+func TenantDeletedKey(tenant string) string { return tenant + ".deleted" }
+
 // WebhookBody is the JSON body of every webhook hookstream sends.
 type WebhookBody struct {
 	Type      string          `json:"type"`

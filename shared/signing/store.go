@@ -32,6 +32,10 @@ type cached struct {
 	at   time.Time
 }
 
+// ErrTenantDeleted: the tenant was deleted (contract.TenantDeletedKey), so
+// no keyring is made for it.
+var ErrTenantDeleted = errors.New("the tenant was deleted")
+
 // DefaultCacheTTL is how long a read keyring is reused.
 const DefaultCacheTTL = 5 * time.Second
 
@@ -66,7 +70,7 @@ func Unseal(box *secretbox.Box, sealed []byte) (Keyring, error) {
 }
 
 // Get returns the tenant's keyring, creating it with a new secret on first
-// use.
+// use; ErrTenantDeleted for a deleted tenant, whose keyring was removed.
 func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	s.mu.Lock()
 	c, ok := s.cache[tenant]
@@ -76,7 +80,11 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	}
 	ring, _, err := s.load(ctx, tenant)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		ring, err = s.create(ctx, tenant)
+		if _, err = s.kv.Get(ctx, contract.TenantDeletedKey(tenant)); err == nil {
+			return Keyring{}, ErrTenantDeleted
+		} else if errors.Is(err, jetstream.ErrKeyNotFound) {
+			ring, err = s.create(ctx, tenant)
+		}
 	}
 	if err != nil {
 		return Keyring{}, err
