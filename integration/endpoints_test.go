@@ -296,6 +296,9 @@ func TestAdminTenantsAndKeys(t *testing.T) {
 	code, _, _ = h.call(http.MethodGet, "/v1/jobs/"+id, key, "")
 	require.Equal(t, http.StatusUnauthorized, code)
 
+	code, _, out = h.call(http.MethodDelete, "/v1/admin/tenants/acme", admin, "")
+	require.Equal(t, http.StatusConflict, code, "a tenant of HOOKSTREAM_API_KEYS keeps its key: %v", out)
+	require.Contains(t, out["detail"], "HOOKSTREAM_API_KEYS")
 	code, _, _ = h.call(http.MethodDelete, "/v1/admin/tenants/globex", admin, "")
 	require.Equal(t, http.StatusNoContent, code)
 	code, _, _ = h.call(http.MethodGet, "/v1/admin/tenants/globex", admin, "")

@@ -26,7 +26,7 @@ type tenant struct {
 
 func tenantKey(id string) string { return id + ".info" }
 
-// tombstone is what deletedKey holds.
+// tombstone is what contract.TenantDeletedKey holds.
 type tombstone struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
@@ -169,14 +169,20 @@ func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
 // deleteTenant revokes the tenant's issued keys, endpoints and signing
 // secret, forgets its event types and tasks, and removes it. Its jobs and
 // delivery logs expire as usual; its id is not given again
-// (checkNotDeleted). Keys from HOOKSTREAM_API_KEYS stay valid until removed
-// from the configuration.
+// (checkNotDeleted). A tenant with a key in HOOKSTREAM_API_KEYS is not
+// deleted: that key would go on taking its jobs.
 func (s *Service) deleteTenant(c *gin.Context) {
 	ctx := c.Request.Context()
 	t, err := s.loadTenant(ctx, c.Param("tenant"))
 	if err != nil {
 		s.respondError(c, err)
 		return
+	}
+	for _, k := range s.cfg.APIKeys {
+		if k.Tenant == t.ID { // its configured key would go on taking work whose callbacks are not sent
+			s.respondError(c, conflict(fmt.Sprintf("tenant %q has a key in HOOKSTREAM_API_KEYS: remove it there first", t.ID)))
+			return
+		}
 	}
 	keys, err := s.apiKeys.List(ctx, t.ID)
 	if err != nil {

@@ -80,10 +80,15 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	}
 	ring, _, err := s.load(ctx, tenant)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if _, err = s.kv.Get(ctx, contract.TenantDeletedKey(tenant)); err == nil {
-			return Keyring{}, ErrTenantDeleted
-		} else if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err = s.checkNotDeleted(ctx, tenant); err == nil {
 			ring, err = s.create(ctx, tenant)
+		}
+		if err == nil {
+			// Deleted meanwhile: the delete may have purged before this
+			// create, so the keyring made goes too.
+			if err = s.checkNotDeleted(ctx, tenant); errors.Is(err, ErrTenantDeleted) {
+				_ = s.kv.Purge(ctx, key(tenant))
+			}
 		}
 	}
 	if err != nil {
@@ -91,6 +96,18 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	}
 	s.remember(tenant, ring)
 	return ring, nil
+}
+
+// checkNotDeleted is ErrTenantDeleted for a deleted tenant.
+func (s *Store) checkNotDeleted(ctx context.Context, tenant string) error {
+	_, err := s.kv.Get(ctx, contract.TenantDeletedKey(tenant))
+	switch {
+	case err == nil:
+		return ErrTenantDeleted
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil
+	}
+	return err
 }
 
 func (s *Store) remember(tenant string, ring Keyring) {
