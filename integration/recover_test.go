@@ -100,7 +100,8 @@ func TestRecoverSurvivesRestart(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code)
 	down.wait(t, 2, 30*time.Second)
 	require.Eventually(t, func() bool {
-		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		code, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		require.Equal(t, http.StatusOK, code, out)
 		return len(out["data"].([]any)) == 1
 	}, 30*time.Second, 50*time.Millisecond)
 	code, _, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"2020-01-01T00:00:00Z"}`)

@@ -6,11 +6,13 @@ package deliverylog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -59,11 +61,17 @@ func read(ctx context.Context, js jetstream.JetStream, filter string, since time
 		defer cancel()
 		_ = js.DeleteConsumer(ctx, logStream, name)
 	}()
+	wait := false // after a fetch that found nothing although some was pending
 	for pending := cons.CachedInfo().NumPending; pending > 0; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		batch, err := cons.FetchNoWait(int(min(pending, scanBatch)))
+		var batch jetstream.MessageBatch
+		if wait {
+			batch, err = cons.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(2*time.Second))
+		} else {
+			batch, err = cons.FetchNoWait(int(min(pending, scanBatch)))
+		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", filter, err)
 		}
@@ -79,20 +87,24 @@ func read(ctx context.Context, js jetstream.JetStream, filter string, since time
 			}
 			pending = meta.NumPending
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("read %s: %w", filter, err)
 		}
-		if got == 0 {
-			// What was pending may have aged out meanwhile; a read cut
-			// short must not pass for a whole one.
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", filter, err)
-			}
-			if pending = info.NumPending; pending > 0 {
-				return fmt.Errorf("read %s: no records came, %d to go", filter, pending)
-			}
+		if got > 0 {
+			wait = false
+			continue
 		}
+		// Nothing came: what was pending may have aged out, or not be
+		// ready to send yet (a record written again just now). A read cut
+		// short must not pass for a whole one.
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filter, err)
+		}
+		if pending = info.NumPending; pending > 0 && wait {
+			return fmt.Errorf("read %s: no records came, %d to go", filter, pending)
+		}
+		wait = true
 	}
 	return nil
 }
