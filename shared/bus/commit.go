@@ -427,6 +427,9 @@ func (g *GroupCommit) PublishParked(ctx context.Context, msg *nats.Msg) (*jetstr
 // KeySubject is the subject a key-value bucket stores key under.
 func KeySubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
+// HeaderKVOperation is set on a bucket's delete and purge markers.
+const HeaderKVOperation = "KV-Operation"
+
 // PublishMsg publishes msg with the group commit of its stream.
 func (g *GroupCommit) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	if len(opts) == 0 {

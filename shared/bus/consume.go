@@ -17,10 +17,9 @@ import (
 // at once. A message waits while every worker is busy, kept alive every
 // third of the consumer's AckWait, so that a handler slower than AckWait
 // does not make the ones waiting behind it be delivered again meanwhile;
-// after AckWait of waiting it goes back (workQueue).
-// Handlers run on a Pool's goroutines. What goes wrong with the pulls
-// (missed heartbeats, a consumer deleted, a leader change) is logged, and
-// Workers pulls again.
+// after AckWait of waiting it goes back (workQueue). Handlers run on a
+// Pool's goroutines. What goes wrong with the pulls (missed heartbeats, a
+// consumer deleted, a leader change) is logged, and Workers pulls again.
 func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()

@@ -14,9 +14,9 @@ import (
 // A pull request expires after pullExpiry; the server sends a heartbeat
 // every pullHeartbeat while one waits. When nothing comes for two heartbeats
 // while messages are asked for, its requests are taken as lost and it pulls
-// again. After a failure that ends its requests
-// (the consumer deleted, no responders, a request not sent) it waits before
-// asking again: 4 s, doubled at each failure in a row, up to maxPullWait.
+// again. After a failure that ends its requests (the consumer deleted, no
+// responders, a request not sent) it waits before asking again: 4 s,
+// doubled at each failure in a row, up to maxPullWait.
 const (
 	pullExpiry    = 10 * time.Second
 	pullHeartbeat = 2 * time.Second
@@ -25,12 +25,12 @@ const (
 
 // A puller keeps up to n messages of one consumer asked for or waiting to be
 // started: whenever fewer than half are, it asks for the rest, in one pull
-// request. It is what
-// nats.go's Consume does, without its race: Consume skips asking while its
-// previous request is still being sent, and when that skip came at the last
-// message asked for, nothing asked again until the heartbeats were missed, a
-// pause of two heartbeats under load (docs/performance.md, finding 22). Here
-// the count and the request are changed under one lock.
+// request. It is what nats.go's Consume does, without its race: Consume
+// skips asking while its previous request is still being sent, and when
+// that skip came at the last message asked for, nothing asked again until
+// the heartbeats were missed, a pause of two heartbeats under load
+// (docs/performance.md, finding 22). Here the count and the request are
+// changed under one lock.
 type puller struct {
 	nc      *nats.Conn
 	logger  *slog.Logger

@@ -111,7 +111,7 @@ func read(ctx context.Context, js jetstream.JetStream, filter string, since time
 
 // decode reads a record; nil for a deleted key.
 func decode(msg jetstream.Msg) (*contract.DeliveryRecord, error) {
-	if op := msg.Headers().Get("KV-Operation"); op != "" { // DEL or PURGE
+	if msg.Headers().Get(bus.HeaderKVOperation) != "" { // DEL or PURGE
 		return nil, nil
 	}
 	var rec contract.DeliveryRecord
@@ -129,11 +129,11 @@ func decode(msg jetstream.Msg) (*contract.DeliveryRecord, error) {
 // records again (a recover task): such a record is being sent by someone
 // else already, and its own re-sends, written again, are not read back.
 func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(*contract.DeliveryRecord) error) error {
-	stream, err := js.Stream(ctx, logStream)
+	state, err := logState(ctx, js)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", logStream, err)
+		return err
 	}
-	end := stream.CachedInfo().State.LastSeq
+	end := state.LastSeq
 	return read(ctx, js, filter, since, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if meta.Sequence.Stream > end {
 			return false, nil
@@ -187,11 +187,17 @@ func Read(ctx context.Context, js jetstream.JetStream, filter string, since time
 // Oldest is when the oldest write kept in the log was made; zero when the
 // log is empty.
 func Oldest(ctx context.Context, js jetstream.JetStream) (time.Time, error) {
+	state, err := logState(ctx, js)
+	return state.FirstTime, err
+}
+
+// logState is the state of the log's stream now.
+func logState(ctx context.Context, js jetstream.JetStream) (jetstream.StreamState, error) {
 	stream, err := js.Stream(ctx, logStream)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read %s: %w", logStream, err)
+		return jetstream.StreamState{}, fmt.Errorf("read %s: %w", logStream, err)
 	}
-	return stream.CachedInfo().State.FirstTime, nil
+	return stream.CachedInfo().State, nil
 }
 
 // Replay publishes a logged delivery again for one attempt, with the same

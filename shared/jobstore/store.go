@@ -227,7 +227,7 @@ func (s *Store) Latest(ctx context.Context, id string) (contract.JobRecord, uint
 		if err != nil {
 			return contract.JobRecord{}, 0, fmt.Errorf("get job %s from the leader: %w", id, err)
 		}
-		if op := hdr.Get("KV-Operation"); op != "" { // a deleted record's marker
+		if hdr.Get(bus.HeaderKVOperation) != "" { // a deleted record's marker
 			return contract.JobRecord{}, 0, ErrNotFound
 		}
 	}

@@ -80,16 +80,7 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	}
 	ring, _, err := s.load(ctx, tenant)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if err = s.checkNotDeleted(ctx, tenant); err == nil {
-			ring, err = s.create(ctx, tenant)
-		}
-		if err == nil {
-			// Deleted meanwhile: the delete may have purged before this
-			// create, so the keyring made goes too.
-			if err = s.checkNotDeleted(ctx, tenant); errors.Is(err, ErrTenantDeleted) {
-				_ = s.kv.Purge(ctx, key(tenant))
-			}
-		}
+		ring, err = s.create(ctx, tenant)
 	}
 	if err != nil {
 		return Keyring{}, err
@@ -128,7 +119,12 @@ func (s *Store) load(ctx context.Context, tenant string) (Keyring, uint64, error
 	return ring, entry.Revision(), nil
 }
 
+// create makes the keyring of a tenant that has none, unless the tenant
+// was deleted (its keyring purged), before or while it was made.
 func (s *Store) create(ctx context.Context, tenant string) (Keyring, error) {
+	if err := s.checkNotDeleted(ctx, tenant); err != nil {
+		return Keyring{}, err
+	}
 	ring, err := NewKeyring(s.now())
 	if err != nil {
 		return Keyring{}, err
@@ -138,6 +134,13 @@ func (s *Store) create(ctx context.Context, tenant string) (Keyring, error) {
 		return ring, err
 	} else if err != nil {
 		return Keyring{}, fmt.Errorf("create keyring of %s: %w", tenant, err)
+	}
+	// The delete may have purged before this create: the keyring goes too.
+	if err := s.checkNotDeleted(ctx, tenant); err != nil {
+		if errors.Is(err, ErrTenantDeleted) {
+			_ = s.kv.Purge(ctx, key(tenant))
+		}
+		return Keyring{}, err
 	}
 	return ring, nil
 }
