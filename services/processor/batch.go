@@ -113,10 +113,11 @@ func (p *Processor) processBatched(ctx context.Context, b batchMsg, req contract
 
 // handOffAgain hands off a job of a batch delivered again that ran in an
 // earlier delivery: its record counts attempts and is not finished. It
-// either failed then and was handed off already (writing its message again
-// within JetStream's duplicate window adds nothing), or that delivery ended
-// while it ran (its message then runs it, as a redelivery would). False for
-// a job the batch is to run.
+// either failed then and was handed off already (its record says so, or
+// it was not yet marked, and writing its message again within JetStream's
+// duplicate window adds nothing), or that delivery ended while it ran (its
+// message then runs it, as a redelivery would). False for a job the batch
+// is to run.
 func (p *Processor) handOffAgain(ctx context.Context, rec contract.JobRecord) (settlement, bool) {
 	stored, _, err := p.jobs.Get(ctx, rec.ID)
 	switch {
@@ -124,6 +125,10 @@ func (p *Processor) handOffAgain(ctx context.Context, rec contract.JobRecord) (s
 		return settlement{}, false
 	case err != nil:
 		return settlement{verdict: retry, delay: storeRetry}, true
+	case stored.HandedOff:
+		// Its own message runs it, maybe right now: one written again
+		// past the duplicate window would run it a second time.
+		return settlement{verdict: ack}, true
 	case contract.Terminal(stored.Status) || stored.Attempts == 0:
 		return settlement{}, false
 	}
@@ -136,14 +141,28 @@ func (p *Processor) handOffAgain(ctx context.Context, rec contract.JobRecord) (s
 }
 
 // handOff writes a job of a batch again as a message of its own, which no
-// processor runs before due (NotBefore) when set, with the Nats-Msg-Id
-// <id>.handoff so that a second hand-off within JetStream's duplicate
-// window (2 minutes) adds nothing; the batch is then done with the job.
+// processor runs before due (NotBefore) when set, then marks its record
+// HandedOff; the batch is then done with the job. The message's
+// Nats-Msg-Id is <id>.handoff, so that a hand-off repeated before the mark
+// (a crash, or a failed write of the mark, between the two) adds nothing
+// within JetStream's duplicate window (2 minutes).
 func (p *Processor) handOff(ctx context.Context, rec contract.JobRecord, due *time.Time) settlement {
 	created := rec.CreatedAt
 	err := bus.PublishJSON(ctx, p.pub, contract.JobSubject(rec.Tenant, rec.Type), rec.ID+".handoff", contract.JobRequest{
 		ID: rec.ID, CreatedAt: &created, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, NotBefore: due,
 	})
+	if err == nil {
+		_, err = p.jobs.Update(ctx, rec.ID, func(r *contract.JobRecord) error {
+			if r.HandedOff {
+				return jobstore.ErrUnchanged
+			}
+			r.HandedOff = true
+			return nil
+		})
+		if errors.Is(err, jobstore.ErrUnchanged) {
+			err = nil
+		}
+	}
 	if err != nil {
 		p.logger.Warn("hand off job of a batch", "job_id", rec.ID, "error", err)
 		return settlement{verdict: retry, delay: storeRetry}

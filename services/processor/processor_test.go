@@ -679,6 +679,93 @@ func TestRunBatchDeliveredAgainKeepsHandedOffJob(t *testing.T) {
 	require.Equal(t, int32(2), runsC.Load(), "c: interrupted, then again")
 }
 
+// A job of a batch is handed off once: when the batch is delivered again
+// (its processor stopped or crashed) while the job runs from its own
+// message elsewhere, past JetStream's duplicate window, the batch leaves
+// it to that run instead of writing its message again, which another
+// processor would run at the same time.
+func TestRunBatchHandsOffAJobOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const window = 500 * time.Millisecond
+	s, err := b.js.Stream(context.Background(), contract.StreamJobs)
+	require.NoError(t, err)
+	scfg := s.CachedInfo().Config
+	scfg.Duplicates = window
+	_, err = b.js.UpdateStream(context.Background(), scfg)
+	require.NoError(t, err)
+
+	var runsB, runningB, mostB atomic.Int32
+	cStarted, bRunning := make(chan struct{}, 3), make(chan struct{}, 3)
+	releaseB := make(chan struct{})
+	release := sync.OnceFunc(func() { close(releaseB) })
+	handler := func(cWaits bool) processor.Handler {
+		return processor.HandlerFunc(func(ctx context.Context, job processor.Job) (json.RawMessage, error) {
+			var name string
+			_ = json.Unmarshal(job.Payload, &name)
+			switch {
+			case name == "b" && runsB.Add(1) == 1:
+				return nil, errors.New("hiccup") // in the batch: handed off
+			case name == "b":
+				now := runningB.Add(1)
+				defer runningB.Add(-1)
+				for m := mostB.Load(); now > m && !mostB.CompareAndSwap(m, now); m = mostB.Load() {
+				}
+				bRunning <- struct{}{}
+				<-releaseB // a long run, which goes on whatever its context
+			case name == "c" && cWaits:
+				cStarted <- struct{}{}
+				<-ctx.Done() // holds the batch until its processor stops
+				return nil, ctx.Err()
+			}
+			return job.Payload, nil
+		})
+	}
+	cfg := func(cWaits bool) processor.Config {
+		return processor.Config{
+			Handlers: map[string]processor.Handler{"echo": handler(cWaits)}, Concurrency: 2, ShutdownGrace: 50 * time.Millisecond,
+			RetryDelay: func(int) time.Duration { return 10 * time.Millisecond },
+		}
+	}
+	first := b.start(t, cfg(true))
+	seq := b.publishBatch(t, "acme", "echo",
+		contract.JobRequest{Nonce: "n0nceb", Payload: json.RawMessage(`"b"`)},
+		contract.JobRequest{Nonce: "n0ncec", Payload: json.RawMessage(`"c"`)})
+	idB, idC := b.intakeJobID(seq, "n0nceb"), b.intakeJobID(seq, "n0ncec")
+	<-cStarted
+	<-bRunning // from its own message
+	time.Sleep(window + 100*time.Millisecond)
+
+	// The batch's delivery ends (c is interrupted) while b's run goes on, as
+	// it would in another process.
+	first.cancel()
+	first.cancel = nil
+	b.start(t, cfg(false))
+	t.Cleanup(release) // before the processors stop
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, idC).Status)
+	require.Eventually(t, func() bool {
+		c, err := b.js.Consumer(context.Background(), contract.StreamJobs, processor.BatchConsumerName("echo"))
+		require.NoError(t, err)
+		info, err := c.Info(context.Background())
+		require.NoError(t, err)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	}, 10*time.Second, 10*time.Millisecond, "the batch is acknowledged")
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(contract.JobSubject("acme", "echo")))
+	require.NoError(t, err)
+	require.Equal(t, map[string]uint64{contract.JobSubject("acme", "echo"): 1}, info.State.Subjects, "b's message was written once")
+
+	release()
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, idB).Status)
+	b.waitJobsSettled(t)
+	require.Equal(t, int32(1), mostB.Load(), "b never ran twice at once")
+	select {
+	case err := <-first.done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first processor did not stop")
+	}
+}
+
 // A batch that cannot be read is terminated; a malformed job of a batch is
 // dropped alone.
 func TestRunMalformedBatch(t *testing.T) {

@@ -140,6 +140,10 @@ type JobRecord struct {
 	// RequestHash is the SHA-256 of the submitted request, used to tell a
 	// repeated Idempotency-Key with another body.
 	RequestHash string `json:"request_hash,omitempty"`
+	// HandedOff is set once a job of a batch (JobBatch) has been written
+	// again as a message of its own: that message runs it from then on, and
+	// the batch, delivered again, never writes another.
+	HandedOff bool `json:"handed_off,omitempty"`
 }
 
 // Delivery is one webhook to send: a message on
