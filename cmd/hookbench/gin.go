@@ -62,6 +62,7 @@ func ginBaseline(ctx context.Context, o options, inProcess bool) (report, error)
 		o.url, o.pid = "http://"+ln.Addr().String(), os.Getpid()
 		rep := intakeScenario(ctx, o)
 		rep.Scenario = "baseline: bare Gin 202, in hookbench's process"
+		rep.Server = nil // hookbench's own CPU and memory, the load generator's too
 		return rep, nil
 	}
 	exe, err := os.Executable()

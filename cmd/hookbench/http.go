@@ -50,7 +50,8 @@ func post(ctx context.Context, client *http.Client, url, key string, body []byte
 }
 
 // receiver is the tool's own webhook receiver: it matches each webhook to
-// the time its job was accepted and records the end-to-end latency.
+// its job's request and records the end-to-end latencies: from the 202,
+// and from when the request was due.
 type receiver struct {
 	srv  *http.Server
 	url  string
@@ -58,11 +59,14 @@ type receiver struct {
 
 	// A webhook can arrive before its 202 has been read by the client: the
 	// first of the two to arrive waits in pending for the other.
-	mu        sync.Mutex
-	pending   map[string]arrival
-	latency   latency.Histogram
-	delivered atomic.Uint64
-	dupes     atomic.Uint64
+	mu      sync.Mutex
+	pending map[string]arrival
+	// latency is 202 → webhook (zero when the webhook came first); fromDue
+	// is from when the job's request was due to the webhook, which adds
+	// the request's own time and any wait for a connection.
+	latency, fromDue latency.Histogram
+	delivered        atomic.Uint64
+	dupes            atomic.Uint64
 	// last is when the latest webhook arrived, or the load began (Unix
 	// nanoseconds); pause is the longest time without a webhook since the
 	// load began (nanoseconds): a stalled pipeline shows there.
@@ -110,20 +114,23 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if hook.Data.SentAt != 0 {
 		r.latency.Record(now.Sub(time.Unix(0, hook.Data.SentAt)))
+		r.fromDue.Record(now.Sub(time.Unix(0, hook.Data.SentAt)))
 		r.delivered.Add(1)
 		return
 	}
 	r.match(hook.Data.ID, arrival{at: now, webhook: true})
 }
 
-// arrival is a 202 or a webhook for a job.
+// arrival is a 202 or a webhook for a job; due is when a 202's request
+// was due.
 type arrival struct {
-	at      time.Time
+	at, due time.Time
 	webhook bool
 }
 
 // match pairs a job's 202 with its webhook, in whichever order they come,
-// and records 202 → webhook (zero when the webhook came first).
+// and records 202 → webhook (zero when the webhook came first) and due →
+// webhook.
 func (r *receiver) match(jobID string, a arrival) {
 	r.mu.Lock()
 	other, ok := r.pending[jobID]
@@ -139,6 +146,7 @@ func (r *receiver) match(jobID string, a arrival) {
 		accepted, hook = other, a
 	}
 	r.latency.Record(max(hook.at.Sub(accepted.at), 0))
+	r.fromDue.Record(hook.at.Sub(accepted.due))
 	r.delivered.Add(1)
 }
 

@@ -21,7 +21,9 @@ type loadRun struct {
 	rate     int // requests per second; 0: closed model
 	conns    int // workers: requests in flight at most
 	duration time.Duration
-	do       func(ctx context.Context, i int) result
+	// do sends request i, due at due: when the open model's schedule had
+	// it, or when a closed model's worker started it.
+	do       func(ctx context.Context, i int, due time.Time) result
 	progress func(sent, ok uint64)
 
 	latency  latency.Histogram
@@ -81,7 +83,7 @@ func (r *loadRun) execute(ctx context.Context) {
 				for ctx.Err() == nil {
 					i := int(r.sent.Add(1))
 					start := time.Now()
-					r.record(start, r.do(context.WithoutCancel(ctx), i))
+					r.record(start, r.do(context.WithoutCancel(ctx), i, start))
 				}
 			})
 		}
@@ -100,7 +102,7 @@ func (r *loadRun) execute(ctx context.Context) {
 	for range r.conns {
 		wg.Go(func() {
 			for req := range work {
-				r.record(req.due, r.do(context.WithoutCancel(ctx), req.n))
+				r.record(req.due, r.do(context.WithoutCancel(ctx), req.n, req.due))
 			}
 		})
 	}

@@ -22,10 +22,17 @@ type report struct {
 	Throughput float64           `json:"throughput_per_s"` // successful requests per second
 	Statuses   map[string]uint64 `json:"statuses"`
 	Latency    latency.Summary   `json:"latency"`
-	// EndToEnd is 202 → webhook received, for e2e runs.
-	EndToEnd  *latency.Summary `json:"end_to_end,omitempty"`
+	// EndToEnd is 202 → webhook received, for e2e runs (zero for a
+	// webhook that came before its 202 was read); for fan-out runs, from
+	// when the event's request was due.
+	EndToEnd *latency.Summary `json:"end_to_end,omitempty"`
+	// FromDue is from when a job's request was due to its webhook: the
+	// request's own time, and any wait for a connection, as well.
+	FromDue   *latency.Summary `json:"due_to_webhook,omitempty"`
 	Delivered uint64           `json:"delivered,omitempty"`
 	Missing   uint64           `json:"missing,omitempty"` // accepted, no webhook by the end of the drain
+	// Duplicates are webhooks received again with a webhook-id already seen.
+	Duplicates uint64 `json:"duplicates,omitempty"`
 	// WebhookRate is webhooks received per second, from the first request
 	// to the last webhook: what the whole pipeline sustained.
 	WebhookRate float64 `json:"webhooks_per_s,omitempty"`
@@ -68,8 +75,11 @@ func (rep report) print(w io.Writer) {
 	l := rep.Latency
 	fmt.Fprintf(w, "  request latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
 	if e := rep.EndToEnd; e != nil {
-		fmt.Fprintf(w, "  202 → webhook:   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%d delivered, %d missing, %.0f webhooks/s, longest pause %s)\n",
-			ms(e.P50), ms(e.P90), ms(e.P99), ms(e.P999), ms(e.Max), rep.Delivered, rep.Missing, rep.WebhookRate, ms(rep.WebhookPause))
+		fmt.Fprintf(w, "  202 → webhook:   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%d delivered, %d missing, %d duplicates, %.0f webhooks/s, longest pause %s)\n",
+			ms(e.P50), ms(e.P90), ms(e.P99), ms(e.P999), ms(e.Max), rep.Delivered, rep.Missing, rep.Duplicates, rep.WebhookRate, ms(rep.WebhookPause))
+	}
+	if e := rep.FromDue; e != nil && e != rep.EndToEnd {
+		fmt.Fprintf(w, "  due → webhook:   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(e.P50), ms(e.P90), ms(e.P99), ms(e.P999), ms(e.Max))
 	}
 	if s := rep.Server; s != nil {
 		fmt.Fprintf(w, "  server: %.0f %% CPU, peak RSS %.0f MiB\n", s.CPUPercent, s.PeakRSSMiB)

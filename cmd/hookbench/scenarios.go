@@ -58,7 +58,7 @@ func intakeScenario(ctx context.Context, o options) report {
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("intake")}
 	var seq atomic.Uint64
 	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
-	r.do = func(ctx context.Context, i int) result {
+	r.do = func(ctx context.Context, i int, _ time.Time) result {
 		var hdr []string
 		if o.idempotency {
 			hdr = []string{"Idempotency-Key", nonce + "-" + strconv.FormatUint(seq.Add(1), 10)}
@@ -91,10 +91,10 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	}
 	client := newHTTPClient(o.conns)
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("e2e")}
-	r.do = func(ctx context.Context, i int) result {
+	r.do = func(ctx context.Context, i int, due time.Time) result {
 		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, rcv.url, i))
 		if err == nil && status == http.StatusAccepted {
-			rcv.match(idOf(body), arrival{at: time.Now()})
+			rcv.match(idOf(body), arrival{at: time.Now(), due: due})
 		}
 		return result{status: status, err: err}
 	}
@@ -110,8 +110,8 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	}
 	rep := newReport(name, r, elapsed)
 	rep.Server = w.stop()
-	e2e := rcv.latency.Summary()
-	rep.EndToEnd, rep.Delivered = &e2e, rcv.delivered.Load()
+	e2e, fromDue := rcv.latency.Summary(), rcv.fromDue.Summary()
+	rep.EndToEnd, rep.FromDue, rep.Delivered, rep.Duplicates = &e2e, &fromDue, rcv.delivered.Load(), rcv.dupes.Load()
 	rep.WebhookPause = time.Duration(rcv.pause.Load())
 	if last := time.Unix(0, rcv.last.Load()); last.After(start) {
 		rep.WebhookRate = float64(rep.Delivered) / last.Sub(start).Seconds()
@@ -158,7 +158,7 @@ func jetstreamBaseline(ctx context.Context, o options) (report, error) {
 		return asyncPublish(ctx, js, payload, name, o)
 	}
 	r := &loadRun{conns: o.publishers, duration: o.duration, progress: o.progress("jetstream")}
-	r.do = func(ctx context.Context, i int) result {
+	r.do = func(ctx context.Context, i int, _ time.Time) result {
 		_, err := js.Publish(ctx, "bench.jobs", payload)
 		if err != nil {
 			return result{err: err}
@@ -171,7 +171,7 @@ func jetstreamBaseline(ctx context.Context, o options) (report, error) {
 }
 
 func asyncPublish(ctx context.Context, js jetstream.JetStream, payload []byte, name string, o options) (report, error) {
-	var ok atomic.Uint64
+	var ok, failed atomic.Uint64
 	var hist latency.Histogram
 	deadline := time.Now().Add(o.duration)
 	start := time.Now()
@@ -180,16 +180,18 @@ func asyncPublish(ctx context.Context, js jetstream.JetStream, payload []byte, n
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		at := time.Now()
 		f, err := js.PublishAsync("bench.jobs", payload, jetstream.WithStallWait(5*time.Second))
+		sent++
 		if err != nil {
+			failed.Add(1)
 			continue
 		}
-		sent++
 		wg.Go(func() {
 			select {
 			case <-f.Ok():
 				ok.Add(1)
 				hist.Record(time.Since(at))
 			case <-f.Err():
+				failed.Add(1)
 			}
 		})
 	}
@@ -197,7 +199,7 @@ func asyncPublish(ctx context.Context, js jetstream.JetStream, payload []byte, n
 	elapsed := time.Since(start)
 	return report{
 		Scenario: name, Conns: 1, Duration: elapsed, Sent: uint64(sent), OK: ok.Load(),
-		Throughput: float64(ok.Load()) / elapsed.Seconds(), Statuses: map[string]uint64{"ack": ok.Load()},
+		Throughput: float64(ok.Load()) / elapsed.Seconds(), Statuses: map[string]uint64{"ack": ok.Load(), "error": failed.Load()},
 		Latency: hist.Summary(),
 	}, nil
 }
@@ -242,8 +244,8 @@ func fanoutScenario(ctx context.Context, o options) (report, error) {
 	}
 	client := newHTTPClient(o.conns)
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("fanout")}
-	r.do = func(ctx context.Context, i int) result {
-		body := fmt.Appendf(nil, `{"type":"bench.fanout","data":{"n":%d,"sent_at":%d}}`, i, time.Now().UnixNano())
+	r.do = func(ctx context.Context, i int, due time.Time) result {
+		body := fmt.Appendf(nil, `{"type":"bench.fanout","data":{"n":%d,"sent_at":%d}}`, i, due.UnixNano())
 		status, _, err := post(ctx, client, o.url+"/v1/events", o.key, body)
 		return result{status: status, err: err}
 	}
@@ -257,7 +259,7 @@ func fanoutScenario(ctx context.Context, o options) (report, error) {
 	rep := newReport(fmt.Sprintf("fan-out to %d endpoints", o.endpoints), r, elapsed)
 	rep.Server = w.stop()
 	e := rcv.latency.Summary()
-	rep.EndToEnd, rep.Delivered = &e, rcv.delivered.Load()
+	rep.EndToEnd, rep.FromDue, rep.Delivered, rep.Duplicates = &e, &e, rcv.delivered.Load(), rcv.dupes.Load()
 	rep.WebhookPause = time.Duration(rcv.pause.Load())
 	if last := time.Unix(0, rcv.last.Load()); last.After(start) {
 		rep.WebhookRate = float64(rep.Delivered) / last.Sub(start).Seconds()
