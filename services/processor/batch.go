@@ -97,13 +97,13 @@ func (p *Processor) processBatched(ctx context.Context, b batchMsg, req contract
 		p.logger.Error("dropping malformed job of a batch", "tenant_id", b.tenant, "type", b.jobType, "error", err)
 		return settlement{verdict: term}
 	}
-	first := b.meta.NumDelivered == 1
-	if !first {
+	src := source{seq: b.meta.Sequence.Stream, first: b.meta.NumDelivered == 1}
+	if !src.first {
 		if s, handedOff := p.handOffAgain(ctx, rec); handedOff {
 			return s
 		}
 	}
-	s := p.process(ctx, first, rec)
+	s := p.process(ctx, src, rec)
 	if s.failed {
 		due := p.now().Add(s.delay)
 		return p.handOff(ctx, rec, &due)
@@ -140,6 +140,10 @@ func (p *Processor) handOffAgain(ctx context.Context, rec contract.JobRecord) (s
 	return p.handOff(ctx, rec, due), true
 }
 
+// handOffSuffix ends the Nats-Msg-Id of a job's message written by handOff
+// (<job id>.handoff), which takes the job over from its batch.
+const handOffSuffix = ".handoff"
+
 // handOff writes a job of a batch again as a message of its own, which no
 // processor runs before due (NotBefore) when set, then marks its record
 // HandedOff; the batch is then done with the job. The message's
@@ -148,7 +152,7 @@ func (p *Processor) handOffAgain(ctx context.Context, rec contract.JobRecord) (s
 // within JetStream's duplicate window (2 minutes).
 func (p *Processor) handOff(ctx context.Context, rec contract.JobRecord, due *time.Time) settlement {
 	created := rec.CreatedAt
-	err := bus.PublishJSON(ctx, p.pub, contract.JobSubject(rec.Tenant, rec.Type), rec.ID+".handoff", contract.JobRequest{
+	err := bus.PublishJSON(ctx, p.pub, contract.JobSubject(rec.Tenant, rec.Type), rec.ID+handOffSuffix, contract.JobRequest{
 		ID: rec.ID, CreatedAt: &created, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, NotBefore: due,
 	})
 	if err == nil {

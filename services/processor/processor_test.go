@@ -688,12 +688,7 @@ func TestRunBatchHandsOffAJobOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const window = 500 * time.Millisecond
-	s, err := b.js.Stream(context.Background(), contract.StreamJobs)
-	require.NoError(t, err)
-	scfg := s.CachedInfo().Config
-	scfg.Duplicates = window
-	_, err = b.js.UpdateStream(context.Background(), scfg)
-	require.NoError(t, err)
+	s := b.shortenDuplicates(t, contract.StreamJobs, window)
 
 	var runsB, runningB, mostB atomic.Int32
 	cStarted, bRunning := make(chan struct{}, 3), make(chan struct{}, 3)
@@ -764,6 +759,65 @@ func TestRunBatchHandsOffAJobOnce(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first processor did not stop")
 	}
+}
+
+// shortenDuplicates sets the stream's de-duplication window to d, in
+// place of minutes, and returns the stream.
+func (b *bundle) shortenDuplicates(t *testing.T, stream string, d time.Duration) jetstream.Stream {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), stream)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = d
+	_, err = b.js.UpdateStream(context.Background(), cfg)
+	require.NoError(t, err)
+	return s
+}
+
+// A job's message published again past JetStream's de-duplication window
+// (by a repeated Idempotency-Key, or an internal publisher) neither runs
+// the job a second time while it runs from its first message, nor
+// publishes its event again once it has finished.
+func TestAnotherMessageOfAJobIsDropped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const window = 200 * time.Millisecond
+	b.shortenDuplicates(t, contract.StreamJobs, window)
+	events := b.shortenDuplicates(t, contract.StreamEvents, window)
+	var runs atomic.Int32
+	started, releaseRun := make(chan struct{}, 2), make(chan struct{})
+	release := sync.OnceFunc(func() { close(releaseRun) })
+	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		runs.Add(1)
+		started <- struct{}{}
+		<-releaseRun
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 2, RunningAfter: time.Millisecond})
+	t.Cleanup(release)
+	data := jobRequest(t, contract.JobRequest{ID: "job_twice", Payload: json.RawMessage(`"x"`)})
+	b.publishJob(t, "acme", "echo", "job_twice", data)
+	<-started
+	time.Sleep(window + 50*time.Millisecond)
+	b.publishJob(t, "acme", "echo", "job_twice", data) // past the window: stored
+	select {
+	case <-started:
+		t.Fatal("the job ran again while it ran from its first message")
+	case <-time.After(500 * time.Millisecond):
+	}
+	release()
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_twice").Status)
+	b.waitJobsSettled(t)
+
+	time.Sleep(window + 50*time.Millisecond)
+	b.publishJob(t, "acme", "echo", "job_twice", data)
+	b.waitJobsSettled(t)
+	require.Equal(t, int32(1), runs.Load())
+	info, err := events.Info(context.Background(), jetstream.WithSubjectFilter(contract.EventSubject("acme", "job.>")))
+	require.NoError(t, err)
+	require.Equal(t, map[string]uint64{
+		contract.EventSubject("acme", "job.running"): 1, contract.EventSubject("acme", "job.succeeded"): 1,
+	}, info.State.Subjects, "one event of each")
 }
 
 // A batch that cannot be read is terminated; a malformed job of a batch is

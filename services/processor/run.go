@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,26 @@ type settlement struct {
 	// JetStream, or a shutdown).
 	failed bool
 }
+
+// source is the message a job was read from: its jobs-stream sequence,
+// whether JetStream delivers it for the first time, and whether it is a
+// hand-off, which takes over a job whose record says it runs from the
+// batch that wrote it (handOff).
+type source struct {
+	seq      uint64
+	first    bool
+	takeover bool
+}
+
+// settledElsewhere tells whether a job whose record is stored is settled by the
+// message it runs, or ran, from, and not by src: another message of the
+// job then has nothing to do (contract.JobRecord.RunBy).
+func (src source) settledElsewhere(stored contract.JobRecord) bool {
+	return stored.RunBy != 0 && stored.RunBy != src.seq && !src.takeover
+}
+
+// errRunElsewhere is a claim refused: the job runs from another message.
+var errRunElsewhere = errors.New("job runs from another message")
 
 // storeRetry is the wait after a failure of JetStream itself.
 const storeRetry = time.Second
@@ -67,7 +88,8 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	defer p.releaseSlot(rec.Type)
-	p.settle(msg, p.process(ctx, meta.NumDelivered == 1, rec))
+	takeover := strings.HasSuffix(msg.Headers().Get(contract.HeaderMsgID), handOffSuffix)
+	p.settle(msg, p.process(ctx, source{seq: meta.Sequence.Stream, first: meta.NumDelivered == 1, takeover: takeover}, rec))
 }
 
 // acquire takes a slot to run a job of jobType, waiting while Concurrency
@@ -114,12 +136,11 @@ func (p *Processor) notYet(ctx context.Context, rec contract.JobRecord, due time
 	return settlement{verdict: retry, delay: due.Sub(p.now())}
 }
 
-// process runs a job read from a message (rec) and says what becomes of
-// that message; first tells whether JetStream delivers it for the first
-// time.
-func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRecord) settlement {
+// process runs a job read from a message (rec, from src) and says what
+// becomes of that message.
+func (p *Processor) process(ctx context.Context, src source, rec contract.JobRecord) settlement {
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
-	quick := p.cfg.RunningAfter > 0 && first
+	quick := p.cfg.RunningAfter > 0 && src.first
 	stored, rev, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
 	if err != nil {
 		logger.Warn("load job", "error", err)
@@ -140,12 +161,17 @@ func (p *Processor) process(ctx context.Context, first bool, rec contract.JobRec
 		return settlement{verdict: term}
 	}
 	if contract.Terminal(stored.Status) {
+		if src.settledElsewhere(stored) {
+			// Its own message published its event before it was acknowledged.
+			logger.Debug("another message of a finished job; dropped")
+			return settlement{verdict: ack}
+		}
 		return p.finish(ctx, logger, stored)
 	}
 	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts {
-		return p.runQuickly(ctx, logger, stored, rev)
+		return p.runQuickly(ctx, logger, src, stored, rev)
 	}
-	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
+	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim(src))
 	if s, claimed := p.claimed(ctx, logger, running, err); !claimed {
 		return s
 	}
@@ -178,6 +204,9 @@ func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, 
 // not, the settlement says what to do with its message.
 func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, running contract.JobRecord, err error) (settlement, bool) {
 	switch {
+	case errors.Is(err, errRunElsewhere):
+		logger.Info("job runs from another message of it; this one dropped", "attempts", running.Attempts)
+		return settlement{verdict: ack}, false
 	case errors.Is(err, jobstore.ErrUnchanged) || (err == nil && contract.Terminal(running.Status)):
 		return p.finish(ctx, logger, running), false
 	case err != nil:
@@ -193,7 +222,7 @@ func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, running co
 // any other. A job with no record yet (rev 0) gets it with that first
 // write. A processor that crashes meanwhile leaves the attempt uncounted,
 // but the redelivery takes the counted path (process).
-func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored contract.JobRecord, rev uint64) settlement {
+func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src source, stored contract.JobRecord, rev uint64) settlement {
 	var mu sync.Mutex
 	done, marked := false, false
 	var running contract.JobRecord
@@ -204,7 +233,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		defer mu.Unlock()
 		if !done {
 			marked = true
-			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim)
+			running, claimErr = p.jobs.UpdateFrom(ctx, stored, rev, p.claim(src))
 			if claimErr == nil && running.Status == contract.StatusRunning {
 				prog.goLive() // and write what was reported before
 				p.announce(ctx, logger, running)
@@ -228,7 +257,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, stored 
 		return settlement{verdict: retry} // shutdown; the record never said running
 	}
 	final, err := p.jobs.UpdateFrom(ctx, stored, rev, func(r *contract.JobRecord) error {
-		if err := p.claim(r); err != nil {
+		if err := p.claim(src)(r); err != nil {
 			return err
 		}
 		if r.Status != contract.StatusRunning { // out of attempts: failed
@@ -284,23 +313,31 @@ func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten 
 	return p.jobs.Get(ctx, rec.ID)
 }
 
-// claim moves a job to running, counts the attempt and clears the progress
-// of the one before. A job that has used up its attempts without recording
-// a result (its processor died each time) fails instead.
-func (p *Processor) claim(r *contract.JobRecord) error {
-	if contract.Terminal(r.Status) {
-		return jobstore.ErrUnchanged
-	}
-	now := p.now().UTC()
-	r.UpdatedAt = now
-	if r.Attempts >= p.cfg.MaxAttempts {
-		r.Status, r.CompletedAt = contract.StatusFailed, &now
-		r.Error = "attempts exhausted: the job did not finish in any of its attempts"
+// claim returns the change that moves a job to running for a run from
+// src: it counts the attempt, notes src as the job's message (RunBy) and
+// clears the progress of the attempt before. A job that has used up its
+// attempts without recording a result (its processor died each time) fails
+// instead. A job that runs from another message is left to it
+// (errRunElsewhere): that message is delivered again if its run died.
+func (p *Processor) claim(src source) func(r *contract.JobRecord) error {
+	return func(r *contract.JobRecord) error {
+		switch {
+		case contract.Terminal(r.Status):
+			return jobstore.ErrUnchanged
+		case r.Status == contract.StatusRunning && src.settledElsewhere(*r):
+			return errRunElsewhere
+		}
+		now := p.now().UTC()
+		r.UpdatedAt, r.RunBy = now, src.seq
+		if r.Attempts >= p.cfg.MaxAttempts {
+			r.Status, r.CompletedAt = contract.StatusFailed, &now
+			r.Error = "attempts exhausted: the job did not finish in any of its attempts"
+			return nil
+		}
+		r.Status, r.Progress = contract.StatusRunning, nil // an attempt starts over
+		r.Attempts++
 		return nil
 	}
-	r.Status, r.Progress = contract.StatusRunning, nil // an attempt starts over
-	r.Attempts++
-	return nil
 }
 
 // complete records the outcome of an attempt.

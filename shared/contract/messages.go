@@ -144,6 +144,12 @@ type JobRecord struct {
 	// again as a message of its own: that message runs it from then on, and
 	// the batch, delivered again, never writes another.
 	HandedOff bool `json:"handed_off,omitempty"`
+	// RunBy is the jobs-stream sequence of the message whose processing
+	// claimed the job's latest attempt. Another message of the same job (a
+	// duplicate published past JetStream's de-duplication window, by a
+	// repeated Idempotency-Key for one) leaves a job that runs, or ran, from
+	// that message alone: that message settles it.
+	RunBy uint64 `json:"run_by,omitempty"`
 }
 
 // Delivery is one webhook to send: a message on
