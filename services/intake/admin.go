@@ -166,11 +166,13 @@ func (s *Service) checkNotDeleted(ctx context.Context, id string) error {
 		id, t.DeletedAt.Format(time.RFC3339)))
 }
 
-// deleteTenant revokes the tenant's issued keys, endpoints and signing
-// secret, forgets its event types and tasks, and removes it. Its jobs and
-// delivery logs expire as usual; its id is not given again
-// (checkNotDeleted). A tenant with a key in HOOKSTREAM_API_KEYS is not
-// deleted: that key would go on taking its jobs.
+// deleteTenant writes the tenant's tombstone, then revokes its issued keys,
+// endpoints and signing secret, forgets its event types and tasks, and
+// removes it. Its jobs and delivery logs expire as usual; its id is not
+// given again (checkNotDeleted). A key or an endpoint made while it is
+// being deleted finds the tombstone and is removed again (unlessDeleted). A
+// tenant with a key in HOOKSTREAM_API_KEYS is not deleted: that key would
+// go on taking its jobs.
 func (s *Service) deleteTenant(c *gin.Context) {
 	ctx := c.Request.Context()
 	t, err := s.loadTenant(ctx, c.Param("tenant"))
@@ -183,6 +185,11 @@ func (s *Service) deleteTenant(c *gin.Context) {
 			s.respondError(c, conflict(fmt.Sprintf("tenant %q has a key in HOOKSTREAM_API_KEYS: remove it there first", t.ID)))
 			return
 		}
+	}
+	data, _ := json.Marshal(tombstone{DeletedAt: s.now().UTC()})
+	if _, err := s.tenants.Put(ctx, contract.TenantDeletedKey(t.ID), data); err != nil {
+		s.respondError(c, err)
+		return
 	}
 	keys, err := s.apiKeys.List(ctx, t.ID)
 	if err != nil {
@@ -205,11 +212,6 @@ func (s *Service) deleteTenant(c *gin.Context) {
 			s.respondError(c, err)
 			return
 		}
-	}
-	data, _ := json.Marshal(tombstone{DeletedAt: s.now().UTC()})
-	if _, err := s.tenants.Put(ctx, contract.TenantDeletedKey(t.ID), data); err != nil {
-		s.respondError(c, err)
-		return
 	}
 	var kept []string
 	for _, filter := range []string{t.ID + ".eventtypes.>", t.ID + ".tasks.>"} {
@@ -243,12 +245,35 @@ func (s *Service) issueKey(c *gin.Context) {
 		return
 	}
 	rec, key, err := s.apiKeys.Issue(ctx, t.ID, s.now())
+	if err == nil {
+		err = s.unlessDeleted(ctx, t.ID, func(ctx context.Context) error { return s.apiKeys.Revoke(ctx, t.ID, rec.ID) })
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusCreated, gin.H{"id": rec.ID, "tenant": rec.Tenant, "key": key, "created_at": rec.CreatedAt})
+}
+
+// unlessDeleted checks, once a key or an endpoint was made for tenant, that
+// the tenant is not being deleted (deleteTenant writes its tombstone first
+// and then lists what to remove, which may miss it): if it is, or if that
+// cannot be read, undo removes what was made, and the request fails (409,
+// or 503).
+func (s *Service) unlessDeleted(ctx context.Context, tenant string, undo func(context.Context) error) error {
+	_, err := s.tenants.Get(ctx, contract.TenantDeletedKey(tenant))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil
+	case err == nil:
+		err = conflict(fmt.Sprintf("tenant %q is being deleted", tenant))
+	}
+	if undoErr := undo(ctx); undoErr != nil {
+		s.logger.Warn("remove what was made for a tenant being deleted", "tenant_id", tenant, "error", undoErr)
+		return undoErr
+	}
+	return err
 }
 
 func (s *Service) listKeys(c *gin.Context) {

@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -202,7 +203,12 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	if err := s.endpoints.Create(c.Request.Context(), ep); err != nil {
+	ctx := c.Request.Context()
+	err = s.endpoints.Create(ctx, ep)
+	if err == nil {
+		err = s.unlessDeleted(ctx, ep.Tenant, func(ctx context.Context) error { return s.endpoints.Delete(ctx, ep.Tenant, ep.ID) })
+	}
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}

@@ -495,3 +495,34 @@ func TestUnknownRoute(t *testing.T) {
 	r = b.do(t, http.MethodPut, "/v1/jobs", keyAcme, "", "")
 	require.Equal(t, http.StatusMethodNotAllowed, r.status)
 }
+
+// A key or an endpoint made while its tenant is being deleted (its
+// tombstone written, its keys and endpoints not yet all removed) is removed
+// again: the delete, which listed them before, would leave them behind.
+func TestNothingIsMadeForATenantBeingDeleted(t *testing.T) {
+	t.Parallel()
+	const admin = "admin-token-0123456789"
+	b := setupWith(t, func(c *intake.Config) { c.AdminToken = admin })
+	r := b.do(t, http.MethodPost, "/v1/admin/tenants", admin, "application/json", `{"id":"globex"}`)
+	require.Equal(t, http.StatusCreated, r.status, r.body)
+	r = b.do(t, http.MethodPost, "/v1/admin/tenants/globex/keys", admin, "", "")
+	require.Equal(t, http.StatusCreated, r.status, r.body)
+	key := r.body["key"].(string)
+
+	tenants, err := b.js.KeyValue(context.Background(), contract.BucketTenants)
+	require.NoError(t, err)
+	_, err = tenants.Put(context.Background(), contract.TenantDeletedKey("globex"), []byte(`{"deleted_at":"2026-12-01T00:00:00Z"}`))
+	require.NoError(t, err)
+
+	r = b.do(t, http.MethodPost, "/v1/admin/tenants/globex/keys", admin, "", "")
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	require.Contains(t, r.body["detail"], "being deleted")
+	r = b.do(t, http.MethodGet, "/v1/admin/tenants/globex/keys", admin, "", "")
+	require.Len(t, r.body["data"], 1, "the key issued meanwhile was revoked")
+
+	r = b.do(t, http.MethodPost, "/v1/endpoints", key, "application/json", `{"url":"https://example.com/hook"}`)
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	r = b.do(t, http.MethodGet, "/v1/endpoints", key, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Empty(t, r.body["data"], "the endpoint made meanwhile was deleted")
+}
