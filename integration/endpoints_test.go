@@ -328,6 +328,8 @@ func TestEndpointValidation(t *testing.T) {
 		`{"url":"https://example.com","event_types":["a..b"]}`,
 		`{"url":"https://example.com","headers":{"webhook-id":"x"}}`,
 		`{"url":"https://example.com","headers":{"X-A":"a\nb"}}`,
+		`{"url":"https://example.com","headers":{"X-Tést":"v"}}`,     // Go's client would refuse to send it
+		`{"url":"https://example.com","headers":{"X-A":"a\u0001b"}}`, // and this
 		`{"url":"https://example.com","rate_limit":-1}`,
 		`{"url":"http://10.0.0.1/"}`,
 	} {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -38,8 +37,8 @@ func (s *Service) authenticateAdmin(c *gin.Context) {
 		writeProblem(c, http.StatusForbidden, "admin-disabled", "the admin API is off: set HOOKSTREAM_ADMIN_TOKEN")
 		return
 	}
-	token, _ := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(s.cfg.AdminToken)) != 1 {
+	token, _ := bearerToken(c.GetHeader("Authorization"))
+	if subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
 		s.respondError(c, unauthorized())
 		return
 	}

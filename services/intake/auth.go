@@ -11,8 +11,7 @@ const tenantCtxKey = "tenant"
 
 // authenticate resolves the bearer API key to its tenant, or answers 401.
 func (s *Service) authenticate(c *gin.Context) {
-	token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	token = strings.TrimSpace(token)
+	token, ok := bearerToken(c.GetHeader("Authorization"))
 	tenant, known := s.keys[sha256.Sum256([]byte(token))]
 	if !known {
 		tenant, known = s.apiKeys.Authenticate(token)
@@ -26,3 +25,13 @@ func (s *Service) authenticate(c *gin.Context) {
 }
 
 func tenantOf(c *gin.Context) string { return c.GetString(tenantCtxKey) }
+
+// bearerToken returns the token of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive (RFC 9110, section 11.1).
+func bearerToken(header string) (string, bool) {
+	scheme, token, found := strings.Cut(strings.TrimSpace(header), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
+}

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/signing"
@@ -165,11 +165,11 @@ func checkHeaders(h map[string]string) error {
 	for name, value := range h {
 		canon := textproto.CanonicalMIMEHeaderKey(name)
 		switch {
-		case name == "" || strings.ContainsAny(name, " \t\r\n:()<>@,;\\\"/[]?={}"):
+		case !httpguts.ValidHeaderFieldName(name):
 			return invalid(fmt.Sprintf(`field "headers": %q is not a header name`, name))
 		case reservedHeaders[canon]:
 			return invalid(fmt.Sprintf(`field "headers": %s is set by hookstream`, canon))
-		case strings.ContainsAny(value, "\r\n\x00") || len(value) > 4096:
+		case !httpguts.ValidHeaderFieldValue(value) || len(value) > 4096:
 			return invalid(fmt.Sprintf(`field "headers": the value of %s is not allowed`, canon))
 		}
 	}

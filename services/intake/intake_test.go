@@ -526,3 +526,21 @@ func TestNothingIsMadeForATenantBeingDeleted(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	require.Empty(t, r.body["data"], "the endpoint made meanwhile was deleted")
 }
+
+// The Authorization scheme is case-insensitive; anything else is 401.
+func TestBearerScheme(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for header, want := range map[string]int{
+		"Bearer " + keyAcme:       http.StatusAccepted,
+		"bearer " + keyAcme:       http.StatusAccepted,
+		"BEARER  " + keyAcme:      http.StatusAccepted,
+		"Basic " + keyAcme:        http.StatusUnauthorized,
+		"Bearer" + keyAcme:        http.StatusUnauthorized,
+		keyAcme:                   http.StatusUnauthorized,
+		"Bearer " + keyAcme + "x": http.StatusUnauthorized,
+	} {
+		r := b.do(t, http.MethodPost, "/v1/jobs", "", "application/json", `{"type":"echo"}`, "Authorization", header)
+		require.Equal(t, want, r.status, "Authorization: %s", header)
+	}
+}

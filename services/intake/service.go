@@ -187,7 +187,7 @@ func (s *Service) recoverer(c *gin.Context) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.logger.Error("handler panic", "path", c.FullPath(), "panic", fmt.Sprint(v))
-			writeProblem(c, http.StatusInternalServerError, "internal", "internal error")
+			s.respondError(c, unavailable(s.cfg.RetryAfter)) // unforeseen: 503, as any other
 		}
 	}()
 	c.Next()
