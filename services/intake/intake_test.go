@@ -544,3 +544,21 @@ func TestBearerScheme(t *testing.T) {
 		require.Equal(t, want, r.status, "Authorization: %s", header)
 	}
 }
+
+// A body within HOOKSTREAM_MAX_BODY_BYTES whose message the NATS server
+// does not take (its max_payload) answers 413: a retry would fail the same
+// way.
+func TestJobLargerThanANATSMessageAnswers413(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) { c.MaxBodyBytes = 16 << 20 })
+	big := `{"type":"echo","payload":"` + strings.Repeat("x", 9<<20) + `"}` // the test server takes 8 MiB
+	for _, key := range []string{"", "big-1"} {
+		var headers []string
+		if key != "" {
+			headers = []string{"Idempotency-Key", key}
+		}
+		r := b.submit(t, keyAcme, big, headers...)
+		require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
+		require.Empty(t, r.header.Get("Retry-After"))
+	}
+}

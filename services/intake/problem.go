@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
 
 	"github.com/hookstream/hookstream/shared/apikeys"
 	"github.com/hookstream/hookstream/shared/bus"
@@ -76,6 +77,10 @@ func (s *Service) respondError(c *gin.Context, err error) {
 		ae = notFound("endpoint").(*apiError)
 	case errors.Is(err, apikeys.ErrNotFound):
 		ae = notFound("api key").(*apiError)
+	case errors.Is(err, nats.ErrMaxPayload):
+		// Retrying would fail the same way: the body fits
+		// HOOKSTREAM_MAX_BODY_BYTES, its message not the NATS server's limit.
+		ae = &apiError{status: http.StatusRequestEntityTooLarge, slug: "too-large", detail: "the request is larger than the NATS server takes in a message"}
 	case bus.IsUnavailable(err):
 		s.logger.Warn("jetstream unavailable", "path", c.FullPath(), "error", err)
 		ae = unavailable(s.cfg.RetryAfter).(*apiError)

@@ -59,12 +59,20 @@ type Service struct {
 	serving chan struct{}
 }
 
+// maxPayloadHeadroom is what a job's message and record add to its body, at
+// most, for New's check of the NATS server's largest message.
+const maxPayloadHeadroom = 4096
+
 // New builds the service on a connection whose streams and buckets exist
 // (bus.Ensure).
 func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream, logger *slog.Logger) (_ *Service, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("intake config: %w", err)
+	}
+	if most := nc.MaxPayload(); most > 0 && cfg.MaxBodyBytes > most-maxPayloadHeadroom {
+		logger.Warn("requests up to HOOKSTREAM_MAX_BODY_BYTES may not fit a NATS message: those that do not answer 413",
+			"max_body_bytes", cfg.MaxBodyBytes, "nats_max_payload", most)
 	}
 	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
 	defer func() {
