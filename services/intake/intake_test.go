@@ -562,3 +562,31 @@ func TestJobLargerThanANATSMessageAnswers413(t *testing.T) {
 		require.Empty(t, r.header.Get("Retry-After"))
 	}
 }
+
+// A job of an external type whose message is stored but whose record could
+// not be written answers 503 with its message withdrawn: the client sends
+// it again, and it must not then be stored twice.
+func TestExternalJobWithoutItsRecordIsWithdrawn(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) {
+		c.JobTypes = append(c.JobTypes, "ocr")
+		c.ExternalJobTypes = []string{"ocr"}
+	})
+	ctx := context.Background()
+	records, err := b.js.Stream(ctx, "KV_"+contract.BucketJobs)
+	require.NoError(t, err)
+	cfg := records.CachedInfo().Config
+	cfg.MaxMsgSize = 64 // every record is larger: its write fails, the message's does not
+	_, err = b.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+
+	for range 2 {
+		r := b.submit(t, keyAcme, `{"type":"ocr","payload":{"page":1}}`)
+		require.Equal(t, http.StatusServiceUnavailable, r.status, r.body)
+	}
+	jobs, err := b.js.Stream(ctx, contract.StreamJobs)
+	require.NoError(t, err)
+	info, err := jobs.Info(ctx, jetstream.WithSubjectFilter(contract.JobSubject("acme", "ocr")))
+	require.NoError(t, err)
+	require.Zero(t, info.State.Subjects[contract.JobSubject("acme", "ocr")], "no job message is left for a request answered 503")
+}

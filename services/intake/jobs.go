@@ -159,7 +159,7 @@ func (s *Service) createJob(c *gin.Context) {
 // de-duplicate), another request gets 422 (and the processor drops the
 // message published for it, whose request hash is not the record's).
 func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, bool, error) {
-	rev, err, pubErr := s.writeJob(ctx, rec)
+	rev, err, _, pubErr := s.writeJob(ctx, rec)
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
 		existing, err := s.sameRequest(ctx, rec)
@@ -205,7 +205,7 @@ func (s *Service) sameRequest(ctx context.Context, rec contract.JobRecord) (cont
 // ours alone, so a record that exists already was made from our own message
 // by a fast processor.
 func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (contract.JobRecord, error) {
-	rev, createErr, pubErr := s.writeJob(ctx, rec)
+	rev, createErr, seq, pubErr := s.writeJob(ctx, rec)
 	if errors.Is(createErr, jobstore.ErrExists) {
 		createErr = nil
 	}
@@ -216,12 +216,28 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 		return contract.JobRecord{}, pubErr
 	}
 	if createErr != nil {
-		// The message is stored: the processor will make the record from it
-		// and run the job. The client cannot know that, so it is told to
-		// retry, as with any unclear outcome.
-		return contract.JobRecord{}, createErr
+		return contract.JobRecord{}, s.recordOrWithdraw(ctx, rec, seq, createErr)
 	}
 	return rec, nil
+}
+
+// recordOrWithdraw deals with a job whose message is stored (at seq) but
+// whose record could not be written (createErr): the processors of
+// external types read the record, and a client answered 503 sends the job
+// again. The record is tried once more; failing that, the message is
+// removed, so that the 503 is true. Only if that fails too may the job be
+// stored twice.
+func (s *Service) recordOrWithdraw(ctx context.Context, rec contract.JobRecord, seq uint64, createErr error) error {
+	_, err := s.jobs.Create(ctx, rec)
+	if err == nil || errors.Is(err, jobstore.ErrExists) {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if err := s.jobsStream.DeleteMsg(dctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		s.logger.Warn("withdraw the message of a job whose record was not written; the client was told to retry", "job_id", rec.ID, "error", err)
+	}
+	return createErr
 }
 
 // submitJob stores a job as its message alone, for a processor of
@@ -320,23 +336,35 @@ func jobInMessage(batch bool, data []byte, nonce string) (contract.JobRequest, b
 }
 
 // writeJob writes the job's record and its message at the same time, so
-// that a 202 waits for one round trip to JetStream instead of two.
-func (s *Service) writeJob(ctx context.Context, rec contract.JobRecord) (rev uint64, createErr, pubErr error) {
-	published := make(chan error, 1)
-	go func() { published <- s.publishJob(ctx, rec) }()
+// that a 202 waits for one round trip to JetStream instead of two; seq is
+// the message's stream sequence.
+func (s *Service) writeJob(ctx context.Context, rec contract.JobRecord) (rev uint64, createErr error, seq uint64, pubErr error) {
+	type published struct {
+		ack *jetstream.PubAck
+		err error
+	}
+	done := make(chan published, 1)
+	go func() {
+		ack, err := s.publishJob(ctx, rec)
+		done <- published{ack, err}
+	}()
 	rev, createErr = s.jobs.Create(ctx, rec)
-	return rev, createErr, <-published
+	p := <-done
+	if p.err != nil {
+		return rev, createErr, 0, p.err
+	}
+	return rev, createErr, p.ack.Sequence, nil
 }
 
 // publishJob publishes the job's message, de-duplicated on its id and, for
 // an Idempotency-Key job, its request hash: the message of a request that
 // reuses a key (answered 422) cannot take the place of the stored job's.
-func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) error {
+func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) (*jetstream.PubAck, error) {
 	msgID := rec.ID
 	if rec.RequestHash != "" {
 		msgID += "." + rec.RequestHash[:min(16, len(rec.RequestHash))]
 	}
-	return bus.PublishJSON(ctx, s.pub, contract.JobSubject(rec.Tenant, rec.Type), msgID,
+	return bus.PublishJSONAck(ctx, s.pub, contract.JobSubject(rec.Tenant, rec.Type), msgID,
 		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash})
 }
 

@@ -168,18 +168,25 @@ func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(
 // PublishJSON publishes v as JSON to subject with JetStream, de-duplicated on
 // msgID, marked with the contract version, and waits for the PubAck.
 func PublishJSON(ctx context.Context, js Publisher, subject, msgID string, v any) error {
+	_, err := PublishJSONAck(ctx, js, subject, msgID, v)
+	return err
+}
+
+// PublishJSONAck is PublishJSON, returning the message's PubAck.
+func PublishJSONAck(ctx context.Context, js Publisher, subject, msgID string, v any) (*jetstream.PubAck, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", msgID, err)
+		return nil, fmt.Errorf("encode %s: %w", msgID, err)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(contract.HeaderMsgID, msgID)
 	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish %s: %w", msgID, err)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", msgID, err)
 	}
-	return nil
+	return ack, nil
 }
 
 // Mirror's waits.
