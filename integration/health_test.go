@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,4 +92,82 @@ func TestEndpointOverrides(t *testing.T) {
 		code, _, out := h.call(http.MethodPatch, "/v1/endpoints/"+out["id"].(string), keyAcme, bad)
 		require.Equal(t, http.StatusUnprocessableEntity, code, bad, out)
 	}
+}
+
+// The recovery offered when a disabled endpoint is enabled again reaches
+// the deliveries that failed while it was off, the one that began its
+// failing period included (created before failing_since was recorded).
+func TestRecoveryOfferedOnEnableReachesTheFirstFailure(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Nanosecond, time.Nanosecond))
+	down := newReceiver(t, 500, 500)
+	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
+	code, _, out := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
+	require.Equal(t, http.StatusAccepted, code, out)
+	down.wait(t, 2, 30*time.Second)
+	require.Eventually(t, func() bool {
+		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		failed, _ := out["data"].([]any)
+		return len(failed) == 1
+	}, 30*time.Second, 50*time.Millisecond)
+
+	code, _, out = h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"enabled":false}`)
+	require.Equal(t, http.StatusOK, code, out)
+	code, _, out = h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"enabled":true}`)
+	require.Equal(t, http.StatusOK, code, out)
+	offer := out["recover"].(map[string]any)
+	body, err := json.Marshal(offer["body"])
+	require.NoError(t, err)
+	code, _, out = h.call(http.MethodPost, offer["href"].(string), keyAcme, string(body))
+	require.Equal(t, http.StatusAccepted, code, out)
+	task := h.waitTask(keyAcme, out["id"].(string))
+	require.EqualValues(t, 1, task["resent"], "the failed delivery is sent again")
+	down.wait(t, 3, 30*time.Second)
+}
+
+// An endpoint moved to a new URL is judged by that URL alone: its failing
+// period ends with the move, and a 410 Gone from the old URL, answered to
+// a delivery in flight during the move, does not disable it.
+func TestOldURLsAnswersDoNotCountAgainstTheNewOne(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Nanosecond, time.Hour))
+	down := newReceiver(t, repeat(http.StatusInternalServerError, 10)...)
+	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
+	send := func() {
+		code, _, out := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
+		require.Equal(t, http.StatusAccepted, code, out)
+	}
+	send()
+	require.Eventually(t, func() bool {
+		_, _, ep := h.call(http.MethodGet, "/v1/endpoints/"+id, keyAcme, "")
+		return ep["failing_since"] != nil
+	}, 10*time.Second, 20*time.Millisecond, "failing_since is recorded")
+
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	leaving := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusGone)
+	}))
+	t.Cleanup(leaving.Close)
+	t.Cleanup(sync.OnceFunc(func() { close(release) }))
+	code, _, ep := h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"url":"`+leaving.URL+`"}`)
+	require.Equal(t, http.StatusOK, code, ep)
+	require.Nil(t, ep["failing_since"], "the old URL's failures are not the new one's")
+
+	send()
+	<-arrived
+	moved := newReceiver(t)
+	code, _, ep = h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"url":"`+moved.URL+`"}`)
+	require.Equal(t, http.StatusOK, code, ep)
+	release <- struct{}{} // not closed: the cleanup closes it
+	require.Eventually(t, func() bool {
+		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		failed, _ := out["data"].([]any)
+		return len(failed) == 1
+	}, 10*time.Second, 20*time.Millisecond, "the delivery the old URL answered 410 is dead-lettered")
+	_, _, ep = h.call(http.MethodGet, "/v1/endpoints/"+id, keyAcme, "")
+	require.Equal(t, true, ep["enabled"], ep)
+	send()
+	moved.wait(t, 1, 30*time.Second)
 }

@@ -64,7 +64,7 @@ func buildConfigs(cmd string, s *settings) (configs, error) {
 		intake: intake.Config{
 			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, TenantRate: s.TenantRate, JobTypes: jobTypes, ExternalJobTypes: splitList(s.ExternalTypes), Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
-			GroupCommit: s.groupCommit(cmd), JobBatches: s.jobBatches(cmd),
+			GroupCommit: s.groupCommit(cmd), JobBatches: s.jobBatches(cmd), RetrySchedule: schedule,
 		},
 		processor: proc, noProcessor: s.JobConcurrency == 0,
 		notifier: notifier.Config{

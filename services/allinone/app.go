@@ -249,6 +249,9 @@ func (a *App) build(ctx context.Context, nc *nats.Conn, ns *server.Server, token
 	}
 	made = append(made, notif)
 	icfg := a.cfg.Intake
+	if icfg.RetrySchedule == nil {
+		icfg.RetrySchedule = a.cfg.Notifier.WithDefaults().Schedule
+	}
 	if icfg.Listener == nil {
 		addr := icfg.Addr
 		if addr == "" {

@@ -60,6 +60,10 @@ type Config struct {
 	// the ids of jobs stored as their message alone: the processors' Box
 	// must hold the same key. Required.
 	Box *secretbox.Box
+	// RetrySchedule is the deployment's webhook retry waits (the notifier's
+	// Schedule): how far back before an endpoint began to fail the
+	// recovery offered when it is enabled again reaches.
+	RetrySchedule []time.Duration
 	// MaxBodyBytes limits request bodies. Default 1 MiB.
 	MaxBodyBytes int64
 	// MaxJSONDepth limits nesting of request JSON. Default 32.

@@ -91,6 +91,9 @@ func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
 		if err := s.cfg.Guard.CheckURL(*p.URL); err != nil {
 			return invalid(fmt.Sprintf(`field "url": %v`, err))
 		}
+		if *p.URL != ep.URL {
+			ep.FailingSince = nil // the old URL's failures are not the new one's
+		}
 		ep.URL = *p.URL
 	}
 	if p.EventTypes != nil {
@@ -269,10 +272,34 @@ func (s *Service) patchEndpoint(c *gin.Context) {
 	}
 	view := viewOf(ep)
 	if reenabled != nil {
-		// Offer what was missed meanwhile: POST this to re-send it.
-		view.Recover = &recoverOffer{Method: http.MethodPost, Href: "/v1/endpoints/" + ep.ID + "/recover", Body: recoverRequest{Since: *reenabled}}
+		// Offer what was missed meanwhile: POST this to re-send it. A
+		// delivery that failed then may have been created before the
+		// endpoint began to fail: up to its retries' span, its round of
+		// attempts and its wait in the queue before.
+		since := reenabled.Add(-s.retrySpan(ep) - recoverSlack)
+		view.Recover = &recoverOffer{Method: http.MethodPost, Href: "/v1/endpoints/" + ep.ID + "/recover", Body: recoverRequest{Since: since}}
 	}
 	c.JSON(http.StatusOK, view)
+}
+
+// recoverSlack is how far before failing_since, beyond the retries' span,
+// the recovery offered on re-enable reaches: for the round of attempts that
+// recorded failing_since and a delivery's wait in the queue.
+const recoverSlack = 15 * time.Minute
+
+// retrySpan is how long a webhook to ep may be retried: the sum of its
+// retry schedule (the deployment's, Config.RetrySchedule, unless it has its
+// own), with the notifier's +20 % jitter.
+func (s *Service) retrySpan(ep endpoints.Endpoint) time.Duration {
+	schedule := s.cfg.RetrySchedule
+	if ep.RetrySchedule != nil {
+		schedule = ep.RetrySchedule
+	}
+	var span time.Duration
+	for _, w := range schedule {
+		span += w
+	}
+	return span + span/5
 }
 
 // recoverOffer is how a re-enabled endpoint's failed deliveries can be sent

@@ -306,7 +306,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	}, backoff.WithContext(policy, ctx))
 
 	if ctx.Err() == nil && d.EndpointID != "" && !last.gone {
-		n.trackHealth(ctx, logger, d, err == nil)
+		n.trackHealth(ctx, logger, d, dest.url, err == nil)
 	}
 	switch {
 	case ctx.Err() != nil:
@@ -316,8 +316,9 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	case last.gone || policy.next == 0 || d.Replay:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
 		if last.gone && d.EndpointID != "" {
-			// Only the first of several 410s in flight disables and announces.
-			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone", func(e *endpoints.Endpoint) bool { return e.Enabled })
+			// Only the first of several 410s in flight disables and announces,
+			// and only if the URL that answered is still the endpoint's.
+			n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "the endpoint answered 410 Gone", func(e *endpoints.Endpoint) bool { return e.Enabled && e.URL == dest.url })
 		}
 		n.announceExhausted(ctx, logger, d, attemptError(last.attempt))
 		return n.finish(logger, d, contract.DeliveryFailed, nil)

@@ -26,33 +26,43 @@ const (
 // trackHealth keeps an endpoint's failing_since: set on the first failed
 // round after a success, cleared (with an endpoint.recovered event) on the
 // first success after failures; after DisableAfter of failing the endpoint
-// is disabled. It writes only on those transitions.
-func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *contract.Delivery, ok bool) {
+// is disabled. It writes only on those transitions, and only while the
+// endpoint's URL is still url, the one the round was sent to: a round to a
+// URL the tenant has since replaced says nothing of the new one.
+func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *contract.Delivery, url string, ok bool) {
 	ep := n.index.Get(d.Tenant, d.EndpointID)
-	if ep == nil {
+	if ep == nil || ep.URL != url {
 		return
 	}
 	now := n.cfg.Now().UTC()
 	switch {
 	case ok && ep.FailingSince != nil:
-		since := *ep.FailingSince
+		var since time.Time
 		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
-			e.FailingSince = nil
+			if e.FailingSince == nil || e.URL != url { // recovered already, by another round or process
+				return errNoLongerDue
+			}
+			since, e.FailingSince = *e.FailingSince, nil
 			return nil
 		})
+		if errors.Is(err, errNoLongerDue) {
+			return
+		}
 		if err != nil {
 			logger.Warn("record endpoint recovery", "endpoint_id", d.EndpointID, "error", err)
 			return
 		}
 		n.index.Put(updated)
-		n.announce(ctx, logger, d.Tenant, EventEndpointRecovered, "evt_recovered_"+d.EndpointID+"_"+strconv.FormatInt(now.UnixMilli(), 10), map[string]any{
+		// One id per failing period: a second announcement of it is a duplicate.
+		n.announce(ctx, logger, d.Tenant, EventEndpointRecovered, "evt_recovered_"+d.EndpointID+"_"+strconv.FormatInt(since.UnixMilli(), 10), map[string]any{
 			"endpoint_id": d.EndpointID, "url": updated.URL, "failing_since": since, "recovered_at": now,
 		})
 	case !ok && ep.FailingSince == nil:
 		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
-			if e.FailingSince == nil {
-				e.FailingSince = &now
+			if e.FailingSince != nil || e.URL != url {
+				return errNoLongerDue
 			}
+			e.FailingSince = &now
 			return nil
 		})
 		if err == nil {
@@ -62,7 +72,7 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 		// Decided again on the stored endpoint: this process's copy may be
 		// older than a success another one recorded meanwhile.
 		n.disableEndpoint(ctx, logger, d.Tenant, d.EndpointID, "failing continuously since "+ep.FailingSince.Format(time.RFC3339), func(e *endpoints.Endpoint) bool {
-			return e.Enabled && e.FailingSince != nil && now.Sub(*e.FailingSince) >= n.cfg.DisableAfter
+			return e.Enabled && e.URL == url && e.FailingSince != nil && now.Sub(*e.FailingSince) >= n.cfg.DisableAfter
 		})
 	}
 }
