@@ -90,6 +90,9 @@ type Config struct {
 	// is empty and how often the parked stream is scanned (park.go);
 	// shortened by tests.
 	parkedCheck, parkedRescan time.Duration
+	// maxDrains bounds the drains a process runs at once (park.go);
+	// lowered by tests.
+	maxDrains int
 	// logGate, when set (tests), holds attempt logs' writes until closed.
 	logGate <-chan struct{}
 	// parkedGiveUp, when set (tests), replaces the age at which a parked
@@ -194,6 +197,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.parkedRescan == 0 {
 		c.parkedRescan = parkedRescan
+	}
+	if c.maxDrains == 0 {
+		c.maxDrains = maxDrains
 	}
 	if c.ParkRate == 0 {
 		c.ParkRate = DefaultParkRate

@@ -8,6 +8,16 @@ func ShortParking(cfg *Config) {
 	cfg.parkedCheck, cfg.parkedRescan = 100*time.Millisecond, 500*time.Millisecond
 }
 
+// FewDrains lets a process run at most n drains at once.
+func FewDrains(cfg *Config, n int) { cfg.maxDrains = n }
+
+// MostDrains is the most drains the notifier has run at once.
+func (n *Notifier) MostDrains() int {
+	n.parking.mu.Lock()
+	defer n.parking.mu.Unlock()
+	return n.parking.most
+}
+
 // HoldAttemptLogs holds every attempt log's write until gate is closed.
 func HoldAttemptLogs(cfg *Config, gate <-chan struct{}) { cfg.logGate = gate }
 

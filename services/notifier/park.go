@@ -38,7 +38,17 @@ import (
 // drain when it parks a delivery, and at start and every parkedRescan for
 // every parked subject it finds, so that parked deliveries of a process that
 // stopped are drained by the others.
+//
+// A process runs at most maxDrains drains at once, each a consumer on the
+// server and a few goroutines here, however many targets are dead (a
+// tenant's jobs may name any number of callback hosts). The targets beyond
+// wait in line for a drain; while some do, a drain that has settled
+// nothing for a parkedCheck (its circuit open, its deliveries waiting in
+// place) gives its place to the first in line and goes to the back. A dead
+// target's deliveries then wait for their turn as well as for their probe.
 const (
+	// maxDrains is how many drains a process runs at once.
+	maxDrains = 128
 	// parkAfter is how many times a delivery is put back for its
 	// endpoint's limits before it is parked.
 	parkAfter = 3
@@ -79,6 +89,12 @@ type parking struct {
 	// drains maps each parked subject this process drains to the number
 	// of deliveries parked on it since its drain started.
 	drains map[string]uint64
+	// queue holds the parked subjects waiting for a drain, oldest first,
+	// while maxDrains run; queued is its set. most is the most drains run
+	// at once.
+	queue  []string
+	queued map[string]bool
+	most   int
 	// giveUp is the age of a parked copy that is dead-lettered instead of
 	// held (giveUpAge); 0: never.
 	giveUp time.Duration
@@ -147,7 +163,8 @@ func (n *Notifier) publishParked(ctx context.Context, tenant, target, msgID stri
 	return nil
 }
 
-// ensureDrain starts a drain of subject unless this process runs one.
+// ensureDrain starts a drain of subject unless this process runs one, or
+// puts it in line for one while maxDrains run.
 func (n *Notifier) ensureDrain(subject string) {
 	p := &n.parking
 	p.mu.Lock()
@@ -159,8 +176,62 @@ func (n *Notifier) ensureDrain(subject string) {
 	if p.ctx == nil || p.ctx.Err() != nil {
 		return
 	}
+	if len(p.drains) >= n.cfg.maxDrains {
+		p.enqueue(subject)
+		return
+	}
+	n.startDrain(subject)
+}
+
+// startDrain runs a drain of subject; p.mu is held.
+func (n *Notifier) startDrain(subject string) {
+	p := &n.parking
 	p.drains[subject] = 0
+	p.most = max(p.most, len(p.drains))
 	p.wg.Go(func() { n.drain(p.ctx, subject) })
+}
+
+// enqueue puts subject in line for a drain, unless it is; p.mu is held.
+func (p *parking) enqueue(subject string) {
+	if !p.queued[subject] {
+		p.queued[subject] = true
+		p.queue = append(p.queue, subject)
+	}
+}
+
+// drainEnded forgets subject's drain, puts subject back in line when it
+// yielded its place (deliveries are left), and starts the drains of the
+// first subjects in line.
+func (n *Notifier) drainEnded(subject string, yielded bool) {
+	p := &n.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.drains, subject)
+	if yielded {
+		p.enqueue(subject)
+	}
+	n.startQueued()
+}
+
+// startQueued starts the drains of the first subjects in line, while fewer
+// than maxDrains run; p.mu is held.
+func (n *Notifier) startQueued() {
+	p := &n.parking
+	for len(p.queue) > 0 && len(p.drains) < n.cfg.maxDrains && p.ctx.Err() == nil {
+		next := p.queue[0]
+		p.queue = p.queue[1:]
+		delete(p.queued, next)
+		if _, running := p.drains[next]; !running {
+			n.startDrain(next)
+		}
+	}
+}
+
+// othersWait tells whether subjects wait in line for a drain.
+func (p *parking) othersWait() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) > 0
 }
 
 // runParking drains every parked subject until ctx ends: those found now,
@@ -206,11 +277,7 @@ func (n *Notifier) scanParked(ctx context.Context) error {
 // drain delivers the deliveries parked on subject until none is left or ctx
 // ends.
 func (n *Notifier) drain(ctx context.Context, subject string) {
-	done := func() {
-		n.parking.mu.Lock()
-		delete(n.parking.drains, subject)
-		n.parking.mu.Unlock()
-	}
+	done := func() { n.drainEnded(subject, false) }
 	sum := sha256.Sum256([]byte(subject))
 	cons, err := n.js.CreateOrUpdateConsumer(ctx, contract.StreamParked, jetstream.ConsumerConfig{
 		Durable:           "hookstream-parked-" + hex.EncodeToString(sum[:8]),
@@ -238,6 +305,7 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 	tick := time.NewTicker(n.cfg.parkedCheck)
 	defer tick.Stop()
 	failed := 0
+	var settled uint64 // the consumer's ack floor at the last check
 	for {
 		select {
 		case err := <-ran:
@@ -263,10 +331,25 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 				done()
 				return
 			}
-			if empty {
+			if empty { // and forgotten (drained)
 				stop()
 				<-ran
+				n.parking.mu.Lock()
+				n.startQueued()
+				n.parking.mu.Unlock()
 				return
+			}
+			if err != nil || !n.parking.othersWait() {
+				continue
+			}
+			if info, err := cons.Info(ctx); err == nil {
+				if info.AckFloor.Consumer == settled { // nothing settled since the last check: give way
+					stop()
+					<-ran
+					n.drainEnded(subject, true)
+					return
+				}
+				settled = info.AckFloor.Consumer
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
 )
 
 // A dead endpoint's deliveries are parked, not held in the delivery
@@ -270,6 +271,43 @@ func TestParkedDeliveriesDrainedAtStart(t *testing.T) {
 	for i := range 5 {
 		b.waitLog(t, "acme", fmt.Sprintf("evt_%d", i), contract.DeliverySucceeded)
 	}
+}
+
+// A process runs at most its number of drains at once, however many
+// targets are dead: the others wait in line, and a drain that settles
+// nothing (its circuit open) gives way to them, so every dead target gets
+// its turn.
+func TestDrainsAreBounded(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	const targets, most = 6, 2
+	var eps []endpoints.Endpoint
+	var receivers []*receiver
+	for i := range targets {
+		rcv, _ := downReceiver(t, http.StatusInternalServerError)
+		receivers = append(receivers, rcv)
+		ep := newEndpoint(t, "acme", fmt.Sprintf("ep_dead%d", i), rcv.URL, "x.*")
+		eps = append(eps, ep)
+		for j := range 3 { // the first fails and opens the circuit; the others wait for its probe
+			eventID := fmt.Sprintf("evt_%d_%d", i, j)
+			d := contract.Delivery{
+				ID: contract.DeliveryID(eventID, ep.ID), Tenant: "acme", EventID: eventID, EventType: "x.y",
+				EndpointID: ep.ID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
+			}
+			require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+		}
+	}
+	cfg := notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: time.Hour, DirectAttempts: -1, EndpointConcurrency: 1,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}
+	notifier.ShortParking(&cfg)
+	notifier.FewDrains(&cfg, most)
+	b := setupOn(t, js, cfg, eps...)
+	for i, rcv := range receivers {
+		require.Eventually(t, func() bool { return len(rcv.all()) > 0 }, 20*time.Second, 10*time.Millisecond, "dead target %d never got its turn", i)
+	}
+	require.LessOrEqual(t, b.n.MostDrains(), most)
 }
 
 // downReceiver is a receiver that answers status while down is set, which

@@ -38,6 +38,7 @@ const (
 
 // bundle is a running notifier on its own JetStream server.
 type bundle struct {
+	n         *notifier.Notifier
 	js        jetstream.JetStream
 	log       jetstream.KeyValue
 	box       *secretbox.Box
@@ -116,7 +117,7 @@ func setupOn(t *testing.T, js jetstream.JetStream, cfg notifier.Config, eps ...e
 			t.Fatal("notifier did not stop within 10s")
 		}
 	})
-	return &bundle{js: js, log: log, box: cfg.Box, endpoints: store}
+	return &bundle{n: n, js: js, log: log, box: cfg.Box, endpoints: store}
 }
 
 // newEndpoint returns an enabled endpoint of tenant with a new keyring.
