@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -134,6 +135,29 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 	return err
 }
 
+// deletedEndpointsKept is how long a deleted endpoint's marker stays in the
+// endpoints bucket, and how often the notifier removes older ones.
+const deletedEndpointsKept = time.Hour
+
+// forgetDeletedEndpoints removes, every deletedEndpointsKept until ctx
+// ends, the markers of endpoints deleted longer ago than that: otherwise
+// the bucket keeps one for every endpoint ever deleted, and every index
+// reads them all again at its start.
+func (n *Notifier) forgetDeletedEndpoints(ctx context.Context) {
+	tick := time.NewTicker(deletedEndpointsKept)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := n.endpoints.ForgetDeleted(ctx, deletedEndpointsKept); err != nil && ctx.Err() == nil {
+				n.logger.Warn("forget deleted endpoints", "error", err)
+			}
+		}
+	}
+}
+
 // Close releases what New took, for a notifier that will not Run (Run
 // releases it itself).
 func (n *Notifier) Close() { n.pub.Close() }
@@ -181,6 +205,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	// The notifier runs in every deployment, so it keeps the jobs stream
 	// trimmed too, for processors of any kind.
 	wg.Go(func() { errs[4] = bus.Trim(runCtx, n.js, n.logger, n.cfg.TrimInterval, bus.TrimTargets()...) })
+	wg.Go(func() { n.forgetDeletedEndpoints(runCtx) })
 	wg.Wait()
 	if ctx.Err() == nil && runCtx.Err() != nil { // stopped by the index, not by ctx
 		errs[5] = context.Cause(runCtx)

@@ -126,6 +126,11 @@ func (x *Index) set(tenant, id string, ep *Endpoint) {
 		delete(x.byTenant[tenant], id)
 	}
 	if ep == nil {
+		if len(x.byTenant[tenant]) == 0 { // the tenant's last endpoint: no maps left for it
+			delete(x.byTenant, tenant)
+			delete(x.subs, tenant)
+			delete(x.wild, tenant)
+		}
 		return
 	}
 	if x.byTenant[tenant] == nil {

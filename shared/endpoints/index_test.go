@@ -105,4 +105,7 @@ func TestIndexPutAfterDelete(t *testing.T) {
 	x.apply(testEntry{key: Key("acme", "a")})
 	x.Put(Endpoint{ID: "a", Tenant: "acme", Enabled: true, Revision: 7})
 	require.Nil(t, x.Get("acme", "a"))
+	require.Empty(t, x.byTenant, "no maps are left for a tenant without endpoints")
+	require.Empty(t, x.subs)
+	require.Empty(t, x.wild)
 }

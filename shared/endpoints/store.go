@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -120,6 +121,17 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	}
 	if err := s.kv.Purge(ctx, Key(tenant, id)); err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", id, err)
+	}
+	return nil
+}
+
+// ForgetDeleted removes the markers that deleted endpoints left in the
+// bucket more than olderThan ago: otherwise every endpoint ever deleted
+// stays there, read again by every index at its start. olderThan should be
+// far longer than an index keeps a deleted endpoint's mark (goneFor).
+func (s *Store) ForgetDeleted(ctx context.Context, olderThan time.Duration) error {
+	if err := s.kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(olderThan)); err != nil {
+		return fmt.Errorf("forget deleted endpoints: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,54 @@
+package endpoints_test
+
+import (
+	"context"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
+)
+
+// A deleted endpoint's marker leaves the bucket once it is old enough;
+// the markers of newer deletes stay.
+func TestForgetDeleted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, js := natstest.Start(t).Connect(t)
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	key := make([]byte, secretbox.KeySize)
+	_, _ = rand.Read(key)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	store, err := endpoints.Open(ctx, js, box)
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	ring, err := signing.NewKeyring(now)
+	require.NoError(t, err)
+	for _, id := range []string{"ep_a", "ep_b"} {
+		require.NoError(t, store.Create(ctx, endpoints.Endpoint{ID: id, Tenant: "acme", URL: "https://example.com/" + id, Enabled: true, Keyring: ring, CreatedAt: now, UpdatedAt: now}))
+	}
+	require.NoError(t, store.Delete(ctx, "acme", "ep_a"))
+	stream, err := js.Stream(ctx, "KV_"+contract.BucketEndpoints)
+	require.NoError(t, err)
+	msgs := func() uint64 {
+		info, err := stream.Info(ctx)
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+	require.Equal(t, uint64(2), msgs(), "ep_b and ep_a's marker")
+	require.NoError(t, store.ForgetDeleted(ctx, time.Hour))
+	require.Equal(t, uint64(2), msgs(), "a recent marker stays")
+	require.NoError(t, store.ForgetDeleted(ctx, -1))
+	require.Equal(t, uint64(1), msgs(), "only ep_b is left")
+	got, _, err := store.Get(ctx, "acme", "ep_b")
+	require.NoError(t, err)
+	require.Equal(t, "ep_b", got.ID)
+}
