@@ -268,7 +268,10 @@ func (s *Service) unlessDeleted(ctx context.Context, tenant string, undo func(co
 	case err == nil:
 		err = conflict(fmt.Sprintf("tenant %q is being deleted", tenant))
 	}
-	if undoErr := undo(ctx); undoErr != nil {
+	// Undone even if the client has gone meanwhile.
+	undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if undoErr := undo(undoCtx); undoErr != nil {
 		s.logger.Warn("remove what was made for a tenant being deleted", "tenant_id", tenant, "error", undoErr)
 		return undoErr
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -545,22 +546,26 @@ func TestBearerScheme(t *testing.T) {
 	}
 }
 
-// A body within HOOKSTREAM_MAX_BODY_BYTES whose message the NATS server
-// does not take (its max_payload) answers 413: a retry would fail the same
-// way.
+// A job within HOOKSTREAM_MAX_BODY_BYTES whose message, or whose record
+// only, the NATS server would not take (its max_payload) answers 413 and is
+// not stored: a retry would fail the same way, and a processor could never
+// store its outcome.
 func TestJobLargerThanANATSMessageAnswers413(t *testing.T) {
 	t.Parallel()
 	b := setupWith(t, func(c *intake.Config) { c.MaxBodyBytes = 16 << 20 })
-	big := `{"type":"echo","payload":"` + strings.Repeat("x", 9<<20) + `"}` // the test server takes 8 MiB
-	for _, key := range []string{"", "big-1"} {
-		var headers []string
-		if key != "" {
-			headers = []string{"Idempotency-Key", key}
+	for _, size := range []int{9 << 20, 8<<20 - 300} { // the test server takes 8 MiB
+		big := `{"type":"echo","payload":"` + strings.Repeat("x", size) + `"}`
+		for _, headers := range [][]string{nil, {"Idempotency-Key", fmt.Sprintf("big-%d", size)}} {
+			r := b.submit(t, keyAcme, big, headers...)
+			require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
+			require.Empty(t, r.header.Get("Retry-After"))
 		}
-		r := b.submit(t, keyAcme, big, headers...)
-		require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
-		require.Empty(t, r.header.Get("Retry-After"))
 	}
+	jobs, err := b.js.Stream(context.Background(), contract.StreamJobs)
+	require.NoError(t, err)
+	info, err := jobs.Info(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs)
 }
 
 // A job of an external type whose message is stored but whose record could

@@ -64,10 +64,12 @@ func (s *Service) validateJob(req *createJobRequest) error {
 			return invalid(fmt.Sprintf(`field "callback_url": %v`, err))
 		}
 	}
+	size := len(req.CallbackURL) // of the job's record, less its fixed fields
 	for k, v := range req.Metadata {
 		if k == "" || len(k) > maxMetadataKeyLen || len(v) > maxMetadataValueLen {
 			return invalid(fmt.Sprintf(`field "metadata": keys must be 1-%d bytes and values at most %d bytes`, maxMetadataKeyLen, maxMetadataValueLen))
 		}
+		size += len(k) + len(v)
 	}
 	if len(req.Payload) == 0 {
 		req.Payload = json.RawMessage("null")
@@ -79,6 +81,12 @@ func (s *Service) validateJob(req *createJobRequest) error {
 		if err := json.Compact(&compact, req.Payload); err == nil {
 			req.Payload = compact.Bytes()
 		}
+	}
+	if most := s.maxPayload; most > 0 && int64(size+len(req.Payload))+maxPayloadHeadroom > most {
+		// Its record, and the message that carries it, would not fit: a
+		// processor could never store the job's outcome.
+		return &apiError{status: http.StatusRequestEntityTooLarge, slug: "too-large",
+			detail: fmt.Sprintf("the job is larger than the NATS server takes in a message (%d bytes, with %d for its record's other fields)", most, maxPayloadHeadroom)}
 	}
 	return nil
 }
@@ -228,13 +236,15 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 // removed, so that the 503 is true. Only if that fails too may the job be
 // stored twice.
 func (s *Service) recordOrWithdraw(ctx context.Context, rec contract.JobRecord, seq uint64, createErr error) error {
+	// On a context of its own: the first write may have failed for the
+	// request's deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
+	defer cancel()
 	_, err := s.jobs.Create(ctx, rec)
 	if err == nil || errors.Is(err, jobstore.ErrExists) {
 		return nil
 	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	if err := s.jobsStream.DeleteMsg(dctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := s.jobsStream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		s.logger.Warn("withdraw the message of a job whose record was not written; the client was told to retry", "job_id", rec.ID, "error", err)
 	}
 	return createErr

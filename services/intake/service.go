@@ -57,10 +57,13 @@ type Service struct {
 	stopWaiting context.CancelFunc
 	// serving is closed once Run serves requests.
 	serving chan struct{}
+	// maxPayload is the NATS server's largest message in bytes.
+	maxPayload int64
 }
 
-// maxPayloadHeadroom is what a job's message and record add to its body, at
-// most, for New's check of the NATS server's largest message.
+// maxPayloadHeadroom is what a job's record adds to its payload, callback
+// URL and metadata, at most, with room for a short result: a job whose
+// record would not fit the NATS server's largest message answers 413.
 const maxPayloadHeadroom = 4096
 
 // New builds the service on a connection whose streams and buckets exist
@@ -71,7 +74,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		return nil, fmt.Errorf("intake config: %w", err)
 	}
 	if most := nc.MaxPayload(); most > 0 && cfg.MaxBodyBytes > most-maxPayloadHeadroom {
-		logger.Warn("requests up to HOOKSTREAM_MAX_BODY_BYTES may not fit a NATS message: those that do not answer 413",
+		logger.Warn("requests up to HOOKSTREAM_MAX_BODY_BYTES may not fit a NATS message: jobs that do not answer 413",
 			"max_body_bytes", cfg.MaxBodyBytes, "nats_max_payload", most)
 	}
 	pub := bus.NewGroupCommit(js, cfg.GroupCommit)
@@ -107,7 +110,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
-		retryAfter: []string{retryAfterValue(cfg.RetryAfter)}, serving: make(chan struct{}),
+		retryAfter: []string{retryAfterValue(cfg.RetryAfter)}, serving: make(chan struct{}), maxPayload: nc.MaxPayload(),
 	}
 	for _, t := range cfg.JobTypes {
 		s.jobTypes[t] = true

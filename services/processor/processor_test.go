@@ -820,6 +820,66 @@ func TestAnotherMessageOfAJobIsDropped(t *testing.T) {
 	}, info.State.Subjects, "one event of each")
 }
 
+// Nor does such a message run early a job that waits for its retry: its
+// first message runs it when the retry is due.
+func TestAnotherMessageOfAJobWaitingForItsRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const window, retry = 200 * time.Millisecond, 2 * time.Second
+	b.shortenDuplicates(t, contract.StreamJobs, window)
+	var runs atomic.Int32
+	var ranAt [3]atomic.Int64
+	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		n := runs.Add(1)
+		ranAt[min(n, 3)-1].Store(time.Now().UnixNano())
+		if n == 1 {
+			return nil, errors.New("hiccup")
+		}
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{
+		Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 2, RunningAfter: time.Second,
+		RetryDelay: func(int) time.Duration { return retry },
+	})
+	data := jobRequest(t, contract.JobRequest{ID: "job_retrying", Payload: json.RawMessage(`"x"`)})
+	b.publishJob(t, "acme", "echo", "job_retrying", data)
+	require.Eventually(t, func() bool {
+		rec, _, err := b.jobs.Get(context.Background(), "job_retrying")
+		return err == nil && rec.Status == contract.StatusQueued && rec.Attempts == 1
+	}, 10*time.Second, 10*time.Millisecond, "the first run failed")
+	time.Sleep(window + 50*time.Millisecond)
+	b.publishJob(t, "acme", "echo", "job_retrying", data)
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_retrying").Status)
+	b.waitJobsSettled(t)
+	require.Equal(t, int32(2), runs.Load())
+	require.GreaterOrEqual(t, time.Duration(ranAt[1].Load()-ranAt[0].Load()), retry, "the retry waited for its delay")
+}
+
+// A job whose result would make its record larger than the NATS server
+// takes in a message fails, without its result, instead of running again
+// for ever.
+func TestJobWhoseResultIsTooLargeFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs atomic.Int32
+	big := json.RawMessage(`"` + strings.Repeat("x", 9<<20) + `"`) // the test server takes 8 MiB
+	handler := processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+		runs.Add(1)
+		return big, nil
+	})
+	for _, quick := range []time.Duration{time.Hour, time.Nanosecond} { // its record written once, or twice
+		id := "job_big_" + quick.String()
+		b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, RunningAfter: quick})
+		b.publishJob(t, "acme", "echo", id, jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`)}))
+		rec := b.waitJob(t, id)
+		require.Equal(t, contract.StatusFailed, rec.Status)
+		require.Contains(t, rec.Error, "max_payload")
+		require.Nil(t, rec.Result)
+	}
+	b.waitJobsSettled(t)
+	require.Equal(t, int32(2), runs.Load(), "each ran once")
+}
+
 // A batch that cannot be read is terminated; a malformed job of a batch is
 // dropped alone.
 func TestRunMalformedBatch(t *testing.T) {

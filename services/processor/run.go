@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -47,14 +47,17 @@ type source struct {
 	takeover bool
 }
 
-// settledElsewhere tells whether a job whose record is stored is settled by the
-// message it runs, or ran, from, and not by src: another message of the
-// job then has nothing to do (contract.JobRecord.RunBy).
+// settledElsewhere tells whether a job whose record is stored is settled by
+// the message it runs, or ran, from, and not by src: another message of the
+// job then has nothing to do (contract.JobRecord.RunBy). That message is
+// acknowledged only once the job is finished or handed off (and a hand-off
+// takes over), so while the job is not finished it is delivered again: for
+// the job's retry, or after its run died.
 func (src source) settledElsewhere(stored contract.JobRecord) bool {
 	return stored.RunBy != 0 && stored.RunBy != src.seq && !src.takeover
 }
 
-// errRunElsewhere is a claim refused: the job runs from another message.
+// errRunElsewhere is a claim refused: another message of the job settles it.
 var errRunElsewhere = errors.New("job runs from another message")
 
 // storeRetry is the wait after a failure of JetStream itself.
@@ -88,7 +91,7 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	defer p.releaseSlot(rec.Type)
-	takeover := strings.HasSuffix(msg.Headers().Get(contract.HeaderMsgID), handOffSuffix)
+	takeover := msg.Headers().Get(contract.HeaderMsgID) == rec.ID+handOffSuffix && req.ID == rec.ID
 	p.settle(msg, p.process(ctx, source{seq: meta.Sequence.Stream, first: meta.NumDelivered == 1, takeover: takeover}, rec))
 }
 
@@ -142,6 +145,12 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
 	quick := p.cfg.RunningAfter > 0 && src.first
 	stored, rev, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// Its record cannot be stored (an internal publisher's job; intake
+		// refuses such jobs): nothing could ever tell its outcome.
+		logger.Error("dropping a job whose record is larger than the NATS server takes in a message", "error", err)
+		return settlement{verdict: term}
+	}
 	if err != nil {
 		logger.Warn("load job", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
@@ -168,17 +177,17 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 		}
 		return p.finish(ctx, logger, stored)
 	}
-	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts {
+	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) {
 		return p.runQuickly(ctx, logger, src, stored, rev)
 	}
 	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim(src))
-	if s, claimed := p.claimed(ctx, logger, running, err); !claimed {
+	if s, claimed := p.claimed(ctx, logger, stored, running, err); !claimed {
 		return s
 	}
 	p.announce(ctx, logger, running)
 	prog := p.newProgress(rec.ID, true)
 	result, runErr := p.run(ctx, running, prog)
-	return p.record(ctx, logger, rec.ID, result, prog.last(), runErr)
+	return p.record(ctx, logger, stored, result, prog.last(), runErr)
 }
 
 // sameJob tells whether a stored record is that of the job read from a
@@ -190,20 +199,22 @@ func sameJob(stored, rec contract.JobRecord) bool {
 // record stores the outcome of an attempt of a job whose record says
 // running, and settles its message; an attempt cut short by shutdown puts
 // the job back instead.
-func (p *Processor) record(ctx context.Context, logger *slog.Logger, id string, result, progress json.RawMessage, runErr error) settlement {
+func (p *Processor) record(ctx context.Context, logger *slog.Logger, stored contract.JobRecord, result, progress json.RawMessage, runErr error) settlement {
 	if runErr != nil && ctx.Err() != nil {
-		return p.release(logger, id)
+		return p.release(logger, stored.ID)
 	}
-	final, err := p.jobs.Update(ctx, id, func(r *contract.JobRecord) error {
+	final, err := p.jobs.Update(ctx, stored.ID, func(r *contract.JobRecord) error {
 		return p.complete(r, result, progress, runErr)
 	})
-	return p.outcome(ctx, logger, final, runErr, err)
+	return p.outcome(ctx, logger, stored, final, runErr, err)
 }
 
 // claimed tells whether the claim of a job (p.claim) left it running; when
 // not, the settlement says what to do with its message.
-func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, running contract.JobRecord, err error) (settlement, bool) {
+func (p *Processor) claimed(ctx context.Context, logger *slog.Logger, stored, running contract.JobRecord, err error) (settlement, bool) {
 	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return p.failTooLarge(ctx, logger, stored), false
 	case errors.Is(err, errRunElsewhere):
 		logger.Info("job runs from another message of it; this one dropped", "attempts", running.Attempts)
 		return settlement{verdict: ack}, false
@@ -248,10 +259,10 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 	done = true
 	mu.Unlock()
 	if marked {
-		if s, claimed := p.claimed(ctx, logger, running, claimErr); !claimed {
+		if s, claimed := p.claimed(ctx, logger, stored, running, claimErr); !claimed {
 			return s // canceled while it ran: its result is dropped
 		}
-		return p.record(ctx, logger, stored.ID, result, prog.last(), runErr)
+		return p.record(ctx, logger, stored, result, prog.last(), runErr)
 	}
 	if runErr != nil && ctx.Err() != nil {
 		return settlement{verdict: retry} // shutdown; the record never said running
@@ -265,7 +276,7 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 		}
 		return p.complete(r, result, prog.last(), runErr)
 	})
-	return p.outcome(ctx, logger, final, runErr, err)
+	return p.outcome(ctx, logger, stored, final, runErr, err)
 }
 
 // fromIntake tells whether a job was submitted through intake without a
@@ -277,8 +288,13 @@ func fromIntake(id string) bool {
 
 // outcome settles a job message after the attempt's result was recorded
 // (err: how recording it went).
-func (p *Processor) outcome(ctx context.Context, logger *slog.Logger, final contract.JobRecord, runErr, err error) settlement {
+func (p *Processor) outcome(ctx context.Context, logger *slog.Logger, stored, final contract.JobRecord, runErr, err error) settlement {
 	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return p.failTooLarge(ctx, logger, stored)
+	case errors.Is(err, errRunElsewhere): // its quick run raced another message's claim
+		logger.Info("job runs from another message of it; this one's result dropped")
+		return settlement{verdict: ack}
 	case errors.Is(err, jobstore.ErrUnchanged):
 		return p.finish(ctx, logger, final) // canceled while it ran
 	case err != nil:
@@ -290,6 +306,37 @@ func (p *Processor) outcome(ctx context.Context, logger *slog.Logger, final cont
 		return settlement{verdict: retry, delay: delay, failed: true}
 	}
 	return p.finish(ctx, logger, final)
+}
+
+// failTooLarge fails a job whose record, as its run left it (with its
+// result, say), is larger than the NATS server takes in a message: without
+// its payload, result and progress, so that the job ends and its event
+// tells why, instead of its message being delivered again for ever. stored
+// is the job as it was read before (its record, or the one made from its
+// message, when it has none yet).
+func (p *Processor) failTooLarge(ctx context.Context, logger *slog.Logger, stored contract.JobRecord) settlement {
+	logger.Error("job record larger than the NATS server takes in a message; the job fails without its result")
+	base, rev, err := p.jobs.Get(ctx, stored.ID)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		base, rev, err = stored, 0, nil
+	}
+	if err == nil {
+		base, err = p.jobs.UpdateFrom(ctx, base, rev, func(r *contract.JobRecord) error {
+			if contract.Terminal(r.Status) {
+				return jobstore.ErrUnchanged
+			}
+			now := p.now().UTC()
+			r.Status, r.CompletedAt, r.UpdatedAt = contract.StatusFailed, &now, now
+			r.Payload, r.Result, r.Progress = nil, nil, nil
+			r.Error = "the job's record, with its result, is larger than the NATS server takes in a message (max_payload): the result was dropped"
+			return nil
+		})
+	}
+	if err != nil && !errors.Is(err, jobstore.ErrUnchanged) {
+		logger.Warn("fail job too large to record", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}
+	}
+	return p.finish(ctx, logger, base)
 }
 
 // load returns the job's record and its revision. A job without a record
@@ -317,14 +364,14 @@ func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten 
 // src: it counts the attempt, notes src as the job's message (RunBy) and
 // clears the progress of the attempt before. A job that has used up its
 // attempts without recording a result (its processor died each time) fails
-// instead. A job that runs from another message is left to it
-// (errRunElsewhere): that message is delivered again if its run died.
+// instead. A job that runs, or ran, from another message is left to it
+// (errRunElsewhere; source.settledElsewhere).
 func (p *Processor) claim(src source) func(r *contract.JobRecord) error {
 	return func(r *contract.JobRecord) error {
 		switch {
 		case contract.Terminal(r.Status):
 			return jobstore.ErrUnchanged
-		case r.Status == contract.StatusRunning && src.settledElsewhere(*r):
+		case src.settledElsewhere(*r):
 			return errRunElsewhere
 		}
 		now := p.now().UTC()
