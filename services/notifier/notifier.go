@@ -136,15 +136,20 @@ func (n *Notifier) createConsumers(ctx context.Context) error {
 }
 
 // deletedEndpointsKept is how long a deleted endpoint's marker stays in the
-// endpoints bucket, and how often the notifier removes older ones.
-const deletedEndpointsKept = time.Hour
+// endpoints bucket: an index whose watch resumes after a longer break in
+// its connection would not see the delete (its watch reads on from where it
+// was). forgetEvery is how often the notifier removes older ones.
+const (
+	deletedEndpointsKept = 24 * time.Hour
+	forgetEvery          = time.Hour
+)
 
-// forgetDeletedEndpoints removes, every deletedEndpointsKept until ctx
-// ends, the markers of endpoints deleted longer ago than that: otherwise
+// forgetDeletedEndpoints removes, every forgetEvery until ctx ends, the
+// markers of endpoints deleted longer ago than that: otherwise
 // the bucket keeps one for every endpoint ever deleted, and every index
 // reads them all again at its start.
 func (n *Notifier) forgetDeletedEndpoints(ctx context.Context) {
-	tick := time.NewTicker(deletedEndpointsKept)
+	tick := time.NewTicker(forgetEvery)
 	defer tick.Stop()
 	for {
 		select {

@@ -39,16 +39,25 @@ import (
 // every parked subject it finds, so that parked deliveries of a process that
 // stopped are drained by the others.
 //
-// A process runs at most maxDrains drains at once, each a consumer on the
-// server and a few goroutines here, however many targets are dead (a
-// tenant's jobs may name any number of callback hosts). The targets beyond
-// wait in line for a drain; while some do, a drain that has settled
-// nothing for a parkedCheck (its circuit open, its deliveries waiting in
-// place) gives its place to the first in line and goes to the back. A dead
-// target's deliveries then wait for their turn as well as for their probe.
+// A process runs at most maxDrains drains at once, each a pull and a few
+// goroutines here, however many targets are dead (a tenant's jobs may name
+// any number of callback hosts). The targets beyond wait in line for a
+// drain; while some do, a drain that has settled nothing for a parkedCheck
+// (its circuit open, its deliveries waiting in place), or has had its turn
+// for drainTurn, gives its place to the first in line and goes to the back.
+// A drain that gives way takes no more deliveries and lets those under way
+// finish (each attempt has its own timeout); only a shutdown cuts them
+// short, after ShutdownGrace. A dead target's deliveries then wait for
+// their turn as well as for their probe. The server keeps each target's
+// consumer until it has been idle for parkedIdle.
 const (
 	// maxDrains is how many drains a process runs at once.
 	maxDrains = 128
+	// drainTurn is the longest a drain keeps its place while others wait.
+	drainTurn = time.Minute
+	// drainGrace bounds the wait for the deliveries under way in a drain
+	// that gives way: far longer than a round of attempts takes.
+	drainGrace = 5 * time.Minute
 	// parkAfter is how many times a delivery is put back for its
 	// endpoint's limits before it is parked.
 	parkAfter = 3
@@ -298,13 +307,21 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 	}
 	workCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	// Deliveries under way run until they are done when the drain gives
+	// way (stop), and get ShutdownGrace when the process stops (ctx).
+	handlers, cutShort := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutShort()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(n.cfg.ShutdownGrace, cutShort) })()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- bus.Workers(workCtx, n.js.Conn(), n.logger, cons, n.cfg.EndpointConcurrency, n.cfg.ShutdownGrace, n.handleParked)
+		ran <- bus.Workers(workCtx, n.js.Conn(), n.logger, cons, n.cfg.EndpointConcurrency, drainGrace, func(_ context.Context, msg jetstream.Msg) {
+			n.handleParked(handlers, msg)
+		})
 	}()
 	tick := time.NewTicker(n.cfg.parkedCheck)
 	defer tick.Stop()
 	failed := 0
+	began := time.Now()
 	var settled uint64 // the consumer's ack floor at the last check
 	for {
 		select {
@@ -342,15 +359,17 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 			if err != nil || !n.parking.othersWait() {
 				continue
 			}
-			if info, err := cons.Info(ctx); err == nil {
-				if info.AckFloor.Consumer == settled { // nothing settled since the last check: give way
-					stop()
-					<-ran
-					n.drainEnded(subject, true)
-					return
-				}
-				settled = info.AckFloor.Consumer
+			info, err := cons.Info(ctx)
+			if err != nil {
+				continue
 			}
+			if info.AckFloor.Consumer == settled || time.Since(began) >= drainTurn { // give way
+				stop()
+				<-ran
+				n.drainEnded(subject, true)
+				return
+			}
+			settled = info.AckFloor.Consumer
 		}
 	}
 }

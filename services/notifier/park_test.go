@@ -310,6 +310,44 @@ func TestDrainsAreBounded(t *testing.T) {
 	require.LessOrEqual(t, b.n.MostDrains(), most)
 }
 
+// A drain that gives way while a delivery is under way lets it finish:
+// a slow endpoint's webhooks are each sent once, not cut short at every
+// turn and sent again.
+func TestDrainGivesWayWithoutCuttingAttempts(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	slow := newReceiver(t, func(_ int, w http.ResponseWriter) { time.Sleep(time.Second) })
+	dead, _ := downReceiver(t, http.StatusInternalServerError)
+	eps := []endpoints.Endpoint{newEndpoint(t, "acme", "ep_slow", slow.URL, "x.*"), newEndpoint(t, "acme", "ep_dead", dead.URL, "x.*")}
+	for _, ep := range eps {
+		for j := range 3 {
+			eventID := fmt.Sprintf("evt_%s_%d", ep.ID, j)
+			d := contract.Delivery{
+				ID: contract.DeliveryID(eventID, ep.ID), Tenant: "acme", EventID: eventID, EventType: "x.y",
+				EndpointID: ep.ID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
+			}
+			require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+		}
+	}
+	cfg := notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: time.Hour, DirectAttempts: -1, EndpointConcurrency: 1,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond, ShutdownGrace: 300 * time.Millisecond,
+	}
+	notifier.ShortParking(&cfg)
+	notifier.FewDrains(&cfg, 1)
+	b := setupOn(t, js, cfg, eps...)
+	for j := range 3 {
+		b.waitLog(t, "acme", fmt.Sprintf("evt_ep_slow_%d", j), contract.DeliverySucceeded)
+	}
+	sent := map[string]int{}
+	for _, r := range slow.all() {
+		sent[r.id()]++
+	}
+	for id, n := range sent {
+		require.Equal(t, 1, n, "%s sent %d times", id, n)
+	}
+}
+
 // downReceiver is a receiver that answers status while down is set, which
 // it is at first, and 200 after.
 func downReceiver(t *testing.T, status int) (*receiver, *atomic.Bool) {
