@@ -247,10 +247,8 @@ func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *
 	holds := func(rate int) (bool, error) {
 		held, err := sustainedRun(ctx, rate, s.e2eDuration, run, add)
 		if err == nil && held {
-			var r *report
 			if held, err = sustainedRun(ctx, rate, s.e2eDuration, run, add); held {
-				r = &res.rows[len(res.rows)-1]
-				res.sustained = r
+				res.sustained = &res.rows[len(res.rows)-1] // its second run
 			}
 		}
 		return held, err
