@@ -553,9 +553,13 @@ func TestBearerScheme(t *testing.T) {
 func TestJobLargerThanANATSMessageAnswers413(t *testing.T) {
 	t.Parallel()
 	b := setupWith(t, func(c *intake.Config) { c.MaxBodyBytes = 16 << 20 })
-	for _, size := range []int{9 << 20, 8<<20 - 300} { // the test server takes 8 MiB
-		big := `{"type":"echo","payload":"` + strings.Repeat("x", size) + `"}`
-		for _, headers := range [][]string{nil, {"Idempotency-Key", fmt.Sprintf("big-%d", size)}} {
+	for _, payload := range []string{ // the test server takes 8 MiB
+		strings.Repeat("x", 9<<20),
+		strings.Repeat("x", 8<<20-300),
+		strings.Repeat("<", 2<<20), // 12 MiB in a record: encoding/json writes \u003c
+	} {
+		big := `{"type":"echo","payload":"` + payload + `"}`
+		for _, headers := range [][]string{nil, {"Idempotency-Key", fmt.Sprintf("big-%d", len(payload))}} {
 			r := b.submit(t, keyAcme, big, headers...)
 			require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
 			require.Empty(t, r.header.Get("Retry-After"))

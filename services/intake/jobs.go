@@ -64,12 +64,12 @@ func (s *Service) validateJob(req *createJobRequest) error {
 			return invalid(fmt.Sprintf(`field "callback_url": %v`, err))
 		}
 	}
-	size := len(req.CallbackURL) // of the job's record, less its fixed fields
+	size := encodedLen(req.CallbackURL) // of the job's record, less its fixed fields
 	for k, v := range req.Metadata {
 		if k == "" || len(k) > maxMetadataKeyLen || len(v) > maxMetadataValueLen {
 			return invalid(fmt.Sprintf(`field "metadata": keys must be 1-%d bytes and values at most %d bytes`, maxMetadataKeyLen, maxMetadataValueLen))
 		}
-		size += len(k) + len(v)
+		size += encodedLen(k) + encodedLen(v)
 	}
 	if len(req.Payload) == 0 {
 		req.Payload = json.RawMessage("null")
@@ -82,13 +82,37 @@ func (s *Service) validateJob(req *createJobRequest) error {
 			req.Payload = compact.Bytes()
 		}
 	}
-	if most := s.maxPayload; most > 0 && int64(size+len(req.Payload))+maxPayloadHeadroom > most {
+	if most := s.maxPayload; most > 0 && int64(size+rawEncodedLen(req.Payload))+maxPayloadHeadroom > most {
 		// Its record, and the message that carries it, would not fit: a
 		// processor could never store the job's outcome.
 		return &apiError{status: http.StatusRequestEntityTooLarge, slug: "too-large",
 			detail: fmt.Sprintf("the job is larger than the NATS server takes in a message (%d bytes, with %d for its record's other fields)", most, maxPayloadHeadroom)}
 	}
 	return nil
+}
+
+// encodedLen is the length of a string in a record written by
+// encoding/json, which escapes quotes, backslashes, control characters,
+// <, > and & (as \u003c and the like) and U+2028 and U+2029.
+func encodedLen(s string) int { return escapedLen(s, true) }
+
+// rawEncodedLen is encodedLen for JSON already valid (json.RawMessage),
+// whose strings are escaped already but for <, >, & and U+2028 and U+2029.
+func rawEncodedLen(b []byte) int { return escapedLen(b, false) }
+
+func escapedLen[T string | []byte](s T, str bool) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '<' || c == '>' || c == '&' || (str && c < 0x20):
+			n += 5
+		case str && (c == '"' || c == '\\'):
+			n++
+		case c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9):
+			n += 3
+		}
+	}
+	return n
 }
 
 func (req createJobRequest) hash() string {
@@ -236,15 +260,17 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 // removed, so that the 503 is true. Only if that fails too may the job be
 // stored twice.
 func (s *Service) recordOrWithdraw(ctx context.Context, rec contract.JobRecord, seq uint64, createErr error) error {
-	// On a context of its own: the first write may have failed for the
-	// request's deadline.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
+	// On contexts of their own: the first write may have failed for the
+	// request's deadline, and the second for its own.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
 	defer cancel()
-	_, err := s.jobs.Create(ctx, rec)
+	_, err := s.jobs.Create(cctx, rec)
 	if err == nil || errors.Is(err, jobstore.ErrExists) {
 		return nil
 	}
-	if err := s.jobsStream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
+	defer cancel()
+	if err := s.jobsStream.DeleteMsg(dctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		s.logger.Warn("withdraw the message of a job whose record was not written; the client was told to retry", "job_id", rec.ID, "error", err)
 	}
 	return createErr

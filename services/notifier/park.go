@@ -314,8 +314,11 @@ func (n *Notifier) drain(ctx context.Context, subject string) {
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(n.cfg.ShutdownGrace, cutShort) })()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- bus.Workers(workCtx, n.js.Conn(), n.logger, cons, n.cfg.EndpointConcurrency, drainGrace, func(_ context.Context, msg jetstream.Msg) {
-			n.handleParked(handlers, msg)
+		ran <- bus.Workers(workCtx, n.js.Conn(), n.logger, cons, n.cfg.EndpointConcurrency, drainGrace, func(wctx context.Context, msg jetstream.Msg) {
+			hctx, cancel := context.WithCancel(handlers)
+			defer cancel()
+			defer context.AfterFunc(wctx, cancel)() // Workers' grace is over
+			n.handleParked(hctx, msg)
 		})
 	}()
 	tick := time.NewTicker(n.cfg.parkedCheck)

@@ -876,8 +876,17 @@ func TestJobWhoseResultIsTooLargeFails(t *testing.T) {
 		require.Contains(t, rec.Error, "max_payload")
 		require.Nil(t, rec.Result)
 	}
+
+	// An internal publisher's job whose message fits but whose record does
+	// not (encoding/json writes each < as \u003c) fails without running.
+	b.publishJob(t, "acme", "echo", "job_html", []byte(`{"id":"job_html","payload":"`+strings.Repeat("<", 2<<20)+`"}`))
+	rec := b.waitJob(t, "job_html")
+	require.Equal(t, contract.StatusFailed, rec.Status)
+	require.Nil(t, rec.Payload)
+	_, job := b.lastEvent(t, "acme", contract.StatusFailed)
+	require.Equal(t, "job_html", job.ID)
 	b.waitJobsSettled(t)
-	require.Equal(t, int32(2), runs.Load(), "each ran once")
+	require.Equal(t, int32(2), runs.Load(), "each ran once; the last not at all")
 }
 
 // A batch that cannot be read is terminated; a malformed job of a batch is

@@ -145,11 +145,8 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
 	quick := p.cfg.RunningAfter > 0 && src.first
 	stored, rev, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
-	if errors.Is(err, nats.ErrMaxPayload) {
-		// Its record cannot be stored (an internal publisher's job; intake
-		// refuses such jobs): nothing could ever tell its outcome.
-		logger.Error("dropping a job whose record is larger than the NATS server takes in a message", "error", err)
-		return settlement{verdict: term}
+	if errors.Is(err, nats.ErrMaxPayload) { // an internal publisher's job: intake refuses such jobs
+		return p.failTooLarge(ctx, logger, rec)
 	}
 	if err != nil {
 		logger.Warn("load job", "error", err)
@@ -320,17 +317,33 @@ func (p *Processor) failTooLarge(ctx context.Context, logger *slog.Logger, store
 	if errors.Is(err, jobstore.ErrNotFound) {
 		base, rev, err = stored, 0, nil
 	}
-	if err == nil {
-		base, err = p.jobs.UpdateFrom(ctx, base, rev, func(r *contract.JobRecord) error {
+	if err != nil {
+		logger.Warn("fail job too large to record", "error", err)
+		return settlement{verdict: retry, delay: storeRetry}
+	}
+	for _, dropMetadata := range []bool{false, true} { // metadata too, if need be
+		var failed contract.JobRecord
+		failed, err = p.jobs.UpdateFrom(ctx, base, rev, func(r *contract.JobRecord) error {
 			if contract.Terminal(r.Status) {
 				return jobstore.ErrUnchanged
 			}
 			now := p.now().UTC()
 			r.Status, r.CompletedAt, r.UpdatedAt = contract.StatusFailed, &now, now
 			r.Payload, r.Result, r.Progress = nil, nil, nil
-			r.Error = "the job's record, with its result, is larger than the NATS server takes in a message (max_payload): the result was dropped"
+			if dropMetadata {
+				r.Metadata = nil
+			}
+			r.Error = "the job's record is larger than the NATS server takes in a message (max_payload): its payload and result were dropped"
 			return nil
 		})
+		if !errors.Is(err, nats.ErrMaxPayload) {
+			base = failed
+			break
+		}
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		logger.Error("dropping a job that cannot be recorded even without its payload, result and metadata")
+		return settlement{verdict: term}
 	}
 	if err != nil && !errors.Is(err, jobstore.ErrUnchanged) {
 		logger.Warn("fail job too large to record", "error", err)
