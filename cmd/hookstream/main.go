@@ -76,7 +76,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := start(ctx, cmd, s, getenv, logger, stdout); err != nil {
+	if err := start(ctx, cmd, s, getenv, logger, stdout); err != nil && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 		logger.Error("hookstream stopped", "error", err)
 		return 1
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"cmp"
 	"fmt"
 	"log/slog"
@@ -316,5 +317,45 @@ func TestAvailableMemoryIn(t *testing.T) {
 			require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
 		}
 		require.Equal(t, tt.want, availableMemoryIn(root), tt.name)
+	}
+}
+
+// Usage text, printed for -h or a mistyped flag, never shows the values
+// the environment gives (keys, tokens, NATS credentials); a flag still wins
+// over its variable.
+func TestUsageShowsNoSecrets(t *testing.T) {
+	t.Parallel()
+	given := env("HOOKSTREAM_ADMIN_TOKEN", "supersecretadmintoken123", "HOOKSTREAM_API_KEYS", "acme:acme-secret-key-0123456789",
+		"HOOKSTREAM_NATS_URL", "nats://user:hunter2password@nats:4222")
+	var usage bytes.Buffer
+	_, err := parseSettings("intake", []string{"--htp-addr=:1"}, given, &usage)
+	require.Error(t, err)
+	for _, secret := range []string{"supersecretadmintoken123", "acme-secret-key", "hunter2password"} {
+		require.NotContains(t, usage.String(), secret)
+	}
+	s, err := parseSettings("serve", []string{"--admin-token=from-the-flag-0123456789"}, given, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "from-the-flag-0123456789", s.AdminToken)
+	s, err = parseSettings("serve", nil, given, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "supersecretadmintoken123", s.AdminToken)
+}
+
+// Listen addresses and NATS URLs that cannot work are refused before
+// anything starts (exit 2, the setting named), without the credentials a
+// URL carries.
+func TestBadAddressesExit2(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ cmd, name, value string }{
+		{"serve", "HOOKSTREAM_HTTP_ADDR", "foo"},
+		{"serve", "HOOKSTREAM_NATS_LISTEN", "bogus"},
+		{"serve", "HOOKSTREAM_PPROF_ADDR", "127.0.0.1:http"},
+		{"notifier", "HOOKSTREAM_NATS_URL", "nats://svc:hunter2pw@nats-0:4222, nats://svc:hunter2pw@nats-1:42x22"},
+	} {
+		var stdout, stderr bytes.Buffer
+		given := env(tt.name, tt.value, "HOOKSTREAM_SECRET_KEY", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+		require.Equal(t, 2, run([]string{tt.cmd}, given, &stdout, &stderr), tt.name)
+		require.Contains(t, stderr.String(), tt.name)
+		require.NotContains(t, stderr.String(), "hunter2pw")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -113,11 +114,10 @@ func parseSettings(cmd string, args []string, getenv func(string) string, usage 
 	table := s.table()
 	values := make([]*string, len(table))
 	for i, st := range table {
-		v := st.def
-		if env, ok := lookup(getenv, st.env); ok {
-			v = env
-		}
-		values[i] = fs.String(st.flag, v, st.help+" ("+st.env+")")
+		// The flag's default is the setting's own, never the environment's
+		// value: usage text prints defaults, and the environment holds
+		// secrets (keys, tokens, NATS credentials).
+		values[i] = fs.String(st.flag, st.def, strings.ReplaceAll(st.help, "`", "")+" ("+st.env+")") // a `word` would name the flag's value
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -125,7 +125,12 @@ func parseSettings(cmd string, args []string, getenv func(string) string, usage 
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	for i, st := range table {
+		if env, ok := lookup(getenv, st.env); ok && !given[st.flag] {
+			*values[i] = env // a flag wins over its variable
+		}
 		if err := assign(st.target, *values[i]); err != nil {
 			return nil, fmt.Errorf("%s (--%s): %w", st.env, st.flag, err)
 		}
@@ -155,6 +160,56 @@ func (s *settings) validateSplit(cmd string) error {
 		return errors.New("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 	}
 	return nil
+}
+
+// checkListenAddr tells why addr is not a host:port to listen on.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// checkNATSURLs tells why a comma-separated list of NATS URLs cannot be
+// read, without the credentials they may carry.
+func checkNATSURLs(list string) error {
+	if list == "" {
+		return nil
+	}
+	for raw := range strings.SplitSeq(list, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			return fmt.Errorf("%q is not a URL", redactedURL(raw))
+		}
+		if u.Host == "" {
+			return fmt.Errorf("%q has no host", redactedURL(raw))
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("%q: port %q is not a number from 1 to 65535", redactedURL(raw), p)
+			}
+		}
+	}
+	return nil
+}
+
+// redactedURL is raw with whatever stands before an @ (its credentials)
+// left out, even when raw cannot be parsed.
+func redactedURL(raw string) string {
+	raw = strings.TrimSpace(raw)
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	scheme, _, found := strings.Cut(raw, "://")
+	if !found {
+		return "REDACTED" + raw[at:]
+	}
+	return scheme + "://REDACTED" + raw[at:]
 }
 
 // validateOps refuses an ops address that another listener of cmd takes.
@@ -257,6 +312,17 @@ func (s *settings) validate() error {
 	}
 	if _, _, err := s.memoryLimit(); err != nil {
 		return err
+	}
+	for _, a := range []struct{ env, flag, addr string }{
+		{"HOOKSTREAM_HTTP_ADDR", "http-addr", s.HTTPAddr}, {"HOOKSTREAM_NATS_LISTEN", "nats-listen", s.NATSListen},
+		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", s.PprofAddr},
+	} {
+		if err := checkListenAddr(a.addr); a.addr != "" && err != nil {
+			return fmt.Errorf("%s (--%s): %w", a.env, a.flag, err)
+		}
+	}
+	if err := checkNATSURLs(s.NATSURL); err != nil {
+		return fmt.Errorf("HOOKSTREAM_NATS_URL (--nats-url): %w", err)
 	}
 	if s.GroupCommit != "auto" && s.GroupCommit != "on" && s.GroupCommit != "off" {
 		return fmt.Errorf("HOOKSTREAM_GROUP_COMMIT (--group-commit): %q is not auto, on or off", s.GroupCommit)

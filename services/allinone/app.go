@@ -124,6 +124,11 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.DataDir == "" {
 		return errors.New("DataDir: required")
 	}
+	unlock, err := lockDataDir(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := a.useSecretKey(); err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,4 +61,20 @@ func TestKeyWatchWarnsNearTheMemoryLimit(t *testing.T) {
 	put(deliveries, 40, 45)
 	w.check(ctx)
 	require.Contains(t, logs.String(), "keys=125 ")
+}
+
+// A data dir is one process's: a second app on it stops at once, naming
+// the process that has it, before it touches the store or the keys.
+func TestDataDirIsLocked(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	require.NoError(t, err)
+	_, err = lockDataDir(dir)
+	require.ErrorContains(t, err, "in use by another hookstream")
+	require.ErrorContains(t, err, strconv.Itoa(os.Getpid()))
+	unlock()
+	unlock, err = lockDataDir(dir)
+	require.NoError(t, err, "free again once released")
+	unlock()
 }
