@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"cmp"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"math"
