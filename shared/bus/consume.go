@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -137,11 +138,16 @@ func (q *workQueue) next() jetstream.Msg {
 	return nil
 }
 
-// release gives w's message back unless a worker took it.
+// release gives w's message back unless a worker took it, and takes it
+// out of the queue: while every worker stays busy, messages come and go
+// back every maxWait, and the queue must not keep them.
 func (q *workQueue) release(w *waitingMsg) {
 	q.mu.Lock()
 	taken := w.gone
 	w.gone = true
+	if i := slices.Index(q.waiting, w); i >= 0 {
+		q.waiting = slices.Delete(q.waiting, i, i+1)
+	}
 	q.mu.Unlock()
 	if taken {
 		return
