@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // DevTenant is the tenant created when no API keys are configured.
@@ -52,8 +54,10 @@ func keptSecret(dataDir, name, prefix string) (secret string, created bool, err 
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", false, fmt.Errorf("create data dir: %w", err)
 	}
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", false, fmt.Errorf("write %s: %w", path, err)
+	if err := secretbox.CreateFile(path, []byte(secret+"\n")); errors.Is(err, fs.ErrExist) {
+		return keptSecret(dataDir, name, prefix) // made by another process meanwhile
+	} else if err != nil {
+		return "", false, err
 	}
 	return secret, true, nil
 }

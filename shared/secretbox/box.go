@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,6 +134,17 @@ func (b *Box) Open(sealed string) ([]byte, error) {
 // on first use.
 func KeyFile(dir string) ([]byte, error) {
 	path := filepath.Join(dir, "secret-key")
+	for range 2 {
+		key, err := keyFile(dir, path)
+		if !errors.Is(err, fs.ErrExist) {
+			return key, err
+		}
+		// made by another process meanwhile: read it
+	}
+	return nil, fmt.Errorf("%s: made and gone again", path)
+}
+
+func keyFile(dir, path string) ([]byte, error) {
 	if data, err := os.ReadFile(path); err == nil {
 		key, err := ParseKey(string(data))
 		if err != nil {
@@ -149,8 +161,45 @@ func KeyFile(dir string) ([]byte, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	if err := CreateFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n")); err != nil {
+		return nil, err
 	}
 	return key, nil
+}
+
+// CreateFile makes the file at path (mode 0600) with data, whole and on
+// disk before it is there: written to a file of its own, synced, then
+// linked in place and the directory synced, so that a crash or a power loss
+// leaves either no file or all of it, never an empty one. A file already
+// there is fs.ErrExist: the caller reads that one instead.
+func CreateFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fs.ErrExist
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
 }

@@ -3,8 +3,11 @@ package secretbox_test
 import (
 	"bytes"
 	"encoding/base64"
+	"os"
+	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/secretbox"
@@ -68,5 +71,32 @@ func TestJobIDMaskIsStable(t *testing.T) {
 	for range 3 { // pooled HMACs give the same
 		require.Equal(t, uint64(9570856862084082959), box.JobIDMask("0123456789abcdefghijklmnop"))
 		require.Equal(t, uint64(2628436775542865068), box.JobIDMask(""))
+	}
+}
+
+// Processes that make the key file at the same moment all end up with the
+// one on disk, which is whole.
+func TestKeyFileMadeAtOnce(t *testing.T) {
+	t.Parallel()
+	for range 20 {
+		dir := t.TempDir()
+		keys := make([][]byte, 8)
+		var wg sync.WaitGroup
+		for i := range keys {
+			wg.Go(func() {
+				key, err := secretbox.KeyFile(dir)
+				assert.NoError(t, err)
+				keys[i] = key
+			})
+		}
+		wg.Wait()
+		onDisk, err := secretbox.KeyFile(dir)
+		require.NoError(t, err)
+		for _, key := range keys {
+			require.Equal(t, onDisk, key)
+		}
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.Len(t, entries, 1, "no temporary file is left")
 	}
 }
