@@ -135,6 +135,7 @@ func (st *streamTrim) resting(now time.Time) bool {
 
 // reader is one consumer as trimming sees it.
 type reader struct {
+	name    string
 	filters []string
 	floor   uint64
 	// quiet: nothing pending, so no message is due for redelivery.
@@ -200,7 +201,7 @@ func (st *streamTrim) readers(ctx context.Context) ([]reader, error) {
 		if len(filters) == 0 {
 			filters = []string{">"}
 		}
-		readers = append(readers, reader{filters: filters, floor: ci.AckFloor.Stream, quiet: ci.NumAckPending == 0})
+		readers = append(readers, reader{name: name, filters: filters, floor: ci.AckFloor.Stream, quiet: ci.NumAckPending == 0})
 	}
 	return readers, names.Err()
 }
@@ -242,11 +243,32 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 			return err
 		}
 	}
+	// A consumer created since the readers were listed (a second reader of
+	// a subject trimmed already, reading from its start) would lose what it
+	// has not read: the purge waits for a round that lists it.
+	if same, err := st.sameReaders(ctx, readers); err != nil || !same {
+		return err
+	}
 	if err := st.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(floor+1)); err != nil {
 		return err
 	}
 	ft.trimmed, ft.checked, ft.due = floor, now, time.Time{}
 	return nil
+}
+
+// sameReaders tells whether the stream's consumers are still readers'.
+func (st *streamTrim) sameReaders(ctx context.Context, readers []reader) (bool, error) {
+	known := make(map[string]bool, len(readers))
+	for _, r := range readers {
+		known[r.name] = true
+	}
+	names := st.stream.ConsumerNames(ctx)
+	n, same := 0, true
+	for name := range names.Name() { // read to the end: the lister stops then
+		same = same && known[name]
+		n++
+	}
+	return same && n == len(readers), names.Err()
 }
 
 // full reports whether the stream holds more than an eighth of its size
