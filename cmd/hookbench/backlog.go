@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +79,7 @@ func createEndpoint(ctx context.Context, o options, url, eventType string) (stri
 func queueDeliveries(ctx context.Context, o options, endpointID string) error {
 	nc, err := nats.Connect(o.natsURL)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redactURL(o.natsURL), err)
+		return fmt.Errorf("connect to %s: %w", bus.RedactURL(o.natsURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -124,14 +123,4 @@ func (b backlogResult) print(w interface{ Write([]byte) (int, error) }) {
 	b.Loaded.print(w)
 	fmt.Fprintf(w, "backlog: %d deliveries queued in %s; healthy p99 ×%.2f; server peak RSS %.0f MiB\n",
 		b.Queued, b.QueueTime.Round(time.Millisecond), b.P99Increase, b.PeakRSSMiB)
-}
-
-// redactURL leaves a URL's credentials (nats://<token>@host) out of messages.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	u.User = url.User("REDACTED")
-	return u.String()
 }

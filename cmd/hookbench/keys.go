@@ -40,7 +40,7 @@ func fillKeys(ctx context.Context, o options, n int, which string, out io.Writer
 	}
 	nc, err := nats.Connect(o.natsURL)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redactURL(o.natsURL), err)
+		return fmt.Errorf("connect to %s: %w", bus.RedactURL(o.natsURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(keysChecked))

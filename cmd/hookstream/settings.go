@@ -183,33 +183,18 @@ func checkNATSURLs(list string) error {
 	for raw := range strings.SplitSeq(list, ",") {
 		u, err := url.Parse(strings.TrimSpace(raw))
 		if err != nil {
-			return fmt.Errorf("%q is not a URL", redactedURL(raw))
+			return fmt.Errorf("%q is not a URL", bus.RedactURL(raw))
 		}
 		if u.Host == "" {
-			return fmt.Errorf("%q has no host", redactedURL(raw))
+			return fmt.Errorf("%q has no host", bus.RedactURL(raw))
 		}
 		if p := u.Port(); p != "" {
 			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return fmt.Errorf("%q: port %q is not a number from 1 to 65535", redactedURL(raw), p)
+				return fmt.Errorf("%q: port %q is not a number from 1 to 65535", bus.RedactURL(raw), p)
 			}
 		}
 	}
 	return nil
-}
-
-// redactedURL is raw with whatever stands before an @ (its credentials)
-// left out, even when raw cannot be parsed.
-func redactedURL(raw string) string {
-	raw = strings.TrimSpace(raw)
-	at := strings.LastIndex(raw, "@")
-	if at < 0 {
-		return raw
-	}
-	scheme, _, found := strings.Cut(raw, "://")
-	if !found {
-		return "REDACTED" + raw[at:]
-	}
-	return scheme + "://REDACTED" + raw[at:]
 }
 
 // validateOps refuses an ops address that another listener of cmd takes.

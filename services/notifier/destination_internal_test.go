@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -27,21 +28,9 @@ import (
 func TestDestinationOfAnEndpointTheIndexHasNotSeen(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	_, js := natstest.Start(t).Connect(t)
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	key := make([]byte, secretbox.KeySize)
-	_, _ = rand.Read(key)
-	box, err := secretbox.New(key)
-	require.NoError(t, err)
-	guard := ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
-	n, err := New(ctx, Config{Box: box, Guard: guard}, js, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(n.Close)
-
+	n, _, store := idleNotifier(t, Config{})
 	now := time.Now().UTC()
 	ring, err := signing.NewKeyring(now)
-	require.NoError(t, err)
-	store, err := endpoints.Open(ctx, js, box)
 	require.NoError(t, err)
 	require.NoError(t, store.Create(ctx, endpoints.Endpoint{
 		ID: "ep_new", Tenant: "acme", URL: "http://127.0.0.1:9/hook", Enabled: true,
@@ -58,4 +47,26 @@ func TestDestinationOfAnEndpointTheIndexHasNotSeen(t *testing.T) {
 	_, unsendable, err = n.destination(ctx, &contract.Delivery{ID: "msg_2", Tenant: "acme", EndpointID: "ep_gone"})
 	require.NoError(t, err)
 	require.Equal(t, "endpoint ep_gone was deleted", unsendable)
+}
+
+// idleNotifier is a notifier that is never run (its index stays as the
+// test sets it) on a JetStream of its own with hookstream's topology, and
+// the endpoint store it reads. cfg gets a new secret box and a guard that
+// lets loopback through.
+func idleNotifier(t *testing.T, cfg Config) (*Notifier, jetstream.JetStream, *endpoints.Store) {
+	t.Helper()
+	ctx := context.Background()
+	_, js := natstest.Start(t).Connect(t)
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	key := make([]byte, secretbox.KeySize)
+	_, _ = rand.Read(key)
+	box, err := secretbox.New(key)
+	require.NoError(t, err)
+	cfg.Box, cfg.Guard = box, ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	n, err := New(ctx, cfg, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(n.Close)
+	store, err := endpoints.Open(ctx, js, box)
+	require.NoError(t, err)
+	return n, js, store
 }

@@ -2,22 +2,15 @@ package notifier
 
 import (
 	"context"
-	"crypto/rand"
-	"log/slog"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
-	"github.com/hookstream/hookstream/shared/natstest"
-	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/signing"
-	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
 // A failing endpoint's recovery is announced once, with an id of its
@@ -27,22 +20,10 @@ import (
 func TestRecoveryIsAnnouncedOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	_, js := natstest.Start(t).Connect(t)
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	key := make([]byte, secretbox.KeySize)
-	_, _ = rand.Read(key)
-	box, err := secretbox.New(key)
-	require.NoError(t, err)
 	now := time.Now().UTC()
 	clock := now
-	guard := ssrf.NewGuard([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
-	n, err := New(ctx, Config{Box: box, Guard: guard, Now: func() time.Time { return clock }}, js, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(n.Close)
-
+	n, js, store := idleNotifier(t, Config{Now: func() time.Time { return clock }})
 	ring, err := signing.NewKeyring(now)
-	require.NoError(t, err)
-	store, err := endpoints.Open(ctx, js, box)
 	require.NoError(t, err)
 	failingSince := now.Add(-time.Minute)
 	const url = "http://127.0.0.1:9/hook"

@@ -258,12 +258,7 @@ func TestParkedDeliveriesDrainedAtStart(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	ep := newEndpoint(t, "acme", "ep_back", rcv.URL, "x.*")
 	for i := range 5 {
-		eventID := fmt.Sprintf("evt_%d", i)
-		d := contract.Delivery{
-			ID: contract.DeliveryID(eventID, ep.ID), Tenant: "acme", EventID: eventID, EventType: "x.y",
-			EndpointID: ep.ID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
-		}
-		require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+		parkDelivery(t, js, ep.ID, fmt.Sprintf("evt_%d", i))
 	}
 	b := setupOn(t, js, notifier.Config{}, ep)
 	rcv.wait(t, 5)
@@ -289,12 +284,7 @@ func TestDrainsAreBounded(t *testing.T) {
 		ep := newEndpoint(t, "acme", fmt.Sprintf("ep_dead%d", i), rcv.URL, "x.*")
 		eps = append(eps, ep)
 		for j := range 3 { // the first fails and opens the circuit; the others wait for its probe
-			eventID := fmt.Sprintf("evt_%d_%d", i, j)
-			d := contract.Delivery{
-				ID: contract.DeliveryID(eventID, ep.ID), Tenant: "acme", EventID: eventID, EventType: "x.y",
-				EndpointID: ep.ID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
-			}
-			require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+			parkDelivery(t, js, ep.ID, fmt.Sprintf("evt_%d_%d", i, j))
 		}
 	}
 	cfg := notifier.Config{
@@ -321,12 +311,7 @@ func TestDrainGivesWayWithoutCuttingAttempts(t *testing.T) {
 	eps := []endpoints.Endpoint{newEndpoint(t, "acme", "ep_slow", slow.URL, "x.*"), newEndpoint(t, "acme", "ep_dead", dead.URL, "x.*")}
 	for _, ep := range eps {
 		for j := range 3 {
-			eventID := fmt.Sprintf("evt_%s_%d", ep.ID, j)
-			d := contract.Delivery{
-				ID: contract.DeliveryID(eventID, ep.ID), Tenant: "acme", EventID: eventID, EventType: "x.y",
-				EndpointID: ep.ID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
-			}
-			require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+			parkDelivery(t, js, ep.ID, fmt.Sprintf("evt_%s_%d", ep.ID, j))
 		}
 	}
 	cfg := notifier.Config{
@@ -346,6 +331,17 @@ func TestDrainGivesWayWithoutCuttingAttempts(t *testing.T) {
 	for id, n := range sent {
 		require.Equal(t, 1, n, "%s sent %d times", id, n)
 	}
+}
+
+// parkDelivery parks the delivery of an event of type x.y to acme's
+// endpoint, as a notifier parks one whose endpoint's circuit is open.
+func parkDelivery(t *testing.T, js jetstream.JetStream, endpointID, eventID string) {
+	t.Helper()
+	d := contract.Delivery{
+		ID: contract.DeliveryID(eventID, endpointID), Tenant: "acme", EventID: eventID, EventType: "x.y",
+		EndpointID: endpointID, Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: time.Now().UTC(),
+	}
+	require.NoError(t, bus.PublishJSON(context.Background(), js, contract.ParkedSubject("acme", endpointID), "parked."+d.ID, d))
 }
 
 // downReceiver is a receiver that answers status while down is set, which

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,8 +92,17 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	defer p.releaseSlot(rec.Type)
-	takeover := msg.Headers().Get(contract.HeaderMsgID) == rec.ID+handOffSuffix && req.ID == rec.ID
-	p.settle(msg, p.process(ctx, source{seq: meta.Sequence.Stream, first: meta.NumDelivered == 1, takeover: takeover}, rec))
+	p.settle(msg, p.process(ctx, source{seq: meta.Sequence.Stream, first: meta.NumDelivered == 1, takeover: isHandOff(msg, req, rec)}, rec))
+}
+
+// isHandOff tells whether msg is a hand-off (handOff) of the job it holds:
+// its body carries the job's id, and its Nats-Msg-Id is <id>.handoff.
+func isHandOff(msg jetstream.Msg, req contract.JobRequest, rec contract.JobRecord) bool {
+	if req.ID == "" || req.ID != rec.ID {
+		return false
+	}
+	id, ok := strings.CutSuffix(msg.Headers().Get(contract.HeaderMsgID), handOffSuffix)
+	return ok && id == rec.ID
 }
 
 // acquire takes a slot to run a job of jobType, waiting while Concurrency

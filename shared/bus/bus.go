@@ -165,6 +165,22 @@ func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(
 	}
 }
 
+// RedactURL is a NATS URL with whatever stands before its @ (its
+// credentials: user and password, or a token) left out, for messages and
+// logs; also when raw cannot be parsed as a URL.
+func RedactURL(raw string) string {
+	raw = strings.TrimSpace(raw)
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	scheme, _, found := strings.Cut(raw, "://")
+	if !found {
+		return "REDACTED" + raw[at:]
+	}
+	return scheme + "://REDACTED" + raw[at:]
+}
+
 // PublishJSON publishes v as JSON to subject with JetStream, de-duplicated on
 // msgID, marked with the contract version, and waits for the PubAck.
 func PublishJSON(ctx context.Context, js Publisher, subject, msgID string, v any) error {

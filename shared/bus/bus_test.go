@@ -268,3 +268,16 @@ func TestConnectWithAToken(t *testing.T) {
 	_, _, err = bus.Connect(bus.ConnectOptions{URL: ns.ClientURL(), Name: t.Name()}, slog.New(slog.DiscardHandler))
 	require.Error(t, err)
 }
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for given, want := range map[string]string{
+		"nats://user:pw@host:4222":      "nats://REDACTED@host:4222",
+		"nats://s3cret-token@host:4222": "nats://REDACTED@host:4222",
+		" nats://u:p@host:42x22":        "nats://REDACTED@host:42x22", // not a URL: still redacted
+		"nats://host:4222":              "nats://host:4222",
+		"u:p@host":                      "REDACTED@host",
+	} {
+		require.Equal(t, want, bus.RedactURL(given), given)
+	}
+}
