@@ -127,7 +127,8 @@ func TestRecoveryOfferedOnEnableReachesTheFirstFailure(t *testing.T) {
 
 // An endpoint moved to a new URL is judged by that URL alone: its failing
 // period ends with the move, and a 410 Gone from the old URL, answered to
-// a delivery in flight during the move, does not disable it.
+// a delivery in flight during the move, neither disables it nor ends that
+// delivery, which is retried at the new URL.
 func TestOldURLsAnswersDoNotCountAgainstTheNewOne(t *testing.T) {
 	t.Parallel()
 	h := start(t, withSchedule(time.Nanosecond, time.Hour))
@@ -143,9 +144,9 @@ func TestOldURLsAnswersDoNotCountAgainstTheNewOne(t *testing.T) {
 		return ep["failing_since"] != nil
 	}, 10*time.Second, 20*time.Millisecond, "failing_since is recorded")
 
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	leaving := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		arrived <- struct{}{}
+	arrived, release := make(chan string, 1), make(chan struct{})
+	leaving := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- r.Header.Get("webhook-id")
 		<-release
 		w.WriteHeader(http.StatusGone)
 	}))
@@ -156,18 +157,18 @@ func TestOldURLsAnswersDoNotCountAgainstTheNewOne(t *testing.T) {
 	require.Nil(t, ep["failing_since"], "the old URL's failures are not the new one's")
 
 	send()
-	<-arrived
+	gone := <-arrived
 	moved := newReceiver(t)
 	code, _, ep = h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"url":"`+moved.URL+`"}`)
 	require.Equal(t, http.StatusOK, code, ep)
 	release <- struct{}{} // not closed: the cleanup closes it
-	require.Eventually(t, func() bool {
-		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
-		failed, _ := out["data"].([]any)
-		return len(failed) == 1
-	}, 10*time.Second, 20*time.Millisecond, "the delivery the old URL answered 410 is dead-lettered")
+	retried := moved.wait(t, 1, 30*time.Second)[0]
+	require.Equal(t, gone, retried.id(), "the same delivery, retried at the new URL")
+	_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+	require.Empty(t, out["data"], "the delivery the old URL answered 410 is not dead-lettered")
 	_, _, ep = h.call(http.MethodGet, "/v1/endpoints/"+id, keyAcme, "")
 	require.Equal(t, true, ep["enabled"], ep)
 	send()
-	moved.wait(t, 1, 30*time.Second)
+	got := moved.wait(t, 2, 30*time.Second)
+	require.NotEqual(t, gone, got[1].id(), "the next event is a delivery of its own")
 }

@@ -308,12 +308,18 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	if ctx.Err() == nil && d.EndpointID != "" && !last.gone {
 		n.trackHealth(ctx, logger, d, dest.url, err == nil)
 	}
+	next := policy.next
 	switch {
 	case ctx.Err() != nil:
 		return again, nil
 	case err == nil:
 		return n.finish(logger, d, contract.DeliverySucceeded, nil)
-	case last.gone || policy.next == 0 || d.Replay:
+	case last.gone && !d.Replay && n.moved(ctx, d, dest.url):
+		// The endpoint moved while this round went to its old URL: the
+		// old URL is gone, not the endpoint. Its new URL gets a retry.
+		logger.Info("the endpoint's old URL answered 410 Gone; retrying at its new URL")
+		next = time.Nanosecond // scheduled to the next whole second
+	case last.gone || next == 0 || d.Replay:
 		logger.Warn("webhook dead-lettered", "attempts", len(d.Attempts), "error", last.attempt.Error)
 		if last.gone && d.EndpointID != "" {
 			// Only the first of several 410s in flight disables and announces,
@@ -323,12 +329,26 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		n.announceExhausted(ctx, logger, d, attemptError(last.attempt))
 		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
-	due := n.cfg.Now().Add(policy.next)
+	due := n.cfg.Now().Add(next)
 	if err := n.scheduleRetry(ctx, d, subject, due); err != nil {
 		logger.Warn("schedule webhook retry", "error", err)
 		return again, nil
 	}
 	return n.finish(logger, d, contract.DeliveryPending, &due)
+}
+
+// moved tells whether d's endpoint has a URL other than url now: in this
+// process's index, or else in the bucket, which the index may not have
+// caught up with.
+func (n *Notifier) moved(ctx context.Context, d *contract.Delivery, url string) bool {
+	if d.EndpointID == "" {
+		return false
+	}
+	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil && ep.URL != url {
+		return true
+	}
+	stored, _, err := n.endpoints.Get(ctx, d.Tenant, d.EndpointID)
+	return err == nil && stored.URL != url
 }
 
 // destination resolves where a delivery goes now: a job callback to its URL
