@@ -93,7 +93,8 @@ func (p *puller) refill() {
 }
 
 // fail forgets what was asked for and waits before asking again; why is
-// logged, once for failures in a row. p.mu is held.
+// logged once per try that fails (failures reported while it waits are
+// not), so at most once a minute in a long outage. p.mu is held.
 func (p *puller) fail(why string) {
 	p.asked = 0
 	if !p.retryAt.IsZero() {
