@@ -28,7 +28,9 @@ func (s *Service) listDeliveries(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	records, err := s.readDeliveries(ctx, tenant+"."+id+".*")
+	// The notifier's key (contract.Delivery.LogKey): an id with dots, or
+	// longer than a key token, stands there as its hash.
+	records, err := s.readDeliveries(ctx, tenant+"."+contract.KeyToken(id)+".*")
 	if err != nil {
 		s.respondError(c, err)
 		return

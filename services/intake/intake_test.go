@@ -599,3 +599,75 @@ func TestExternalJobWithoutItsRecordIsWithdrawn(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, info.State.Subjects[contract.JobSubject("acme", "ocr")], "no job message is left for a request answered 503")
 }
+
+// An id no record can have is not found, on every route that takes one,
+// without reaching NATS: an id of some 4 KiB made a subject longer than the
+// server's control line, and the server closed intake's connection for
+// good (every later request 503).
+func TestOverlongIDsAreNotFound(t *testing.T) {
+	t.Parallel()
+	const admin = "admin-token-0123456789"
+	b := setupWith(t, func(c *intake.Config) { c.AdminToken = admin })
+	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
+	long := strings.Repeat("a", 5000)
+	for _, call := range []struct{ method, path, key, body string }{
+		{http.MethodGet, "/v1/jobs/job_" + long, keyAcme, ""},
+		{http.MethodGet, "/v1/jobs/job_" + long + "?wait=1s", keyAcme, ""},
+		{http.MethodDelete, "/v1/jobs/job_" + long, keyAcme, ""},
+		{http.MethodGet, "/v1/jobs/job_" + long + "/deliveries", keyAcme, ""},
+		{http.MethodGet, "/v1/jobs/job_" + long + "/events", keyAcme, ""},
+		{http.MethodGet, "/v1/endpoints/ep_" + long, keyAcme, ""},
+		{http.MethodPatch, "/v1/endpoints/ep_" + long, keyAcme, `{"enabled":true}`},
+		{http.MethodDelete, "/v1/endpoints/ep_" + long, keyAcme, ""},
+		{http.MethodGet, "/v1/endpoints/ep_" + long + "/secret", keyAcme, ""},
+		{http.MethodPost, "/v1/endpoints/ep_" + long + "/secret/rotate", keyAcme, ""},
+		{http.MethodPost, "/v1/endpoints/ep_" + long + "/test", keyAcme, ""},
+		{http.MethodPost, "/v1/endpoints/ep_" + long + "/recover", keyAcme, `{"since":"2026-01-01T00:00:00Z"}`},
+		{http.MethodPost, "/v1/deliveries/msg_" + long + "/retry", keyAcme, ""},
+		{http.MethodGet, "/v1/tasks/task_" + long, keyAcme, ""},
+		{http.MethodGet, "/v1/admin/tenants/" + long, admin, ""},
+		{http.MethodDelete, "/v1/admin/tenants/" + long, admin, ""},
+		{http.MethodGet, "/v1/admin/tenants/" + long + "/keys", admin, ""},
+		{http.MethodPost, "/v1/admin/tenants/" + long + "/keys", admin, ""},
+		{http.MethodDelete, "/v1/admin/tenants/acme/keys/key_" + long, admin, ""},
+	} {
+		contentType := ""
+		if call.body != "" {
+			contentType = "application/json"
+		}
+		r := b.do(t, call.method, call.path, call.key, contentType, call.body)
+		require.Equal(t, http.StatusNotFound, r.status, "%s %.40s…: %v", call.method, call.path, r.body)
+	}
+	r := b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, "intake still reaches NATS: %v", r.body)
+}
+
+// The deliveries of a job whose id is not one token of a key (an internal
+// publisher's, with a dot or longer than 64) are listed: the notifier logs
+// them under the id's hash (contract.KeyToken).
+func TestDeliveriesOfAJobWithAnyID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	jobs, err := jobstore.Open(ctx, b.js, b.js)
+	require.NoError(t, err)
+	logs, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
+	require.NoError(t, err)
+	for _, id := range []string{"job_order.42", "job_" + strings.Repeat("x", 70), "job_plain"} {
+		now := time.Now().UTC()
+		_, err = jobs.Create(ctx, contract.JobRecord{
+			Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusSucceeded, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)},
+			Tenant: "acme",
+		})
+		require.NoError(t, err)
+		d := contract.Delivery{ID: "msg_1", Tenant: "acme", EventID: "evt_x", JobID: id, URL: "https://example.com"}
+		data, err := json.Marshal(contract.DeliveryRecord{ID: d.ID, EventID: d.EventID, EventType: "job.succeeded", JobID: id, URL: d.URL,
+			Status: contract.DeliverySucceeded, CreatedAt: now, UpdatedAt: now})
+		require.NoError(t, err)
+		_, err = logs.Put(ctx, d.LogKey(), data)
+		require.NoError(t, err)
+		r := b.do(t, http.MethodGet, "/v1/jobs/"+id+"/deliveries", keyAcme, "", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		require.Len(t, r.body["data"], 1, "job %s", id)
+	}
+}

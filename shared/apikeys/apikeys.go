@@ -144,6 +144,9 @@ func (x *Index) List(ctx context.Context, tenant string) ([]Record, error) {
 
 // Revoke deletes one of the tenant's keys.
 func (x *Index) Revoke(ctx context.Context, tenant, id string) error {
+	if !contract.ValidType(id) { // no key has it; a long one would end the connection
+		return ErrNotFound
+	}
 	entry, err := x.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return ErrNotFound

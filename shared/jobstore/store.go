@@ -94,8 +94,13 @@ func (s *Store) Create(ctx context.Context, rec contract.JobRecord) (uint64, err
 	return rev, nil
 }
 
-// Get returns a record and its revision.
+// Get returns a record and its revision. An id that no record can have
+// (contract.ValidType) is not found, without asking NATS: a subject longer
+// than the server's control line ends the connection for good.
 func (s *Store) Get(ctx context.Context, id string) (contract.JobRecord, uint64, error) {
+	if !contract.ValidType(id) {
+		return contract.JobRecord{}, 0, ErrNotFound
+	}
 	entry, err := s.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return contract.JobRecord{}, 0, ErrNotFound
@@ -243,6 +248,9 @@ func (s *Store) Latest(ctx context.Context, id string) (contract.JobRecord, uint
 // waits for the record's first write, and answers ErrNotFound if there is
 // none yet.
 func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract.JobRecord, uint64, error) {
+	if !contract.ValidType(id) {
+		return contract.JobRecord{}, 0, ErrNotFound
+	}
 	w, err := s.kv.Watch(ctx, id, jetstream.UpdatesOnly())
 	if err != nil {
 		return contract.JobRecord{}, 0, fmt.Errorf("watch job %s: %w", id, err)
