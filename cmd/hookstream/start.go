@@ -111,6 +111,8 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		}
 		defer stopOps()
 	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var nc *nats.Conn
 	var js jetstream.JetStream
 	err = whenAvailable(ctx, logger, "connect to NATS", func() (err error) {
@@ -121,6 +123,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	defer nc.Close()
+	bus.StopWhenClosed(nc, logger, stop)
 	readiness.connected(js)
 	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, c.topology) }); err != nil {
 		return err
@@ -139,6 +142,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 			return err
 		}
 		defer rnc.Close()
+		bus.StopWhenClosed(rnc, logger, stop)
 		readiness.recordsOn(rnc)
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
 	}
@@ -158,7 +162,11 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	readiness.run(workingWhen(svc))
-	return svc.Run(ctx)
+	err = svc.Run(ctx)
+	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) {
+		return cause
+	}
+	return err
 }
 
 // startupWait bounds how long a split service waits for JetStream to take

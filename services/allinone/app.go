@@ -129,6 +129,8 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	if err := a.useSecretKey(); err != nil {
 		return err
 	}
@@ -152,6 +154,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
+	bus.StopWhenClosed(nc, a.logger, stop)
 	if err := bus.Ensure(ctx, js, a.cfg.Topology); err != nil {
 		return err
 	}
@@ -166,6 +169,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer rnc.Close()
+	bus.StopWhenClosed(rnc, a.logger, stop)
 	if a.cfg.Intake.RecordReader == nil {
 		a.cfg.Intake.RecordReader = rjs
 	}
@@ -177,7 +181,11 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer drainConn(nc)
-	return runInOrder(ctx, services)
+	err = runInOrder(ctx, services)
+	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) {
+		return cause
+	}
+	return err
 }
 
 // keyError says which key CheckKey refused, and what to do about it.

@@ -85,6 +85,23 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 	return nc, js, nil
 }
 
+// ErrConnectionLost is the cause given to StopWhenClosed's stop.
+var ErrConnectionLost = errors.New("the NATS server closed the connection for good")
+
+// StopWhenClosed calls stop once nc is closed by anything but its own Close:
+// the server ended it with an error that nats.go does not reconnect from
+// (a protocol error such as a control line too long). Every request on nc
+// would fail from then on, so the process stops, with an error, for its
+// supervisor to start it again, rather than answer 503 for ever.
+func StopWhenClosed(nc *nats.Conn, logger *slog.Logger, stop context.CancelCauseFunc) {
+	nc.SetClosedHandler(func(nc *nats.Conn) {
+		if err := nc.LastError(); err != nil {
+			logger.Error("NATS connection closed for good; stopping", "connection", nc.Opts.Name, "error", err)
+			stop(fmt.Errorf("%w (%s): %w", ErrConnectionLost, nc.Opts.Name, err))
+		}
+	})
+}
+
 // IsUnavailable reports whether err means JetStream could not take a request
 // now (disconnected, timed out, no responders, storage full): the caller
 // should answer 503 and have the client retry.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -280,4 +281,36 @@ func TestRedactURL(t *testing.T) {
 	} {
 		require.Equal(t, want, bus.RedactURL(given), given)
 	}
+}
+
+// A connection the server closes for good (here for a control line too
+// long) stops the process with ErrConnectionLost; its own Close does not.
+func TestStopWhenClosed(t *testing.T) {
+	t.Parallel()
+	s := natstest.Start(t)
+	logger := slog.New(slog.DiscardHandler)
+	connect := func() (*nats.Conn, context.Context) {
+		nc, _, err := bus.Connect(bus.ConnectOptions{URL: s.ClientURL(), Name: t.Name()}, logger)
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		ctx, stop := context.WithCancelCause(context.Background())
+		t.Cleanup(func() { stop(nil) })
+		bus.StopWhenClosed(nc, logger, stop)
+		return nc, ctx
+	}
+
+	nc, ctx := connect()
+	require.NoError(t, nc.Publish("a."+strings.Repeat("b", 5000), nil))
+	_ = nc.Flush() // the server's answer closes the connection meanwhile
+	select {
+	case <-ctx.Done():
+		require.ErrorIs(t, context.Cause(ctx), bus.ErrConnectionLost)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection's end did not stop the process")
+	}
+
+	nc, ctx = connect()
+	nc.Close()
+	time.Sleep(100 * time.Millisecond) // the closed handler runs asynchronously
+	require.NoError(t, ctx.Err(), "its own Close does not stop the process")
 }
