@@ -140,7 +140,7 @@ func (n *Notifier) settleDelivery(ctx context.Context, msg jetstream.Msg, d *con
 func (n *Notifier) queueUnrecorded(ctx context.Context, d *contract.Delivery, subject string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), logWriteTimeout)
 	defer cancel()
-	data, err := json.Marshal(d)
+	data, err := encodeFitting(d, &d.Attempts, n.maxData())
 	if err == nil {
 		msg := nats.NewMsg(subject)
 		msg.Data = data
@@ -330,7 +330,12 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
 	due := n.cfg.Now().Add(next)
-	if err := n.scheduleRetry(ctx, d, subject, due); err != nil {
+	if err := n.scheduleRetry(ctx, d, subject, due); errors.Is(err, errTooLarge) || errors.Is(err, nats.ErrMaxPayload) {
+		// Never to fit: put back, it would be sent again and again.
+		logger.Warn("webhook dead-lettered: its retry cannot be scheduled", "attempts", len(d.Attempts), "error", err)
+		n.announceExhausted(ctx, logger, d, "its retry is larger than the NATS server takes in a message")
+		return n.finish(logger, d, contract.DeliveryFailed, nil)
+	} else if err != nil {
 		logger.Warn("schedule webhook retry", "error", err)
 		return again, nil
 	}
@@ -400,7 +405,7 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 // scheduleRetry stores the delivery, with its attempts so far, as a NATS
 // message schedule that puts it back on its subject when due.
 func (n *Notifier) scheduleRetry(ctx context.Context, d *contract.Delivery, subject string, due time.Time) error {
-	data, err := json.Marshal(d)
+	data, err := encodeFitting(d, &d.Attempts, n.maxData())
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.ID, err)
 	}
@@ -447,7 +452,13 @@ func (n *Notifier) logMsg(logger *slog.Logger, d *contract.Delivery, status stri
 		Status: status, Attempts: d.Attempts, NextAttemptAt: next, Body: d.Body,
 		CreatedAt: d.CreatedAt, UpdatedAt: n.cfg.Now().UTC(),
 	}
-	data, err := json.Marshal(rec)
+	data, err := encodeFitting(&rec, &rec.Attempts, n.maxData())
+	if errors.Is(err, errTooLarge) {
+		// Kept without its body, which a replay then cannot send.
+		logger.Warn("delivery record kept without its body", "error", err)
+		rec.Body = nil
+		data, err = encodeFitting(&rec, &rec.Attempts, n.maxData())
+	}
 	if err != nil {
 		logger.Warn("record delivery attempts", "error", err)
 		return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -76,6 +77,10 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
 	if err != nil {
 		return false, fmt.Errorf("encode webhook body: %w", err)
+	}
+	if limit := n.maxData() - deliveryRoom; len(body) > limit {
+		// No delivery of it could be queued, retried or recorded.
+		return false, n.deadLetter(ctx, msg, fmt.Sprintf("its webhook body (%d bytes, the event's data escaped as JSON) leaves no room in a NATS message for its delivery (at most %d)", len(body), limit))
 	}
 	var targets []target
 	if url := msg.Headers().Get(contract.HeaderCallbackURL); url != "" {
@@ -160,7 +165,7 @@ func eventIdentity(msg jetstream.Msg, tenant string) (id string, at time.Time, s
 func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, targetKey string) error {
 	if _, held := n.limits.circuitWait(limitKey(&d)); held {
 		// Its endpoint's circuit is open: straight to the parked stream.
-		data, err := json.Marshal(d)
+		data, err := encodeFitting(&d, &d.Attempts, n.maxData())
 		if err != nil {
 			return fmt.Errorf("encode delivery %s: %w", d.ID, err)
 		}
@@ -170,5 +175,16 @@ func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, tar
 		}
 		n.logger.Warn("park delivery; queueing it instead", "delivery_id", d.ID, "error", err)
 	}
-	return bus.PublishJSON(ctx, n.pub, contract.DeliverySubject(d.Tenant, targetKey), d.ID, d)
+	data, err := encodeFitting(&d, &d.Attempts, n.maxData())
+	if err != nil {
+		return fmt.Errorf("encode delivery %s: %w", d.ID, err)
+	}
+	msg := nats.NewMsg(contract.DeliverySubject(d.Tenant, targetKey))
+	msg.Data = data
+	msg.Header.Set(contract.HeaderMsgID, d.ID)
+	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
+	if _, err := n.pub.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish %s: %w", d.ID, err)
+	}
+	return nil
 }

@@ -1,0 +1,77 @@
+package notifier_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/embeddednats"
+)
+
+// smallServer is an embedded server that takes messages of 256 KiB at most.
+func smallServer(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", MaxPayload: 256 << 10}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: ns.ClientURL(), Name: t.Name()}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	require.NoError(t, bus.Ensure(context.Background(), js, bus.Topology{}))
+	return js
+}
+
+// A failed delivery of a large event, whose receiver answers with an HTML
+// error page, keeps its schedule and its record: its retry no longer fit in
+// a NATS message (the body, and each attempt's response with every "<"
+// escaped to six bytes), and it was sent again every second, off schedule
+// and never recorded.
+func TestLargeDeliveryKeepsItsSchedule(t *testing.T) {
+	t.Parallel()
+	js := smallServer(t)
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(strings.Repeat("<b>", 1400)))
+	})
+	b := setupOn(t, js, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{time.Hour}},
+		newEndpoint(t, "acme", "ep_big", rcv.URL, "big.event"))
+	b.publishEvent(t, "acme", "big.event", "acme:evt_big", []byte(`"`+strings.Repeat("a", 240<<10)+`"`))
+	var logs []contract.DeliveryRecord
+	require.Eventually(t, func() bool {
+		logs = b.logs(t, "acme.>")
+		return len(logs) == 1
+	}, 10*time.Second, 20*time.Millisecond, "the attempt is recorded")
+	require.Equal(t, contract.DeliveryPending, logs[0].Status)
+	time.Sleep(3 * time.Second)
+	require.Len(t, rcv.all(), 1, "retried in an hour, not at once")
+}
+
+// An event whose webhook body leaves no room for its delivery in a NATS
+// message is dead-lettered with the reason, instead of put back for ever.
+func TestEventTooLargeToDeliverIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	js := smallServer(t)
+	rcv := newReceiver(t, nil)
+	b := setupOn(t, js, notifier.Config{}, newEndpoint(t, "acme", "ep_big", rcv.URL, "big.event"))
+	// 250 KiB of "<" fits as an event, and is six times that in a body.
+	b.publishEvent(t, "acme", "big.event", "acme:evt_big", []byte(`"`+strings.Repeat("<", 250<<10)+`"`))
+	stream, err := b.js.Stream(t.Context(), contract.StreamDeadLetters)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(t.Context())
+		return err == nil && info.State.Msgs == 1
+	}, 10*time.Second, 20*time.Millisecond, "the event is dead-lettered")
+	dead, err := stream.GetMsg(t.Context(), 1)
+	require.NoError(t, err)
+	require.Contains(t, dead.Header.Get(contract.HeaderDeadReason), "no room")
+	require.Empty(t, rcv.all())
+}
