@@ -94,6 +94,11 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if !ok {
 		return
 	}
+	if n.overtaken(ctx, &d) {
+		n.logger.Info("retry dropped: its delivery was sent again, or ended, since it was scheduled", "delivery_id", d.ID, "tenant_id", d.Tenant)
+		n.settle(msg, done)
+		return
+	}
 	subject := msg.Subject()
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
@@ -195,6 +200,29 @@ func (n *Notifier) recordedLater(ctx context.Context, d *contract.Delivery) bool
 	}
 	var stored contract.DeliveryRecord
 	return json.Unmarshal(entry.Value(), &stored) == nil && len(stored.Attempts) > len(d.Attempts)
+}
+
+// overtaken tells whether d, a retry fired by its schedule (it carries
+// attempts and is no replay), was overtaken since the round that scheduled
+// it: its record has more attempts, has ended, or is of another event
+// under the same delivery id (an event id published again, its delivery
+// created at another time). Such a retry would send a delivered webhook,
+// or an old body, again and write over the newer record. A schedule is
+// never removed, so this is where a stale one ends. A record that cannot
+// be read does not tell.
+func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
+	if d.Replay || len(d.Attempts) == 0 {
+		return false
+	}
+	entry, err := n.log.Get(ctx, d.LogKey())
+	if err != nil {
+		return false
+	}
+	var stored contract.DeliveryRecord
+	if json.Unmarshal(entry.Value(), &stored) != nil {
+		return false
+	}
+	return len(stored.Attempts) > len(d.Attempts) || stored.Status != contract.DeliveryPending || !stored.CreatedAt.Equal(d.CreatedAt)
 }
 
 // deliverWithinLimits makes d's round of attempts (deliver) if its

@@ -377,3 +377,33 @@ func TestDeliverReusesConnections(t *testing.T) {
 	require.LessOrEqual(t, dials.Load(), int64(2*inFlight), "connections dialled")
 	t.Logf("%d webhooks over %d connections", webhooks, dials.Load())
 }
+
+// A retry whose delivery was overtaken before it fired is dropped: here an
+// event id published again (after the events' duplicate window, shortened
+// to 0.5 s) whose new delivery succeeded at once. The old event's retry
+// sent its old body again and wrote over the record. The same holds for a
+// delivery message redelivered after a crash and delivered meanwhile.
+func TestOvertakenRetryIsDropped(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	s, err := js.Stream(t.Context(), contract.StreamEvents)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 500 * time.Millisecond
+	_, err = js.UpdateStream(t.Context(), cfg)
+	require.NoError(t, err)
+	rcv := newReceiver(t, statuses(500))
+	b := setupOn(t, js, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{3 * time.Second}, Jitter: 0.01},
+		newEndpoint(t, "acme", "ep_1", rcv.URL, "order.paid"))
+	b.publishEvent(t, "acme", "order.paid", "acme:evt_1", []byte(`{"v":"old"}`))
+	rcv.wait(t, 1)
+	time.Sleep(time.Second)
+	b.publishEvent(t, "acme", "order.paid", "acme:evt_1", []byte(`{"v":"new"}`))
+	rcv.wait(t, 2)
+	time.Sleep(4 * time.Second) // the old retry was due after 3 s
+	require.Len(t, rcv.all(), 2, "the old event's retry was sent")
+	recs := b.logs(t, "acme.>")
+	require.Len(t, recs, 1)
+	require.Equal(t, contract.DeliverySucceeded, recs[0].Status)
+	require.Contains(t, string(recs[0].Body), "new")
+}
