@@ -145,13 +145,17 @@ func describe(err error) string {
 	}
 }
 
+// maxRetryAfterSecs bounds a Retry-After in seconds before it becomes a
+// Duration (a day: more than any wait honoured).
+const maxRetryAfterSecs = 24 * 60 * 60
+
 // parseRetryAfter reads seconds or an HTTP date; zero when absent or bad.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
 	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
+		return time.Duration(min(secs, maxRetryAfterSecs)) * time.Second // no overflow
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
 		return t.Sub(now)

@@ -294,6 +294,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	dest, unsendable, err := n.destination(ctx, d)
 	if err != nil {
 		logger.Warn("resolve webhook destination", "error", err)
+		n.limits.probeUnsent(limitKey(d)) // no outcome: the next may probe
 		return again, nil
 	}
 	if unsendable != "" {
@@ -339,6 +340,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	next := policy.next
 	switch {
 	case ctx.Err() != nil:
+		n.limits.probeUnsent(limitKey(d)) // cut short: no outcome
 		return again, nil
 	case err == nil:
 		return n.finish(logger, d, contract.DeliverySucceeded, nil)

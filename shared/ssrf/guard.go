@@ -41,7 +41,9 @@ var blocked = mustPrefixes(
 	"::1/128",         // loopback
 	"::/96",           // IPv4-compatible (deprecated)
 	"100::/64",        // discard
+	"2001:2::/48",     // benchmarking
 	"2001:db8::/32",   // documentation
+	"3fff::/20",       // documentation (RFC 9637)
 	"2001:10::/28",    // ORCHID
 	"2001:20::/28",    // ORCHIDv2
 	"fc00::/7",        // unique local, includes AWS metadata fd00:ec2::254
@@ -55,9 +57,10 @@ var embedded = []struct {
 	prefix netip.Prefix
 	offset int // byte offset of the IPv4 address
 }{
-	{netip.MustParsePrefix("64:ff9b::/96"), 12},   // NAT64
-	{netip.MustParsePrefix("64:ff9b:1::/48"), 12}, // local-use NAT64
-	{netip.MustParsePrefix("2002::/16"), 2},       // 6to4
+	{netip.MustParsePrefix("64:ff9b::/96"), 12},    // NAT64
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), 12}, // IPv4-translated (SIIT)
+	{netip.MustParsePrefix("64:ff9b:1::/48"), 12},  // local-use NAT64
+	{netip.MustParsePrefix("2002::/16"), 2},        // 6to4
 }
 
 var teredo = netip.MustParsePrefix("2001::/32")
