@@ -671,3 +671,18 @@ func TestDeliveriesOfAJobWithAnyID(t *testing.T) {
 		require.Len(t, r.body["data"], 1, "job %s", id)
 	}
 }
+
+// A recover window that ends before it starts is refused, not run as a
+// task that finds nothing.
+func TestRecoverWindowIsChecked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", `{"url":"https://example.com/hook"}`)
+	require.Equal(t, http.StatusCreated, r.status, r.body)
+	path := "/v1/endpoints/" + r.body["id"].(string) + "/recover"
+	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-02T00:00:00Z","until":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+	require.Contains(t, r.body["detail"], "until")
+	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z","until":"2026-01-02T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+}

@@ -507,6 +507,11 @@ func (s *Service) cancelJob(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	// Once begun, the cancel and its event are not cut short by a client
+	// that goes away: a processor outside hookstream may not publish the
+	// event of a job it finds canceled.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*s.cfg.PublishTimeout)
+	defer cancel()
 	// At revision 0 (no record yet), this writes the record, canceled.
 	rec, err := s.jobs.UpdateFrom(ctx, current, rev, func(r *contract.JobRecord) error {
 		if contract.Terminal(r.Status) {
@@ -524,8 +529,9 @@ func (s *Service) cancelJob(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	// The processor republishes the event of every terminal job it meets, so
-	// a failure here delays the job.canceled webhook but does not lose it.
+	// hookstream's processor republishes the event of every terminal job it
+	// meets, so a failure here delays the job.canceled webhook but does not
+	// lose it.
 	if err := jobevents.Publish(ctx, s.pub, rec); err != nil {
 		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
 	}

@@ -201,7 +201,7 @@ type recoverRequest struct {
 
 // recoverEndpoint answers POST /v1/endpoints/{id}/recover with 202 and a
 // task to poll at /v1/tasks/{id}: the notifier sends every failed delivery
-// to the endpoint created in [since, until) once more, with its own
+// to the endpoint created in [since, until) once more, with the same
 // webhook-id. The task is a message in JetStream, so a restart finishes it.
 func (s *Service) recoverEndpoint(c *gin.Context) {
 	var req recoverRequest
@@ -211,6 +211,10 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	}
 	if req.Since.IsZero() {
 		s.respondError(c, invalid(`field "since" is required (RFC 3339)`))
+		return
+	}
+	if req.Until != nil && !req.Until.After(req.Since) {
+		s.respondError(c, invalid(`field "until" must be later than "since"`))
 		return
 	}
 	tenant, id := tenantOf(c), c.Param("id")
