@@ -686,3 +686,60 @@ func TestRecoverWindowIsChecked(t *testing.T) {
 	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z","until":"2026-01-02T00:00:00Z"}`)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 }
+
+// A write that changes nothing a client sees (here the processor's note of
+// a batch's hand-off, after a failed attempt) neither ends a long-poll nor
+// sends the event stream the same job again.
+func TestWaitsIgnoreWritesThatShowNothingNew(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	jobs, err := jobstore.Open(ctx, b.js, b.js)
+	require.NoError(t, err)
+	create := func(id string) {
+		now := time.Now().UTC()
+		_, err := jobs.Create(ctx, contract.JobRecord{
+			Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusQueued, Attempts: 1, Error: "boom", CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)},
+			Tenant: "acme",
+		})
+		require.NoError(t, err)
+	}
+	note := func(id string) {
+		_, err := jobs.Update(ctx, id, func(r *contract.JobRecord) error { r.HandedOff = true; return nil })
+		require.NoError(t, err)
+	}
+
+	create("job_poll")
+	time.AfterFunc(300*time.Millisecond, func() { note("job_poll") })
+	start := time.Now()
+	r := b.do(t, http.MethodGet, "/v1/jobs/job_poll?wait=2s", keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status)
+	require.GreaterOrEqual(t, time.Since(start), 2*time.Second, "the long-poll ended with nothing new")
+
+	create("job_stream")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/v1/jobs/job_stream/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+keyAcme)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	events := make(chan string, 16)
+	go func() {
+		scan := bufio.NewScanner(resp.Body)
+		for scan.Scan() {
+			if line := scan.Text(); strings.HasPrefix(line, "data: ") {
+				events <- line
+			}
+		}
+	}()
+	<-events
+	note("job_stream")
+	_, err = jobs.Update(ctx, "job_stream", func(r *contract.JobRecord) error { r.Status = contract.StatusRunning; r.Attempts = 2; return nil })
+	require.NoError(t, err)
+	select {
+	case next := <-events:
+		require.Contains(t, next, `"status":"running"`, "the unchanged job was sent again")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change was not sent")
+	}
+}

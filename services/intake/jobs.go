@@ -456,17 +456,20 @@ func (s *Service) getJob(c *gin.Context) {
 		waitCtx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()
-		next, cur, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
-		if rev == 0 && err == nil && unchangedFirstRecord(rec, next) && waitCtx.Err() == nil {
-			next, _, err = s.jobs.WaitChange(waitCtx, rec.ID, cur)
-		}
-		switch {
-		case rev == 0 && errors.Is(err, jobstore.ErrNotFound): // still no record: unchanged
-		case err != nil:
-			s.respondError(c, err)
-			return
-		default:
-			rec = next
+		for {
+			next, cur, err := s.jobs.WaitChange(waitCtx, rec.ID, rev)
+			if rev == 0 && errors.Is(err, jobstore.ErrNotFound) {
+				break // still no record: unchanged
+			}
+			if err != nil {
+				s.respondError(c, err)
+				return
+			}
+			if cur == rev || !sameView(rec, next) || waitCtx.Err() != nil {
+				rec = next
+				break
+			}
+			rev = cur // a write that shows nothing new: wait on
 		}
 	}
 	if !contract.Terminal(rec.Status) {
@@ -475,12 +478,15 @@ func (s *Service) getJob(c *gin.Context) {
 	c.JSON(http.StatusOK, rec.Job)
 }
 
-// unchangedFirstRecord tells whether first, a job's first record, shows
-// nothing new against queued, the job read from its message: a redelivered
-// job's processor writes it, still queued, before running the job. A first
-// record that counts a failed attempt is a change.
-func unchangedFirstRecord(queued, first contract.JobRecord) bool {
-	return first.Status == queued.Status && first.Attempts == queued.Attempts && first.Error == queued.Error
+// sameView tells whether two records of a job show the same to a wait on
+// it (a long-poll, the event stream): status, attempts, error, progress and
+// result. A write that changes nothing of that wakes no wait: the first
+// record of a job read from its message, written still queued by a
+// redelivered job's processor before it runs the job, or the note of a
+// batch's hand-off. A record that counts a failed attempt is a change.
+func sameView(a, b contract.JobRecord) bool {
+	return a.Status == b.Status && a.Attempts == b.Attempts && a.Error == b.Error &&
+		bytes.Equal(a.Progress, b.Progress) && bytes.Equal(a.Result, b.Result)
 }
 
 // parseWait reads ?wait= as a Go duration ("30s") or whole seconds ("30").

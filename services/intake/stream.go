@@ -54,7 +54,7 @@ func (s *Service) jobEvents(c *gin.Context) {
 				return false
 			}
 			if cur != rev {
-				unchanged := rev == 0 && unchangedFirstRecord(rec, latest)
+				unchanged := sameView(rec, latest)
 				rec, rev = latest, cur
 				if unchanged {
 					continue
