@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -135,15 +134,14 @@ func (s *Service) pageOfDeliveries(ctx context.Context, tenant string, since tim
 		if whole {
 			from = since
 		}
-		recs, err := s.readRecords(ctx, tenant+".>", from, func(r *contract.DeliveryRecord) bool {
+		recs, err := deliverylog.ReadNewest(ctx, s.js, tenant+".>", from, func(r *contract.DeliveryRecord) bool {
 			return !r.CreatedAt.Before(from) && before.admits(r) && keep(r)
-		}, false)
+		}, limit+1)
 		if err != nil {
 			return nil, err
 		}
 		if whole || len(recs) > limit {
-			slices.Reverse(recs)
-			return recs[:min(limit+1, len(recs))], nil
+			return recs, nil
 		}
 	}
 }

@@ -150,3 +150,56 @@ func TestReadsOfRecordsRemovedMeanwhile(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, n-1, len(recs))
 }
+
+// ReadNewest keeps only the newest records that pass, and starts over when
+// records it kept are written again during the read so that they no longer
+// pass, leaving places that records fallen out earlier had a right to.
+func TestReadNewest(t *testing.T) {
+	t.Parallel()
+	js, kv := deliveryBucket(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	put := func(id string, created time.Time, status string) {
+		data, err := json.Marshal(contract.DeliveryRecord{ID: id, Status: status, CreatedAt: created})
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, "acme.evt_1."+id, data)
+		require.NoError(t, err)
+	}
+	// Ten records created last but written first (as a record written
+	// again is), then 300 older ones.
+	for i := range 10 {
+		put(fmt.Sprintf("new_%02d", i), now.Add(time.Hour+time.Duration(i)*time.Second), contract.DeliveryPending)
+	}
+	for i := range 300 {
+		put(fmt.Sprintf("old_%03d", i), now.Add(time.Duration(i)*time.Second), contract.DeliveryPending)
+	}
+	pending := func(r *contract.DeliveryRecord) bool { return r.Status == contract.DeliveryPending }
+	ids := func(recs []contract.DeliveryRecord) []string {
+		out := make([]string, len(recs))
+		for i, r := range recs {
+			out[i] = r.ID
+		}
+		return out
+	}
+
+	recs, err := deliverylog.ReadNewest(ctx, js, "acme.>", time.Time{}, pending, 3)
+	require.NoError(t, err)
+	require.Equal(t, []string{"new_09", "new_08", "new_07"}, ids(recs))
+
+	// The ten newest, all a page of 5 keeps at first, no longer pass once
+	// written again during the read: the older ones that fell out for them
+	// are read again.
+	rewrite := sync.OnceFunc(func() {
+		for i := range 10 {
+			put(fmt.Sprintf("new_%02d", i), now.Add(time.Hour+time.Duration(i)*time.Second), contract.DeliveryFailed)
+		}
+	})
+	recs, err = deliverylog.ReadNewest(ctx, js, "acme.>", time.Time{}, func(r *contract.DeliveryRecord) bool {
+		if r.ID == "old_000" {
+			rewrite()
+		}
+		return pending(r)
+	}, 5)
+	require.NoError(t, err)
+	require.Equal(t, []string{"old_299", "old_298", "old_297", "old_296", "old_295"}, ids(recs))
+}
