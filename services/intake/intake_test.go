@@ -378,24 +378,7 @@ func TestJobEventsSkipUnchangedFirstRecord(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/v1/jobs/"+id+"/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+keyAcme)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	events := make(chan string, 8)
-	go func() {
-		defer close(events)
-		lines := bufio.NewScanner(resp.Body)
-		for lines.Scan() {
-			if event, ok := strings.CutPrefix(lines.Text(), "event: "); ok {
-				events <- event
-			}
-		}
-	}()
+	events := b.jobEventStream(t, id, "event: ")
 	require.Equal(t, "job.queued", <-events)
 	b.writeQueuedRecord(t, id)
 	time.Sleep(200 * time.Millisecond)
@@ -405,6 +388,31 @@ func TestJobEventsSkipUnchangedFirstRecord(t *testing.T) {
 		rest = append(rest, event)
 	}
 	require.Equal(t, []string{"job.canceled"}, rest)
+}
+
+// jobEventStream reads GET /v1/jobs/{id}/events until the stream or the
+// test ends: each line that starts with prefix, without it.
+func (b *bundle) jobEventStream(t *testing.T, id, prefix string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/v1/jobs/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+keyAcme)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	events := make(chan string, 16)
+	go func() {
+		defer close(events)
+		defer resp.Body.Close()
+		lines := bufio.NewScanner(resp.Body)
+		for lines.Scan() {
+			if line, ok := strings.CutPrefix(lines.Text(), prefix); ok {
+				events <- line
+			}
+		}
+	}()
+	return events
 }
 
 // With NATS gone, a submission is answered 503 with Retry-After, never 202.
@@ -717,21 +725,7 @@ func TestWaitsIgnoreWritesThatShowNothingNew(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), 2*time.Second, "the long-poll ended with nothing new")
 
 	create("job_stream")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/v1/jobs/job_stream/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+keyAcme)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	events := make(chan string, 16)
-	go func() {
-		scan := bufio.NewScanner(resp.Body)
-		for scan.Scan() {
-			if line := scan.Text(); strings.HasPrefix(line, "data: ") {
-				events <- line
-			}
-		}
-	}()
+	events := b.jobEventStream(t, "job_stream", "data: ")
 	<-events
 	note("job_stream")
 	_, err = jobs.Update(ctx, "job_stream", func(r *contract.JobRecord) error { r.Status = contract.StatusRunning; r.Attempts = 2; return nil })
