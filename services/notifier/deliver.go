@@ -204,12 +204,14 @@ func (n *Notifier) recordedLater(ctx context.Context, d *contract.Delivery) bool
 
 // overtaken tells whether d, a retry fired by its schedule (it carries
 // attempts and is no replay), was overtaken since the round that scheduled
-// it: its record has more attempts, has ended, or is of another event
-// under the same delivery id (an event id published again, its delivery
-// created at another time). Such a retry would send a delivered webhook,
-// or an old body, again and write over the newer record. A schedule is
-// never removed, so this is where a stale one ends. A record that cannot
-// be read does not tell.
+// it: its record says the delivery succeeded (a round of its message
+// delivered again after a crash, or a replay), or is of another event under
+// the same delivery id (an event id published again, its delivery created
+// at another time). Such a retry would send a delivered webhook, or an old
+// body, again and write over the newer record. A schedule is removed only
+// by the next one on its subject, so this is where a stale one ends. A
+// failed replay does not end the schedule; a record that cannot be read
+// does not tell.
 func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 	if d.Replay || len(d.Attempts) == 0 {
 		return false
@@ -222,7 +224,7 @@ func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 	if json.Unmarshal(entry.Value(), &stored) != nil {
 		return false
 	}
-	return len(stored.Attempts) > len(d.Attempts) || stored.Status != contract.DeliveryPending || !stored.CreatedAt.Equal(d.CreatedAt)
+	return stored.Status == contract.DeliverySucceeded || !stored.CreatedAt.Equal(d.CreatedAt)
 }
 
 // deliverWithinLimits makes d's round of attempts (deliver) if its

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/deliverylog"
 	"github.com/hookstream/hookstream/shared/jobevents"
 	"github.com/hookstream/hookstream/shared/ssrf"
 	"github.com/hookstream/hookstream/shared/webhook"
@@ -406,4 +407,19 @@ func TestOvertakenRetryIsDropped(t *testing.T) {
 	require.Len(t, recs, 1)
 	require.Equal(t, contract.DeliverySucceeded, recs[0].Status)
 	require.Contains(t, string(recs[0].Body), "new")
+}
+
+// A failed replay of a delivery that waits for a scheduled retry (POST
+// /v1/deliveries/{id}/retry, allowed once that retry is a minute late)
+// leaves the retry to come.
+func TestFailedReplayLeavesTheScheduleGoing(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+	b := setupOn(t, js, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{3 * time.Second, time.Hour}, Jitter: 0.01},
+		newEndpoint(t, "acme", "ep_1", rcv.URL, "order.paid"))
+	b.publishEvent(t, "acme", "order.paid", "acme:evt_1", []byte(`{"v":1}`))
+	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryPending)
+	require.NoError(t, deliverylog.Replay(t.Context(), js, "acme", rec, rec.ID+".replay.1"))
+	rcv.wait(t, 3) // the first attempt, the replay's, the scheduled retry's
 }
