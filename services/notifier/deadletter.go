@@ -25,7 +25,20 @@ func (n *Notifier) deadLetter(ctx context.Context, msg jetstream.Msg, reason str
 	if id := msg.Headers().Get(contract.HeaderMsgID); id != "" {
 		dead.Header.Set(contract.HeaderMsgID, "dead."+id)
 	}
-	if _, err := n.js.PublishMsg(ctx, dead); err != nil {
+	_, err := n.js.PublishMsg(ctx, dead)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// Its headers took the room: the letter goes without the data,
+		// which stays in the events stream until trimmed.
+		meta, _ := msg.Metadata()
+		var seq uint64
+		if meta != nil {
+			seq = meta.Sequence.Stream
+		}
+		dead.Data = nil
+		dead.Header.Set(contract.HeaderDeadReason, fmt.Sprintf("%s; its data (%d bytes) is left out of this letter, too large with it (message %d of %s)", reason, len(msg.Data()), seq, contract.StreamEvents))
+		_, err = n.js.PublishMsg(ctx, dead)
+	}
+	if err != nil {
 		return fmt.Errorf("dead-letter event: %w", err)
 	}
 	n.logger.Warn("event dead-lettered", "subject", msg.Subject(), "reason", reason)

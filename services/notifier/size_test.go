@@ -75,3 +75,25 @@ func TestEventTooLargeToDeliverIsDeadLettered(t *testing.T) {
 	require.Contains(t, dead.Header.Get(contract.HeaderDeadReason), "no room")
 	require.Empty(t, rcv.all())
 }
+
+// An event near the NATS server's limit, too large for its dead letter's
+// headers as well, is dead-lettered without its data, not put back for
+// ever.
+func TestEventAtTheLimitIsDeadLetteredWithoutItsData(t *testing.T) {
+	t.Parallel()
+	js := smallServer(t)
+	rcv := newReceiver(t, nil)
+	b := setupOn(t, js, notifier.Config{}, newEndpoint(t, "acme", "ep_big", rcv.URL, "big.event"))
+	b.publishEvent(t, "acme", "big.event", "acme:evt_big", []byte(`"`+strings.Repeat("a", 256<<10-200)+`"`))
+	stream, err := b.js.Stream(t.Context(), contract.StreamDeadLetters)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(t.Context())
+		return err == nil && info.State.Msgs == 1
+	}, 10*time.Second, 20*time.Millisecond, "the event is dead-lettered")
+	dead, err := stream.GetMsg(t.Context(), 1)
+	require.NoError(t, err)
+	require.Contains(t, dead.Header.Get(contract.HeaderDeadReason), "left out")
+	require.Empty(t, dead.Data)
+	require.Empty(t, rcv.all())
+}
