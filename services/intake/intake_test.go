@@ -737,3 +737,21 @@ func TestWaitsIgnoreWritesThatShowNothingNew(t *testing.T) {
 		t.Fatal("the change was not sent")
 	}
 }
+
+// A delivery whose record was kept without its body (too large for NATS
+// with its attempts) is not retried with the body "null": 409.
+func TestRetryOfADeliveryWithoutItsBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	logs, err := b.js.KeyValue(t.Context(), contract.BucketDeliveries)
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_nobody", EventID: "evt_x", EventType: "order.paid", URL: "https://example.com/hook",
+		Status: contract.DeliveryFailed, CreatedAt: now, UpdatedAt: now})
+	require.NoError(t, err)
+	_, err = logs.Put(t.Context(), "acme.evt_x.msg_nobody", data)
+	require.NoError(t, err)
+	r := b.do(t, http.MethodPost, "/v1/deliveries/msg_nobody/retry", keyAcme, "", "")
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	require.Contains(t, r.body["detail"], "without its body")
+}

@@ -184,7 +184,12 @@ func (s *Service) retryDelivery(c *gin.Context) {
 	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
-	if err := s.replay(ctx, tenant, recs[0]); err != nil {
+	err = s.replay(ctx, tenant, recs[0])
+	if errors.Is(err, deliverylog.ErrNoBody) {
+		s.respondError(c, conflict(err.Error()))
+		return
+	}
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}

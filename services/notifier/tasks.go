@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -66,7 +67,12 @@ func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant stri
 			(task.Until != nil && !r.CreatedAt.Before(*task.Until)) {
 			return nil
 		}
-		if err := deliverylog.Replay(ctx, n.js, tenant, *r, r.ID+".recover."+task.ID); err != nil {
+		err := deliverylog.Replay(ctx, n.js, tenant, *r, r.ID+".recover."+task.ID)
+		if errors.Is(err, deliverylog.ErrNoBody) {
+			logger.Warn("delivery not recovered", "delivery_id", r.ID, "error", err)
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 		task.Resent++

@@ -200,9 +200,16 @@ func logState(ctx context.Context, js jetstream.JetStream) (jetstream.StreamStat
 	return stream.CachedInfo().State, nil
 }
 
+// ErrNoBody is a record kept without its webhook's body (too large for the
+// NATS server with its attempts): it cannot be sent again.
+var ErrNoBody = errors.New("the delivery's record was kept without its body (too large), so it cannot be sent again")
+
 // Replay publishes a logged delivery again for one attempt, with the same
 // webhook-id; msgID de-duplicates the re-send itself.
 func Replay(ctx context.Context, js jetstream.JetStream, tenant string, rec contract.DeliveryRecord, msgID string) error {
+	if len(rec.Body) == 0 || string(rec.Body) == "null" {
+		return ErrNoBody
+	}
 	d := contract.Delivery{
 		ID: rec.ID, Tenant: tenant, EventID: rec.EventID, EventType: rec.EventType, JobID: rec.JobID,
 		EndpointID: rec.EndpointID, Body: rec.Body, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts, Replay: true,
