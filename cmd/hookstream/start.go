@@ -123,7 +123,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return err
 	}
 	defer nc.Close()
-	bus.StopWhenClosed(nc, logger, stop)
+	bus.StopWhenClosed(ctx, nc, logger, stop)
 	readiness.connected(js)
 	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, c.topology) }); err != nil {
 		return err
@@ -142,7 +142,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 			return err
 		}
 		defer rnc.Close()
-		bus.StopWhenClosed(rnc, logger, stop)
+		bus.StopWhenClosed(ctx, rnc, logger, stop)
 		readiness.recordsOn(rnc)
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
 	}

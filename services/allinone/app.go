@@ -154,7 +154,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	bus.StopWhenClosed(nc, a.logger, stop)
+	bus.StopWhenClosed(ctx, nc, a.logger, stop)
 	if err := bus.Ensure(ctx, js, a.cfg.Topology); err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer rnc.Close()
-	bus.StopWhenClosed(rnc, a.logger, stop)
+	bus.StopWhenClosed(ctx, rnc, a.logger, stop)
 	if a.cfg.Intake.RecordReader == nil {
 		a.cfg.Intake.RecordReader = rjs
 	}

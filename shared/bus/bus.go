@@ -88,14 +88,15 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 // ErrConnectionLost is the cause given to StopWhenClosed's stop.
 var ErrConnectionLost = errors.New("the NATS server closed the connection for good")
 
-// StopWhenClosed calls stop once nc is closed by anything but its own Close:
-// the server ended it with an error that nats.go does not reconnect from
-// (a protocol error such as a control line too long). Every request on nc
-// would fail from then on, so the process stops, with an error, for its
-// supervisor to start it again, rather than answer 503 for ever.
-func StopWhenClosed(nc *nats.Conn, logger *slog.Logger, stop context.CancelCauseFunc) {
+// StopWhenClosed calls stop once nc is closed, while ctx runs, by anything
+// but its own Close: the server ended it with an error that nats.go does
+// not reconnect from (a protocol error such as a control line too long).
+// Every request on nc would fail from then on, so the process stops, with
+// an error, for its supervisor to start it again, rather than answer 503
+// for ever. A close once ctx has ended is the process's own.
+func StopWhenClosed(ctx context.Context, nc *nats.Conn, logger *slog.Logger, stop context.CancelCauseFunc) {
 	nc.SetClosedHandler(func(nc *nats.Conn) {
-		if err := nc.LastError(); err != nil {
+		if err := nc.LastError(); err != nil && ctx.Err() == nil {
 			logger.Error("NATS connection closed for good; stopping", "connection", nc.Opts.Name, "error", err)
 			stop(fmt.Errorf("%w (%s): %w", ErrConnectionLost, nc.Opts.Name, err))
 		}

@@ -295,7 +295,7 @@ func TestStopWhenClosed(t *testing.T) {
 		t.Cleanup(nc.Close)
 		ctx, stop := context.WithCancelCause(context.Background())
 		t.Cleanup(func() { stop(nil) })
-		bus.StopWhenClosed(nc, logger, stop)
+		bus.StopWhenClosed(ctx, nc, logger, stop)
 		return nc, ctx
 	}
 
