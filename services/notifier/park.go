@@ -425,6 +425,10 @@ func (n *Notifier) giveUpParked(ctx context.Context, msg jetstream.Msg, age time
 	if !ok {
 		return
 	}
+	if n.overtaken(ctx, &d) { // not to be written over with failed
+		n.settle(msg, done)
+		return
+	}
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
 	reason := "not sent: parked for " + age.Round(time.Minute).String() +
 		" (its target's circuit open, or its limits reached), and parked deliveries are kept no longer; retry it once the target takes deliveries"

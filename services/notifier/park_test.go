@@ -2,8 +2,10 @@ package notifier_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -384,4 +386,43 @@ func (b *bundle) streamMsgs(t *testing.T, name string) uint64 {
 	info, err := s.Info(context.Background())
 	require.NoError(t, err)
 	return info.State.Msgs
+}
+
+// A parked retry given up on after its delivery succeeded another way (a
+// replay, or a round of its message delivered again) leaves the record as
+// it is: it is not written over with failed, nor announced exhausted.
+func TestParkedRetryOfASucceededDeliveryIsDroppedWhenGivenUp(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	rcv, _ := downReceiver(t, http.StatusServiceUnavailable)
+	ep := newEndpoint(t, "acme", "ep_1", rcv.URL, "x.*")
+	parkDelivery(t, js, ep.ID, "evt_open") // taken first: fails, and opens the circuit for an hour
+	now := time.Now().UTC()
+	d := contract.Delivery{
+		ID: contract.DeliveryID("evt_1", ep.ID), Tenant: "acme", EventID: "evt_1", EventType: "x.y", EndpointID: ep.ID,
+		Body: []byte(`{"type":"x.y","timestamp":"2026-11-30T00:00:00Z","data":{}}`), CreatedAt: now,
+		Attempts: []contract.Attempt{{At: now, StatusCode: http.StatusServiceUnavailable}},
+	}
+	succeeded, err := json.Marshal(contract.DeliveryRecord{ID: d.ID, EventID: d.EventID, EventType: d.EventType, EndpointID: d.EndpointID,
+		Status: contract.DeliverySucceeded, Body: d.Body, CreatedAt: now, UpdatedAt: now,
+		Attempts: append(slices.Clone(d.Attempts), contract.Attempt{At: now, StatusCode: http.StatusOK})})
+	require.NoError(t, err)
+	logs, err := js.KeyValue(t.Context(), contract.BucketDeliveries)
+	require.NoError(t, err)
+	_, err = logs.Put(t.Context(), d.LogKey(), succeeded)
+	require.NoError(t, err)
+	require.NoError(t, bus.PublishJSON(t.Context(), js, contract.ParkedSubject("acme", ep.ID), "parked."+d.ID, d))
+	time.Sleep(1100 * time.Millisecond) // parked longer than the drain keeps one
+
+	cfg := notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: time.Hour, EndpointConcurrency: 1,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}
+	notifier.GiveUpParkedAfter(&cfg, time.Second)
+	b := setupOn(t, js, cfg, ep)
+	require.Eventually(t, func() bool { return b.streamMsgs(t, contract.StreamParked) == 0 }, 20*time.Second, 10*time.Millisecond,
+		"the parked retry is still parked")
+	entry, err := logs.Get(t.Context(), d.LogKey())
+	require.NoError(t, err)
+	require.JSONEq(t, string(succeeded), string(entry.Value()), "the record was written over")
 }
