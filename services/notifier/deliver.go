@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -376,9 +377,11 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 
 // moved tells whether d's endpoint has a URL other than url now: in this
 // process's index, or else in the bucket, which the index may not have
-// caught up with.
+// caught up with. A 410 after a 410 (d's last two attempts) is not taken
+// for a move again: the retry went to the old URL while the index lagged,
+// and should not go on doing so.
 func (n *Notifier) moved(ctx context.Context, d *contract.Delivery, url string) bool {
-	if d.EndpointID == "" {
+	if k := len(d.Attempts); d.EndpointID == "" || (k >= 2 && d.Attempts[k-2].StatusCode == http.StatusGone) {
 		return false
 	}
 	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil && ep.URL != url {
