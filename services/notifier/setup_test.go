@@ -168,7 +168,7 @@ func (b *bundle) publishJobEvent(t *testing.T, tenant, jobID, callbackURL string
 		},
 		Tenant: tenant, CallbackURL: callbackURL,
 	}
-	require.NoError(t, jobevents.Publish(context.Background(), b.js, rec))
+	require.NoError(t, jobevents.Publish(context.Background(), b.js, rec, 0))
 	return rec
 }
 

@@ -458,7 +458,7 @@ func (p *Processor) finish(ctx context.Context, logger *slog.Logger, rec contrac
 		logger.Error("job not finished, yet about to be acknowledged; it runs again", "status", rec.Status, "attempts", rec.Attempts)
 		return settlement{verdict: retry, delay: storeRetry}
 	}
-	if err := jobevents.Publish(ctx, p.pub, rec); err != nil {
+	if err := jobevents.Publish(ctx, p.pub, rec, p.js.Conn().MaxPayload()); err != nil {
 		logger.Warn("publish job event", "error", err)
 		return settlement{verdict: retry, delay: storeRetry}
 	}
@@ -476,7 +476,7 @@ func (p *Processor) announce(ctx context.Context, logger *slog.Logger, running c
 	p.announcing.Go(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
 		defer cancel()
-		if err := jobevents.Publish(ctx, p.pub, running); err != nil {
+		if err := jobevents.Publish(ctx, p.pub, running, p.js.Conn().MaxPayload()); err != nil {
 			logger.Warn("publish job event", "status", running.Status, "error", err)
 		}
 	})

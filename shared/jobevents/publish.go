@@ -23,11 +23,25 @@ func EventID(jobID, status string) string {
 	return "evt_" + strings.TrimPrefix(jobID, "job_") + "_" + status
 }
 
+// Room is what an event's delivery needs of a NATS message beside the job
+// resource: the webhook body's wrapper, the delivery's fields and headers
+// (the notifier dead-letters an event whose body leaves less than 9 KiB of
+// max_payload), and the event's own headers.
+const Room = 12 << 10
+
 // Publish publishes the event for the job's current status and waits for
 // JetStream's acknowledgement. The event of status running is that of the
-// record's attempt: a job run again is running again.
-func Publish(ctx context.Context, js bus.Publisher, rec contract.JobRecord) error {
+// record's attempt: a job run again is running again. A job whose resource
+// leaves less than Room of maxPayload (the NATS server's; 0: no limit) goes
+// without its result and progress, which its record keeps (GET
+// /v1/jobs/{id}): its webhook can be sent, and its receiver reads the job.
+func Publish(ctx context.Context, js bus.Publisher, rec contract.JobRecord, maxPayload int64) error {
 	data, err := json.Marshal(rec.Job)
+	if err == nil && maxPayload > 0 && int64(len(data)) > maxPayload-Room {
+		job := rec.Job
+		job.Result, job.Progress = nil, nil
+		data, err = json.Marshal(job)
+	}
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", rec.ID, err)
 	}
