@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,9 +43,15 @@ const maxResultBytes = 1 << 20
 // defaultWorkerClient keeps every connection to a worker for reuse (the
 // processor's concurrency bounds how many there are): with fewer kept than
 // in use, a busy worker's connections would be closed and dialled again.
-var defaultWorkerClient = &http.Client{Transport: &http.Transport{
-	Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
-}}
+// It follows no redirect: a 3xx fails the job, as any other answer that is
+// not 2xx and not retried (a 302 followed would turn the POST into a GET
+// and take that answer for the result).
+var defaultWorkerClient = &http.Client{
+	Transport: &http.Transport{
+		Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
+	},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
 
 // Handle implements [Handler].
 func (w HTTPWorker) Handle(ctx context.Context, job Job) (json.RawMessage, error) {
@@ -67,7 +75,7 @@ func (w HTTPWorker) Handle(ctx context.Context, job Job) (json.RawMessage, error
 	req.Header.Set("Idempotency-Key", job.ID)
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("call worker: %w", err)
+		return nil, fmt.Errorf("call the worker of %s: %w", job.Type, callError(ctx, err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResultBytes+1))
@@ -85,6 +93,25 @@ func (w HTTPWorker) Handle(ctx context.Context, job Job) (json.RawMessage, error
 		return nil, Permanent(fmt.Errorf("worker result is larger than %d bytes", maxResultBytes))
 	}
 	return asJSON(body), nil
+}
+
+// callError says why a call to a worker failed without its URL, host or
+// address: the job's error is the tenant's to read, and the worker's URL is
+// the operator's (it may carry a token in its query).
+func callError(ctx context.Context, err error) error {
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("no answer in time: %w", ctx.Err())
+	case errors.As(err, &dnsErr):
+		return errors.New("name lookup failed: " + dnsErr.Err)
+	case errors.As(err, &opErr):
+		return errors.New(opErr.Op + ": " + opErr.Err.Error())
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("the connection closed before an answer")
+	}
+	return errors.New("the request failed")
 }
 
 func retryableStatus(code int) bool {

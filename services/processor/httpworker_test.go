@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,4 +185,37 @@ func TestHTTPWorkerTransportErrors(t *testing.T) {
 		require.Error(t, err)
 		require.True(t, isPermanent(err))
 	})
+}
+
+// A worker's redirect fails the job: followed, a 302 turned the POST into
+// a GET and its answer became the job's result.
+func TestHTTPWorkerFollowsNoRedirect(t *testing.T) {
+	t.Parallel()
+	var followed atomic.Bool
+	other := newWorker(t, func(w http.ResponseWriter, _ *http.Request) {
+		followed.Store(true)
+		_, _ = io.WriteString(w, `{"from":"the redirect target"}`)
+	})
+	w := newWorker(t, func(rw http.ResponseWriter, r *http.Request) {
+		http.Redirect(rw, r, other.URL+"/elsewhere", http.StatusFound)
+	})
+	_, err := processor.HTTPWorker{URL: w.URL}.Handle(context.Background(), testJob)
+	require.Error(t, err)
+	require.True(t, isPermanent(err))
+	require.Contains(t, err.Error(), "302")
+	require.False(t, followed.Load())
+}
+
+// A failed call's error, which the tenant reads in the job, names neither
+// the worker's URL (its query may carry a token) nor its address.
+func TestHTTPWorkerErrorKeepsTheURLOut(t *testing.T) {
+	t.Parallel()
+	w := newWorker(t, answerWith(http.StatusOK, "", ""))
+	w.Close()
+	u := w.URL + "/resize?api_key=s3cr3t"
+	_, err := processor.HTTPWorker{URL: u}.Handle(context.Background(), testJob)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cr3t")
+	require.NotContains(t, err.Error(), strings.TrimPrefix(w.URL, "http://"))
+	require.Contains(t, err.Error(), "connection refused")
 }
