@@ -210,6 +210,8 @@ func (p *Processor) record(ctx context.Context, logger *slog.Logger, stored cont
 	if runErr != nil && ctx.Err() != nil {
 		return p.release(logger, stored.ID)
 	}
+	ctx, cancel := outcomeContext(ctx)
+	defer cancel()
 	final, err := p.jobs.Update(ctx, stored.ID, func(r *contract.JobRecord) error {
 		return p.complete(r, result, progress, runErr)
 	})
@@ -274,6 +276,8 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 	if runErr != nil && ctx.Err() != nil {
 		return settlement{verdict: retry} // shutdown; the record never said running
 	}
+	ctx, cancel := outcomeContext(ctx)
+	defer cancel()
 	final, err := p.jobs.UpdateFrom(ctx, stored, rev, func(r *contract.JobRecord) error {
 		if err := p.claim(src)(r); err != nil {
 			return err
@@ -284,6 +288,17 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 		return p.complete(r, result, prog.last(), runErr)
 	})
 	return p.outcome(ctx, logger, stored, final, runErr, err)
+}
+
+// outcomeTimeout bounds the write of an attempt's outcome and its event.
+const outcomeTimeout = 10 * time.Second
+
+// outcomeContext is the context of writing an attempt's outcome: a result
+// ready when shutdown cuts ctx short is still recorded, instead of lost
+// with its attempt counted (the last attempt then failed the job as
+// "attempts exhausted", though it had succeeded).
+func outcomeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
 }
 
 // fromIntake tells whether a job was submitted through intake without a

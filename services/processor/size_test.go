@@ -55,3 +55,26 @@ func TestEventOfAJobWithAResultNearTheLimit(t *testing.T) {
 	require.Equal(t, contract.StatusSucceeded, job.Status)
 	require.Empty(t, job.Result, "the event goes without the result")
 }
+
+// A result ready as the shutdown grace ends is recorded: it was written
+// with the context that shutdown had ended, lost with its attempt counted,
+// and the next processor failed the job (MaxAttempts 1) as "attempts
+// exhausted", though its work had succeeded.
+func TestResultReadyAtShutdownIsRecorded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	started := make(chan struct{}, 1)
+	finishing := processor.HandlerFunc(func(ctx context.Context, _ processor.Job) (json.RawMessage, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return json.RawMessage(`"done"`), nil // the work finished as the grace ended
+	})
+	r := b.start(t, processor.Config{Handlers: map[string]processor.Handler{"w": finishing}, MaxAttempts: 1, RunningAfter: -1, ShutdownGrace: 200 * time.Millisecond})
+	b.publishJob(t, "acme", "w", "job_sd", jobRequest(t, contract.JobRequest{}))
+	<-started
+	r.stop(t)
+	rec, _, err := b.jobs.Get(context.Background(), "job_sd")
+	require.NoError(t, err)
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.JSONEq(t, `"done"`, string(rec.Result))
+}
