@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -434,19 +435,29 @@ func redact(pair string) string {
 // workers reads HOOKSTREAM_JOB_WORKERS.
 func (s *settings) workers() (map[string]processor.HTTPWorker, error) {
 	out := map[string]processor.HTTPWorker{}
+	external := splitList(s.ExternalTypes)
 	for entry := range strings.SplitSeq(s.JobWorkers, ",") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
 			continue
 		}
 		jobType, rest, ok := strings.Cut(entry, "=")
-		url, timeout, hasTimeout := strings.Cut(rest, "|")
-		w := processor.HTTPWorker{URL: url}
-		if !ok || jobType == "" || !(strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://")) {
-			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not type=http(s)://url[|timeout]", entry)
+		rawURL, timeout, hasTimeout := strings.Cut(rest, "|")
+		w := processor.HTTPWorker{URL: rawURL}
+		u, err := url.Parse(rawURL)
+		if !ok || jobType == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not type=http(s)://host/path[|timeout]", entry)
 		}
 		if !contract.ValidType(jobType) {
 			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not a job type (1-128 of a-z A-Z 0-9 - _ ., no empty part between dots)", jobType)
+		}
+		switch _, twice := out[jobType]; {
+		case twice:
+			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %s has two workers", jobType)
+		case jobType == "echo":
+			return nil, errors.New("HOOKSTREAM_JOB_WORKERS (--job-workers): echo is built in; give the worker another type")
+		case slices.Contains(external, jobType):
+			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %s is in HOOKSTREAM_EXTERNAL_JOB_TYPES too; a type is run by hookstream or outside it, not both", jobType)
 		}
 		if hasTimeout {
 			d, err := time.ParseDuration(timeout)
