@@ -143,7 +143,7 @@ func (p *Processor) settle(msg jetstream.Msg, s settlement) {
 // then, unless the job has finished meanwhile (canceled).
 func (p *Processor) notYet(ctx context.Context, rec contract.JobRecord, due time.Time) settlement {
 	stored, _, err := p.jobs.Get(ctx, rec.ID)
-	if err == nil && contract.Terminal(stored.Status) {
+	if err == nil && sameJob(stored, rec) && contract.Terminal(stored.Status) {
 		return p.finish(ctx, p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant), stored)
 	}
 	return settlement{verdict: retry, delay: due.Sub(p.now())}
