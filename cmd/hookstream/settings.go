@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -341,7 +342,11 @@ func (s *settings) validate() error {
 	if _, err := ssrf.ParseNetworks(s.AllowedNetworks); err != nil {
 		return fmt.Errorf("HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS (--allowed-callback-networks): %w", err)
 	}
-	if _, err := s.workers(); err != nil {
+	workers, err := s.workers()
+	if err != nil {
+		return err
+	}
+	if err := s.checkJobWindow(workers); err != nil {
 		return err
 	}
 	if _, err := s.schedule(); err != nil {
@@ -469,6 +474,26 @@ func (s *settings) workers() (map[string]processor.HTTPWorker, error) {
 		out[jobType] = w
 	}
 	return out, nil
+}
+
+// checkJobWindow refuses job attempts that could outlast the jobs stream's
+// retention (HOOKSTREAM_DELIVERY_RETENTION): a job waiting for its retry is
+// its message alone, and a message aged out would leave the job queued for
+// good. An attempt takes up to its worker's timeout, then waits up to 6
+// minutes (processor.DefaultRetryDelay: 5 minutes, +20 %).
+func (s *settings) checkJobWindow(workers map[string]processor.HTTPWorker) error {
+	retention := s.DeliveryRetention
+	if retention == 0 {
+		retention = bus.DefaultDeliveryRetention
+	}
+	var longest time.Duration
+	for _, w := range workers {
+		longest = max(longest, cmp.Or(w.Timeout, processor.DefaultWorkerTimeout))
+	}
+	if window := time.Duration(s.JobMaxAttempts) * (6*time.Minute + longest); window >= retention {
+		return fmt.Errorf("HOOKSTREAM_JOB_MAX_ATTEMPTS (--job-max-attempts): %d attempts can take %s with their retry waits, as long as the jobs stream keeps a message (HOOKSTREAM_DELIVERY_RETENTION, %s); a job waiting for its retry would be lost", s.JobMaxAttempts, window, retention)
+	}
+	return nil
 }
 
 // schedule reads HOOKSTREAM_RETRY_SCHEDULE.
