@@ -74,9 +74,10 @@ const (
 // after the PubAck" keeps holding. A batch is all or nothing: when JetStream
 // refuses it (a duplicate message id, a failed expected-sequence check in
 // one message), every message of it is published again on its own, so each
-// caller gets the answer its message alone would have got. A stream without
-// atomic publish (an older server, or one being reconfigured) turns the
-// committer into plain publishes for a minute at a time. Publish reads msg
+// caller gets the answer its message alone would have got. A server older
+// than 2.12 gets plain publishes only, and a stream without atomic publish
+// (one being reconfigured) turns the committer into plain publishes for a
+// minute at a time. Publish reads msg
 // and never changes it; it must not be changed once passed in.
 //
 // It holds only the publishes waiting for it, each with its caller blocked,
@@ -164,7 +165,7 @@ func (c *Committer) run() {
 		case <-c.done:
 			return
 		}
-		plain := time.Now().UnixNano() < c.plainUntil.Load()
+		plain := time.Now().UnixNano() < c.plainUntil.Load() || !atomicBatches(c.direct.nc)
 		linger := c.linger
 		if plain {
 			linger = 0 // no batch to gather for
@@ -393,6 +394,26 @@ type GroupCommit struct {
 type commitRoute struct {
 	prefix string
 	c      *Committer
+}
+
+// atomicBatches tells whether the server nc is connected to takes atomic
+// batches (nats-server 2.12 or later). An older one stores each message of
+// a batch as a message of its own and answers the commit as a plain
+// publish, which the committer cannot tell from a failed batch: its
+// callers were told their stored writes failed, and retried them.
+func atomicBatches(nc *nats.Conn) bool { return versionAtLeast(nc.ConnectedServerVersion(), 2, 12) }
+
+// versionAtLeast tells whether a server version ("2.12.1", "2.14.0-RC.2")
+// is major.minor or later; false when it cannot be read (not connected).
+func versionAtLeast(version string, major, minor int) bool {
+	ma, rest, _ := strings.Cut(version, ".")
+	mi, _, _ := strings.Cut(rest, ".")
+	gotMajor, err1 := strconv.Atoi(ma)
+	gotMinor, err2 := strconv.Atoi(strings.TrimRightFunc(mi, func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return gotMajor > major || (gotMajor == major && gotMinor >= minor)
 }
 
 // NewGroupCommit starts the committers when on; Close stops them.

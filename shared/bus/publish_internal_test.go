@@ -106,3 +106,13 @@ func errorsUnwrapNats(err error) error {
 	}
 	return err
 }
+
+// Atomic batches go only to servers that take them: 2.12 or later.
+func TestVersionAtLeast(t *testing.T) {
+	for version, want := range map[string]bool{
+		"2.12.0": true, "2.15.2": true, "2.14.0-RC.2": true, "3.0.0": true,
+		"2.11.9": false, "2.10.24": false, "1.99.0": false, "": false, "x.y": false,
+	} {
+		require.Equal(t, want, versionAtLeast(version, 2, 12), version)
+	}
+}
