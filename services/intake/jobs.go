@@ -465,7 +465,10 @@ func (s *Service) getJob(c *gin.Context) {
 				s.respondError(c, err)
 				return
 			}
-			if cur == rev || !sameView(rec, next) || waitCtx.Err() != nil {
+			if cur <= rev {
+				break // unchanged, or read from a replica behind: rec stands
+			}
+			if !sameView(rec, next) || waitCtx.Err() != nil {
 				rec = next
 				break
 			}

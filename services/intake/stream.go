@@ -53,7 +53,7 @@ func (s *Service) jobEvents(c *gin.Context) {
 			if err != nil || deadline.Err() != nil {
 				return false
 			}
-			if cur != rev {
+			if cur > rev { // not an earlier revision, from a replica behind
 				unchanged := sameView(rec, latest)
 				rec, rev = latest, cur
 				if unchanged {

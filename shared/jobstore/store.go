@@ -261,7 +261,7 @@ func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract
 	if rev == 0 && errors.Is(err, ErrNotFound) {
 		err = nil // not written yet: wait for the first write
 	}
-	if err != nil || cur != rev {
+	if err != nil || cur > rev { // an earlier revision: a replica behind, not a change
 		return rec, cur, err
 	}
 	for {

@@ -119,3 +119,31 @@ func TestLatest(t *testing.T) {
 	_, _, err = current.Latest(ctx, "not a key")
 	require.ErrorIs(t, err, jobstore.ErrNotFound)
 }
+
+// A wait for a change after a revision is not ended by a replica behind it
+// that still has an earlier one: that is no change, and handing it back
+// made a long-poll answer at once with an older status.
+func TestWaitChangeIgnoresAnEarlierRevision(t *testing.T) {
+	t.Parallel()
+	current, lagging := stores(t)
+	ctx := context.Background()
+	_, err := current.Create(ctx, queued("job-1"))
+	require.NoError(t, err)
+	_, _, err = lagging.Get(ctx, "job-1") // the lagging reader keeps this copy
+	require.NoError(t, err)
+	running, err := current.Update(ctx, "job-1", func(r *contract.JobRecord) error {
+		r.Status, r.Attempts = contract.StatusRunning, 1
+		return nil
+	})
+	require.NoError(t, err)
+	_, rev, err := current.Get(ctx, "job-1")
+	require.NoError(t, err)
+	require.Equal(t, contract.StatusRunning, running.Status)
+
+	wait, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err = lagging.WaitChange(wait, "job-1", rev)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, time.Since(start), 450*time.Millisecond, "an earlier revision was taken for a change")
+}
