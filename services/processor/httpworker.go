@@ -80,7 +80,7 @@ func (w HTTPWorker) Handle(ctx context.Context, job Job) (json.RawMessage, error
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResultBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read worker response: %w", err)
+		return nil, fmt.Errorf("read the answer of the worker of %s: %w", job.Type, callError(ctx, err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		err := fmt.Errorf("worker answered %d: %s", resp.StatusCode, snippet(body))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -218,4 +219,25 @@ func TestHTTPWorkerErrorKeepsTheURLOut(t *testing.T) {
 	require.NotContains(t, err.Error(), "s3cr3t")
 	require.NotContains(t, err.Error(), strings.TrimPrefix(w.URL, "http://"))
 	require.Contains(t, err.Error(), "connection refused")
+}
+
+// An answer cut off while its body is read fails the call without the
+// worker's address in the error either.
+func TestHTTPWorkerBrokenAnswerKeepsTheAddressOut(t *testing.T) {
+	t.Parallel()
+	w := newWorker(t, func(rw http.ResponseWriter, _ *http.Request) {
+		conn, buf, err := rw.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"partial\":")
+		_ = buf.Flush()
+		time.Sleep(50 * time.Millisecond)
+		_ = conn.(*net.TCPConn).SetLinger(0)
+		_ = conn.Close() // a reset, mid-body
+	})
+	_, err := processor.HTTPWorker{URL: w.URL + "/resize?api_key=s3cr3t"}.Handle(context.Background(), testJob)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "127.0.0.1")
+	require.NotContains(t, err.Error(), "s3cr3t")
 }
