@@ -261,7 +261,16 @@ func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract
 	if rev == 0 && errors.Is(err, ErrNotFound) {
 		err = nil // not written yet: wait for the first write
 	}
-	if err != nil || cur > rev { // an earlier revision: a replica behind, not a change
+	if err == nil && cur < rev {
+		// A replica behind the caller's read: the leader says whether a
+		// change came before the watch began, which the watch would not
+		// send. An earlier revision is no change.
+		rec, cur, err = s.Latest(ctx, id)
+		if rev == 0 && errors.Is(err, ErrNotFound) {
+			err = nil
+		}
+	}
+	if err != nil || cur > rev {
 		return rec, cur, err
 	}
 	for {

@@ -147,3 +147,33 @@ func TestWaitChangeIgnoresAnEarlierRevision(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, time.Since(start), 450*time.Millisecond, "an earlier revision was taken for a change")
 }
+
+// A change the leader made before a wait began is found even when the
+// replica read is behind the caller's revision: the watch sends only
+// what comes after it.
+func TestWaitChangeFindsAChangeMadeBeforeIt(t *testing.T) {
+	t.Parallel()
+	current, lagging := stores(t)
+	ctx := context.Background()
+	_, err := current.Create(ctx, queued("job-1"))
+	require.NoError(t, err)
+	_, _, err = lagging.Get(ctx, "job-1") // the lagging reader keeps this copy
+	require.NoError(t, err)
+	_, err = current.Update(ctx, "job-1", func(r *contract.JobRecord) error {
+		r.Status, r.Attempts = contract.StatusRunning, 1
+		return nil
+	})
+	require.NoError(t, err)
+	_, rev, err := current.Get(ctx, "job-1") // what the long-poll's caller read
+	require.NoError(t, err)
+	_, err = current.Update(ctx, "job-1", finishRunning)
+	require.NoError(t, err)
+
+	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, cur, err := lagging.WaitChange(wait, "job-1", rev)
+	require.NoError(t, err)
+	require.Greater(t, cur, rev)
+	require.Equal(t, contract.StatusSucceeded, rec.Status, "the change made before the wait was missed")
+	require.NoError(t, wait.Err(), "found at once, not at the end of the wait")
+}
