@@ -375,17 +375,13 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	return n.finish(logger, d, contract.DeliveryPending, &due)
 }
 
-// moved tells whether d's endpoint has a URL other than url now: in this
-// process's index, or else in the bucket, which the index may not have
-// caught up with. A 410 after a 410 (d's last two attempts) is not taken
-// for a move again: the retry went to the old URL while the index lagged,
-// and should not go on doing so.
+// moved tells whether d's endpoint has a URL other than url now, as the
+// bucket says: this process's index may lag it either way. Its retry then
+// goes to the bucket's URL (destination), so a 410 from that URL too is
+// the endpoint's own.
 func (n *Notifier) moved(ctx context.Context, d *contract.Delivery, url string) bool {
-	if k := len(d.Attempts); d.EndpointID == "" || (k >= 2 && d.Attempts[k-2].StatusCode == http.StatusGone) {
+	if d.EndpointID == "" {
 		return false
-	}
-	if ep := n.index.Get(d.Tenant, d.EndpointID); ep != nil && ep.URL != url {
-		return true
 	}
 	stored, _, err := n.endpoints.Get(ctx, d.Tenant, d.EndpointID)
 	return err == nil && stored.URL != url
@@ -409,14 +405,17 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 		return destination{url: d.URL, keys: keys, timeout: n.cfg.AttemptTimeout}, "", err
 	}
 	ep := n.index.Get(d.Tenant, d.EndpointID)
-	if ep == nil {
+	if k := len(d.Attempts); ep == nil || (k > 0 && d.Attempts[k-1].StatusCode == http.StatusGone) {
 		// This process's index may not have seen an endpoint created a
 		// moment ago, whose delivery another process fanned out: the
-		// bucket says whether it was deleted. The index is left to its
-		// watch (a read put there could bring back one deleted since).
+		// bucket says whether it was deleted. Nor a move, after which an
+		// old URL's 410 retries the delivery (moved): the retry goes where
+		// the bucket says. The index is left to its watch (a read put
+		// there could bring back one deleted since).
 		stored, _, err := n.endpoints.Get(ctx, d.Tenant, d.EndpointID)
 		switch {
 		case errors.Is(err, endpoints.ErrNotFound):
+			ep = nil
 		case err != nil:
 			return destination{}, "", err
 		default:

@@ -70,3 +70,36 @@ func idleNotifier(t *testing.T, cfg Config) (*Notifier, jetstream.JetStream, *en
 	require.NoError(t, err)
 	return n, js, store
 }
+
+// After an old URL's 410 during a move, the retry goes to the URL the
+// bucket has, and only a URL other than the bucket's counts as moved, even
+// while this process's index still has the old one: it went to the old URL
+// again, answered 410 again, and was dead-lettered though the endpoint
+// worked at its new URL.
+func TestRetryAfterAMoveGoesWhereTheBucketSays(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	n, _, store := idleNotifier(t, Config{})
+	now := time.Now().UTC()
+	ring, err := signing.NewKeyring(now)
+	require.NoError(t, err)
+	moved := endpoints.Endpoint{ID: "ep_1", Tenant: "acme", URL: "http://127.0.0.1:9/new", Enabled: true, Keyring: ring, CreatedAt: now, UpdatedAt: now}
+	require.NoError(t, store.Create(ctx, moved))
+	old := moved
+	old.URL = "http://127.0.0.1:9/old"
+	n.index.Put(old) // the index has not seen the move
+
+	d := &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_1",
+		Attempts: []contract.Attempt{{At: now, StatusCode: 410}}}
+	require.True(t, n.moved(ctx, d, old.URL))
+	require.False(t, n.moved(ctx, d, moved.URL), "the bucket's URL has not moved, whatever the index says")
+	dest, unsendable, err := n.destination(ctx, d)
+	require.NoError(t, err)
+	require.Empty(t, unsendable)
+	require.Equal(t, moved.URL, dest.url)
+
+	d.Attempts = nil // a first attempt goes by the index
+	dest, _, err = n.destination(ctx, d)
+	require.NoError(t, err)
+	require.Equal(t, old.URL, dest.url)
+}
