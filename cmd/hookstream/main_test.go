@@ -57,6 +57,8 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "worker timeout", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://x|soon"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
 		{name: "worker without host", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
 		{name: "worker URL with a space", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://images internal/resize"}, wantInErr: "HOOKSTREAM_JOB_WORKERS"},
+		{name: "attempts so many they overflow", givenEnv: []string{"HOOKSTREAM_JOB_MAX_ATTEMPTS", "30000000"}, wantInErr: "HOOKSTREAM_JOB_MAX_ATTEMPTS"},
+		{name: "worker URL not echoed", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=ftp://x/?token=s3cr3t"}, wantInErr: `entry of "resize"`},
 		{name: "attempts outlast the jobs stream", givenEnv: []string{"HOOKSTREAM_JOB_MAX_ATTEMPTS", "300", "HOOKSTREAM_DELIVERY_RETENTION", "24h"}, wantInErr: "HOOKSTREAM_JOB_MAX_ATTEMPTS"},
 		{name: "a worker's attempts outlast the jobs stream", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://a/1|6h", "HOOKSTREAM_DELIVERY_RETENTION", "24h"}, wantInErr: "HOOKSTREAM_JOB_MAX_ATTEMPTS"},
 		{name: "worker twice", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://a/1,resize=http://b/2"}, wantInErr: "two workers"},

@@ -451,7 +451,7 @@ func (s *settings) workers() (map[string]processor.HTTPWorker, error) {
 		w := processor.HTTPWorker{URL: rawURL}
 		u, err := url.Parse(rawURL)
 		if !ok || jobType == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not type=http(s)://host/path[|timeout]", entry)
+			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): the entry of %q is not type=http(s)://host/path[|timeout]", jobType)
 		}
 		if !contract.ValidType(jobType) {
 			return nil, fmt.Errorf("HOOKSTREAM_JOB_WORKERS (--job-workers): %q is not a job type (1-128 of a-z A-Z 0-9 - _ ., no empty part between dots)", jobType)
@@ -490,8 +490,8 @@ func (s *settings) checkJobWindow(workers map[string]processor.HTTPWorker) error
 	for _, w := range workers {
 		longest = max(longest, cmp.Or(w.Timeout, processor.DefaultWorkerTimeout))
 	}
-	if window := time.Duration(s.JobMaxAttempts) * (6*time.Minute + longest); window >= retention {
-		return fmt.Errorf("HOOKSTREAM_JOB_MAX_ATTEMPTS (--job-max-attempts): %d attempts can take %s with their retry waits, as long as the jobs stream keeps a message (HOOKSTREAM_DELIVERY_RETENTION, %s); a job waiting for its retry would be lost", s.JobMaxAttempts, window, retention)
+	if per := 6*time.Minute + longest; int64(s.JobMaxAttempts) >= int64(retention/per) { // no overflow
+		return fmt.Errorf("HOOKSTREAM_JOB_MAX_ATTEMPTS (--job-max-attempts): %d attempts of up to %s each with their retry waits reach how long the jobs stream keeps a message (HOOKSTREAM_DELIVERY_RETENTION, %s); a job waiting for its retry would be lost", s.JobMaxAttempts, per, retention)
 	}
 	return nil
 }

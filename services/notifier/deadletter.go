@@ -27,16 +27,16 @@ func (n *Notifier) deadLetter(ctx context.Context, msg jetstream.Msg, reason str
 	}
 	_, err := n.js.PublishMsg(ctx, dead)
 	if errors.Is(err, nats.ErrMaxPayload) {
-		// Its headers took the room: the letter goes without the data,
-		// which stays in the events stream until trimmed.
-		meta, _ := msg.Metadata()
-		var seq uint64
-		if meta != nil {
-			seq = meta.Sequence.Stream
+		// The letter's headers took the room the event's own left: the
+		// reason is shortened (the log has it whole), and if that is not
+		// enough, the letter goes without the data, which is then lost.
+		n.logger.Warn("event dead-lettered with a short reason", "subject", msg.Subject(), "reason", reason)
+		dead.Header.Set(contract.HeaderDeadReason, "too large")
+		if _, err = n.js.PublishMsg(ctx, dead); errors.Is(err, nats.ErrMaxPayload) {
+			dead.Data = nil
+			dead.Header.Set(contract.HeaderDeadReason, fmt.Sprintf("too large; its data (%d bytes) is left out", len(msg.Data())))
+			_, err = n.js.PublishMsg(ctx, dead)
 		}
-		dead.Data = nil
-		dead.Header.Set(contract.HeaderDeadReason, fmt.Sprintf("%s; its data (%d bytes) is left out of this letter, too large with it (message %d of %s)", reason, len(msg.Data()), seq, contract.StreamEvents))
-		_, err = n.js.PublishMsg(ctx, dead)
 	}
 	if err != nil {
 		return fmt.Errorf("dead-letter event: %w", err)
