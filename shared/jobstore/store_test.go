@@ -120,40 +120,11 @@ func TestLatest(t *testing.T) {
 	require.ErrorIs(t, err, jobstore.ErrNotFound)
 }
 
-// A wait for a change after a revision is not ended by a replica behind it
-// that still has an earlier one: that is no change, and handing it back
-// made a long-poll answer at once with an older status.
-func TestWaitChangeIgnoresAnEarlierRevision(t *testing.T) {
-	t.Parallel()
-	current, lagging := stores(t)
-	ctx := context.Background()
-	_, err := current.Create(ctx, queued("job-1"))
-	require.NoError(t, err)
-	_, _, err = lagging.Get(ctx, "job-1") // the lagging reader keeps this copy
-	require.NoError(t, err)
-	running, err := current.Update(ctx, "job-1", func(r *contract.JobRecord) error {
-		r.Status, r.Attempts = contract.StatusRunning, 1
-		return nil
-	})
-	require.NoError(t, err)
-	_, rev, err := current.Get(ctx, "job-1")
-	require.NoError(t, err)
-	require.Equal(t, contract.StatusRunning, running.Status)
-
-	wait, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, _, err = lagging.WaitChange(wait, "job-1", rev)
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, time.Since(start), 450*time.Millisecond, "an earlier revision was taken for a change")
-}
-
-// A change the leader made before a wait began is found even when the
-// replica read is behind the caller's revision: the watch sends only
-// what comes after it.
-func TestWaitChangeFindsAChangeMadeBeforeIt(t *testing.T) {
-	t.Parallel()
-	current, lagging := stores(t)
+// runningBehind is a job made running on the leader after the lagging
+// store read it queued: both stores, and the running record's revision.
+func runningBehind(t *testing.T) (current, lagging *jobstore.Store, rev uint64) {
+	t.Helper()
+	current, lagging = stores(t)
 	ctx := context.Background()
 	_, err := current.Create(ctx, queued("job-1"))
 	require.NoError(t, err)
@@ -164,11 +135,35 @@ func TestWaitChangeFindsAChangeMadeBeforeIt(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, err)
-	_, rev, err := current.Get(ctx, "job-1") // what the long-poll's caller read
+	_, rev, err = current.Get(ctx, "job-1")
 	require.NoError(t, err)
-	_, err = current.Update(ctx, "job-1", finishRunning)
-	require.NoError(t, err)
+	return current, lagging, rev
+}
 
+// A wait for a change after a revision is not ended by a replica behind it
+// that still has an earlier one: that is no change, and handing it back
+// made a long-poll answer at once with an older status.
+func TestWaitChangeIgnoresAnEarlierRevision(t *testing.T) {
+	t.Parallel()
+	_, lagging, rev := runningBehind(t)
+	wait, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, cur, err := lagging.WaitChange(wait, "job-1", rev)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, time.Since(start), 450*time.Millisecond, "an earlier revision was taken for a change")
+	require.LessOrEqual(t, cur, rev, "no change: the caller keeps what it has")
+}
+
+// A change the leader made before a wait began is found even when the
+// replica read is behind the caller's revision: the watch sends only
+// what comes after it.
+func TestWaitChangeFindsAChangeMadeBeforeIt(t *testing.T) {
+	t.Parallel()
+	current, lagging, rev := runningBehind(t)
+	ctx := context.Background()
+	_, err := current.Update(ctx, "job-1", finishRunning)
+	require.NoError(t, err)
 	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	rec, cur, err := lagging.WaitChange(wait, "job-1", rev)
