@@ -266,9 +266,6 @@ func (s *Store) WaitChange(ctx context.Context, id string, rev uint64) (contract
 		// change came before the watch began, which the watch would not
 		// send. An earlier revision is no change.
 		rec, cur, err = s.Latest(ctx, id)
-		if rev == 0 && errors.Is(err, ErrNotFound) {
-			err = nil
-		}
 	}
 	if err != nil || cur > rev {
 		return rec, cur, err
