@@ -73,6 +73,10 @@ type Config struct {
 	PublishTimeout time.Duration
 	// MaxWait is the longest ?wait= long-poll. Default 60 s.
 	MaxWait time.Duration
+	// MaxWaitsPerTenant bounds a tenant's long-polls and event streams open
+	// at once in this process (each holds a watch on the server); more get
+	// 429. Default 256.
+	MaxWaitsPerTenant int
 	// RetryAfter is the Retry-After of 202 and 503 answers. Default 1 s.
 	RetryAfter time.Duration
 	// JobRetention is how long a job is kept; it sets expires_at. Default 7
@@ -103,6 +107,7 @@ const (
 	DefaultMaxJSONDepth   = 32
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultMaxWait        = 60 * time.Second
+	DefaultMaxWaits       = 256
 	DefaultRetryAfter     = time.Second
 	DefaultSecretGrace    = 24 * time.Hour
 	DefaultMaxInflight    = 1024
@@ -127,6 +132,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxWait == 0 {
 		c.MaxWait = DefaultMaxWait
+	}
+	if c.MaxWaitsPerTenant == 0 {
+		c.MaxWaitsPerTenant = DefaultMaxWaits
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
@@ -185,6 +193,8 @@ func (c Config) Validate() error {
 		return errors.New("MaxJSONDepth: must be at least 2")
 	case c.PublishTimeout < 0, c.MaxWait < 0, c.RetryAfter < 0, c.JobRetention < 0:
 		return errors.New("PublishTimeout, MaxWait, RetryAfter, JobRetention: must not be negative")
+	case c.MaxWaitsPerTenant < 0:
+		return errors.New("MaxWaitsPerTenant: must not be negative")
 	case c.MaxInflight < 1 || c.TenantRate < 0:
 		return errors.New("MaxInflight, TenantRate: MaxInflight at least 1, TenantRate not negative")
 	case c.SecretGrace < 0 || c.SecretGrace > MaxSecretGrace:

@@ -755,3 +755,25 @@ func TestRetryOfADeliveryWithoutItsBody(t *testing.T) {
 	require.Equal(t, http.StatusConflict, r.status, r.body)
 	require.Contains(t, r.body["detail"], "without its body")
 }
+
+// A tenant's long-polls and event streams open at once are bounded (each
+// holds a watch on the server): one more answers 429 with Retry-After, and
+// other tenants are not held back.
+func TestWaitsPerTenantAreBounded(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) { c.MaxWaitsPerTenant = 2 })
+	job := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string) // queued: no processor here
+	b.jobEventStream(t, job, "event: ")
+	b.jobEventStream(t, job, "event: ")
+	require.Eventually(t, func() bool {
+		r := b.do(t, http.MethodGet, "/v1/jobs/"+job+"?wait=1s", keyAcme, "", "")
+		return r.status == http.StatusTooManyRequests && r.header.Get("Retry-After") != ""
+	}, 5*time.Second, 20*time.Millisecond, "a third wait was let through")
+	r := b.do(t, http.MethodGet, "/v1/jobs/"+job, keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, "a read without ?wait= is not a wait")
+	other := b.submit(t, keyOther, `{"type":"echo"}`).body["id"].(string)
+	start := time.Now()
+	r = b.do(t, http.MethodGet, "/v1/jobs/"+other+"?wait=300ms", keyOther, "", "")
+	require.Equal(t, http.StatusOK, r.status)
+	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "another tenant's wait waits")
+}

@@ -453,6 +453,12 @@ func (s *Service) getJob(c *gin.Context) {
 		return
 	}
 	if wait > 0 && !contract.Terminal(rec.Status) {
+		done, ok := s.waits.start(tenantOf(c))
+		if !ok {
+			s.tooManyWaits(c)
+			return
+		}
+		defer done()
 		waitCtx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()

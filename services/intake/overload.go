@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"fmt"
 	"math"
 	"net/http"
 	"sync"
@@ -68,4 +69,38 @@ func (s *Service) admit(c *gin.Context) {
 		s.respondError(c, &apiError{status: http.StatusServiceUnavailable, slug: "overloaded",
 			detail: "too many requests in flight; nothing was accepted, retry later", retryAfter: s.cfg.RetryAfter})
 	}
+}
+
+// waits counts each tenant's long-polls and event streams open at once:
+// each holds a goroutine here and a watch (an ordered consumer) on the
+// server for up to a minute, or five for a stream.
+type waits struct {
+	most int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// start takes one of the tenant's waits; false when it has most open.
+// done gives it back.
+func (w *waits) start(tenant string) (done func(), ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open[tenant] >= w.most {
+		return nil, false
+	}
+	w.open[tenant]++
+	return sync.OnceFunc(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.open[tenant]--; w.open[tenant] <= 0 {
+			delete(w.open, tenant)
+		}
+	}), true
+}
+
+// tooManyWaits is the answer to a wait over the tenant's limit.
+func (s *Service) tooManyWaits(c *gin.Context) {
+	s.respondError(c, &apiError{status: http.StatusTooManyRequests, slug: "too-many-waits",
+		detail:     fmt.Sprintf("this tenant has %d long-polls and event streams open here already; retry after Retry-After, or poll without ?wait=", s.cfg.MaxWaitsPerTenant),
+		retryAfter: s.cfg.RetryAfter})
 }

@@ -39,6 +39,7 @@ type Service struct {
 	endpoints *endpoints.Store
 	apiKeys   *apikeys.Index
 	admission *admission
+	waits     *waits
 	keys      map[[sha256.Size]byte]string
 	jobTypes  map[string]bool
 	// external are the job types whose record is written at submit.
@@ -109,7 +110,8 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	s := &Service{
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
-		keys: cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
+		waits: &waits{most: cfg.MaxWaitsPerTenant, open: map[string]int{}},
+		keys:  cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
 		retryAfter: []string{retryAfterValue(cfg.RetryAfter)}, serving: make(chan struct{}), maxPayload: nc.MaxPayload(),
 	}
 	for _, t := range cfg.JobTypes {

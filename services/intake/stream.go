@@ -29,6 +29,12 @@ func (s *Service) jobEvents(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	done, ok := s.waits.start(tenantOf(c))
+	if !ok {
+		s.tooManyWaits(c)
+		return
+	}
+	defer done()
 	// The server's write timeout is sized for long-polls; a stream lives longer.
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(5*s.cfg.MaxWait + 10*time.Second))
 	c.Header("Content-Type", "text/event-stream")
