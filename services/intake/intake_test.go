@@ -777,3 +777,28 @@ func TestWaitsPerTenantAreBounded(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status)
 	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "another tenant's wait waits")
 }
+
+// A retry asked for twice before the first one's attempt is recorded (a
+// double click) is one replay: one message, one webhook.
+func TestRetryAskedTwiceIsOneReplay(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	logs, err := b.js.KeyValue(t.Context(), contract.BucketDeliveries)
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_twice", EventID: "evt_x", EventType: "order.paid", URL: "https://example.com/hook",
+		Status: contract.DeliveryFailed, Body: json.RawMessage(`{"type":"order.paid"}`), CreatedAt: now, UpdatedAt: now,
+		Attempts: []contract.Attempt{{At: now, StatusCode: 500}}})
+	require.NoError(t, err)
+	_, err = logs.Put(t.Context(), "acme.evt_x.msg_twice", data)
+	require.NoError(t, err)
+	for range 2 {
+		r := b.do(t, http.MethodPost, "/v1/deliveries/msg_twice/retry", keyAcme, "", "")
+		require.Equal(t, http.StatusAccepted, r.status, r.body)
+	}
+	stream, err := b.js.Stream(t.Context(), contract.StreamDeliveries)
+	require.NoError(t, err)
+	info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(contract.DeliverySubject("acme", "cb")))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Msgs, "two replays queued")
+}
