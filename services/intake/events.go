@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
 )
 
 // publishEventRequest is the body of POST /v1/events.
@@ -50,6 +51,13 @@ func (s *Service) publishEvent(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	if most := s.maxPayload; most > 0 && eventBodySize(req.Data, most-jobevents.Room) > most-jobevents.Room {
+		// Its webhook, and the delivery that carries it, would not fit in a
+		// NATS message: the notifier could only dead-letter it.
+		s.respondError(c, &apiError{status: http.StatusRequestEntityTooLarge, slug: "too-large",
+			detail: fmt.Sprintf("the event's webhook would be larger than the NATS server takes in a message (%d bytes, with %d for its delivery's other fields)", most, jobevents.Room)})
+		return
+	}
 	if req.ID == "" {
 		req.ID = newID("evt_")
 	}
@@ -65,6 +73,16 @@ func (s *Service) publishEvent(c *gin.Context) {
 	}
 	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
 	c.JSON(http.StatusAccepted, gin.H{"id": req.ID, "type": req.Type, "created_at": now})
+}
+
+// eventBodySize is what an event's data takes in its webhook's body, which
+// encoding/json writes with each <, > and & escaped; its plain size while
+// even 6 bytes a byte stays within room (no scan for the common event).
+func eventBodySize(data []byte, room int64) int64 {
+	if 6*int64(len(data)) <= room {
+		return int64(len(data))
+	}
+	return int64(rawEncodedLen(data))
 }
 
 // listEventTypes answers GET /v1/event-types: the types this tenant has

@@ -802,3 +802,25 @@ func TestRetryAskedTwiceIsOneReplay(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, info.State.Msgs, "two replays queued")
 }
+
+// An event whose webhook would leave no room for its delivery in a NATS
+// message answers 413 and is not stored: the notifier could only
+// dead-letter it. Within the limit, it is taken.
+func TestEventTooLargeForItsWebhookAnswers413(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) { c.MaxBodyBytes = 16 << 20 })
+	for _, data := range []string{ // the test server takes 8 MiB
+		strings.Repeat("x", 8<<20-1000),
+		strings.Repeat("<", 2<<20), // 12 MiB in a webhook: encoding/json writes \u003c
+	} {
+		r := b.do(t, http.MethodPost, "/v1/events", keyAcme, "application/json", `{"type":"big.one","data":"`+data+`"}`)
+		require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
+	}
+	events, err := b.js.Stream(t.Context(), contract.StreamEvents)
+	require.NoError(t, err)
+	info, err := events.Info(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs)
+	r := b.do(t, http.MethodPost, "/v1/events", keyAcme, "application/json", `{"type":"big.one","data":"`+strings.Repeat("<", 1<<20)+`"}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+}
