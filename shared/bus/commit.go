@@ -101,6 +101,29 @@ type commitRequest struct {
 	ctx    context.Context
 	msg    *nats.Msg
 	result chan commitResult
+	// state is queued until the committer sends the message (sent) or its
+	// caller, gone, withdraws it (withdrawn), whichever comes first: a
+	// caller told its write failed must be sure it was not stored, and one
+	// whose write was sent waits for its answer, which the write's own
+	// timeout bounds.
+	state atomic.Int32
+}
+
+// The states of a commitRequest.
+const (
+	queued int32 = iota
+	sent
+	withdrawn
+)
+
+// send claims r for writing; false, with r answered, when its caller has
+// gone first.
+func (r *commitRequest) send() bool {
+	if r.ctx.Err() == nil && r.state.CompareAndSwap(queued, sent) {
+		return true
+	}
+	r.result <- commitResult{err: r.ctx.Err()}
+	return false
 }
 
 type commitResult struct {
@@ -153,7 +176,11 @@ func (c *Committer) Publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubA
 	case res := <-r.result:
 		return res.ack, res.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if r.state.CompareAndSwap(queued, withdrawn) {
+			return nil, ctx.Err() // never sent
+		}
+		res := <-r.result // sent: stored or not, its answer says
+		return res.ack, res.err
 	}
 }
 
@@ -195,13 +222,13 @@ func (c *Committer) run() {
 	}
 }
 
-// publishOne publishes a message on its own, unless its caller has gone.
+// publishOne publishes a message on its own, unless its caller has gone;
+// once sent, within the JetStream's own timeout, not its caller's.
 func (c *Committer) publishOne(r *commitRequest) {
-	if r.ctx.Err() != nil {
-		r.result <- commitResult{err: r.ctx.Err()}
+	if r.state.Load() != sent && !r.send() {
 		return
 	}
-	ack, err := c.direct.publish(r.ctx, r.msg)
+	ack, err := c.direct.publish(context.WithoutCancel(r.ctx), r.msg)
 	r.result <- commitResult{ack: ack, err: err}
 }
 
@@ -243,11 +270,9 @@ func (c *Committer) gatherMore(batch []*commitRequest, wait time.Duration) []*co
 func (c *Committer) commit(batch []*commitRequest) {
 	live := batch[:0]
 	for _, r := range batch {
-		if r.ctx.Err() != nil { // its caller has gone: do not write it
-			r.result <- commitResult{err: r.ctx.Err()}
-			continue
+		if r.send() { // else its caller has gone: not written
+			live = append(live, r)
 		}
-		live = append(live, r)
 	}
 	switch {
 	case len(live) == 0:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/embeddednats"
+	"github.com/hookstream/hookstream/shared/natstest"
 )
 
 // startStream starts a server that syncs every write and declares stream
@@ -118,6 +120,32 @@ func TestCommitterGivesUpWithItsCaller(t *testing.T) {
 	c.Close()
 	_, err = c.Publish(context.Background(), nats.NewMsg("t.x"))
 	require.Error(t, err)
+}
+
+// A caller whose deadline passes while its message is being written gets
+// the write's answer, not its own deadline: told it failed, it would send
+// again what was stored. The stream here is a core subscriber that stores
+// a message and answers 300 ms later.
+func TestCommitterAnswersAWriteUnderWayPastItsCallersDeadline(t *testing.T) {
+	t.Parallel()
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	other, _ := s.Connect(t)
+	var stored atomic.Int64
+	_, err := other.Subscribe("fake.>", func(m *nats.Msg) {
+		seq := stored.Add(1)
+		time.AfterFunc(300*time.Millisecond, func() { _ = m.Respond(fmt.Appendf(nil, `{"stream":"F","seq":%d}`, seq)) })
+	})
+	require.NoError(t, err)
+	require.NoError(t, other.Flush())
+	c := bus.NewCommitter(js)
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	ack, err := c.Publish(ctx, nats.NewMsg("fake.x"))
+	require.NoError(t, err, "told failed, though stored")
+	require.EqualValues(t, 1, ack.Sequence)
+	require.EqualValues(t, 1, stored.Load())
 }
 
 // Publishes that arrive a little apart, each after the one before has had
