@@ -412,6 +412,7 @@ func (s *settings) sync() (always bool, interval time.Duration, err error) {
 // apiKeys reads HOOKSTREAM_API_KEYS.
 func (s *settings) apiKeys() ([]intake.APIKey, error) {
 	var keys []intake.APIKey
+	owner := map[string]string{}
 	for pair := range strings.SplitSeq(s.APIKeys, ",") {
 		pair = strings.TrimSpace(pair)
 		if pair == "" {
@@ -425,7 +426,12 @@ func (s *settings) apiKeys() ([]intake.APIKey, error) {
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): tenant %q: use 1-64 of a-z A-Z 0-9 - _", tenant)
 		case len(key) < intake.MinAPIKeyLength:
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): the key of tenant %q is shorter than %d characters", tenant, intake.MinAPIKeyLength)
+		case owner[key] != "" && owner[key] != tenant:
+			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): tenants %q and %q have the same key; a key names one tenant", owner[key], tenant)
+		case s.AdminToken != "" && key == s.AdminToken:
+			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): the key of tenant %q is HOOKSTREAM_ADMIN_TOKEN; use another", tenant)
 		}
+		owner[key] = tenant
 		keys = append(keys, intake.APIKey{Tenant: tenant, Key: key})
 	}
 	return keys, nil

@@ -151,6 +151,19 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// keyTaken tells why k's key cannot be k's tenant's: it is another tenant's
+// (one would sign in as the other) or the admin token. owner records it.
+func keyTaken(owner map[string]string, k APIKey, adminToken string) error {
+	if other, ok := owner[k.Key]; ok && other != k.Tenant {
+		return fmt.Errorf("tenants %q and %q have the same key; a key names one tenant", other, k.Tenant)
+	}
+	if adminToken != "" && k.Key == adminToken {
+		return fmt.Errorf("the key of tenant %q is the admin token; use another", k.Tenant)
+	}
+	owner[k.Key] = k.Tenant
+	return nil
+}
+
 // Validate reports the first bad field.
 func (c Config) Validate() error {
 	if len(c.APIKeys) == 0 && c.AdminToken == "" {
@@ -159,12 +172,16 @@ func (c Config) Validate() error {
 	if c.AdminToken != "" && len(c.AdminToken) < MinAPIKeyLength {
 		return fmt.Errorf("AdminToken: shorter than %d characters", MinAPIKeyLength)
 	}
+	owner := map[string]string{} // key → tenant
 	for _, k := range c.APIKeys {
 		if !contract.ValidTenant(k.Tenant) {
 			return fmt.Errorf("APIKeys: tenant %q: use 1-64 of a-z A-Z 0-9 - _", k.Tenant)
 		}
 		if len(k.Key) < MinAPIKeyLength {
 			return fmt.Errorf("APIKeys: key of tenant %q is shorter than %d characters", k.Tenant, MinAPIKeyLength)
+		}
+		if err := keyTaken(owner, k, c.AdminToken); err != nil {
+			return fmt.Errorf("APIKeys: %w", err)
 		}
 	}
 	if len(c.JobTypes) == 0 {

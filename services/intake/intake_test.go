@@ -824,3 +824,20 @@ func TestEventTooLargeForItsWebhookAnswers413(t *testing.T) {
 	r := b.do(t, http.MethodPost, "/v1/events", keyAcme, "application/json", `{"type":"big.one","data":"`+strings.Repeat("<", 1<<20)+`"}`)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 }
+
+// One key given to two tenants, or a key that is the admin token, is a bad
+// configuration: the last tenant listed signed in with the first's key.
+func TestConfigRefusesAKeyOfTwo(t *testing.T) {
+	t.Parallel()
+	const key, admin = "0123456789abcdef0123", "admin-token-0123456789"
+	base := intake.Config{JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: testBox(t)}
+	twice := base
+	twice.APIKeys = []intake.APIKey{{Tenant: "alpha", Key: key}, {Tenant: "beta", Key: key}}
+	require.ErrorContains(t, twice.WithDefaults().Validate(), "the same key")
+	asAdmin := base
+	asAdmin.APIKeys, asAdmin.AdminToken = []intake.APIKey{{Tenant: "alpha", Key: admin}}, admin
+	require.ErrorContains(t, asAdmin.WithDefaults().Validate(), "admin token")
+	again := base
+	again.APIKeys = []intake.APIKey{{Tenant: "alpha", Key: key}, {Tenant: "alpha", Key: key}}
+	require.NoError(t, again.WithDefaults().Validate(), "the same tenant's key twice is harmless")
+}
