@@ -29,7 +29,8 @@ type Store struct {
 
 type cached struct {
 	ring Keyring
-	at   time.Time
+	rev  uint64    // the record's revision: an older read never replaces it
+	at   time.Time // when the read that got it began
 }
 
 // ErrTenantDeleted: the tenant was deleted (contract.TenantDeletedKey), so
@@ -78,15 +79,15 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	if ok && s.now().Sub(c.at) < DefaultCacheTTL {
 		return c.ring, nil
 	}
-	ring, _, err := s.load(ctx, tenant)
+	start := s.now()
+	ring, rev, err := s.load(ctx, tenant)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		ring, err = s.create(ctx, tenant)
+		ring, rev, err = s.create(ctx, tenant)
 	}
 	if err != nil {
 		return Keyring{}, err
 	}
-	s.remember(tenant, ring)
-	return ring, nil
+	return s.remember(tenant, ring, rev, start), nil
 }
 
 // checkNotDeleted is ErrTenantDeleted for a deleted tenant.
@@ -101,10 +102,17 @@ func (s *Store) checkNotDeleted(ctx context.Context, tenant string) error {
 	return err
 }
 
-func (s *Store) remember(tenant string, ring Keyring) {
+// remember caches ring, the record's revision rev as read from at, and
+// returns it; unless the cache holds a later revision (a rotation in this
+// process that a slower read began before), which it returns instead.
+func (s *Store) remember(tenant string, ring Keyring, rev uint64, at time.Time) Keyring {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cache[tenant] = cached{ring: ring, at: s.now()}
+	if c, ok := s.cache[tenant]; ok && c.rev > rev {
+		return c.ring
+	}
+	s.cache[tenant] = cached{ring: ring, rev: rev, at: at}
+	return ring
 }
 
 func (s *Store) load(ctx context.Context, tenant string) (Keyring, uint64, error) {
@@ -121,28 +129,28 @@ func (s *Store) load(ctx context.Context, tenant string) (Keyring, uint64, error
 
 // create makes the keyring of a tenant that has none, unless the tenant
 // was deleted (its keyring purged), before or while it was made.
-func (s *Store) create(ctx context.Context, tenant string) (Keyring, error) {
+func (s *Store) create(ctx context.Context, tenant string) (Keyring, uint64, error) {
 	if err := s.checkNotDeleted(ctx, tenant); err != nil {
-		return Keyring{}, err
+		return Keyring{}, 0, err
 	}
 	ring, err := NewKeyring(s.now())
 	if err != nil {
-		return Keyring{}, err
+		return Keyring{}, 0, err
 	}
-	if _, err := s.kv.Create(ctx, key(tenant), Seal(s.box, ring)); errors.Is(err, jetstream.ErrKeyExists) {
-		ring, _, err = s.load(ctx, tenant) // another process created it first
-		return ring, err
+	rev, err := s.kv.Create(ctx, key(tenant), Seal(s.box, ring))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return s.load(ctx, tenant) // another process created it first
 	} else if err != nil {
-		return Keyring{}, fmt.Errorf("create keyring of %s: %w", tenant, err)
+		return Keyring{}, 0, fmt.Errorf("create keyring of %s: %w", tenant, err)
 	}
 	// The delete may have purged before this create: the keyring goes too.
 	if err := s.checkNotDeleted(ctx, tenant); err != nil {
 		if errors.Is(err, ErrTenantDeleted) {
 			_ = s.kv.Purge(ctx, key(tenant))
 		}
-		return Keyring{}, err
+		return Keyring{}, 0, err
 	}
-	return ring, nil
+	return ring, rev, nil
 }
 
 // Rotate makes a new current secret; the previous ones keep signing until
@@ -159,14 +167,14 @@ func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration) 
 		if ring, err = ring.Rotate(s.now(), grace); err != nil {
 			return Keyring{}, err
 		}
-		_, err = s.kv.Update(ctx, key(tenant), Seal(s.box, ring), rev)
+		rev, err = s.kv.Update(ctx, key(tenant), Seal(s.box, ring), rev)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			continue // changed meanwhile; rotate again from the new state
 		}
 		if err != nil {
 			return Keyring{}, fmt.Errorf("rotate keyring of %s: %w", tenant, err)
 		}
-		s.remember(tenant, ring)
+		s.remember(tenant, ring, rev, s.now())
 		return ring, nil
 	}
 }

@@ -1,0 +1,75 @@
+package signing
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+)
+
+// slowKV holds back the answer of the Get made with one context until its
+// gate is closed, as a slow bucket read would.
+type slowKV struct {
+	jetstream.KeyValue
+	mu    sync.Mutex
+	gates map[context.Context]chan struct{}
+}
+
+func (k *slowKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	e, err := k.KeyValue.Get(ctx, key)
+	k.mu.Lock()
+	gate := k.gates[ctx]
+	k.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return e, err
+}
+
+// A read of the keyring that began before a rotation in the same process,
+// and ended after it, does not put the old keyring back in the cache: the
+// process answered the old secret as current for 5 s more.
+func TestSlowReadDoesNotCacheTheRingBeforeARotation(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	box, err := secretbox.New(bytes.Repeat([]byte{1}, secretbox.KeySize))
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	slow := &slowKV{KeyValue: kv, gates: map[context.Context]chan struct{}{}}
+	s := &Store{kv: slow, box: box, now: time.Now, cache: map[string]cached{}}
+	_, err = s.Get(ctx, "acme")
+	require.NoError(t, err)
+	s.mu.Lock()
+	delete(s.cache, "acme") // expired
+	s.mu.Unlock()
+
+	readCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gate := make(chan struct{})
+	slow.mu.Lock()
+	slow.gates[readCtx] = gate
+	slow.mu.Unlock()
+	read := make(chan Keyring)
+	go func() { r, _ := s.Get(readCtx, "acme"); read <- r }()
+	time.Sleep(100 * time.Millisecond) // it has read the keyring before the rotation
+	rotated, err := s.Rotate(ctx, "acme", time.Hour)
+	require.NoError(t, err)
+	close(gate)
+	<-read
+
+	now, err := s.Get(ctx, "acme")
+	require.NoError(t, err)
+	require.Equal(t, rotated.Current().Secret, now.Current().Secret, "the keyring from before the rotation was cached again")
+}
