@@ -218,6 +218,7 @@ func (s *Service) createEndpoint(c *gin.Context) {
 	view := viewOf(ep)
 	view.Secret = ring.Current().Secret
 	c.Header("Location", "/v1/endpoints/"+ep.ID)
+	c.Header("Cache-Control", "no-store") // it carries the secret
 	c.JSON(http.StatusCreated, view)
 }
 

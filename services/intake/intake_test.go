@@ -687,6 +687,7 @@ func TestRecoverWindowIsChecked(t *testing.T) {
 	b := setup(t)
 	r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", `{"url":"https://example.com/hook"}`)
 	require.Equal(t, http.StatusCreated, r.status, r.body)
+	require.Equal(t, "no-store", r.header.Get("Cache-Control"), "the answer carries the endpoint's secret")
 	path := "/v1/endpoints/" + r.body["id"].(string) + "/recover"
 	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-02T00:00:00Z","until":"2026-01-01T00:00:00Z"}`)
 	require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
