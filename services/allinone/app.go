@@ -181,6 +181,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer drainConn(nc)
+	warnOpenKeyFiles(a.logger, a.cfg.DataDir)
 	err = runInOrder(ctx, services)
 	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) {
 		return cause

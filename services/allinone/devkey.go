@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,4 +61,16 @@ func keptSecret(dataDir, name, prefix string) (secret string, created bool, err 
 		return "", false, err
 	}
 	return secret, true, nil
+}
+
+// warnOpenKeyFiles warns about the data dir's key files that others than
+// their owner may read: made here they are 0600, but a backup restored
+// carelessly may not be.
+func warnOpenKeyFiles(logger *slog.Logger, dataDir string) {
+	for _, name := range []string{"secret-key", NATSTokenFile, devKeyFile} {
+		path := filepath.Join(dataDir, name)
+		if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+			logger.Warn("a key file may be read by others than its owner; chmod 600 it", "file", path, "mode", info.Mode().Perm().String())
+		}
+	}
 }
