@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -192,11 +193,15 @@ func whenAvailable(ctx context.Context, logger *slog.Logger, what string, step f
 }
 
 // jetStreamStarting tells whether err means NATS or JetStream could not
-// take a request yet: unreachable, timed out, or one of the answers of a
-// cluster still forming or electing leaders.
+// take a request yet: unreachable (its name not resolved yet, as a
+// container's may not be), timed out, or one of the answers of a cluster
+// still forming or electing leaders.
 func jetStreamStarting(err error) bool {
 	var apiErr *jetstream.APIError
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
 	return bus.IsUnavailable(err) || errors.Is(err, nats.ErrNoServers) ||
+		errors.As(err, &dnsErr) || (errors.As(err, &opErr) && opErr.Op == "dial") ||
 		(errors.As(err, &apiErr) && startingCodes[apiErr.ErrorCode])
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +24,9 @@ func TestWhenAvailable(t *testing.T) {
 		fmt.Errorf("ensure stream: %w", context.DeadlineExceeded),
 		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"},
 		fmt.Errorf("ensure stream: %w", &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}),
+		// A NATS host whose name does not resolve yet (a container's).
+		fmt.Errorf("connect to nats: %w", &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "nats", IsNotFound: true}}),
+		fmt.Errorf("connect to nats: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}),
 	}
 	calls := 0
 	err := whenAvailable(context.Background(), logger, "test", func() error {
