@@ -181,7 +181,7 @@ func (s *Service) deleteTenant(c *gin.Context) {
 	}
 	for _, k := range s.cfg.APIKeys {
 		if k.Tenant == t.ID { // its configured key would go on taking work whose callbacks are not sent
-			s.respondError(c, conflict(fmt.Sprintf("tenant %q has a key in HOOKSTREAM_API_KEYS: remove it there first", t.ID)))
+			s.respondError(c, conflict(fmt.Sprintf("tenant %q has a key given at start (HOOKSTREAM_API_KEYS, or serve's development key when that is empty): remove it there first, or set HOOKSTREAM_API_KEYS", t.ID)))
 			return
 		}
 	}

@@ -173,7 +173,7 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 	}
 	if !sameJob(stored, rec) {
 		// Another request's job (a reused Idempotency-Key answered 422).
-		logger.Error("job id already used by another tenant, type or request; dropping message")
+		logger.Warn("job id already used by another tenant, type or request (an Idempotency-Key reused for another request, answered 422); dropping message")
 		return settlement{verdict: term}
 	}
 	if contract.Terminal(stored.Status) {
