@@ -744,14 +744,9 @@ func TestWaitsIgnoreWritesThatShowNothingNew(t *testing.T) {
 func TestRetryOfADeliveryWithoutItsBody(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	logs, err := b.js.KeyValue(t.Context(), contract.BucketDeliveries)
-	require.NoError(t, err)
 	now := time.Now().UTC()
-	data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_nobody", EventID: "evt_x", EventType: "order.paid", URL: "https://example.com/hook",
+	b.putDeliveryRecord(t, "acme.evt_x.msg_nobody", contract.DeliveryRecord{ID: "msg_nobody", EventID: "evt_x", EventType: "order.paid", URL: "https://example.com/hook",
 		Status: contract.DeliveryFailed, CreatedAt: now, UpdatedAt: now})
-	require.NoError(t, err)
-	_, err = logs.Put(t.Context(), "acme.evt_x.msg_nobody", data)
-	require.NoError(t, err)
 	r := b.do(t, http.MethodPost, "/v1/deliveries/msg_nobody/retry", keyAcme, "", "")
 	require.Equal(t, http.StatusConflict, r.status, r.body)
 	require.Contains(t, r.body["detail"], "without its body")
@@ -784,15 +779,10 @@ func TestWaitsPerTenantAreBounded(t *testing.T) {
 func TestRetryAskedTwiceIsOneReplay(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	logs, err := b.js.KeyValue(t.Context(), contract.BucketDeliveries)
-	require.NoError(t, err)
 	now := time.Now().UTC()
-	data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_twice", EventID: "evt_x", EventType: "order.paid", URL: "https://example.com/hook",
+	b.putDeliveryRecord(t, "acme.evt_x.msg_twice", contract.DeliveryRecord{ID: "msg_twice", EventID: "evt_x", EventType: "order.paid", URL: "https://example.com/hook",
 		Status: contract.DeliveryFailed, Body: json.RawMessage(`{"type":"order.paid"}`), CreatedAt: now, UpdatedAt: now,
 		Attempts: []contract.Attempt{{At: now, StatusCode: 500}}})
-	require.NoError(t, err)
-	_, err = logs.Put(t.Context(), "acme.evt_x.msg_twice", data)
-	require.NoError(t, err)
 	for range 2 {
 		r := b.do(t, http.MethodPost, "/v1/deliveries/msg_twice/retry", keyAcme, "", "")
 		require.Equal(t, http.StatusAccepted, r.status, r.body)
@@ -841,4 +831,16 @@ func TestConfigRefusesAKeyOfTwo(t *testing.T) {
 	again := base
 	again.APIKeys = []intake.APIKey{{Tenant: "alpha", Key: key}, {Tenant: "alpha", Key: key}}
 	require.NoError(t, again.WithDefaults().Validate(), "the same tenant's key twice is harmless")
+}
+
+// putDeliveryRecord writes a delivery's record to the log bucket, as the
+// notifier does, under key.
+func (b *bundle) putDeliveryRecord(t *testing.T, key string, rec contract.DeliveryRecord) {
+	t.Helper()
+	logs, err := b.js.KeyValue(t.Context(), contract.BucketDeliveries)
+	require.NoError(t, err)
+	data, err := json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = logs.Put(t.Context(), key, data)
+	require.NoError(t, err)
 }
