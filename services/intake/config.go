@@ -69,7 +69,9 @@ type Config struct {
 	// MaxJSONDepth limits nesting of request JSON. Default 32.
 	MaxJSONDepth int
 	// PublishTimeout bounds the wait for JetStream's acknowledgement; past it
-	// the request answers 503. Default 5 s.
+	// the request answers 503. With group commits, a write already sent when
+	// it passes is waited for (up to the JetStream's own timeout), so that a
+	// stored job is not answered 503. Default 5 s.
 	PublishTimeout time.Duration
 	// MaxWait is the longest ?wait= long-poll. Default 60 s.
 	MaxWait time.Duration

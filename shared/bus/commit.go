@@ -222,13 +222,21 @@ func (c *Committer) run() {
 	}
 }
 
-// publishOne publishes a message on its own, unless its caller has gone;
-// once sent, within the JetStream's own timeout, not its caller's.
+// publishOne publishes a message on its own, unless its caller has gone.
+// Once sent, the write has until its caller's deadline or the JetStream's
+// own timeout from now, whichever is later: a caller that gives up first
+// still learns whether it was stored, and one that allows longer gets it.
 func (c *Committer) publishOne(r *commitRequest) {
 	if r.state.Load() != sent && !r.send() {
 		return
 	}
-	ack, err := c.direct.publish(context.WithoutCancel(r.ctx), r.msg)
+	until := time.Now().Add(c.direct.timeout)
+	if deadline, ok := r.ctx.Deadline(); ok && deadline.After(until) {
+		until = deadline
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(r.ctx), until)
+	defer cancel()
+	ack, err := c.direct.publish(ctx, r.msg)
 	r.result <- commitResult{ack: ack, err: err}
 }
 

@@ -148,6 +148,28 @@ func TestCommitterAnswersAWriteUnderWayPastItsCallersDeadline(t *testing.T) {
 	require.EqualValues(t, 1, stored.Load())
 }
 
+// A caller that allows its write longer than the JetStream's default
+// timeout gets that long: a sent write is not cut short at the default.
+func TestCommitterGivesAWriteItsCallersLongerDeadline(t *testing.T) {
+	t.Parallel()
+	s := natstest.Start(t)
+	nc, _ := s.Connect(t)
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(200*time.Millisecond))
+	require.NoError(t, err)
+	other, _ := s.Connect(t)
+	_, err = other.Subscribe("fake.>", func(m *nats.Msg) {
+		time.AfterFunc(500*time.Millisecond, func() { _ = m.Respond([]byte(`{"stream":"F","seq":1}`)) })
+	})
+	require.NoError(t, err)
+	require.NoError(t, other.Flush())
+	c := bus.NewCommitter(js)
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = c.Publish(ctx, nats.NewMsg("fake.x"))
+	require.NoError(t, err, "cut short at the default timeout")
+}
+
 // Publishes that arrive a little apart, each after the one before has had
 // time to go on its own, are written as one atomic batch by a lingering
 // committer. A core subscriber sees the batch headers the server strips.
