@@ -3,6 +3,7 @@ package signing
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -72,4 +73,36 @@ func TestSlowReadDoesNotCacheTheRingBeforeARotation(t *testing.T) {
 	now, err := s.Get(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, rotated.Current().Secret, now.Current().Secret, "the keyring from before the rotation was cached again")
+}
+
+// A bucket made again (a restore) counts its revisions from 1: a keyring
+// cached from before it, at a higher revision, does not stand for good
+// over what a fresh read finds once the cache has expired.
+func TestCacheFollowsABucketMadeAgain(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	box, err := secretbox.New(bytes.Repeat([]byte{1}, secretbox.KeySize))
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	for i := range 20 { // the keyring's revision will be above 20
+		_, err := kv.Put(ctx, "other"+strconv.Itoa(i)+".x", []byte("x"))
+		require.NoError(t, err)
+	}
+	clock := time.Now()
+	s := &Store{kv: kv, box: box, now: func() time.Time { return clock }, cache: map[string]cached{}}
+	_, err = s.Get(ctx, "acme")
+	require.NoError(t, err)
+	require.NoError(t, js.DeleteKeyValue(ctx, contract.BucketTenants))
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	s.kv, err = js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	clock = clock.Add(time.Hour)
+	got, err := s.Get(ctx, "acme")
+	require.NoError(t, err)
+	stored, _, err := s.load(ctx, "acme")
+	require.NoError(t, err)
+	require.Equal(t, stored.Current().Secret, got.Current().Secret, "the keyring from before the bucket was made again is still answered")
 }

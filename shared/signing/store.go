@@ -103,12 +103,14 @@ func (s *Store) checkNotDeleted(ctx context.Context, tenant string) error {
 }
 
 // remember caches ring, the record's revision rev as read from at, and
-// returns it; unless the cache holds a later revision (a rotation in this
-// process that a slower read began before), which it returns instead.
+// returns it; unless the cache holds a later revision cached after this
+// read began (a rotation in this process that a slower read began before),
+// which it returns instead. A later revision cached before is not trusted
+// over a fresh read: a bucket made again counts its revisions from 1.
 func (s *Store) remember(tenant string, ring Keyring, rev uint64, at time.Time) Keyring {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.cache[tenant]; ok && c.rev > rev {
+	if c, ok := s.cache[tenant]; ok && c.rev > rev && c.at.After(at) {
 		return c.ring
 	}
 	s.cache[tenant] = cached{ring: ring, rev: rev, at: at}
