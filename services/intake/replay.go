@@ -270,10 +270,11 @@ func (s *Service) getTask(c *gin.Context) {
 }
 
 // replay publishes a logged delivery again for one attempt, same id.
-// A replay's message id is the record's as it stands (its attempts so
-// far): a retry asked for twice before the first one's attempt is recorded
-// (a double click) is the same replay, de-duplicated by JetStream, not a
-// second send.
+// A replay's message id is the record's as it stands (its attempts and
+// when it was last written): a retry asked for twice before the first one's
+// attempt is recorded (a double click) is the same replay, de-duplicated by
+// JetStream, not a second send.
 func (s *Service) replay(ctx context.Context, tenant string, rec contract.DeliveryRecord) error {
-	return deliverylog.Replay(ctx, s.js, tenant, rec, rec.ID+".replay."+strconv.Itoa(len(rec.Attempts)))
+	return deliverylog.Replay(ctx, s.js, tenant, rec,
+		rec.ID+".replay."+strconv.Itoa(len(rec.Attempts))+"."+strconv.FormatInt(rec.UpdatedAt.UnixNano(), 36))
 }
