@@ -63,6 +63,7 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "a worker's attempts outlast the jobs stream", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://a/1|6h", "HOOKSTREAM_DELIVERY_RETENTION", "24h"}, wantInErr: "HOOKSTREAM_JOB_MAX_ATTEMPTS"},
 		{name: "one key, two tenants", givenEnv: []string{"HOOKSTREAM_API_KEYS", "alpha:0123456789abcdef0123,beta:0123456789abcdef0123"}, wantInErr: "the same key"},
 		{name: "a key that is the admin token", givenEnv: []string{"HOOKSTREAM_API_KEYS", "alpha:0123456789abcdef0123", "HOOKSTREAM_ADMIN_TOKEN", "0123456789abcdef0123"}, wantInErr: "HOOKSTREAM_ADMIN_TOKEN"},
+		{name: "waits per tenant", givenEnv: []string{"HOOKSTREAM_MAX_WAITS_PER_TENANT", "0"}, wantInErr: "HOOKSTREAM_MAX_WAITS_PER_TENANT"},
 		{name: "worker twice", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://a/1,resize=http://b/2"}, wantInErr: "two workers"},
 		{name: "worker for echo", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "echo=http://a/1"}, wantInErr: "built in"},
 		{name: "worker of an external type", givenEnv: []string{"HOOKSTREAM_JOB_WORKERS", "resize=http://a/1", "HOOKSTREAM_EXTERNAL_JOB_TYPES", "pdf,resize"}, wantInErr: "not both"},

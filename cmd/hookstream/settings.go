@@ -46,6 +46,7 @@ type settings struct {
 	ParkRate          int
 	DisableAfter      time.Duration
 	MaxInflight       int
+	MaxWaits          int
 	TenantRate        int
 	MaxBodyBytes      int64
 	MaxJSONDepth      int
@@ -91,6 +92,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_PARK_RATE", "park-rate", "2000", "deliveries per second a notifier process moves out of the delivery queue when their endpoint's circuit is open (parking); higher clears a large backlog queued before the circuit opened sooner, at the cost of the CPU and disk other endpoints' deliveries need", &s.ParkRate},
 		{"HOOKSTREAM_DISABLE_AFTER", "disable-after", "120h", "an endpoint failing every delivery for this long is disabled", &s.DisableAfter},
 		{"HOOKSTREAM_MAX_INFLIGHT", "max-inflight", "1024", "write requests (POST /v1/jobs, /v1/events) served at once per intake; more get 503 + Retry-After", &s.MaxInflight},
+		{"HOOKSTREAM_MAX_WAITS_PER_TENANT", "max-waits-per-tenant", "256", "long-polls (?wait=) and event streams a tenant may have open at once per intake; more get 429 + Retry-After", &s.MaxWaits},
 		{"HOOKSTREAM_TENANT_RATE_LIMIT", "tenant-rate-limit", "0", "write requests per second per tenant per intake (burst: one second's worth); more get 429 + Retry-After; 0: no limit", &s.TenantRate},
 		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
 		{"HOOKSTREAM_MAX_JSON_DEPTH", "max-json-depth", "32", "deepest JSON nesting of a request", &s.MaxJSONDepth},
@@ -276,6 +278,8 @@ func (s *settings) validate() error {
 		return errors.New("HOOKSTREAM_PROCESSOR_CONCURRENCY (--processor-concurrency): must be at least 1 (or 0 with serve)")
 	case s.NotifyConc < 1:
 		return errors.New("HOOKSTREAM_NOTIFIER_CONCURRENCY (--notifier-concurrency): must be at least 1")
+	case s.MaxWaits < 1:
+		return errors.New("HOOKSTREAM_MAX_WAITS_PER_TENANT (--max-waits-per-tenant): must be at least 1")
 	case s.MaxInflight < 1 || s.TenantRate < 0:
 		return errors.New("HOOKSTREAM_MAX_INFLIGHT (--max-inflight) must be at least 1 and HOOKSTREAM_TENANT_RATE_LIMIT (--tenant-rate-limit) not negative")
 	case s.DisableAfter < time.Minute:
