@@ -659,8 +659,6 @@ func TestDeliveriesOfAJobWithAnyID(t *testing.T) {
 	ctx := context.Background()
 	jobs, err := jobstore.Open(ctx, b.js, b.js)
 	require.NoError(t, err)
-	logs, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
-	require.NoError(t, err)
 	for _, id := range []string{"job_order.42", "job_" + strings.Repeat("x", 70), "job_plain"} {
 		now := time.Now().UTC()
 		_, err = jobs.Create(ctx, contract.JobRecord{
@@ -669,11 +667,8 @@ func TestDeliveriesOfAJobWithAnyID(t *testing.T) {
 		})
 		require.NoError(t, err)
 		d := contract.Delivery{ID: "msg_1", Tenant: "acme", EventID: "evt_x", JobID: id, URL: "https://example.com"}
-		data, err := json.Marshal(contract.DeliveryRecord{ID: d.ID, EventID: d.EventID, EventType: "job.succeeded", JobID: id, URL: d.URL,
+		b.putDeliveryRecord(t, d.LogKey(), contract.DeliveryRecord{ID: d.ID, EventID: d.EventID, EventType: "job.succeeded", JobID: id, URL: d.URL,
 			Status: contract.DeliverySucceeded, CreatedAt: now, UpdatedAt: now})
-		require.NoError(t, err)
-		_, err = logs.Put(ctx, d.LogKey(), data)
-		require.NoError(t, err)
 		r := b.do(t, http.MethodGet, "/v1/jobs/"+id+"/deliveries", keyAcme, "", "")
 		require.Equal(t, http.StatusOK, r.status, r.body)
 		require.Len(t, r.body["data"], 1, "job %s", id)

@@ -547,7 +547,7 @@ func (s *Service) cancelJob(c *gin.Context) {
 	// hookstream's processor republishes the event of every terminal job it
 	// meets, so a failure here delays the job.canceled webhook but does not
 	// lose it.
-	if err := jobevents.Publish(ctx, s.pub, rec, s.js.Conn().MaxPayload()); err != nil {
+	if err := jobevents.Publish(ctx, s.pub, rec, s.maxPayload); err != nil {
 		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
 	}
 	c.JSON(http.StatusAccepted, rec.Job)

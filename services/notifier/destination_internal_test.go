@@ -29,13 +29,7 @@ func TestDestinationOfAnEndpointTheIndexHasNotSeen(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	n, _, store := idleNotifier(t, Config{})
-	now := time.Now().UTC()
-	ring, err := signing.NewKeyring(now)
-	require.NoError(t, err)
-	require.NoError(t, store.Create(ctx, endpoints.Endpoint{
-		ID: "ep_new", Tenant: "acme", URL: "http://127.0.0.1:9/hook", Enabled: true,
-		Keyring: ring, CreatedAt: now, UpdatedAt: now,
-	}))
+	require.NoError(t, store.Create(ctx, enabledEndpoint(t, "ep_new", "http://127.0.0.1:9/hook")))
 	require.Nil(t, n.index.Get("acme", "ep_new"), "the index has not seen it")
 
 	dest, unsendable, err := n.destination(ctx, &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_new"})
@@ -47,6 +41,15 @@ func TestDestinationOfAnEndpointTheIndexHasNotSeen(t *testing.T) {
 	_, unsendable, err = n.destination(ctx, &contract.Delivery{ID: "msg_2", Tenant: "acme", EndpointID: "ep_gone"})
 	require.NoError(t, err)
 	require.Equal(t, "endpoint ep_gone was deleted", unsendable)
+}
+
+// enabledEndpoint is acme's enabled endpoint id at url, with a keyring.
+func enabledEndpoint(t *testing.T, id, url string) endpoints.Endpoint {
+	t.Helper()
+	now := time.Now().UTC()
+	ring, err := signing.NewKeyring(now)
+	require.NoError(t, err)
+	return endpoints.Endpoint{ID: id, Tenant: "acme", URL: url, Enabled: true, Keyring: ring, CreatedAt: now, UpdatedAt: now}
 }
 
 // idleNotifier is a notifier that is never run (its index stays as the
@@ -80,11 +83,9 @@ func TestRetryAfterAMoveGoesWhereTheBucketSays(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	n, _, store := idleNotifier(t, Config{})
-	now := time.Now().UTC()
-	ring, err := signing.NewKeyring(now)
-	require.NoError(t, err)
-	moved := endpoints.Endpoint{ID: "ep_1", Tenant: "acme", URL: "http://127.0.0.1:9/new", Enabled: true, Keyring: ring, CreatedAt: now, UpdatedAt: now}
+	moved := enabledEndpoint(t, "ep_1", "http://127.0.0.1:9/new")
 	require.NoError(t, store.Create(ctx, moved))
+	now := time.Now().UTC()
 	old := moved
 	old.URL = "http://127.0.0.1:9/old"
 	n.index.Put(old) // the index has not seen the move

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -179,12 +178,6 @@ func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, tar
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.ID, err)
 	}
-	msg := nats.NewMsg(contract.DeliverySubject(d.Tenant, targetKey))
-	msg.Data = data
-	msg.Header.Set(contract.HeaderMsgID, d.ID)
-	msg.Header.Set(contract.HeaderContractVersion, contract.Version)
-	if _, err := n.pub.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish %s: %w", d.ID, err)
-	}
-	return nil
+	_, err = bus.PublishData(ctx, n.pub, contract.DeliverySubject(d.Tenant, targetKey), d.ID, data)
+	return err
 }

@@ -212,6 +212,11 @@ func PublishJSONAck(ctx context.Context, js Publisher, subject, msgID string, v 
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", msgID, err)
 	}
+	return PublishData(ctx, js, subject, msgID, data)
+}
+
+// PublishData is PublishJSONAck of data already encoded.
+func PublishData(ctx context.Context, js Publisher, subject, msgID string, data []byte) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(contract.HeaderMsgID, msgID)

@@ -130,14 +130,7 @@ func TestCommitterAnswersAWriteUnderWayPastItsCallersDeadline(t *testing.T) {
 	t.Parallel()
 	s := natstest.Start(t)
 	_, js := s.Connect(t)
-	other, _ := s.Connect(t)
-	var stored atomic.Int64
-	_, err := other.Subscribe("fake.>", func(m *nats.Msg) {
-		seq := stored.Add(1)
-		time.AfterFunc(300*time.Millisecond, func() { _ = m.Respond(fmt.Appendf(nil, `{"stream":"F","seq":%d}`, seq)) })
-	})
-	require.NoError(t, err)
-	require.NoError(t, other.Flush())
+	stored := slowStream(t, s, 300*time.Millisecond)
 	c := bus.NewCommitter(js)
 	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -148,6 +141,21 @@ func TestCommitterAnswersAWriteUnderWayPastItsCallersDeadline(t *testing.T) {
 	require.EqualValues(t, 1, stored.Load())
 }
 
+// slowStream stands for a stream on fake.>: a core subscriber that stores
+// each message (the count it returns) and answers its PubAck after delay.
+func slowStream(t *testing.T, s *natstest.Server, delay time.Duration) *atomic.Int64 {
+	t.Helper()
+	other, _ := s.Connect(t)
+	var stored atomic.Int64
+	_, err := other.Subscribe("fake.>", func(m *nats.Msg) {
+		seq := stored.Add(1)
+		time.AfterFunc(delay, func() { _ = m.Respond(fmt.Appendf(nil, `{"stream":"F","seq":%d}`, seq)) })
+	})
+	require.NoError(t, err)
+	require.NoError(t, other.Flush())
+	return &stored
+}
+
 // A caller that allows its write longer than the JetStream's default
 // timeout gets that long: a sent write is not cut short at the default.
 func TestCommitterGivesAWriteItsCallersLongerDeadline(t *testing.T) {
@@ -156,12 +164,7 @@ func TestCommitterGivesAWriteItsCallersLongerDeadline(t *testing.T) {
 	nc, _ := s.Connect(t)
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(200*time.Millisecond))
 	require.NoError(t, err)
-	other, _ := s.Connect(t)
-	_, err = other.Subscribe("fake.>", func(m *nats.Msg) {
-		time.AfterFunc(500*time.Millisecond, func() { _ = m.Respond([]byte(`{"stream":"F","seq":1}`)) })
-	})
-	require.NoError(t, err)
-	require.NoError(t, other.Flush())
+	slowStream(t, s, 500*time.Millisecond)
 	c := bus.NewCommitter(js)
 	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

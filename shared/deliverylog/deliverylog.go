@@ -153,21 +153,9 @@ func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time
 // stands. Bodies are kept only withBodies.
 func Read(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
 	byKey := map[string]contract.DeliveryRecord{}
-	err := read(ctx, js, filter, since, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
-		rec, err := decode(msg)
-		switch {
-		case err != nil:
-			return false, err
-		case rec == nil || (keep != nil && !keep(rec)):
-			delete(byKey, msg.Subject())
-		default:
-			if !withBodies {
-				rec.Body = nil
-			}
-			byKey[msg.Subject()] = *rec
-		}
-		return true, nil
-	})
+	err := readLatest(ctx, js, filter, since, keep, withBodies,
+		func(key string, rec contract.DeliveryRecord) { byKey[key] = rec },
+		func(key string) { delete(byKey, key) })
 	if err != nil {
 		return nil, err
 	}
@@ -175,13 +163,39 @@ func Read(ctx context.Context, js jetstream.JetStream, filter string, since time
 	for _, rec := range byKey {
 		out = append(out, rec)
 	}
-	slices.SortFunc(out, func(a, b contract.DeliveryRecord) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	slices.SortFunc(out, compare)
 	return out, nil
+}
+
+// readLatest passes put each record whose key matches filter and that keep
+// passes, as it was written, and remove the key of each one that no longer
+// does (deleted, or written again so that keep fails): the newest copy of
+// a key is the one that stands. Bodies are kept only withBodies.
+func readLatest(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool,
+	put func(key string, rec contract.DeliveryRecord), remove func(key string)) error {
+	return read(ctx, js, filter, since, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
+		rec, err := decode(msg)
+		switch {
+		case err != nil:
+			return false, err
+		case rec == nil || (keep != nil && !keep(rec)):
+			remove(msg.Subject())
+		default:
+			if !withBodies {
+				rec.Body = nil
+			}
+			put(msg.Subject(), *rec)
+		}
+		return true, nil
+	})
+}
+
+// compare orders records by creation, then id.
+func compare(a, b contract.DeliveryRecord) int {
+	if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
 }
 
 // Oldest is when the oldest write kept in the log was made; zero when the

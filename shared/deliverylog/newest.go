@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,20 +23,7 @@ import (
 func ReadNewest(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, n int) ([]contract.DeliveryRecord, error) {
 	for capacity := 2 * n; ; capacity *= 4 {
 		kept := newestSet{capacity: capacity, byKey: map[string]*newestEntry{}}
-		err := read(ctx, js, filter, since, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
-			rec, err := decode(msg)
-			switch {
-			case err != nil:
-				return false, err
-			case rec == nil || (keep != nil && !keep(rec)):
-				kept.remove(msg.Subject())
-			default:
-				rec.Body = nil
-				kept.put(msg.Subject(), *rec)
-			}
-			return true, nil
-		})
-		if err != nil {
+		if err := readLatest(ctx, js, filter, since, keep, false, kept.put, kept.remove); err != nil {
 			return nil, err
 		}
 		out := make([]contract.DeliveryRecord, 0, len(kept.entries))
@@ -51,14 +37,6 @@ func ReadNewest(ctx context.Context, js jetstream.JetStream, filter string, sinc
 			return out[:min(n, len(out))], nil
 		}
 	}
-}
-
-// compare orders records by creation, then id.
-func compare(a, b contract.DeliveryRecord) int {
-	if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-		return c
-	}
-	return strings.Compare(a.ID, b.ID)
 }
 
 // newestSet keeps the newest records by key, up to capacity, in a heap

@@ -41,16 +41,11 @@ func (k *slowKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, 
 // process answered the old secret as current for 5 s more.
 func TestSlowReadDoesNotCacheTheRingBeforeARotation(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	box, err := secretbox.New(bytes.Repeat([]byte{1}, secretbox.KeySize))
-	require.NoError(t, err)
-	kv, err := js.KeyValue(ctx, contract.BucketTenants)
-	require.NoError(t, err)
+	_, kv, box := tenantsBucket(t)
 	slow := &slowKV{KeyValue: kv, gates: map[context.Context]chan struct{}{}}
 	s := &Store{kv: slow, box: box, now: time.Now, cache: map[string]cached{}}
-	_, err = s.Get(ctx, "acme")
+	_, err := s.Get(ctx, "acme")
 	require.NoError(t, err)
 	s.mu.Lock()
 	delete(s.cache, "acme") // expired
@@ -80,20 +75,15 @@ func TestSlowReadDoesNotCacheTheRingBeforeARotation(t *testing.T) {
 // over what a fresh read finds once the cache has expired.
 func TestCacheFollowsABucketMadeAgain(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	box, err := secretbox.New(bytes.Repeat([]byte{1}, secretbox.KeySize))
-	require.NoError(t, err)
-	kv, err := js.KeyValue(ctx, contract.BucketTenants)
-	require.NoError(t, err)
+	js, kv, box := tenantsBucket(t)
 	for i := range 20 { // the keyring's revision will be above 20
 		_, err := kv.Put(ctx, "other"+strconv.Itoa(i)+".x", []byte("x"))
 		require.NoError(t, err)
 	}
 	clock := time.Now()
 	s := &Store{kv: kv, box: box, now: func() time.Time { return clock }, cache: map[string]cached{}}
-	_, err = s.Get(ctx, "acme")
+	_, err := s.Get(ctx, "acme")
 	require.NoError(t, err)
 	require.NoError(t, js.DeleteKeyValue(ctx, contract.BucketTenants))
 	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
@@ -105,4 +95,18 @@ func TestCacheFollowsABucketMadeAgain(t *testing.T) {
 	stored, _, err := s.load(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, stored.Current().Secret, got.Current().Secret, "the keyring from before the bucket was made again is still answered")
+}
+
+// tenantsBucket is hookstream's tenants bucket on a server of its own, its
+// JetStream, and a secret box.
+func tenantsBucket(t *testing.T) (jetstream.JetStream, jetstream.KeyValue, *secretbox.Box) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	box, err := secretbox.New(bytes.Repeat([]byte{1}, secretbox.KeySize))
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	return js, kv, box
 }
