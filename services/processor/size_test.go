@@ -18,7 +18,7 @@ import (
 // A job whose record fits the NATS server's max_payload, but whose event
 // (the same resource with the event's headers) or whose delivery would
 // not, has its event published without its result, which its record
-// keeps. Before, the record said succeeded and its event was never
+// keeps, and with "omitted":["result"] to tell its receiver. Before, the record said succeeded and its event was never
 // published: its message came back every second for ever.
 func TestEventOfAJobWithAResultNearTheLimit(t *testing.T) {
 	t.Parallel()
@@ -54,6 +54,13 @@ func TestEventOfAJobWithAResultNearTheLimit(t *testing.T) {
 	require.NoError(t, json.Unmarshal(event.Data, &job))
 	require.Equal(t, contract.StatusSucceeded, job.Status)
 	require.Empty(t, job.Result, "the event goes without the result")
+	require.Equal(t, []string{"result"}, job.Omitted, "and says so")
+	small, err := s.GetLastMsgForSubject(ctx, contract.EventSubject("acme", "job.succeeded"))
+	require.NoError(t, err)
+	var fits contract.Job
+	require.NoError(t, json.Unmarshal(small.Data, &fits))
+	require.Equal(t, "job_small", fits.ID)
+	require.Nil(t, fits.Omitted, "a job that fits omits nothing")
 }
 
 // A result ready as the shutdown grace ends is recorded: it was written

@@ -126,6 +126,10 @@ type Job struct {
 	UpdatedAt   time.Time       `json:"updated_at"`
 	CompletedAt *time.Time      `json:"completed_at,omitempty"`
 	ExpiresAt   time.Time       `json:"expires_at"`
+	// Omitted names the fields ("result", "progress") that a job event
+	// leaves out because they would make it too large for NATS; the job's
+	// record keeps them (GET /v1/jobs/{id}). Only events carry it.
+	Omitted []string `json:"omitted,omitempty"`
 }
 
 // JobRecord is a job's state as kept in [BucketJobs]: the resource plus what

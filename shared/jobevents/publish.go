@@ -34,11 +34,18 @@ const Room = 12 << 10
 // record's attempt: a job run again is running again. A job whose resource
 // leaves less than Room of maxPayload (the NATS server's; 0: no limit) goes
 // without its result and progress, which its record keeps (GET
-// /v1/jobs/{id}): its webhook can be sent, and its receiver reads the job.
+// /v1/jobs/{id}): its webhook can be sent, says which it left out (Omitted),
+// and its receiver reads the job.
 func Publish(ctx context.Context, js bus.Publisher, rec contract.JobRecord, maxPayload int64) error {
 	data, err := json.Marshal(rec.Job)
 	if err == nil && maxPayload > 0 && int64(len(data)) > maxPayload-Room {
 		job := rec.Job
+		if job.Result != nil {
+			job.Omitted = append(job.Omitted, "result")
+		}
+		if job.Progress != nil {
+			job.Omitted = append(job.Omitted, "progress")
+		}
 		job.Result, job.Progress = nil, nil
 		data, err = json.Marshal(job)
 	}
