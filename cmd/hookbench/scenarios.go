@@ -210,21 +210,28 @@ func registerEndpoints(ctx context.Context, o options, n int, url string, typeOf
 	client := newHTTPClient(16)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
+	var why atomic.Value // the first failure's
 	next := atomic.Int64{}
 	for range 16 {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
 				body := fmt.Appendf(nil, `{"url":%q,"event_types":[%q]}`, url, typeOf(i))
-				status, _, err := post(ctx, client, o.url+"/v1/endpoints", o.key, body)
-				if err != nil || status != http.StatusCreated {
-					failed.Add(1)
+				status, resp, err := post(ctx, client, o.url+"/v1/endpoints", o.key, body)
+				switch {
+				case err != nil:
+					why.CompareAndSwap(nil, err.Error())
+				case status != http.StatusCreated:
+					why.CompareAndSwap(nil, fmt.Sprintf("%d %.300s", status, resp))
+				default:
+					continue
 				}
+				failed.Add(1)
 			}
 		})
 	}
 	wg.Wait()
 	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d of %d endpoints could not be registered", f, n)
+		return fmt.Errorf("%d of %d endpoints could not be registered (the server may limit a tenant's endpoints: HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT); the first: %v", f, n, why.Load())
 	}
 	return nil
 }

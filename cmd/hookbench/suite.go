@@ -35,6 +35,10 @@ type suiteOptions struct {
 // the default of 8 requests in flight per host would make the bottleneck.
 const endpointConcurrency = 64
 
+// maxEndpoints is HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT for the suite's
+// servers: the scale scenario registers 10,000 endpoints for its one tenant.
+const maxEndpoints = 10000
+
 // mode is a JetStream sync policy the suite runs hookstream with.
 type mode struct {
 	name, sync string
@@ -52,7 +56,7 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), s.e2eDuration, o.duration)
 	fmt.Fprintf(&md, "Command: `hookbench suite -duration %s -e2e-duration %s -conns %d -backlog %d` (`task bench`). ", o.duration, s.e2eDuration, o.conns, s.backlog)
 	fmt.Fprintf(&md, "Every hookstream scenario runs against a fresh `hookstream serve` with `HOOKSTREAM_ENDPOINT_CONCURRENCY=%d` "+
-		"(all callbacks go to one receiver host) and its defaults otherwise. The intake rows: "+
+		"(all callbacks go to one receiver host), `HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT=%d` (the 10,000 endpoints are one tenant's) and its defaults otherwise. The intake rows: "+
 		"echo jobs against a server without a processor (`HOOKSTREAM_PROCESSOR_CONCURRENCY=0`, the jobs waiting in JetStream, and `HOOKSTREAM_GROUP_COMMIT=on` for job batches), which intake writes as their "+
 		"message alone (jobs that wait for the same subject at once share one message, a job batch); jobs of a type that no processor in the "+
 		"server runs (`HOOKSTREAM_EXTERNAL_JOB_TYPES`), without and with an `Idempotency-Key`, which are written as a record and a message; "+
@@ -63,7 +67,7 @@ func runSuite(ctx context.Context, o options, s suiteOptions, stdout io.Writer) 
 		"(more than 10 s of them waiting for a connection). "+
 		"The bare Gin baseline runs in a process of its own (`hookbench gin-serve`), as hookstream does; "+
 		"the same handler inside hookbench's process, sharing the load generator's Go runtime, is the row after it (its CPU and RSS would be hookbench's own, so they are left out). How to read these figures, JetStream writes per job and profile findings: "+
-		"[performance.md](performance.md).\n\n", endpointConcurrency)
+		"[performance.md](performance.md).\n\n", endpointConcurrency, maxEndpoints)
 	for _, m := range modes {
 		fmt.Fprintf(stdout, "== %s (sync %s)\n", m.name, m.sync)
 		res, err := suiteMode(ctx, o, s, m)
@@ -400,6 +404,7 @@ func startHookstream(ctx context.Context, binary, sync string, env ...string) (*
 		"HOOKSTREAM_JETSTREAM_SYNC="+sync, "HOOKSTREAM_LOG_LEVEL=warn", // a stalled consumer, for one, is a warning
 		fmt.Sprintf("HOOKSTREAM_NATS_LISTEN=127.0.0.1:%d", natsPort), "HOOKSTREAM_NATS_TOKEN="+natsToken,
 		fmt.Sprintf("HOOKSTREAM_ENDPOINT_CONCURRENCY=%d", endpointConcurrency),
+		fmt.Sprintf("HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT=%d", maxEndpoints),
 		"HOOKSTREAM_EXTERNAL_JOB_TYPES="+intakeJobType)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr

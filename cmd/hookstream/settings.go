@@ -47,6 +47,7 @@ type settings struct {
 	DisableAfter      time.Duration
 	MaxInflight       int
 	MaxWaits          int
+	MaxEndpoints      int
 	TenantRate        int
 	MaxBodyBytes      int64
 	MaxJSONDepth      int
@@ -92,6 +93,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_PARK_RATE", "park-rate", "2000", "deliveries per second a notifier process moves out of the delivery queue when their endpoint's circuit is open (parking); higher clears a large backlog queued before the circuit opened sooner, at the cost of the CPU and disk other endpoints' deliveries need", &s.ParkRate},
 		{"HOOKSTREAM_DISABLE_AFTER", "disable-after", "120h", "an endpoint failing every delivery for this long is disabled", &s.DisableAfter},
 		{"HOOKSTREAM_MAX_INFLIGHT", "max-inflight", "1024", "write requests (POST /v1/jobs, /v1/events) served at once per intake; more get 503 + Retry-After", &s.MaxInflight},
+		{"HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT", "max-endpoints-per-tenant", "1000", "endpoints a tenant may register (every notifier keeps every endpoint in memory); one more gets 409", &s.MaxEndpoints},
 		{"HOOKSTREAM_MAX_WAITS_PER_TENANT", "max-waits-per-tenant", "256", "long-polls (?wait=) and event streams a tenant may have open at once per intake; more get 429 + Retry-After", &s.MaxWaits},
 		{"HOOKSTREAM_TENANT_RATE_LIMIT", "tenant-rate-limit", "0", "write requests per second per tenant per intake (burst: one second's worth); more get 429 + Retry-After; 0: no limit", &s.TenantRate},
 		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
@@ -280,6 +282,8 @@ func (s *settings) validate() error {
 		return errors.New("HOOKSTREAM_NOTIFIER_CONCURRENCY (--notifier-concurrency): must be at least 1")
 	case s.MaxWaits < 1:
 		return errors.New("HOOKSTREAM_MAX_WAITS_PER_TENANT (--max-waits-per-tenant): must be at least 1")
+	case s.MaxEndpoints < 1:
+		return errors.New("HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT (--max-endpoints-per-tenant): must be at least 1")
 	case s.MaxInflight < 1 || s.TenantRate < 0:
 		return errors.New("HOOKSTREAM_MAX_INFLIGHT (--max-inflight) must be at least 1 and HOOKSTREAM_TENANT_RATE_LIMIT (--tenant-rate-limit) not negative")
 	case s.DisableAfter < time.Minute:

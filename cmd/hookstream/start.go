@@ -63,7 +63,7 @@ func buildConfigs(cmd string, s *settings) (configs, error) {
 	return configs{
 		topology: bus.Topology{Replicas: s.Replicas, StreamMaxBytes: s.StreamMaxBytes, JobRetention: s.JobRetention, DeliveryRetention: s.DeliveryRetention},
 		intake: intake.Config{
-			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, MaxWaitsPerTenant: s.MaxWaits, TenantRate: s.TenantRate, JobTypes: jobTypes, ExternalJobTypes: splitList(s.ExternalTypes), Guard: guard,
+			Addr: s.HTTPAddr, APIKeys: keys, AdminToken: s.AdminToken, MaxInflight: s.MaxInflight, MaxWaitsPerTenant: s.MaxWaits, MaxEndpointsPerTenant: s.MaxEndpoints, TenantRate: s.TenantRate, JobTypes: jobTypes, ExternalJobTypes: splitList(s.ExternalTypes), Guard: guard,
 			MaxBodyBytes: s.MaxBodyBytes, MaxJSONDepth: s.MaxJSONDepth, JobRetention: s.JobRetention,
 			GroupCommit: s.groupCommit(cmd), JobBatches: s.jobBatches(cmd), RetrySchedule: schedule,
 		},

@@ -93,11 +93,15 @@ func (s *Service) loadTenant(ctx context.Context, id string) (tenant, error) {
 }
 
 func (s *Service) createTenant(c *gin.Context) {
-	var req tenant
-	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
+	var body struct { // a tenant's fields that a client gives
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &body); err != nil {
 		s.respondError(c, err)
 		return
 	}
+	req := tenant{ID: body.ID, Name: body.Name}
 	if !contract.ValidTenant(req.ID) || len(req.Name) > 256 {
 		s.respondError(c, invalid(`field "id" is required: 1-64 of a-z A-Z 0-9 - _; "name" at most 256 bytes`))
 		return

@@ -79,6 +79,10 @@ type Config struct {
 	// at once in this process (each holds a watch on the server); more get
 	// 429. Default 256.
 	MaxWaitsPerTenant int
+	// MaxEndpointsPerTenant bounds a tenant's endpoints: every notifier
+	// keeps every endpoint in memory. Checked at create, so creates at the
+	// same moment may pass it by the number in flight. Default 1,000.
+	MaxEndpointsPerTenant int
 	// RetryAfter is the Retry-After of 202 and 503 answers. Default 1 s.
 	RetryAfter time.Duration
 	// JobRetention is how long a job is kept; it sets expires_at. Default 7
@@ -110,6 +114,7 @@ const (
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultMaxWait        = 60 * time.Second
 	DefaultMaxWaits       = 256
+	DefaultMaxEndpoints   = 1000
 	DefaultRetryAfter     = time.Second
 	DefaultSecretGrace    = 24 * time.Hour
 	DefaultMaxInflight    = 1024
@@ -137,6 +142,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxWaitsPerTenant == 0 {
 		c.MaxWaitsPerTenant = DefaultMaxWaits
+	}
+	if c.MaxEndpointsPerTenant == 0 {
+		c.MaxEndpointsPerTenant = DefaultMaxEndpoints
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
@@ -214,6 +222,8 @@ func (c Config) Validate() error {
 		return errors.New("PublishTimeout, MaxWait, RetryAfter, JobRetention: must not be negative")
 	case c.MaxWaitsPerTenant < 0:
 		return errors.New("MaxWaitsPerTenant: must not be negative")
+	case c.MaxEndpointsPerTenant < 0:
+		return errors.New("MaxEndpointsPerTenant: must not be negative")
 	case c.MaxInflight < 1 || c.TenantRate < 0:
 		return errors.New("MaxInflight, TenantRate: MaxInflight at least 1, TenantRate not negative")
 	case c.SecretGrace < 0 || c.SecretGrace > MaxSecretGrace:

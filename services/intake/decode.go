@@ -16,21 +16,38 @@ import (
 // maxBytes, at most maxDepth levels of nesting, exactly one JSON value and
 // no unknown fields.
 func readJSON(c *gin.Context, maxBytes int64, maxDepth int, v any) error {
+	if err := checkContentType(c); err != nil {
+		return err
+	}
+	body, err := readBody(c, maxBytes)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, maxDepth, v)
+}
+
+// checkContentType accepts JSON, and JSON merge patches (RFC 7396).
+func checkContentType(c *gin.Context) error {
 	if ct := c.GetHeader("Content-Type"); ct != "application/json" { // the usual one needs no parsing
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
 			return unsupportedType()
 		}
 	}
+	return nil
+}
+
+// readBody reads the request body, at most maxBytes of it.
+func readBody(c *gin.Context, maxBytes int64) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return tooLarge(maxBytes)
+		return nil, tooLarge(maxBytes)
 	}
 	if err != nil {
-		return badRequest("could not read the request body")
+		return nil, badRequest("could not read the request body")
 	}
-	return decodeJSON(body, maxDepth, v)
+	return body, nil
 }
 
 // decodeJSON is readJSON after the body has been read.

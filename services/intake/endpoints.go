@@ -1,10 +1,14 @@
 package intake
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"mime"
 	"net/http"
 	"net/textproto"
 	"time"
@@ -16,10 +20,14 @@ import (
 	"github.com/hookstream/hookstream/shared/signing"
 )
 
-// Endpoint limits.
+// Endpoint limits. With the URL's 2,048 bytes, they bound an endpoint to
+// about 32 KiB, which every notifier keeps in memory.
 const (
 	maxEventPatterns = 100
 	maxHeaders       = 20
+	maxHeaderName    = 256
+	maxHeaderValue   = 4096
+	maxHeaderBytes   = 16 << 10 // names and values of all its headers
 	maxDescription   = 1024
 	maxRateLimit     = 10000
 )
@@ -76,6 +84,61 @@ type endpointPatch struct {
 	// go back to the deployment's.
 	AttemptTimeout *string   `json:"attempt_timeout"`
 	RetrySchedule  *[]string `json:"retry_schedule"`
+
+	// nulls are the fields the PATCH set to null: back to their defaults.
+	nulls map[string]bool
+	// mergeHeaders (a JSON merge patch, RFC 7396): Headers are merged
+	// into the endpoint's, and those in removeHeaders (null) removed;
+	// otherwise Headers replace them all.
+	mergeHeaders  bool
+	removeHeaders []string
+}
+
+// readPatch reads the body of a PATCH: JSON, or a JSON merge patch (RFC
+// 7396), where null resets a field to its default and headers are merged
+// into the endpoint's (a header set to null is removed). In plain JSON too,
+// null resets a field; headers then replace the endpoint's.
+func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
+	var p endpointPatch
+	if err := checkContentType(c); err != nil {
+		return p, err
+	}
+	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return p, err
+	}
+	if err := decodeJSON(body, s.cfg.MaxJSONDepth, &p); err != nil {
+		return p, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return p, badRequest("the body must be a JSON object")
+	}
+	for name, raw := range fields {
+		if string(bytes.TrimSpace(raw)) == "null" {
+			if p.nulls == nil {
+				p.nulls = map[string]bool{}
+			}
+			p.nulls[name] = true
+		}
+	}
+	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	if raw, ok := fields["headers"]; ok && mt == "application/merge-patch+json" && !p.nulls["headers"] {
+		var merge map[string]*string
+		if err := json.Unmarshal(raw, &merge); err != nil {
+			return p, invalid(`field "headers": an object of header names and values (or null, to remove one)`)
+		}
+		set := map[string]string{}
+		for name, v := range merge {
+			if v == nil {
+				p.removeHeaders = append(p.removeHeaders, name)
+			} else {
+				set[name] = *v
+			}
+		}
+		p.Headers, p.mergeHeaders = &set, true
+	}
+	return p, nil
 }
 
 // reservedHeaders are set by hookstream on every webhook.
@@ -87,6 +150,9 @@ var reservedHeaders = map[string]bool{
 
 // apply validates the patch and applies it to ep.
 func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
+	if err := resetNulls(ep, p.nulls); err != nil {
+		return err
+	}
 	if p.URL != nil {
 		if err := s.cfg.Guard.CheckURL(*p.URL); err != nil {
 			return invalid(fmt.Sprintf(`field "url": %v`, err))
@@ -120,10 +186,14 @@ func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
 		ep.RateLimit = *p.RateLimit
 	}
 	if p.Headers != nil {
-		if err := checkHeaders(*p.Headers); err != nil {
+		headers := *p.Headers
+		if p.mergeHeaders {
+			headers = mergeHeaders(ep.Headers, headers, p.removeHeaders)
+		}
+		if err := checkHeaders(headers); err != nil {
 			return err
 		}
-		ep.Headers = *p.Headers
+		ep.Headers = headers
 	}
 	if p.Enabled != nil {
 		if *p.Enabled && !ep.Enabled {
@@ -131,10 +201,56 @@ func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
 		}
 		ep.Enabled = *p.Enabled
 	}
-	return applyOverrides(ep, p)
+	return s.applyOverrides(ep, p)
 }
 
-func applyOverrides(ep *endpoints.Endpoint, p endpointPatch) error {
+// resetNulls sets the fields that a PATCH set to null back to their
+// defaults; url and enabled have none.
+func resetNulls(ep *endpoints.Endpoint, nulls map[string]bool) error {
+	for name := range nulls {
+		switch name {
+		case "url", "enabled":
+			return invalid(fmt.Sprintf(`field %q: must not be null`, name))
+		case "event_types":
+			ep.EventTypes = nil
+		case "description":
+			ep.Description = ""
+		case "rate_limit":
+			ep.RateLimit = 0
+		case "headers":
+			ep.Headers = nil
+		case "attempt_timeout":
+			ep.AttemptTimeout = 0
+		case "retry_schedule":
+			ep.RetrySchedule = nil
+		}
+	}
+	return nil
+}
+
+// mergeHeaders is old with set merged in and remove taken out, names
+// compared as HTTP compares them.
+func mergeHeaders(old, set map[string]string, remove []string) map[string]string {
+	out := map[string]string{}
+	drop := func(name string) {
+		for k := range out {
+			if textproto.CanonicalMIMEHeaderKey(k) == textproto.CanonicalMIMEHeaderKey(name) {
+				delete(out, k)
+			}
+		}
+	}
+	maps.Copy(out, old)
+	for _, name := range remove {
+		drop(name)
+	}
+	for name, v := range set {
+		drop(name)
+		out[name] = v
+	}
+	return out
+}
+
+func (s *Service) applyOverrides(ep *endpoints.Endpoint, p endpointPatch) error {
 	if p.AttemptTimeout != nil {
 		ep.AttemptTimeout = 0
 		if *p.AttemptTimeout != "" {
@@ -150,10 +266,17 @@ func applyOverrides(ep *endpoints.Endpoint, p endpointPatch) error {
 			return invalid(fmt.Sprintf(`field "retry_schedule": at most %d waits`, endpoints.MaxScheduleWaits))
 		}
 		ep.RetrySchedule = nil
+		// A pending retry is a message of the deliveries stream: it must
+		// fire, jitter included, before the stream ages it out.
+		most, why := endpoints.MaxScheduleWait, ""
+		if s.deliveryRetention > 0 && s.deliveryRetention*5/6 <= most {
+			most = (s.deliveryRetention*5/6 - time.Second).Truncate(time.Second)
+			why = fmt.Sprintf(": the deliveries stream keeps a pending retry %s, and a wait may be 20 %% longer", s.deliveryRetention)
+		}
 		for _, w := range *p.RetrySchedule {
 			d, err := time.ParseDuration(w)
-			if err != nil || d < time.Second || d > endpoints.MaxScheduleWait {
-				return invalid(fmt.Sprintf(`field "retry_schedule": %q is not a wait from 1s to %s`, w, endpoints.MaxScheduleWait))
+			if err != nil || d < time.Second || d > most {
+				return invalid(fmt.Sprintf(`field "retry_schedule": %q is not a wait from 1s to %s%s`, w, most, why))
 			}
 			ep.RetrySchedule = append(ep.RetrySchedule, d)
 		}
@@ -165,16 +288,25 @@ func checkHeaders(h map[string]string) error {
 	if len(h) > maxHeaders {
 		return invalid(fmt.Sprintf(`field "headers": at most %d`, maxHeaders))
 	}
+	seen := make(map[string]bool, len(h))
+	size := 0
 	for name, value := range h {
 		canon := textproto.CanonicalMIMEHeaderKey(name)
+		size += len(name) + len(value)
 		switch {
-		case !httpguts.ValidHeaderFieldName(name):
-			return invalid(fmt.Sprintf(`field "headers": %q is not a header name`, name))
+		case len(name) > maxHeaderName || !httpguts.ValidHeaderFieldName(name):
+			return invalid(fmt.Sprintf(`field "headers": %.300q is not a header name (at most %d bytes)`, name, maxHeaderName))
 		case reservedHeaders[canon]:
 			return invalid(fmt.Sprintf(`field "headers": %s is set by hookstream`, canon))
-		case !httpguts.ValidHeaderFieldValue(value) || len(value) > 4096:
-			return invalid(fmt.Sprintf(`field "headers": the value of %s is not allowed`, canon))
+		case seen[canon]:
+			return invalid(fmt.Sprintf(`field "headers": %s is given twice (header names are case-insensitive)`, canon))
+		case !httpguts.ValidHeaderFieldValue(value) || len(value) > maxHeaderValue:
+			return invalid(fmt.Sprintf(`field "headers": the value of %s is not allowed (at most %d bytes, no control characters)`, canon, maxHeaderValue))
 		}
+		seen[canon] = true
+	}
+	if size > maxHeaderBytes {
+		return invalid(fmt.Sprintf(`field "headers": at most %d bytes of names and values in all`, maxHeaderBytes))
 	}
 	return nil
 }
@@ -207,6 +339,15 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
+	n, err := s.endpoints.Count(ctx, ep.Tenant)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if n >= s.cfg.MaxEndpointsPerTenant {
+		s.respondError(c, conflict(fmt.Sprintf("this tenant has %d endpoints, the most allowed (HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT): delete one first", n)))
+		return
+	}
 	err = s.endpoints.Create(ctx, ep)
 	if err == nil {
 		err = s.unlessDeleted(ctx, ep.Tenant, func(ctx context.Context) error { return s.endpoints.Delete(ctx, ep.Tenant, ep.ID) })
@@ -222,8 +363,21 @@ func (s *Service) createEndpoint(c *gin.Context) {
 	c.JSON(http.StatusCreated, view)
 }
 
+// listEndpoints answers GET /v1/endpoints?after=&limit=: the tenant's
+// endpoints, oldest first, a page at a time; "next" is the after= of the
+// next page.
 func (s *Service) listEndpoints(c *gin.Context) {
-	eps, err := s.endpoints.List(c.Request.Context(), tenantOf(c))
+	after, err := parsePageCursor(c.Query("after"), "after")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	eps, more, err := s.endpoints.Page(c.Request.Context(), tenantOf(c), endpoints.Endpoint{ID: after.id, CreatedAt: after.at}, limit)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -232,7 +386,12 @@ func (s *Service) listEndpoints(c *gin.Context) {
 	for i, ep := range eps {
 		views[i] = viewOf(ep)
 	}
-	c.JSON(http.StatusOK, gin.H{"data": views})
+	resp := gin.H{"data": views}
+	if more {
+		last := eps[len(eps)-1]
+		resp["next"] = pageCursor{at: last.CreatedAt, id: last.ID}.String()
+	}
+	c.JSON(http.StatusOK, resp)
 }
 
 func (s *Service) getEndpoint(c *gin.Context) {
@@ -247,13 +406,14 @@ func (s *Service) getEndpoint(c *gin.Context) {
 var errPatchRejected = errors.New("patch rejected")
 
 func (s *Service) patchEndpoint(c *gin.Context) {
-	var p endpointPatch
-	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &p); err != nil {
+	p, err := s.readPatch(c)
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}
 	var reenabled *time.Time // when a disabled endpoint is enabled: since when it was off
 	ep, err := s.endpoints.Update(c.Request.Context(), tenantOf(c), c.Param("id"), func(ep *endpoints.Endpoint) error {
+		reenabled = nil                               // as of this try's read
 		wasOff, offSince := !ep.Enabled, ep.CreatedAt // disabled by a 410 or by hand: everything still failed
 		if ep.FailingSince != nil {
 			offSince = *ep.FailingSince
@@ -358,11 +518,18 @@ func (s *Service) rotateEndpointSecret(c *gin.Context) {
 // readGrace reads the optional rotation body; an empty body means the
 // configured default.
 func (s *Service) readGrace(c *gin.Context) (time.Duration, error) {
-	if c.Request.ContentLength == 0 {
+	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return 0, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 { // also sent chunked, or without a type
 		return s.cfg.SecretGrace, nil
 	}
+	if err := checkContentType(c); err != nil {
+		return 0, err
+	}
 	var req rotateRequest
-	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &req); err != nil {
+	if err := decodeJSON(body, s.cfg.MaxJSONDepth, &req); err != nil {
 		return 0, err
 	}
 	if req.GracePeriod == "" {

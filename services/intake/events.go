@@ -109,6 +109,11 @@ func (s *Service) testEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	if !ep.Enabled {
+		// Its ping would be dead-lettered unsent, as recover's deliveries.
+		s.respondError(c, conflict("the endpoint is disabled: enable it first (PATCH {\"enabled\":true})"))
+		return
+	}
 	now := s.now().UTC()
 	eventID := newID("evt_")
 	data, _ := json.Marshal(map[string]string{"endpoint_id": ep.ID})

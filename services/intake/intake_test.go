@@ -44,10 +44,16 @@ func setup(t *testing.T) *bundle {
 // setupWith is setup with a config changed by change.
 func setupWith(t *testing.T, change func(*intake.Config)) *bundle {
 	t.Helper()
+	return setupTopology(t, bus.Topology{}, change)
+}
+
+// setupTopology is setupWith on streams and buckets set up as topo says.
+func setupTopology(t *testing.T, topo bus.Topology, change func(*intake.Config)) *bundle {
+	t.Helper()
 	ns := natstest.Start(t)
 	nc, js := ns.Connect(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	require.NoError(t, bus.Ensure(ctx, js, topo))
 	cfg := intake.Config{
 		APIKeys:        []intake.APIKey{{Tenant: "acme", Key: keyAcme}, {Tenant: "other", Key: keyOther}},
 		JobTypes:       []string{"echo"},

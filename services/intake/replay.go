@@ -19,7 +19,7 @@ import (
 	"github.com/hookstream/hookstream/shared/deliverylog"
 )
 
-// Delivery log paging.
+// Paging of the delivery log and of endpoints.
 const (
 	defaultPageSize = 50
 	maxPageSize     = 250
@@ -36,17 +36,15 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	before, err := parsePageCursor(c.Query("before"))
+	before, err := parsePageCursor(c.Query("before"), "before")
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
-	limit := defaultPageSize
-	if v := c.Query("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxPageSize {
-			s.respondError(c, badRequest(fmt.Sprintf("limit must be 1 to %d", maxPageSize)))
-			return
-		}
+	limit, err := pageLimit(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
 	}
 	switch status {
 	case "", contract.DeliveryPending, contract.DeliverySucceeded, contract.DeliveryFailed:
@@ -82,10 +80,25 @@ type pageCursor struct {
 	id string
 }
 
-func parsePageCursor(v string) (pageCursor, error) {
+// parsePageCursor reads the cursor of query parameter name.
+func parsePageCursor(v, name string) (pageCursor, error) {
 	at, id, _ := strings.Cut(v, ",")
-	t, err := optionalTime(at, "before")
+	t, err := optionalTime(at, name)
 	return pageCursor{at: t, id: id}, err
+}
+
+// pageLimit reads a page's ?limit=: 1 to maxPageSize, defaultPageSize if
+// not given.
+func pageLimit(c *gin.Context) (int, error) {
+	v := c.Query("limit")
+	if v == "" {
+		return defaultPageSize, nil
+	}
+	limit, err := strconv.Atoi(v)
+	if err != nil || limit < 1 || limit > maxPageSize {
+		return 0, badRequest(fmt.Sprintf("limit must be 1 to %d", maxPageSize))
+	}
+	return limit, nil
 }
 
 // admits says whether r is past the cursor: older in the log's order, so

@@ -60,6 +60,9 @@ type Service struct {
 	serving chan struct{}
 	// maxPayload is the NATS server's largest message in bytes.
 	maxPayload int64
+	// deliveryRetention is how long the deliveries stream keeps a message
+	// (a pending retry), as read at start; zero: no limit.
+	deliveryRetention time.Duration
 }
 
 // maxPayloadHeadroom is what a job's record adds to its payload, callback
@@ -124,6 +127,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if s.jobsStream, err = js.Stream(ctx, contract.StreamJobs); err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", contract.StreamJobs, err)
 	}
+	deliveries, err := js.Stream(ctx, contract.StreamDeliveries)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamDeliveries, err)
+	}
+	s.deliveryRetention = deliveries.CachedInfo().Config.MaxAge
 	s.stopping, s.stopWaiting = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil

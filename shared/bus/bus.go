@@ -158,9 +158,10 @@ func JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 }
 
 // ReadAll calls fn with the current value of every key of kv that matches
-// filter (NATS wildcards), then returns. Deleted keys are skipped.
-func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(jetstream.KeyValueEntry) error) error {
-	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+// filter (NATS wildcards), then returns. Deleted keys are skipped. opts are
+// the watch's (jetstream.MetaOnly: the keys without their values).
+func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(jetstream.KeyValueEntry) error, opts ...jetstream.WatchOpt) error {
+	w, err := kv.Watch(ctx, filter, append(opts, jetstream.IgnoreDeletes())...)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", filter, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/signing"
 )
 
@@ -85,7 +86,9 @@ func MatchType(pattern, eventType string) bool {
 	}
 }
 
-// ValidPattern reports whether p is an event type or pattern.
+// ValidPattern reports whether p is an event type or pattern: dot-separated
+// tokens of an event type's characters (contract.ValidType), "*", or a
+// final ">"; at most 128 bytes. Anything else could never match an event.
 func ValidPattern(p string) bool {
 	if p == "" || len(p) > 128 {
 		return false
@@ -93,12 +96,12 @@ func ValidPattern(p string) bool {
 	tokens := strings.Split(p, ".")
 	for i, tok := range tokens {
 		switch {
-		case tok == "":
-			return false
-		case tok == ">" && i != len(tokens)-1:
-			return false
-		case tok == "*" || tok == ">":
-		case strings.ContainsAny(tok, "*> \t"):
+		case tok == ">":
+			if i != len(tokens)-1 {
+				return false
+			}
+		case tok == "*":
+		case !contract.ValidType(tok):
 			return false
 		}
 	}

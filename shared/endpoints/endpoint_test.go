@@ -38,7 +38,8 @@ func TestValidPattern(t *testing.T) {
 	for _, ok := range []string{"job.*", "invoice.>", ">", "a.b.c", "*"} {
 		require.True(t, endpoints.ValidPattern(ok), ok)
 	}
-	for _, bad := range []string{"", "a..b", ">.a", "a.b*", "a b"} {
+	// Tokens of other characters than an event type's could never match.
+	for _, bad := range []string{"", "a..b", ">.a", "a.b*", "a b", "invoice/paid", "Invoice:Paid", "job.succeeded\n", "café.paid", "job.succeeded,job.failed", "a.\x00"} {
 		require.False(t, endpoints.ValidPattern(bad), bad)
 	}
 }

@@ -1,10 +1,12 @@
 package endpoints
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -136,6 +138,16 @@ func (s *Store) ForgetDeleted(ctx context.Context, olderThan time.Duration) erro
 	return nil
 }
 
+// Count returns how many endpoints a tenant has, from their keys alone.
+func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
+	n := 0
+	err := bus.ReadAll(ctx, s.kv, tenant+".*", func(jetstream.KeyValueEntry) error {
+		n++
+		return nil
+	}, jetstream.MetaOnly())
+	return n, err
+}
+
 // List returns a tenant's endpoints.
 func (s *Store) List(ctx context.Context, tenant string) ([]Endpoint, error) {
 	out := []Endpoint{}
@@ -147,4 +159,71 @@ func (s *Store) List(ctx context.Context, tenant string) ([]Endpoint, error) {
 		return err
 	})
 	return out, err
+}
+
+// Page returns up to limit of a tenant's endpoints, oldest first (by
+// creation time, then id), those after the endpoint after (zero: from the
+// first), and whether more follow. It holds no more than limit of them at
+// once, and their keyrings are left sealed (Keyring is empty): a page is
+// for showing, and an endpoint whose keyring cannot be opened (sealed with
+// another secret key) is listed too.
+func (s *Store) Page(ctx context.Context, tenant string, after Endpoint, limit int) ([]Endpoint, bool, error) {
+	if limit < 1 {
+		return nil, false, fmt.Errorf("page of endpoints: limit %d", limit)
+	}
+	var page latestFirst // one more than limit, to tell whether more follow
+	err := bus.ReadAll(ctx, s.kv, tenant+".*", func(entry jetstream.KeyValueEntry) error {
+		var rec record
+		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+			return fmt.Errorf("decode endpoint %s: %w", entry.Key(), err)
+		}
+		ep := rec.Endpoint
+		ep.Revision = entry.Revision()
+		switch {
+		case after.ID != "" && !Before(after, ep):
+		case len(page) <= limit:
+			heap.Push(&page, ep)
+		case Before(ep, page[0]):
+			page[0] = ep
+			heap.Fix(&page, 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	slices.SortFunc(page, func(a, b Endpoint) int {
+		if Before(a, b) {
+			return -1
+		}
+		return 1
+	})
+	if len(page) > limit {
+		return page[:limit], true, nil
+	}
+	return page, false, nil
+}
+
+// Before tells whether a comes before b in a page: created earlier, or at
+// the same time with a lower id.
+func Before(a, b Endpoint) bool {
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.Before(b.CreatedAt)
+	}
+	return a.ID < b.ID
+}
+
+// latestFirst is a heap.Interface of endpoints, the last in Before's order
+// on top.
+type latestFirst []Endpoint
+
+func (h latestFirst) Len() int           { return len(h) }
+func (h latestFirst) Less(i, j int) bool { return Before(h[j], h[i]) }
+func (h latestFirst) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *latestFirst) Push(x any)        { *h = append(*h, x.(Endpoint)) }
+func (h *latestFirst) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -183,6 +184,11 @@ func (g *Guard) CheckURL(raw string) error {
 	host := u.Hostname()
 	if host == "" {
 		return errors.New("host missing")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return errors.New("port must be 1 to 65535")
+		}
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return g.CheckIP(ip)

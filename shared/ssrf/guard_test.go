@@ -73,7 +73,8 @@ func TestCheckURL(t *testing.T) {
 		require.NoError(t, g.CheckURL(ok), ok)
 	}
 	for _, bad := range []string{"", "example.com", "ftp://example.com", "file:///etc/passwd", "http://", "https://user:pw@example.com/",
-		"http://127.0.0.1/", "http://localhost:8080/", "http://[::1]/", "http://[::1%25lo]:8080/", "http://[fe80::1%25eth0]/", "http://169.254.169.254/latest", "gopher://x"} {
+		"http://127.0.0.1/", "http://localhost:8080/", "http://[::1]/", "http://[::1%25lo]:8080/", "http://[fe80::1%25eth0]/", "http://169.254.169.254/latest", "gopher://x",
+		"https://example.com:99999/h", "https://example.com:0/h"} {
 		require.Error(t, g.CheckURL(bad), bad)
 	}
 }

@@ -1,0 +1,160 @@
+package intake_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/shared/bus"
+)
+
+// createEndpoint registers an endpoint from body and returns its id.
+func (b *bundle) createEndpoint(t *testing.T, key, body string) string {
+	t.Helper()
+	r := b.do(t, http.MethodPost, "/v1/endpoints", key, "application/json", body)
+	require.Equal(t, http.StatusCreated, r.status, r.body)
+	return r.body["id"].(string)
+}
+
+// An endpoint's headers are bounded in number, in the length of each name
+// and value and in all: every notifier keeps every endpoint in memory, and
+// one tenant's endpoints of a megabyte each would fill them. Names differing
+// only in case are one header, given twice.
+func TestEndpointHeadersAreBounded(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) { c.MaxBodyBytes = 1 << 20 })
+	header := func(headers ...string) string {
+		var fields []string
+		for i := 0; i+1 < len(headers); i += 2 {
+			fields = append(fields, fmt.Sprintf("%q:%q", headers[i], headers[i+1]))
+		}
+		return `{"url":"https://example.com/hook","headers":{` + strings.Join(fields, ",") + `}}`
+	}
+	long := strings.Repeat("v", 4000)
+	for name, body := range map[string]string{
+		"a name of 48 KB":           header("X-"+strings.Repeat("n", 48000), "v"),
+		"a name of 257 bytes":       header("X-"+strings.Repeat("n", 255), "v"),
+		"20 KB of values":           header("X-A", long, "X-B", long, "X-C", long, "X-D", long, "X-E", long),
+		"one name in two spellings": header("X-Env", "a", "x-env", "b"),
+	} {
+		r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, name)
+	}
+	b.createEndpoint(t, keyAcme, header("X-"+strings.Repeat("n", 254), "v", "X-A", long, "X-B", long))
+}
+
+// A tenant has at most MaxEndpointsPerTenant endpoints; others' count is
+// their own, and a deleted endpoint makes room.
+func TestEndpointsPerTenantAreBounded(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) { c.MaxEndpointsPerTenant = 2 })
+	const body = `{"url":"https://example.com/hook"}`
+	first := b.createEndpoint(t, keyAcme, body)
+	b.createEndpoint(t, keyAcme, body)
+	r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body)
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	require.Contains(t, r.body["detail"], "HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT")
+	b.createEndpoint(t, keyOther, body)
+	require.Equal(t, http.StatusNoContent, b.do(t, http.MethodDelete, "/v1/endpoints/"+first, keyAcme, "", "").status)
+	b.createEndpoint(t, keyAcme, body)
+}
+
+// GET /v1/endpoints answers a page at a time, oldest first, each endpoint
+// once, with next while more follow; a bad cursor or limit is 400.
+func TestEndpointsAreListedInPages(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var made []string
+	for range 5 {
+		made = append(made, b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`))
+	}
+	b.createEndpoint(t, keyOther, `{"url":"https://example.com/other"}`)
+	var listed []string
+	path := "/v1/endpoints?limit=2"
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 3, "more pages than 5 endpoints in 2s make")
+		r := b.do(t, http.MethodGet, path, keyAcme, "", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		data := r.body["data"].([]any)
+		require.LessOrEqual(t, len(data), 2)
+		for _, ep := range data {
+			listed = append(listed, ep.(map[string]any)["id"].(string))
+		}
+		next, more := r.body["next"].(string)
+		if !more {
+			break
+		}
+		path = "/v1/endpoints?limit=2&after=" + next
+	}
+	require.Equal(t, made, listed)
+	for _, bad := range []string{"?limit=0", "?limit=251", "?after=yesterday"} {
+		require.Equal(t, http.StatusBadRequest, b.do(t, http.MethodGet, "/v1/endpoints"+bad, keyAcme, "", "").status, bad)
+	}
+}
+
+// A JSON merge patch (RFC 7396) merges headers, removing those set to
+// null, and a field set to null goes back to its default; in plain JSON
+// headers replace the endpoint's. url has no default.
+func TestEndpointMergePatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook","description":"d","attempt_timeout":"5s","retry_schedule":["1m"],"headers":{"Authorization":"Bearer x","X-Env":"prod"}}`)
+	r := b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json",
+		`{"headers":{"x-env":"staging","X-Team":"core"},"description":null,"attempt_timeout":null,"retry_schedule":null}`)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Equal(t, map[string]any{"Authorization": "Bearer x", "x-env": "staging", "X-Team": "core"}, r.body["headers"])
+	for _, field := range []string{"description", "attempt_timeout", "retry_schedule"} {
+		require.NotContains(t, r.body, field)
+	}
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"headers":{"Authorization":null}}`)
+	require.Equal(t, map[string]any{"x-env": "staging", "X-Team": "core"}, r.body["headers"])
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/json", `{"headers":{"X-Only":"1"}}`)
+	require.Equal(t, map[string]any{"X-Only": "1"}, r.body["headers"])
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/json", `{"url":null}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status)
+}
+
+// A ping to a disabled endpoint answers 409, as recover does: it would be
+// dead-lettered unsent.
+func TestPingToADisabledEndpointIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook","enabled":false}`)
+	r := b.do(t, http.MethodPost, "/v1/endpoints/"+id+"/test", keyAcme, "", "")
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+}
+
+// An endpoint's retry schedule must fire before the deliveries stream ages
+// its pending retry out, 20 % jitter included: a later one would be lost,
+// neither sent nor dead-lettered.
+func TestRetryScheduleFitsTheDeliveryRetention(t *testing.T) {
+	t.Parallel()
+	b := setupTopology(t, bus.Topology{DeliveryRetention: 24 * time.Hour}, func(*intake.Config) {})
+	r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", `{"url":"https://example.com/hook","retry_schedule":["1m","21h"]}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+	require.Contains(t, r.body["detail"], "24h0m0s")
+	b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook","retry_schedule":["1m","19h"]}`)
+}
+
+// A rotation with an empty body takes the default grace period, however
+// the empty body is sent (chunked, without a content type).
+func TestRotateWithAnEmptyChunkedBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	for _, path := range []string{"/v1/endpoints/" + id + "/secret/rotate", "/v1/signing-secret/rotate"} {
+		req, err := http.NewRequest(http.MethodPost, b.srv.URL+path, strings.NewReader(""))
+		require.NoError(t, err)
+		req.TransferEncoding = []string{"chunked"} // no Content-Length: its length unknown
+		req.Header.Set("Authorization", "Bearer "+keyAcme)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+	}
+}
