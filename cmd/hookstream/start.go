@@ -126,7 +126,14 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	defer nc.Close()
 	bus.StopWhenClosed(ctx, nc, logger, stop)
 	readiness.connected(js)
-	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, c.topology) }); err != nil {
+	// Each service of a split deployment ensures the topology: one started
+	// with other settings than the rest must not lower them for all.
+	topology := c.topology
+	topology.KeepHigher = true
+	topology.Kept = func(what string) {
+		logger.Warn("streams and buckets: " + what + "; lower it with the nats CLI if that is meant (give every service the same HOOKSTREAM_NATS_REPLICAS, retentions and HOOKSTREAM_STREAM_MAX_BYTES)")
+	}
+	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, topology) }); err != nil {
 		return err
 	}
 	if err := whenAvailable(ctx, logger, "check the secret key", func() error {

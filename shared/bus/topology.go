@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,16 @@ type Topology struct {
 	// DeliveryRetention is how long delivery messages and attempt logs are
 	// kept. It must be longer than the whole retry schedule. Default 8 days.
 	DeliveryRetention time.Duration
+	// KeepHigher leaves a stream or bucket that exists with more replicas,
+	// a longer retention or more room than these as it is, and Ensure
+	// reports each such setting kept (Kept): services of a split deployment
+	// each ensure the topology at start, and one started with settings
+	// other than the rest must not lower them for all (one replica instead
+	// of three, records aged out sooner). Without it (hookstream serve, the
+	// one owner of its server's streams) Ensure sets them as given.
+	KeepHigher bool
+	// Kept, if set, is told of every setting KeepHigher kept.
+	Kept func(what string)
 }
 
 // Defaults for [Topology].
@@ -133,19 +144,44 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 }
 
 // Ensure creates or updates every stream and bucket. Every service calls it
-// at start; it is idempotent.
+// at start; it is idempotent, and leaves a stream or bucket that is as
+// given untouched (an update of one makes the server check its storage
+// reservation again, which a full disk then fails).
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, cfg := range t.StreamConfigs() {
-		if err := keepWorkQueue(ctx, js, &cfg); err != nil {
+		current, err := currentConfig(ctx, js, cfg.Name)
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
+		if current != nil {
+			if current.Retention == jetstream.WorkQueuePolicy {
+				// An older version made it a work queue, which NATS cannot
+				// change in place: its acks remove messages themselves, and
+				// Trim leaves it alone.
+				cfg.Retention = jetstream.WorkQueuePolicy
+			}
+			t.keepHigher(current, "stream "+cfg.Name, &cfg.Replicas, &cfg.MaxAge, &cfg.MaxBytes)
+			if sameStream(*current, cfg) {
+				continue
+			}
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, storageError(err))
 		}
 	}
 	for _, cfg := range t.BucketConfigs() {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		current, err := currentConfig(ctx, js, "KV_"+cfg.Bucket)
+		if err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
+		}
+		if current != nil {
+			t.keepHigher(current, "bucket "+cfg.Bucket, &cfg.Replicas, &cfg.TTL, &cfg.MaxBytes)
+			if sameBucket(*current, cfg) {
+				continue
+			}
+		}
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, storageError(err))
 		}
 	}
 	for _, bucket := range []string{contract.BucketJobs, contract.BucketDeliveries} {
@@ -156,21 +192,79 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	return nil
 }
 
-// keepWorkQueue keeps a stream that an older version created as a work queue
-// one: NATS cannot change a work queue's retention in place. Its acks remove
-// messages themselves, and Trim leaves it alone.
-func keepWorkQueue(ctx context.Context, js jetstream.JetStream, cfg *jetstream.StreamConfig) error {
-	stream, err := js.Stream(ctx, cfg.Name)
+// currentConfig is the configuration of the stream name; nil if there is
+// none.
+func currentConfig(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamConfig, error) {
+	stream, err := js.Stream(ctx, name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return nil
+		return nil, nil
 	case err != nil:
-		return err
+		return nil, err
 	}
-	if stream.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
-		cfg.Retention = jetstream.WorkQueuePolicy
+	cfg := stream.CachedInfo().Config
+	return &cfg, nil
+}
+
+// keepHigher, with KeepHigher, raises replicas, maxAge and maxBytes to the
+// current configuration's where it has more (a zero age and a negative or
+// zero size are no limit), and reports each.
+func (t Topology) keepHigher(current *jetstream.StreamConfig, what string, replicas *int, maxAge *time.Duration, maxBytes *int64) {
+	if !t.KeepHigher {
+		return
 	}
-	return nil
+	kept := func(setting string, have, want any) {
+		if t.Kept != nil {
+			t.Kept(fmt.Sprintf("%s keeps %s %v, more than this process's %v", what, setting, have, want))
+		}
+	}
+	if current.Replicas > *replicas {
+		kept("replicas", current.Replicas, *replicas)
+		*replicas = current.Replicas
+	}
+	if *maxAge > 0 && (current.MaxAge == 0 || current.MaxAge > *maxAge) {
+		kept("max age", current.MaxAge, *maxAge)
+		*maxAge = current.MaxAge
+	}
+	if *maxBytes > 0 && (current.MaxBytes <= 0 || current.MaxBytes > *maxBytes) {
+		kept("max bytes", current.MaxBytes, *maxBytes)
+		*maxBytes = current.MaxBytes
+	}
+}
+
+// sameStream tells whether a stream configured as current already has
+// every setting of want that hookstream gives.
+func sameStream(current, want jetstream.StreamConfig) bool {
+	return current.Description == want.Description && slices.Equal(current.Subjects, want.Subjects) &&
+		current.Retention == want.Retention && current.Storage == want.Storage && current.Discard == want.Discard &&
+		current.MaxBytes == want.MaxBytes && current.MaxAge == want.MaxAge && current.Replicas == want.Replicas &&
+		current.Duplicates == want.Duplicates && current.AllowAtomicPublish == want.AllowAtomicPublish &&
+		current.AllowMsgSchedules == want.AllowMsgSchedules
+}
+
+// sameBucket tells whether a bucket whose stream is configured as current
+// already has every setting of want that hookstream gives. Its stream
+// also allows atomic publishes where Ensure set that (allowAtomicPublish).
+func sameBucket(current jetstream.StreamConfig, want jetstream.KeyValueConfig) bool {
+	history := max(int64(want.History), 1)
+	return current.Description == want.Description && current.MaxAge == want.TTL &&
+		current.Replicas == max(want.Replicas, 1) && current.MaxMsgsPerSubject == history &&
+		current.Storage == want.Storage && (want.MaxBytes == 0 && current.MaxBytes <= 0 || current.MaxBytes == want.MaxBytes)
+}
+
+// errCodeInsufficientResources is JetStream's answer when a stream's
+// storage reservation does not fit the server's limit.
+const errCodeInsufficientResources = 10047
+
+// storageError explains JetStream's refusal of a stream for want of
+// storage: the server's limit is, by default, three quarters of the disk
+// space free at its start.
+func storageError(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientResources {
+		return fmt.Errorf("%w: the jobs and events streams reserve HOOKSTREAM_STREAM_MAX_BYTES of disk each (1 GiB by default), and JetStream takes at most three quarters of the disk space free when it starts; free disk space or lower HOOKSTREAM_STREAM_MAX_BYTES", err)
+	}
+	return err
 }
 
 // allowAtomicPublish lets a bucket's stream take group commits, which the

@@ -80,3 +80,59 @@ func TestScheduledRetryArrives(t *testing.T) {
 		return info.State.Msgs == 0
 	}, 5*time.Second, 50*time.Millisecond, "the fired schedule and the acked delivery are gone")
 }
+
+// A second Ensure of the same topology changes nothing on the server: an
+// update makes it check the streams' storage reservation again, which
+// failed a restart once the disk had filled.
+func TestEnsureLeavesWhatIsAsGivenAlone(t *testing.T) {
+	t.Parallel()
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	changes, err := nc.SubscribeSync("$JS.API.STREAM.*.>")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	require.NoError(t, nc.Flush())
+	for {
+		msg, err := changes.NextMsg(100 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		require.NotRegexp(t, `^\$JS\.API\.STREAM\.(CREATE|UPDATE)\.`, msg.Subject, "an Ensure of what is there already")
+	}
+}
+
+// With KeepHigher (the services of a split deployment), a stream or bucket
+// with a longer retention or more room than the process's settings keeps
+// them, and each is reported; without it (serve) they are set as given.
+func TestEnsureKeepsHigherSettings(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	longer := bus.Topology{StreamMaxBytes: 2 << 30, JobRetention: 240 * time.Hour, DeliveryRetention: 240 * time.Hour}
+	require.NoError(t, bus.Ensure(ctx, js, longer))
+	settings := func() (jobsBytes int64, deliveriesAge, recordsTTL time.Duration) {
+		jobs, err := js.Stream(ctx, contract.StreamJobs)
+		require.NoError(t, err)
+		deliveries, err := js.Stream(ctx, contract.StreamDeliveries)
+		require.NoError(t, err)
+		records, err := js.Stream(ctx, "KV_"+contract.BucketJobs)
+		require.NoError(t, err)
+		return jobs.CachedInfo().Config.MaxBytes, deliveries.CachedInfo().Config.MaxAge, records.CachedInfo().Config.MaxAge
+	}
+	var kept []string
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{KeepHigher: true, Kept: func(what string) { kept = append(kept, what) }}))
+	jobsBytes, deliveriesAge, recordsTTL := settings()
+	require.EqualValues(t, 2<<30, jobsBytes)
+	require.Equal(t, 240*time.Hour, deliveriesAge)
+	require.Equal(t, 240*time.Hour, recordsTTL)
+	require.Contains(t, kept, "stream HOOKSTREAM_JOBS keeps max bytes 2147483648, more than this process's 1073741824")
+	require.Contains(t, kept, "bucket "+contract.BucketJobs+" keeps max age 240h0m0s, more than this process's 168h0m0s")
+
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	jobsBytes, deliveriesAge, recordsTTL = settings()
+	require.EqualValues(t, bus.DefaultStreamMaxBytes, jobsBytes)
+	require.Equal(t, bus.DefaultDeliveryRetention, deliveriesAge)
+	require.Equal(t, bus.DefaultJobRetention, recordsTTL)
+}
