@@ -79,22 +79,51 @@ func Start(cfg Config, logger *slog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	ns.SetLoggerV2(&slogAdapter{logger: logger.With("component", "nats-server")}, false, false, false)
+	log := &slogAdapter{logger: logger.With("component", "nats-server"), fatal: make(chan string, 1)}
+	ns.SetLoggerV2(log, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	// nats-server reports what stops its start (a port in use, a store it
+	// cannot open) as a fatal log line, and then never becomes ready.
+	for deadline := time.Now().Add(startTimeout); !ns.ReadyForConnections(100 * time.Millisecond); {
+		select {
+		case why := <-log.fatal:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded nats: %s", why)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded nats: not ready after %s", startTimeout)
+		}
+	}
+	if !ns.JetStreamEnabled() {
 		ns.Shutdown()
-		return nil, errors.New("embedded nats: not ready after 30s")
+		return nil, fmt.Errorf("embedded nats: JetStream did not start (store dir %s)", cfg.StoreDir)
 	}
 	return ns, nil
 }
 
+// startTimeout bounds the wait for the embedded server to take connections.
+const startTimeout = 30 * time.Second
+
 // slogAdapter sends nats-server's log to slog; notices become debug lines so
-// that a normal start is quiet.
-type slogAdapter struct{ logger *slog.Logger }
+// that a normal start is quiet. Fatal lines also go to fatal, if it has
+// room.
+type slogAdapter struct {
+	logger *slog.Logger
+	fatal  chan string
+}
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.logger.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Warnf(format string, v ...any)   { a.logger.Warn(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Fatalf(format string, v ...any)  { a.logger.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Errorf(format string, v ...any)  { a.logger.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Debugf(format string, v ...any)  { a.logger.Debug(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Tracef(format string, v ...any)  { a.logger.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any) {
+	line := fmt.Sprintf(format, v...)
+	a.logger.Error(line)
+	select {
+	case a.fatal <- line:
+	default:
+	}
+}
+func (a *slogAdapter) Errorf(format string, v ...any) { a.logger.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any) { a.logger.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any) { a.logger.Debug(fmt.Sprintf(format, v...)) }

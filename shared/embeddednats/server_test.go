@@ -2,6 +2,9 @@ package embeddednats_test
 
 import (
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +64,20 @@ func TestListenerRequiresTheToken(t *testing.T) {
 	nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Token(token))
 	require.NoError(t, err)
 	nc.Close()
+}
+
+// What stops the server's start is its error, at once: it was logged, and
+// Start waited 30 s to report "not ready".
+func TestStartReportsWhatStoppedTheServer(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	_, err = embeddednats.Start(embeddednats.Config{StoreDir: t.TempDir(), Listen: taken.Addr().String(), Token: "test-token-0123456789"}, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "address already in use")
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "jetstream"), nil, 0o600))
+	_, err = embeddednats.Start(embeddednats.Config{StoreDir: dir}, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "not a directory")
 }
