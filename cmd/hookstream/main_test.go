@@ -86,6 +86,8 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "split without key", givenCmd: "notifier", wantInErr: "HOOKSTREAM_SECRET_KEY"},
 		{name: "nats token too short", givenEnv: []string{"HOOKSTREAM_NATS_TOKEN", "short"}, wantInErr: "HOOKSTREAM_NATS_TOKEN"},
 		{name: "nats token not for URLs", givenEnv: []string{"HOOKSTREAM_NATS_TOKEN", "0123456789abcdef@x"}, wantInErr: "HOOKSTREAM_NATS_TOKEN"},
+		{name: "ops address port", givenEnv: []string{"HOOKSTREAM_OPS_ADDR", ":99999"}, wantInErr: "HOOKSTREAM_OPS_ADDR"},
+		{name: "replicas of the embedded server", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "3"}, wantInErr: "one node"},
 		{name: "split intake without tenants", givenCmd: "intake", givenEnv: []string{"HOOKSTREAM_SECRET_KEY", testSecretKey}, wantInErr: "HOOKSTREAM_ADMIN_TOKEN"},
 	}
 	for _, tt := range tests {
@@ -98,6 +100,14 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 			require.Contains(t, stderr.String(), tt.wantInErr)
 		})
 	}
+}
+
+// In split mode HOOKSTREAM_NATS_TOKEN is the NATS server's own token, which
+// hookstream passes as a token, never in a URL: it may be any string.
+func TestSplitModeTakesTheServersToken(t *testing.T) {
+	t.Parallel()
+	_, err := parseSettings("processor", nil, env("HOOKSTREAM_SECRET_KEY", testSecretKey, "HOOKSTREAM_NATS_TOKEN", "Zm9vYmFyYmF6cXV4+/8="), &bytes.Buffer{})
+	require.NoError(t, err)
 }
 
 // HOOKSTREAM_PROCESSOR_CONCURRENCY=0 runs serve without a processor, where

@@ -79,7 +79,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NATS_TOKEN", "nats-token", "", "embedded mode with HOOKSTREAM_NATS_LISTEN: the token every NATS client gives (nats://<token>@host:4222), at least 16 of a-z A-Z 0-9 - _ . ~; empty: generated on first start and kept in <data dir>/nats-token. Anyone with it has all of hookstream's data. Split mode: the token to connect with, unless HOOKSTREAM_NATS_URL carries credentials", &s.NATSToken},
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
 		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
-		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs (tenant: 1-64 of a-z A-Z 0-9 - _; key: at least 16 characters); empty in embedded mode: a dev tenant and key kept in the data dir", &s.APIKeys},
+		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs (tenant: 1-64 of a-z A-Z 0-9 - _; key: at least 16 characters); empty in embedded mode without HOOKSTREAM_ADMIN_TOKEN: a dev tenant and key kept in the data dir (with it, tenants and keys come from the admin API)", &s.APIKeys},
 		{"HOOKSTREAM_ADMIN_TOKEN", "admin-token", "", "bearer token of the admin API (/v1/admin: tenants and their API keys), at least 16 characters; empty: admin API off", &s.AdminToken},
 		{"HOOKSTREAM_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that encrypts signing secrets at rest; empty in embedded mode: generated and kept in the data dir (required in split mode)", &s.SecretKey},
 		{"HOOKSTREAM_SECRET_KEY_REPLACE", "secret-key-replace", "no", "'yes' records this process's secret key as the deployment's at start, in place of the one recorded (whose sealed signing secrets and job ids this key cannot read); set it once, then remove it. 'no': a service with another key than the recorded one exits", &s.SecretKeyReplace},
@@ -158,6 +158,12 @@ func parseSettings(cmd string, args []string, getenv func(string) string, usage 
 func (s *settings) validateSplit(cmd string) error {
 	keys, _ := s.apiKeys() // validated with the settings
 	switch {
+	case cmd == "serve" && s.Replicas != 1:
+		return errors.New("HOOKSTREAM_NATS_REPLICAS (--nats-replicas): the embedded server is one node, with 1 replica; more need a NATS cluster (split mode)")
+	case cmd == "serve" && s.NATSToken != "" && (len(s.NATSToken) < 16 || strings.Trim(s.NATSToken, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~") != ""):
+		// The embedded listener's token goes in its clients' URLs; in split
+		// mode it is the NATS server's own, whatever that takes.
+		return errors.New("HOOKSTREAM_NATS_TOKEN (--nats-token): use at least 16 of a-z A-Z 0-9 - _ . ~ (it goes in URLs)")
 	case cmd == "serve":
 		return nil
 	case s.SecretKey == "":
@@ -208,7 +214,7 @@ func (s *settings) validateOps(cmd string) error {
 	if s.OpsAddr == "" {
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(s.OpsAddr); err != nil {
+	if err := checkListenAddr(s.OpsAddr); err != nil {
 		return fmt.Errorf("HOOKSTREAM_OPS_ADDR (--ops-addr): %w", err)
 	}
 	switch {
@@ -327,9 +333,6 @@ func (s *settings) validate() error {
 	}
 	if _, err := s.apiKeys(); err != nil {
 		return err
-	}
-	if s.NATSToken != "" && (len(s.NATSToken) < 16 || strings.Trim(s.NATSToken, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~") != "") {
-		return errors.New("HOOKSTREAM_NATS_TOKEN (--nats-token): use at least 16 of a-z A-Z 0-9 - _ . ~ (it goes in URLs)")
 	}
 	if s.AdminToken != "" && len(s.AdminToken) < intake.MinAPIKeyLength {
 		return fmt.Errorf("HOOKSTREAM_ADMIN_TOKEN (--admin-token): use at least %d characters", intake.MinAPIKeyLength)

@@ -224,7 +224,10 @@ var startingCodes = map[jetstream.ErrorCode]bool{
 }
 
 func serve(ctx context.Context, s *settings, c configs, logger *slog.Logger, stdout io.Writer) error {
-	if len(c.intake.APIKeys) == 0 {
+	// With the admin API on, tenants and their keys come from it: a dev
+	// tenant there would be a key nobody asked for, which the admin API
+	// cannot delete.
+	if len(c.intake.APIKeys) == 0 && s.AdminToken == "" {
 		key, created, err := allinone.DevKey(s.DataDir)
 		if err != nil {
 			return err

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,4 +58,35 @@ func TestWhenAvailable(t *testing.T) {
 	cancel()
 	err = whenAvailable(ctx, logger, "test", func() error { return nats.ErrTimeout })
 	require.Error(t, err, "a stopped start-up does not wait")
+}
+
+// With the admin API on and no HOOKSTREAM_API_KEYS, serve makes no dev
+// tenant: tenants and keys come from the admin API, which could not delete
+// a dev tenant given at start.
+func TestServeWithAnAdminTokenMakesNoDevTenant(t *testing.T) {
+	t.Parallel()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := free.Addr().String()
+	require.NoError(t, free.Close())
+	dir := t.TempDir()
+	s, err := parseSettings("serve", nil, env("HOOKSTREAM_DATA_DIR", dir, "HOOKSTREAM_HTTP_ADDR", addr,
+		"HOOKSTREAM_ADMIN_TOKEN", "admin-token-0123456789", "HOOKSTREAM_JETSTREAM_SYNC", "2m"), &bytes.Buffer{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- start(ctx, "serve", s, env(), slog.New(slog.DiscardHandler), &stdout) }()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "serve never ready")
+	cancel()
+	require.NoError(t, <-done)
+	require.NoFileExists(t, filepath.Join(dir, "dev-api-key"))
+	require.NotContains(t, stdout.String(), "development tenant")
 }

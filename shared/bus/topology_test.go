@@ -47,6 +47,18 @@ func TestEnsureDeclaresDurableStreams(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, jetstream.FileStorage, st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage)
 	}
+	// Job records hold the Idempotency-Keys: kept at least 24 h (invariant
+	// 8), by default 7 days; attempt logs outlive the retry schedule.
+	records, err := js.KeyValue(ctx, contract.BucketJobs)
+	require.NoError(t, err)
+	st, err := records.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 7*24*time.Hour, st.TTL())
+	logs, err := js.KeyValue(ctx, contract.BucketDeliveries)
+	require.NoError(t, err)
+	st, err = logs.Status(ctx)
+	require.NoError(t, err)
+	require.Greater(t, st.TTL(), retryWindow)
 }
 
 // A retry scheduled in the deliveries stream arrives on its delivery subject
