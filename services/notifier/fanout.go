@@ -89,6 +89,14 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 		targets = append(targets, target{key: id, endpointID: id})
 	}
 	defer metrics.EventsFanned.Inc("")
+	// A delivery is created when its event was stored, the same on every
+	// fan-out of that message: fanned out again after a crash, it is the
+	// same delivery, whose retry scheduled the first time must not be
+	// taken for another event's (overtaken) and dropped.
+	createdAt := n.cfg.Now().UTC()
+	if meta, err := msg.Metadata(); err == nil {
+		createdAt = meta.Timestamp.UTC()
+	}
 	for _, t := range targets {
 		idTarget := t.key
 		if scoped && t.key == callbackTarget {
@@ -99,7 +107,7 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 		d := contract.Delivery{
 			ID: contract.DeliveryID(eventID, idTarget), Tenant: tenant, EventID: eventID, EventType: eventType,
 			JobID: msg.Headers().Get(contract.HeaderJobID), EndpointID: t.endpointID, URL: t.url,
-			Body: body, CreatedAt: n.cfg.Now().UTC(),
+			Body: body, CreatedAt: createdAt,
 		}
 		if len(targets) == 1 && n.deliverDirectly(ctx, msg, d, t.key) {
 			return true, nil

@@ -1,0 +1,84 @@
+package notifier_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+)
+
+// A notifier that dies after a failed direct attempt scheduled its retry,
+// before the event was acknowledged: another notifier fans the event out
+// again, and its attempt fails too. Its retry is a duplicate of the first
+// one's (the same message id, within the de-duplication window) and is not
+// stored, so the first one's schedule must go on as this delivery's. It
+// was dropped as another event's (its delivery created at another time),
+// and the delivery stayed pending for ever, neither sent nor dead-lettered.
+func TestDeliveryFannedOutAgainAfterACrashKeepsItsRetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	ncA, jsA := srv.Connect(t)
+	require.NoError(t, bus.Ensure(ctx, jsA, bus.Topology{}))
+	var up atomic.Bool
+	rcv := newReceiver(t, func(n int, w http.ResponseWriter) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	store, err := endpoints.Open(ctx, jsA, box)
+	require.NoError(t, err)
+	require.NoError(t, store.Create(ctx, newEndpoint(t, "acme", "ep_1", rcv.URL, "invoice.*")))
+	cfg := notifier.Config{
+		Guard: loopback, Box: box, SlowDownWait: time.Nanosecond, ShutdownGrace: time.Second,
+		// The second retry is due after the event comes back (fan-out's
+		// AckWait, 30 s).
+		Schedule: []time.Duration{2 * time.Second, 35 * time.Second}, Jitter: 0.001,
+		InProcessMax: time.Nanosecond, BreakerFailures: 1000,
+	}
+	// Notifier A never stores its attempt logs, so the event is never
+	// acknowledged; it is cut off once its retry is scheduled.
+	cfgA := cfg
+	notifier.HoldAttemptLogs(&cfgA, make(chan struct{}))
+	a, err := notifier.New(ctx, cfgA, jsA, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	require.NoError(t, err)
+	go func() { _ = a.Run(ctx) }()
+	(&bundle{js: jsA}).publishEvent(t, "acme", "invoice.paid", "acme:in_1", []byte(`{}`))
+	rcv.wait(t, 1)
+	deliveries, err := jsA.Stream(ctx, contract.StreamDeliveries)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := deliveries.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectRetries+".>"))
+		return err == nil && info.State.Msgs > 0
+	}, 5*time.Second, 10*time.Millisecond, "no retry scheduled")
+	ncA.Close()
+
+	_, jsB := srv.Connect(t)
+	b := setupOn(t, jsB, cfg)
+	// The first retry, then the event fanned out again: both fail.
+	require.Eventually(t, func() bool { return len(rcv.all()) >= 3 }, 45*time.Second, 50*time.Millisecond)
+	up.Store(true)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		recs := b.logs(t, "acme.>")
+		if assert.Len(c, recs, 1) {
+			assert.Equal(c, contract.DeliverySucceeded, recs[0].Status)
+		}
+	}, 60*time.Second, 100*time.Millisecond, "the delivery was never sent again")
+	got := rcv.all()
+	require.Equal(t, got[0].id(), got[len(got)-1].id(), "one delivery, one webhook-id")
+}
