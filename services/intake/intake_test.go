@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ func setupTopology(t *testing.T, topo bus.Topology, change func(*intake.Config))
 		PublishTimeout: 2 * time.Second,
 	}
 	change(&cfg)
-	svc, err := intake.New(ctx, cfg, nc, js, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	svc, err := intake.New(ctx, cfg, nc, js, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	require.NoError(t, err)
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
@@ -77,12 +78,25 @@ func testBox(t *testing.T) *secretbox.Box {
 	return box
 }
 
+// testWriter sends a service's log to t.Log, and fails the test on a line
+// that carries a secret (secretInLog), which it does not repeat.
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+	line := strings.TrimSpace(string(p))
+	if secretInLog.MatchString(line) {
+		w.t.Errorf("a secret was logged: %s", secretInLog.ReplaceAllString(line, "[SECRET]"))
+		return len(p), nil
+	}
+	w.t.Log(line)
 	return len(p), nil
 }
+
+// secretInLog matches what must never be logged: an endpoint or signing
+// secret (whsec_…), the API keys of these tests, an issued key (hs_…), the
+// admin token of these tests, and a bearer token (an Authorization header).
+var secretInLog = regexp.MustCompile(`whsec_\S*|` + regexp.QuoteMeta(keyAcme) + `|` + regexp.QuoteMeta(keyOther) +
+	`|hs_[0-9a-v]+_[A-Za-z0-9_-]{16,}|admin-token-0123456789|(?i:bearer)\s+[^\s<"]\S*`)
 
 type reply struct {
 	status int
@@ -270,7 +284,10 @@ func TestTenantsSeeOnlyTheirJobs(t *testing.T) {
 	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/v1/jobs/"+id, keyAcme, "", "").status)
 	// The same Idempotency-Key of another tenant is another job.
 	a := b.submit(t, keyAcme, `{"type":"echo"}`, "Idempotency-Key", "k1")
+	require.Equal(t, http.StatusAccepted, a.status, a.body)
 	o := b.submit(t, keyOther, `{"type":"echo"}`, "Idempotency-Key", "k1")
+	require.Equal(t, http.StatusAccepted, o.status, "another tenant's use of the key shows: %v", o.body)
+	require.NotEmpty(t, o.body["id"])
 	require.NotEqual(t, a.body["id"], o.body["id"])
 }
 
@@ -329,7 +346,7 @@ func TestLongPollReturnsOnChange(t *testing.T) {
 	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
 	done := make(chan reply, 1)
 	go func() { done <- b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=30s", keyAcme, "", "") }()
-	time.Sleep(200 * time.Millisecond) // let the poll start; the assertion does not depend on it
+	b.awaitWatch(t, id, map[string]bool{}, func() bool { return len(done) > 0 }) // the assertion does not depend on it
 	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
 	r := <-done
 	require.Equal(t, http.StatusOK, r.status)
@@ -355,9 +372,11 @@ func TestLongPollWaitsPastUnchangedFirstRecord(t *testing.T) {
 	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
 	done := make(chan reply, 1)
 	go func() { done <- b.do(t, http.MethodGet, "/v1/jobs/"+id+"?wait=10s", keyAcme, "", "") }()
-	time.Sleep(200 * time.Millisecond) // let the poll start; the assertion does not depend on it
+	ended := func() bool { return len(done) > 0 }
+	seen := map[string]bool{}
+	b.awaitWatch(t, id, seen, ended) // the poll waits for the first record
 	b.writeQueuedRecord(t, id)
-	time.Sleep(200 * time.Millisecond)
+	b.awaitWatch(t, id, seen, ended) // it took the record, and waits on
 	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
 	r := <-done
 	require.Equal(t, http.StatusOK, r.status)
@@ -386,14 +405,39 @@ func TestJobEventsSkipUnchangedFirstRecord(t *testing.T) {
 	id := b.submit(t, keyAcme, `{"type":"echo"}`).body["id"].(string)
 	events := b.jobEventStream(t, id, "event: ")
 	require.Equal(t, "job.queued", <-events)
+	seen := map[string]bool{}
+	b.awaitWatch(t, id, seen, nil) // the stream waits for the first record
 	b.writeQueuedRecord(t, id)
-	time.Sleep(200 * time.Millisecond)
+	b.awaitWatch(t, id, seen, nil) // it took the record, and waits on
 	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "").status)
 	var rest []string
 	for event := range events {
 		rest = append(rest, event)
 	}
 	require.Equal(t, []string{"job.canceled"}, rest)
+}
+
+// awaitWatch waits until a watch on the record of job id that is not in
+// seen is open on the server (jobstore.WaitChange, which a long-poll and an
+// event stream call each time they wait), and adds it to seen; or until
+// ended (if not nil) tells that the wait is over.
+func (b *bundle) awaitWatch(t *testing.T, id string, seen map[string]bool, ended func() bool) {
+	t.Helper()
+	records, err := b.js.Stream(t.Context(), "KV_"+contract.BucketJobs)
+	require.NoError(t, err)
+	subject := "$KV." + contract.BucketJobs + "." + id
+	require.Eventually(t, func() bool {
+		if ended != nil && ended() {
+			return true
+		}
+		found := false
+		for info := range records.ListConsumers(t.Context()).Info() {
+			if info.Config.FilterSubject == subject && !seen[info.Name] {
+				seen[info.Name], found = true, true
+			}
+		}
+		return found
+	}, 10*time.Second, 5*time.Millisecond, "no new watch on %s", id)
 }
 
 // jobEventStream reads GET /v1/jobs/{id}/events until the stream or the

@@ -56,8 +56,8 @@ type Config struct {
 	DirectAttempts int
 	// BreakerFailures opens an endpoint's circuit after this many failed
 	// attempts in a row: for BreakerCooldown it gets nothing from this
-	// process, then one probe. Its deliveries are parked meanwhile. Default
-	// 10.
+	// process, then one probe. Its deliveries are parked meanwhile, and its
+	// failing_since is recorded (the first of those failures). Default 10.
 	BreakerFailures int
 	// ParkRate bounds how many deliveries per second the delivery consumer
 	// parks (park.go). Moving a large backlog costs the server a read and a

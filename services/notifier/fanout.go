@@ -97,6 +97,11 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	if meta, err := msg.Metadata(); err == nil {
 		createdAt = meta.Timestamp.UTC()
 	}
+	if len(targets) > 1 {
+		// One write per target, each waiting for its PubAck: thousands of
+		// them outlast the event's AckWait, which would fan it out again.
+		defer bus.KeepAlive(msg, fanoutAckWait/3)()
+	}
 	for _, t := range targets {
 		idTarget := t.key
 		if scoped && t.key == callbackTarget {

@@ -23,12 +23,15 @@ const (
 	EventEndpointRecovered = "endpoint.recovered"
 )
 
-// trackHealth keeps an endpoint's failing_since: set on the first failed
-// round after a success, cleared (with an endpoint.recovered event) on the
-// first success after failures; after DisableAfter of failing the endpoint
-// is disabled. It writes only on those transitions, and only while the
-// endpoint's URL is still url, the one the round was sent to: a round to a
-// URL the tenant has since replaced says nothing of the new one.
+// trackHealth keeps an endpoint's failing_since: set, to the first of them,
+// once BreakerFailures attempts in a row have failed (its circuit opened),
+// cleared (with an endpoint.recovered event) on the first success after;
+// after DisableAfter of failing the endpoint is disabled. An endpoint that
+// fails now and then is not failing: marking it on every failed round made
+// each flip of a flaky endpoint two writes of the endpoint and an
+// endpoint.recovered event. It writes only on those transitions, and only
+// while the endpoint's URL is still url, the one the round was sent to: a
+// round to a URL the tenant has since replaced says nothing of the new one.
 func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *contract.Delivery, url string, ok bool) {
 	ep := n.index.Get(d.Tenant, d.EndpointID)
 	if ep == nil || ep.URL != url {
@@ -58,11 +61,16 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 			"endpoint_id": d.EndpointID, "url": updated.URL, "failing_since": since, "recovered_at": now,
 		})
 	case !ok && ep.FailingSince == nil:
+		since, failing := n.limits.failingSince(limitKey(d))
+		if !failing {
+			return
+		}
+		since = since.UTC()
 		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
 			if e.FailingSince != nil || e.URL != url {
 				return errNoLongerDue
 			}
-			e.FailingSince = &now
+			e.FailingSince = &since
 			return nil
 		})
 		if err == nil {

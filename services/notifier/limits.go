@@ -44,6 +44,7 @@ const (
 
 type breaker struct {
 	failures  int
+	since     time.Time // the first failure of this run of them
 	failedAt  time.Time // the last failure
 	openUntil time.Time
 	// probeUntil is set while a probe is out: no other request goes until
@@ -120,11 +121,11 @@ func (l *limiter) report(key string, ok bool) {
 		delete(l.breakers, key) // closed
 		return
 	}
+	now := l.now()
 	if b == nil {
-		b = &breaker{}
+		b = &breaker{since: now}
 		l.breakers[key] = b
 	}
-	now := l.now()
 	b.failures++
 	b.failedAt = now
 	b.probeUntil = time.Time{}
@@ -180,6 +181,19 @@ func (l *limiter) circuitOpen(key string) bool {
 	defer l.mu.Unlock()
 	b := l.breakers[key]
 	return b != nil && b.failures >= l.breakerFailures && l.now().Before(b.openUntil)
+}
+
+// failingSince tells, once the endpoint's circuit has opened (breakerFailures
+// attempts in a row failed, and none succeeded since), when the first of
+// those failures was.
+func (l *limiter) failingSince(key string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.breakers[key]
+	if b == nil || b.failures < l.breakerFailures {
+		return time.Time{}, false
+	}
+	return b.since, true
 }
 
 // probeUnsent ends the endpoint's probe, if one is out, without an outcome:
