@@ -315,7 +315,15 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		own.Schedule = dest.schedule
 		policy.cfg = &own
 	}
+	first := true
 	err = backoff.Retry(func() error {
+		if !first && !n.limits.token(limitKey(d), n.rateLimit(d)) {
+			// The endpoint's rate allows no retry now: the schedule goes
+			// on in JetStream, which waits without holding the slot.
+			policy.stopInProcess()
+			return backoff.Permanent(errAttemptFailed)
+		}
+		first = false
 		last = n.send(ctx, d, dest)
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt

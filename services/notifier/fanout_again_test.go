@@ -112,3 +112,23 @@ func TestFlakyEndpointIsNotAnnouncedRecoveredAtEveryFlip(t *testing.T) {
 	require.Nil(t, ep.FailingSince)
 	require.Equal(t, created, rev, "the endpoint was written")
 }
+
+// An endpoint's rate_limit bounds its retries made in process too: with
+// no token left, the round ends and its schedule goes on in JetStream.
+// Such retries were sent without a token, past the limit.
+func TestInProcessRetriesKeepTheEndpointsRate(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, func(n int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+	ep := newEndpoint(t, "acme", "ep_rl", rcv.URL, "invoice.*")
+	ep.RateLimit = 1
+	ep.RetrySchedule = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}
+	b := setup(t, notifier.Config{InProcessMax: time.Second, BreakerFailures: 1000}, ep)
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	var recs []contract.DeliveryRecord
+	require.Eventually(t, func() bool {
+		recs = b.logs(t, "acme.evt_1.*")
+		return len(recs) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Len(t, recs[0].Attempts, 1, "retries in process past the endpoint's rate (1/s)")
+	require.Equal(t, contract.DeliveryPending, recs[0].Status)
+}

@@ -91,24 +91,44 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 	if l.flight[key] >= l.perEndpoint {
 		return false, 25 * time.Millisecond
 	}
-	if ratePerSec > 0 {
-		b := l.buckets[key]
-		now := l.now()
-		if b == nil {
-			b = &bucket{tokens: float64(ratePerSec), at: now}
-			l.buckets[key] = b
-		}
-		b.tokens = min(float64(ratePerSec), b.tokens+now.Sub(b.at).Seconds()*float64(ratePerSec))
-		b.at = now
-		if b.tokens < 1 {
-			return false, time.Duration((1 - b.tokens) / float64(ratePerSec) * float64(time.Second))
-		}
-		b.tokens--
+	if ok, wait := l.tokenLocked(key, ratePerSec); !ok {
+		return false, wait
 	}
 	if br != nil && br.failures >= l.breakerFailures {
 		br.probeUntil = l.now().Add(probeTimeout) // half-open: this request is the probe
 	}
 	l.flight[key]++
+	return true, 0
+}
+
+// token takes a token for one more request of a slot acquired already (an
+// in-process retry): false if the endpoint's rate allows none now.
+func (l *limiter) token(key string, ratePerSec int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ok, _ := l.tokenLocked(key, ratePerSec)
+	return ok
+}
+
+// tokenLocked takes a token of the endpoint's bucket, if its rate is
+// limited; when there is none, it says how long until there is. l.mu is
+// held.
+func (l *limiter) tokenLocked(key string, ratePerSec int) (bool, time.Duration) {
+	if ratePerSec <= 0 {
+		return true, 0
+	}
+	b := l.buckets[key]
+	now := l.now()
+	if b == nil {
+		b = &bucket{tokens: float64(ratePerSec), at: now}
+		l.buckets[key] = b
+	}
+	b.tokens = min(float64(ratePerSec), b.tokens+now.Sub(b.at).Seconds()*float64(ratePerSec))
+	b.at = now
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) / float64(ratePerSec) * float64(time.Second))
+	}
+	b.tokens--
 	return true, 0
 }
 
