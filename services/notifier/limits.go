@@ -25,7 +25,13 @@ type limiter struct {
 	buckets  map[string]*bucket
 	breakers map[string]*breaker
 	swept    time.Time // the last sweep
+	// maxBreakers bounds breakers: the callback hosts of tenants' jobs,
+	// each with one once it failed, are as many as tenants make them.
+	maxBreakers int
 }
+
+// defaultMaxBreakers is a limiter's maxBreakers: about 20 MB of them.
+const defaultMaxBreakers = 100_000
 
 // Every sweepEvery, a limiter forgets the circuits that have seen no
 // failure for staleBreaker, and the token buckets that are full again:
@@ -63,7 +69,7 @@ type bucket struct {
 }
 
 func newLimiter(perEndpoint, breakerFailures int, breakerCooldown time.Duration, now func() time.Time) *limiter {
-	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, breakerCooldown: breakerCooldown, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}}
+	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, breakerCooldown: breakerCooldown, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}, maxBreakers: defaultMaxBreakers}
 }
 
 // limitKey names what a delivery is limited by: its endpoint, or the host of
@@ -143,6 +149,9 @@ func (l *limiter) report(key string, ok bool) {
 	}
 	now := l.now()
 	if b == nil {
+		if len(l.breakers) >= l.maxBreakers {
+			l.makeRoomLocked(now)
+		}
 		b = &breaker{since: now}
 		l.breakers[key] = b
 	}
@@ -154,6 +163,27 @@ func (l *limiter) report(key string, ok bool) {
 	}
 	if now.Sub(l.swept) >= sweepEvery {
 		l.sweepLocked(now)
+	}
+}
+
+// makeRoomLocked forgets stale circuits, then closed ones (their failures in
+// a row are forgotten: an endpoint failing on takes longer to open), then
+// open ones that hold nothing back now (their cool-down over, no probe
+// out), until there is room for one more; l.mu is held.
+func (l *limiter) makeRoomLocked(now time.Time) {
+	l.sweepLocked(now)
+	for _, forget := range []func(*breaker) bool{
+		func(b *breaker) bool { return b.failures < l.breakerFailures },
+		func(b *breaker) bool { return !now.Before(b.openUntil) && !now.Before(b.probeUntil) },
+	} {
+		for key, b := range l.breakers {
+			if len(l.breakers) < l.maxBreakers {
+				return
+			}
+			if forget(b) {
+				delete(l.breakers, key)
+			}
+		}
 	}
 }
 

@@ -139,3 +139,19 @@ func TestLimiterForgetsStaleEntries(t *testing.T) {
 	require.Equal(t, 0, len(l.buckets))
 	require.Contains(t, l.breakers, "acme/ep_busy")
 }
+
+// The circuits a limiter keeps are bounded: every callback host of every
+// tenant's jobs that failed once had one for an hour, 175 MiB for a
+// million. Open circuits are kept over closed ones.
+func TestLimiterBoundsItsCircuits(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(8, 2, breakerCooldown, time.Now)
+	l.maxBreakers = 10
+	l.report("open", false)
+	l.report("open", false)
+	for i := range 100 {
+		l.report("host-"+strconv.Itoa(i), false)
+	}
+	require.LessOrEqual(t, len(l.breakers), 10)
+	require.True(t, l.circuitOpen("open"), "an open circuit is kept")
+}
