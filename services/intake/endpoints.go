@@ -396,7 +396,7 @@ func (s *Service) listEndpoints(c *gin.Context) {
 
 func (s *Service) getEndpoint(c *gin.Context) {
 	ep, _, err := s.endpoints.Get(c.Request.Context(), tenantOf(c), c.Param("id"))
-	if err != nil {
+	if err = endpoints.Readable(err); err != nil { // shown without its secret
 		s.respondError(c, err)
 		return
 	}
@@ -503,6 +503,11 @@ func (s *Service) rotateEndpointSecret(c *gin.Context) {
 		return
 	}
 	ep, err := s.endpoints.Update(c.Request.Context(), tenantOf(c), c.Param("id"), func(ep *endpoints.Endpoint) error {
+		if len(ep.Keyring.Secrets) == 0 { // unreadable: a new one
+			ring, err := signing.NewKeyring(s.now())
+			ep.Keyring, ep.UpdatedAt = ring, s.now().UTC()
+			return err
+		}
 		ring, err := ep.Keyring.Rotate(s.now(), grace)
 		ep.Keyring, ep.UpdatedAt = ring, s.now().UTC()
 		return err

@@ -95,8 +95,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // secretInLog matches what must never be logged: an endpoint or signing
 // secret (whsec_…), the API keys of these tests, an issued key (hs_…), the
 // admin token of these tests, and a bearer token (an Authorization header).
-var secretInLog = regexp.MustCompile(`whsec_\S*|` + regexp.QuoteMeta(keyAcme) + `|` + regexp.QuoteMeta(keyOther) +
-	`|hs_[0-9a-v]+_[A-Za-z0-9_-]{16,}|admin-token-0123456789|(?i:bearer)\s+[^\s<"]\S*`)
+var secretInLog = regexp.MustCompile(`whsec_[^\s"]*|` + regexp.QuoteMeta(keyAcme) + `|` + regexp.QuoteMeta(keyOther) +
+	`|hs_[0-9a-v]+_[A-Za-z0-9_-]{16,}|admin-token-0123456789|(?i:bearer)\s+[^\s<"][^\s"]*`)
 
 type reply struct {
 	status int

@@ -73,6 +73,8 @@ func (s *Service) respondError(c *gin.Context, err error) {
 		ae = notFound("job").(*apiError)
 	case errors.Is(err, signing.ErrTenantDeleted):
 		ae = conflict("the tenant was deleted").(*apiError)
+	case errors.Is(err, signing.ErrUnreadable):
+		ae = conflict(signing.ErrUnreadable.Error()).(*apiError)
 	case errors.Is(err, endpoints.ErrNotFound):
 		ae = notFound("endpoint").(*apiError)
 	case errors.Is(err, apikeys.ErrNotFound):

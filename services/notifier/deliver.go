@@ -392,7 +392,7 @@ func (n *Notifier) moved(ctx context.Context, d *contract.Delivery, url string) 
 		return false
 	}
 	stored, _, err := n.endpoints.Get(ctx, d.Tenant, d.EndpointID)
-	return err == nil && stored.URL != url
+	return endpoints.Readable(err) == nil && stored.URL != url
 }
 
 // destination resolves where a delivery goes now: a job callback to its URL
@@ -403,8 +403,11 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 	now := n.cfg.Now()
 	if d.EndpointID == "" {
 		ring, err := n.secrets.Get(ctx, d.Tenant)
-		if errors.Is(err, signing.ErrTenantDeleted) {
+		switch {
+		case errors.Is(err, signing.ErrTenantDeleted):
 			return destination{}, "tenant " + d.Tenant + " was deleted", nil
+		case errors.Is(err, signing.ErrUnreadable):
+			return destination{}, "tenant " + d.Tenant + ": " + signing.ErrUnreadable.Error() + " (POST /v1/signing-secret/rotate)", nil
 		}
 		if err != nil {
 			return destination{}, "", err
@@ -421,7 +424,7 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 		// the bucket says. The index is left to its watch (a read put
 		// there could bring back one deleted since).
 		stored, _, err := n.endpoints.Get(ctx, d.Tenant, d.EndpointID)
-		switch {
+		switch err = endpoints.Readable(err); {
 		case errors.Is(err, endpoints.ErrNotFound):
 			ep = nil
 		case err != nil:
@@ -435,6 +438,8 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 		return destination{}, "endpoint " + d.EndpointID + " was deleted", nil
 	case !ep.Enabled:
 		return destination{}, "endpoint " + d.EndpointID + " is disabled", nil
+	case len(ep.Keyring.Secrets) == 0:
+		return destination{}, "endpoint " + d.EndpointID + ": " + signing.ErrUnreadable.Error(), nil
 	}
 	keys, err := ep.Keyring.Keys(now)
 	dest = destination{url: ep.URL, keys: keys, headers: ep.Headers, timeout: n.cfg.AttemptTimeout, schedule: ep.RetrySchedule}

@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -131,4 +132,25 @@ func TestInProcessRetriesKeepTheEndpointsRate(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Len(t, recs[0].Attempts, 1, "retries in process past the endpoint's rate (1/s)")
 	require.Equal(t, contract.DeliveryPending, recs[0].Status)
+}
+
+// A webhook whose signing secret this notifier cannot read (sealed with
+// another secret key: the deployment's was replaced) is dead-lettered with
+// the reason, to be recovered once the secret is rotated. It was put back
+// every second until the stream aged it out.
+func TestWebhookWithAnUnreadableSecretIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js := startJetStream(t)
+	rcv := newReceiver(t, nil)
+	other, err := secretbox.New(bytes.Repeat([]byte{7}, secretbox.KeySize))
+	require.NoError(t, err)
+	old, err := endpoints.Open(ctx, js, other)
+	require.NoError(t, err)
+	require.NoError(t, old.Create(ctx, newEndpoint(t, "acme", "ep_1", rcv.URL, "invoice.*")))
+	b := setupOn(t, js, notifier.Config{})
+	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
+	rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryFailed)
+	require.Contains(t, rec.Attempts[len(rec.Attempts)-1].Error, "cannot be read")
+	require.Empty(t, rcv.all())
 }

@@ -50,6 +50,9 @@ type Endpoint struct {
 	Keyring signing.Keyring `json:"-"`
 	// Revision is the KV revision this state was read or written at.
 	Revision uint64 `json:"-"`
+	// unreadable is the sealed keyring this process could not open
+	// (Keyring is then empty), kept when the endpoint is written again.
+	unreadable string
 }
 
 // Matches reports whether the endpoint subscribes to eventType.

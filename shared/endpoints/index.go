@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/signing"
 )
 
 // Index is an in-memory view of every endpoint, kept current by a watch on
@@ -73,7 +75,11 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 	var ep *Endpoint
 	if entry.Operation() == jetstream.KeyValuePut {
 		decoded, err := decode(x.box, entry.Value())
-		if err != nil {
+		if errors.Is(err, signing.ErrUnreadable) {
+			// Kept, so that its deliveries are made and dead-lettered with
+			// the reason (destination) until its secret is rotated.
+			x.logger.Error("endpoint whose signing secret cannot be read: its webhooks are dead-lettered until it is rotated", "key", entry.Key(), "error", err)
+		} else if err != nil {
 			x.logger.Error("unreadable endpoint record", "key", entry.Key(), "error", err)
 			return
 		}

@@ -45,9 +45,17 @@ func Open(ctx context.Context, js jetstream.JetStream, box *secretbox.Box) (*Sto
 func Key(tenant, id string) string { return tenant + "." + id }
 
 func (s *Store) encode(ep Endpoint) ([]byte, error) {
-	return json.Marshal(record{Endpoint: ep, SealedKeyring: string(signing.Seal(s.box, ep.Keyring))})
+	sealed := ep.unreadable // a keyring this process cannot read is kept as it is
+	if len(ep.Keyring.Secrets) > 0 {
+		sealed = string(signing.Seal(s.box, ep.Keyring))
+	}
+	return json.Marshal(record{Endpoint: ep, SealedKeyring: sealed})
 }
 
+// decode reads a stored endpoint. One whose keyring this process cannot
+// read (signing.ErrUnreadable: sealed with another secret key) is returned
+// too, with an empty Keyring, and that error: it can be shown, changed,
+// deleted, and given a new keyring, but not signed for.
 func decode(box *secretbox.Box, data []byte) (Endpoint, error) {
 	var rec record
 	if err := json.Unmarshal(data, &rec); err != nil {
@@ -55,10 +63,20 @@ func decode(box *secretbox.Box, data []byte) (Endpoint, error) {
 	}
 	ring, err := signing.Unseal(box, []byte(rec.SealedKeyring))
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("endpoint %s: %w", rec.ID, err)
+		rec.Endpoint.unreadable = rec.SealedKeyring
+		return rec.Endpoint, fmt.Errorf("endpoint %s: %w", rec.ID, err)
 	}
 	rec.Endpoint.Keyring = ring
 	return rec.Endpoint, nil
+}
+
+// Readable is err unless it only says the endpoint's keyring is
+// unreadable (decode).
+func Readable(err error) error {
+	if errors.Is(err, signing.ErrUnreadable) {
+		return nil
+	}
+	return err
 }
 
 // Create stores a new endpoint.
@@ -91,11 +109,13 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (Endpoint, uint64, e
 }
 
 // Update applies change to the endpoint and stores it with compare-and-set,
-// retrying on a conflict.
+// retrying on a conflict. An endpoint whose keyring is unreadable is given
+// to change with an empty Keyring: it keeps that keyring unless change
+// sets a new one.
 func (s *Store) Update(ctx context.Context, tenant, id string, change func(*Endpoint) error) (Endpoint, error) {
 	for {
 		ep, rev, err := s.Get(ctx, tenant, id)
-		if err != nil {
+		if err = Readable(err); err != nil {
 			return Endpoint{}, err
 		}
 		if err := change(&ep); err != nil {
@@ -116,9 +136,9 @@ func (s *Store) Update(ctx context.Context, tenant, id string, change func(*Endp
 	}
 }
 
-// Delete removes a tenant's endpoint.
+// Delete removes a tenant's endpoint, also one whose keyring is unreadable.
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {
-	if _, _, err := s.Get(ctx, tenant, id); err != nil {
+	if _, _, err := s.Get(ctx, tenant, id); Readable(err) != nil {
 		return err
 	}
 	if err := s.kv.Purge(ctx, Key(tenant, id)); err != nil {
@@ -148,12 +168,13 @@ func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
 	return n, err
 }
 
-// List returns a tenant's endpoints.
+// List returns a tenant's endpoints, also those whose keyring is
+// unreadable (with an empty Keyring).
 func (s *Store) List(ctx context.Context, tenant string) ([]Endpoint, error) {
 	out := []Endpoint{}
 	err := bus.ReadAll(ctx, s.kv, tenant+".*", func(entry jetstream.KeyValueEntry) error {
 		ep, err := decode(s.box, entry.Value())
-		if err == nil {
+		if err = Readable(err); err == nil {
 			out = append(out, ep)
 		}
 		return err

@@ -57,15 +57,20 @@ func Seal(box *secretbox.Box, ring Keyring) []byte {
 	return []byte(box.Seal(data))
 }
 
-// Unseal decrypts and decodes a stored keyring.
+// ErrUnreadable: a keyring sealed with another secret key than this
+// process's (the deployment's key was replaced, HOOKSTREAM_SECRET_KEY_REPLACE),
+// or not a keyring. Its secrets are lost; a rotation makes a new one.
+var ErrUnreadable = errors.New("the signing secret cannot be read: it was sealed with another secret key (HOOKSTREAM_SECRET_KEY_REPLACE); rotate it to make a new one")
+
+// Unseal decrypts and decodes a stored keyring; ErrUnreadable if it cannot.
 func Unseal(box *secretbox.Box, sealed []byte) (Keyring, error) {
 	data, err := box.Open(string(sealed))
 	if err != nil {
-		return Keyring{}, err
+		return Keyring{}, fmt.Errorf("%w (%w)", ErrUnreadable, err)
 	}
 	var ring Keyring
 	if err := json.Unmarshal(data, &ring); err != nil || len(ring.Secrets) == 0 {
-		return Keyring{}, errors.New("decode keyring: bad record")
+		return Keyring{}, fmt.Errorf("%w (not a keyring)", ErrUnreadable)
 	}
 	return ring, nil
 }
@@ -117,6 +122,8 @@ func (s *Store) remember(tenant string, ring Keyring, rev uint64, at time.Time) 
 	return ring
 }
 
+// load reads the tenant's keyring; one it cannot read is ErrUnreadable,
+// with the record's revision.
 func (s *Store) load(ctx context.Context, tenant string) (Keyring, uint64, error) {
 	entry, err := s.kv.Get(ctx, key(tenant))
 	if err != nil {
@@ -124,7 +131,7 @@ func (s *Store) load(ctx context.Context, tenant string) (Keyring, uint64, error
 	}
 	ring, err := Unseal(s.box, entry.Value())
 	if err != nil {
-		return Keyring{}, 0, fmt.Errorf("keyring of %s: %w", tenant, err)
+		return Keyring{}, entry.Revision(), fmt.Errorf("keyring of %s: %w", tenant, err)
 	}
 	return ring, entry.Revision(), nil
 }
@@ -156,17 +163,23 @@ func (s *Store) create(ctx context.Context, tenant string) (Keyring, uint64, err
 }
 
 // Rotate makes a new current secret; the previous ones keep signing until
-// grace has passed.
+// grace has passed. A keyring it cannot read (ErrUnreadable) is replaced
+// by a new one.
 func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration) (Keyring, error) {
-	if _, err := s.Get(ctx, tenant); err != nil {
+	if _, err := s.Get(ctx, tenant); err != nil && !errors.Is(err, ErrUnreadable) {
 		return Keyring{}, err
 	}
 	for {
 		ring, rev, err := s.load(ctx, tenant)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrUnreadable):
+			ring, err = NewKeyring(s.now())
+		case err != nil:
 			return Keyring{}, fmt.Errorf("load keyring of %s: %w", tenant, err)
+		default:
+			ring, err = ring.Rotate(s.now(), grace)
 		}
-		if ring, err = ring.Rotate(s.now(), grace); err != nil {
+		if err != nil {
 			return Keyring{}, err
 		}
 		rev, err = s.kv.Update(ctx, key(tenant), Seal(s.box, ring), rev)

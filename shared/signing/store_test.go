@@ -33,3 +33,26 @@ func TestNoKeyringForADeletedTenant(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, ring.Secrets)
 }
+
+// A tenant's keyring sealed with another secret key (the deployment's was
+// replaced) is ErrUnreadable, and a rotation replaces it with a new one;
+// the rotation failed as the read did, and the tenant had no way out.
+func TestRotateReplacesAnUnreadableKeyring(t *testing.T) {
+	t.Parallel()
+	js := ensured(t)
+	ctx := context.Background()
+	old, err := signing.Open(ctx, js, box(t, 1))
+	require.NoError(t, err)
+	_, err = old.Get(ctx, "acme")
+	require.NoError(t, err)
+	store, err := signing.Open(ctx, js, box(t, 2))
+	require.NoError(t, err)
+	_, err = store.Get(ctx, "acme")
+	require.ErrorIs(t, err, signing.ErrUnreadable)
+	ring, err := store.Rotate(ctx, "acme", 0)
+	require.NoError(t, err)
+	require.Len(t, ring.Secrets, 1)
+	got, err := store.Get(ctx, "acme")
+	require.NoError(t, err)
+	require.Equal(t, ring.Current().Secret, got.Current().Secret)
+}
