@@ -1,16 +1,20 @@
 package intake_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
 )
 
 // createEndpoint registers an endpoint from body and returns its id.
@@ -157,4 +161,35 @@ func TestRotateWithAnEmptyChunkedBody(t *testing.T) {
 		_ = resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode, path)
 	}
+}
+
+// Recover tasks are records of the tenants bucket, which has no TTL: those
+// last written more than 7 days ago are removed when the tenant asks for
+// another, and a tenant keeps at most 1,000 (one more: 429). Every recover
+// left its record for good.
+func TestRecoverTasksAreNotKeptForGood(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	tenants, err := b.js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	put := func(taskID string, at time.Time) {
+		data, err := json.Marshal(contract.Task{ID: taskID, Kind: "recover", Status: contract.TaskDone, CreatedAt: at, UpdatedAt: at})
+		require.NoError(t, err)
+		_, err = tenants.Put(ctx, contract.TaskKey("acme", taskID), data)
+		require.NoError(t, err)
+	}
+	put("task_old", time.Now().Add(-8*24*time.Hour))
+	for i := range 999 {
+		put(fmt.Sprintf("task_%d", i), time.Now())
+	}
+	path := "/v1/endpoints/" + id + "/recover"
+	r := b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+	_, err = tenants.Get(ctx, contract.TaskKey("acme", "task_old"))
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "a task written 8 days ago is removed")
+	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusTooManyRequests, r.status, r.body)
+	require.NotEmpty(t, r.header.Get("Retry-After"))
 }

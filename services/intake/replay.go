@@ -250,6 +250,10 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
+	if err := s.pruneTasks(ctx, tenant, now); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	data, _ := json.Marshal(task)
 	if _, err := s.tenants.Create(ctx, contract.TaskKey(tenant, task.ID), data); err != nil {
 		s.respondError(c, fmt.Errorf("store task: %w", err))
@@ -261,6 +265,38 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	}
 	c.Header("Location", "/v1/tasks/"+task.ID)
 	c.JSON(http.StatusAccepted, task)
+}
+
+// Task records are kept taskRetention after they were last written, and a
+// tenant keeps at most maxTasks of them: the tenants bucket, where they
+// live, has no TTL.
+const (
+	taskRetention = 7 * 24 * time.Hour
+	maxTasks      = 1000
+)
+
+// pruneTasks removes the tenant's tasks last written more than
+// taskRetention before now, and refuses one more task (429) while the
+// tenant keeps maxTasks. A task still queued or running after that long is
+// as good as lost (its message is kept 8 days at most).
+func (s *Service) pruneTasks(ctx context.Context, tenant string, now time.Time) error {
+	kept := 0
+	err := bus.ReadAll(ctx, s.tenants, contract.TaskKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
+		var task contract.Task
+		if json.Unmarshal(e.Value(), &task) == nil && now.Sub(task.UpdatedAt) > taskRetention {
+			return s.tenants.Purge(ctx, e.Key(), jetstream.LastRevision(e.Revision()))
+		}
+		kept++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("prune tasks: %w", err)
+	}
+	if kept >= maxTasks {
+		return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Hour,
+			detail: fmt.Sprintf("this tenant keeps %d tasks, the most allowed; tasks are removed %s after they were last written", kept, taskRetention)}
+	}
+	return nil
 }
 
 // getTask answers GET /v1/tasks/{id}.

@@ -115,7 +115,19 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, nats.ErrDisconnected) ||
 		errors.Is(err, nats.ErrReconnectBufExceeded) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		streamFull(err)
+}
+
+// errCodeStoreFailed is JetStream's refusal of a write its stream has no
+// room for (maximum messages or bytes exceeded, DiscardNew).
+const errCodeStoreFailed = 10077
+
+// streamFull tells whether err is a write refused by a full stream: retry
+// later, once consumers made room.
+func streamFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed
 }
 
 // CheckAvailable tells why js cannot serve a service now, or nil: its

@@ -314,3 +314,20 @@ func TestStopWhenClosed(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the closed handler runs asynchronously
 	require.NoError(t, ctx.Err(), "its own Close does not stop the process")
 }
+
+// A write that a full stream refuses is JetStream unavailable for now
+// (503 with Retry-After, logged as a warning), not an unexpected error
+// logged for every request while the stream is full.
+func TestAFullStreamIsUnavailable(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL", Subjects: []string{"full"}, MaxMsgs: 1, Discard: jetstream.DiscardNew})
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, "full", []byte("1"))
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, "full", []byte("2"))
+	require.Error(t, err)
+	require.True(t, bus.IsUnavailable(err), "%v", err)
+	require.True(t, bus.NotStored(err))
+}
