@@ -116,7 +116,8 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	defer stop(nil)
 	var nc *nats.Conn
 	var js jetstream.JetStream
-	err = whenAvailable(ctx, logger, "connect to NATS", func() (err error) {
+	until := time.Now().Add(startupWait) // for every step of the start
+	err = whenAvailable(ctx, logger, until, "connect to NATS", func() (err error) {
 		nc, js, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd, Token: s.NATSToken}, logger)
 		return err
 	})
@@ -133,10 +134,10 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	topology.Kept = func(what string) {
 		logger.Warn("streams and buckets: " + what + "; lower it with the nats CLI if that is meant (give every service the same HOOKSTREAM_NATS_REPLICAS, retentions and HOOKSTREAM_STREAM_MAX_BYTES)")
 	}
-	if err := whenAvailable(ctx, logger, "create streams and buckets", func() error { return bus.Ensure(ctx, js, topology) }); err != nil {
+	if err := whenAvailable(ctx, logger, until, "create streams and buckets", func() error { return bus.Ensure(ctx, js, topology) }); err != nil {
 		return err
 	}
-	if err := whenAvailable(ctx, logger, "check the secret key", func() error {
+	if err := whenAvailable(ctx, logger, until, "check the secret key", func() error {
 		return signing.CheckKey(ctx, js, box, s.SecretKeyReplace == "yes")
 	}); err != nil {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w; give every service the same key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records a new one)", err)
@@ -155,7 +156,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		c.intake.RecordReader, c.processor.RecordReader = rjs, rjs
 	}
 	var svc interface{ Run(context.Context) error }
-	err = whenAvailable(ctx, logger, "start "+cmd, func() (err error) {
+	err = whenAvailable(ctx, logger, until, "start "+cmd, func() (err error) {
 		switch cmd {
 		case "intake":
 			svc, err = intake.New(ctx, c.intake, nc, js, logger)
@@ -183,11 +184,12 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 const startupWait = 2 * time.Minute
 
 // whenAvailable runs step until it succeeds, fails otherwise than with
-// JetStream not available (yet), or startupWait has passed; each retry is
-// logged.
-func whenAvailable(ctx context.Context, logger *slog.Logger, what string, step func() error) error {
+// JetStream not available (yet), or until has passed (after one try at
+// least); each retry is logged. The steps of one start share until, so
+// that the whole start-up waits startupWait at most.
+func whenAvailable(ctx context.Context, logger *slog.Logger, until time.Time, what string, step func() error) error {
 	policy := backoff.WithContext(backoff.NewExponentialBackOff(
-		backoff.WithMaxElapsedTime(startupWait), backoff.WithMaxInterval(5*time.Second)), ctx)
+		backoff.WithMaxElapsedTime(max(time.Until(until), time.Nanosecond)), backoff.WithMaxInterval(5*time.Second)), ctx)
 	return backoff.RetryNotify(func() error {
 		err := step()
 		if err != nil && !jetStreamStarting(err) {

@@ -33,7 +33,7 @@ func TestWhenAvailable(t *testing.T) {
 		fmt.Errorf("connect to nats: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}),
 	}
 	calls := 0
-	err := whenAvailable(context.Background(), logger, "test", func() error {
+	err := whenAvailable(context.Background(), logger, time.Now().Add(time.Minute), "test", func() error {
 		calls++
 		if calls <= len(notYet) {
 			return notYet[calls-1]
@@ -49,15 +49,22 @@ func TestWhenAvailable(t *testing.T) {
 		&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"},
 	} {
 		calls = 0
-		err = whenAvailable(context.Background(), logger, "test", func() error { calls++; return wrong })
+		err = whenAvailable(context.Background(), logger, time.Now().Add(time.Minute), "test", func() error { calls++; return wrong })
 		require.ErrorIs(t, err, wrong)
 		require.Equal(t, 1, calls, "%v", wrong)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err = whenAvailable(ctx, logger, "test", func() error { return nats.ErrTimeout })
+	err = whenAvailable(ctx, logger, time.Now().Add(time.Minute), "test", func() error { return nats.ErrTimeout })
 	require.Error(t, err, "a stopped start-up does not wait")
+
+	// The steps of a start share one deadline: once it has passed, a step
+	// is tried once.
+	calls = 0
+	err = whenAvailable(context.Background(), logger, time.Now().Add(-time.Second), "test", func() error { calls++; return nats.ErrTimeout })
+	require.ErrorIs(t, err, nats.ErrTimeout)
+	require.Equal(t, 1, calls)
 }
 
 // With the admin API on and no HOOKSTREAM_API_KEYS, serve makes no dev
