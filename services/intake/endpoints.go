@@ -367,12 +367,7 @@ func (s *Service) createEndpoint(c *gin.Context) {
 // endpoints, oldest first, a page at a time; "next" is the after= of the
 // next page.
 func (s *Service) listEndpoints(c *gin.Context) {
-	after, err := parsePageCursor(c.Query("after"), "after")
-	if err != nil {
-		s.respondError(c, err)
-		return
-	}
-	limit, err := pageLimit(c)
+	after, limit, err := pageQuery(c, "after")
 	if err != nil {
 		s.respondError(c, err)
 		return

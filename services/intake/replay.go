@@ -36,12 +36,7 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	before, err := parsePageCursor(c.Query("before"), "before")
-	if err != nil {
-		s.respondError(c, err)
-		return
-	}
-	limit, err := pageLimit(c)
+	before, limit, err := pageQuery(c, "before")
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -80,25 +75,21 @@ type pageCursor struct {
 	id string
 }
 
-// parsePageCursor reads the cursor of query parameter name.
-func parsePageCursor(v, name string) (pageCursor, error) {
-	at, id, _ := strings.Cut(v, ",")
+// pageQuery reads a page's cursor, query parameter name, and its ?limit=:
+// 1 to maxPageSize, defaultPageSize if not given.
+func pageQuery(c *gin.Context, name string) (pageCursor, int, error) {
+	at, id, _ := strings.Cut(c.Query(name), ",")
 	t, err := optionalTime(at, name)
-	return pageCursor{at: t, id: id}, err
-}
-
-// pageLimit reads a page's ?limit=: 1 to maxPageSize, defaultPageSize if
-// not given.
-func pageLimit(c *gin.Context) (int, error) {
-	v := c.Query("limit")
-	if v == "" {
-		return defaultPageSize, nil
+	if err != nil {
+		return pageCursor{}, 0, err
 	}
-	limit, err := strconv.Atoi(v)
-	if err != nil || limit < 1 || limit > maxPageSize {
-		return 0, badRequest(fmt.Sprintf("limit must be 1 to %d", maxPageSize))
+	limit := defaultPageSize
+	if v := c.Query("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxPageSize {
+			return pageCursor{}, 0, badRequest(fmt.Sprintf("limit must be 1 to %d", maxPageSize))
+		}
 	}
-	return limit, nil
+	return pageCursor{at: t, id: id}, limit, nil
 }
 
 // admits says whether r is past the cursor: older in the log's order, so
