@@ -23,15 +23,20 @@ const (
 	EventEndpointRecovered = "endpoint.recovered"
 )
 
-// trackHealth keeps an endpoint's failing_since: set, to the first of them,
-// once BreakerFailures attempts in a row have failed (its circuit opened),
-// cleared (with an endpoint.recovered event) on the first success after;
-// after DisableAfter of failing the endpoint is disabled. An endpoint that
-// fails now and then is not failing: marking it on every failed round made
-// each flip of a flaky endpoint two writes of the endpoint and an
-// endpoint.recovered event. It writes only on those transitions, and only
-// while the endpoint's URL is still url, the one the round was sent to: a
-// round to a URL the tenant has since replaced says nothing of the new one.
+// trackHealth keeps an endpoint's failing_since: set once a delivery has
+// failed its first failingAttempts attempts, or BreakerFailures attempts in
+// a row have failed in this process (its circuit opened), to the first of
+// those failures, but not before the endpoint was last changed (a new URL,
+// enabled again); cleared (with an endpoint.recovered event) on the first
+// success after; after DisableAfter of failing the endpoint is disabled. An
+// endpoint that fails now and then is not failing: marking it on every
+// failed round made each flip of a flaky endpoint two writes of the
+// endpoint and an endpoint.recovered event. A delivery's own attempts,
+// carried in its message, mark an endpoint that gets too few deliveries to
+// open its circuit, across restarts. It writes only on those transitions,
+// and only while the endpoint's URL is still url, the one the round was
+// sent to: a round to a URL the tenant has since replaced says nothing of
+// the new one.
 func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *contract.Delivery, url string, ok bool) {
 	ep := n.index.Get(d.Tenant, d.EndpointID)
 	if ep == nil || ep.URL != url {
@@ -62,15 +67,21 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 		})
 	case !ok && ep.FailingSince == nil:
 		since, failing := n.limits.failingSince(limitKey(d))
+		if k := len(d.Attempts); !failing && !d.Replay && k >= failingAttempts {
+			since, failing = d.Attempts[0].At, true
+		}
 		if !failing {
 			return
 		}
-		since = since.UTC()
 		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
 			if e.FailingSince != nil || e.URL != url {
 				return errNoLongerDue
 			}
-			e.FailingSince = &since
+			from := since.UTC()
+			if from.Before(e.UpdatedAt) { // not the old URL's failures
+				from = e.UpdatedAt
+			}
+			e.FailingSince = &from
 			return nil
 		})
 		if err == nil {
@@ -84,6 +95,10 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 		})
 	}
 }
+
+// failingAttempts is how many first attempts of one delivery, all failed,
+// mark its endpoint failing: by the default schedule, over 5 minutes.
+const failingAttempts = 3
 
 // errNoLongerDue leaves an endpoint enabled (disableEndpoint).
 var errNoLongerDue = errors.New("no longer to be disabled")

@@ -50,3 +50,65 @@ func TestRecoveryIsAnnouncedOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), info.State.Subjects[subject], "one endpoint.recovered")
 }
+
+// An endpoint that fails every delivery but gets too few to open its
+// circuit (an event a day: a notifier forgets a circuit an hour after its
+// last failure, and on restart) is marked failing by a delivery whose
+// first failingAttempts attempts failed, from the first of them, and so is
+// disabled after DisableAfter; a delivery with fewer does not mark it.
+func TestLowTrafficDeadEndpointIsMarkedFailing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	n, _, store := idleNotifier(t, Config{Now: func() time.Time { return now }, BreakerFailures: 1000})
+	ring, err := signing.NewKeyring(now)
+	require.NoError(t, err)
+	const url = "http://127.0.0.1:9/hook"
+	created := now.Add(-time.Hour)
+	require.NoError(t, store.Create(ctx, endpoints.Endpoint{ID: "ep_dead", Tenant: "acme", URL: url, Enabled: true, Keyring: ring, CreatedAt: created, UpdatedAt: created}))
+	ep, _, err := store.Get(ctx, "acme", "ep_dead")
+	require.NoError(t, err)
+	first := now.Add(-6 * time.Minute)
+	d := &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_dead", Attempts: []contract.Attempt{{At: first, StatusCode: 500}, {At: first.Add(5 * time.Second), StatusCode: 500}}}
+	n.index.Put(ep)
+	n.trackHealth(ctx, n.logger, d, url, false)
+	ep, _, err = store.Get(ctx, "acme", "ep_dead")
+	require.NoError(t, err)
+	require.Nil(t, ep.FailingSince, "two failed attempts do not mark it")
+
+	d.Attempts = append(d.Attempts, contract.Attempt{At: now, StatusCode: 500})
+	n.trackHealth(ctx, n.logger, d, url, false)
+	ep, _, err = store.Get(ctx, "acme", "ep_dead")
+	require.NoError(t, err)
+	require.NotNil(t, ep.FailingSince, "a delivery's three failed attempts mark it")
+	require.True(t, ep.FailingSince.Equal(first), "from its first failure: %v", ep.FailingSince)
+}
+
+// A circuit opened by an endpoint's old URL does not date the new URL's
+// failing_since: the first failures it marks are not before the endpoint
+// was last changed. The new URL was marked failing since the old one's
+// first failure, and disabled hours after the move.
+func TestFailingSinceIsNotBeforeTheEndpointChanged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	clock := now.Add(-time.Hour)
+	n, _, store := idleNotifier(t, Config{Now: func() time.Time { return clock }})
+	for range DefaultBreakerFailures { // the old URL's failures, an hour ago
+		n.limits.report("acme/ep_moved", false)
+	}
+	clock = now
+	ring, err := signing.NewKeyring(now)
+	require.NoError(t, err)
+	const url = "http://127.0.0.1:9/new"
+	moved := now.Add(-time.Minute)
+	require.NoError(t, store.Create(ctx, endpoints.Endpoint{ID: "ep_moved", Tenant: "acme", URL: url, Enabled: true, Keyring: ring, CreatedAt: now.Add(-48 * time.Hour), UpdatedAt: moved}))
+	ep, _, err := store.Get(ctx, "acme", "ep_moved")
+	require.NoError(t, err)
+	n.index.Put(ep)
+	n.trackHealth(ctx, n.logger, &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_moved", Attempts: []contract.Attempt{{At: now, StatusCode: 500}}}, url, false)
+	ep, _, err = store.Get(ctx, "acme", "ep_moved")
+	require.NoError(t, err)
+	require.NotNil(t, ep.FailingSince)
+	require.True(t, ep.FailingSince.Equal(moved), "failing since %v, the endpoint changed at %v", ep.FailingSince, moved)
+}
