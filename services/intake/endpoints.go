@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"net/textproto"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -114,7 +115,11 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return p, badRequest("the body must be a JSON object")
 	}
+	// encoding/json matched the fields whatever their case: so here.
+	lowered := make(map[string]json.RawMessage, len(fields))
 	for name, raw := range fields {
+		name = strings.ToLower(name)
+		lowered[name] = raw
 		if string(bytes.TrimSpace(raw)) == "null" {
 			if p.nulls == nil {
 				p.nulls = map[string]bool{}
@@ -123,13 +128,19 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 		}
 	}
 	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
-	if raw, ok := fields["headers"]; ok && mt == "application/merge-patch+json" && !p.nulls["headers"] {
+	if raw, ok := lowered["headers"]; ok && mt == "application/merge-patch+json" && !p.nulls["headers"] {
 		var merge map[string]*string
 		if err := json.Unmarshal(raw, &merge); err != nil {
 			return p, invalid(`field "headers": an object of header names and values (or null, to remove one)`)
 		}
 		set := map[string]string{}
+		given := map[string]bool{}
 		for name, v := range merge {
+			canon := textproto.CanonicalMIMEHeaderKey(name)
+			if given[canon] {
+				return p, invalid(fmt.Sprintf(`field "headers": %s is given twice (header names are case-insensitive)`, canon))
+			}
+			given[canon] = true
 			if v == nil {
 				p.removeHeaders = append(p.removeHeaders, name)
 			} else {

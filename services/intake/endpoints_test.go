@@ -96,6 +96,9 @@ func TestEndpointsAreListedInPages(t *testing.T) {
 		path = "/v1/endpoints?limit=2&after=" + next
 	}
 	require.Equal(t, made, listed)
+	r := b.do(t, http.MethodGet, "/v1/endpoints?after="+time.Now().Add(time.Hour).UTC().Format(time.RFC3339), keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Empty(t, r.body["data"], "a cursor of a time alone: those created after it")
 	for _, bad := range []string{"?limit=0", "?limit=251", "?after=yesterday"} {
 		require.Equal(t, http.StatusBadRequest, b.do(t, http.MethodGet, "/v1/endpoints"+bad, keyAcme, "", "").status, bad)
 	}
@@ -121,6 +124,18 @@ func TestEndpointMergePatch(t *testing.T) {
 	require.Equal(t, map[string]any{"X-Only": "1"}, r.body["headers"])
 	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/json", `{"url":null}`)
 	require.Equal(t, http.StatusUnprocessableEntity, r.status)
+
+	// Field names in any case, as encoding/json reads them.
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"Headers":{"X-Team":"core","X-Env":"a"}}`)
+	require.Equal(t, map[string]any{"X-Only": "1", "X-Team": "core", "X-Env": "a"}, r.body["headers"])
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"HEADERS":{"X-Team":null},"Description":"x"}`)
+	require.Equal(t, map[string]any{"X-Only": "1", "X-Env": "a"}, r.body["headers"])
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"Description":null}`)
+	require.NotContains(t, r.body, "description")
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/json", `{"URL":null}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status)
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"headers":{"X-Dup":"a","x-dup":"b"}}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, "one header in two spellings")
 }
 
 // A ping to a disabled endpoint answers 409, as recover does: it would be
@@ -189,6 +204,12 @@ func TestRecoverTasksAreNotKeptForGood(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 	_, err = tenants.Get(ctx, contract.TaskKey("acme", "task_old"))
 	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "a task written 8 days ago is removed")
+	stream, err := b.js.Stream(ctx, "KV_"+contract.BucketTenants)
+	require.NoError(t, err)
+	subject := "$KV." + contract.BucketTenants + "." + contract.TaskKey("acme", "task_old")
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	require.Zero(t, info.State.Subjects[subject], "not even a delete marker is left")
 	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
 	require.Equal(t, http.StatusTooManyRequests, r.status, r.body)
 	require.NotEmpty(t, r.header.Get("Retry-After"))

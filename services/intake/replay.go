@@ -271,17 +271,32 @@ const (
 // tenant keeps maxTasks. A task still queued or running after that long is
 // as good as lost (its message is kept 8 days at most).
 func (s *Service) pruneTasks(ctx context.Context, tenant string, now time.Time) error {
+	var old []string
 	kept := 0
 	err := bus.ReadAll(ctx, s.tenants, contract.TaskKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
 		var task contract.Task
 		if json.Unmarshal(e.Value(), &task) == nil && now.Sub(task.UpdatedAt) > taskRetention {
-			return s.tenants.Purge(ctx, e.Key(), jetstream.LastRevision(e.Revision()))
+			old = append(old, e.Key())
+		} else {
+			kept++
 		}
-		kept++
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("prune tasks: %w", err)
+	}
+	if len(old) > 0 {
+		// Removed from the bucket's stream, leaving no delete marker (a
+		// KV purge or delete leaves one for good: this bucket has no TTL).
+		stream, err := s.js.Stream(ctx, "KV_"+contract.BucketTenants)
+		for _, key := range old {
+			if err == nil {
+				err = stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+contract.BucketTenants+"."+key))
+			}
+		}
+		if err != nil {
+			s.logger.Warn("remove old tasks", "tenant_id", tenant, "error", err) // tried again at the next recover
+		}
 	}
 	if kept >= maxTasks {
 		return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Hour,

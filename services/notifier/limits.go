@@ -166,18 +166,19 @@ func (l *limiter) report(key string, ok bool) {
 	}
 }
 
-// makeRoomLocked forgets stale circuits, then closed ones (their failures in
-// a row are forgotten: an endpoint failing on takes longer to open), then
-// open ones that hold nothing back now (their cool-down over, no probe
-// out), until there is room for one more; l.mu is held.
+// makeRoomLocked forgets closed circuits (their failures in a row are
+// forgotten: an endpoint failing on takes longer to open), then open ones
+// that hold nothing back now (their cool-down over, no probe out), until a
+// tenth of maxBreakers is free: one pass over the map makes room for many
+// new circuits, not one. l.mu is held.
 func (l *limiter) makeRoomLocked(now time.Time) {
-	l.sweepLocked(now)
+	room := l.maxBreakers - max(l.maxBreakers/10, 1)
 	for _, forget := range []func(*breaker) bool{
 		func(b *breaker) bool { return b.failures < l.breakerFailures },
 		func(b *breaker) bool { return !now.Before(b.openUntil) && !now.Before(b.probeUntil) },
 	} {
 		for key, b := range l.breakers {
-			if len(l.breakers) < l.maxBreakers {
+			if len(l.breakers) <= room {
 				return
 			}
 			if forget(b) {

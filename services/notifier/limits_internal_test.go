@@ -146,12 +146,20 @@ func TestLimiterForgetsStaleEntries(t *testing.T) {
 func TestLimiterBoundsItsCircuits(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(8, 2, breakerCooldown, time.Now)
-	l.maxBreakers = 10
+	l.maxBreakers = 100
 	l.report("open", false)
 	l.report("open", false)
-	for i := range 100 {
+	for i := range 99 {
 		l.report("host-"+strconv.Itoa(i), false)
 	}
-	require.LessOrEqual(t, len(l.breakers), 10)
+	require.Len(t, l.breakers, 100)
+	l.report("one-more", false)
+	// A tenth is made free at once, so that the next new circuits do not
+	// each go over the whole map under the lock.
+	require.Len(t, l.breakers, 91)
 	require.True(t, l.circuitOpen("open"), "an open circuit is kept")
+	for i := range 1000 {
+		l.report("more-"+strconv.Itoa(i), false)
+	}
+	require.LessOrEqual(t, len(l.breakers), 100)
 }
