@@ -56,10 +56,23 @@ func TestDeliveryFannedOutAgainAfterACrashKeepsItsRetry(t *testing.T) {
 	// Notifier A never stores its attempt logs, so the event is never
 	// acknowledged; it is cut off once its retry is scheduled.
 	cfgA := cfg
-	notifier.HoldAttemptLogs(&cfgA, make(chan struct{}))
-	a, err := notifier.New(ctx, cfgA, jsA, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	held := make(chan struct{})
+	notifier.HoldAttemptLogs(&cfgA, held)
+	// Its log is dropped: it runs on, cut off, until the test's end.
+	a, err := notifier.New(ctx, cfgA, jsA, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	go func() { _ = a.Run(ctx) }()
+	runA, stopA := context.WithCancel(ctx)
+	ranA := make(chan struct{})
+	go func() { defer close(ranA); _ = a.Run(runA) }()
+	t.Cleanup(func() {
+		stopA()
+		close(held) // its held writes fail on the closed connection, and it stops
+		select {
+		case <-ranA:
+		case <-time.After(10 * time.Second):
+			t.Error("notifier A did not stop")
+		}
+	})
 	(&bundle{js: jsA}).publishEvent(t, "acme", "invoice.paid", "acme:in_1", []byte(`{}`))
 	rcv.wait(t, 1)
 	deliveries, err := jsA.Stream(ctx, contract.StreamDeliveries)
