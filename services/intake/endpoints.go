@@ -95,6 +95,20 @@ type endpointPatch struct {
 	removeHeaders []string
 }
 
+// patchFields are the JSON names of endpointPatch's fields.
+var patchFields = []string{"url", "event_types", "description", "enabled", "rate_limit", "headers", "attempt_timeout", "retry_schedule"}
+
+// patchField is the field of endpointPatch that encoding/json reads name
+// into, or name itself (an unknown field, which decoding refused).
+func patchField(name string) string {
+	for _, f := range patchFields {
+		if strings.EqualFold(f, name) {
+			return f
+		}
+	}
+	return name
+}
+
 // readPatch reads the body of a PATCH: JSON, or a JSON merge patch (RFC
 // 7396), where null resets a field to its default and headers are merged
 // into the endpoint's (a header set to null is removed). In plain JSON too,
@@ -115,10 +129,15 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return p, badRequest("the body must be a JSON object")
 	}
-	// encoding/json matched the fields whatever their case: so here.
+	// encoding/json matched the fields as it folds case (strings.EqualFold):
+	// so here, and one field given twice is refused rather than read as
+	// whichever came last.
 	lowered := make(map[string]json.RawMessage, len(fields))
-	for name, raw := range fields {
-		name = strings.ToLower(name)
+	for given, raw := range fields {
+		name := patchField(given)
+		if _, twice := lowered[name]; twice {
+			return p, badRequest(fmt.Sprintf("field %q is given twice", name))
+		}
 		lowered[name] = raw
 		if string(bytes.TrimSpace(raw)) == "null" {
 			if p.nulls == nil {

@@ -214,3 +214,23 @@ func TestRecoverTasksAreNotKeptForGood(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, r.status, r.body)
 	require.NotEmpty(t, r.header.Get("Retry-After"))
 }
+
+// A PATCH's field names are read as encoding/json folds them, whatever
+// their spelling, and a field given twice is refused: a merge patch of
+// "headerſ" (U+017F) replaced every header, and one of "headers" and
+// "Headers" was read as whichever came last.
+func TestPatchFieldNamesAsJSONReadsThem(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook","headers":{"Authorization":"Bearer x"}}`)
+	r := b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"header\u017f":{"X-Team":"core"}}`)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Equal(t, map[string]any{"Authorization": "Bearer x", "X-Team": "core"}, r.body["headers"])
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"headers":{"X-A":"1"},"Headers":{"X-B":"2"}}`)
+	require.Equal(t, http.StatusBadRequest, r.status, r.body)
+	// A time alone as after= lists those created strictly after it.
+	ep := b.do(t, http.MethodGet, "/v1/endpoints/"+id, keyAcme, "", "")
+	r = b.do(t, http.MethodGet, "/v1/endpoints?after="+ep.body["created_at"].(string), keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Empty(t, r.body["data"])
+}

@@ -23,17 +23,17 @@ const (
 	EventEndpointRecovered = "endpoint.recovered"
 )
 
-// trackHealth keeps an endpoint's failing_since: set once a delivery has
-// failed its first failingAttempts attempts, or BreakerFailures attempts in
-// a row have failed in this process (its circuit opened), to the first of
-// those failures, but not before the endpoint was last changed (a new URL,
-// enabled again); cleared (with an endpoint.recovered event) on the first
-// success after; after DisableAfter of failing the endpoint is disabled. An
-// endpoint that fails now and then is not failing: marking it on every
-// failed round made each flip of a flaky endpoint two writes of the
-// endpoint and an endpoint.recovered event. A delivery's own attempts,
-// carried in its message, mark an endpoint that gets too few deliveries to
-// open its circuit, across restarts. It writes only on those transitions,
+// trackHealth keeps an endpoint's failing_since: set once BreakerFailures
+// attempts in a row at its URL have failed in this process (its circuit
+// opened), to the first of them, but not before the endpoint was last
+// changed (a new URL, enabled again); cleared (with an endpoint.recovered
+// event) on the first success after; after DisableAfter of failing the
+// endpoint is disabled. An endpoint that fails now and then is not
+// failing: marking it on every failed round made each flip of a flaky
+// endpoint two writes of the endpoint and an endpoint.recovered event. An
+// endpoint's run of failures is kept DisableAfter (limiter.endpointStale),
+// so one with a delivery a day still reaches it; a restart starts it over,
+// which can only delay the disable. It writes only on those transitions,
 // and only while the endpoint's URL is still url, the one the round was
 // sent to: a round to a URL the tenant has since replaced says nothing of
 // the new one.
@@ -67,9 +67,6 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 		})
 	case !ok && ep.FailingSince == nil:
 		since, failing := n.limits.failingSince(limitKey(d))
-		if k := len(d.Attempts); !failing && !d.Replay && k >= failingAttempts {
-			since, failing = d.Attempts[0].At, true
-		}
 		if !failing {
 			return
 		}
@@ -95,10 +92,6 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 		})
 	}
 }
-
-// failingAttempts is how many first attempts of one delivery, all failed,
-// mark its endpoint failing: by the default schedule, over 5 minutes.
-const failingAttempts = 3
 
 // errNoLongerDue leaves an endpoint enabled (disableEndpoint).
 var errNoLongerDue = errors.New("no longer to be disabled")

@@ -52,15 +52,16 @@ func TestRecoveryIsAnnouncedOnce(t *testing.T) {
 }
 
 // An endpoint that fails every delivery but gets too few to open its
-// circuit (an event a day: a notifier forgets a circuit an hour after its
-// last failure, and on restart) is marked failing by a delivery whose
-// first failingAttempts attempts failed, from the first of them, and so is
-// disabled after DisableAfter; a delivery with fewer does not mark it.
+// circuit within the hour a callback host's failures are kept (a delivery
+// every two hours here) keeps its run of failures, and is marked failing
+// from the first of them once it has BreakerFailures in a row; the run
+// starts over at another URL.
 func TestLowTrafficDeadEndpointIsMarkedFailing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	now := time.Now().UTC()
-	n, _, store := idleNotifier(t, Config{Now: func() time.Time { return now }, BreakerFailures: 1000})
+	clock := now
+	n, _, store := idleNotifier(t, Config{Now: func() time.Time { return clock }})
 	ring, err := signing.NewKeyring(now)
 	require.NoError(t, err)
 	const url = "http://127.0.0.1:9/hook"
@@ -68,20 +69,25 @@ func TestLowTrafficDeadEndpointIsMarkedFailing(t *testing.T) {
 	require.NoError(t, store.Create(ctx, endpoints.Endpoint{ID: "ep_dead", Tenant: "acme", URL: url, Enabled: true, Keyring: ring, CreatedAt: created, UpdatedAt: created}))
 	ep, _, err := store.Get(ctx, "acme", "ep_dead")
 	require.NoError(t, err)
-	first := now.Add(-6 * time.Minute)
-	d := &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_dead", Attempts: []contract.Attempt{{At: first, StatusCode: 500}, {At: first.Add(5 * time.Second), StatusCode: 500}}}
 	n.index.Put(ep)
-	n.trackHealth(ctx, n.logger, d, url, false)
+	d := &contract.Delivery{ID: "msg_1", Tenant: "acme", EndpointID: "ep_dead"}
+	for i := range DefaultBreakerFailures {
+		if i > 0 {
+			clock = clock.Add(2 * time.Hour)
+			n.limits.report("acme/ep_other", false) // another endpoint's failure sweeps the circuits
+		}
+		n.limits.reportAt(limitKey(d), url, false)
+		n.trackHealth(ctx, n.logger, d, url, false)
+	}
 	ep, _, err = store.Get(ctx, "acme", "ep_dead")
 	require.NoError(t, err)
-	require.Nil(t, ep.FailingSince, "two failed attempts do not mark it")
+	require.NotNil(t, ep.FailingSince, "10 failures in a row, two hours apart, mark it")
+	require.True(t, ep.FailingSince.Equal(now), "from its first failure: %v", ep.FailingSince)
 
-	d.Attempts = append(d.Attempts, contract.Attempt{At: now, StatusCode: 500})
-	n.trackHealth(ctx, n.logger, d, url, false)
-	ep, _, err = store.Get(ctx, "acme", "ep_dead")
-	require.NoError(t, err)
-	require.NotNil(t, ep.FailingSince, "a delivery's three failed attempts mark it")
-	require.True(t, ep.FailingSince.Equal(first), "from its first failure: %v", ep.FailingSince)
+	n.limits.reportAt(limitKey(d), "http://127.0.0.1:9/new", false)
+	_, failing := n.limits.failingSince(limitKey(d))
+	require.False(t, failing, "failures at another URL start a new run")
+	require.False(t, n.limits.circuitOpen(limitKey(d)))
 }
 
 // A circuit opened by an endpoint's old URL does not date the new URL's

@@ -201,7 +201,8 @@ func (s *Store) Page(ctx context.Context, tenant string, after Endpoint, limit i
 		ep := rec.Endpoint
 		ep.Revision = entry.Revision()
 		switch {
-		case (after.ID != "" || !after.CreatedAt.IsZero()) && !Before(after, ep):
+		case after.ID != "" && !Before(after, ep),
+			after.ID == "" && !after.CreatedAt.IsZero() && !ep.CreatedAt.After(after.CreatedAt): // a time alone: strictly after it
 		case len(page) <= limit:
 			heap.Push(&page, ep)
 		case Before(ep, page[0]):
