@@ -21,9 +21,7 @@ func TestFailingEndpointIsDisabledAndRecoveryAnnounced(t *testing.T) {
 	h := start(t, withNotifier(func(c *notifier.Config) {
 		c.DisableAfter = time.Second
 		c.Schedule = []time.Duration{time.Hour}
-		// One failure opens the circuit, which records failing_since; the
-		// probe after it goes at once.
-		c.BreakerFailures, c.BreakerCooldown = 1, time.Millisecond
+		c.RecoveryAfter = time.Nanosecond // the flaky endpoint's short outage is announced
 	}))
 	ops := newReceiver(t)
 	h.createEndpoint(keyAcme, ops.URL, "endpoint.*")
@@ -134,9 +132,7 @@ func TestRecoveryOfferedOnEnableReachesTheFirstFailure(t *testing.T) {
 // delivery, which is retried at the new URL.
 func TestOldURLsAnswersDoNotCountAgainstTheNewOne(t *testing.T) {
 	t.Parallel()
-	h := start(t, withSchedule(time.Nanosecond, time.Hour), withNotifier(func(c *notifier.Config) {
-		c.BreakerFailures, c.BreakerCooldown = 1, time.Millisecond // failing_since after a failure
-	}))
+	h := start(t, withSchedule(time.Nanosecond, time.Hour))
 	down := newReceiver(t, repeat(http.StatusInternalServerError, 10)...)
 	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
 	send := func() {

@@ -56,9 +56,13 @@ type Config struct {
 	DirectAttempts int
 	// BreakerFailures opens an endpoint's circuit after this many failed
 	// attempts in a row: for BreakerCooldown it gets nothing from this
-	// process, then one probe. Its deliveries are parked meanwhile, and its
-	// failing_since is recorded (the first of those failures). Default 10.
+	// process, then one probe. Its deliveries are parked meanwhile. Default
+	// 10.
 	BreakerFailures int
+	// RecoveryAfter is the shortest failing period whose end is announced
+	// (endpoint.recovered): a flaky endpoint's flips are not. Default 1
+	// minute.
+	RecoveryAfter time.Duration
 	// ParkRate bounds how many deliveries per second the delivery consumer
 	// parks (park.go). Moving a large backlog costs the server a read and a
 	// write per delivery, and the parked copy's removal when it is drained;
@@ -118,8 +122,11 @@ const (
 	DefaultShutdownGrace   = 10 * time.Second
 	DefaultDisableAfter    = 5 * 24 * time.Hour
 	DefaultBreakerFailures = 10
-	DefaultMaxAckPending   = 100_000
-	DefaultParkRate        = 2000
+	// DefaultRecoveryAfter is the shortest failing period announced
+	// recovered.
+	DefaultRecoveryAfter = time.Minute
+	DefaultMaxAckPending = 100_000
+	DefaultParkRate      = 2000
 	// DefaultBreakerCooldown is how long an open circuit waits for its probe.
 	DefaultBreakerCooldown = 30 * time.Second
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
@@ -215,6 +222,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = DefaultBreakerFailures
+	}
+	if c.RecoveryAfter == 0 {
+		c.RecoveryAfter = DefaultRecoveryAfter
 	}
 	if c.DisableAfter == 0 {
 		c.DisableAfter = DefaultDisableAfter

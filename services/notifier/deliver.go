@@ -329,7 +329,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt
 		}
 		metrics.WebhookResults.Inc(last.outcomeName())
-		n.limits.reportAt(limitKey(d), dest.url, last.ok())
+		n.limits.report(limitKey(d), last.ok())
 		d.Attempts = append(d.Attempts, last.attempt)
 		switch {
 		case last.ok():

@@ -23,20 +23,14 @@ const (
 	EventEndpointRecovered = "endpoint.recovered"
 )
 
-// trackHealth keeps an endpoint's failing_since: set once BreakerFailures
-// attempts in a row at its URL have failed in this process (its circuit
-// opened), to the first of them, but not before the endpoint was last
-// changed (a new URL, enabled again); cleared (with an endpoint.recovered
-// event) on the first success after; after DisableAfter of failing the
-// endpoint is disabled. An endpoint that fails now and then is not
-// failing: marking it on every failed round made each flip of a flaky
-// endpoint two writes of the endpoint and an endpoint.recovered event. An
-// endpoint's run of failures is kept DisableAfter (limiter.endpointStale),
-// so one with a delivery a day still reaches it; a restart starts it over,
-// which can only delay the disable. It writes only on those transitions,
-// and only while the endpoint's URL is still url, the one the round was
-// sent to: a round to a URL the tenant has since replaced says nothing of
-// the new one.
+// trackHealth keeps an endpoint's failing_since: set on the first failed
+// round after a success, cleared on the first success after failures;
+// after DisableAfter of failing the endpoint is disabled. It writes only on
+// those transitions, and only while the endpoint's URL is still url, the
+// one the round was sent to: a round to a URL the tenant has since replaced
+// says nothing of the new one. A recovery is announced (endpoint.recovered)
+// only after a failing period of RecoveryAfter or more: a flaky endpoint,
+// failing now and then, announced one at every flip.
 func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *contract.Delivery, url string, ok bool) {
 	ep := n.index.Get(d.Tenant, d.EndpointID)
 	if ep == nil || ep.URL != url {
@@ -61,24 +55,19 @@ func (n *Notifier) trackHealth(ctx context.Context, logger *slog.Logger, d *cont
 			return
 		}
 		n.index.Put(updated)
+		if now.Sub(since) < n.cfg.RecoveryAfter {
+			return // a flip of a flaky endpoint, not an outage
+		}
 		// One id per failing period: a second announcement of it is a duplicate.
 		n.announce(ctx, logger, d.Tenant, EventEndpointRecovered, "evt_recovered_"+d.EndpointID+"_"+strconv.FormatInt(since.UnixMilli(), 10), map[string]any{
 			"endpoint_id": d.EndpointID, "url": updated.URL, "failing_since": since, "recovered_at": now,
 		})
 	case !ok && ep.FailingSince == nil:
-		since, failing := n.limits.failingSince(limitKey(d))
-		if !failing {
-			return
-		}
 		updated, err := n.endpoints.Update(ctx, d.Tenant, d.EndpointID, func(e *endpoints.Endpoint) error {
 			if e.FailingSince != nil || e.URL != url {
 				return errNoLongerDue
 			}
-			from := since.UTC()
-			if from.Before(e.UpdatedAt) { // not the old URL's failures
-				from = e.UpdatedAt
-			}
-			e.FailingSince = &from
+			e.FailingSince = &now
 			return nil
 		})
 		if err == nil {

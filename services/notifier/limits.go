@@ -2,7 +2,6 @@ package notifier
 
 import (
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,12 +28,6 @@ type limiter struct {
 	// maxBreakers bounds breakers: the callback hosts of tenants' jobs,
 	// each with one once it failed, are as many as tenants make them.
 	maxBreakers int
-	// endpointStale is how long an endpoint's circuit (not a callback
-	// host's) is kept after its last failure, longer than staleBreaker: an
-	// endpoint with a delivery a day must still reach breakerFailures in a
-	// row to be marked failing (trackHealth). Endpoints are bounded in
-	// number; callback hosts are not.
-	endpointStale time.Duration
 }
 
 // defaultMaxBreakers is a limiter's maxBreakers: about 20 MB of them.
@@ -57,8 +50,6 @@ const (
 
 type breaker struct {
 	failures  int
-	url       string    // where they failed, if known: another URL starts over
-	since     time.Time // the first failure of this run of them
 	failedAt  time.Time // the last failure
 	openUntil time.Time
 	// probeUntil is set while a probe is out: no other request goes until
@@ -147,12 +138,7 @@ func (l *limiter) tokenLocked(key string, ratePerSec int) (bool, time.Duration) 
 }
 
 // report feeds an attempt's outcome to the endpoint's circuit breaker.
-func (l *limiter) report(key string, ok bool) { l.reportAt(key, "", ok) }
-
-// reportAt is report of an attempt sent to url: failures at another URL
-// than the run of them so far (the endpoint moved) start a new run, and so
-// a closed circuit, as the old URL's answers no longer count.
-func (l *limiter) reportAt(key, url string, ok bool) {
+func (l *limiter) report(key string, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.breakers[key]
@@ -160,16 +146,12 @@ func (l *limiter) reportAt(key, url string, ok bool) {
 		delete(l.breakers, key) // closed
 		return
 	}
-	if b != nil && url != "" && b.url != "" && b.url != url {
-		delete(l.breakers, key)
-		b = nil
-	}
 	now := l.now()
 	if b == nil {
 		if len(l.breakers) >= l.maxBreakers {
 			l.makeRoomLocked(now)
 		}
-		b = &breaker{since: now, url: url}
+		b = &breaker{}
 		l.breakers[key] = b
 	}
 	b.failures++
@@ -209,11 +191,7 @@ func (l *limiter) makeRoomLocked(now time.Time) {
 func (l *limiter) sweepLocked(now time.Time) {
 	l.swept = now
 	for key, b := range l.breakers {
-		stale := staleBreaker
-		if !strings.Contains(key, "/cb/") {
-			stale = max(stale, l.endpointStale)
-		}
-		if now.Sub(b.failedAt) >= stale && !now.Before(b.openUntil) && !now.Before(b.probeUntil) {
+		if now.Sub(b.failedAt) >= staleBreaker && !now.Before(b.openUntil) && !now.Before(b.probeUntil) {
 			delete(l.breakers, key)
 		}
 	}
@@ -253,19 +231,6 @@ func (l *limiter) circuitOpen(key string) bool {
 	defer l.mu.Unlock()
 	b := l.breakers[key]
 	return b != nil && b.failures >= l.breakerFailures && l.now().Before(b.openUntil)
-}
-
-// failingSince tells, once the endpoint's circuit has opened (breakerFailures
-// attempts in a row failed, and none succeeded since), when the first of
-// those failures was.
-func (l *limiter) failingSince(key string) (time.Time, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.breakers[key]
-	if b == nil || b.failures < l.breakerFailures {
-		return time.Time{}, false
-	}
-	return b.since, true
 }
 
 // probeUnsent ends the endpoint's probe, if one is out, without an outcome:

@@ -83,7 +83,6 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		logger: logger.With("service", "notifier"),
 	}
 	n.logs = newAttemptLogs(n.pub, cfg.logGate)
-	n.limits.endpointStale = cfg.DisableAfter
 	n.parking.drains, n.parking.queued = map[string]uint64{}, map[string]bool{}
 	n.parking.pace = newPacer(cfg.ParkRate, paceSlice)
 	if n.parking.giveUp = cfg.parkedGiveUp; n.parking.giveUp == 0 {
