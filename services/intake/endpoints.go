@@ -132,13 +132,13 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 	// encoding/json matched the fields as it folds case (strings.EqualFold):
 	// so here, and one field given twice is refused rather than read as
 	// whichever came last.
-	lowered := make(map[string]json.RawMessage, len(fields))
+	byField := make(map[string]json.RawMessage, len(fields))
 	for given, raw := range fields {
 		name := patchField(given)
-		if _, twice := lowered[name]; twice {
+		if _, twice := byField[name]; twice {
 			return p, badRequest(fmt.Sprintf("field %q is given twice", name))
 		}
-		lowered[name] = raw
+		byField[name] = raw
 		if string(bytes.TrimSpace(raw)) == "null" {
 			if p.nulls == nil {
 				p.nulls = map[string]bool{}
@@ -147,7 +147,7 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 		}
 	}
 	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
-	if raw, ok := lowered["headers"]; ok && mt == "application/merge-patch+json" && !p.nulls["headers"] {
+	if raw, ok := byField["headers"]; ok && mt == "application/merge-patch+json" && !p.nulls["headers"] {
 		var merge map[string]*string
 		if err := json.Unmarshal(raw, &merge); err != nil {
 			return p, invalid(`field "headers": an object of header names and values (or null, to remove one)`)

@@ -80,8 +80,8 @@ func TestLowTrafficDeadEndpointIsDisabled(t *testing.T) {
 }
 
 // A circuit opened by an endpoint's old URL does not date the new URL's
-// failing_since (a version of this session dated it from the old URL's
-// first failure, and disabled the endpoint hours after the move).
+// failing_since: dated from the old URL's first failure, the endpoint
+// would be disabled hours after the move.
 func TestFailingSinceIsNotBeforeTheEndpointChanged(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -201,11 +201,11 @@ func (s *Store) Page(ctx context.Context, tenant string, after Endpoint, limit i
 		ep := rec.Endpoint
 		ep.Revision = entry.Revision()
 		switch {
-		case after.ID != "" && !Before(after, ep),
+		case after.ID != "" && !before(after, ep),
 			after.ID == "" && !after.CreatedAt.IsZero() && !ep.CreatedAt.After(after.CreatedAt): // a time alone: strictly after it
 		case len(page) <= limit:
 			heap.Push(&page, ep)
-		case Before(ep, page[0]):
+		case before(ep, page[0]):
 			page[0] = ep
 			heap.Fix(&page, 0)
 		}
@@ -215,7 +215,7 @@ func (s *Store) Page(ctx context.Context, tenant string, after Endpoint, limit i
 		return nil, false, err
 	}
 	slices.SortFunc(page, func(a, b Endpoint) int {
-		if Before(a, b) {
+		if before(a, b) {
 			return -1
 		}
 		return 1
@@ -226,21 +226,21 @@ func (s *Store) Page(ctx context.Context, tenant string, after Endpoint, limit i
 	return page, false, nil
 }
 
-// Before tells whether a comes before b in a page: created earlier, or at
+// before tells whether a comes before b in a page: created earlier, or at
 // the same time with a lower id.
-func Before(a, b Endpoint) bool {
+func before(a, b Endpoint) bool {
 	if !a.CreatedAt.Equal(b.CreatedAt) {
 		return a.CreatedAt.Before(b.CreatedAt)
 	}
 	return a.ID < b.ID
 }
 
-// latestFirst is a heap.Interface of endpoints, the last in Before's order
+// latestFirst is a heap.Interface of endpoints, the last in before's order
 // on top.
 type latestFirst []Endpoint
 
 func (h latestFirst) Len() int           { return len(h) }
-func (h latestFirst) Less(i, j int) bool { return Before(h[j], h[i]) }
+func (h latestFirst) Less(i, j int) bool { return before(h[j], h[i]) }
 func (h latestFirst) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *latestFirst) Push(x any)        { *h = append(*h, x.(Endpoint)) }
 func (h *latestFirst) Pop() any {
