@@ -97,6 +97,8 @@ type Config struct {
 	// maxDrains bounds the drains a process runs at once (park.go);
 	// lowered by tests.
 	maxDrains int
+	// parkAfter replaces the const parkAfter (raised by tests).
+	parkAfter uint64
 	// logGate, when set (tests), holds attempt logs' writes until closed.
 	logGate <-chan struct{}
 	// parkedGiveUp, when set (tests), replaces the age at which a parked
@@ -207,6 +209,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.maxDrains == 0 {
 		c.maxDrains = maxDrains
+	}
+	if c.parkAfter == 0 {
+		c.parkAfter = parkAfter
 	}
 	if c.ParkRate == 0 {
 		c.ParkRate = DefaultParkRate

@@ -106,7 +106,7 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	}
 	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) { n.settleDelivery(ctx, msg, &d, v) })
 	if !ok {
-		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= parkAfter {
+		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= n.cfg.parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
 			return
 		}

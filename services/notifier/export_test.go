@@ -18,6 +18,9 @@ func (n *Notifier) MostDrains() int {
 	return n.parking.most
 }
 
+// ParkAfter parks a delivery put back n times for its endpoint's limits.
+func ParkAfter(cfg *Config, n uint64) { cfg.parkAfter = n }
+
 // HoldAttemptLogs holds every attempt log's write until gate is closed.
 func HoldAttemptLogs(cfg *Config, gate <-chan struct{}) { cfg.logGate = gate }
 

@@ -379,6 +379,26 @@ func (b *bundle) consumerInfo(t *testing.T, stream, consumer string) *jetstream.
 	return info
 }
 
+// ackPending counts the messages delivered and not yet acknowledged by
+// every consumer of the streams, by "<stream>/<consumer>" and in all
+// under "".
+func (b *bundle) ackPending(t *testing.T, streams ...string) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	counts := map[string]int{"": 0}
+	for _, name := range streams {
+		s, err := b.js.Stream(ctx, name)
+		require.NoError(t, err)
+		infos := s.ListConsumers(ctx)
+		for info := range infos.Info() {
+			counts[name+"/"+info.Name] = info.NumAckPending
+			counts[""] += info.NumAckPending
+		}
+		require.NoError(t, infos.Err())
+	}
+	return counts
+}
+
 func (b *bundle) streamMsgs(t *testing.T, name string) uint64 {
 	t.Helper()
 	s, err := b.js.Stream(context.Background(), name)
