@@ -5,14 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/ledger"
+	"github.com/hookstream/hookstream/shared/natstest"
 )
 
 // checkLedger waits (bounded) for every accepted job's webhook, then
@@ -85,39 +84,6 @@ func buildBinary(t *testing.T, pkg, name string) string {
 	return bin
 }
 
-// Ports handed out by freeAddr, never twice in one test binary.
-var (
-	portsMu sync.Mutex
-	ports   = map[int]bool{}
-)
-
-// freeAddr returns a loopback address that is free now, for a process the
-// test starts later. Its port is below Linux's ephemeral range (32768 on):
-// a port from that range (":0") may be taken meanwhile by an outgoing
-// connection's local end, as when a cluster node dials its routes before
-// the next node listens on its own (it failed to start, "address already
-// in use").
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 10000 + mrand.IntN(22000)
-		if ports[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		ports[port] = true
-		return ln.Addr().String()
-	}
-	t.Fatal("no free port below 32000")
-	return ""
-}
-
 func httpReady(addr string) func() bool {
 	return func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
@@ -161,7 +127,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		t.Skip("starts and kills real processes")
 	}
 	t.Parallel()
-	addr := freeAddr(t)
+	addr := natstest.FreeAddr(t)
 	p := &proc{t: t, name: "hookstream", args: []string{buildBinary(t, "github.com/hookstream/hookstream/cmd/hookstream", "hookstream"), "serve"},
 		env: append(baseEnv(addr), "HOOKSTREAM_DATA_DIR="+t.TempDir()), ready: httpReady(addr)}
 	p.start()
@@ -196,7 +162,7 @@ func TestSplitModeKill9LosesNothing(t *testing.T) {
 	t.Parallel()
 	hookstream := buildBinary(t, "github.com/hookstream/hookstream/cmd/hookstream", "hookstream")
 	natsBin := buildBinary(t, "github.com/nats-io/nats-server/v2", "nats-server")
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	storeDir := t.TempDir()
 	conf := filepath.Join(t.TempDir(), "nats.conf")
 	host, port, _ := net.SplitHostPort(natsAddr)

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/natstest"
 )
 
 // TestClusterNodeFailuresLoseNothing runs a 3-node NATS cluster with R3
@@ -33,7 +34,7 @@ func TestClusterNodeFailuresLoseNothing(t *testing.T) {
 	const nodes = 3
 	clientAddrs, routeAddrs := make([]string, nodes), make([]string, nodes)
 	for i := range nodes {
-		clientAddrs[i], routeAddrs[i] = freeAddr(t), freeAddr(t)
+		clientAddrs[i], routeAddrs[i] = natstest.FreeAddr(t), natstest.FreeAddr(t)
 	}
 	servers := map[string]*proc{}
 	var urls []string
@@ -74,7 +75,7 @@ cluster { name: hookstream, host: %s, port: %s, routes: [%s] }
 		return err == nil
 	}, 60*time.Second, 200*time.Millisecond)
 
-	httpAddr := freeAddr(t)
+	httpAddr := natstest.FreeAddr(t)
 	env := append(baseEnv(httpAddr), "HOOKSTREAM_NATS_URL="+natsURL, "HOOKSTREAM_NATS_REPLICAS=3",
 		"HOOKSTREAM_SECRET_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	for _, name := range []string{"intake", "processor", "notifier"} {

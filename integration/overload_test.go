@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/natstest"
 )
 
 // TestOverloadShedsLoadAndLosesNothing drives the all-in-one binary far past
@@ -26,7 +28,7 @@ func TestOverloadShedsLoadAndLosesNothing(t *testing.T) {
 		t.Skip("starts a real process and overloads it")
 	}
 	t.Parallel()
-	addr := freeAddr(t)
+	addr := natstest.FreeAddr(t)
 	p := &proc{t: t, name: "hookstream", args: []string{buildBinary(t, "github.com/hookstream/hookstream/cmd/hookstream", "hookstream"), "serve"},
 		env: append(baseEnv(addr), "HOOKSTREAM_DATA_DIR="+t.TempDir(), "HOOKSTREAM_MAX_INFLIGHT=32"), ready: httpReady(addr)}
 	p.start()

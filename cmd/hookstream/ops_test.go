@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -26,7 +25,7 @@ const testSecretKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 func TestOpsAddressOfASplitService(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Start(t)
-	addr := freeLocalAddr(t)
+	addr := natstest.FreeAddr(t)
 	done := startInProcess(t, "notifier", env("HOOKSTREAM_NATS_URL", ns.ClientURL(), "HOOKSTREAM_SECRET_KEY", testSecretKey, "HOOKSTREAM_OPS_ADDR", addr))
 	waitReady(t, addr, done)
 	code, _, _ := opsGet(addr, "/healthz")
@@ -41,7 +40,7 @@ func TestOpsAddressOfASplitService(t *testing.T) {
 // services work.
 func TestOpsAddressOfServe(t *testing.T) {
 	t.Parallel()
-	addr := freeLocalAddr(t)
+	addr := natstest.FreeAddr(t)
 	done := startInProcess(t, "serve", env("HOOKSTREAM_DATA_DIR", t.TempDir(), "HOOKSTREAM_HTTP_ADDR", "127.0.0.1:0", "HOOKSTREAM_OPS_ADDR", addr))
 	waitReady(t, addr, done)
 }
@@ -75,7 +74,7 @@ func TestOpsReadyz(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr := freeLocalAddr(t)
+	addr := natstest.FreeAddr(t)
 	var notReady atomic.Bool
 	stop, err := serveOps(ctx, addr, func(context.Context) error {
 		if notReady.Load() {
@@ -171,14 +170,4 @@ func opsGet(addr, path string) (code int, contentType string, body []byte) {
 	defer resp.Body.Close()
 	body, _ = io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header.Get("Content-Type"), body
-}
-
-// freeLocalAddr is a loopback address with a port free a moment ago.
-func freeLocalAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/natstest"
 )
 
 // A split service's start-up steps are tried again while NATS or JetStream
@@ -72,10 +74,7 @@ func TestWhenAvailable(t *testing.T) {
 // a dev tenant given at start.
 func TestServeWithAnAdminTokenMakesNoDevTenant(t *testing.T) {
 	t.Parallel()
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := free.Addr().String()
-	require.NoError(t, free.Close())
+	addr := natstest.FreeAddr(t)
 	dir := t.TempDir()
 	s, err := parseSettings("serve", nil, env("HOOKSTREAM_DATA_DIR", dir, "HOOKSTREAM_HTTP_ADDR", addr,
 		"HOOKSTREAM_ADMIN_TOKEN", "admin-token-0123456789", "HOOKSTREAM_JETSTREAM_SYNC", "2m"), &bytes.Buffer{})
