@@ -158,7 +158,12 @@ func TestOldURLsAnswersDoNotCountAgainstTheNewOne(t *testing.T) {
 	require.Nil(t, ep["failing_since"], "the old URL's failures are not the new one's")
 
 	send()
-	gone := <-arrived
+	var gone string
+	select {
+	case gone = <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new URL got no webhook within 30 s")
+	}
 	moved := newReceiver(t)
 	code, _, ep = h.call(http.MethodPatch, "/v1/endpoints/"+id, keyAcme, `{"url":"`+moved.URL+`"}`)
 	require.Equal(t, http.StatusOK, code, ep)

@@ -26,12 +26,14 @@ func TestRunLongJobKeepsLease(t *testing.T) {
 		runs[job.ID]++
 		mu.Unlock()
 		select {
-		case <-time.After(1500 * time.Millisecond):
+		case <-time.After(2500 * time.Millisecond):
 		case <-ctx.Done():
 		}
 		return json.RawMessage(`"slow"`), nil
 	})
-	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"slow": slow}, AckWait: time.Second, Concurrency: 2})
+	// Kept alive every third of AckWait: a slow machine's stall of up to
+	// two thirds of it (1.3 s) does not hand a job out again.
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"slow": slow}, AckWait: 2 * time.Second, Concurrency: 2})
 	ids := []string{"job_slow1", "job_slow2", "job_slow3", "job_slow4", "job_slow5"}
 	for _, id := range ids {
 		b.publishJob(t, "acme", "slow", id, jobRequest(t, contract.JobRequest{ID: id}))
@@ -73,12 +75,13 @@ func TestRunProcessorsWithDifferentTypes(t *testing.T) {
 func TestRunMarksOnlySlowJobsRunning(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		name         string
-		givenRunTime time.Duration
-		wantStatuses []string
+		name              string
+		givenRunTime      time.Duration
+		givenRunningAfter time.Duration // for the quick job, longer than any stall of a slow machine
+		wantStatuses      []string
 	}{
-		{"quick job", 0, []string{contract.StatusQueued, contract.StatusSucceeded}},
-		{"slow job", time.Second, []string{contract.StatusQueued, contract.StatusRunning, contract.StatusSucceeded}},
+		{"quick job", 0, time.Hour, []string{contract.StatusQueued, contract.StatusSucceeded}},
+		{"slow job", time.Second, 50 * time.Millisecond, []string{contract.StatusQueued, contract.StatusRunning, contract.StatusSucceeded}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -88,7 +91,7 @@ func TestRunMarksOnlySlowJobsRunning(t *testing.T) {
 				time.Sleep(tt.givenRunTime)
 				return json.RawMessage(`"done"`), nil
 			})
-			b.start(t, processor.Config{Handlers: map[string]processor.Handler{"work": work}, RunningAfter: 50 * time.Millisecond})
+			b.start(t, processor.Config{Handlers: map[string]processor.Handler{"work": work}, RunningAfter: tt.givenRunningAfter})
 			const id = "job_timed"
 			now := time.Now().UTC()
 			_, err := b.jobs.Create(ctx, contract.JobRecord{

@@ -269,7 +269,8 @@ func TestRunJobID(t *testing.T) {
 func TestRunIntakeJobRecordWrittenOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.start(t, processor.Config{Handlers: echoOnly})
+	// Never marked running, however slow the machine.
+	b.start(t, processor.Config{Handlers: echoOnly, RunningAfter: time.Hour})
 	created := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
 	b.publishJob(t, "acme", "echo", "", jobRequest(t, contract.JobRequest{Nonce: "n0nce", CreatedAt: &created, Payload: json.RawMessage(`1`)}))
 	id := b.intakeJobID(1, "n0nce")

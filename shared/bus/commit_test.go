@@ -125,15 +125,17 @@ func TestCommitterGivesUpWithItsCaller(t *testing.T) {
 // A caller whose deadline passes while its message is being written gets
 // the write's answer, not its own deadline: told it failed, it would send
 // again what was stored. The stream here is a core subscriber that stores
-// a message and answers 300 ms later.
+// a message and answers 1.5 s later; the caller allows 1 s, long enough
+// for the message to be sent (else it is rightly told it was not) on a
+// slow machine too.
 func TestCommitterAnswersAWriteUnderWayPastItsCallersDeadline(t *testing.T) {
 	t.Parallel()
 	s := natstest.Start(t)
 	_, js := s.Connect(t)
-	stored := slowStream(t, s, 300*time.Millisecond)
+	stored := slowStream(t, s, 1500*time.Millisecond)
 	c := bus.NewCommitter(js)
 	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	ack, err := c.Publish(ctx, nats.NewMsg("fake.x"))
 	require.NoError(t, err, "told failed, though stored")
