@@ -265,7 +265,9 @@ func (s *Service) storeNewJob(ctx context.Context, rec contract.JobRecord) (cont
 		return contract.JobRecord{}, pubErr
 	}
 	if createErr != nil {
-		return contract.JobRecord{}, s.recordOrWithdraw(ctx, rec, seq, createErr)
+		if err := s.recordOrWithdraw(ctx, rec, seq, createErr); err != nil {
+			return contract.JobRecord{}, err
+		}
 	}
 	return rec, nil
 }

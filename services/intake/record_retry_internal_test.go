@@ -1,0 +1,82 @@
+package intake
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobstore"
+	"github.com/hookstream/hookstream/shared/natstest"
+	"github.com/hookstream/hookstream/shared/secretbox"
+	"github.com/hookstream/hookstream/shared/ssrf"
+)
+
+// failFirstRecordWrite fails the first write to the job records bucket
+// (as a timeout would) and passes everything else through.
+type failFirstRecordWrite struct {
+	js     jetstream.JetStream
+	failed atomic.Bool
+}
+
+func (f *failFirstRecordWrite) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if strings.HasPrefix(msg.Subject, "$KV."+contract.BucketJobs+".") && f.failed.CompareAndSwap(false, true) {
+		return nil, context.DeadlineExceeded
+	}
+	return f.js.PublishMsg(ctx, msg, opts...)
+}
+
+// A job of an external type whose message was stored and whose record was
+// written only on the second try is answered 202 with its id. It was
+// answered 202 with an empty one: stored, run, and not to be found.
+func TestExternalJobRecordWrittenOnSecondTry(t *testing.T) {
+	t.Parallel()
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	svc, err := New(ctx, Config{
+		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}},
+		JobTypes: []string{"echo", "ocr"}, ExternalJobTypes: []string{"ocr"},
+		Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
+	}, nc, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	writes := &failFirstRecordWrite{js: js}
+	svc.jobs, err = jobstore.Open(ctx, js, writes)
+	require.NoError(t, err)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/jobs", strings.NewReader(`{"type":"ocr","payload":{"page":1}}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer acme-key-0123456789abcdef")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.True(t, writes.failed.Load(), "the first record write did not fail: the test shows nothing")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(data))
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(data, &body))
+	require.NotEmpty(t, body["id"], "a 202 names the job it stored")
+	require.Equal(t, "/v1/jobs/"+body["id"].(string), resp.Header.Get("Location"))
+	require.Equal(t, "ocr", body["type"])
+	rec, _, err := svc.jobs.Get(ctx, body["id"].(string))
+	require.NoError(t, err)
+	require.Equal(t, contract.StatusQueued, rec.Status)
+}
