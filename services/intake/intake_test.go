@@ -662,6 +662,49 @@ func TestExternalJobWithoutItsRecordIsWithdrawn(t *testing.T) {
 	require.Zero(t, info.State.Subjects[contract.JobSubject("acme", "ocr")], "no job message is left for a request answered 503")
 }
 
+// A job of an external type canceled while its job.canceled event could
+// not be stored is answered 503, not 202: no processor of hookstream's
+// republishes that event, as it does for its own types. The DELETE retried
+// stores the event, then answers 409 as for any finished job.
+func TestCanceledExternalJobKeepsItsEvent(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, func(c *intake.Config) {
+		c.JobTypes = append(c.JobTypes, "ocr")
+		c.ExternalJobTypes = []string{"ocr"}
+	})
+	ctx := context.Background()
+	r := b.submit(t, keyAcme, `{"type":"ocr","payload":{"page":1}}`)
+	require.Equal(t, http.StatusAccepted, r.status)
+	id := r.body["id"].(string)
+	events, err := b.js.Stream(ctx, contract.StreamEvents)
+	require.NoError(t, err)
+	cfg := events.CachedInfo().Config
+	cfg.MaxMsgSize = 64 // the events stream refuses the event, as when full
+	_, err = b.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+
+	r = b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusServiceUnavailable, r.status, r.body)
+	require.NotEmpty(t, r.header.Get("Retry-After"))
+	require.Contains(t, r.body["detail"], "retry the DELETE")
+	_, err = events.GetLastMsgForSubject(ctx, contract.EventSubject("acme", "job.canceled"))
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
+
+	cfg.MaxMsgSize = -1
+	_, err = b.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	r = b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	msg, err := events.GetLastMsgForSubject(ctx, contract.EventSubject("acme", "job.canceled"))
+	require.NoError(t, err, "the retried DELETE stores the event")
+	require.Equal(t, id, msg.Header.Get(contract.HeaderJobID))
+	r = b.do(t, http.MethodDelete, "/v1/jobs/"+id, keyAcme, "", "")
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	info, err := events.Info(ctx, jetstream.WithSubjectFilter(contract.EventSubject("acme", "job.canceled")))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Subjects[contract.EventSubject("acme", "job.canceled")], "stored once")
+}
+
 // An id no record can have is not found, on every route that takes one,
 // without reaching NATS: an id of some 4 KiB made a subject longer than the
 // server's control line, and the server closed intake's connection for

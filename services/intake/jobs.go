@@ -539,6 +539,12 @@ func (s *Service) cancelJob(c *gin.Context) {
 		return nil
 	})
 	if errors.Is(err, errFinished) {
+		if rec.Status == contract.StatusCanceled && s.external[rec.Type] {
+			if err := s.publishCanceled(ctx, rec); err != nil {
+				s.respondError(c, err)
+				return
+			}
+		}
 		s.respondError(c, conflict(fmt.Sprintf("job is already %s", rec.Status)))
 		return
 	}
@@ -546,11 +552,23 @@ func (s *Service) cancelJob(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	// hookstream's processor republishes the event of every terminal job it
-	// meets, so a failure here delays the job.canceled webhook but does not
-	// lose it.
-	if err := jobevents.Publish(ctx, s.pub, rec, s.maxPayload); err != nil {
-		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
+	if err := s.publishCanceled(ctx, rec); err != nil && s.external[rec.Type] {
+		s.respondError(c, err)
+		return
 	}
 	c.JSON(http.StatusAccepted, rec.Job)
+}
+
+// publishCanceled publishes the job.canceled event of rec. hookstream's
+// processor republishes the event of every terminal job it meets, so for
+// its own types a failure only delays the webhook. No one does for an
+// external type: cancelJob answers its failure 503, and the DELETE retried
+// publishes the event again (de-duplicated by JetStream) before its 409.
+func (s *Service) publishCanceled(ctx context.Context, rec contract.JobRecord) error {
+	if err := jobevents.Publish(ctx, s.pub, rec, s.maxPayload); err != nil {
+		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
+		return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", retryAfter: s.cfg.RetryAfter,
+			detail: "the job is canceled, but its job.canceled event could not be stored; retry the DELETE to store it"}
+	}
+	return nil
 }
