@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,4 +134,37 @@ func TestRunMarksOnlySlowJobsRunning(t *testing.T) {
 			require.JSONEq(t, `"done"`, string(last.Result))
 		})
 	}
+}
+
+// A job whose running mark failed for JetStream while it ran (here the
+// records bucket refuses every write for a moment) has its outcome
+// recorded once it is done, its attempt counted once; it was run again,
+// its result thrown away.
+func TestRunWhoseRunningMarkFailedIsNotRunAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	records, err := b.js.Stream(ctx, "KV_"+contract.BucketJobs)
+	require.NoError(t, err)
+	cfg := records.CachedInfo().Config
+	cfg.MaxMsgSize = 64 // every record is larger
+	_, err = b.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	var runs atomic.Int32
+	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		if runs.Add(1) == 1 {
+			time.Sleep(time.Second) // the running mark, at 50 ms, fails
+			cfg.MaxMsgSize = -1
+			_, err := b.js.UpdateStream(ctx, cfg)
+			require.NoError(t, err)
+		}
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, RunningAfter: 50 * time.Millisecond})
+	b.publishJob(t, "acme", "echo", "", []byte(`{"nonce":"n1","payload":"x"}`)) // as intake stores it: no record
+	rec := b.waitJob(t, b.intakeJobID(1, "n1"))
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.JSONEq(t, `"x"`, string(rec.Result))
+	require.Equal(t, int32(1), runs.Load(), "run again")
 }

@@ -267,18 +267,25 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 	mu.Lock() // waits for a claim under way
 	done = true
 	mu.Unlock()
-	if marked {
+	if marked && !unclearWrite(claimErr) {
 		if s, claimed := p.claimed(ctx, logger, stored, running, claimErr); !claimed {
 			return s // canceled while it ran: its result is dropped
 		}
 		return p.record(ctx, logger, stored, result, prog.last(), runErr)
 	}
+	// Not marked running, or the mark failed for JetStream (a timeout, a
+	// leader change): the outcome is recorded in one write, claim and all,
+	// instead of the run being thrown away and made again.
 	if runErr != nil && ctx.Err() != nil {
 		return settlement{verdict: retry} // shutdown; the record never said running
 	}
 	ctx, cancel := outcomeContext(ctx)
 	defer cancel()
 	final, err := p.jobs.UpdateFrom(ctx, stored, rev, func(r *contract.JobRecord) error {
+		if r.Status == contract.StatusRunning && r.RunBy == src.seq {
+			// The mark that seemed to fail was stored: claimed already.
+			return p.complete(r, result, prog.last(), runErr)
+		}
 		if err := p.claim(src)(r); err != nil {
 			return err
 		}
@@ -288,6 +295,13 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 		return p.complete(r, result, prog.last(), runErr)
 	})
 	return p.outcome(ctx, logger, stored, final, runErr, err)
+}
+
+// unclearWrite tells whether a record write failed for JetStream itself,
+// not for what the record holds (too large, canceled, claimed by another
+// message): it may or may not have been stored.
+func unclearWrite(err error) bool {
+	return err != nil && !errors.Is(err, nats.ErrMaxPayload) && !errors.Is(err, errRunElsewhere) && !errors.Is(err, jobstore.ErrUnchanged)
 }
 
 // outcomeTimeout bounds the write of an attempt's outcome and its event.
