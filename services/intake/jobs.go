@@ -218,7 +218,9 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 		if pubErr != nil && existing.Status == contract.StatusQueued {
 			return contract.JobRecord{}, false, pubErr // its message may never have been stored
 		}
-		return existing, true, nil
+		// A processor that took this request's own message first made the
+		// record from it (with this request's created_at): no replay.
+		return existing, !existing.CreatedAt.Equal(rec.CreatedAt), nil
 	case err != nil:
 		// If the message is stored, the processor makes the record from it;
 		// the client retries with the same key either way.
@@ -420,7 +422,7 @@ func (s *Service) publishJob(ctx context.Context, rec contract.JobRecord) (*jets
 		msgID += "." + rec.RequestHash[:min(16, len(rec.RequestHash))]
 	}
 	return bus.PublishJSONAck(ctx, s.pub, contract.JobSubject(rec.Tenant, rec.Type), msgID,
-		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash})
+		contract.JobRequest{ID: rec.ID, Payload: rec.Payload, CallbackURL: rec.CallbackURL, Metadata: rec.Metadata, RequestHash: rec.RequestHash, CreatedAt: &rec.CreatedAt})
 }
 
 // forgetUnpublished removes the record of a job whose message was surely

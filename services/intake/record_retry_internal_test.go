@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/jobstore"
@@ -79,4 +80,80 @@ func TestExternalJobRecordWrittenOnSecondTry(t *testing.T) {
 	rec, _, err := svc.jobs.Get(ctx, body["id"].(string))
 	require.NoError(t, err)
 	require.Equal(t, contract.StatusQueued, rec.Status)
+}
+
+// holdFirstRecordWrite holds the first write to the job records bucket
+// until a record under its key exists: a processor made it first.
+type holdFirstRecordWrite struct {
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	held atomic.Bool
+}
+
+func (h *holdFirstRecordWrite) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if key, ok := strings.CutPrefix(msg.Subject, "$KV."+contract.BucketJobs+"."); ok && h.held.CompareAndSwap(false, true) {
+		for ctx.Err() == nil {
+			if _, err := h.kv.Get(ctx, key); err == nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return h.js.PublishMsg(ctx, msg, opts...)
+}
+
+// The first request with an Idempotency-Key is no replay when a processor
+// took its message and made the job's record before intake wrote it: it
+// was answered Idempotent-Replayed, and not counted as accepted.
+func TestFirstIdempotentSubmitIsNotAReplay(t *testing.T) {
+	t.Parallel()
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	svc, err := New(ctx, Config{
+		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}},
+		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
+	}, nc, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, contract.BucketJobs)
+	require.NoError(t, err)
+	writes := &holdFirstRecordWrite{js: js, kv: kv}
+	svc.jobs, err = jobstore.Open(ctx, js, writes)
+	require.NoError(t, err)
+	p, err := processor.New(ctx, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, Box: box}, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-ran })
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+
+	submit := func() (*http.Response, map[string]any) {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/jobs", strings.NewReader(`{"type":"echo","payload":{"n":1}}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer acme-key-0123456789abcdef")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "order-1")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		return resp, body
+	}
+	resp, first := submit()
+	require.True(t, writes.held.Load())
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, first)
+	require.Empty(t, resp.Header.Get("Idempotent-Replayed"), "the first request is no replay")
+	rec, _, err := svc.jobs.Get(ctx, first["id"].(string))
+	require.NoError(t, err)
+	require.Equal(t, first["created_at"], rec.CreatedAt.Format(time.RFC3339Nano), "the record made from the message has the request's created_at")
+
+	resp, again := submit()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, again)
+	require.Equal(t, "true", resp.Header.Get("Idempotent-Replayed"), "the second one is")
+	require.Equal(t, first["id"], again["id"])
 }
