@@ -821,6 +821,41 @@ func TestAnotherMessageOfAJobIsDropped(t *testing.T) {
 	}, info.State.Subjects, "one event of each")
 }
 
+// Nor do two messages of a job still queued, taken at the same time (a
+// backlog, or no processor for a while), both run it: a job older than
+// half the de-duplication window is claimed before it runs. Both ran it
+// before either recorded it.
+func TestTwoMessagesOfAQueuedJobRunItOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const window = 200 * time.Millisecond
+	b.shortenDuplicates(t, contract.StreamJobs, window)
+	const id, hash = "job_idem0000000000000000000001", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	now := time.Now().UTC()
+	_, err := b.jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Tenant: "acme", Payload: json.RawMessage(`"x"`), RequestHash: hash,
+	})
+	require.NoError(t, err)
+	data := jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`), RequestHash: hash})
+	b.publishJob(t, "acme", "echo", id+"."+hash[:16], data)
+	time.Sleep(window + 50*time.Millisecond)
+	b.publishJob(t, "acme", "echo", id+"."+hash[:16], data) // a repeated request past the window: stored again
+
+	var runs atomic.Int32
+	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		runs.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 4, RunningAfter: time.Hour})
+	rec := b.waitJob(t, id)
+	b.waitJobsSettled(t)
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.Equal(t, int32(1), runs.Load(), "the job ran from both its messages")
+}
+
 // Nor does such a message run early a job that waits for its retry: its
 // first message runs it when the retry is due.
 func TestAnotherMessageOfAJobWaitingForItsRetry(t *testing.T) {

@@ -184,7 +184,7 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 		}
 		return p.finish(ctx, logger, stored)
 	}
-	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) {
+	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) && !p.mayHaveAnotherMessage(stored, rev) {
 		return p.runQuickly(ctx, logger, src, stored, rev)
 	}
 	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim(src))
@@ -195,6 +195,17 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 	prog := p.newProgress(rec.ID, true)
 	result, runErr := p.run(ctx, running, prog)
 	return p.record(ctx, logger, stored, result, prog.last(), runErr)
+}
+
+// mayHaveAnotherMessage tells whether a queued job read from a message may
+// have another message: one published again past the jobs stream's
+// de-duplication window, by a repeated Idempotency-Key or an internal
+// publisher reusing a job id. Run quickly, both messages would run the job
+// before either claims it. A job read from its message alone (rev 0), its
+// id made from that message, has no other; nor has one younger than half
+// the window, which leaves the other half for clocks apart.
+func (p *Processor) mayHaveAnotherMessage(stored contract.JobRecord, rev uint64) bool {
+	return rev != 0 && p.now().Sub(stored.CreatedAt) >= p.duplicates/2
 }
 
 // sameJob tells whether a stored record is that of the job read from a
