@@ -5,6 +5,8 @@
 //	hookstream processor   job processors only, against --nats-url
 //	hookstream notifier    webhook delivery only, against --nats-url
 //	hookstream settings    print every HOOKSTREAM_* setting as a Markdown table
+//	hookstream version     print the version
+//	hookstream help        print the usage
 //
 // Configuration comes from HOOKSTREAM_* environment variables or the
 // matching flags; `hookstream settings` lists them with their defaults.

@@ -25,7 +25,8 @@ func main() {
 		os.Exit(2)
 	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		// 8 MiB: the largest webhook the embedded NATS server carries.
+		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
 		if err != nil {
 			http.Error(w, "read body", http.StatusBadRequest)
 			return

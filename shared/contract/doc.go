@@ -3,9 +3,11 @@
 // the operator's internal services exchange.
 //
 // It is the public interface for internal publishers and for processors
-// written in other languages, and it is versioned: a change that breaks a
-// reader bumps [Version] and is called out in the README. The golden files in
-// testdata pin the JSON of every message type.
+// written in other languages, and it is versioned: a change that a reader
+// cannot take as it is bumps [Version]. Within a version, changes are
+// additive (optional fields, new subjects) and called out in the README,
+// with the upgrade order some of them need. The golden files in testdata
+// pin the JSON of every message type.
 //
 // The package uses only the standard library.
 package contract
