@@ -284,7 +284,8 @@ func TestRunIntakeJobRecordWrittenOnce(t *testing.T) {
 	require.NoError(t, err)
 	history, err := kv.History(context.Background(), id)
 	require.NoError(t, err)
-	require.Len(t, history, 1, "one write: the record with the result")
+	require.Len(t, history, 1)
+	require.EqualValues(t, 1, history[0].Revision(), "one write: the record with the result")
 }
 
 // A job still running after RunningAfter has its record marked running and
@@ -822,9 +823,8 @@ func TestAnotherMessageOfAJobIsDropped(t *testing.T) {
 }
 
 // Nor do two messages of a job still queued, taken at the same time (a
-// backlog, or no processor for a while), both run it: a job older than
-// half the de-duplication window is claimed before it runs. Both ran it
-// before either recorded it.
+// backlog, or no processor for a while), both run it: a job with a record
+// is claimed before it runs. Both ran it before either recorded it.
 func TestTwoMessagesOfAQueuedJobRunItOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -841,6 +841,40 @@ func TestTwoMessagesOfAQueuedJobRunItOnce(t *testing.T) {
 	b.publishJob(t, "acme", "echo", id+"."+hash[:16], data)
 	time.Sleep(window + 50*time.Millisecond)
 	b.publishJob(t, "acme", "echo", id+"."+hash[:16], data) // a repeated request past the window: stored again
+
+	var runs atomic.Int32
+	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {
+		runs.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		return job.Payload, nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 4, RunningAfter: time.Hour})
+	rec := b.waitJob(t, id)
+	b.waitJobsSettled(t)
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.Equal(t, 1, rec.Attempts)
+	require.Equal(t, int32(1), runs.Load(), "the job ran from both its messages")
+}
+
+// The same when the record is younger than the first message: a request
+// answered 503 (its record not written, its message stored) and retried
+// past the de-duplication window writes the record, and a second message.
+func TestTwoMessagesOfAJobWhoseRecordCameLaterRunItOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const window = 200 * time.Millisecond
+	b.shortenDuplicates(t, contract.StreamJobs, window)
+	const id, hash = "job_idem0000000000000000000002", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	first := time.Now().UTC()
+	b.publishJob(t, "acme", "echo", id+"."+hash[:16], jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`), RequestHash: hash, CreatedAt: &first}))
+	time.Sleep(window + 50*time.Millisecond)
+	now := time.Now().UTC()
+	_, err := b.jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Tenant: "acme", Payload: json.RawMessage(`"x"`), RequestHash: hash,
+	})
+	require.NoError(t, err)
+	b.publishJob(t, "acme", "echo", id+"."+hash[:16], jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`), RequestHash: hash, CreatedAt: &now}))
 
 	var runs atomic.Int32
 	handler := processor.HandlerFunc(func(_ context.Context, job processor.Job) (json.RawMessage, error) {

@@ -184,28 +184,55 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 		}
 		return p.finish(ctx, logger, stored)
 	}
-	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) && !p.mayHaveAnotherMessage(stored, rev) {
+	// Only a job read from its message alone (rev 0), its id made from
+	// that message, runs before it is claimed: a job with a record may have
+	// another message (published again past the jobs stream's
+	// de-duplication window, by a repeated Idempotency-Key or an internal
+	// publisher reusing a job id), and both messages, run quickly, would
+	// run the job before either claimed it.
+	if quick && rev == 0 && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) {
 		return p.runQuickly(ctx, logger, src, stored, rev)
 	}
 	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim(src))
 	if s, claimed := p.claimed(ctx, logger, stored, running, err); !claimed {
 		return s
 	}
-	p.announce(ctx, logger, running)
+	// A first message is announced running as a quick run is: once it has
+	// run RunningAfter.
+	after := time.Duration(0)
+	if quick {
+		after = p.cfg.RunningAfter
+	}
+	stopAnnounce := p.announceAfter(ctx, logger, running, after)
 	prog := p.newProgress(rec.ID, true)
 	result, runErr := p.run(ctx, running, prog)
+	stopAnnounce()
 	return p.record(ctx, logger, stored, result, prog.last(), runErr)
 }
 
-// mayHaveAnotherMessage tells whether a queued job read from a message may
-// have another message: one published again past the jobs stream's
-// de-duplication window, by a repeated Idempotency-Key or an internal
-// publisher reusing a job id. Run quickly, both messages would run the job
-// before either claims it. A job read from its message alone (rev 0), its
-// id made from that message, has no other; nor has one younger than half
-// the window, which leaves the other half for clocks apart.
-func (p *Processor) mayHaveAnotherMessage(stored contract.JobRecord, rev uint64) bool {
-	return rev != 0 && p.now().Sub(stored.CreatedAt) >= p.duplicates/2
+// announceAfter announces a claimed job once it has run for after (at
+// once if zero), unless the returned stop is called first; once stop
+// returns, no announcement starts.
+func (p *Processor) announceAfter(ctx context.Context, logger *slog.Logger, running contract.JobRecord, after time.Duration) (stop func()) {
+	if after <= 0 {
+		p.announce(ctx, logger, running)
+		return func() {}
+	}
+	var mu sync.Mutex
+	stopped := false
+	timer := time.AfterFunc(after, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			p.announce(ctx, logger, running)
+		}
+	})
+	return func() {
+		timer.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}
 }
 
 // sameJob tells whether a stored record is that of the job read from a
@@ -287,8 +314,13 @@ func (p *Processor) runQuickly(ctx context.Context, logger *slog.Logger, src sou
 	// Not marked running, or the mark failed for JetStream (a timeout, a
 	// leader change): the outcome is recorded in one write, claim and all,
 	// instead of the run being thrown away and made again.
-	if runErr != nil && ctx.Err() != nil {
-		return settlement{verdict: retry} // shutdown; the record never said running
+	if runErr != nil && ctx.Err() != nil { // shutdown
+		if marked {
+			// The mark that seemed to fail may have been stored: the
+			// attempt it counted is given back.
+			return p.release(logger, stored.ID)
+		}
+		return settlement{verdict: retry} // the record never said running
 	}
 	ctx, cancel := outcomeContext(ctx)
 	defer cancel()
