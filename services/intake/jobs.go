@@ -541,7 +541,7 @@ func (s *Service) cancelJob(c *gin.Context) {
 		return nil
 	})
 	if errors.Is(err, errFinished) {
-		if rec.Status == contract.StatusCanceled && s.external[rec.Type] {
+		if rec.Status == contract.StatusCanceled && s.external[rec.Type] && s.recentlyCompleted(rec) {
 			if err := s.publishCanceled(ctx, rec); err != nil {
 				s.respondError(c, err)
 				return
@@ -561,11 +561,20 @@ func (s *Service) cancelJob(c *gin.Context) {
 	c.JSON(http.StatusAccepted, rec.Job)
 }
 
+// recentlyCompleted tells whether a job finished within half the events
+// stream's de-duplication window: its event published again now is taken
+// for the first one, not sent twice. A DELETE retried after a 503 comes
+// then; one much later would make every later DELETE a webhook.
+func (s *Service) recentlyCompleted(rec contract.JobRecord) bool {
+	return rec.CompletedAt != nil && s.now().Sub(*rec.CompletedAt) < s.eventDuplicates/2
+}
+
 // publishCanceled publishes the job.canceled event of rec. hookstream's
 // processor republishes the event of every terminal job it meets, so for
 // its own types a failure only delays the webhook. No one does for an
 // external type: cancelJob answers its failure 503, and the DELETE retried
-// publishes the event again (de-duplicated by JetStream) before its 409.
+// soon after (recentlyCompleted) publishes the event again, de-duplicated
+// by JetStream, before its 409.
 func (s *Service) publishCanceled(ctx context.Context, rec contract.JobRecord) error {
 	if err := jobevents.Publish(ctx, s.pub, rec, s.maxPayload); err != nil {
 		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)

@@ -157,3 +157,59 @@ func TestFirstIdempotentSubmitIsNotAReplay(t *testing.T) {
 	require.Equal(t, "true", resp.Header.Get("Idempotent-Replayed"), "the second one is")
 	require.Equal(t, first["id"], again["id"])
 }
+
+// A DELETE of an external type's job canceled a while ago answers 409
+// without storing its job.canceled event again: past the events stream's
+// de-duplication window that would be a second webhook, at every DELETE.
+// Soon after the cancel (a DELETE retried after a 503) it is stored again,
+// and taken for the first (TestCanceledExternalJobKeepsItsEvent).
+func TestLateDeleteOfACanceledJobDoesNotRepublishItsEvent(t *testing.T) {
+	t.Parallel()
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	events, err := js.Stream(ctx, contract.StreamEvents)
+	require.NoError(t, err)
+	cfg := events.CachedInfo().Config
+	cfg.Duplicates = 400 * time.Millisecond
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	svc, err := New(ctx, Config{
+		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}},
+		JobTypes: []string{"echo", "ocr"}, ExternalJobTypes: []string{"ocr"},
+		Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
+	}, nc, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Equal(t, 400*time.Millisecond, svc.eventDuplicates)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	call := func(method, path, body string) (int, map[string]any) {
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer acme-key-0123456789abcdef")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return resp.StatusCode, out
+	}
+	status, job := call(http.MethodPost, "/v1/jobs", `{"type":"ocr","payload":{"page":1}}`)
+	require.Equal(t, http.StatusAccepted, status, job)
+	id := job["id"].(string)
+	status, _ = call(http.MethodDelete, "/v1/jobs/"+id, "")
+	require.Equal(t, http.StatusAccepted, status)
+	for range 3 {
+		time.Sleep(300 * time.Millisecond) // the last two past the window
+		status, _ = call(http.MethodDelete, "/v1/jobs/"+id, "")
+		require.Equal(t, http.StatusConflict, status)
+	}
+	info, err := events.Info(ctx, jetstream.WithSubjectFilter(contract.EventSubject("acme", "job.canceled")))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Subjects[contract.EventSubject("acme", "job.canceled")], "job.canceled stored again")
+}

@@ -63,6 +63,9 @@ type Service struct {
 	// deliveryRetention is how long the deliveries stream keeps a message
 	// (a pending retry), as read at start; zero: no limit.
 	deliveryRetention time.Duration
+	// eventDuplicates is the events stream's de-duplication window, as
+	// read at start.
+	eventDuplicates time.Duration
 }
 
 // maxPayloadHeadroom is what a job's record adds to its payload, callback
@@ -132,6 +135,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		return nil, fmt.Errorf("open stream %s: %w", contract.StreamDeliveries, err)
 	}
 	s.deliveryRetention = deliveries.CachedInfo().Config.MaxAge
+	events, err := js.Stream(ctx, contract.StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
+	}
+	s.eventDuplicates = events.CachedInfo().Config.Duplicates
 	s.stopping, s.stopWaiting = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil
