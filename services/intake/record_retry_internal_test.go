@@ -3,7 +3,6 @@ package intake
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +24,69 @@ import (
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
+const internalKey = "acme-key-0123456789abcdef"
+
+// internalBundle is an intake on a NATS server of its own, for tests that
+// reach inside it: tenant acme (internalKey), job types echo and ocr, ocr
+// run outside hookstream.
+type internalBundle struct {
+	svc *Service
+	js  jetstream.JetStream
+	box *secretbox.Box
+	srv *httptest.Server
+}
+
+// startInternal starts an internalBundle; before, if not nil, changes the
+// streams first.
+func startInternal(t *testing.T, before func(jetstream.JetStream)) *internalBundle {
+	t.Helper()
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	if before != nil {
+		before(js)
+	}
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	svc, err := New(ctx, Config{
+		APIKeys:  []APIKey{{Tenant: "acme", Key: internalKey}},
+		JobTypes: []string{"echo", "ocr"}, ExternalJobTypes: []string{"ocr"},
+		Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
+	}, nc, js, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return &internalBundle{svc: svc, js: js, box: box, srv: srv}
+}
+
+// writeRecordsThrough makes intake write job records through w.
+func (b *internalBundle) writeRecordsThrough(t *testing.T, w bus.Publisher) {
+	t.Helper()
+	var err error
+	b.svc.jobs, err = jobstore.Open(context.Background(), b.js, w)
+	require.NoError(t, err)
+}
+
+// call makes a request as tenant acme, with headers given as name, value.
+func (b *internalBundle) call(t *testing.T, method, path, body string, headers ...string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+internalKey)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return resp, out
+}
+
 // failFirstRecordWrite fails the first write to the job records bucket
 // (as a timeout would) and passes everything else through.
 type failFirstRecordWrite struct {
@@ -44,40 +106,16 @@ func (f *failFirstRecordWrite) PublishMsg(ctx context.Context, msg *nats.Msg, op
 // answered 202 with an empty one: stored, run, and not to be found.
 func TestExternalJobRecordWrittenOnSecondTry(t *testing.T) {
 	t.Parallel()
-	nc, js := natstest.Start(t).Connect(t)
-	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	box, err := secretbox.New(make([]byte, secretbox.KeySize))
-	require.NoError(t, err)
-	svc, err := New(ctx, Config{
-		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}},
-		JobTypes: []string{"echo", "ocr"}, ExternalJobTypes: []string{"ocr"},
-		Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
-	}, nc, js, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	writes := &failFirstRecordWrite{js: js}
-	svc.jobs, err = jobstore.Open(ctx, js, writes)
-	require.NoError(t, err)
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(srv.Close)
-
-	req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/jobs", strings.NewReader(`{"type":"ocr","payload":{"page":1}}`))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer acme-key-0123456789abcdef")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	b := startInternal(t, nil)
+	writes := &failFirstRecordWrite{js: b.js}
+	b.writeRecordsThrough(t, writes)
+	resp, body := b.call(t, http.MethodPost, "/v1/jobs", `{"type":"ocr","payload":{"page":1}}`)
 	require.True(t, writes.failed.Load(), "the first record write did not fail: the test shows nothing")
-	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(data))
-	var body map[string]any
-	require.NoError(t, json.Unmarshal(data, &body))
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
 	require.NotEmpty(t, body["id"], "a 202 names the job it stored")
 	require.Equal(t, "/v1/jobs/"+body["id"].(string), resp.Header.Get("Location"))
 	require.Equal(t, "ocr", body["type"])
-	rec, _, err := svc.jobs.Get(ctx, body["id"].(string))
+	rec, _, err := b.svc.jobs.Get(context.Background(), body["id"].(string))
 	require.NoError(t, err)
 	require.Equal(t, contract.StatusQueued, rec.Status)
 }
@@ -107,52 +145,29 @@ func (h *holdFirstRecordWrite) PublishMsg(ctx context.Context, msg *nats.Msg, op
 // was answered Idempotent-Replayed, and not counted as accepted.
 func TestFirstIdempotentSubmitIsNotAReplay(t *testing.T) {
 	t.Parallel()
-	nc, js := natstest.Start(t).Connect(t)
+	b := startInternal(t, nil)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	kv, err := b.js.KeyValue(ctx, contract.BucketJobs)
 	require.NoError(t, err)
-	svc, err := New(ctx, Config{
-		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}},
-		JobTypes: []string{"echo"}, Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
-	}, nc, js, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	kv, err := js.KeyValue(ctx, contract.BucketJobs)
-	require.NoError(t, err)
-	writes := &holdFirstRecordWrite{js: js, kv: kv}
-	svc.jobs, err = jobstore.Open(ctx, js, writes)
-	require.NoError(t, err)
-	p, err := processor.New(ctx, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, Box: box}, js, slog.New(slog.DiscardHandler))
+	writes := &holdFirstRecordWrite{js: b.js, kv: kv}
+	b.writeRecordsThrough(t, writes)
+	p, err := processor.New(ctx, processor.Config{Handlers: map[string]processor.Handler{"echo": processor.Echo}, Box: b.box}, b.js, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(runCtx) }()
 	t.Cleanup(func() { stop(); <-ran })
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(srv.Close)
 
-	submit := func() (*http.Response, map[string]any) {
-		req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/jobs", strings.NewReader(`{"type":"echo","payload":{"n":1}}`))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer acme-key-0123456789abcdef")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", "order-1")
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		var body map[string]any
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-		return resp, body
-	}
-	resp, first := submit()
+	const job = `{"type":"echo","payload":{"n":1}}`
+	resp, first := b.call(t, http.MethodPost, "/v1/jobs", job, "Idempotency-Key", "order-1")
 	require.True(t, writes.held.Load())
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, first)
 	require.Empty(t, resp.Header.Get("Idempotent-Replayed"), "the first request is no replay")
-	rec, _, err := svc.jobs.Get(ctx, first["id"].(string))
+	rec, _, err := b.svc.jobs.Get(ctx, first["id"].(string))
 	require.NoError(t, err)
 	require.Equal(t, first["created_at"], rec.CreatedAt.Format(time.RFC3339Nano), "the record made from the message has the request's created_at")
 
-	resp, again := submit()
+	resp, again := b.call(t, http.MethodPost, "/v1/jobs", job, "Idempotency-Key", "order-1")
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, again)
 	require.Equal(t, "true", resp.Header.Get("Idempotent-Replayed"), "the second one is")
 	require.Equal(t, first["id"], again["id"])
@@ -165,50 +180,28 @@ func TestFirstIdempotentSubmitIsNotAReplay(t *testing.T) {
 // and taken for the first (TestCanceledExternalJobKeepsItsEvent).
 func TestLateDeleteOfACanceledJobDoesNotRepublishItsEvent(t *testing.T) {
 	t.Parallel()
-	nc, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	events, err := js.Stream(ctx, contract.StreamEvents)
-	require.NoError(t, err)
-	cfg := events.CachedInfo().Config
-	cfg.Duplicates = 400 * time.Millisecond
-	_, err = js.UpdateStream(ctx, cfg)
-	require.NoError(t, err)
-	box, err := secretbox.New(make([]byte, secretbox.KeySize))
-	require.NoError(t, err)
-	svc, err := New(ctx, Config{
-		APIKeys:  []APIKey{{Tenant: "acme", Key: "acme-key-0123456789abcdef"}},
-		JobTypes: []string{"echo", "ocr"}, ExternalJobTypes: []string{"ocr"},
-		Guard: ssrf.NewGuard(nil), Box: box, PublishTimeout: 5 * time.Second,
-	}, nc, js, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	require.Equal(t, 400*time.Millisecond, svc.eventDuplicates)
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(srv.Close)
-	call := func(method, path, body string) (int, map[string]any) {
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	b := startInternal(t, func(js jetstream.JetStream) {
+		events, err := js.Stream(ctx, contract.StreamEvents)
 		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer acme-key-0123456789abcdef")
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
+		cfg := events.CachedInfo().Config
+		cfg.Duplicates = 400 * time.Millisecond
+		_, err = js.UpdateStream(ctx, cfg)
 		require.NoError(t, err)
-		defer resp.Body.Close()
-		var out map[string]any
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
-		return resp.StatusCode, out
-	}
-	status, job := call(http.MethodPost, "/v1/jobs", `{"type":"ocr","payload":{"page":1}}`)
-	require.Equal(t, http.StatusAccepted, status, job)
+	})
+	require.Equal(t, 400*time.Millisecond, b.svc.eventDuplicates)
+	resp, job := b.call(t, http.MethodPost, "/v1/jobs", `{"type":"ocr","payload":{"page":1}}`)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, job)
 	id := job["id"].(string)
-	status, _ = call(http.MethodDelete, "/v1/jobs/"+id, "")
-	require.Equal(t, http.StatusAccepted, status)
+	resp, _ = b.call(t, http.MethodDelete, "/v1/jobs/"+id, "")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	for range 3 {
 		time.Sleep(300 * time.Millisecond) // the last two past the window
-		status, _ = call(http.MethodDelete, "/v1/jobs/"+id, "")
-		require.Equal(t, http.StatusConflict, status)
+		resp, _ = b.call(t, http.MethodDelete, "/v1/jobs/"+id, "")
+		require.Equal(t, http.StatusConflict, resp.StatusCode)
 	}
+	events, err := b.js.Stream(ctx, contract.StreamEvents)
+	require.NoError(t, err)
 	info, err := events.Info(ctx, jetstream.WithSubjectFilter(contract.EventSubject("acme", "job.canceled")))
 	require.NoError(t, err)
 	require.EqualValues(t, 1, info.State.Subjects[contract.EventSubject("acme", "job.canceled")], "job.canceled stored again")

@@ -73,15 +73,25 @@ func publishIntakeJob(t *testing.T, js jetstream.JetStream) {
 	require.NoError(t, err)
 }
 
+// startMarkTest starts a NATS server with hookstream's streams, and
+// returns the job store and the id of the job publishIntakeJob publishes.
+func startMarkTest(t *testing.T) (jetstream.JetStream, *secretbox.Box, *jobstore.Store, string) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	require.NoError(t, bus.Ensure(context.Background(), js, bus.Topology{}))
+	box, err := secretbox.New(make([]byte, secretbox.KeySize))
+	require.NoError(t, err)
+	store, err := jobstore.Open(context.Background(), js, js)
+	require.NoError(t, err)
+	return js, box, store, contract.SequenceJobID(1^box.JobIDMask("n1"), "n1")
+}
+
 // A job whose running mark was stored but answered with an error (its
 // PubAck lost) counts its attempt once: the mark is its claim.
 func TestRunWhoseRunningMarkWasStoredUnawaresCountsOnce(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	box, err := secretbox.New(make([]byte, secretbox.KeySize))
-	require.NoError(t, err)
+	js, box, store, id := startMarkTest(t)
 	w := &markStoredButFailed{js: js}
 	h := HandlerFunc(func(_ context.Context, job Job) (json.RawMessage, error) {
 		time.Sleep(300 * time.Millisecond)
@@ -89,10 +99,8 @@ func TestRunWhoseRunningMarkWasStoredUnawaresCountsOnce(t *testing.T) {
 	})
 	startWithRecordWriter(t, js, box, h, w)
 	publishIntakeJob(t, js)
-	id := contract.SequenceJobID(1^box.JobIDMask("n1"), "n1")
-	store, err := jobstore.Open(ctx, js, js)
-	require.NoError(t, err)
 	var rec contract.JobRecord
+	var err error
 	require.Eventually(t, func() bool {
 		rec, _, err = store.Get(ctx, id)
 		return err == nil && contract.Terminal(rec.Status)
@@ -107,14 +115,8 @@ func TestRunWhoseRunningMarkWasStoredUnawaresCountsOnce(t *testing.T) {
 // counted: attempts 2 for one run.
 func TestRunWhoseRunningMarkWasStoredUnawaresGivesBackItsAttempt(t *testing.T) {
 	t.Parallel()
-	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
-	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
-	box, err := secretbox.New(make([]byte, secretbox.KeySize))
-	require.NoError(t, err)
-	store, err := jobstore.Open(ctx, js, js)
-	require.NoError(t, err)
-	id := contract.SequenceJobID(1^box.JobIDMask("n1"), "n1")
+	js, box, store, id := startMarkTest(t)
 
 	w := &markStoredButFailed{js: js}
 	var runs atomic.Int32
