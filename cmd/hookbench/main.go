@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	keys := fs.Int("keys", 700_000, "keys: how many keys to write to each bucket")
 	bucket := fs.String("bucket", "both", "keys: the buckets to write to: jobs (job records), logs (attempt logs) or both")
 	fs.StringVar(&o.jobType, "job-type", "echo", "intake, e2e: the type of the jobs submitted")
-	fs.BoolVar(&o.idempotency, "idempotency", false, "send a unique Idempotency-Key with every job")
+	fs.BoolVar(&o.idempotency, "idempotency", false, "intake, e2e: send a unique Idempotency-Key with every job")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "e2e: the webhook receiver's address; gin-serve: the handler's")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "e2e: how long to wait for the next outstanding webhook; the rest count as missing")
 	fs.StringVar(&o.sync, "sync", "always", "jetstream: 'always' or a sync interval such as 2m")

@@ -52,18 +52,26 @@ func (o options) progress(name string) func(sent, ok uint64) {
 	}
 }
 
+// idempotencyKeys returns the headers of each job: with -idempotency, a
+// unique Idempotency-Key; else none.
+func idempotencyKeys(o options) func() []string {
+	if !o.idempotency {
+		return func() []string { return nil }
+	}
+	var seq atomic.Uint64
+	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
+	return func() []string {
+		return []string{"Idempotency-Key", nonce + "-" + strconv.FormatUint(seq.Add(1), 10)}
+	}
+}
+
 // intakeScenario posts echo jobs to a running hookstream.
 func intakeScenario(ctx context.Context, o options) report {
 	client := newHTTPClient(o.conns)
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("intake")}
-	var seq atomic.Uint64
-	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
+	keys := idempotencyKeys(o)
 	r.do = func(ctx context.Context, i int, _ time.Time) result {
-		var hdr []string
-		if o.idempotency {
-			hdr = []string{"Idempotency-Key", nonce + "-" + strconv.FormatUint(seq.Add(1), 10)}
-		}
-		status, _, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, "", i), hdr...)
+		status, _, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, "", i), keys()...)
 		return result{status: status, err: err}
 	}
 	w := watchProc(o.pid)
@@ -91,8 +99,9 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	}
 	client := newHTTPClient(o.conns)
 	r := &loadRun{rate: o.rate, conns: o.conns, duration: o.duration, progress: o.progress("e2e")}
+	keys := idempotencyKeys(o)
 	r.do = func(ctx context.Context, i int, due time.Time) result {
-		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, rcv.url, i))
+		status, body, err := post(ctx, client, o.url+"/v1/jobs", o.key, jobBody(o.jobType, rcv.url, i), keys()...)
 		if err == nil && status == http.StatusAccepted {
 			rcv.match(idOf(body), arrival{at: time.Now(), due: due})
 		}
@@ -107,6 +116,9 @@ func e2eScenario(ctx context.Context, o options) (report, error) {
 	name := "end-to-end"
 	if o.endpoints > 0 {
 		name = fmt.Sprintf("end-to-end, %d endpoints registered", o.endpoints)
+	}
+	if o.idempotency {
+		name += " (Idempotency-Key)"
 	}
 	rep := newReport(name, r, elapsed)
 	rep.Server = w.stop()
