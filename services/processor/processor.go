@@ -55,6 +55,9 @@ type Processor struct {
 	stopping context.Context
 	logger   *slog.Logger
 	now      func() time.Time
+	// duplicates is the jobs stream's de-duplication window, as read at
+	// start.
+	duplicates time.Duration
 }
 
 type consumer struct {
@@ -78,6 +81,12 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		cfg: cfg, js: js, pub: pub, jobs: jobs, slots: map[string]chan struct{}{}, pool: bus.NewPool(), stopping: context.Background(),
 		logger: logger.With("service", "processor"), now: time.Now,
 	}
+	stream, err := js.Stream(ctx, contract.StreamJobs)
+	if err != nil {
+		pub.Close()
+		return nil, fmt.Errorf("read stream %s: %w", contract.StreamJobs, err)
+	}
+	p.duplicates = stream.CachedInfo().Config.Duplicates
 	for _, t := range p.Types() {
 		p.slots[t] = make(chan struct{}, cfg.Concurrency)
 		jobsCons, err := p.createConsumer(ctx, ConsumerName(t), "hookstream processors of "+t+" jobs", contract.JobSubject("*", t))
