@@ -823,10 +823,9 @@ func TestAnotherMessageOfAJobIsDropped(t *testing.T) {
 }
 
 // Nor do two messages of a job still queued, taken at the same time (a
-// backlog, or no processor for a while), both run it: a job whose record is
-// half the de-duplication window old is claimed before it runs. Both ran
-// it before either recorded it. (Where the record is younger than the
-// older message, they still may: see mayHaveAnotherMessage.)
+// backlog, or no processor for a while), both run it: only the message its
+// record was made for runs quickly; the other waits, then finds the job
+// done. Both ran it before either recorded it.
 func TestTwoMessagesOfAQueuedJobRunItOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -847,8 +846,52 @@ func TestTwoMessagesOfAQueuedJobRunItOnce(t *testing.T) {
 	b.requireRunOnce(t, id)
 }
 
+// The same when the record is younger than the first message: a request
+// answered 503 (its record not written, its message stored) and retried
+// past the de-duplication window writes the record, and a second message.
+func TestTwoMessagesOfAJobWhoseRecordCameLaterRunItOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const window = 200 * time.Millisecond
+	b.shortenDuplicates(t, contract.StreamJobs, window)
+	const id, hash = "job_idem0000000000000000000002", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	first := time.Now().UTC()
+	b.publishJob(t, "acme", "echo", id+"."+hash[:16], jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`), RequestHash: hash, CreatedAt: &first}))
+	time.Sleep(window + 50*time.Millisecond)
+	now := time.Now().UTC()
+	_, err := b.jobs.Create(context.Background(), contract.JobRecord{
+		Job:    contract.Job{ID: id, Type: "echo", Status: contract.StatusQueued, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Tenant: "acme", Payload: json.RawMessage(`"x"`), RequestHash: hash,
+	})
+	require.NoError(t, err)
+	b.publishJob(t, "acme", "echo", id+"."+hash[:16], jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`), RequestHash: hash, CreatedAt: &now}))
+	b.requireRunOnce(t, id)
+}
+
+// And when an internal publisher reuses a job id past the window, with no
+// record: whichever message makes the record, the other waits. Repeated,
+// since which one makes it is a race.
+func TestTwoMessagesOfAnInternalPublishersJobRunItOnce(t *testing.T) {
+	t.Parallel()
+	for i := range 5 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			const window = 200 * time.Millisecond
+			b.shortenDuplicates(t, contract.StreamJobs, window)
+			id := "job_pub" + strconv.Itoa(i)
+			data := jobRequest(t, contract.JobRequest{ID: id, Payload: json.RawMessage(`"x"`)})
+			b.publishJob(t, "acme", "echo", id, data)
+			time.Sleep(window + 50*time.Millisecond)
+			b.publishJob(t, "acme", "echo", id, data)
+			b.requireRunOnce(t, id)
+		})
+	}
+}
+
 // requireRunOnce starts a processor on the job's messages, stored by the
-// caller, and checks that it runs the job once, with one attempt.
+// caller, and checks that it runs the job once, with one attempt. Its runs
+// take 50 ms, within RunningAfter (100 ms): quick ones are never claimed.
 func (b *bundle) requireRunOnce(t *testing.T, id string) {
 	t.Helper()
 	var runs atomic.Int32
@@ -857,7 +900,7 @@ func (b *bundle) requireRunOnce(t *testing.T, id string) {
 		time.Sleep(50 * time.Millisecond)
 		return job.Payload, nil
 	})
-	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 4, RunningAfter: time.Hour})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": handler}, Concurrency: 4})
 	rec := b.waitJob(t, id)
 	b.waitJobsSettled(t)
 	require.Equal(t, contract.StatusSucceeded, rec.Status)

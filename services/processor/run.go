@@ -184,7 +184,15 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 		}
 		return p.finish(ctx, logger, stored)
 	}
-	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) && !p.mayHaveAnotherMessage(stored, rev) {
+	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) {
+		if rev != 0 && !p.ownMessage(rec, stored) {
+			// Another message of the job may be pending with this one: the
+			// one its record was made for, which runs quickly, unclaimed
+			// for RunningAfter. This one comes back once that has run or
+			// said so, and is then dropped, or claims the job first.
+			logger.Info("another message of this job may run it first; this one waits", "wait", p.otherMessageWait())
+			return settlement{verdict: retry, delay: p.otherMessageWait()}
+		}
 		return p.runQuickly(ctx, logger, src, stored, rev)
 	}
 	running, err := p.jobs.UpdateFrom(ctx, stored, rev, p.claim(src))
@@ -229,22 +237,26 @@ func (p *Processor) announceAfter(ctx context.Context, logger *slog.Logger, runn
 	}
 }
 
-// mayHaveAnotherMessage tells whether a queued job read from a message may
-// have another message pending with it: one published again past the jobs
-// stream's de-duplication window, by a repeated Idempotency-Key or an
-// internal publisher reusing a job id. Run quickly, both would run the job
-// before either claimed it, so such a job is claimed before it runs. A job
-// read from its message alone (rev 0), its id made from that message, has
-// no other; nor, mostly, has one whose record is younger than half the
-// window. Mostly: a record can be younger than an older message of its job
-// (its first request answered 503 and retried past the window, or made
-// from an internal publisher's later message), and the two, taken at the
-// same moment, may both run the job. Claiming every job with a record
-// first would close that, at a synced write a job: in durable mode keyed
-// jobs at 300 a second went from a p50 of 2.3 ms to one of 150-200 ms
-// (docs/performance.md, finding 30).
-func (p *Processor) mayHaveAnotherMessage(stored contract.JobRecord, rev uint64) bool {
-	return rev != 0 && p.now().Sub(stored.CreatedAt) >= p.duplicates/2
+// ownMessage tells whether a job's record was made for the message the job
+// was read from (rec): by the request that published it, or from it. A job
+// has another message when it was published again past the jobs stream's
+// de-duplication window (a repeated Idempotency-Key, a request answered 503
+// and retried, an internal publisher reusing a job id); two messages are at
+// least the window apart, so a record whose created_at is within half the
+// window of the message's (its body's created_at, else when it was stored)
+// is its own. Run quickly, two messages would both run the job before
+// either claimed it; only the record's own message runs quickly.
+func (p *Processor) ownMessage(rec, stored contract.JobRecord) bool {
+	apart := stored.CreatedAt.Sub(rec.CreatedAt)
+	return apart.Abs() < p.duplicates/2
+}
+
+// otherMessageWait is how long a message that is not its record's own
+// waits on its first delivery (ownMessage): until the own one, if taken
+// with it, has run or been marked running (RunningAfter), a quarter of the
+// de-duplication window (30 s) at least.
+func (p *Processor) otherMessageWait() time.Duration {
+	return max(p.duplicates/4, 2*p.cfg.RunningAfter)
 }
 
 // sameJob tells whether a stored record is that of the job read from a
