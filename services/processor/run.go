@@ -199,42 +199,10 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 	if s, claimed := p.claimed(ctx, logger, stored, running, err); !claimed {
 		return s
 	}
-	// A first message is announced running as a quick run is: once it has
-	// run RunningAfter.
-	after := time.Duration(0)
-	if quick {
-		after = p.cfg.RunningAfter
-	}
-	stopAnnounce := p.announceAfter(ctx, logger, running, after)
+	p.announce(ctx, logger, running)
 	prog := p.newProgress(rec.ID, true)
 	result, runErr := p.run(ctx, running, prog)
-	stopAnnounce()
 	return p.record(ctx, logger, stored, result, prog.last(), runErr)
-}
-
-// announceAfter announces a claimed job once it has run for after (at
-// once if zero), unless the returned stop is called first; once stop
-// returns, no announcement starts.
-func (p *Processor) announceAfter(ctx context.Context, logger *slog.Logger, running contract.JobRecord, after time.Duration) (stop func()) {
-	if after <= 0 {
-		p.announce(ctx, logger, running)
-		return func() {}
-	}
-	var mu sync.Mutex
-	stopped := false
-	timer := time.AfterFunc(after, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			p.announce(ctx, logger, running)
-		}
-	})
-	return func() {
-		timer.Stop()
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
-	}
 }
 
 // ownMessage tells whether a job's record was made for the message the job
