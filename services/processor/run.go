@@ -154,7 +154,7 @@ func (p *Processor) notYet(ctx context.Context, rec contract.JobRecord, due time
 func (p *Processor) process(ctx context.Context, src source, rec contract.JobRecord) settlement {
 	logger := p.logger.With("job_id", rec.ID, "tenant_id", rec.Tenant)
 	quick := p.cfg.RunningAfter > 0 && src.first
-	stored, rev, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
+	stored, rev, made, err := p.load(ctx, rec, quick && fromIntake(rec.ID))
 	if errors.Is(err, nats.ErrMaxPayload) { // an internal publisher's job: intake refuses such jobs
 		return p.failTooLarge(ctx, logger, rec)
 	}
@@ -185,7 +185,7 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 		return p.finish(ctx, logger, stored)
 	}
 	if quick && stored.Status == contract.StatusQueued && stored.Attempts < p.cfg.MaxAttempts && !src.settledElsewhere(stored) {
-		if rev != 0 && !p.ownMessage(rec, stored) {
+		if rev != 0 && !made && !src.takeover && !p.ownMessage(rec, stored) {
 			// Another message of the job may be pending with this one: the
 			// one its record was made for, which runs quickly, unclaimed
 			// for RunningAfter. This one comes back once that has run or
@@ -205,18 +205,22 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 	return p.record(ctx, logger, stored, result, prog.last(), runErr)
 }
 
-// ownMessage tells whether a job's record was made for the message the job
-// was read from (rec): by the request that published it, or from it. A job
-// has another message when it was published again past the jobs stream's
-// de-duplication window (a repeated Idempotency-Key, a request answered 503
-// and retried, an internal publisher reusing a job id); two messages are at
-// least the window apart, so a record whose created_at is within half the
-// window of the message's (its body's created_at, else when it was stored)
-// is its own. Run quickly, two messages would both run the job before
-// either claimed it; only the record's own message runs quickly.
+// ownMessage tells whether a job's record, made by a request and not from
+// this message (rec, the job read from it), was made for it: by the request
+// that published it. A job has another message when it was published again
+// past the jobs stream's de-duplication window (a repeated Idempotency-Key,
+// a request answered 503 and retried, an internal publisher reusing a job
+// id); two messages are at least the window apart, so the record's
+// created_at must be within half the window of the message's (its body's
+// created_at, else when it was stored). Run quickly, two messages would
+// both run the job before either claimed it; only the record's own message
+// runs quickly. The record made from this message (load), and a hand-off
+// of the job's own, are the message's own without asking. An internal
+// publisher that sends one body, created_at and all, twice past the window
+// makes two messages this cannot tell apart: the contract asks it to leave
+// created_at out.
 func (p *Processor) ownMessage(rec, stored contract.JobRecord) bool {
-	apart := stored.CreatedAt.Sub(rec.CreatedAt)
-	return apart.Abs() < p.duplicates/2
+	return stored.CreatedAt.Sub(rec.CreatedAt).Abs() < p.duplicates/2
 }
 
 // otherMessageWait is how long a message that is not its record's own
@@ -432,19 +436,23 @@ func (p *Processor) failTooLarge(ctx context.Context, logger *slog.Logger, store
 // until there is one; such a job's quick run (unwritten) gets rec at
 // revision 0, so that the run's first write creates it, with the result
 // for a job done within RunningAfter. Other jobs (internal publishers write
-// no record either) get theirs created now.
-func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten bool) (contract.JobRecord, uint64, error) {
-	stored, rev, err := p.jobs.Get(ctx, rec.ID)
+// no record either) get theirs created now; made tells whether it was made
+// from this message.
+func (p *Processor) load(ctx context.Context, rec contract.JobRecord, unwritten bool) (stored contract.JobRecord, rev uint64, made bool, err error) {
+	stored, rev, err = p.jobs.Get(ctx, rec.ID)
 	if !errors.Is(err, jobstore.ErrNotFound) {
-		return stored, rev, err
+		return stored, rev, false, err
 	}
 	if unwritten {
-		return rec, 0, nil
+		return rec, 0, false, nil
 	}
-	if _, err := p.jobs.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
-		return contract.JobRecord{}, 0, err
+	if _, err := p.jobs.Create(ctx, rec); err == nil {
+		made = true
+	} else if !errors.Is(err, jobstore.ErrExists) {
+		return contract.JobRecord{}, 0, false, err
 	}
-	return p.jobs.Get(ctx, rec.ID)
+	stored, rev, err = p.jobs.Get(ctx, rec.ID)
+	return stored, rev, made, err
 }
 
 // claim returns the change that moves a job to running for a run from

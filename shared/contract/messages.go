@@ -79,7 +79,9 @@ type JobRequest struct {
 	// and ids stay unguessable.
 	Nonce string `json:"nonce,omitempty"`
 	// CreatedAt is when intake accepted the job; without it, the time the
-	// message was stored.
+	// message was stored. Internal publishers leave it out: a body sent
+	// twice past the de-duplication window with one created_at would look
+	// like one message to the processors, which could run the job twice.
 	CreatedAt *time.Time `json:"created_at,omitempty"`
 	// Payload is the job's input, any JSON value.
 	Payload json.RawMessage `json:"payload,omitempty"`
