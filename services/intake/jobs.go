@@ -578,8 +578,7 @@ func (s *Service) recentlyCompleted(rec contract.JobRecord) bool {
 func (s *Service) publishCanceled(ctx context.Context, rec contract.JobRecord) error {
 	if err := jobevents.Publish(ctx, s.pub, rec, s.maxPayload); err != nil {
 		s.logger.Warn("publish job.canceled", "job_id", rec.ID, "error", err)
-		return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", retryAfter: s.cfg.RetryAfter,
-			detail: "the job is canceled, but its job.canceled event could not be stored; retry the DELETE to store it"}
+		return retryLater("the job is canceled, but its job.canceled event could not be stored; retry the DELETE to store it", s.cfg.RetryAfter)
 	}
 	return nil
 }

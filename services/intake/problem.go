@@ -60,7 +60,12 @@ func unauthorized() error {
 // unavailable is the answer when JetStream could not store or read: the
 // client must retry, nothing was accepted.
 func unavailable(retryAfter time.Duration) error {
-	return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: "the job store is unavailable and the request was not accepted; retry later (with the same Idempotency-Key, so that a write that did land is not repeated)", retryAfter: retryAfter}
+	return retryLater("the job store is unavailable and the request was not accepted; retry later (with the same Idempotency-Key, so that a write that did land is not repeated)", retryAfter)
+}
+
+// retryLater is a 503 that tells the client why, and when to retry.
+func retryLater(detail string, retryAfter time.Duration) error {
+	return &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: detail, retryAfter: retryAfter}
 }
 
 // respondError maps any error to its problem+json answer; unexpected errors
@@ -88,7 +93,7 @@ func (s *Service) respondError(c *gin.Context, err error) {
 		ae = unavailable(s.cfg.RetryAfter).(*apiError)
 	default:
 		s.logger.Error("request failed", "path", c.FullPath(), "error", err)
-		ae = &apiError{status: http.StatusServiceUnavailable, slug: "unavailable", detail: "the request could not be completed; retry later", retryAfter: s.cfg.RetryAfter}
+		ae = retryLater("the request could not be completed; retry later", s.cfg.RetryAfter).(*apiError)
 	}
 	if ae.retryAfter > 0 {
 		c.Header("Retry-After", retryAfterValue(ae.retryAfter))

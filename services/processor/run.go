@@ -190,8 +190,9 @@ func (p *Processor) process(ctx context.Context, src source, rec contract.JobRec
 			// one its record was made for, which runs quickly, unclaimed
 			// for RunningAfter. This one comes back once that has run or
 			// said so, and is then dropped, or claims the job first.
-			logger.Info("another message of this job may run it first; this one waits", "wait", p.otherMessageWait())
-			return settlement{verdict: retry, delay: p.otherMessageWait()}
+			wait := p.otherMessageWait()
+			logger.Info("another message of this job may run it first; this one waits", "wait", wait)
+			return settlement{verdict: retry, delay: wait}
 		}
 		return p.runQuickly(ctx, logger, src, stored, rev)
 	}
