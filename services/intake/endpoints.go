@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"mime"
@@ -427,8 +426,6 @@ func (s *Service) getEndpoint(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, viewOf(ep))
 }
-
-var errPatchRejected = errors.New("patch rejected")
 
 func (s *Service) patchEndpoint(c *gin.Context) {
 	p, err := s.readPatch(c)
