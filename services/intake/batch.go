@@ -29,6 +29,9 @@ const (
 	// large to share one is written on its own.
 	batchMaxJobs  = 64
 	batchMaxBytes = 256 << 10
+	// batchHeadroom is what a batch message needs besides its jobs: the
+	// JobBatch around them and the headers.
+	batchHeadroom = 1024
 )
 
 // publisher publishes one message and waits for its PubAck (bus.GroupCommit).
@@ -53,6 +56,9 @@ type jobBatcher struct {
 	// inFlight is how many messages of a lane may wait for their PubAck
 	// before jobs queue up: batchInFlight, or no limit when batches are off.
 	inFlight int
+	// maxBytes bounds the jobs of one batch message: batchMaxBytes, or less
+	// on a NATS server whose max_payload is smaller.
+	maxBytes int
 	timeout  time.Duration
 	mu       sync.Mutex
 	lanes    map[string]*jobLane
@@ -80,8 +86,12 @@ type batchAck struct {
 
 // newJobBatcher returns a batcher that writes batches, or, when batches is
 // false, every job as a message of its own, as soon as it comes.
-func newJobBatcher(pub publisher, timeout time.Duration, batches bool) *jobBatcher {
-	b := &jobBatcher{pub: pub, inFlight: batchInFlight, timeout: timeout, lanes: map[string]*jobLane{}}
+// maxPayload is the NATS server's largest message (0: unknown).
+func newJobBatcher(pub publisher, timeout time.Duration, batches bool, maxPayload int64) *jobBatcher {
+	b := &jobBatcher{pub: pub, inFlight: batchInFlight, maxBytes: batchMaxBytes, timeout: timeout, lanes: map[string]*jobLane{}}
+	if maxPayload > 0 {
+		b.maxBytes = int(min(batchMaxBytes, maxPayload-batchHeadroom))
+	}
 	if !batches {
 		b.inFlight = math.MaxInt
 	}
@@ -136,7 +146,7 @@ func (b *jobBatcher) written(key string) {
 	b.mu.Lock()
 	lane := b.lanes[key]
 	lane.inFlight--
-	batch := lane.take()
+	batch := lane.take(b.maxBytes)
 	if batch != nil {
 		lane.inFlight++
 	} else if lane.inFlight == 0 {
@@ -148,13 +158,14 @@ func (b *jobBatcher) written(key string) {
 	}
 }
 
-// take removes the first jobs waiting, as many as one message holds, and
-// marks them taken.
-func (l *jobLane) take() []*waitingJob {
-	n, size := 0, 0
+// take removes the first jobs waiting, as many as one message of at most
+// maxBytes holds, and marks them taken. A job alone is taken whatever its
+// size: intake accepted it as fitting a message of its own.
+func (l *jobLane) take(maxBytes int) []*waitingJob {
+	n, size := 0, len(`{"jobs":[]}`)
 	for n < len(l.waiting) && n < batchMaxJobs {
 		size += len(l.waiting[n].data) + 1
-		if n > 0 && size > batchMaxBytes {
+		if n > 0 && size > maxBytes {
 			break
 		}
 		l.waiting[n].taken = true

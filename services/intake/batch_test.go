@@ -19,6 +19,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/embeddednats"
 	"github.com/hookstream/hookstream/shared/natstest"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/ssrf"
@@ -48,7 +49,7 @@ func batcherSetup(t *testing.T) (*jobBatcher, gatedPublisher, jetstream.Stream) 
 	stream, err := js.Stream(ctx, contract.StreamJobs)
 	require.NoError(t, err)
 	pub := gatedPublisher{js: js, gate: make(chan struct{})}
-	return newJobBatcher(pub, 5*time.Second, true), pub, stream
+	return newJobBatcher(pub, 5*time.Second, true, 0), pub, stream
 }
 
 // waitingJobs waits until n jobs queue for subject behind the messages in
@@ -253,7 +254,7 @@ func TestJobLaneTakeBounds(t *testing.T) {
 			t.Parallel()
 			lane := &jobLane{waiting: jobs(tt.givenSize...)}
 			var got []int
-			for batch := lane.take(); batch != nil; batch = lane.take() {
+			for batch := lane.take(batchMaxBytes); batch != nil; batch = lane.take(batchMaxBytes) {
 				for _, w := range batch {
 					require.True(t, w.taken)
 				}
@@ -346,4 +347,42 @@ func TestBatchedJobsOverHTTP(t *testing.T) {
 	require.Equal(t, "canceled", body["status"])
 	_, body = call(http.MethodGet, "/v1/jobs/"+batched[1], "acme-key-0123456789abcdef", "")
 	require.Equal(t, "queued", body["status"], "its batch-mates are not")
+}
+
+// On a NATS server whose max_payload is smaller than batchMaxBytes, a batch
+// is no larger than a message may be: jobs that each fit one are stored,
+// never refused together as too large (413).
+func TestJobBatcherBatchesFitTheServersMaxPayload(t *testing.T) {
+	t.Parallel()
+	ns, err := embeddednats.Start(embeddednats.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", MaxPayload: 64 << 10}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: ns.ClientURL()}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	require.NoError(t, bus.Ensure(context.Background(), js, bus.Topology{}))
+	pub := gatedPublisher{js: js, gate: make(chan struct{})}
+	b := newJobBatcher(pub, 5*time.Second, true, nc.MaxPayload())
+	subject := contract.JobSubject("acme", "echo")
+	job := []byte(`{"nonce":"x","payload":"` + strings.Repeat("a", 40<<10) + `"}`) // one fits a message, two do not
+	errs := make(chan error, 3)
+	submit := func() {
+		go func() {
+			_, err := b.submit(context.Background(), "acme", "echo", job)
+			errs <- err
+		}()
+	}
+	submit()
+	waitInFlight(t, b, subject)
+	submit()
+	submit()
+	waitingJobs(t, b, subject, 2)
+	go func() {
+		for range 3 {
+			pub.gate <- struct{}{}
+		}
+	}()
+	for range 3 {
+		require.NoError(t, <-errs)
+	}
 }

@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		cfg: cfg, logger: logger.With("service", "intake"), nc: nc, js: js, pub: pub, jobs: jobs, secrets: secrets,
 		tenants: tenants, endpoints: eps, apiKeys: keys, admission: newAdmission(cfg.MaxInflight, cfg.TenantRate, time.Now),
 		waits: &waits{most: cfg.MaxWaitsPerTenant, open: map[string]int{}},
-		keys:  cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches),
+		keys:  cfg.keyIndex(), jobTypes: map[string]bool{}, now: time.Now, batcher: newJobBatcher(pub, cfg.PublishTimeout, cfg.JobBatches, nc.MaxPayload()),
 		retryAfter: []string{retryAfterValue(cfg.RetryAfter)}, serving: make(chan struct{}), maxPayload: nc.MaxPayload(),
 	}
 	for _, t := range cfg.JobTypes {
