@@ -92,9 +92,12 @@ type parking struct {
 	// pace spaces out the parks of the delivery consumer (Config.ParkRate).
 	pace *pacer
 	mu   sync.Mutex
-	// ctx is the notifier's run; drains start only while it runs.
-	ctx context.Context
-	wg  sync.WaitGroup
+	// ctx is the notifier's run; drains start only while it runs and
+	// stopped is false. stopped is set before wg is waited for, so that no
+	// drain starts after the wait began.
+	ctx     context.Context
+	stopped bool
+	wg      sync.WaitGroup
 	// drains maps each parked subject this process drains to the number
 	// of deliveries parked on it since its drain started.
 	drains map[string]uint64
@@ -182,7 +185,7 @@ func (n *Notifier) ensureDrain(subject string) {
 		p.drains[subject] = parks + 1
 		return
 	}
-	if p.ctx == nil || p.ctx.Err() != nil {
+	if p.ctx == nil || p.ctx.Err() != nil || p.stopped {
 		return
 	}
 	if len(p.drains) >= n.cfg.maxDrains {
@@ -226,7 +229,7 @@ func (n *Notifier) drainEnded(subject string, yielded bool) {
 // than maxDrains run; p.mu is held.
 func (n *Notifier) startQueued() {
 	p := &n.parking
-	for len(p.queue) > 0 && len(p.drains) < n.cfg.maxDrains && p.ctx.Err() == nil {
+	for len(p.queue) > 0 && len(p.drains) < n.cfg.maxDrains && p.ctx.Err() == nil && !p.stopped {
 		next := p.queue[0]
 		p.queue = p.queue[1:]
 		delete(p.queued, next)
@@ -248,9 +251,14 @@ func (p *parking) othersWait() bool {
 func (n *Notifier) runParking(ctx context.Context) error {
 	p := &n.parking
 	p.mu.Lock()
-	p.ctx = ctx
+	p.ctx, p.stopped = ctx, false
 	p.mu.Unlock()
-	defer p.wg.Wait()
+	defer func() {
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+		p.wg.Wait()
+	}()
 	tick := time.NewTicker(n.cfg.parkedRescan)
 	defer tick.Stop()
 	for {
