@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -55,6 +57,9 @@ func decodeJSON(body []byte, maxDepth int, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("request body is empty")
 	}
+	if !utf8.Valid(body) { // encoding/json would pass it on in a json.RawMessage
+		return badRequest("malformed JSON: the body is not valid UTF-8 (RFC 8259)")
+	}
 	if err := checkDepth(body, maxDepth); err != nil {
 		return err
 	}
@@ -72,6 +77,7 @@ func decodeJSON(body []byte, maxDepth int, v any) error {
 func decodeError(err error) error {
 	var syntax *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
+	var timeErr *time.ParseError
 	switch {
 	case errors.As(err, &syntax):
 		return badRequest(fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err))
@@ -82,6 +88,8 @@ func decodeError(err error) error {
 			return invalid(fmt.Sprintf("the body must be a JSON object, not %s", typeErr.Value))
 		}
 		return invalid(fmt.Sprintf("field %q must not be %s", typeErr.Field, typeErr.Value))
+	case errors.As(err, &timeErr):
+		return invalid(fmt.Sprintf("%q is not an RFC 3339 time, such as 2026-01-02T15:04:05Z", timeErr.Value))
 	case bytes.HasPrefix([]byte(err.Error()), []byte("json: unknown field")):
 		return invalid(err.Error()[len("json: "):])
 	default:

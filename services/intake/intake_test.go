@@ -246,6 +246,7 @@ func TestBadInput(t *testing.T) {
 		{name: "malformed JSON", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":`, wantStatus: 400},
 		{name: "empty body", givenKey: keyAcme, givenType: "application/json", givenBody: ``, wantStatus: 400},
 		{name: "trailing data", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo"} {}`, wantStatus: 400, wantInDetail: "trailing"},
+		{name: "not UTF-8", givenKey: keyAcme, givenType: "application/json", givenBody: "{\"type\":\"echo\",\"payload\":\"A\xffB\"}", wantStatus: 400, wantInDetail: "UTF-8"},
 		{name: "too large", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","payload":"` + strings.Repeat("x", 5000) + `"}`, wantStatus: 413},
 		{name: "wrong content type", givenKey: keyAcme, givenType: "text/plain", givenBody: `{"type":"echo"}`, wantStatus: 415},
 		{name: "no content type", givenKey: keyAcme, givenBody: `{"type":"echo"}`, wantStatus: 415},
