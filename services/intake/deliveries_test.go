@@ -68,13 +68,15 @@ func TestDeliveryPagesListEachDeliveryOnce(t *testing.T) {
 }
 
 // A delivery still being retried is not retried by hand: its scheduled
-// retry would follow with the attempts from before.
+// retry would follow with the attempts from before. Nor is one to a
+// disabled or deleted endpoint.
 func TestRetryOfAPendingDeliveryAnswers409(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	kv, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
 	require.NoError(t, err)
-	rec := contract.DeliveryRecord{ID: "msg_pending", EventID: "evt_1", EventType: "invoice.paid", EndpointID: "ep_1",
+	ep := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	rec := contract.DeliveryRecord{ID: "msg_pending", EventID: "evt_1", EventType: "invoice.paid", EndpointID: ep,
 		URL: "https://example.com/hook", Body: json.RawMessage(`{}`), CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
 	retry := func(status string, next time.Duration, key string) reply {
 		rec.Status, rec.NextAttemptAt = status, nil
@@ -100,4 +102,16 @@ func TestRetryOfAPendingDeliveryAnswers409(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 	r = retry(contract.DeliveryFailed, 0, keyAcme)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
+
+	// A disabled or deleted endpoint's delivery could only fail at once.
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+ep, keyAcme, "application/json", `{"enabled":false}`)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	r = retry(contract.DeliveryFailed, 0, keyAcme)
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	require.Contains(t, r.body["detail"], "disabled")
+	r = b.do(t, http.MethodDelete, "/v1/endpoints/"+ep, keyAcme, "", "")
+	require.Equal(t, http.StatusNoContent, r.status, r.body)
+	r = retry(contract.DeliveryFailed, 0, keyAcme)
+	require.Equal(t, http.StatusConflict, r.status, r.body)
+	require.Contains(t, r.body["detail"], "deleted")
 }

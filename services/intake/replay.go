@@ -17,6 +17,7 @@ import (
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/deliverylog"
+	"github.com/hookstream/hookstream/shared/endpoints"
 )
 
 // Paging of the delivery log and of endpoints.
@@ -186,6 +187,10 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, conflict("the delivery is still being retried, next at "+rec.NextAttemptAt.UTC().Format(time.RFC3339)+"; retry it once it has succeeded or failed"))
 		return
 	}
+	if err := s.endpointTakesRetries(c.Request.Context(), tenant, recs[0].EndpointID); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
 	err = s.replay(ctx, tenant, recs[0])
@@ -198,6 +203,25 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusAccepted, gin.H{"delivery_id": id})
+}
+
+// endpointTakesRetries answers 409 for a delivery to an endpoint that is
+// disabled or deleted, whose retry could only fail at once; nil for a job
+// callback (no endpoint).
+func (s *Service) endpointTakesRetries(ctx context.Context, tenant, endpointID string) error {
+	if endpointID == "" {
+		return nil
+	}
+	ep, _, err := s.endpoints.Get(ctx, tenant, endpointID)
+	switch {
+	case errors.Is(err, endpoints.ErrNotFound):
+		return conflict("the delivery's endpoint " + endpointID + " was deleted")
+	case err != nil:
+		return err
+	case !ep.Enabled:
+		return conflict("the endpoint is disabled: enable it (PATCH {\"enabled\":true}) before retrying its deliveries")
+	}
+	return nil
 }
 
 // recoverRequest is the body of POST /v1/endpoints/{id}/recover.
