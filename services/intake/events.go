@@ -1,12 +1,18 @@
 package intake
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -67,12 +73,59 @@ func (s *Service) publishEvent(c *gin.Context) {
 	msg := bus.EventMsg(tenantOf(c), req.Type, tenantOf(c)+":"+req.ID, now, req.Data)
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
-	if _, err := s.pub.PublishMsg(ctx, msg); err != nil {
+	ack, err := s.pub.PublishMsg(ctx, msg)
+	if err != nil {
 		s.respondError(c, fmt.Errorf("publish event %s: %w", req.ID, err))
 		return
 	}
+	if ack.Duplicate {
+		first, err := s.sameEvent(ctx, ack.Sequence, msg)
+		if err != nil {
+			s.respondError(c, err)
+			return
+		}
+		now = cmp.Or(first, now)
+		c.Header("Idempotent-Replayed", "true")
+	}
 	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
 	c.JSON(http.StatusAccepted, gin.H{"id": req.ID, "type": req.Type, "created_at": now})
+}
+
+// sameEvent looks at the event stored with the id of msg, a duplicate, at
+// seq: 422 when it is another event (type or data), else the time it was
+// published. The stream keeps an event only until fan-out has taken it,
+// and the de-duplication of its id for 10 minutes: an event no longer there
+// cannot be compared, and its time is zero.
+func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (time.Time, error) {
+	stream, err := s.js.Stream(ctx, contract.StreamEvents)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the event first published with id %s: %w", msg.Header.Get(contract.HeaderMsgID), err)
+	}
+	first, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the event first published with id %s: %w", msg.Header.Get(contract.HeaderMsgID), err)
+	}
+	if first.Header.Get(contract.HeaderMsgID) != msg.Header.Get(contract.HeaderMsgID) {
+		return time.Time{}, nil // not the message of this id: it is gone
+	}
+	if first.Subject != msg.Subject || !sameJSON(first.Data, msg.Data) {
+		return time.Time{}, invalid(`field "id" was used for another event in the last 10 minutes; events with one id are de-duplicated, so this one would not be sent`)
+	}
+	at, _ := time.Parse(time.RFC3339Nano, first.Header.Get(contract.HeaderEventTime))
+	return at, nil
+}
+
+// sameJSON tells whether two JSON values are written alike, but for
+// whitespace.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // eventBodySize is what an event's data takes in its webhook's body, which

@@ -909,6 +909,41 @@ func TestEventTooLargeForItsWebhookAnswers413(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 }
 
+// An event id used again within the de-duplication window is not stored
+// again: the same event is answered as a replay, with the first one's time;
+// another event (type or data) with the id answers 422 instead of a 202 for
+// an event that would never be sent. Another tenant's id is its own.
+func TestEventIDUsedAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	post := func(key, body string) reply {
+		return b.do(t, http.MethodPost, "/v1/events", key, "application/json", body)
+	}
+	first := post(keyAcme, `{"id":"dup-1","type":"order.paid","data":{"v":1}}`)
+	require.Equal(t, http.StatusAccepted, first.status, first.body)
+	require.Empty(t, first.header.Get("Idempotent-Replayed"))
+	again := post(keyAcme, `{"id":"dup-1","type":"order.paid","data": { "v": 1 }}`)
+	require.Equal(t, http.StatusAccepted, again.status, again.body)
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, first.body["created_at"], again.body["created_at"])
+	for _, other := range []string{
+		`{"id":"dup-1","type":"order.shipped","data":{"v":1}}`,
+		`{"id":"dup-1","type":"order.paid","data":{"v":2}}`,
+	} {
+		r := post(keyAcme, other)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+		require.Contains(t, r.body["detail"], "another event")
+	}
+	r := post(keyOther, `{"id":"dup-1","type":"order.shipped","data":{"v":1}}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+	require.Empty(t, r.header.Get("Idempotent-Replayed"))
+	events, err := b.js.Stream(t.Context(), contract.StreamEvents)
+	require.NoError(t, err)
+	info, err := events.Info(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 2, info.State.Msgs, "one event per tenant")
+}
+
 // One key given to two tenants, or a key that is the admin token, is a bad
 // configuration: the last tenant listed signed in with the first's key.
 func TestConfigRefusesAKeyOfTwo(t *testing.T) {
