@@ -153,6 +153,17 @@ func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// numericLastLabel tells whether a host name's last label is a number:
+// decimal digits, or 0x and hex digits.
+func numericLastLabel(host string) bool {
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	digits := "0123456789"
+	if rest, ok := strings.CutPrefix(last, "0x"); ok {
+		last, digits = rest, "0123456789abcdef"
+	}
+	return last != "" && strings.Trim(last, digits) == ""
+}
+
 // Control is a net.Dialer Control function: it refuses the connection when
 // the address being dialled is not allowed.
 func (g *Guard) Control(_, address string, _ syscall.RawConn) error {
@@ -190,12 +201,18 @@ func (g *Guard) CheckURL(raw string) error {
 			return errors.New("port must be 1 to 65535")
 		}
 	}
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(host, ".")); err == nil {
 		return g.CheckIP(ip)
 	}
 	lower := strings.ToLower(strings.TrimSuffix(host, "."))
 	if lower == "localhost" || strings.HasSuffix(lower, ".localhost") {
 		return g.CheckIP(netip.MustParseAddr("127.0.0.1"))
+	}
+	if numericLastLabel(lower) {
+		// No DNS name ends in a label of digits: this is an IPv4 address
+		// written short, in octal or in hex (127.1, 2130706433, 0x7f000001),
+		// which resolvers and URL parsers read differently.
+		return errors.New("host is an IPv4 address in a short, octal or hex form: write it as four decimal numbers (a.b.c.d)")
 	}
 	if net.ParseIP(host) == nil && strings.ContainsAny(host, " %") {
 		return errors.New("host is not a valid name")

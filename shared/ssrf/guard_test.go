@@ -69,12 +69,14 @@ func TestCheckIP(t *testing.T) {
 func TestCheckURL(t *testing.T) {
 	t.Parallel()
 	g := ssrf.NewGuard(nil)
-	for _, ok := range []string{"https://example.com/hook", "http://example.com:8080/a?b=c", "https://93.184.216.34/"} {
+	for _, ok := range []string{"https://example.com/hook", "http://example.com:8080/a?b=c", "https://93.184.216.34/", "https://93.184.216.34./", "https://example.com./h", "https://1password.com/", "https://a.0x/"} {
 		require.NoError(t, g.CheckURL(ok), ok)
 	}
 	for _, bad := range []string{"", "example.com", "ftp://example.com", "file:///etc/passwd", "http://", "https://user:pw@example.com/",
 		"http://127.0.0.1/", "http://localhost:8080/", "http://[::1]/", "http://[::1%25lo]:8080/", "http://[fe80::1%25eth0]/", "http://169.254.169.254/latest", "gopher://x",
-		"https://example.com:99999/h", "https://example.com:0/h"} {
+		"https://example.com:99999/h", "https://example.com:0/h",
+		// IPv4 written so that resolvers read it as an address (inet_aton)
+		"http://10.0.0.1./", "http://127.1/", "http://2130706433/", "http://0x7f000001/", "http://0X7F000001/", "http://0/", "http://0177.0.0.1/", "http://93.184.216.34.5/"} {
 		require.Error(t, g.CheckURL(bad), bad)
 	}
 }
