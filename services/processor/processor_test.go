@@ -200,6 +200,22 @@ func TestRunRecordsResultWhenReadsLag(t *testing.T) {
 	b.waitJobsSettled(t)
 }
 
+// Two jobs whose ids differ by hookstream's job_ prefix alone (job_x and x,
+// both valid ids of internal publishers) are two jobs with two events: the
+// event of one was taken for a duplicate of the other's and dropped.
+func TestJobIDsWithAndWithoutPrefixHaveTheirOwnEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: echoOnly})
+	b.publishJob(t, "acme", "echo", "job_collide1", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`"acme"`)}))
+	b.publishJob(t, "beta", "echo", "collide1", jobRequest(t, contract.JobRequest{Payload: json.RawMessage(`"beta"`)}))
+	for _, tenant := range []string{"acme", "beta"} {
+		_, job := b.lastEvent(t, tenant, contract.StatusSucceeded)
+		require.JSONEq(t, `"`+tenant+`"`, string(job.Result))
+	}
+	require.NotEqual(t, jobevents.EventID("job_x", contract.StatusSucceeded), jobevents.EventID("x", contract.StatusSucceeded))
+}
+
 // A job published straight to NATS, with no record yet, runs: its record
 // appears with the result and its terminal event is published.
 func TestRunJobPublishedToNATS(t *testing.T) {

@@ -18,9 +18,15 @@ import (
 )
 
 // EventID is the id of the event for a job entering status. It is the same
-// every time, so republishing it (after a crash) is de-duplicated.
+// every time, so republishing it (after a crash) is de-duplicated. A job id
+// of hookstream's form (job_…) gives evt_<id without job_>_<status>; any
+// other id evt-<id>_<status>, which no job_ id gives: job_x and x are two
+// jobs, whose events must not be taken for one and de-duplicated.
 func EventID(jobID, status string) string {
-	return "evt_" + strings.TrimPrefix(jobID, "job_") + "_" + status
+	if rest, ok := strings.CutPrefix(jobID, "job_"); ok {
+		return "evt_" + rest + "_" + status
+	}
+	return "evt-" + jobID + "_" + status
 }
 
 // Room is what an event's delivery needs of a NATS message beside the job
