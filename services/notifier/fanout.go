@@ -13,6 +13,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
 	"github.com/hookstream/hookstream/shared/metrics"
 )
 
@@ -76,6 +77,11 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
 	if err != nil {
 		return false, fmt.Errorf("encode webhook body: %w", err)
+	}
+	if limit := n.maxData() - deliveryRoom; len(body) > limit && msg.Headers().Get(contract.HeaderJobID) != "" {
+		// A job event of a processor outside hookstream, whose result
+		// leaves no room: sent without it, as hookstream's own are.
+		body = smallerJobEvent(eventType, at, msg.Data(), body)
 	}
 	if limit := n.maxData() - deliveryRoom; len(body) > limit {
 		// No delivery of it could be queued, retried or recorded.
@@ -156,6 +162,25 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 		n.settleEvent(msg, err)
 	})
 	return ok
+}
+
+// smallerJobEvent returns the webhook body of a job event without the
+// job's result and progress (jobevents.WithoutResult), or body as it is if
+// its data is not a job resource.
+func smallerJobEvent(eventType string, at time.Time, data, body []byte) []byte {
+	var job contract.Job
+	if !strings.HasPrefix(eventType, "job.") || json.Unmarshal(data, &job) != nil || job.ID == "" {
+		return body
+	}
+	smaller, err := json.Marshal(jobevents.WithoutResult(job))
+	if err != nil {
+		return body
+	}
+	out, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: smaller})
+	if err != nil {
+		return body
+	}
+	return out
 }
 
 // eventIdentity returns the event's id and time: its Nats-Msg-Id without a

@@ -2,6 +2,7 @@ package notifier_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -67,6 +68,33 @@ func TestEventTooLargeToDeliverIsDeadLettered(t *testing.T) {
 	dead := b.firstDeadLetter(t)
 	require.Contains(t, dead.Header.Get(contract.HeaderDeadReason), "no room")
 	require.Empty(t, rcv.all())
+}
+
+// A job event of a processor outside hookstream whose result leaves no
+// room for its delivery is sent without the result, its data saying so
+// (omitted), as hookstream's processors publish such events; it was
+// dead-lettered, and the job's callback never came.
+func TestLargeJobEventIsSentWithoutItsResult(t *testing.T) {
+	t.Parallel()
+	js := smallServer(t)
+	rcv := newReceiver(t, nil)
+	setupOn(t, js, notifier.Config{}, newEndpoint(t, "acme", "ep_jobs", rcv.URL, contract.EventJobSucceeded))
+	now := time.Now().UTC()
+	job := contract.Job{ID: "job_big", Type: "resize", Status: contract.StatusSucceeded, Attempts: 1, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	data, err := json.Marshal(job)
+	require.NoError(t, err)
+	// 250 KiB of "<" fits as an event, and is six times that in a body.
+	data = append(data[:len(data)-1], `,"result":"`+strings.Repeat("<", 250<<10)+`"}`...)
+	msg := bus.EventMsg("acme", contract.EventJobSucceeded, "evt_big_succeeded", now, data)
+	msg.Header.Set(contract.HeaderJobID, job.ID)
+	_, err = js.PublishMsg(t.Context(), msg)
+	require.NoError(t, err)
+	got := rcv.wait(t, 1)[0]
+	var sent contract.Job
+	require.NoError(t, json.Unmarshal(got.event.Data, &sent))
+	require.Equal(t, "job_big", sent.ID)
+	require.Nil(t, sent.Result)
+	require.Equal(t, []string{"result"}, sent.Omitted)
 }
 
 // An event near the NATS server's limit, too large for its dead letter's

@@ -29,6 +29,20 @@ func EventID(jobID, status string) string {
 	return "evt-" + jobID + "_" + status
 }
 
+// WithoutResult returns the job resource without its result and progress,
+// its Omitted saying which it had: the data of an event that would be too
+// large with them.
+func WithoutResult(job contract.Job) contract.Job {
+	if job.Result != nil {
+		job.Omitted = append(job.Omitted, "result")
+	}
+	if job.Progress != nil {
+		job.Omitted = append(job.Omitted, "progress")
+	}
+	job.Result, job.Progress = nil, nil
+	return job
+}
+
 // Room is what an event's delivery needs of a NATS message beside the job
 // resource: the webhook body's wrapper, the delivery's fields and headers
 // (the notifier dead-letters an event whose body leaves less than 9 KiB of
@@ -45,15 +59,7 @@ const Room = 12 << 10
 func Publish(ctx context.Context, js bus.Publisher, rec contract.JobRecord, maxPayload int64) error {
 	data, err := json.Marshal(rec.Job)
 	if err == nil && maxPayload > 0 && int64(len(data)) > maxPayload-Room {
-		job := rec.Job
-		if job.Result != nil {
-			job.Omitted = append(job.Omitted, "result")
-		}
-		if job.Progress != nil {
-			job.Omitted = append(job.Omitted, "progress")
-		}
-		job.Result, job.Progress = nil, nil
-		data, err = json.Marshal(job)
+		data, err = json.Marshal(WithoutResult(rec.Job))
 	}
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", rec.ID, err)
