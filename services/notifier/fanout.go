@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -71,6 +72,9 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	}
 	if !json.Valid(msg.Data()) {
 		return false, n.deadLetter(ctx, msg, "data is not a JSON value")
+	}
+	if !utf8.Valid(msg.Data()) { // JSON is UTF-8 (RFC 8259); receivers that read it as text would fail
+		return false, n.deadLetter(ctx, msg, "data is not a JSON value: not valid UTF-8")
 	}
 	eventID, at, scoped := eventIdentity(msg, tenant)
 	n.recordEventType(ctx, tenant, eventType, msg.Data())

@@ -138,6 +138,7 @@ func TestDeliverDropsMalformedMessages(t *testing.T) {
 	}{
 		{subject: contract.EventSubject("acme", "invoice.paid"), data: []byte(`{"not json`), reason: "not a JSON value"},
 		{subject: contract.EventSubject("acme", "invoice.paid"), data: nil, reason: "not a JSON value"},
+		{subject: contract.EventSubject("acme", "invoice.paid"), data: []byte("{\"a\":\"\xff\xfe\"}"), reason: "not valid UTF-8"},
 		{subject: contract.SubjectEvents + ".acme", data: []byte(`{}`), reason: "subject"},
 	}
 	for _, e := range badEvents {

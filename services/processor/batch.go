@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -78,6 +79,9 @@ func decodeBatch(msg jetstream.Msg) (batchMsg, error) {
 	var body contract.JobBatch
 	if err := json.Unmarshal(msg.Data(), &body); err != nil {
 		return b, fmt.Errorf("decode job batch: %w", err)
+	}
+	if !utf8.Valid(msg.Data()) {
+		return b, errors.New("decode job batch: not valid UTF-8")
 	}
 	b.jobs = body.Jobs
 	if count := msg.Headers().Get(contract.HeaderJobBatch); len(b.jobs) == 0 || count != strconv.Itoa(len(b.jobs)) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -181,6 +182,9 @@ func (p *Processor) decodeJob(msg jetstream.Msg, meta *jetstream.MsgMetadata) (c
 	}
 	if err := json.Unmarshal(msg.Data(), &req); err != nil {
 		return contract.JobRecord{}, req, fmt.Errorf("decode job request: %w", err)
+	}
+	if !utf8.Valid(msg.Data()) { // its payload would reach its result and its event as it is
+		return contract.JobRecord{}, req, errors.New("decode job request: not valid UTF-8")
 	}
 	rec, err := p.jobRecord(tenant, jobType, req, msg.Headers().Get(contract.HeaderMsgID), meta)
 	return rec, req, err

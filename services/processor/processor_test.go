@@ -1006,6 +1006,7 @@ func TestRunMalformedBatch(t *testing.T) {
 		{name: "no jobs", givenCount: "0", givenBody: `{"jobs":[]}`},
 		{name: "one job's body", givenCount: "1", givenBody: `{"nonce":"n0nce"}`},
 		{name: "count does not match", givenCount: "3", givenBody: `{"jobs":[{"nonce":"a"},{"nonce":"b"}]}`},
+		{name: "not UTF-8", givenCount: "1", givenBody: "{\"jobs\":[{\"nonce\":\"a\",\"payload\":\"\xff\"}]}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1049,6 +1050,7 @@ func TestRunMalformedJobIsTerminated(t *testing.T) {
 	}{
 		{name: "bad JSON", givenID: "job_bad", givenBody: `{"payload":`},
 		{name: "not an object", givenID: "job_bad", givenBody: `[1,2,3]`},
+		{name: "not UTF-8", givenID: "job_bad", givenBody: "{\"payload\":\"A\xffB\"}"},
 		{name: "invalid job id", givenID: "job:bad id", givenBody: `{}`},
 		{name: "job id too long", givenID: "job_" + strings.Repeat("x", 200), givenBody: `{}`},
 	}
