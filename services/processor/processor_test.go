@@ -1039,6 +1039,22 @@ func TestRunMalformedBatch(t *testing.T) {
 	})
 }
 
+// A job's not_before is honoured up to an hour ahead; one further ahead
+// (which no processor sets) runs at once: put back for years, its message
+// held the trimming of every later job of its type until the jobs stream
+// was full.
+func TestNotBeforeFarAheadIsNotHonoured(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, processor.Config{Handlers: echoOnly})
+	soon, far := time.Now().Add(30*time.Minute), time.Now().AddDate(4, 0, 0)
+	b.publishJob(t, "acme", "echo", "job_soon", jobRequest(t, contract.JobRequest{NotBefore: &soon}))
+	b.publishJob(t, "acme", "echo", "job_far", jobRequest(t, contract.JobRequest{NotBefore: &far}))
+	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_far").Status)
+	_, _, err := b.jobs.Get(context.Background(), "job_soon")
+	require.ErrorIs(t, err, jobstore.ErrNotFound, "a job due in 30 minutes waits")
+}
+
 // A message that cannot be a job is terminated and does not hold up the
 // jobs behind it.
 func TestRunMalformedJobIsTerminated(t *testing.T) {

@@ -64,6 +64,13 @@ var errRunElsewhere = errors.New("job runs from another message")
 // storeRetry is the wait after a failure of JetStream itself.
 const storeRetry = time.Second
 
+// maxNotBefore is the furthest ahead a job's not_before is honoured: a
+// processor's hand-off waits out a retry's delay (minutes). A message put
+// back for longer would hold its consumer's acknowledged floor, and with
+// it the trimming of every later message of its type, until the jobs
+// stream is full.
+const maxNotBefore = time.Hour
+
 // announceTimeout bounds the publish of a job.running event.
 const announceTimeout = 5 * time.Second
 
@@ -84,8 +91,12 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if req.NotBefore != nil && req.NotBefore.After(p.now()) {
-		p.settle(msg, p.notYet(ctx, rec, *req.NotBefore))
-		return
+		if req.NotBefore.After(p.now().Add(maxNotBefore)) {
+			p.logger.Warn("job's not_before is more than an hour ahead, which no processor sets: running it now", "job_id", rec.ID, "not_before", req.NotBefore)
+		} else {
+			p.settle(msg, p.notYet(ctx, rec, *req.NotBefore))
+			return
+		}
 	}
 	if !p.acquire(ctx, rec.Type) {
 		p.settle(msg, settlement{verdict: retry}) // stopping

@@ -92,7 +92,8 @@ type JobRequest struct {
 	// NotBefore, when set, is the earliest time the job runs: a processor
 	// that receives it sooner puts it back until then. Processors set it
 	// on a job of a batch that is to be retried, which is written again as
-	// a message of its own.
+	// a message of its own. Internal publishers leave it out: one more than
+	// an hour ahead is not honoured (the job runs at once).
 	NotBefore *time.Time `json:"not_before,omitempty"`
 	// RequestHash is set by intake (the SHA-256 of the HTTP request), so
 	// that a record recreated from this message still recognises a repeated
