@@ -397,11 +397,17 @@ func (n *Notifier) moved(ctx context.Context, d *contract.Delivery, url string) 
 
 // destination resolves where a delivery goes now: a job callback to its URL
 // signed with the tenant's keys; an endpoint delivery to the endpoint's
-// current URL, keys and headers. unsendable says why an endpoint delivery
-// cannot be sent (deleted or disabled endpoint): it is dead-lettered.
+// current URL, keys and headers. unsendable says why a delivery cannot be
+// sent (deleted or disabled endpoint, a callback URL refused by the SSRF
+// guard): it is dead-lettered.
 func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest destination, unsendable string, err error) {
 	now := n.cfg.Now()
 	if d.EndpointID == "" {
+		if err := n.cfg.Guard.CheckURL(d.URL); err != nil {
+			// An internal publisher's callback URL, which intake would
+			// have refused: no attempt could ever succeed.
+			return destination{}, "callback URL refused: " + err.Error(), nil
+		}
 		ring, err := n.secrets.Get(ctx, d.Tenant)
 		switch {
 		case errors.Is(err, signing.ErrTenantDeleted):

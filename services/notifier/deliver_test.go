@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -433,4 +434,19 @@ func requireDueAbout(t *testing.T, rec contract.DeliveryRecord, want time.Durati
 	require.NotNil(t, rec.NextAttemptAt)
 	wait := rec.NextAttemptAt.Sub(rec.Attempts[0].At)
 	require.True(t, wait >= want*8/10 && wait < want+4*time.Second, "next attempt due %s after the first, want about %s", wait, want)
+}
+
+// A job callback URL that intake would refuse (an internal publisher's:
+// not a URL, another scheme, a metadata address) is dead-lettered at its
+// first attempt with the reason, not tried for the whole retry schedule.
+func TestCallbackURLRefusedByTheGuardIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{Schedule: []time.Duration{time.Hour}})
+	for i, url := range []string{"::not a url", "ftp://example.com/x", "http://169.254.169.254/latest"} {
+		job := "job_badurl" + strconv.Itoa(i)
+		b.publishJobEvent(t, "acme", job, url)
+		rec := b.waitLog(t, "acme", job, contract.DeliveryFailed)
+		require.Len(t, rec.Attempts, 1)
+		require.Contains(t, rec.Attempts[0].Error, "callback URL refused")
+	}
 }
