@@ -131,7 +131,17 @@ func describe(err error) string {
 		err = urlErr.Err
 	}
 	var netErr net.Error
+	var dnsErr *net.DNSError
 	switch {
+	case errors.As(err, &dnsErr):
+		// Without the resolver's address, an internal one of the
+		// operator's network that tenants need not see.
+		lookup := *dnsErr
+		lookup.Server = ""
+		if lookup.IsTimeout {
+			return "timeout: dial: " + lookup.Error()
+		}
+		return "dial: " + lookup.Error()
 	case errors.Is(err, ssrf.ErrBlocked):
 		msg := err.Error()
 		if i := strings.Index(msg, ssrf.ErrBlocked.Error()); i >= 0 {
