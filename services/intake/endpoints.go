@@ -170,11 +170,15 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 	return p, nil
 }
 
-// reservedHeaders are set by hookstream on every webhook.
+// reservedHeaders are set by hookstream on every webhook, or describe the
+// request's transport (its encoding, the connection), which hookstream's
+// HTTP client alone decides: a webhook sent "Content-Encoding: gzip" over
+// a plain body could not be read.
 var reservedHeaders = map[string]bool{
 	"Content-Type": true, "Content-Length": true, "Host": true, "User-Agent": true,
 	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
-	"Transfer-Encoding": true, "Connection": true,
+	"Transfer-Encoding": true, "Connection": true, "Content-Encoding": true, "Te": true,
+	"Trailer": true, "Upgrade": true, "Keep-Alive": true, "Proxy-Connection": true, "Expect": true,
 }
 
 // apply validates the patch and applies it to ep.

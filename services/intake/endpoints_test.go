@@ -45,6 +45,9 @@ func TestEndpointHeadersAreBounded(t *testing.T) {
 		"a name of 257 bytes":       header("X-"+strings.Repeat("n", 255), "v"),
 		"20 KB of values":           header("X-A", long, "X-B", long, "X-C", long, "X-D", long, "X-E", long),
 		"one name in two spellings": header("X-Env", "a", "x-env", "b"),
+		"a header hookstream sets":  header("webhook-signature", "v1,x"),
+		"a transport header":        header("Content-Encoding", "gzip"),
+		"another transport header":  header("te", "trailers"),
 	} {
 		r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body)
 		require.Equal(t, http.StatusUnprocessableEntity, r.status, name)

@@ -227,7 +227,7 @@ func (s *Service) endpointTakesRetries(ctx context.Context, tenant, endpointID s
 // recoverRequest is the body of POST /v1/endpoints/{id}/recover.
 type recoverRequest struct {
 	Since time.Time  `json:"since"`
-	Until *time.Time `json:"until"`
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // recoverEndpoint answers POST /v1/endpoints/{id}/recover with 202 and a
