@@ -39,7 +39,11 @@ func (s *Service) authenticateAdmin(c *gin.Context) {
 	}
 	token, _ := bearerToken(c.GetHeader("Authorization"))
 	if subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
-		s.respondError(c, unauthorized())
+		if _, tenantKey := s.tenantOfKey(token); tenantKey {
+			writeProblem(c, http.StatusForbidden, "forbidden", "this is a tenant's API key; the admin API takes the admin token (HOOKSTREAM_ADMIN_TOKEN)")
+			return
+		}
+		s.respondError(c, &apiError{status: http.StatusUnauthorized, slug: "unauthorized", detail: "send Authorization: Bearer <admin token> (HOOKSTREAM_ADMIN_TOKEN)"})
 		return
 	}
 	c.Next()

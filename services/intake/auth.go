@@ -12,16 +12,22 @@ const tenantCtxKey = "tenant"
 // authenticate resolves the bearer API key to its tenant, or answers 401.
 func (s *Service) authenticate(c *gin.Context) {
 	token, ok := bearerToken(c.GetHeader("Authorization"))
-	tenant, known := s.keys[sha256.Sum256([]byte(token))]
-	if !known {
-		tenant, known = s.apiKeys.Authenticate(token)
-	}
+	tenant, known := s.tenantOfKey(token)
 	if !ok || !known {
 		s.respondError(c, unauthorized())
 		return
 	}
 	c.Set(tenantCtxKey, tenant)
 	c.Next()
+}
+
+// tenantOfKey returns the tenant whose API key token is: one given at start
+// or one issued through the admin API.
+func (s *Service) tenantOfKey(token string) (string, bool) {
+	if tenant, known := s.keys[sha256.Sum256([]byte(token))]; known {
+		return tenant, true
+	}
+	return s.apiKeys.Authenticate(token)
 }
 
 func tenantOf(c *gin.Context) string { return c.GetString(tenantCtxKey) }

@@ -482,6 +482,30 @@ func TestNATSDownAnswers503(t *testing.T) {
 	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/healthz", "", "", "").status)
 }
 
+// A query string that does not parse answers 400, instead of its
+// parameters (a page cursor, a filter) dropped unseen.
+func TestMalformedQueryAnswers400(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, path := range []string{"/v1/deliveries?before=%zz", "/v1/deliveries?limit=1;status=failed", "/v1/endpoints?after=%"} {
+		r := b.do(t, http.MethodGet, path, keyAcme, "", "")
+		require.Equal(t, http.StatusBadRequest, r.status, path)
+		require.Contains(t, r.body["detail"], "query string", path)
+	}
+	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/v1/deliveries?limit=1", keyAcme, "", "").status)
+}
+
+// The operations endpoints answer HEAD as GET, without the body: uptime
+// checkers ask with HEAD.
+func TestOperationsAnswerHead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, path := range []string{"/healthz", "/readyz", "/openapi.json", "/metrics"} {
+		r := b.do(t, http.MethodHead, path, "", "", "")
+		require.Equal(t, http.StatusOK, r.status, path)
+	}
+}
+
 // A full jobs stream (DiscardNew) refuses new work: 503, and nothing is lost.
 func TestFullStreamAnswers503(t *testing.T) {
 	t.Parallel()

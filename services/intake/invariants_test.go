@@ -164,7 +164,8 @@ func TestSecretsAreNotLogged(t *testing.T) {
 		{http.MethodGet, ep, keyAcme + "x", http.StatusUnauthorized},
 		{http.MethodPost, "/v1/admin/tenants", admin, http.StatusCreated},
 		{http.MethodPost, "/v1/admin/tenants/globex/keys", admin, http.StatusCreated},
-		{http.MethodGet, "/v1/admin/tenants", keyAcme, http.StatusUnauthorized},
+		{http.MethodGet, "/v1/admin/tenants", keyAcme, http.StatusForbidden}, // a tenant's key, not the admin token
+		{http.MethodGet, "/v1/admin/tenants", admin + "x", http.StatusUnauthorized},
 	} {
 		body, contentType := "", ""
 		if call.path == "/v1/admin/tenants" && call.method == http.MethodPost {

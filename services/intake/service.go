@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -156,19 +157,23 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 
 func (s *Service) routes() http.Handler {
 	r := gin.New()
-	r.Use(s.recoverer, countResponses)
+	r.Use(s.recoverer, countResponses, s.checkQuery)
 	r.HandleMethodNotAllowed = true
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "not-found", "no such route") })
 	r.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route")
 	})
-	r.GET("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
-	r.GET("/openapi.json", serveOpenAPI)
-	r.GET("/metrics", func(c *gin.Context) {
-		c.Header("Content-Type", "text/plain; version=0.0.4")
-		metrics.WriteTo(c.Writer)
-	})
+	ops := map[string]gin.HandlerFunc{
+		"/healthz": s.healthz, "/readyz": s.readyz, "/openapi.json": serveOpenAPI,
+		"/metrics": func(c *gin.Context) {
+			c.Header("Content-Type", "text/plain; version=0.0.4")
+			metrics.WriteTo(c.Writer)
+		},
+	}
+	for path, handle := range ops {
+		r.GET(path, handle)
+		r.HEAD(path, handle) // uptime checkers ask with HEAD; net/http drops the body
+	}
 
 	v1 := r.Group("/v1", s.authenticate)
 	v1.POST("/jobs", s.admit, s.createJob)
@@ -202,6 +207,20 @@ func (s *Service) routes() http.Handler {
 	admin.GET("/tenants/:tenant/keys", s.listKeys)
 	admin.DELETE("/tenants/:tenant/keys/:key", s.revokeKey)
 	return r
+}
+
+// checkQuery answers 400 for a query string that does not parse (a bad
+// escape, a ';' separator), whose parameters would otherwise be dropped
+// unseen: a page cursor or a filter left out.
+func (s *Service) checkQuery(c *gin.Context) {
+	if q := c.Request.URL.RawQuery; q != "" {
+		if _, err := url.ParseQuery(q); err != nil {
+			s.respondError(c, badRequest("malformed query string: "+err.Error()))
+			c.Abort()
+			return
+		}
+	}
+	c.Next()
 }
 
 // countResponses counts every answer by status code.
