@@ -266,7 +266,7 @@ func TestAdminTenantsAndKeys(t *testing.T) {
 	const admin = "admin-token-0123456789"
 	h := start(t, withAdminToken(admin))
 	code, _, _ := h.call(http.MethodPost, "/v1/admin/tenants", keyAcme, `{"id":"globex"}`)
-	require.Equal(t, http.StatusUnauthorized, code, "a tenant key is not the admin token")
+	require.Equal(t, http.StatusForbidden, code, "a tenant key is not the admin token")
 	code, _, out := h.call(http.MethodPost, "/v1/admin/tenants", admin, `{"id":"globex","name":"Globex"}`)
 	require.Equal(t, http.StatusCreated, code, out)
 	code, _, _ = h.call(http.MethodPost, "/v1/admin/tenants", admin, `{"id":"globex"}`)

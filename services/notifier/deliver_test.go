@@ -263,7 +263,9 @@ func TestDeliverDoesNotFollowRedirects(t *testing.T) {
 }
 
 // The SSRF guard refuses the resolved address at dial time: nothing is
-// sent, and the attempt says why.
+// sent, and the attempt says why. (An endpoint whose URL the bucket holds
+// as it is, unchecked: a job's callback URL is checked before the dial,
+// TestCallbackURLRefusedByTheGuardIsDeadLettered.)
 func TestDeliverSSRFGuard(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -276,11 +278,12 @@ func TestDeliverSSRFGuard(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, notifier.Config{Guard: ssrf.NewGuard(nil), Schedule: []time.Duration{}})
 			rcv := newReceiver(t, nil)
-			b.publishJobEvent(t, "acme", "job_x", tt.givenURL(rcv.URL))
+			b := setup(t, notifier.Config{Guard: ssrf.NewGuard(nil), Schedule: []time.Duration{}},
+				newEndpoint(t, "acme", "ep_x", tt.givenURL(rcv.URL), "order.paid"))
+			b.publishEvent(t, "acme", "order.paid", "acme:evt_x", []byte(`{}`))
 
-			rec := b.waitLog(t, "acme", "job_x", contract.DeliveryFailed)
+			rec := b.waitLog(t, "acme", "evt_x", contract.DeliveryFailed)
 			require.Len(t, rec.Attempts, 1)
 			require.Zero(t, rec.Attempts[0].StatusCode)
 			require.Contains(t, rec.Attempts[0].Error, "blocked by the SSRF guard")
