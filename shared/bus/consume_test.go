@@ -102,8 +102,14 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 	require.NoError(t, err)
 	logs := &logRecords{}
 	done := make(chan error, 1)
+	handled := make(chan uint64, 10)
 	go func() {
-		done <- bus.Workers(ctx, js.Conn(), slog.New(logs), cons, 4, time.Second, func(_ context.Context, msg jetstream.Msg) { _ = msg.Ack() })
+		done <- bus.Workers(ctx, js.Conn(), slog.New(logs), cons, 4, time.Second, func(_ context.Context, msg jetstream.Msg) {
+			_ = msg.Ack()
+			if meta, err := msg.Metadata(); err == nil {
+				handled <- meta.Sequence.Stream
+			}
+		})
 	}()
 	_, err = js.Publish(ctx, "t.x", []byte("work"))
 	require.NoError(t, err)
@@ -116,13 +122,26 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.contains("consume consumer=w error=409 Consumer Deleted") },
 		5*time.Second, 10*time.Millisecond, "the deleted consumer is not logged: %v", logs)
 
-	// Created again, it is pulled again (after a wait of 4 s).
-	again, err := js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
+	// Workers make it again, as it was, and pull it again (after a wait of
+	// 4 s): nothing else would, before the process restarts.
+	require.Eventually(t, func() bool { return logs.contains("created it again") },
+		10*time.Second, 10*time.Millisecond, "the deleted consumer is not created again: %v", logs)
+	again, err := js.Consumer(ctx, "T", "w")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		info, err := again.Info(ctx)
-		return err == nil && info.AckFloor.Stream == 1
-	}, 30*time.Second, 10*time.Millisecond, "the consumer created again is not pulled: %v", logs)
+	require.Equal(t, jetstream.AckExplicitPolicy, again.CachedInfo().Config.AckPolicy)
+	_, err = js.Publish(ctx, "t.x", []byte("more work"))
+	require.NoError(t, err)
+	// The first message may come again too, at once or, when the server
+	// gave the new consumer what the deleted one had delivered, after its
+	// AckWait: only the new one is waited for.
+	deadline := time.After(30 * time.Second)
+	for seq := uint64(0); seq != 2; {
+		select {
+		case seq = <-handled:
+		case <-deadline:
+			t.Fatalf("the consumer created again is not pulled: %v", logs)
+		}
+	}
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -36,7 +38,11 @@ type puller struct {
 	logger  *slog.Logger
 	name    string // the consumer's
 	subject string // where pull requests go
-	n       int
+	// stream and config are what the consumer is made of again when the
+	// server says it is gone (recreate).
+	stream string
+	config jetstream.ConsumerConfig
+	n      int
 	// deliver hands a message over; started is to be called once the
 	// message no longer waits for a worker (it runs, or went back).
 	deliver func(msg jetstream.Msg, started func())
@@ -51,6 +57,8 @@ type puller struct {
 	retryAt   time.Time     // after a failure: when to ask again; zero otherwise
 	wait      time.Duration // the last wait after a failure; 0 once a pull works
 	reconnect chan nats.Status
+	// recreating is set while recreate runs.
+	recreating bool
 }
 
 // pull starts pulling the messages of cons for deliver, n at most asked for
@@ -58,7 +66,7 @@ type puller struct {
 func pull(nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, deliver func(msg jetstream.Msg, started func())) (*puller, error) {
 	info := cons.CachedInfo()
 	p := &puller{
-		nc: nc, logger: logger, name: info.Name, n: n, deliver: deliver,
+		nc: nc, logger: logger, name: info.Name, n: n, deliver: deliver, stream: info.Stream, config: info.Config,
 		// The default API prefix: hookstream uses no JetStream domain.
 		subject: fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", info.Stream, info.Name),
 		heard:   time.Now(),
@@ -154,6 +162,38 @@ func (p *puller) status(msg *nats.Msg) {
 		return
 	}
 	p.fail(code + " " + description)
+	if (code == "409" && description == "Consumer Deleted") || code == "503" {
+		if !p.recreating && !p.stopped {
+			p.recreating = true
+			go p.recreate()
+		}
+	}
+}
+
+// recreate makes the consumer again, as it was, after the server said it
+// is gone (deleted by hand, or lost): nothing else would, and its messages
+// would wait until the process restarts. One that exists (the 503 of a
+// consumer without a leader for a moment) is left as it is. The wait after
+// the failure then asks again.
+func (p *puller) recreate() {
+	defer func() {
+		p.mu.Lock()
+		p.recreating = false
+		p.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(p.nc)
+	if err == nil {
+		_, err = js.CreateConsumer(ctx, p.stream, p.config)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerExists):
+	case err != nil:
+		p.logger.Warn("consume: create the consumer again", "consumer", p.name, "error", err)
+	default:
+		p.logger.Warn("consume: the consumer was gone; created it again", "consumer", p.name)
+	}
 }
 
 // watch asks again when nothing came for two heartbeats while the puller was
