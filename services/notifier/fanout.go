@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,19 +74,23 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	if !json.Valid(msg.Data()) {
 		return false, n.deadLetter(ctx, msg, "data is not a JSON value")
 	}
-	if !utf8.Valid(msg.Data()) { // JSON is UTF-8 (RFC 8259); receivers that read it as text would fail
-		return false, n.deadLetter(ctx, msg, "data is not a JSON value: not valid UTF-8")
+	data := msg.Data()
+	if !utf8.Valid(data) {
+		// JSON is UTF-8 (RFC 8259): receivers that read it as text could
+		// not parse the webhook. Each stray byte becomes U+FFFD, as a JSON
+		// decoder reading strings makes it.
+		data = bytes.ToValidUTF8(data, []byte("\uFFFD"))
 	}
 	eventID, at, scoped := eventIdentity(msg, tenant)
-	n.recordEventType(ctx, tenant, eventType, msg.Data())
-	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: msg.Data()})
+	n.recordEventType(ctx, tenant, eventType, data)
+	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: data})
 	if err != nil {
 		return false, fmt.Errorf("encode webhook body: %w", err)
 	}
 	if limit := n.maxData() - deliveryRoom; len(body) > limit && msg.Headers().Get(contract.HeaderJobID) != "" {
 		// A job event of a processor outside hookstream, whose result
 		// leaves no room: sent without it, as hookstream's own are.
-		body = smallerJobEvent(eventType, at, msg.Data(), body)
+		body = smallerJobEvent(eventType, at, data, body)
 	}
 	if limit := n.maxData() - deliveryRoom; len(body) > limit {
 		// No delivery of it could be queued, retried or recorded.

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -77,11 +76,8 @@ func decodeBatch(msg jetstream.Msg) (batchMsg, error) {
 		return b, err
 	}
 	var body contract.JobBatch
-	if err := json.Unmarshal(msg.Data(), &body); err != nil {
+	if err := json.Unmarshal(validUTF8(msg.Data()), &body); err != nil {
 		return b, fmt.Errorf("decode job batch: %w", err)
-	}
-	if !utf8.Valid(msg.Data()) {
-		return b, errors.New("decode job batch: not valid UTF-8")
 	}
 	b.jobs = body.Jobs
 	if count := msg.Headers().Get(contract.HeaderJobBatch); len(b.jobs) == 0 || count != strconv.Itoa(len(b.jobs)) {

@@ -125,9 +125,9 @@ func asJSON(body []byte) json.RawMessage {
 		return nil
 	}
 	if json.Valid(trimmed) {
-		return trimmed
+		return validUTF8(trimmed) // json.Valid takes any bytes in strings
 	}
-	quoted, _ := json.Marshal(string(body))
+	quoted, _ := json.Marshal(string(body)) // invalid UTF-8 becomes U+FFFD
 	return quoted
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
@@ -83,6 +84,8 @@ func TestHTTPWorkerResult(t *testing.T) {
 		{name: "HTML becomes a JSON string", givenStatus: 202, givenType: "text/html", givenBody: `<b>"ok"</b>`, wantResult: `"\u003cb\u003e\"ok\"\u003c/b\u003e"`},
 		{name: "empty body is no result", givenStatus: 204, wantEmptyResult: true},
 		{name: "blank body is no result", givenStatus: 200, givenType: "text/plain", givenBody: " \n\t", wantEmptyResult: true},
+		{name: "JSON with Latin-1 in a string", givenStatus: 200, givenType: "application/json", givenBody: "{\"city\":\"Z\xfcrich\"}", wantResult: `{"city":"Z\ufffdrich"}`},
+		{name: "Latin-1 text", givenStatus: 200, givenType: "text/plain", givenBody: "gr\xfcn", wantResult: `"gr\ufffdn"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,7 +97,7 @@ func TestHTTPWorkerResult(t *testing.T) {
 				require.Nil(t, result)
 				return
 			}
-			require.True(t, json.Valid(result), "result %q must be JSON", result)
+			require.True(t, json.Valid(result) && utf8.Valid(result), "result %q must be JSON text", result)
 			require.JSONEq(t, tt.wantResult, string(result))
 		})
 	}
