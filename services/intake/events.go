@@ -38,8 +38,8 @@ func (s *Service) validateEvent(req *publishEventRequest) error {
 		return invalid(`field "data" is required (any JSON value)`)
 	case req.ID != "" && !contract.ValidTenant(req.ID):
 		return invalid(`field "id": 1-64 of a-z A-Z 0-9 - _`)
-	case strings.HasPrefix(req.ID, "evt_"):
-		return invalid(`field "id": the prefix evt_ is hookstream's; choose another`)
+	case strings.HasPrefix(req.ID, "evt_") || strings.HasPrefix(req.ID, "evt-"):
+		return invalid(`field "id": the prefixes evt_ and evt- are hookstream's; choose another`)
 	}
 	return nil
 }

@@ -958,6 +958,10 @@ func TestEventIDUsedAgain(t *testing.T) {
 		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
 		require.Contains(t, r.body["detail"], "another event")
 	}
+	for _, id := range []string{"evt_x", "evt-x_succeeded"} { // hookstream's: job events are evt-<id>_<status>
+		r := post(keyAcme, `{"id":"`+id+`","type":"order.paid","data":{}}`)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, id)
+	}
 	r := post(keyOther, `{"id":"dup-1","type":"order.shipped","data":{"v":1}}`)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
 	require.Empty(t, r.header.Get("Idempotent-Replayed"))
