@@ -38,10 +38,30 @@ func (s *Service) validateEvent(req *publishEventRequest) error {
 		return invalid(`field "data" is required (any JSON value)`)
 	case req.ID != "" && !contract.ValidTenant(req.ID):
 		return invalid(`field "id": 1-64 of a-z A-Z 0-9 - _`)
-	case strings.HasPrefix(req.ID, "evt_") || strings.HasPrefix(req.ID, "evt-"):
-		return invalid(`field "id": the prefixes evt_ and evt- are hookstream's; choose another`)
+	case strings.HasPrefix(req.ID, "evt_") || jobEventID(req.ID):
+		return invalid(`field "id": ids starting evt_, and evt-<id>_<job status>, are hookstream's; choose another`)
 	}
 	return nil
+}
+
+// jobEventID tells whether id has the form of the event id of a job whose id
+// does not start with job_ (jobevents.EventID): evt-<job id>_<status>, or
+// evt-<job id>_running_<attempt>. A tenant's event with such an id would
+// share that job event's webhook-ids. Other evt- ids are the tenant's.
+func jobEventID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "evt-")
+	if !ok {
+		return false
+	}
+	if i := strings.LastIndexByte(rest, '_'); i > 0 && strings.Trim(rest[i+1:], "0123456789") == "" {
+		rest = rest[:i] // running_<attempt>
+	}
+	for _, status := range []string{contract.StatusSucceeded, contract.StatusFailed, contract.StatusCanceled, contract.StatusRunning} {
+		if strings.HasSuffix(rest, "_"+status) {
+			return true
+		}
+	}
+	return false
 }
 
 // publishEvent answers POST /v1/events: the event goes the way internal

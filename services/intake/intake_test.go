@@ -958,9 +958,13 @@ func TestEventIDUsedAgain(t *testing.T) {
 		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
 		require.Contains(t, r.body["detail"], "another event")
 	}
-	for _, id := range []string{"evt_x", "evt-x_succeeded"} { // hookstream's: job events are evt-<id>_<status>
+	for _, id := range []string{"evt_x", "evt-x_succeeded", "evt-x_running_2"} { // hookstream's: job events are evt-<id>_<status>
 		r := post(keyAcme, `{"id":"`+id+`","type":"order.paid","data":{}}`)
 		require.Equal(t, http.StatusUnprocessableEntity, r.status, id)
+	}
+	for _, id := range []string{"evt-123", "evt-x_2"} { // the tenant's own
+		r := post(keyAcme, `{"id":"`+id+`","type":"order.paid","data":{}}`)
+		require.Equal(t, http.StatusAccepted, r.status, id)
 	}
 	r := post(keyOther, `{"id":"dup-1","type":"order.shipped","data":{"v":1}}`)
 	require.Equal(t, http.StatusAccepted, r.status, r.body)
@@ -969,7 +973,7 @@ func TestEventIDUsedAgain(t *testing.T) {
 	require.NoError(t, err)
 	info, err := events.Info(t.Context())
 	require.NoError(t, err)
-	require.EqualValues(t, 2, info.State.Msgs, "one event per tenant")
+	require.EqualValues(t, 4, info.State.Msgs, "one event per tenant and id")
 }
 
 // One key given to two tenants, or a key that is the admin token, is a bad
