@@ -134,14 +134,17 @@ func describe(err error) string {
 	var dnsErr *net.DNSError
 	switch {
 	case errors.As(err, &dnsErr):
-		// Without the resolver's address, an internal one of the
-		// operator's network that tenants need not see.
-		lookup := *dnsErr
-		lookup.Server = ""
-		if lookup.IsTimeout {
-			return "timeout: dial: " + lookup.Error()
+		// The name and a fixed reason: the error's own text may hold the
+		// resolver's address and the socket's (read udp a->b: ...),
+		// addresses of the operator's network that tenants need not see.
+		switch {
+		case dnsErr.IsTimeout:
+			return "timeout: dial: lookup " + dnsErr.Name + ": timed out"
+		case dnsErr.IsNotFound:
+			return "dial: lookup " + dnsErr.Name + ": no such host"
+		default:
+			return "dial: lookup " + dnsErr.Name + ": the name could not be resolved"
 		}
-		return "dial: " + lookup.Error()
 	case errors.Is(err, ssrf.ErrBlocked):
 		msg := err.Error()
 		if i := strings.Index(msg, ssrf.ErrBlocked.Error()); i >= 0 {
