@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -115,18 +116,18 @@ func (s *Service) publishEvent(c *gin.Context) {
 // seq: 422 when it is another event (type or data), else the time it was
 // published. The stream keeps an event only until fan-out has taken it,
 // and the de-duplication of its id for 10 minutes: an event no longer there
-// cannot be compared, and its time is zero.
+// cannot be compared, and its time is zero. Nor can one whose read fails
+// (a NATS user not allowed STREAM.MSG.GET on the events stream): the
+// duplicate is answered as the replay it most likely is, never 503, which
+// the client would retry until the window is over and the event stored
+// twice.
 func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (time.Time, error) {
-	stream, err := s.js.Stream(ctx, contract.StreamEvents)
+	first, err := s.eventsStream.GetMsg(ctx, seq)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read the event first published with id %s: %w", msg.Header.Get(contract.HeaderMsgID), err)
-	}
-	first, err := stream.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			s.logger.Warn("read the event first published with a reused id; answered as a replay", "event_id", msg.Header.Get(contract.HeaderMsgID), "error", err)
+		}
 		return time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("read the event first published with id %s: %w", msg.Header.Get(contract.HeaderMsgID), err)
 	}
 	if first.Header.Get(contract.HeaderMsgID) != msg.Header.Get(contract.HeaderMsgID) {
 		return time.Time{}, nil // not the message of this id: it is gone
@@ -138,14 +139,14 @@ func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (tim
 	return at, nil
 }
 
-// sameJSON tells whether two JSON values are written alike, but for
-// whitespace.
+// sameJSON tells whether two JSON texts hold the same value: the same
+// members in any order, numbers equal as numbers, strings however escaped.
 func sameJSON(a, b []byte) bool {
-	var ca, cb bytes.Buffer
-	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+	var va, vb any
+	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
 		return bytes.Equal(a, b)
 	}
-	return bytes.Equal(ca.Bytes(), cb.Bytes())
+	return reflect.DeepEqual(va, vb)
 }
 
 // eventBodySize is what an event's data takes in its webhook's body, which

@@ -943,16 +943,16 @@ func TestEventIDUsedAgain(t *testing.T) {
 	post := func(key, body string) reply {
 		return b.do(t, http.MethodPost, "/v1/events", key, "application/json", body)
 	}
-	first := post(keyAcme, `{"id":"dup-1","type":"order.paid","data":{"v":1}}`)
+	first := post(keyAcme, `{"id":"dup-1","type":"order.paid","data":{"v":1,"w":"é"}}`)
 	require.Equal(t, http.StatusAccepted, first.status, first.body)
 	require.Empty(t, first.header.Get("Idempotent-Replayed"))
-	again := post(keyAcme, `{"id":"dup-1","type":"order.paid","data": { "v": 1 }}`)
+	again := post(keyAcme, `{"id":"dup-1","type":"order.paid","data": { "w": "\u00e9", "v": 1.0 }}`)
 	require.Equal(t, http.StatusAccepted, again.status, again.body)
 	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
 	require.Equal(t, first.body["created_at"], again.body["created_at"])
 	for _, other := range []string{
-		`{"id":"dup-1","type":"order.shipped","data":{"v":1}}`,
-		`{"id":"dup-1","type":"order.paid","data":{"v":2}}`,
+		`{"id":"dup-1","type":"order.shipped","data":{"v":1,"w":"é"}}`,
+		`{"id":"dup-1","type":"order.paid","data":{"v":2,"w":"é"}}`,
 	} {
 		r := post(keyAcme, other)
 		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)

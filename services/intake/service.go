@@ -49,6 +49,8 @@ type Service struct {
 	batcher *jobBatcher
 	// jobsStream reads job messages whose record is not written yet.
 	jobsStream jetstream.Stream
+	// eventsStream reads the event first published with an id used again.
+	eventsStream jetstream.Stream
 	// retryAfter is the Retry-After header of a 202; net/http only reads it.
 	retryAfter []string
 	handler    http.Handler
@@ -140,6 +142,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
 	}
+	s.eventsStream = events
 	s.eventDuplicates = events.CachedInfo().Config.Duplicates
 	s.stopping, s.stopWaiting = context.WithCancel(context.Background())
 	s.handler = s.routes()
