@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -170,17 +169,6 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 	return p, nil
 }
 
-// reservedHeaders are set by hookstream on every webhook, or describe the
-// request's transport (its encoding, the connection), which hookstream's
-// HTTP client alone decides: a webhook sent "Content-Encoding: gzip" over
-// a plain body could not be read.
-var reservedHeaders = map[string]bool{
-	"Content-Type": true, "Content-Length": true, "Host": true, "User-Agent": true,
-	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
-	"Transfer-Encoding": true, "Connection": true, "Content-Encoding": true, "Te": true,
-	"Trailer": true, "Upgrade": true, "Keep-Alive": true, "Proxy-Connection": true, "Expect": true,
-}
-
 // apply validates the patch and applies it to ep.
 func (s *Service) applyPatch(ep *endpoints.Endpoint, p endpointPatch) error {
 	if err := resetNulls(ep, p.nulls); err != nil {
@@ -272,7 +260,11 @@ func mergeHeaders(old, set map[string]string, remove []string) map[string]string
 			}
 		}
 	}
-	maps.Copy(out, old)
+	for name, v := range old {
+		if !endpoints.ReservedHeader(name) { // stored before it was reserved; no longer sent
+			out[name] = v
+		}
+	}
 	for _, name := range remove {
 		drop(name)
 	}
@@ -329,7 +321,7 @@ func checkHeaders(h map[string]string) error {
 		switch {
 		case len(name) > maxHeaderName || !httpguts.ValidHeaderFieldName(name):
 			return invalid(fmt.Sprintf(`field "headers": %.300q is not a header name (at most %d bytes)`, name, maxHeaderName))
-		case reservedHeaders[canon]:
+		case endpoints.ReservedHeader(canon):
 			return invalid(fmt.Sprintf(`field "headers": %s is set by hookstream`, canon))
 		case seen[canon]:
 			return invalid(fmt.Sprintf(`field "headers": %s is given twice (header names are case-insensitive)`, canon))

@@ -15,6 +15,7 @@ import (
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
 )
 
 // createEndpoint registers an endpoint from body and returns its id.
@@ -221,6 +222,25 @@ func TestRecoverTasksAreNotKeptForGood(t *testing.T) {
 	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
 	require.Equal(t, http.StatusTooManyRequests, r.status, r.body)
 	require.NotEmpty(t, r.header.Get("Retry-After"))
+}
+
+// A merge patch of the headers of an endpoint stored with a header now
+// reserved (before it was) takes that header out, instead of answering 422
+// for a header the patch did not name.
+func TestMergePatchDropsAHeaderReservedSince(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook","headers":{"X-Team":"core"}}`)
+	store, err := endpoints.Open(t.Context(), b.js, testBox(t))
+	require.NoError(t, err)
+	_, err = store.Update(t.Context(), "acme", id, func(ep *endpoints.Endpoint) error {
+		ep.Headers["Content-Encoding"] = "gzip"
+		return nil
+	})
+	require.NoError(t, err)
+	r := b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/merge-patch+json", `{"headers":{"X-Env":"prod"}}`)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Equal(t, map[string]any{"X-Team": "core", "X-Env": "prod"}, r.body["headers"])
 }
 
 // A PATCH's field names are read as encoding/json folds them, whatever

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/ssrf"
 	"github.com/hookstream/hookstream/shared/webhook"
 )
@@ -91,7 +92,9 @@ func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destinat
 		return out
 	}
 	for k, v := range dest.headers {
-		req.Header.Set(k, v)
+		if !endpoints.ReservedHeader(k) { // one stored before it was reserved
+			req.Header.Set(k, v)
+		}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", n.cfg.UserAgent)

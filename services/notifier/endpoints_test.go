@@ -96,7 +96,9 @@ func TestFanoutJobEventToCallbackAndEndpoint(t *testing.T) {
 }
 
 // An endpoint's custom headers are sent, but cannot replace the headers
-// that make the webhook.
+// that make the webhook, nor describe its transport (an endpoint stored
+// before such headers were refused: a Content-Encoding over a plain body
+// left the webhook unreadable).
 func TestEndpointHeaders(t *testing.T) {
 	t.Parallel()
 	rcv := newReceiver(t, nil)
@@ -107,6 +109,7 @@ func TestEndpointHeaders(t *testing.T) {
 		"User-Agent":        "forged",
 		"Webhook-Id":        "msg_forged",
 		"Webhook-Signature": "v1,forged",
+		"Content-Encoding":  "gzip",
 	}
 	b := setup(t, notifier.Config{}, ep)
 	b.publishEvent(t, "acme", "invoice.paid", "evt_1", []byte(`{}`))
@@ -114,6 +117,7 @@ func TestEndpointHeaders(t *testing.T) {
 	require.Equal(t, "billing", got.header.Get("X-Team"))
 	require.Equal(t, "application/json", got.header.Get("Content-Type"))
 	require.Equal(t, "hookstream/"+notifier.Version, got.header.Get("User-Agent"))
+	require.Empty(t, got.header.Get("Content-Encoding"))
 	require.Equal(t, contract.DeliveryID("evt_1", "ep_1"), got.id())
 	require.NoError(t, webhook.Verify(ep.Keyring.Current().Secret, got.header, got.body, time.Now(), webhook.DefaultTolerance))
 }

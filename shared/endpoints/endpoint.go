@@ -6,6 +6,7 @@
 package endpoints
 
 import (
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -109,4 +110,22 @@ func ValidPattern(p string) bool {
 		}
 	}
 	return true
+}
+
+// reservedHeaders are set by hookstream on every webhook, or describe the
+// request's transport (its encoding, the connection), which the HTTP
+// client alone decides: a webhook sent "Content-Encoding: gzip" over a
+// plain body could not be read.
+var reservedHeaders = map[string]bool{
+	"Content-Type": true, "Content-Length": true, "Host": true, "User-Agent": true,
+	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
+	"Transfer-Encoding": true, "Connection": true, "Content-Encoding": true, "Te": true,
+	"Trailer": true, "Upgrade": true, "Keep-Alive": true, "Proxy-Connection": true, "Expect": true,
+}
+
+// ReservedHeader tells whether an endpoint may not set the header name
+// (any spelling): intake refuses it, and the notifier does not send one an
+// endpoint stored before it was reserved.
+func ReservedHeader(name string) bool {
+	return reservedHeaders[textproto.CanonicalMIMEHeaderKey(name)]
 }

@@ -58,3 +58,13 @@ func FuzzMatchType(f *testing.F) {
 		_ = endpoints.MatchType(pattern, eventType)
 	})
 }
+
+func TestReservedHeader(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"content-encoding", "Content-Type", "WEBHOOK-SIGNATURE", "te", "Transfer-Encoding"} {
+		require.True(t, endpoints.ReservedHeader(name), name)
+	}
+	for _, name := range []string{"Authorization", "X-Team", "Cookie"} {
+		require.False(t, endpoints.ReservedHeader(name), name)
+	}
+}
