@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -90,6 +91,8 @@ func decodeError(err error) error {
 		return invalid(fmt.Sprintf("field %q must not be %s", typeErr.Field, typeErr.Value))
 	case errors.As(err, &timeErr):
 		return invalid(fmt.Sprintf("%q is not an RFC 3339 time, such as 2026-01-02T15:04:05Z", timeErr.Value))
+	case strings.HasPrefix(err.Error(), "Time.UnmarshalJSON"): // not a string
+		return invalid("a time must be an RFC 3339 string, such as \"2026-01-02T15:04:05Z\"")
 	case bytes.HasPrefix([]byte(err.Error()), []byte("json: unknown field")):
 		return invalid(err.Error()[len("json: "):])
 	default:

@@ -204,7 +204,7 @@ func TestRecoverTasksAreNotKeptForGood(t *testing.T) {
 		put(fmt.Sprintf("task_%d", i), time.Now())
 	}
 	path := "/v1/endpoints/" + id + "/recover"
-	for _, since := range []string{`"x"`, `"2026-01-01T00:00:00"`} { // a time without its zone is not RFC 3339
+	for _, since := range []string{`"x"`, `"2026-01-01T00:00:00"`, `5`} { // a time without its zone is not RFC 3339
 		r := b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":`+since+`}`)
 		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
 		require.Contains(t, r.body["detail"], "RFC 3339")

@@ -1050,7 +1050,13 @@ func TestNotBeforeFarAheadIsNotHonoured(t *testing.T) {
 	b.publishJob(t, "acme", "echo", "job_soon", jobRequest(t, contract.JobRequest{NotBefore: &soon}))
 	b.publishJob(t, "acme", "echo", "job_far", jobRequest(t, contract.JobRequest{NotBefore: &far}))
 	require.Equal(t, contract.StatusSucceeded, b.waitJob(t, "job_far").Status)
-	_, _, err := b.jobs.Get(context.Background(), "job_soon")
+	cons, err := b.js.Consumer(context.Background(), contract.StreamJobs, processor.ConsumerName("echo"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.Delivered.Stream >= 2 && info.NumAckPending == 1
+	}, 10*time.Second, 10*time.Millisecond, "the job due in 30 minutes was taken and put back")
+	_, _, err = b.jobs.Get(context.Background(), "job_soon")
 	require.ErrorIs(t, err, jobstore.ErrNotFound, "a job due in 30 minutes waits")
 }
 
