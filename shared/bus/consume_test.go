@@ -3,6 +3,8 @@ package bus_test
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/natstest"
 )
 
 // A message kept alive is not redelivered while it is worked on for several
@@ -95,9 +98,13 @@ func (l *logRecords) contains(s string) bool {
 // then asks again now and then.
 func TestWorkersLogConsumeErrors(t *testing.T) {
 	t.Parallel()
-	_, js := startStream(t, false)
+	srv := natstest.Start(t)
+	dir := srv.Dir
+	_, js := srv.Connect(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Storage: jetstream.FileStorage})
+	require.NoError(t, err)
 	cons, err := js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(t, err)
 	logs := &logRecords{}
@@ -122,18 +129,23 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.contains("consume consumer=w error=409 Consumer Deleted") },
 		5*time.Second, 10*time.Millisecond, "the deleted consumer is not logged: %v", logs)
 
-	// Workers make it again, as it was, and pull it again (after a wait of
-	// 4 s): nothing else would, before the process restarts.
+	// Workers make it again, as it was, and pull it again, after the wait
+	// of 4 s that follows a failure (the server says a consumer is deleted
+	// before its deletion is over): nothing else would, before the process
+	// restarts.
 	require.Eventually(t, func() bool { return logs.contains("created it again") },
 		10*time.Second, 10*time.Millisecond, "the deleted consumer is not created again: %v", logs)
 	again, err := js.Consumer(ctx, "T", "w")
 	require.NoError(t, err)
 	require.Equal(t, jetstream.AckExplicitPolicy, again.CachedInfo().Config.AckPolicy)
+	// On disk too: a consumer made while the server was still deleting the
+	// old one was taken down with it.
+	_, err = os.Stat(filepath.Join(dir, "jetstream", "$G", "streams", "T", "obs", "w"))
+	require.NoError(t, err, "the consumer made again is not stored")
 	_, err = js.Publish(ctx, "t.x", []byte("more work"))
 	require.NoError(t, err)
-	// The first message may come again too, at once or, when the server
-	// gave the new consumer what the deleted one had delivered, after its
-	// AckWait: only the new one is waited for.
+	// The first message comes again too (the new consumer starts from the
+	// stream's first message): only the new one is waited for.
 	deadline := time.After(30 * time.Second)
 	for seq := uint64(0); seq != 2; {
 		select {

@@ -57,8 +57,10 @@ type puller struct {
 	retryAt   time.Time     // after a failure: when to ask again; zero otherwise
 	wait      time.Duration // the last wait after a failure; 0 once a pull works
 	reconnect chan nats.Status
-	// recreating is set while recreate runs.
-	recreating bool
+	// gone is set when the server said the consumer is gone (deleted, or
+	// no responders): once the wait after that failure is over, recreate
+	// runs instead of asking again. recreating is set while it runs.
+	gone, recreating bool
 }
 
 // pull starts pulling the messages of cons for deliver, n at most asked for
@@ -163,32 +165,41 @@ func (p *puller) status(msg *nats.Msg) {
 	}
 	p.fail(code + " " + description)
 	if (code == "409" && description == "Consumer Deleted") || code == "503" {
-		if !p.recreating && !p.stopped {
-			p.recreating = true
-			go p.recreate()
-		}
+		p.gone = true
 	}
 }
 
-// recreate makes the consumer again, as it was, after the server said it
-// is gone (deleted by hand, or lost): nothing else would, and its messages
-// would wait until the process restarts. One that exists (the 503 of a
-// consumer without a leader for a moment) is left as it is. The wait after
-// the failure then asks again.
+// recreate makes the consumer again, as it was, if the server says it does
+// not exist: deleted by hand, or lost; nothing else would make it, and its
+// messages would wait until the process restarts. It runs after the wait
+// that followed the failure, not at once: the server says a consumer is
+// deleted before its deletion is over, and one made meanwhile was taken
+// down with it. One that exists (the 503 of a consumer without a leader
+// for a moment) is left as it is. Then it asks again.
 func (p *puller) recreate() {
 	defer func() {
 		p.mu.Lock()
 		p.recreating = false
+		if !p.stopped {
+			p.again()
+		}
 		p.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js, err := jetstream.New(p.nc)
-	if err == nil {
-		_, err = js.CreateConsumer(ctx, p.stream, p.config)
+	if err != nil {
+		p.logger.Warn("consume: look the consumer up", "consumer", p.name, "error", err)
+		return
 	}
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerExists):
+	if _, err = js.Consumer(ctx, p.stream, p.name); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if err != nil {
+			p.logger.Warn("consume: look the consumer up", "consumer", p.name, "error", err)
+		}
+		return
+	}
+	switch _, err = js.CreateConsumer(ctx, p.stream, p.config); {
+	case errors.Is(err, jetstream.ErrConsumerExists): // made meanwhile, by another process
 	case err != nil:
 		p.logger.Warn("consume: create the consumer again", "consumer", p.name, "error", err)
 	default:
@@ -230,10 +241,16 @@ func (p *puller) check() bool {
 		return false
 	case !p.nc.IsConnected():
 		// Reconnecting: watch asks again then. Not a silence.
+	case p.recreating:
 	case !p.retryAt.IsZero():
 		if time.Now().After(p.retryAt) {
 			p.retryAt = time.Time{}
-			p.again()
+			if p.gone {
+				p.gone, p.recreating = false, true
+				go p.recreate()
+			} else {
+				p.again()
+			}
 		}
 	case p.asked == 0:
 		// Every worker busy and enough waiting: nothing is asked for.
