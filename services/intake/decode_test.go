@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/hookstream/hookstream/shared/ssrf"
 )
 
@@ -71,5 +73,28 @@ func TestValidateJobCompactsPayload(t *testing.T) {
 		if string(req.Payload) != want {
 			t.Errorf("payload %q stored as %q, want %q", given, req.Payload, want)
 		}
+	}
+}
+
+func TestSameJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		a, b string
+		want bool
+	}{
+		{name: "spacing and order", a: `{"a":1,"b":[1,2]}`, b: ` { "b" : [1, 2], "a" : 1 } `, want: true},
+		{name: "1.0 is 1", a: `{"v":1}`, b: `{"v":1.0}`, want: true},
+		{name: "escapes", a: `"é"`, b: `"\u00e9"`, want: true},
+		{name: "large numbers exactly", a: `12345678901234567890`, b: `12345678901234567891`, want: false},
+		{name: "2^53+1", a: `9007199254740992`, b: `9007199254740993`, want: false},
+		{name: "beyond float64", a: `1e400`, b: ` 1E400`, want: true},
+		{name: "other value", a: `{"v":1}`, b: `{"v":2}`, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, sameJSON([]byte(tt.a), []byte(tt.b)))
+		})
 	}
 }

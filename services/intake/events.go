@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"reflect"
 	"strings"
@@ -122,6 +123,8 @@ func (s *Service) publishEvent(c *gin.Context) {
 // the client would retry until the window is over and the event stored
 // twice.
 func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second) // a read NATS does not allow is never answered
+	defer cancel()
 	first, err := s.eventsStream.GetMsg(ctx, seq)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -140,13 +143,46 @@ func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (tim
 }
 
 // sameJSON tells whether two JSON texts hold the same value: the same
-// members in any order, numbers equal as numbers, strings however escaped.
+// members in any order, numbers equal as numbers (exactly, however large:
+// 1.0 is 1, 2^53+1 is not 2^53), strings however escaped.
 func sameJSON(a, b []byte) bool {
-	var va, vb any
-	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+	va, errA := exactValue(a)
+	vb, errB := exactValue(b)
+	if errA != nil || errB != nil {
 		return bytes.Equal(a, b)
 	}
 	return reflect.DeepEqual(va, vb)
+}
+
+// exactValue decodes data with each number as an exact rational (its
+// RatString), so that values compare as JSON values.
+func exactValue(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return exactNumbers(v), nil
+}
+
+func exactNumbers(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if r, ok := new(big.Rat).SetString(string(v)); ok {
+			return r.RatString()
+		}
+		return string(v)
+	case map[string]any:
+		for k, x := range v {
+			v[k] = exactNumbers(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = exactNumbers(x)
+		}
+	}
+	return v
 }
 
 // eventBodySize is what an event's data takes in its webhook's body, which
