@@ -371,6 +371,7 @@ func (s *Service) queuedJob(ctx context.Context, tenant, id string, seq uint64, 
 // jobInMessage returns the job with nonce that a job message written by
 // intake holds: its JobRequest, or one of its JobBatch (batch).
 func jobInMessage(batch bool, data []byte, nonce string) (contract.JobRequest, bool) {
+	data = contract.ValidUTF8(data) // as the processor reads it (an older intake's message)
 	var jobs []contract.JobRequest
 	var err error
 	if batch {

@@ -1,7 +1,6 @@
 package notifier
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -74,13 +72,7 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 	if !json.Valid(msg.Data()) {
 		return false, n.deadLetter(ctx, msg, "data is not a JSON value")
 	}
-	data := msg.Data()
-	if !utf8.Valid(data) {
-		// JSON is UTF-8 (RFC 8259): receivers that read it as text could
-		// not parse the webhook. Each stray byte becomes U+FFFD, as a JSON
-		// decoder reading strings makes it.
-		data = bytes.ToValidUTF8(data, []byte("\uFFFD"))
-	}
+	data := contract.ValidUTF8(msg.Data()) // stray bytes would make the webhook unreadable as text
 	eventID, at, scoped := eventIdentity(msg, tenant)
 	n.recordEventType(ctx, tenant, eventType, data)
 	body, err := json.Marshal(contract.WebhookBody{Type: eventType, Timestamp: at, Data: data})

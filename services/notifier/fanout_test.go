@@ -115,8 +115,8 @@ func TestDeliverInternalEvent(t *testing.T) {
 }
 
 // An internal publisher's event whose data is not UTF-8 is delivered with
-// each stray byte as U+FFFD, as a JSON decoder reads strings: its webhook
-// is JSON text any receiver can parse (it went out byte for byte).
+// U+FFFD for the stray bytes: its webhook is JSON text any receiver can
+// parse (it went out byte for byte).
 func TestDeliverEventNotUTF8AsValidText(t *testing.T) {
 	t.Parallel()
 	b := setup(t, notifier.Config{})

@@ -76,7 +76,7 @@ func decodeBatch(msg jetstream.Msg) (batchMsg, error) {
 		return b, err
 	}
 	var body contract.JobBatch
-	if err := json.Unmarshal(validUTF8(msg.Data()), &body); err != nil {
+	if err := json.Unmarshal(contract.ValidUTF8(msg.Data()), &body); err != nil {
 		return b, fmt.Errorf("decode job batch: %w", err)
 	}
 	b.jobs = body.Jobs

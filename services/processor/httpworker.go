@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/hookstream/hookstream/shared/contract"
 )
 
 // HTTPWorker is a job type whose work an internal HTTP service does: the
@@ -125,7 +127,7 @@ func asJSON(body []byte) json.RawMessage {
 		return nil
 	}
 	if json.Valid(trimmed) {
-		return validUTF8(trimmed) // json.Valid takes any bytes in strings
+		return contract.ValidUTF8(trimmed) // json.Valid takes any bytes in strings
 	}
 	quoted, _ := json.Marshal(string(body)) // invalid UTF-8 becomes U+FFFD
 	return quoted

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -181,24 +179,11 @@ func (p *Processor) decodeJob(msg jetstream.Msg, meta *jetstream.MsgMetadata) (c
 	if err != nil {
 		return contract.JobRecord{}, req, err
 	}
-	if err := json.Unmarshal(validUTF8(msg.Data()), &req); err != nil {
+	if err := json.Unmarshal(contract.ValidUTF8(msg.Data()), &req); err != nil {
 		return contract.JobRecord{}, req, fmt.Errorf("decode job request: %w", err)
 	}
 	rec, err := p.jobRecord(tenant, jobType, req, msg.Headers().Get(contract.HeaderMsgID), meta)
 	return rec, req, err
-}
-
-// validUTF8 returns data with each byte that is not UTF-8 replaced by
-// U+FFFD, as a JSON decoder reading strings does: a job's payload (a
-// json.RawMessage) would otherwise reach its result, its record and its
-// webhooks as it came, which receivers reading JSON as text cannot parse.
-// Intake refuses such bodies; an internal publisher, or an intake older
-// than that, may have stored one.
-func validUTF8(data []byte) []byte {
-	if utf8.Valid(data) {
-		return data
-	}
-	return bytes.ToValidUTF8(data, []byte("\uFFFD"))
 }
 
 // jobRecord makes the record that a job read from the message described by

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -1061,8 +1062,8 @@ func TestNotBeforeFarAheadIsNotHonoured(t *testing.T) {
 }
 
 // A job message with bytes that are not UTF-8 (an internal publisher's, or
-// an older intake's) runs with each stray byte read as U+FFFD, as a JSON
-// decoder reads strings: its result and webhooks are valid JSON text. A
+// an older intake's) runs with the stray bytes read as U+FFFD: its result
+// and webhooks are valid JSON text. A
 // batch holding such a job runs every job of it.
 func TestJobNotUTF8RunsWithReplacementCharacters(t *testing.T) {
 	t.Parallel()
@@ -1071,6 +1072,7 @@ func TestJobNotUTF8RunsWithReplacementCharacters(t *testing.T) {
 	b.publishJob(t, "acme", "echo", "job_latin1", []byte("{\"payload\":\"caf\xe9\"}"))
 	rec := b.waitJob(t, "job_latin1")
 	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.True(t, utf8.Valid(rec.Result), "%q", rec.Result)
 	require.JSONEq(t, `"caf\ufffd"`, string(rec.Result))
 
 	msg := nats.NewMsg(contract.JobBatchSubject("acme", "echo"))
@@ -1083,6 +1085,25 @@ func TestJobNotUTF8RunsWithReplacementCharacters(t *testing.T) {
 		require.Equal(t, contract.StatusSucceeded, rec.Status)
 		require.JSONEq(t, want, string(rec.Result))
 	}
+}
+
+// A handler's result that is not UTF-8 (raw JSON from a service that
+// answers Latin-1) is stored, and sent, with U+FFFD for the stray bytes:
+// GET /v1/jobs/{id} and the webhook show the same valid JSON text.
+func TestHandlerResultNotUTF8IsStoredAsValidText(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	latin1 := processor.HandlerFunc(func(context.Context, processor.Job) (json.RawMessage, error) {
+		return json.RawMessage("{\"city\":\"Z\xfcrich\"}"), nil
+	})
+	b.start(t, processor.Config{Handlers: map[string]processor.Handler{"echo": latin1}})
+	b.publishJob(t, "acme", "echo", "job_latin1", jobRequest(t, contract.JobRequest{}))
+	rec := b.waitJob(t, "job_latin1")
+	require.Equal(t, contract.StatusSucceeded, rec.Status)
+	require.True(t, utf8.Valid(rec.Result), "%q", rec.Result) // a JSON decoder would read either as U+FFFD
+	require.JSONEq(t, `{"city":"Z\ufffdrich"}`, string(rec.Result))
+	msg, _ := b.lastEvent(t, "acme", contract.StatusSucceeded)
+	require.True(t, utf8.Valid(msg.Data), "%q", msg.Data)
 }
 
 // A message that cannot be a job is terminated and does not hold up the

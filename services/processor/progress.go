@@ -139,7 +139,7 @@ func (g *progress) store(data []byte) bool {
 		if r.Status != contract.StatusRunning {
 			return jobstore.ErrUnchanged
 		}
-		r.Progress, r.UpdatedAt = data, g.p.now().UTC()
+		r.Progress, r.UpdatedAt = contract.ValidUTF8(data), g.p.now().UTC()
 		return nil
 	})
 	switch {

@@ -500,13 +500,13 @@ func (p *Processor) complete(r *contract.JobRecord, result, progress json.RawMes
 		return jobstore.ErrUnchanged
 	}
 	if progress != nil {
-		r.Progress = progress
+		r.Progress = contract.ValidUTF8(progress)
 	}
 	now := p.now().UTC()
 	r.UpdatedAt = now
 	switch {
 	case runErr == nil:
-		r.Status, r.Result, r.Error, r.CompletedAt = contract.StatusSucceeded, result, "", &now
+		r.Status, r.Result, r.Error, r.CompletedAt = contract.StatusSucceeded, contract.ValidUTF8(result), "", &now
 	case isPermanent(runErr) || r.Attempts >= p.cfg.MaxAttempts:
 		r.Status, r.Error, r.CompletedAt = contract.StatusFailed, runErr.Error(), &now
 	default:
