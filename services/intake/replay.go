@@ -179,16 +179,16 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, notFound("delivery"))
 		return
 	}
+	if err := s.endpointTakesRetries(c.Request.Context(), tenant, recs[0].EndpointID); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	if rec := recs[0]; rec.Status == contract.DeliveryPending && rec.NextAttemptAt != nil && s.now().Before(rec.NextAttemptAt.Add(time.Minute)) {
 		// Its scheduled retry would come after the replay's attempt, with
 		// the attempts from before it, and a failed replay would be taken
 		// for the last attempt. A pending record whose retry is long past
 		// is stale (its last write was lost, or parked): it may be retried.
 		s.respondError(c, conflict("the delivery is still being retried, next at "+rec.NextAttemptAt.UTC().Format(time.RFC3339)+"; retry it once it has succeeded or failed"))
-		return
-	}
-	if err := s.endpointTakesRetries(c.Request.Context(), tenant, recs[0].EndpointID); err != nil {
-		s.respondError(c, err)
 		return
 	}
 	ctx, cancel := s.publishContext(c)

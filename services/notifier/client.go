@@ -78,10 +78,11 @@ type destination struct {
 	schedule []time.Duration
 }
 
-// send makes one signed attempt.
-func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destination) outcome {
+// send makes one signed attempt. out is named so that the deferred latency
+// lands in what is returned.
+func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destination) (out outcome) {
 	start := n.cfg.Now()
-	out := outcome{attempt: contract.Attempt{At: start.UTC()}}
+	out = outcome{attempt: contract.Attempt{At: start.UTC()}}
 	defer func() { out.attempt.LatencyMS = n.cfg.Now().Sub(start).Milliseconds() }()
 
 	ctx, cancel := context.WithTimeout(ctx, dest.timeout)
@@ -170,7 +171,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+	secs, err := strconv.Atoi(strings.TrimSpace(v))
+	if errors.Is(err, strconv.ErrRange) && secs > 0 { // more digits than an int holds
+		secs, err = maxRetryAfterSecs, nil
+	}
+	if err == nil && secs >= 0 {
 		return time.Duration(min(secs, maxRetryAfterSecs)) * time.Second // no overflow
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {

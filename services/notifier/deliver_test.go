@@ -453,3 +453,18 @@ func TestCallbackURLRefusedByTheGuardIsDeadLettered(t *testing.T) {
 		require.Contains(t, rec.Attempts[0].Error, "callback URL refused")
 	}
 }
+
+// An attempt's latency is what the receiver took: it was always 0 (a
+// deferred write to a result already copied).
+func TestAttemptRecordsItsLatency(t *testing.T) {
+	t.Parallel()
+	b := setup(t, notifier.Config{})
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		time.Sleep(60 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	})
+	b.publishJobEvent(t, "acme", "job_slow", rcv.URL)
+	rec := b.waitLog(t, "acme", "job_slow", contract.DeliverySucceeded)
+	require.Len(t, rec.Attempts, 1)
+	require.GreaterOrEqual(t, rec.Attempts[0].LatencyMS, int64(60))
+}

@@ -94,6 +94,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{name: "seconds with space", given: " 3 ", want: 3 * time.Second},
 		{name: "zero", given: "0", want: 0},
 		{name: "huge, not wrapped around", given: "18446744074", want: 24 * time.Hour},
+		{name: "more digits than an int holds", given: "99999999999999999999", want: 24 * time.Hour},
+		{name: "hugely negative", given: "-99999999999999999999", want: 0},
 		{name: "negative", given: "-5", want: 0},
 		{name: "HTTP date", given: now.Add(90 * time.Second).Format(http.TimeFormat), want: 90 * time.Second},
 		{name: "HTTP date in the past", given: now.Add(-time.Hour).Format(http.TimeFormat), want: 0},
