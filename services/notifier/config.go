@@ -99,6 +99,9 @@ type Config struct {
 	maxDrains int
 	// parkAfter replaces the const parkAfter (raised by tests).
 	parkAfter uint64
+	// slowAfter replaces the const slowAfter (slow.go; tests shorten it,
+	// or turn it off with a negative value).
+	slowAfter time.Duration
 	// logGate, when set (tests), holds attempt logs' writes until closed.
 	logGate <-chan struct{}
 	// parkedGiveUp, when set (tests), replaces the age at which a parked
@@ -212,6 +215,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.parkAfter == 0 {
 		c.parkAfter = parkAfter
+	}
+	if c.slowAfter == 0 {
+		c.slowAfter = slowAfter
 	}
 	if c.ParkRate == 0 {
 		c.ParkRate = DefaultParkRate

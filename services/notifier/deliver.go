@@ -100,6 +100,12 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 		n.settle(msg, done)
 		return
 	}
+	if !parked && n.limits.slow(limitKey(&d)) {
+		// Its endpoint answers slowly: its own drain sends it, not a
+		// worker that healthy endpoints' webhooks need (slow.go).
+		n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), 0, false, false)
+		return
+	}
 	subject := msg.Subject()
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
@@ -330,6 +336,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		}
 		metrics.WebhookResults.Inc(last.outcomeName())
 		n.limits.report(limitKey(d), last.ok())
+		n.limits.took(limitKey(d), time.Duration(last.attempt.LatencyMS)*time.Millisecond)
 		d.Attempts = append(d.Attempts, last.attempt)
 		switch {
 		case last.ok():

@@ -27,3 +27,7 @@ func HoldAttemptLogs(cfg *Config, gate <-chan struct{}) { cfg.logGate = gate }
 // GiveUpParkedAfter makes drains dead-letter parked deliveries parked for
 // age instead of the parked stream's MaxAge less a margin.
 func GiveUpParkedAfter(cfg *Config, age time.Duration) { cfg.parkedGiveUp = age }
+
+// SlowAfter makes an endpoint slow (slow.go) after d instead of the
+// const slowAfter; a negative d: never.
+func SlowAfter(cfg *Config, d time.Duration) { cfg.slowAfter = d }

@@ -143,6 +143,9 @@ var errDirectAgain = errors.New("direct delivery interrupted or not recorded; th
 // is stored. Fanned out again, it is delivered again, with the same
 // webhook-id.
 func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d contract.Delivery, targetKey string) (handled bool) {
+	if n.limits.slow(limitKey(&d)) {
+		return false // queued, and parked from there (slow.go)
+	}
 	select {
 	case n.direct <- struct{}{}:
 		defer func() { <-n.direct }()
@@ -201,8 +204,9 @@ func eventIdentity(msg jetstream.Msg, tenant string) (id string, at time.Time, s
 }
 
 func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, targetKey string) error {
-	if _, held := n.limits.circuitWait(limitKey(&d)); held {
-		// Its endpoint's circuit is open: straight to the parked stream.
+	if _, held := n.limits.circuitWait(limitKey(&d)); held || n.limits.slow(limitKey(&d)) {
+		// Its endpoint's circuit is open, or it answers slowly (slow.go):
+		// straight to the parked stream.
 		data, err := encodeFitting(&d, &d.Attempts, n.maxData())
 		if err != nil {
 			return fmt.Errorf("encode delivery %s: %w", d.ID, err)

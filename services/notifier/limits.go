@@ -20,11 +20,19 @@ type limiter struct {
 	breakerCooldown time.Duration
 	now             func() time.Time
 
+	// slowAfter: see slow.go; 0 or less: no endpoint is slow.
+	slowAfter time.Duration
+
 	mu       sync.Mutex
 	flight   map[string]int
 	buckets  map[string]*bucket
 	breakers map[string]*breaker
-	swept    time.Time // the last sweep
+	// busySince is, for each key with requests in flight, when the first
+	// of them started or the last answer came; slowUntil, for each key
+	// that answered slowly, until when it is slow (slow.go).
+	busySince map[string]time.Time
+	slowUntil map[string]time.Time
+	swept     time.Time // the last sweep
 	// maxBreakers bounds breakers: the callback hosts of tenants' jobs,
 	// each with one once it failed, are as many as tenants make them.
 	maxBreakers int
@@ -68,7 +76,8 @@ type bucket struct {
 }
 
 func newLimiter(perEndpoint, breakerFailures int, breakerCooldown time.Duration, now func() time.Time) *limiter {
-	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, breakerCooldown: breakerCooldown, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}, maxBreakers: defaultMaxBreakers}
+	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, breakerCooldown: breakerCooldown, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}, maxBreakers: defaultMaxBreakers,
+		busySince: map[string]time.Time{}, slowUntil: map[string]time.Time{}}
 }
 
 // limitKey names what a delivery is limited by: its endpoint, or the host of
@@ -102,7 +111,9 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 	if br != nil && br.failures >= l.breakerFailures {
 		br.probeUntil = l.now().Add(probeTimeout) // half-open: this request is the probe
 	}
-	l.flight[key]++
+	if l.flight[key]++; l.flight[key] == 1 && l.slowAfter > 0 {
+		l.busySince[key] = l.now()
+	}
 	return true, 0
 }
 
@@ -200,6 +211,11 @@ func (l *limiter) sweepLocked(now time.Time) {
 			delete(l.buckets, key)
 		}
 	}
+	for key, until := range l.slowUntil {
+		if !now.Before(until) {
+			delete(l.slowUntil, key)
+		}
+	}
 }
 
 // circuitWait reports whether the endpoint's circuit is open now, or its
@@ -248,5 +264,6 @@ func (l *limiter) release(key string) {
 	defer l.mu.Unlock()
 	if l.flight[key]--; l.flight[key] <= 0 {
 		delete(l.flight, key)
+		delete(l.busySince, key)
 	}
 }

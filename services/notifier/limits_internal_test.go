@@ -163,3 +163,42 @@ func TestLimiterBoundsItsCircuits(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(l.breakers), 100)
 }
+
+// An endpoint is slow while its requests have had no answer for slowAfter,
+// and for slowHold after an attempt took that long, until a quicker answer.
+func TestLimiterTellsSlowEndpoints(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	l := newLimiter(8, 10, time.Minute, func() time.Time { return now })
+	l.slowAfter = 2 * time.Second
+	const key = "acme/ep_1"
+	require.False(t, l.slow(key))
+	ok, _ := l.acquire(key, 0)
+	require.True(t, ok)
+	now = now.Add(time.Second)
+	require.False(t, l.slow(key), "in flight for less than slowAfter")
+	now = now.Add(time.Second)
+	require.True(t, l.slow(key), "no answer for slowAfter")
+	l.took(key, 2*time.Second)
+	l.release(key)
+	require.True(t, l.slow(key), "its attempt took slowAfter")
+	now = now.Add(slowHold - time.Second)
+	require.True(t, l.slow(key))
+	now = now.Add(time.Second)
+	require.False(t, l.slow(key), "slowHold is over")
+	l.took(key, 3*time.Second)
+	require.True(t, l.slow(key))
+	l.took(key, 100*time.Millisecond)
+	require.False(t, l.slow(key), "a quick answer ends it")
+
+	// A busy endpoint that answers is not slow, however long it stays busy.
+	ok, _ = l.acquire(key, 0)
+	require.True(t, ok)
+	for range 5 {
+		now = now.Add(1500 * time.Millisecond)
+		l.took(key, 100*time.Millisecond)
+		require.False(t, l.slow(key))
+	}
+	l.release(key)
+	require.Empty(t, l.busySince, "nothing kept for an endpoint with nothing in flight")
+}

@@ -82,6 +82,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		client: newClient(cfg.Guard, max(cfg.AttemptTimeout, endpoints.MaxAttemptTimeout), cfg.Concurrency+max(cfg.DirectAttempts, 0)),
 		logger: logger.With("service", "notifier"),
 	}
+	n.limits.slowAfter = cfg.slowAfter
 	n.logs = newAttemptLogs(n.pub, cfg.logGate)
 	n.parking.drains, n.parking.queued = map[string]uint64{}, map[string]bool{}
 	n.parking.pace = newPacer(cfg.ParkRate, paceSlice)

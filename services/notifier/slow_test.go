@@ -1,0 +1,57 @@
+package notifier_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/services/notifier"
+)
+
+// Endpoints that answer slowly do not take the workers that healthy
+// endpoints' webhooks need: once an endpoint's requests have had no answer
+// for a while, its deliveries are parked and sent by its own drain. Three
+// such endpoints, each at its limit of 4 requests, took every worker and
+// direct slot here (8 and 4), and a healthy endpoint's webhook waited until
+// they answered.
+func TestSlowEndpointsLeaveWorkersToHealthyOnes(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var slowGot atomic.Int32
+	slow := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		slowGot.Add(1)
+		select {
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	t.Cleanup(func() { close(release) })
+	healthy := newReceiver(t, nil)
+	cfg := notifier.Config{Concurrency: 8, EndpointConcurrency: 4, DirectAttempts: 4, AttemptTimeout: time.Minute}
+	notifier.SlowAfter(&cfg, 200*time.Millisecond)
+	notifier.ShortParking(&cfg)
+	b := setup(t, cfg,
+		newEndpoint(t, "acme", "ep_s1", slow.URL+"/1", "slow.one"),
+		newEndpoint(t, "acme", "ep_s2", slow.URL+"/2", "slow.two"),
+		newEndpoint(t, "acme", "ep_s3", slow.URL+"/3", "slow.three"),
+		newEndpoint(t, "acme", "ep_ok", healthy.URL, "ok.one"))
+	types := []string{"slow.one", "slow.two", "slow.three"}
+	for _, typ := range types { // one request each, then no answer
+		b.publishEvent(t, "acme", typ, "acme:evt_"+typ+"_first", []byte(`{}`))
+	}
+	require.Eventually(t, func() bool { return slowGot.Load() == 3 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // longer than SlowAfter without an answer
+	for i := range 10 {
+		for _, typ := range types {
+			b.publishEvent(t, "acme", typ, fmt.Sprintf("acme:evt_%s_%d", typ, i), []byte(`{}`))
+		}
+	}
+	b.publishEvent(t, "acme", "ok.one", "acme:evt_ok", []byte(`{}`))
+	healthy.wait(t, 1) // while the slow ones still have no answer
+	require.LessOrEqual(t, slowGot.Load(), int32(12), "at most each slow endpoint's limit in flight")
+}
