@@ -83,7 +83,13 @@ type destination struct {
 func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destination) (out outcome) {
 	start := n.cfg.Now()
 	out = outcome{attempt: contract.Attempt{At: start.UTC()}}
-	defer func() { out.attempt.LatencyMS = n.cfg.Now().Sub(start).Milliseconds() }()
+	key := limitKey(d)
+	n.limits.sending(key, start)
+	defer func() {
+		took := n.cfg.Now().Sub(start)
+		out.attempt.LatencyMS = took.Milliseconds()
+		n.limits.answered(key, start, took)
+	}()
 
 	ctx, cancel := context.WithTimeout(ctx, dest.timeout)
 	defer cancel()

@@ -103,14 +103,14 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if !parked && n.limits.slow(limitKey(&d)) {
 		// Its endpoint answers slowly: its own drain sends it, not a
 		// worker that healthy endpoints' webhooks need (slow.go).
-		n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), 0, false, false)
+		n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), infraRetry, false, false) // a wait if the park fails
 		return
 	}
 	subject := msg.Subject()
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
 	}
-	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, func(v verdict) { n.settleDelivery(ctx, msg, &d, v) })
+	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, parked, func(v verdict) { n.settleDelivery(ctx, msg, &d, v) })
 	if !ok {
 		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= n.cfg.parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
@@ -240,15 +240,16 @@ func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 // called with the verdict on msg: at once, or once the attempt log is
 // stored (attemptLogs), while the endpoint's slot is already free for the
 // next request. Otherwise ok is false, settle is not called, and wait is
-// how long the limits ask for.
-func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string, settle func(verdict)) (wait time.Duration, ok bool) {
+// how long the limits ask for. own is set when the endpoint's own drain
+// sends d, not a shared worker (slow.go).
+func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string, own bool, settle func(verdict)) (wait time.Duration, ok bool) {
 	key := limitKey(d)
 	if ok, wait := n.limits.acquire(key, n.rateLimit(d)); !ok {
 		return wait, false
 	}
 	stopKeepAlive := bus.KeepAlive(msg, ackWait/3)
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	v, log := n.deliver(ctx, logger, d, subject)
+	v, log := n.deliver(ctx, logger, d, subject, own)
 	n.limits.release(key)
 	then := func(over bool) {
 		defer stopKeepAlive() // settling may queue the delivery again first
@@ -298,8 +299,8 @@ func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 // enough to wait for in process. If the delivery is not finished, it
 // schedules the next round in JetStream. It returns the verdict on the
 // delivery's message and, but for again, the attempt log to store before
-// the message is settled.
-func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string) (verdict, *nats.Msg) {
+// the message is settled. own: as deliverWithinLimits'.
+func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string, own bool) (verdict, *nats.Msg) {
 	dest, unsendable, err := n.destination(ctx, d)
 	if err != nil {
 		logger.Warn("resolve webhook destination", "error", err)
@@ -336,7 +337,6 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 		}
 		metrics.WebhookResults.Inc(last.outcomeName())
 		n.limits.report(limitKey(d), last.ok())
-		n.limits.took(limitKey(d), time.Duration(last.attempt.LatencyMS)*time.Millisecond)
 		d.Attempts = append(d.Attempts, last.attempt)
 		switch {
 		case last.ok():
@@ -345,8 +345,10 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 			return backoff.Permanent(errAttemptFailed)
 		}
 		logger.Debug("webhook attempt failed", "attempt", len(d.Attempts), "status_code", last.attempt.StatusCode, "error", last.attempt.Error)
-		if n.limits.circuitOpen(limitKey(d)) {
-			policy.stopInProcess() // no more in-process tries; the schedule goes on
+		if n.limits.circuitOpen(limitKey(d)) || (!own && n.limits.slow(limitKey(d))) {
+			// No more in-process tries, on a slow endpoint not on a shared
+			// worker (slow.go); the schedule goes on.
+			policy.stopInProcess()
 			return backoff.Permanent(errAttemptFailed)
 		}
 		return errAttemptFailed

@@ -153,7 +153,7 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 		return false
 	}
 	subject := contract.DeliverySubject(d.Tenant, targetKey)
-	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, subject, func(v verdict) {
+	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, subject, false, func(v verdict) {
 		var err error
 		switch v {
 		case again:

@@ -27,10 +27,10 @@ type limiter struct {
 	flight   map[string]int
 	buckets  map[string]*bucket
 	breakers map[string]*breaker
-	// busySince is, for each key with requests in flight, when the first
-	// of them started or the last answer came; slowUntil, for each key
-	// that answered slowly, until when it is slow (slow.go).
-	busySince map[string]time.Time
+	// sent holds, for each key with requests out, when each started;
+	// slowUntil, for each key that answered slowly, until
+	// when it is slow (slow.go).
+	sent      map[string][]time.Time
 	slowUntil map[string]time.Time
 	swept     time.Time // the last sweep
 	// maxBreakers bounds breakers: the callback hosts of tenants' jobs,
@@ -77,7 +77,7 @@ type bucket struct {
 
 func newLimiter(perEndpoint, breakerFailures int, breakerCooldown time.Duration, now func() time.Time) *limiter {
 	return &limiter{perEndpoint: perEndpoint, breakerFailures: breakerFailures, breakerCooldown: breakerCooldown, now: now, flight: map[string]int{}, buckets: map[string]*bucket{}, breakers: map[string]*breaker{}, maxBreakers: defaultMaxBreakers,
-		busySince: map[string]time.Time{}, slowUntil: map[string]time.Time{}}
+		sent: map[string][]time.Time{}, slowUntil: map[string]time.Time{}}
 }
 
 // limitKey names what a delivery is limited by: its endpoint, or the host of
@@ -111,9 +111,7 @@ func (l *limiter) acquire(key string, ratePerSec int) (ok bool, wait time.Durati
 	if br != nil && br.failures >= l.breakerFailures {
 		br.probeUntil = l.now().Add(probeTimeout) // half-open: this request is the probe
 	}
-	if l.flight[key]++; l.flight[key] == 1 && l.slowAfter > 0 {
-		l.busySince[key] = l.now()
-	}
+	l.flight[key]++
 	return true, 0
 }
 
@@ -264,6 +262,5 @@ func (l *limiter) release(key string) {
 	defer l.mu.Unlock()
 	if l.flight[key]--; l.flight[key] <= 0 {
 		delete(l.flight, key)
-		delete(l.busySince, key)
 	}
 }

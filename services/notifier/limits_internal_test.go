@@ -164,8 +164,9 @@ func TestLimiterBoundsItsCircuits(t *testing.T) {
 	require.LessOrEqual(t, len(l.breakers), 100)
 }
 
-// An endpoint is slow while its requests have had no answer for slowAfter,
-// and for slowHold after an attempt took that long, until a quicker answer.
+// An endpoint is slow while one of its requests has been out for slowAfter
+// without an answer, and for slowHold after an attempt took that long,
+// until a quicker answer with none of its requests out that long.
 func TestLimiterTellsSlowEndpoints(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
@@ -173,32 +174,34 @@ func TestLimiterTellsSlowEndpoints(t *testing.T) {
 	l.slowAfter = 2 * time.Second
 	const key = "acme/ep_1"
 	require.False(t, l.slow(key))
-	ok, _ := l.acquire(key, 0)
-	require.True(t, ok)
+	hung := now
+	l.sending(key, hung)
 	now = now.Add(time.Second)
-	require.False(t, l.slow(key), "in flight for less than slowAfter")
-	now = now.Add(time.Second)
-	require.True(t, l.slow(key), "no answer for slowAfter")
-	l.took(key, 2*time.Second)
-	l.release(key)
+	require.False(t, l.slow(key), "out for less than slowAfter")
+	// Quick answers of other requests meanwhile do not hide the one hung.
+	for range 3 {
+		start := now
+		l.sending(key, start)
+		now = now.Add(100 * time.Millisecond)
+		l.answered(key, start, 100*time.Millisecond)
+	}
+	now = hung.Add(2 * time.Second)
+	require.True(t, l.slow(key), "a request out for slowAfter")
+	start := now
+	l.sending(key, start)
+	l.answered(key, start, time.Millisecond)
+	require.True(t, l.slow(key), "a quick answer with one hung still out")
+	l.answered(key, hung, now.Sub(hung))
 	require.True(t, l.slow(key), "its attempt took slowAfter")
 	now = now.Add(slowHold - time.Second)
 	require.True(t, l.slow(key))
 	now = now.Add(time.Second)
 	require.False(t, l.slow(key), "slowHold is over")
-	l.took(key, 3*time.Second)
+	l.sending(key, now)
+	l.answered(key, now, 3*time.Second)
 	require.True(t, l.slow(key))
-	l.took(key, 100*time.Millisecond)
-	require.False(t, l.slow(key), "a quick answer ends it")
-
-	// A busy endpoint that answers is not slow, however long it stays busy.
-	ok, _ = l.acquire(key, 0)
-	require.True(t, ok)
-	for range 5 {
-		now = now.Add(1500 * time.Millisecond)
-		l.took(key, 100*time.Millisecond)
-		require.False(t, l.slow(key))
-	}
-	l.release(key)
-	require.Empty(t, l.busySince, "nothing kept for an endpoint with nothing in flight")
+	l.sending(key, now)
+	l.answered(key, now, 100*time.Millisecond)
+	require.False(t, l.slow(key), "a quick answer, none out for long, ends it")
+	require.Empty(t, l.sent, "nothing kept for an endpoint with nothing out")
 }
