@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/notifier"
+	"github.com/hookstream/hookstream/shared/contract"
 )
 
 // Endpoints that answer slowly do not take the workers that healthy
@@ -54,4 +55,28 @@ func TestSlowEndpointsLeaveWorkersToHealthyOnes(t *testing.T) {
 	b.publishEvent(t, "acme", "ok.one", "acme:evt_ok", []byte(`{}`))
 	healthy.wait(t, 1) // while the slow ones still have no answer
 	require.LessOrEqual(t, slowGot.Load(), int32(12), "at most each slow endpoint's limit in flight")
+}
+
+// A round of quick in-process retries ends once its endpoint is slow: the
+// retries go on from the endpoint's own drain, not from a shared worker.
+func TestInProcessRetriesLeaveASlowEndpointToItsDrain(t *testing.T) {
+	t.Parallel()
+	slowFail := func(n int, w http.ResponseWriter) {
+		if n <= 3 {
+			time.Sleep(300 * time.Millisecond)
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}
+	r := newReceiver(t, slowFail)
+	cfg := notifier.Config{Schedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}}
+	notifier.SlowAfter(&cfg, 200*time.Millisecond)
+	notifier.ShortParking(&cfg)
+	b := setup(t, cfg, newEndpoint(t, "acme", "ep_1", r.URL, "a.b"))
+	b.publishEvent(t, "acme", "a.b", "acme:evt_1", []byte(`{}`))
+	b.waitLog(t, "acme", "evt_1", contract.DeliverySucceeded)
+	parked, err := b.js.Stream(t.Context(), contract.StreamParked)
+	require.NoError(t, err)
+	info, err := parked.Info(t.Context())
+	require.NoError(t, err)
+	require.NotZero(t, info.State.LastSeq, "a retry after the slow attempt was parked")
 }
