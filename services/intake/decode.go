@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -124,4 +125,50 @@ func checkDepth(data []byte, max int) error {
 		}
 	}
 	return nil
+}
+
+// stringValues is a JSON object of strings, such as a job's metadata. A
+// value of null is refused, where encoding/json reads it as "" into a
+// map[string]string: the caller sent no string.
+type stringValues map[string]string
+
+func (m *stringValues) UnmarshalJSON(data []byte) error {
+	if !bytes.Contains(data, []byte("null")) && json.Unmarshal(data, (*map[string]string)(m)) == nil {
+		return nil // the usual case; otherwise the error is told below, naming the key
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	if raw == nil {
+		*m = nil
+		return nil
+	}
+	out := make(stringValues, len(raw))
+	for k, v := range raw {
+		var str string
+		if v[0] != '"' || json.Unmarshal(v, &str) != nil {
+			return &json.UnmarshalTypeError{Value: jsonKind(v[0]), Type: reflect.TypeFor[string](), Field: k}
+		}
+		out[k] = str
+	}
+	*m = out
+	return nil
+}
+
+// jsonKind names the kind of JSON value that starts with b.
+func jsonKind(b byte) string {
+	switch b {
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "bool"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	}
+	return "number"
 }

@@ -93,6 +93,22 @@ type endpointPatch struct {
 	removeHeaders []string
 }
 
+// refuseNullHeaders answers 422 for a header given as null in a body that is
+// not a merge patch, which encoding/json reads as "": null removes a header
+// only in a merge patch.
+func refuseNullHeaders(body []byte) error {
+	var given struct {
+		Headers map[string]*string `json:"headers"`
+	}
+	_ = json.Unmarshal(body, &given) // decoded already: only the headers are looked at
+	for name, v := range given.Headers {
+		if v == nil {
+			return invalid(fmt.Sprintf(`field "headers": %.300q is null; a header's value is a string (null removes a header only in a merge patch)`, name))
+		}
+	}
+	return nil
+}
+
 // patchFields are the JSON names of endpointPatch's fields.
 var patchFields = []string{"url", "event_types", "description", "enabled", "rate_limit", "headers", "attempt_timeout", "retry_schedule"}
 
@@ -145,6 +161,11 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 		}
 	}
 	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	if mt != "application/merge-patch+json" {
+		if err := refuseNullHeaders(body); err != nil {
+			return p, err
+		}
+	}
 	if raw, ok := byField["headers"]; ok && mt == "application/merge-patch+json" && !p.nulls["headers"] {
 		var merge map[string]*string
 		if err := json.Unmarshal(raw, &merge); err != nil {
@@ -344,7 +365,18 @@ func newID(prefix string) string {
 
 func (s *Service) createEndpoint(c *gin.Context) {
 	var p endpointPatch
-	if err := readJSON(c, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth, &p); err != nil {
+	if err := checkContentType(c); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	if err == nil {
+		err = decodeJSON(body, s.cfg.MaxJSONDepth, &p)
+	}
+	if err == nil {
+		err = refuseNullHeaders(body)
+	}
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}

@@ -48,6 +48,7 @@ func TestEndpointHeadersAreBounded(t *testing.T) {
 		"one name in two spellings": header("X-Env", "a", "x-env", "b"),
 		"a header hookstream sets":  header("webhook-signature", "v1,x"),
 		"a transport header":        header("Content-Encoding", "gzip"),
+		"a header set to null":      `{"url":"https://example.com/hook","headers":{"X-Team":null}}`,
 		"another transport header":  header("te", "trailers"),
 	} {
 		r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body)

@@ -255,6 +255,8 @@ func TestBadInput(t *testing.T) {
 		{name: "missing type", givenKey: keyAcme, givenType: "application/json", givenBody: `{"payload":1}`, wantStatus: 422, wantInDetail: "type"},
 		{name: "unknown field", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","colour":1}`, wantStatus: 422, wantInDetail: "colour"},
 		{name: "wrong field type", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":7}`, wantStatus: 422},
+		{name: "metadata value null", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","metadata":{"order":null}}`, wantStatus: 422, wantInDetail: "metadata.order"},
+		{name: "metadata value a number", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","metadata":{"order":7}}`, wantStatus: 422, wantInDetail: "metadata.order"},
 		{name: "not an object", givenKey: keyAcme, givenType: "application/json", givenBody: `[1]`, wantStatus: 422},
 		{name: "private callback", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","callback_url":"http://127.0.0.1/x"}`, wantStatus: 422, wantInDetail: "HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS"},
 		{name: "ftp callback", givenKey: keyAcme, givenType: "application/json", givenBody: `{"type":"echo","callback_url":"ftp://example.com/x"}`, wantStatus: 422, wantInDetail: "scheme"},

@@ -28,7 +28,7 @@ type createJobRequest struct {
 	Type        string            `json:"type"`
 	Payload     json.RawMessage   `json:"payload"`
 	CallbackURL string            `json:"callback_url,omitempty"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
+	Metadata    stringValues      `json:"metadata,omitempty"`
 }
 
 // Metadata limits.
