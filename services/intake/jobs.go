@@ -25,10 +25,10 @@ import (
 
 // createJobRequest is the body of POST /v1/jobs.
 type createJobRequest struct {
-	Type        string            `json:"type"`
-	Payload     json.RawMessage   `json:"payload"`
-	CallbackURL string            `json:"callback_url,omitempty"`
-	Metadata    stringValues      `json:"metadata,omitempty"`
+	Type        string          `json:"type"`
+	Payload     json.RawMessage `json:"payload"`
+	CallbackURL string          `json:"callback_url,omitempty"`
+	Metadata    stringValues    `json:"metadata,omitempty"`
 }
 
 // Metadata limits.
