@@ -78,12 +78,11 @@ type destination struct {
 	schedule []time.Duration
 }
 
-// send makes one signed attempt. out is named so that the deferred latency
-// lands in what is returned.
-func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destination) (out outcome) {
+// send makes one signed attempt of d, whose limitKey is key. out is named
+// so that the deferred latency lands in what is returned.
+func (n *Notifier) send(ctx context.Context, d *contract.Delivery, dest destination, key string) (out outcome) {
 	start := n.cfg.Now()
 	out = outcome{attempt: contract.Attempt{At: start.UTC()}}
-	key := limitKey(d)
 	n.limits.sending(key, start)
 	defer func() {
 		took := n.cfg.Now().Sub(start)

@@ -301,14 +301,15 @@ func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 // delivery's message and, but for again, the attempt log to store before
 // the message is settled. own: as deliverWithinLimits'.
 func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string, own bool) (verdict, *nats.Msg) {
+	key := limitKey(d)
 	dest, unsendable, err := n.destination(ctx, d)
 	if err != nil {
 		logger.Warn("resolve webhook destination", "error", err)
-		n.limits.probeUnsent(limitKey(d)) // no outcome: the next may probe
+		n.limits.probeUnsent(key) // no outcome: the next may probe
 		return again, nil
 	}
 	if unsendable != "" {
-		n.limits.probeUnsent(limitKey(d))
+		n.limits.probeUnsent(key)
 		d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: unsendable})
 		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
@@ -324,19 +325,19 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	}
 	first := true
 	err = backoff.Retry(func() error {
-		if !first && !n.limits.token(limitKey(d), n.rateLimit(d)) {
+		if !first && !n.limits.token(key, n.rateLimit(d)) {
 			// The endpoint's rate allows no retry now: the schedule goes
 			// on in JetStream, which waits without holding the slot.
 			policy.stopInProcess()
 			return backoff.Permanent(errAttemptFailed)
 		}
 		first = false
-		last = n.send(ctx, d, dest)
+		last = n.send(ctx, d, dest, key)
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err()) // shutdown: not an attempt
 		}
 		metrics.WebhookResults.Inc(last.outcomeName())
-		n.limits.report(limitKey(d), last.ok())
+		n.limits.report(key, last.ok())
 		d.Attempts = append(d.Attempts, last.attempt)
 		switch {
 		case last.ok():
@@ -345,7 +346,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 			return backoff.Permanent(errAttemptFailed)
 		}
 		logger.Debug("webhook attempt failed", "attempt", len(d.Attempts), "status_code", last.attempt.StatusCode, "error", last.attempt.Error)
-		if n.limits.circuitOpen(limitKey(d)) || (!own && n.limits.slow(limitKey(d))) {
+		if n.limits.circuitOpen(key) || (!own && n.limits.slow(key)) {
 			// No more in-process tries, on a slow endpoint not on a shared
 			// worker (slow.go); the schedule goes on.
 			policy.stopInProcess()
@@ -360,7 +361,7 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	next := policy.next
 	switch {
 	case ctx.Err() != nil:
-		n.limits.probeUnsent(limitKey(d)) // cut short: no outcome
+		n.limits.probeUnsent(key) // cut short: no outcome
 		return again, nil
 	case err == nil:
 		return n.finish(logger, d, contract.DeliverySucceeded, nil)

@@ -204,7 +204,7 @@ func eventIdentity(msg jetstream.Msg, tenant string) (id string, at time.Time, s
 }
 
 func (n *Notifier) publishDelivery(ctx context.Context, d contract.Delivery, targetKey string) error {
-	if _, held := n.limits.circuitWait(limitKey(&d)); held || n.limits.slow(limitKey(&d)) {
+	if n.limits.held(limitKey(&d)) {
 		// Its endpoint's circuit is open, or it answers slowly (slow.go):
 		// straight to the parked stream.
 		data, err := encodeFitting(&d, &d.Attempts, n.maxData())

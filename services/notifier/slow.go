@@ -26,11 +26,25 @@ const slowHold = time.Minute
 
 // slow reports whether key's endpoint is slow now.
 func (l *limiter) slow(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.slowLocked(key)
+}
+
+// held reports whether a new delivery to key's endpoint is parked at once:
+// its circuit is open (or its probe out), or it is slow.
+func (l *limiter) held(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, open := l.heldLocked(l.breakers[key])
+	return open || l.slowLocked(key)
+}
+
+// slowLocked is slow; l.mu is held.
+func (l *limiter) slowLocked(key string) bool {
 	if l.slowAfter <= 0 {
 		return false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
 	if until, ok := l.slowUntil[key]; ok && now.Before(until) {
 		return true
