@@ -110,7 +110,11 @@ func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg, parked bool) {
 	if parked {
 		subject = contract.DeliverySubject(d.Tenant, deliveryTarget(&d)) // where its retries go
 	}
-	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, parked, func(v verdict) { n.settleDelivery(ctx, msg, &d, v) })
+	var aside func() bool // a shared worker's, not its drain's (slow.go)
+	if !parked {
+		aside = func() bool { return bus.StepAside(ctx) }
+	}
+	wait, ok := n.deliverWithinLimits(ctx, msg, deliverAckWait, &d, subject, aside, func(v verdict) { n.settleDelivery(ctx, msg, &d, v) })
 	if !ok {
 		if _, held := n.limits.circuitWait(limitKey(&d)); held || putBack(msg) >= n.cfg.parkAfter {
 			n.holdBack(ctx, msg, d.Tenant, parkTarget(&d), wait, parked, held)
@@ -240,16 +244,23 @@ func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 // called with the verdict on msg: at once, or once the attempt log is
 // stored (attemptLogs), while the endpoint's slot is already free for the
 // next request. Otherwise ok is false, settle is not called, and wait is
-// how long the limits ask for. own is set when the endpoint's own drain
-// sends d, not a shared worker (slow.go).
-func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string, own bool, settle func(verdict)) (wait time.Duration, ok bool) {
+// how long the limits ask for. On a shared worker, aside steps aside from
+// it (bus.StepAside) and tells whether it did; it is called once the round
+// has taken as long as makes an endpoint slow (slow.go). It is nil when the
+// endpoint's own drain sends d.
+func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string, aside func() bool, settle func(verdict)) (wait time.Duration, ok bool) {
 	key := limitKey(d)
 	if ok, wait := n.limits.acquire(key, n.rateLimit(d)); !ok {
 		return wait, false
 	}
 	stopKeepAlive := bus.KeepAlive(msg, ackWait/3)
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	v, log := n.deliver(ctx, logger, d, subject, own)
+	stopAside := func() bool { return false }
+	if aside != nil && n.limits.slowAfter > 0 {
+		stopAside = time.AfterFunc(n.limits.slowAfter, func() { aside() }).Stop
+	}
+	v, log := n.deliver(ctx, logger, d, subject, aside == nil)
+	stopAside()
 	n.limits.release(key)
 	then := func(over bool) {
 		defer stopKeepAlive() // settling may queue the delivery again first
@@ -299,7 +310,8 @@ func (n *Notifier) settle(msg jetstream.Msg, v verdict) {
 // enough to wait for in process. If the delivery is not finished, it
 // schedules the next round in JetStream. It returns the verdict on the
 // delivery's message and, but for again, the attempt log to store before
-// the message is settled. own: as deliverWithinLimits'.
+// the message is settled. own is set when the endpoint's own drain sends
+// d, not a shared worker (slow.go).
 func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract.Delivery, subject string, own bool) (verdict, *nats.Msg) {
 	key := limitKey(d)
 	dest, unsendable, err := n.destination(ctx, d)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -148,12 +149,22 @@ func (n *Notifier) deliverDirectly(ctx context.Context, msg jetstream.Msg, d con
 	}
 	select {
 	case n.direct <- struct{}{}:
-		defer func() { <-n.direct }()
 	default:
 		return false
 	}
+	var freeSlot sync.Once
+	release := func() { freeSlot.Do(func() { <-n.direct }) }
+	defer release()
+	aside := func() bool {
+		// A slow attempt gives back its worker and its direct slot.
+		if bus.StepAside(ctx) {
+			release()
+			return true
+		}
+		return false
+	}
 	subject := contract.DeliverySubject(d.Tenant, targetKey)
-	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, subject, false, func(v verdict) {
+	_, ok := n.deliverWithinLimits(ctx, msg, fanoutAckWait, &d, subject, aside, func(v verdict) {
 		var err error
 		switch v {
 		case again:

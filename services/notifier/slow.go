@@ -13,8 +13,11 @@ import (
 // requests has been out that long without an answer) its deliveries are
 // parked and sent by its own drain (park.go), whose workers are its own,
 // and a round of in-process retries on a shared worker ends; until its
-// requests answer sooner again. The limiter keeps this per process, as it
-// keeps circuits.
+// requests answer sooner again. The requests that make it slow, however
+// many start at once, step aside from their shared worker or direct slot
+// once their round has taken slowAfter (deliverWithinLimits, bus.StepAside),
+// so that the next deliveries do not wait for their answers. The limiter
+// keeps this per process, as it keeps circuits.
 
 // slowAfter is how long an attempt may take before its endpoint is slow:
 // a receiver is expected to answer at once, and work after it answers.

@@ -80,3 +80,42 @@ func TestInProcessRetriesLeaveASlowEndpointToItsDrain(t *testing.T) {
 	require.NoError(t, err)
 	require.NotZero(t, info.State.LastSeq, "a retry after the slow attempt was parked")
 }
+
+// The first requests to endpoints that turn slow do not hold the workers
+// either: twelve of them at once, none answered, are more than the workers
+// and direct slots (4 and 2), and they step aside once they have been out
+// for as long as makes an endpoint slow. A healthy endpoint's webhook then
+// arrives while all twelve still wait for their answer.
+func TestFirstRequestsToSlowEndpointsStepAside(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var slowGot, slowAnswered atomic.Int32
+	slow := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		slowGot.Add(1)
+		select {
+		case <-release:
+		case <-time.After(time.Minute):
+		}
+		slowAnswered.Add(1)
+		w.WriteHeader(http.StatusOK)
+	})
+	t.Cleanup(func() { close(release) })
+	healthy := newReceiver(t, nil)
+	cfg := notifier.Config{Concurrency: 4, EndpointConcurrency: 4, DirectAttempts: 2, AttemptTimeout: 2 * time.Minute}
+	notifier.SlowAfter(&cfg, 200*time.Millisecond)
+	notifier.ShortParking(&cfg)
+	b := setup(t, cfg,
+		newEndpoint(t, "acme", "ep_s1", slow.URL+"/1", "slow.one"),
+		newEndpoint(t, "acme", "ep_s2", slow.URL+"/2", "slow.two"),
+		newEndpoint(t, "acme", "ep_s3", slow.URL+"/3", "slow.three"),
+		newEndpoint(t, "acme", "ep_ok", healthy.URL, "ok.one"))
+	for i := range 4 { // each endpoint's limit, at once
+		for _, typ := range []string{"slow.one", "slow.two", "slow.three"} {
+			b.publishEvent(t, "acme", typ, fmt.Sprintf("acme:evt_%s_%d", typ, i), []byte(`{}`))
+		}
+	}
+	require.Eventually(t, func() bool { return slowGot.Load() == 12 }, 10*time.Second, 10*time.Millisecond, "the first requests held every worker and direct slot")
+	b.publishEvent(t, "acme", "ok.one", "acme:evt_ok", []byte(`{}`))
+	healthy.wait(t, 1)
+	require.Zero(t, slowAnswered.Load(), "the healthy webhook arrived only once the slow ones were answered")
+}

@@ -21,6 +21,11 @@ import (
 // after AckWait of waiting it goes back (workQueue). Handlers run on a
 // Pool's goroutines. What goes wrong with the pulls (missed heartbeats, a
 // consumer deleted, a leader change) is logged, and Workers pulls again.
+//
+// A handler that will be long, waiting on something outside (a receiver
+// that does not answer), may step aside (StepAside with the context it
+// runs with): its worker goes on with the next message while it finishes.
+// At most asideFactor×n handlers are aside at once.
 func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
@@ -28,20 +33,27 @@ func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetst
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second // the server's default
 	}
-	q := &workQueue{free: n, maxWait: ackWait}
+	q := &workQueue{free: n, maxWait: ackWait, maxAside: asideFactor * n}
 	pool := NewPool()
+	q.work = func(msg jetstream.Msg) {
+		pool.Go(func() {
+			defer q.wg.Done()
+			for msg != nil {
+				w := &worker{q: q}
+				handle(context.WithValue(workCtx, workerKey{}, w), msg)
+				if w.end() {
+					return // stepped aside: its worker went on already
+				}
+				msg = q.next()
+			}
+		})
+	}
 	p, err := pull(nc, logger, cons, n, func(msg jetstream.Msg, started func()) {
 		if !q.take(msg, started) {
 			return
 		}
 		started()
-		pool.Go(func() {
-			defer q.wg.Done()
-			for msg != nil {
-				handle(workCtx, msg)
-				msg = q.next()
-			}
-		})
+		q.work(msg)
 	})
 	if err != nil {
 		return err
@@ -74,13 +86,77 @@ func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetst
 // Then it goes back, for a worker of another process that may be idle:
 // long handlers here must not hold it for as long as they run.
 type workQueue struct {
-	maxWait time.Duration
-	wg      sync.WaitGroup // running workers
+	maxWait  time.Duration
+	maxAside int
+	work     func(jetstream.Msg) // runs a worker from msg on; wg counts it
+	wg       sync.WaitGroup      // running workers, and handlers aside
 
 	mu      sync.Mutex
 	free    int // workers not running
+	aside   int // handlers still running after they stepped aside
 	waiting []*waitingMsg
 	stopped bool
+}
+
+// asideFactor bounds the handlers aside (StepAside) of Workers with n
+// workers to asideFactor×n.
+const asideFactor = 4
+
+// A worker is what runs one handler of Workers, until the handler returns
+// or steps aside.
+type worker struct {
+	q     *workQueue
+	aside bool // stepped aside; under q.mu
+	ended bool // its handler returned; under q.mu
+}
+
+type workerKey struct{}
+
+// StepAside lets the worker that runs the handler of ctx, a context that
+// Workers gave it, go on with the next message while the handler goes on
+// running: for a handler that waits long on something outside, so that the
+// messages behind it do not wait as long. It reports whether the handler
+// is aside now (again true once it is); false when ctx is not a handler's,
+// the handler already returned, or as many handlers as Workers allows are
+// aside. A handler aside still holds its message until it settles it, and
+// Workers still waits for it when it stops. Any goroutine may call it.
+func StepAside(ctx context.Context) bool {
+	w, ok := ctx.Value(workerKey{}).(*worker)
+	if !ok {
+		return false
+	}
+	q := w.q
+	q.mu.Lock()
+	switch {
+	case w.aside:
+		q.mu.Unlock()
+		return true
+	case w.ended || q.aside >= q.maxAside:
+		q.mu.Unlock()
+		return false
+	}
+	w.aside = true
+	q.aside++
+	q.wg.Add(1) // for the worker that goes on, while this goroutine stays in
+	q.mu.Unlock()
+	if msg := q.next(); msg != nil {
+		q.work(msg)
+	} else {
+		q.wg.Done()
+	}
+	return true
+}
+
+// end is called when w's handler returned: true if it had stepped aside,
+// and its worker went on without it.
+func (w *worker) end() bool {
+	w.q.mu.Lock()
+	defer w.q.mu.Unlock()
+	w.ended = true
+	if w.aside {
+		w.q.aside--
+	}
+	return w.aside
 }
 
 type waitingMsg struct {

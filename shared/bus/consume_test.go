@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/shared/bus"
@@ -156,4 +157,61 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// A handler that steps aside lets its worker go on with the next message
+// while it runs; at most 4×n handlers are aside at once, and the ones
+// beyond keep their worker.
+func TestStepAsideLetsTheWorkerGoOn(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Storage: jetstream.FileStorage})
+	require.NoError(t, err)
+	cons := durable(t, js, "T", "aside", "", jetstream.AckExplicitPolicy)
+	require.False(t, bus.StepAside(context.Background()), "not a handler's context")
+
+	const total = 6 // one worker: four aside, two beyond
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var aside, kept int
+	acked := make(chan struct{}, total)
+	runWorkers(t, js, cons, 1, &logRecords{}, func(ctx context.Context, msg jetstream.Msg) {
+		ok := bus.StepAside(ctx)
+		mu.Lock()
+		if ok {
+			aside++
+		} else {
+			kept++
+		}
+		mu.Unlock()
+		if ok {
+			assert.True(t, bus.StepAside(ctx), "asked again")
+			<-release // the worker went on without it
+		}
+		assert.NoError(t, msg.Ack())
+		acked <- struct{}{}
+	})
+	for range total {
+		_, err := js.Publish(context.Background(), "t.x", []byte("work"))
+		require.NoError(t, err)
+	}
+	for range total - 4 { // the two beyond the bound
+		select {
+		case <-acked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the worker did not go on while handlers were aside")
+		}
+	}
+	mu.Lock()
+	require.Equal(t, 4, aside)
+	require.Equal(t, 2, kept)
+	mu.Unlock()
+	close(release)
+	for range 4 {
+		select {
+		case <-acked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a handler aside did not finish")
+		}
+	}
 }
