@@ -51,8 +51,9 @@ type Config struct {
 	// subscribed endpoint) whose endpoint is within its limits. Such a
 	// delivery skips the delivery queue: two JetStream writes fewer. What
 	// does not succeed is scheduled for retry as on the queued path. When
-	// all are busy, deliveries are queued as usual, so a slow endpoint holds
-	// at most these. Default 32; negative: every delivery is queued.
+	// all are busy, deliveries are queued as usual. An attempt that has
+	// taken 2 s to a slow endpoint gives its slot back (slow.go). Default
+	// 32; negative: every delivery is queued.
 	DirectAttempts int
 	// BreakerFailures opens an endpoint's circuit after this many failed
 	// attempts in a row: for BreakerCooldown it gets nothing from this

@@ -246,8 +246,9 @@ func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 // next request. Otherwise ok is false, settle is not called, and wait is
 // how long the limits ask for. On a shared worker, aside steps aside from
 // it (bus.StepAside) and tells whether it did; it is called once the round
-// has taken as long as makes an endpoint slow (slow.go). It is nil when the
-// endpoint's own drain sends d.
+// has taken as long as makes an endpoint slow and the endpoint is slow
+// (slow.go), and again until it did. It is nil when the endpoint's own
+// drain sends d.
 func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, ackWait time.Duration, d *contract.Delivery, subject string, aside func() bool, settle func(verdict)) (wait time.Duration, ok bool) {
 	key := limitKey(d)
 	if ok, wait := n.limits.acquire(key, n.rateLimit(d)); !ok {
@@ -255,9 +256,14 @@ func (n *Notifier) deliverWithinLimits(ctx context.Context, msg jetstream.Msg, a
 	}
 	stopKeepAlive := bus.KeepAlive(msg, ackWait/3)
 	logger := n.logger.With("delivery_id", d.ID, "tenant_id", d.Tenant)
-	stopAside := func() bool { return false }
+	stopAside := func() {}
 	if aside != nil && n.limits.slowAfter > 0 {
-		stopAside = time.AfterFunc(n.limits.slowAfter, func() { aside() }).Stop
+		// Checked again every quarter of slowAfter: the request started a
+		// little after the round, and the bound on rounds aside may be
+		// reached for a while.
+		stopAside = bus.Every(n.limits.slowAfter, n.limits.slowAfter/4, func() bool {
+			return !n.limits.slow(key) || !aside()
+		})
 	}
 	v, log := n.deliver(ctx, logger, d, subject, aside == nil)
 	stopAside()

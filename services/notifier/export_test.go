@@ -31,3 +31,6 @@ func GiveUpParkedAfter(cfg *Config, age time.Duration) { cfg.parkedGiveUp = age 
 // SlowAfter makes an endpoint slow (slow.go) after d instead of the
 // const slowAfter; a negative d: never.
 func SlowAfter(cfg *Config, d time.Duration) { cfg.slowAfter = d }
+
+// DirectInUse is how many of fan-out's direct slots are taken.
+func (n *Notifier) DirectInUse() int { return len(n.direct) }

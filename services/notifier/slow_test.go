@@ -119,3 +119,40 @@ func TestFirstRequestsToSlowEndpointsStepAside(t *testing.T) {
 	healthy.wait(t, 1)
 	require.Zero(t, slowAnswered.Load(), "the healthy webhook arrived only once the slow ones were answered")
 }
+
+// Fan-out's first attempts to slow endpoints give their direct slots back
+// when they step aside: the next event's first attempt is made directly
+// again, not queued (found by review).
+func TestSlowFirstAttemptsGiveTheirDirectSlotsBack(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var slowGot atomic.Int32
+	slow := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		slowGot.Add(1)
+		select {
+		case <-release:
+		case <-time.After(time.Minute):
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	t.Cleanup(func() { close(release) })
+	healthy := newReceiver(t, nil)
+	cfg := notifier.Config{Concurrency: 4, EndpointConcurrency: 4, DirectAttempts: 2, AttemptTimeout: 2 * time.Minute}
+	notifier.SlowAfter(&cfg, 200*time.Millisecond)
+	notifier.ShortParking(&cfg)
+	b := setup(t, cfg,
+		newEndpoint(t, "acme", "ep_s1", slow.URL+"/1", "slow.one"),
+		newEndpoint(t, "acme", "ep_s2", slow.URL+"/2", "slow.two"),
+		newEndpoint(t, "acme", "ep_ok", healthy.URL, "ok.one"))
+	b.publishEvent(t, "acme", "slow.one", "acme:evt_s1", []byte(`{}`))
+	b.publishEvent(t, "acme", "slow.two", "acme:evt_s2", []byte(`{}`))
+	require.Eventually(t, func() bool { return slowGot.Load() == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return b.n.DirectInUse() == 0 }, 10*time.Second, 10*time.Millisecond, "the slow first attempts kept their direct slots")
+	b.publishEvent(t, "acme", "ok.one", "acme:evt_ok", []byte(`{}`))
+	healthy.wait(t, 1)
+	deliveries, err := b.js.Stream(t.Context(), contract.StreamDeliveries)
+	require.NoError(t, err)
+	info, err := deliveries.Info(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, info.State.LastSeq, "a delivery was queued: the direct slots were still held")
+}

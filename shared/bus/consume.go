@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Workers runs handle for the messages of a consumer, pulled on nc, at most
-// n at a time, until ctx ends. Then it stops pulling, gives running handlers
+// Workers runs handle for the messages of a consumer, pulled on nc, on at
+// most n workers at a time, until ctx ends. Then it stops pulling, gives running handlers
 // grace to finish, and finally cancels the context they run with. Backlogs
 // stay in JetStream: at most n messages are asked for or wait for a worker
 // at once. A message waits while every worker is busy, kept alive every
@@ -25,7 +25,8 @@ import (
 // A handler that will be long, waiting on something outside (a receiver
 // that does not answer), may step aside (StepAside with the context it
 // runs with): its worker goes on with the next message while it finishes.
-// At most asideFactor×n handlers are aside at once.
+// At most asideFactor×n handlers are aside at once, on top of the n that
+// hold a worker.
 func Workers(ctx context.Context, nc *nats.Conn, logger *slog.Logger, cons jetstream.Consumer, n int, grace time.Duration, handle func(context.Context, jetstream.Msg)) error {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
@@ -99,8 +100,9 @@ type workQueue struct {
 }
 
 // asideFactor bounds the handlers aside (StepAside) of Workers with n
-// workers to asideFactor×n.
-const asideFactor = 4
+// workers to asideFactor×n. A handler aside costs its goroutine and its
+// message, which it holds until it settles it.
+const asideFactor = 8
 
 // A worker is what runs one handler of Workers, until the handler returns
 // or steps aside.
@@ -250,13 +252,25 @@ func (q *workQueue) stop() {
 // until the returned stop function is called. It holds a timer, not a
 // goroutine, while it waits: most messages are done before the first tick.
 func KeepAlive(msg jetstream.Msg, interval time.Duration) (stop func()) {
+	return Every(interval, interval, func() bool {
+		_ = msg.InProgress()
+		return true
+	})
+}
+
+// Every calls f after first, then every interval for as long as f returns
+// true, until the returned stop function is called (f may still be running
+// then). It holds a timer, not a goroutine, while it waits.
+func Every(first, interval time.Duration, f func() (again bool)) (stop func()) {
 	var mu sync.Mutex
 	stopped := false
 	var t *time.Timer
 	mu.Lock()
 	defer mu.Unlock()
-	t = time.AfterFunc(interval, func() {
-		_ = msg.InProgress()
+	t = time.AfterFunc(first, func() {
+		if !f() {
+			return
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if !stopped {

@@ -160,7 +160,7 @@ func TestWorkersLogConsumeErrors(t *testing.T) {
 }
 
 // A handler that steps aside lets its worker go on with the next message
-// while it runs; at most 4×n handlers are aside at once, and the ones
+// while it runs; at most 8×n handlers are aside at once, and the ones
 // beyond keep their worker.
 func TestStepAsideLetsTheWorkerGoOn(t *testing.T) {
 	t.Parallel()
@@ -170,11 +170,13 @@ func TestStepAsideLetsTheWorkerGoOn(t *testing.T) {
 	cons := durable(t, js, "T", "aside", "", jetstream.AckExplicitPolicy)
 	require.False(t, bus.StepAside(context.Background()), "not a handler's context")
 
-	const total = 6 // one worker: four aside, two beyond
+	const total, most = 10, 8 // one worker: eight aside, two beyond
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var aside, kept int
 	acked := make(chan struct{}, total)
+	var freed sync.Once
+	free := func() { freed.Do(func() { close(release) }) }
 	runWorkers(t, js, cons, 1, &logRecords{}, func(ctx context.Context, msg jetstream.Msg) {
 		ok := bus.StepAside(ctx)
 		mu.Lock()
@@ -191,11 +193,12 @@ func TestStepAsideLetsTheWorkerGoOn(t *testing.T) {
 		assert.NoError(t, msg.Ack())
 		acked <- struct{}{}
 	})
+	t.Cleanup(free) // before Workers stops, should the test fail
 	for range total {
 		_, err := js.Publish(context.Background(), "t.x", []byte("work"))
 		require.NoError(t, err)
 	}
-	for range total - 4 { // the two beyond the bound
+	for range total - most { // the two beyond the bound
 		select {
 		case <-acked:
 		case <-time.After(30 * time.Second):
@@ -203,11 +206,11 @@ func TestStepAsideLetsTheWorkerGoOn(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	require.Equal(t, 4, aside)
-	require.Equal(t, 2, kept)
+	require.Equal(t, most, aside)
+	require.Equal(t, total-most, kept)
 	mu.Unlock()
-	close(release)
-	for range 4 {
+	free()
+	for range most {
 		select {
 		case <-acked:
 		case <-time.After(30 * time.Second):
