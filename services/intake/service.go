@@ -267,6 +267,11 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopKeys()
 	keysDone := make(chan error, 1)
 	go func() { keysDone <- s.apiKeys.Run(keysCtx) }()
+	go func() { // GET /v1/signing-secret shows another intake's rotation at once
+		if err := s.secrets.Watch(keysCtx, s.logger); err != nil {
+			s.logger.Warn("signing secrets not watched: a rotation by another intake is seen within the cache's 5 s", "error", err)
+		}
+	}()
 	select { // issued API keys must work from the first request
 	case <-s.apiKeys.Ready():
 	case err := <-keysDone:

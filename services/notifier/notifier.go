@@ -212,6 +212,11 @@ func (n *Notifier) Run(ctx context.Context) error {
 	// trimmed too, for processors of any kind.
 	wg.Go(func() { errs[4] = bus.Trim(runCtx, n.js, n.logger, n.cfg.TrimInterval, bus.TrimTargets()...) })
 	wg.Go(func() { n.forgetDeletedEndpoints(runCtx) })
+	wg.Go(func() {
+		if err := n.secrets.Watch(runCtx, n.logger); err != nil {
+			n.logger.Warn("signing secrets not watched: a rotation is seen within the cache's 5 s", "error", err)
+		}
+	})
 	wg.Wait()
 	if ctx.Err() == nil && runCtx.Err() != nil { // stopped by the index, not by ctx
 		errs[5] = context.Cause(runCtx)

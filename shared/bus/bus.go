@@ -266,7 +266,13 @@ const (
 // yet), for up to MirrorStartWait. A bucket that does not exist is an
 // error at once, before ready or after: the view cannot be kept.
 func Mirror(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
-	m := &mirror{kv: kv, apply: apply, ready: ready, live: map[string]bool{}}
+	return MirrorKeys(ctx, kv, ">", logger, ready, apply)
+}
+
+// MirrorKeys is Mirror of the bucket's keys that match filter (a subject
+// filter: "*.signing").
+func MirrorKeys(ctx context.Context, kv jetstream.KeyValue, filter string, logger *slog.Logger, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
+	m := &mirror{kv: kv, filter: filter, apply: apply, ready: ready, live: map[string]bool{}}
 	began := time.Now()
 	for {
 		err := m.watch(ctx)
@@ -290,6 +296,7 @@ func Mirror(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger, rea
 // mirror is the state of a Mirror that outlives one watch.
 type mirror struct {
 	kv       jetstream.KeyValue
+	filter   string
 	apply    func(jetstream.KeyValueEntry)
 	ready    chan<- struct{}
 	wasReady bool
@@ -299,7 +306,7 @@ type mirror struct {
 var errWatchEnded = errors.New("the watch ended")
 
 func (m *mirror) watch(ctx context.Context) error {
-	w, err := m.kv.WatchAll(ctx)
+	w, err := m.kv.Watch(ctx, m.filter)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", m.kv.Bucket(), err)
 	}

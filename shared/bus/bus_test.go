@@ -28,8 +28,8 @@ type endingKV struct {
 	end     chan struct{} // closed to end the current watch
 }
 
-func (kv *endingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	w, err := kv.KeyValue.WatchAll(ctx, opts...)
+func (kv *endingKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := kv.KeyValue.Watch(ctx, keys, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package signing
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -109,4 +110,32 @@ func tenantsBucket(t *testing.T) (jetstream.JetStream, jetstream.KeyValue, *secr
 	kv, err := js.KeyValue(ctx, contract.BucketTenants)
 	require.NoError(t, err)
 	return js, kv, box
+}
+
+// A rotation made by another process reaches the cache of a process that
+// watches the bucket as it comes, not once the cache has expired: the old
+// secret signed job callbacks for 5 s after the rotation was answered,
+// even with a grace of 0 (found by review). The clock here never lets the
+// cache expire.
+func TestWatchedCacheFollowsARotationAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, kv, box := tenantsBucket(t)
+	frozen := time.Now()
+	watching := &Store{kv: kv, box: box, now: func() time.Time { return frozen }, cache: map[string]cached{}}
+	other := &Store{kv: kv, box: box, now: time.Now, cache: map[string]cached{}}
+	before, err := watching.Get(ctx, "acme")
+	require.NoError(t, err)
+	watchCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- watching.Watch(watchCtx, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
+
+	rotated, err := other.Rotate(ctx, "acme", 0)
+	require.NoError(t, err)
+	require.NotEqual(t, before.Current().Secret, rotated.Current().Secret)
+	require.Eventually(t, func() bool {
+		ring, err := watching.Get(ctx, "acme")
+		return err == nil && ring.Current().Secret == rotated.Current().Secret && len(ring.Secrets) == 1
+	}, 10*time.Second, 10*time.Millisecond, "the rotation did not reach the watching cache")
 }

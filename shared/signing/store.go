@@ -5,19 +5,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/secretbox"
 )
 
 // Store reads and writes tenants' keyrings, sealed with a secretbox. Reads
 // are cached for DefaultCacheTTL so that the delivery loop does not read the
-// bucket for every webhook; a rotation made by another process is seen
-// within that time (the old secret keeps signing meanwhile).
+// bucket for every webhook. A rotation made by another process is seen as
+// soon as its change reaches this one while Watch runs, else within that
+// time (the old secret keeps signing meanwhile).
 type Store struct {
 	kv  jetstream.KeyValue
 	box *secretbox.Box
@@ -49,7 +53,35 @@ func Open(ctx context.Context, js jetstream.JetStream, box *secretbox.Box) (*Sto
 	return &Store{kv: kv, box: box, now: time.Now, cache: map[string]cached{}}, nil
 }
 
-func key(tenant string) string { return tenant + ".signing" }
+const keySuffix = ".signing"
+
+func key(tenant string) string { return tenant + keySuffix }
+
+// Watch applies every change to a keyring that another process makes to
+// the cache as it comes, until ctx ends: a rotation signs with the new
+// secret, and stops the old ones when its grace is 0, at once and not
+// after DefaultCacheTTL. It returns an error only if the bucket cannot be
+// watched (bus.MirrorKeys); the cache then goes on by its TTL alone.
+func (s *Store) Watch(ctx context.Context, logger *slog.Logger) error {
+	return bus.MirrorKeys(ctx, s.kv, "*"+keySuffix, logger, make(chan struct{}), s.apply)
+}
+
+// apply caches the keyring of a change to its record, or forgets it.
+func (s *Store) apply(entry jetstream.KeyValueEntry) {
+	tenant, ok := strings.CutSuffix(entry.Key(), keySuffix)
+	if !ok {
+		return
+	}
+	if entry.Operation() == jetstream.KeyValuePut {
+		if ring, err := Unseal(s.box, entry.Value()); err == nil {
+			s.remember(tenant, ring, entry.Revision(), s.now())
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.cache, tenant) // deleted, or unreadable: read it again
+}
 
 // Seal encodes and encrypts a keyring for storage.
 func Seal(box *secretbox.Box, ring Keyring) []byte {
