@@ -90,6 +90,7 @@ func TestSameJSON(t *testing.T) {
 		{name: "2^53+1", a: `9007199254740992`, b: `9007199254740993`, want: false},
 		{name: "beyond float64", a: `1e400`, b: ` 1E400`, want: true},
 		{name: "other value", a: `{"v":1}`, b: `{"v":2}`, want: false},
+		{name: "a number is not its string", a: `{"v":1}`, b: `{"v":"1"}`, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

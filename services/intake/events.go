@@ -166,13 +166,17 @@ func exactValue(data []byte) (any, error) {
 	return exactNumbers(v), nil
 }
 
+// exactNumber is a JSON number as an exact rational's RatString: of its
+// own type, so that it never equals the string of its digits.
+type exactNumber string
+
 func exactNumbers(v any) any {
 	switch v := v.(type) {
 	case json.Number:
 		if r, ok := new(big.Rat).SetString(string(v)); ok {
-			return r.RatString()
+			return exactNumber(r.RatString())
 		}
-		return string(v)
+		return exactNumber(v)
 	case map[string]any:
 		for k, x := range v {
 			v[k] = exactNumbers(x)

@@ -328,6 +328,42 @@ func TestIdempotencyKey(t *testing.T) {
 	require.NotEqual(t, hashes[0], hashes[1])
 }
 
+// A request sent again with its payload written otherwise (members in
+// another order, escapes, 1.0 for 1) is the same request: a client whose
+// retry encodes the body again got 422 instead of its job (found by
+// review). A number is still not its string.
+func TestIdempotencyKeyComparesThePayloadAsJSON(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.submit(t, keyAcme, `{"type":"echo","payload":{"s":"ü","a":1},"metadata":{"x":"1","y":"2"}}`, "Idempotency-Key", "k")
+	require.Equal(t, http.StatusAccepted, first.status)
+	again := b.submit(t, keyAcme, `{"metadata":{"y":"2","x":"1"},"payload":{"a":1.0,"s":"\u00fc"},"type":"echo"}`, "Idempotency-Key", "k")
+	require.Equal(t, http.StatusAccepted, again.status, again.body)
+	require.Equal(t, first.body["id"], again.body["id"])
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	other := b.submit(t, keyAcme, `{"type":"echo","payload":{"s":"ü","a":"1"},"metadata":{"x":"1","y":"2"}}`, "Idempotency-Key", "k")
+	require.Equal(t, http.StatusUnprocessableEntity, other.status)
+
+	// The job's own message is stored once: the retry published it again
+	// (it might never have been stored), de-duplicated on its id and hash.
+	s, err := b.js.Stream(t.Context(), contract.StreamJobs)
+	require.NoError(t, err)
+	info, err := s.Info(t.Context())
+	require.NoError(t, err)
+	own := 0
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		msg, err := s.GetMsg(t.Context(), seq)
+		require.NoError(t, err)
+		var req contract.JobRequest
+		require.NoError(t, json.Unmarshal(msg.Data, &req))
+		require.Equal(t, first.body["id"], req.ID)
+		if string(req.Payload) == `{"s":"ü","a":1}` {
+			own++
+		}
+	}
+	require.Equal(t, 1, own, "the job's own message")
+}
+
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

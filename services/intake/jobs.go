@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -215,6 +216,12 @@ func (s *Service) storeJob(ctx context.Context, rec contract.JobRecord) (contrac
 		if err != nil {
 			return contract.JobRecord{}, false, err
 		}
+		if existing.RequestHash != rec.RequestHash && existing.Status == contract.StatusQueued {
+			// The same request written otherwise: the message published
+			// for it is not the record's (the processor drops it), and the
+			// record's own may never have been stored.
+			_, pubErr = s.publishJob(ctx, existing)
+		}
 		if pubErr != nil && existing.Status == contract.StatusQueued {
 			return contract.JobRecord{}, false, pubErr // its message may never have been stored
 		}
@@ -244,10 +251,18 @@ func (s *Service) sameRequest(ctx context.Context, rec contract.JobRecord) (cont
 	if err != nil {
 		return contract.JobRecord{}, err
 	}
-	if existing.RequestHash != rec.RequestHash || existing.Tenant != rec.Tenant {
+	if existing.Tenant != rec.Tenant || (existing.RequestHash != rec.RequestHash && !sameJobRequest(existing, rec)) {
 		return contract.JobRecord{}, invalid("Idempotency-Key was already used with a different request")
 	}
 	return existing, nil
+}
+
+// sameJobRequest tells whether two jobs were asked for with the same
+// request, written otherwise (the request hash is of its bytes): members
+// in another order, escapes, 1.0 for 1 (sameJSON).
+func sameJobRequest(a, b contract.JobRecord) bool {
+	return a.Type == b.Type && a.CallbackURL == b.CallbackURL && maps.Equal(a.Metadata, b.Metadata) &&
+		len(a.Payload) > 0 && len(b.Payload) > 0 && sameJSON(a.Payload, b.Payload)
 }
 
 // storeNewJob stores a job with a fresh random id: no earlier record can
