@@ -1,6 +1,10 @@
 package notifier
 
-import "time"
+import (
+	"time"
+
+	"github.com/hookstream/hookstream/shared/endpoints"
+)
 
 // ShortParking makes drains look whether they are empty every 100 ms and
 // the parked stream be scanned every 500 ms.
@@ -34,3 +38,6 @@ func SlowAfter(cfg *Config, d time.Duration) { cfg.slowAfter = d }
 
 // DirectInUse is how many of fan-out's direct slots are taken.
 func (n *Notifier) DirectInUse() int { return len(n.direct) }
+
+// Endpoint is the endpoint as the notifier's index holds it.
+func (n *Notifier) Endpoint(tenant, id string) *endpoints.Endpoint { return n.index.Get(tenant, id) }

@@ -85,13 +85,16 @@ func newLimiter(perEndpoint, breakerFailures int, breakerCooldown time.Duration,
 // a receiver host that others call too).
 func limitKey(d *contract.Delivery) string {
 	if d.EndpointID != "" {
-		return d.Tenant + "/" + d.EndpointID
+		return endpointLimitKey(d.Tenant, d.EndpointID)
 	}
 	if u, err := url.Parse(d.URL); err == nil {
 		return d.Tenant + "/cb/" + u.Host
 	}
 	return d.Tenant + "/cb/" + d.URL
 }
+
+// endpointLimitKey is limitKey of an endpoint's deliveries.
+func endpointLimitKey(tenant, id string) string { return tenant + "/" + id }
 
 // acquire takes a slot and a token; when it cannot, it returns how long to
 // wait before trying again. release must follow a successful acquire.
@@ -255,6 +258,15 @@ func (l *limiter) probeUnsent(key string) {
 	if b := l.breakers[key]; b != nil {
 		b.probeUntil = time.Time{}
 	}
+}
+
+// forget closes key's circuit and ends its slowness: its endpoint starts
+// afresh (endpointChanged).
+func (l *limiter) forget(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.breakers, key)
+	delete(l.slowUntil, key)
 }
 
 func (l *limiter) release(key string) {

@@ -83,6 +83,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, logger *slog.L
 		logger: logger.With("service", "notifier"),
 	}
 	n.limits.slowAfter = cfg.slowAfter
+	index.OnChange(n.endpointChanged)
 	n.logs = newAttemptLogs(n.pub, cfg.logGate)
 	n.parking.drains, n.parking.queued = map[string]uint64{}, map[string]bool{}
 	n.parking.pace = newPacer(cfg.ParkRate, paceSlice)
@@ -162,6 +163,18 @@ func (n *Notifier) forgetDeletedEndpoints(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// endpointChanged gives an endpoint a fresh start in this process's
+// limiter when it is enabled again or moved to another URL: its circuit,
+// opened by the failures that got it disabled or by its old URL's, closes,
+// and it is no longer slow, so that what a recover re-sends to it goes at
+// once, not after the circuit's cool-down.
+func (n *Notifier) endpointChanged(old, now *endpoints.Endpoint) {
+	if old == nil || now == nil || !now.Enabled || (old.Enabled && old.URL == now.URL) {
+		return
+	}
+	n.limits.forget(endpointLimitKey(now.Tenant, now.ID))
 }
 
 // Close releases what New took, for a notifier that will not Run (Run

@@ -460,3 +460,32 @@ func TestParkedRetryOfASucceededDeliveryIsDroppedWhenGivenUp(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, string(succeeded), string(entry.Value()), "the record was written over")
 }
+
+// An endpoint enabled again starts afresh: its circuit, opened by the
+// failures before, is closed, so that what is sent to it then (a recover,
+// a new event) goes at once, not after the circuit's cool-down (found by
+// review: a recover answered done while nothing was sent for 20 s).
+func TestEndpointEnabledAgainHasItsCircuitClosed(t *testing.T) {
+	t.Parallel()
+	rcv, down := downReceiver(t, http.StatusServiceUnavailable)
+	b := setup(t, notifier.Config{
+		BreakerFailures: 1, BreakerCooldown: time.Hour,
+		Schedule: []time.Duration{time.Hour}, InProcessMax: time.Nanosecond,
+	}, newEndpoint(t, "acme", "ep_1", rcv.URL, "a.b"))
+	b.publishEvent(t, "acme", "a.b", "acme:evt_1", []byte(`{}`))
+	b.waitLog(t, "acme", "evt_1", contract.DeliveryPending) // its circuit is open for an hour
+	for _, enabled := range []bool{false, true} {
+		_, err := b.endpoints.Update(t.Context(), "acme", "ep_1", func(ep *endpoints.Endpoint) error {
+			ep.Enabled = enabled
+			return nil
+		})
+		require.NoError(t, err)
+	}
+	down.Store(false)
+	require.Eventually(t, func() bool {
+		ep := b.n.Endpoint("acme", "ep_1")
+		return ep != nil && ep.Enabled && ep.Revision >= 3
+	}, 10*time.Second, 10*time.Millisecond, "the index did not see it enabled again")
+	b.publishEvent(t, "acme", "a.b", "acme:evt_2", []byte(`{}`))
+	b.waitLog(t, "acme", "evt_2", contract.DeliverySucceeded)
+}

@@ -40,7 +40,15 @@ type Index struct {
 	// just before the delete) does not bring it back.
 	gone      map[string]goneMark
 	lastPrune time.Time
+	// changed, if set, is told of every change the watch brings.
+	changed func(old, now *Endpoint)
 }
+
+// OnChange has the watch tell changed of every endpoint it changes: old is
+// the endpoint as it was (nil when new), now as it is (nil when deleted).
+// changed runs on the watch's goroutine, outside the index's lock; it is
+// set before Run.
+func (x *Index) OnChange(changed func(old, now *Endpoint)) { x.changed = changed }
 
 type goneMark struct {
 	revision uint64
@@ -87,11 +95,16 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 		ep = &decoded
 	}
 	x.mu.Lock()
-	defer x.mu.Unlock()
+	old := x.byTenant[tenant][id]
 	if ep == nil {
-		x.markGone(entry.Key(), entry.Revision(), x.byTenant[tenant][id])
+		x.markGone(entry.Key(), entry.Revision(), old)
 	}
 	x.set(tenant, id, ep)
+	now := x.byTenant[tenant][id]
+	x.mu.Unlock()
+	if x.changed != nil && now != old {
+		x.changed(old, now)
+	}
 }
 
 // markGone notes that the endpoint under key left the bucket at revision
