@@ -115,3 +115,52 @@ func TestRetryOfAPendingDeliveryAnswers409(t *testing.T) {
 	require.Equal(t, http.StatusConflict, r.status, r.body)
 	require.Contains(t, r.body["detail"], "deleted")
 }
+
+// A delivery is read by its id, with its webhook's body, by its own tenant
+// alone; the list filters by event id and event type.
+func TestGetADeliveryAndFilterByEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	kv, err := b.js.KeyValue(ctx, contract.BucketDeliveries)
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	for i, ev := range []struct{ id, typ string }{{"evt_1", "invoice.paid"}, {"evt_2", "invoice.paid"}, {"evt_3", "user.created"}} {
+		rec := contract.DeliveryRecord{
+			ID: fmt.Sprintf("msg_%d", i+1), EventID: ev.id, EventType: ev.typ, EndpointID: "ep_1",
+			URL: "https://example.com/hook", Status: contract.DeliverySucceeded, Body: json.RawMessage(`{"type":"` + ev.typ + `","n":` + fmt.Sprint(i+1) + `}`),
+			Attempts: []contract.Attempt{{At: now, StatusCode: 200}}, CreatedAt: now, UpdatedAt: now,
+		}
+		data, err := json.Marshal(rec)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, "acme."+ev.id+"."+rec.ID, data)
+		require.NoError(t, err)
+	}
+
+	r := b.do(t, http.MethodGet, "/v1/deliveries/msg_2", keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Equal(t, "evt_2", r.body["event_id"])
+	require.Equal(t, map[string]any{"type": "invoice.paid", "n": float64(2)}, r.body["body"])
+	require.Len(t, r.body["attempts"], 1)
+	for _, key := range []string{keyOther} {
+		r = b.do(t, http.MethodGet, "/v1/deliveries/msg_2", key, "", "")
+		require.Equal(t, http.StatusNotFound, r.status, r.body)
+	}
+	r = b.do(t, http.MethodGet, "/v1/deliveries/msg_9", keyAcme, "", "")
+	require.Equal(t, http.StatusNotFound, r.status, r.body)
+	require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+
+	ids := func(query string) []string {
+		r := b.do(t, http.MethodGet, "/v1/deliveries?"+query, keyAcme, "", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		var got []string
+		for _, d := range r.body["data"].([]any) {
+			require.NotContains(t, d, "body", "the list leaves bodies out")
+			got = append(got, d.(map[string]any)["id"].(string))
+		}
+		return got
+	}
+	require.Equal(t, []string{"msg_3"}, ids("event_id=evt_3"))
+	require.ElementsMatch(t, []string{"msg_1", "msg_2"}, ids("event_type=invoice.paid"))
+	require.Empty(t, ids("event_type=invoice.paid&event_id=evt_3"))
+}

@@ -26,12 +26,14 @@ const (
 	maxPageSize     = 250
 )
 
-// listTenantDeliveries answers GET /v1/deliveries?endpoint=&status=&since=
-// &before=&limit=: the tenant's deliveries, newest first, a page at a time;
-// "next" is the before= of the next page. A page costs the log written
-// since the oldest delivery on it (pageOfDeliveries).
+// listTenantDeliveries answers GET /v1/deliveries?endpoint=&status=
+// &event_id=&event_type=&since=&before=&limit=: the tenant's deliveries,
+// newest first, a page at a time; "next" is the before= of the next page. A
+// page costs the log written since the oldest delivery on it
+// (pageOfDeliveries).
 func (s *Service) listTenantDeliveries(c *gin.Context) {
 	endpoint, status := c.Query("endpoint"), c.Query("status")
+	eventID, eventType := c.Query("event_id"), c.Query("event_type")
 	since, err := optionalTime(c.Query("since"), "since")
 	if err != nil {
 		s.respondError(c, err)
@@ -49,7 +51,8 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 		return
 	}
 	recs, err := s.pageOfDeliveries(c.Request.Context(), tenantOf(c), since, before, limit, func(r *contract.DeliveryRecord) bool {
-		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status)
+		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status) &&
+			(eventID == "" || r.EventID == eventID) && (eventType == "" || r.EventType == eventType)
 	})
 	if err != nil {
 		s.respondError(c, err)
@@ -160,6 +163,26 @@ func optionalTime(v, name string) (time.Time, error) {
 		return time.Time{}, badRequest(name + " must be an RFC 3339 time")
 	}
 	return t, nil
+}
+
+// getDelivery answers GET /v1/deliveries/{id}: one delivery's record, with
+// its attempts and the body of its webhook (if the record keeps it).
+func (s *Service) getDelivery(c *gin.Context) {
+	tenant, id := tenantOf(c), c.Param("id")
+	if !contract.ValidTenant(id) {
+		s.respondError(c, notFound("delivery"))
+		return
+	}
+	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, time.Time{}, nil, true)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if len(recs) == 0 {
+		s.respondError(c, notFound("delivery"))
+		return
+	}
+	c.JSON(http.StatusOK, deliveryView{DeliveryRecord: recs[0], Body: recs[0].Body})
 }
 
 // retryDelivery answers POST /v1/deliveries/{id}/retry: one attempt now,

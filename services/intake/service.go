@@ -198,6 +198,7 @@ func (s *Service) routes() http.Handler {
 	v1.POST("/endpoints/:id/test", s.testEndpoint)
 	v1.POST("/endpoints/:id/recover", s.recoverEndpoint)
 	v1.GET("/deliveries", s.listTenantDeliveries)
+	v1.GET("/deliveries/:id", s.getDelivery)
 	v1.POST("/deliveries/:id/retry", s.retryDelivery)
 	v1.GET("/tasks/:id", s.getTask)
 
