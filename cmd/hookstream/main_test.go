@@ -89,6 +89,15 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "ops address port", givenEnv: []string{"HOOKSTREAM_OPS_ADDR", ":99999"}, wantInErr: "HOOKSTREAM_OPS_ADDR"},
 		{name: "replicas of the embedded server", givenEnv: []string{"HOOKSTREAM_NATS_REPLICAS", "3"}, wantInErr: "one node"},
 		{name: "split intake without tenants", givenCmd: "intake", givenEnv: []string{"HOOKSTREAM_SECRET_KEY", testSecretKey}, wantInErr: "HOOKSTREAM_ADMIN_TOKEN"},
+		// From the operator's review:
+		{name: "sync too short for nats-server", givenEnv: []string{"HOOKSTREAM_JETSTREAM_SYNC", "1ns"}, wantInErr: "at least 10ms"},
+		{name: "external echo", givenEnv: []string{"HOOKSTREAM_EXTERNAL_JOB_TYPES", "pdf,echo"}, wantInErr: "built in"},
+		{name: "empty HTTP address", givenArgs: []string{"--http-addr="}, wantInErr: "HOOKSTREAM_HTTP_ADDR"},
+		{name: "blank HTTP address", givenEnv: []string{"HOOKSTREAM_HTTP_ADDR", " "}, wantInErr: "HOOKSTREAM_HTTP_ADDR"},
+		{name: "NATS on the API's port", givenEnv: []string{"HOOKSTREAM_HTTP_ADDR", "127.0.0.1:18301", "HOOKSTREAM_NATS_LISTEN", "127.0.0.1:18301"}, wantInErr: "HOOKSTREAM_NATS_LISTEN (--nats-listen): 127.0.0.1:18301 takes the port of HOOKSTREAM_HTTP_ADDR"},
+		{name: "pprof on the API's port", givenEnv: []string{"HOOKSTREAM_PPROF_ADDR", ":8080"}, wantInErr: "HOOKSTREAM_PPROF_ADDR"},
+		{name: "duration named", givenEnv: []string{"HOOKSTREAM_DISABLE_AFTER", "5d"}, wantInErr: "such as 90s"},
+		{name: "size named", givenEnv: []string{"HOOKSTREAM_STREAM_MAX_BYTES", "lots"}, wantInErr: "size in bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -379,5 +388,31 @@ func TestBadAddressesExit2(t *testing.T) {
 		require.Equal(t, 2, run([]string{tt.cmd}, given, &stdout, &stderr), tt.name)
 		require.Contains(t, stderr.String(), tt.name)
 		require.NotContains(t, stderr.String(), "hunter2pw")
+	}
+}
+
+// An API key written without its tenant, or before it, is not echoed in
+// the error (found by review: it was, in full).
+func TestAPIKeyWrittenWrongIsNotEchoed(t *testing.T) {
+	t.Parallel()
+	for _, given := range []string{"hs_SECRETKEY0123456789", "hs_SECRETKEY0123456789:acme"} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, 2, run([]string{"serve"}, env("HOOKSTREAM_API_KEYS", given), &stdout, &stderr))
+		require.Contains(t, stderr.String(), "HOOKSTREAM_API_KEYS")
+		require.NotContains(t, stderr.String(), "SECRETKEY", given)
+	}
+}
+
+// Sizes take KiB, MiB and GiB, as HOOKSTREAM_MEMORY_LIMIT does.
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	for given, want := range map[string]int64{"1048576": 1 << 20, "1MiB": 1 << 20, " 2GiB ": 2 << 30, "512KiB": 512 << 10, "10B": 10} {
+		got, err := parseSize(given)
+		require.NoError(t, err, given)
+		require.Equal(t, want, got, given)
+	}
+	for _, given := range []string{"1GB", "lots", "", "9999999999GiB"} {
+		_, err := parseSize(given)
+		require.Error(t, err, given)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -78,7 +79,7 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NATS_LISTEN", "nats-listen", "", "embedded mode: also accept NATS clients on this address (e.g. 127.0.0.1:4222), which authenticate with HOOKSTREAM_NATS_TOKEN; empty: in-process only", &s.NATSListen},
 		{"HOOKSTREAM_NATS_TOKEN", "nats-token", "", "embedded mode with HOOKSTREAM_NATS_LISTEN: the token every NATS client gives (nats://<token>@host:4222), at least 16 of a-z A-Z 0-9 - _ . ~; empty: generated on first start and kept in <data dir>/nats-token. Anyone with it has all of hookstream's data. Split mode: the token to connect with, unless HOOKSTREAM_NATS_URL carries credentials", &s.NATSToken},
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
-		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
+		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m (at least 10ms) is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
 		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs (tenant: 1-64 of a-z A-Z 0-9 - _; key: at least 16 characters); empty in embedded mode without HOOKSTREAM_ADMIN_TOKEN: a dev tenant and key kept in the data dir (with it, tenants and keys come from the admin API)", &s.APIKeys},
 		{"HOOKSTREAM_ADMIN_TOKEN", "admin-token", "", "bearer token of the admin API (/v1/admin: tenants and their API keys), at least 16 characters; empty: admin API off", &s.AdminToken},
 		{"HOOKSTREAM_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that encrypts signing secrets at rest; empty in embedded mode: generated and kept in the data dir (required in split mode)", &s.SecretKey},
@@ -96,11 +97,11 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_MAX_ENDPOINTS_PER_TENANT", "max-endpoints-per-tenant", "1000", "endpoints a tenant may register (every notifier keeps every endpoint in memory); one more gets 409", &s.MaxEndpoints},
 		{"HOOKSTREAM_MAX_WAITS_PER_TENANT", "max-waits-per-tenant", "256", "long-polls (?wait=) and event streams a tenant may have open at once per intake; more get 429 + Retry-After", &s.MaxWaits},
 		{"HOOKSTREAM_TENANT_RATE_LIMIT", "tenant-rate-limit", "0", "write requests per second per tenant per intake (burst: one second's worth); more get 429 + Retry-After; 0: no limit", &s.TenantRate},
-		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes", &s.MaxBodyBytes},
+		{"HOOKSTREAM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body in bytes (or with KiB, MiB, GiB)", &s.MaxBodyBytes},
 		{"HOOKSTREAM_MAX_JSON_DEPTH", "max-json-depth", "32", "deepest JSON nesting of a request", &s.MaxJSONDepth},
 		{"HOOKSTREAM_RETRY_SCHEDULE", "retry-schedule", "5s,5m,30m,2h,5h,10h,14h,20h,24h", "waits before each webhook retry (±20 % jitter)", &s.RetrySchedule},
 		{"HOOKSTREAM_ATTEMPT_TIMEOUT", "attempt-timeout", "15s", "timeout of one webhook attempt", &s.AttemptTimeout},
-		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams; when full, intake answers 503", &s.StreamMaxBytes},
+		{"HOOKSTREAM_STREAM_MAX_BYTES", "stream-max-bytes", "1073741824", "size of the jobs and events streams in bytes (or with KiB, MiB, GiB); when full, intake answers 503", &s.StreamMaxBytes},
 		{"HOOKSTREAM_JOB_RETENTION", "job-retention", "168h", "how long jobs (and their Idempotency-Keys) are kept", &s.JobRetention},
 		{"HOOKSTREAM_DELIVERY_RETENTION", "delivery-retention", "192h", "how long delivery logs (and pending deliveries) are kept: at least 24h, and longer than each wait of the retry schedule with its jitter (+20 %)", &s.DeliveryRetention},
 		{"HOOKSTREAM_GROUP_COMMIT", "group-commit", "auto", "share one disk sync among concurrent JetStream writes (group commits): jobs stored as their message alone that arrive at the same moment are written as one message (a job batch), other jobs, events, deliveries and records as atomic batches: 'on', 'off', or 'auto': job batches on in embedded mode with a processor of its own, atomic batches on in embedded mode with HOOKSTREAM_JETSTREAM_SYNC=always, where they are faster (with an interval sync they cost more than they save); both off in split mode, and job batches off without a processor in the process (HOOKSTREAM_PROCESSOR_CONCURRENCY=0): they need every processor to be of this version or later. Atomic batches need NATS 2.12+", &s.GroupCommit},
@@ -209,8 +210,26 @@ func checkNATSURLs(list string) error {
 	return nil
 }
 
-// validateOps refuses an ops address that another listener of cmd takes.
+// validateOps refuses a listen address that another listener of cmd takes,
+// before anything starts: the second listener would fail once the first
+// had started, with a message that names neither setting.
 func (s *settings) validateOps(cmd string) error {
+	type listener struct{ env, flag, addr string }
+	var listeners []listener
+	if cmd == "serve" || cmd == "intake" {
+		listeners = append(listeners, listener{"HOOKSTREAM_HTTP_ADDR", "http-addr", s.HTTPAddr})
+	}
+	if cmd == "serve" {
+		listeners = append(listeners, listener{"HOOKSTREAM_NATS_LISTEN", "nats-listen", s.NATSListen})
+	}
+	listeners = append(listeners, listener{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", s.PprofAddr})
+	for i, a := range listeners {
+		for _, b := range listeners[:i] {
+			if a.addr != "" && sameListenAddr(a.addr, b.addr) {
+				return fmt.Errorf("%s (--%s): %s takes the port of %s (%s)", a.env, a.flag, a.addr, b.env, b.addr)
+			}
+		}
+	}
 	if s.OpsAddr == "" {
 		return nil
 	}
@@ -250,15 +269,43 @@ func assign(target any, v string) error {
 		*t = strings.TrimSpace(v)
 	case *int:
 		*t, err = strconv.Atoi(strings.TrimSpace(v))
-	case *int64:
-		*t, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	case *int64: // a size in bytes
+		if *t, err = parseSize(v); err != nil {
+			return fmt.Errorf("%q is not a size in bytes, such as 1048576 or 1MiB", v)
+		}
 	case *time.Duration:
-		*t, err = time.ParseDuration(strings.TrimSpace(v))
+		if *t, err = time.ParseDuration(strings.TrimSpace(v)); err != nil {
+			return fmt.Errorf("%q is not a duration such as 90s, 15m or 120h", v)
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("%q is not valid", v)
+		return fmt.Errorf("%q is not a whole number", v)
 	}
 	return nil
+}
+
+// parseSize reads a size in bytes: a whole number, or one with KiB, MiB or
+// GiB after it.
+func parseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	num, mult := v, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n > math.MaxInt64/mult || n < math.MinInt64/mult {
+		return 0, strconv.ErrRange
+	}
+	return n * mult, nil
 }
 
 // validateNoProcessor checks HOOKSTREAM_PROCESSOR_CONCURRENCY=0: only serve
@@ -314,10 +361,14 @@ func (s *settings) validate() error {
 	if _, _, err := s.memoryLimit(); err != nil {
 		return err
 	}
-	for _, a := range []struct{ env, flag, addr string }{
+	if s.HTTPAddr == "" {
+		return errors.New("HOOKSTREAM_HTTP_ADDR (--http-addr): empty; give a host:port such as :8080 or 127.0.0.1:8080")
+	}
+	listeners := []struct{ env, flag, addr string }{
 		{"HOOKSTREAM_HTTP_ADDR", "http-addr", s.HTTPAddr}, {"HOOKSTREAM_NATS_LISTEN", "nats-listen", s.NATSListen},
 		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", s.PprofAddr},
-	} {
+	}
+	for _, a := range listeners {
 		if err := checkListenAddr(a.addr); a.addr != "" && err != nil {
 			return fmt.Errorf("%s (--%s): %w", a.env, a.flag, err)
 		}
@@ -340,6 +391,9 @@ func (s *settings) validate() error {
 	for _, t := range splitList(s.ExternalTypes) {
 		if !contract.ValidType(t) {
 			return fmt.Errorf("HOOKSTREAM_EXTERNAL_JOB_TYPES (--external-job-types): %q is not a job type (1-128 of a-z A-Z 0-9 - _ ., no empty part between dots)", t)
+		}
+		if t == "echo" {
+			return errors.New("HOOKSTREAM_EXTERNAL_JOB_TYPES (--external-job-types): echo is built in, run by hookstream's processors; a type is run by hookstream or outside it, not both")
 		}
 	}
 	if s.SecretKeyReplace != "yes" && s.SecretKeyReplace != "no" {
@@ -376,21 +430,11 @@ func (s *settings) memoryLimit() (limit int64, auto bool, err error) {
 	case "auto":
 		return 0, true, nil
 	}
-	num, mult := v, int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(v, u.suffix); ok {
-			num, mult = n, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if err != nil || n < 1 || n > (1<<62)/mult || n*mult < 32<<20 {
+	n, err := parseSize(v)
+	if err != nil || n < 32<<20 || n > 1<<62 {
 		return 0, false, fmt.Errorf("HOOKSTREAM_MEMORY_LIMIT (--memory-limit): %q is not 'auto', 'off' or a size of at least 32MiB such as 256MiB or 1GiB", v)
 	}
-	return n * mult, false, nil
+	return n, false, nil
 }
 
 // groupCommit reads HOOKSTREAM_GROUP_COMMIT for the command cmd.
@@ -408,14 +452,19 @@ func (s *settings) jobBatches(cmd string) bool {
 	return s.GroupCommit == "on" || (s.GroupCommit == "auto" && cmd == "serve" && s.JobConcurrency > 0)
 }
 
+// minSyncInterval is the shortest HOOKSTREAM_JETSTREAM_SYNC interval: the
+// server syncs its files that often (shorter: nearly all the time, and a
+// few nanoseconds make nats-server panic).
+const minSyncInterval = 10 * time.Millisecond
+
 // sync reads HOOKSTREAM_JETSTREAM_SYNC.
 func (s *settings) sync() (always bool, interval time.Duration, err error) {
 	if s.JetStreamSync == "always" {
 		return true, 0, nil
 	}
 	d, err := time.ParseDuration(s.JetStreamSync)
-	if err != nil || d <= 0 {
-		return false, 0, fmt.Errorf("HOOKSTREAM_JETSTREAM_SYNC (--jetstream-sync): %q is neither 'always' nor an interval such as 2m", s.JetStreamSync)
+	if err != nil || d < minSyncInterval {
+		return false, 0, fmt.Errorf("HOOKSTREAM_JETSTREAM_SYNC (--jetstream-sync): %q is neither 'always' nor an interval of at least %s such as 2m", s.JetStreamSync, minSyncInterval)
 	}
 	return false, d, nil
 }
@@ -435,6 +484,9 @@ func (s *settings) apiKeys() ([]intake.APIKey, error) {
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): %q is not tenant:key", redact(pair))
 		case !contract.ValidTenant(tenant):
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): tenant %q: use 1-64 of a-z A-Z 0-9 - _", tenant)
+		case len(key) < intake.MinAPIKeyLength && len(tenant) >= intake.MinAPIKeyLength:
+			// Written key:tenant, maybe: the "tenant" is not shown.
+			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): an entry's key is shorter than %d characters (entries are tenant:key, in that order)", intake.MinAPIKeyLength)
 		case len(key) < intake.MinAPIKeyLength:
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): the key of tenant %q is shorter than %d characters", tenant, intake.MinAPIKeyLength)
 		case owner[key] != "" && owner[key] != tenant:
@@ -448,9 +500,13 @@ func (s *settings) apiKeys() ([]intake.APIKey, error) {
 	return keys, nil
 }
 
-// redact keeps secrets out of error messages.
+// redact keeps secrets out of error messages: the tenant of a pair, if it
+// has one; an entry without a colon may be a key alone.
 func redact(pair string) string {
-	tenant, _, _ := strings.Cut(pair, ":")
+	tenant, _, ok := strings.Cut(pair, ":")
+	if !ok || len(tenant) >= intake.MinAPIKeyLength {
+		return "…"
+	}
 	return tenant + ":…"
 }
 
