@@ -126,7 +126,9 @@ func TrimTargets() []TrimTarget {
 			batches, batch := strings.CutPrefix(jobType, contract.JobBatchToken+".")
 			return ok && (contract.ValidType(jobType) || batch && contract.ValidType(batches))
 		}},
-		{Stream: contract.StreamEvents, Trims: func(filter string) bool { return filter == contract.SubjectEvents+".>" }},
+		// Events fanned out stay for their ids' de-duplication window,
+		// which a restarted server rebuilds from them.
+		{Stream: contract.StreamEvents, Trims: func(filter string) bool { return filter == contract.SubjectEvents+".>" }, Keep: EventDuplicateWindow},
 		{Stream: contract.StreamDeliveries, Trims: func(filter string) bool { return filter == contract.SubjectDeliveries+".>" }},
 	}
 }

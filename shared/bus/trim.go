@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -33,6 +34,11 @@ type TrimTarget struct {
 	// everything would have Trim remove job types no processor reads yet, or
 	// retry schedules), which only holds purges back.
 	Trims func(filter string) bool
+	// Keep, if set, keeps the messages stored less than Keep ago, acknowledged
+	// or not, while the stream holds at most an eighth of its size limit: a
+	// NATS server that restarts knows again the message ids of its
+	// de-duplication window only from the messages it still holds.
+	Keep time.Duration
 }
 
 // Trim removes from streams kept with LimitsPolicy the messages that their
@@ -73,7 +79,7 @@ func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, inte
 	}
 	trims := make([]*streamTrim, len(targets))
 	for i, t := range targets {
-		trims[i] = &streamTrim{TrimTarget: t, every: interval, filters: map[string]*filterTrim{}}
+		trims[i] = &streamTrim{TrimTarget: t, js: js, every: interval, filters: map[string]*filterTrim{}}
 	}
 	tick := time.NewTicker(min(trimCheck, interval))
 	defer tick.Stop()
@@ -108,6 +114,7 @@ func Trim(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, inte
 // streamTrim is what Trim knows of one stream.
 type streamTrim struct {
 	TrimTarget
+	js       jetstream.JetStream
 	every    time.Duration
 	stream   jetstream.Stream
 	off      bool // not a limits stream
@@ -228,10 +235,19 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 		st.filters[filter] = ft
 	}
 	now := time.Now()
-	switch {
-	case now.Sub(ft.checked) < st.every:
+	if now.Sub(ft.checked) < st.every {
 		return nil
-	case floor <= ft.trimmed:
+	}
+	if st.Keep > 0 {
+		kept, err := st.keptFrom(ctx, now.Add(-st.Keep))
+		if err != nil {
+			return err
+		}
+		if kept > 0 && kept-1 < floor {
+			floor = kept - 1
+		}
+	}
+	if floor <= ft.trimmed {
 		ft.checked = now
 		return nil
 	}
@@ -254,6 +270,40 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 	}
 	ft.trimmed, ft.checked, ft.due = floor, now, time.Time{}
 	return nil
+}
+
+// keptFrom is the sequence of the first message stored at or after since,
+// which Keep keeps with every one after it; 0 when none is, or when the
+// stream holds more than an eighth of its size limit and keeps nothing.
+func (st *streamTrim) keptFrom(ctx context.Context, since time.Time) (uint64, error) {
+	if full, err := st.full(ctx); err != nil || full {
+		return 0, err
+	}
+	req, err := json.Marshal(map[string]any{"start_time": since.UTC(), "no_hdr": true})
+	if err != nil {
+		return 0, err
+	}
+	resp, err := st.js.Conn().RequestWithContext(ctx, APISubject(st.js, "STREAM.MSG.GET."+st.Stream), req)
+	if err != nil {
+		return 0, fmt.Errorf("first message since %s: %w", since.Format(time.RFC3339), err)
+	}
+	var answer struct {
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	switch err := json.Unmarshal(resp.Data, &answer); {
+	case err != nil:
+		return 0, fmt.Errorf("first message since %s: %w", since.Format(time.RFC3339), err)
+	case answer.Error != nil && answer.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil // all older
+	case answer.Error != nil:
+		return 0, fmt.Errorf("first message since %s: %w", since.Format(time.RFC3339), answer.Error)
+	case answer.Message == nil:
+		return 0, fmt.Errorf("first message since %s: %w", since.Format(time.RFC3339), jetstream.ErrInvalidJetStreamResponse)
+	}
+	return answer.Message.Sequence, nil
 }
 
 // sameReaders tells whether the stream's consumers are still readers'.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/embeddednats"
 	"github.com/hookstream/hookstream/shared/natstest"
 )
 
@@ -65,7 +66,9 @@ func TestTrimWaitsForEveryReader(t *testing.T) {
 		require.NoError(t, err)
 	}
 	ackNext(ctx, t, fanout, 3)
-	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...) }()
+	events := target(contract.StreamEvents)
+	events.Keep = 0 // not kept for their ids' window (below)
+	go func() { _ = bus.Trim(ctx, js, slog.New(slog.DiscardHandler), testTrim, events) }()
 	time.Sleep(500 * time.Millisecond)
 	require.EqualValues(t, 3, streamMsgs(t, js, contract.StreamEvents), "audit has acknowledged nothing yet")
 	ackNext(ctx, t, audit, 3)
@@ -227,4 +230,60 @@ func ackNext(ctx context.Context, t *testing.T, cons jetstream.Consumer, n int) 
 		got++
 	}
 	require.Equal(t, n, got)
+}
+
+// Events fanned out stay for their ids' de-duplication window: a NATS
+// server that restarts rebuilds it from the messages it holds, and an event
+// id used again after a restart was taken for a new event (found by review:
+// its webhooks were sent again). A target with a short Keep purges them
+// once they are older.
+func TestTrimKeepsEventsForTheirDuplicateWindow(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	start := func() (jetstream.JetStream, func()) {
+		ns, err := embeddednats.Start(embeddednats.Config{StoreDir: dir}, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		nc, js, err := bus.Connect(bus.ConnectOptions{InProcess: ns, Name: t.Name()}, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		return js, func() { nc.Close(); ns.Shutdown(); ns.WaitForShutdown() }
+	}
+	js, stop := start()
+	ctx := t.Context()
+	require.NoError(t, bus.Ensure(ctx, js, bus.Topology{}))
+	cons := durable(t, js, contract.StreamEvents, "fanout", contract.SubjectEvents+".>", jetstream.AckExplicitPolicy)
+	publish := func(js jetstream.JetStream, id string) *jetstream.PubAck {
+		ack, err := js.PublishMsg(ctx, bus.EventMsg("acme", "invoice.paid", "acme:"+id, time.Now(), []byte(`{}`)))
+		require.NoError(t, err)
+		return ack
+	}
+	for _, id := range []string{"in_1", "in_2", "in_3"} {
+		publish(js, id)
+	}
+	ackNext(ctx, t, cons, 3)
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	trimmed := make(chan error, 1)
+	go func() {
+		trimmed <- bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, bus.TrimTargets()...)
+	}()
+	time.Sleep(10 * testTrim) // rounds of trimming
+	stopTrim()
+	require.NoError(t, <-trimmed)
+	require.EqualValues(t, 3, streamMsgs(t, js, contract.StreamEvents), "acknowledged events younger than the window stay")
+	stop()
+
+	js, stop = start()
+	defer stop()
+	require.True(t, publish(js, "in_2").Duplicate, "the id used again after a restart")
+	require.False(t, publish(js, "in_4").Duplicate)
+
+	short := target(contract.StreamEvents)
+	short.Keep = time.Nanosecond
+	cons, err := js.Consumer(ctx, contract.StreamEvents, "fanout")
+	require.NoError(t, err)
+	ackNext(ctx, t, cons, 1)
+	trimCtx, stopTrim = context.WithCancel(ctx)
+	defer stopTrim()
+	go func() { _ = bus.Trim(trimCtx, js, slog.New(slog.DiscardHandler), testTrim, short) }()
+	require.Eventually(t, func() bool { return streamMsgs(t, js, contract.StreamEvents) == 0 },
+		10*time.Second, 20*time.Millisecond, "older than Keep, they go")
 }
