@@ -142,6 +142,15 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	}); err != nil {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w; give every service the same key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records a new one)", err)
 	}
+	go func() {
+		err := signing.WatchKey(ctx, js, box, logger, func(err error) {
+			logger.Error("stopping: HOOKSTREAM_SECRET_KEY was replaced; restart this service with the new key", "error", err)
+			stop(fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w", err))
+		})
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("the secret key's record is not watched: a replacement by another service goes unnoticed until this one restarts", "error", err)
+		}
+	}()
 	if cmd == "intake" || cmd == "processor" {
 		// Job records are read on a connection of their own: such a read
 		// waits while nats-server saves the records' index, and held every
@@ -172,7 +181,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	}
 	readiness.run(workingWhen(svc))
 	err = svc.Run(ctx)
-	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) {
+	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) || errors.Is(cause, signing.ErrKeyMismatch) {
 		return cause
 	}
 	return err

@@ -161,6 +161,15 @@ func (a *App) Run(ctx context.Context) error {
 	if err := signing.CheckKey(ctx, js, a.cfg.Intake.Box, a.cfg.ReplaceSecretKey); err != nil {
 		return a.keyError(err)
 	}
+	go func() { // a processor of its own, connected over NATS, may replace it
+		err := signing.WatchKey(ctx, js, a.cfg.Intake.Box, a.logger, func(err error) {
+			a.logger.Error("stopping: the secret key was replaced by another service; restart with the new key", "error", err)
+			stop(a.keyError(err))
+		})
+		if err != nil && ctx.Err() == nil {
+			a.logger.Warn("the secret key's record is not watched", "error", err)
+		}
+	}()
 	// Job records are read on a connection of their own (finding 21 of
 	// docs/performance.md): such a read waits while nats-server saves the
 	// records' index, and on nc it held every write after it.
@@ -183,7 +192,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer drainConn(nc)
 	warnOpenKeyFiles(a.logger, a.cfg.DataDir)
 	err = runInOrder(ctx, services)
-	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) {
+	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrConnectionLost) || errors.Is(cause, signing.ErrKeyMismatch) {
 		return cause
 	}
 	return err

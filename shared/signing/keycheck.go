@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,6 +62,29 @@ func CheckKey(ctx context.Context, js jetstream.JetStream, box *secretbox.Box, r
 		return fmt.Errorf("%w (its fingerprint %s, this key's %s)", ErrKeyMismatch, recorded, mine)
 	}
 	return nil
+}
+
+// WatchKey calls mismatch, once, when the deployment's recorded key becomes
+// another than box's: a service started since with
+// HOOKSTREAM_SECRET_KEY_REPLACE and a new key. A running service with the
+// old key would go on naming jobs otherwise than the others (intake would
+// answer 202 with ids the processors do not use) and could not open the
+// secrets sealed from then on; it must stop, as it would at start. It runs
+// until ctx ends; an error means the record cannot be watched.
+func WatchKey(ctx context.Context, js jetstream.JetStream, box *secretbox.Box, logger *slog.Logger, mismatch func(error)) error {
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
+	}
+	mine := box.Fingerprint()
+	var once sync.Once
+	return bus.MirrorKeys(ctx, kv, contract.KeySecretKeyFingerprint, logger, make(chan struct{}), func(entry jetstream.KeyValueEntry) {
+		if recorded := string(entry.Value()); entry.Operation() == jetstream.KeyValuePut && recorded != mine {
+			once.Do(func() {
+				mismatch(fmt.Errorf("%w: another service recorded a new one (its fingerprint %s, this key's %s)", ErrKeyMismatch, recorded, mine))
+			})
+		}
+	})
 }
 
 // recordedFingerprint reads the recorded fingerprint, trying up to tries

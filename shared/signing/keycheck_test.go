@@ -3,8 +3,10 @@ package signing_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -88,4 +90,33 @@ func TestCheckKeyAtOnce(t *testing.T) {
 			require.Equal(t, 8/keys, n, "%d keys", keys)
 		}
 	}
+}
+
+// A running service learns that another replaced the deployment's key, and
+// is told once: it would go on naming jobs otherwise than the others
+// (found by review: intake answered 202 with ids no processor used). The
+// same key recorded again tells nothing.
+func TestWatchKeyTellsAReplacement(t *testing.T) {
+	t.Parallel()
+	js := ensured(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	a, b := box(t, 1), box(t, 2)
+	require.NoError(t, signing.CheckKey(ctx, js, a, false))
+	told := make(chan error, 2)
+	done := make(chan error, 1)
+	go func() {
+		done <- signing.WatchKey(ctx, js, a, slog.New(slog.DiscardHandler), func(err error) { told <- err })
+	}()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	require.NoError(t, signing.CheckKey(ctx, js, a, true), "the same key recorded again")
+	require.NoError(t, signing.CheckKey(ctx, js, b, true), "replaced")
+	select {
+	case err := <-told:
+		require.ErrorIs(t, err, signing.ErrKeyMismatch)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replacement was not told")
+	}
+	require.NoError(t, signing.CheckKey(ctx, js, a, true), "and back")
+	time.Sleep(200 * time.Millisecond)
+	require.Empty(t, told, "told once")
 }
