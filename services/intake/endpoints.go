@@ -308,8 +308,12 @@ func (s *Service) applyOverrides(ep *endpoints.Endpoint, p endpointPatch) error 
 		}
 	}
 	if p.RetrySchedule != nil {
-		if len(*p.RetrySchedule) > endpoints.MaxScheduleWaits {
+		switch n := len(*p.RetrySchedule); {
+		case n > endpoints.MaxScheduleWaits:
 			return invalid(fmt.Sprintf(`field "retry_schedule": at most %d waits`, endpoints.MaxScheduleWaits))
+		case n == 0:
+			// It read as the deployment's schedule, which [] does not say.
+			return invalid(`field "retry_schedule": at least one wait (null: the deployment's schedule)`)
 		}
 		ep.RetrySchedule = nil
 		// A pending retry is a message of the deliveries stream: it must

@@ -163,6 +163,10 @@ func TestRetryScheduleFitsTheDeliveryRetention(t *testing.T) {
 	require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
 	require.Contains(t, r.body["detail"], "24h0m0s")
 	b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook","retry_schedule":["1m","19h"]}`)
+	// No wait at all is refused, not read as the deployment's schedule.
+	r = b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", `{"url":"https://example.com/hook","retry_schedule":[]}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+	require.Contains(t, r.body["detail"], "at least one wait")
 }
 
 // A rotation with an empty body takes the default grace period, however

@@ -109,7 +109,6 @@ func (s *Service) publishEvent(c *gin.Context) {
 		now = cmp.Or(first, now)
 		c.Header("Idempotent-Replayed", "true")
 	}
-	c.Header("Retry-After", retryAfterValue(s.cfg.RetryAfter))
 	c.JSON(http.StatusAccepted, gin.H{"id": req.ID, "type": req.Type, "created_at": now})
 }
 

@@ -364,6 +364,24 @@ func TestIdempotencyKeyComparesThePayloadAsJSON(t *testing.T) {
 	require.Equal(t, 1, own, "the job's own message")
 }
 
+// A replay that finds its job finished has no Retry-After: there is
+// nothing to wait for (found by review). Nor has an event's 202.
+func TestNoRetryAfterForAFinishedJobOrAnEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.submit(t, keyAcme, `{"type":"echo"}`, "Idempotency-Key", "k")
+	require.Equal(t, http.StatusAccepted, first.status)
+	require.NotEmpty(t, first.header.Get("Retry-After"))
+	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodDelete, "/v1/jobs/"+first.body["id"].(string), keyAcme, "", "").status)
+	again := b.submit(t, keyAcme, `{"type":"echo"}`, "Idempotency-Key", "k")
+	require.Equal(t, http.StatusAccepted, again.status)
+	require.Equal(t, "canceled", again.body["status"])
+	require.Empty(t, again.header.Get("Retry-After"))
+	ev := b.do(t, http.MethodPost, "/v1/events", keyAcme, "application/json", `{"type":"invoice.paid","data":{}}`)
+	require.Equal(t, http.StatusAccepted, ev.status, ev.body)
+	require.Empty(t, ev.header.Get("Retry-After"))
+}
+
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -531,6 +549,21 @@ func TestMalformedQueryAnswers400(t *testing.T) {
 		require.Contains(t, r.body["detail"], "query string", path)
 	}
 	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/v1/deliveries?limit=1", keyAcme, "", "").status)
+}
+
+// A path with a trailing slash is not a route: 404 as a problem, not a
+// redirect answered in HTML before the key is checked, which a client
+// following a 307 POSTs again (found by review).
+func TestTrailingSlashIsNotARoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, tt := range []struct{ method, path string }{
+		{http.MethodGet, "/v1/endpoints/"}, {http.MethodPost, "/v1/endpoints/"}, {http.MethodDelete, "/v1/jobs/x/"}, {http.MethodGet, "/healthz/"},
+	} {
+		r := b.do(t, tt.method, tt.path, keyAcme, "application/json", `{"url":"https://example.com/hook"}`)
+		require.Equal(t, http.StatusNotFound, r.status, tt.path)
+		require.Equal(t, "application/problem+json", r.header.Get("Content-Type"), tt.path)
+	}
 }
 
 // The operations endpoints answer HEAD as GET, without the body: uptime

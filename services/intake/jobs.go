@@ -197,7 +197,9 @@ func (s *Service) createJob(c *gin.Context) {
 	self := "/v1/jobs/" + stored.ID
 	h := c.Writer.Header()
 	h["Location"] = []string{self}
-	h["Retry-After"] = s.retryAfter
+	if !contract.Terminal(stored.Status) { // a replay may find it finished
+		h["Retry-After"] = s.retryAfter
+	}
 	c.Data(http.StatusAccepted, jsonContentType, appendAccepted(make([]byte, 0, 320), stored, self))
 }
 

@@ -162,6 +162,9 @@ func (s *Service) routes() http.Handler {
 	r := gin.New()
 	r.Use(s.recoverer, countResponses, s.checkQuery)
 	r.HandleMethodNotAllowed = true
+	// A trailing slash is not a route: gin would redirect, in HTML and
+	// before the key is checked, and a client following a 307 POSTs again.
+	r.RedirectTrailingSlash = false
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "not-found", "no such route") })
 	r.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route")

@@ -215,6 +215,9 @@ func TestExhaustedDeliveryIsAnnounced(t *testing.T) {
 	require.Equal(t, "ep_1", data.EndpointID)
 	require.Equal(t, 3, data.Attempts)
 	require.Equal(t, "receiver answered 500", data.LastError)
+	var fields map[string]any
+	require.NoError(t, json.Unmarshal(got.event.Data, &fields))
+	require.NotContains(t, fields, "job_id", "an event of no job: left out, not empty")
 }
 
 // A 410 on fan-out's direct attempt whose dead letter cannot be stored at

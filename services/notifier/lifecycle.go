@@ -117,10 +117,19 @@ func (n *Notifier) announceExhausted(ctx context.Context, logger *slog.Logger, d
 	if strings.HasPrefix(d.EventType, "endpoint.") || strings.HasPrefix(d.EventType, "delivery.") {
 		return
 	}
-	n.announce(ctx, logger, d.Tenant, EventDeliveryExhausted, "evt_exhausted_"+d.ID, map[string]any{
-		"delivery_id": d.ID, "event_id": d.EventID, "event_type": d.EventType, "endpoint_id": d.EndpointID,
-		"job_id": d.JobID, "attempts": len(d.Attempts), "last_error": lastError,
-	})
+	data := map[string]any{
+		"delivery_id": d.ID, "event_id": d.EventID, "event_type": d.EventType,
+		"attempts": len(d.Attempts), "last_error": lastError,
+	}
+	// A job's callback has no endpoint, an event of a tenant's no job: the
+	// field is left out, not "".
+	if d.EndpointID != "" {
+		data["endpoint_id"] = d.EndpointID
+	}
+	if d.JobID != "" {
+		data["job_id"] = d.JobID
+	}
+	n.announce(ctx, logger, d.Tenant, EventDeliveryExhausted, "evt_exhausted_"+d.ID, data)
 }
 
 // attemptError says why an attempt failed: its error, or the status the
