@@ -164,3 +164,69 @@ func TestGetADeliveryAndFilterByEvent(t *testing.T) {
 	require.ElementsMatch(t, []string{"msg_1", "msg_2"}, ids("event_type=invoice.paid"))
 	require.Empty(t, ids("event_type=invoice.paid&event_id=evt_3"))
 }
+
+// An Idempotency-Key makes a create of an endpoint, an event without an
+// id, and a retry by hand each happen once however often they are sent
+// (found by review: a create sent again made a second endpoint, and so a
+// second webhook for every event). The same key with another request is
+// 422, as for jobs.
+func TestIdempotencyKeyOnEndpointsEventsAndRetries(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	create := func(body, key string) reply {
+		return b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body, "Idempotency-Key", key)
+	}
+	first := create(`{"url":"https://example.com/hook","event_types":["a.b"],"description":"é"}`, "ep-1")
+	require.Equal(t, http.StatusCreated, first.status, first.body)
+	again := create(`{"description":"\u00e9","event_types":["a.b"],"url":"https://example.com/hook"}`, "ep-1")
+	require.Equal(t, http.StatusCreated, again.status, again.body)
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, first.body["id"], again.body["id"])
+	require.Equal(t, first.body["secret"], again.body["secret"])
+	require.NotContains(t, again.body, "request_hash")
+	other := create(`{"url":"https://example.com/other"}`, "ep-1")
+	require.Equal(t, http.StatusUnprocessableEntity, other.status, other.body)
+	list := b.do(t, http.MethodGet, "/v1/endpoints", keyAcme, "", "")
+	require.Len(t, list.body["data"], 1, "one endpoint")
+	beta := b.do(t, http.MethodPost, "/v1/endpoints", keyOther, "application/json", `{"url":"https://example.com/hook","event_types":["a.b"],"description":"é"}`, "Idempotency-Key", "ep-1")
+	require.Equal(t, http.StatusCreated, beta.status, beta.body)
+	require.NotEqual(t, first.body["id"], beta.body["id"], "another tenant's key")
+	require.Empty(t, beta.header.Get("Idempotent-Replayed"))
+
+	event := func(key string) reply {
+		return b.do(t, http.MethodPost, "/v1/events", keyAcme, "application/json", `{"type":"a.b","data":{"n":1}}`, "Idempotency-Key", key)
+	}
+	e1, e2 := event("ev-1"), event("ev-1")
+	require.Equal(t, http.StatusAccepted, e1.status, e1.body)
+	require.Equal(t, e1.body["id"], e2.body["id"])
+	require.Equal(t, "true", e2.header.Get("Idempotent-Replayed"))
+	require.NotEqual(t, e1.body["id"], event("ev-2").body["id"])
+
+	kv, err := b.js.KeyValue(t.Context(), contract.BucketDeliveries)
+	require.NoError(t, err)
+	now := time.Now().UTC()
+	rec := contract.DeliveryRecord{ID: "msg_failed", EventID: "evt_1", EventType: "a.b", URL: "https://example.com/hook",
+		Status: contract.DeliveryFailed, Body: json.RawMessage(`{}`), Attempts: []contract.Attempt{{At: now, StatusCode: 500}}, CreatedAt: now, UpdatedAt: now}
+	data, err := json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), "acme.evt_1."+rec.ID, data)
+	require.NoError(t, err)
+	deliveries, err := b.js.Stream(t.Context(), contract.StreamDeliveries)
+	require.NoError(t, err)
+	before, err := deliveries.Info(t.Context())
+	require.NoError(t, err)
+	for range 2 {
+		r := b.do(t, http.MethodPost, "/v1/deliveries/msg_failed/retry", keyAcme, "", "", "Idempotency-Key", "retry-1")
+		require.Equal(t, http.StatusAccepted, r.status, r.body)
+		// The record written meanwhile (its attempt recorded) made a
+		// second retry without the key.
+		rec.UpdatedAt = rec.UpdatedAt.Add(time.Second)
+		data, err := json.Marshal(rec)
+		require.NoError(t, err)
+		_, err = kv.Put(t.Context(), "acme.evt_1."+rec.ID, data)
+		require.NoError(t, err)
+	}
+	after, err := deliveries.Info(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, before.State.LastSeq+1, after.State.LastSeq, "one retry")
+}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/hookstream/hookstream/shared/endpoints"
@@ -388,6 +392,11 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		s.respondError(c, invalid(`field "url" is required`))
 		return
 	}
+	idemKey, err := idempotencyKey(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
 	now := s.now().UTC()
 	ring, err := signing.NewKeyring(now)
 	if err != nil {
@@ -400,6 +409,16 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
+	if idemKey != "" {
+		// The key names the endpoint: a request sent again finds it.
+		ep.ID = idempotentID("ep_", ep.Tenant, idemKey)
+		canonical, _ := json.Marshal(p) // decoded and encoded again: members in order, one way of escaping
+		sum := sha256.Sum256(canonical)
+		ep.RequestHash = hex.EncodeToString(sum[:])
+		if s.replayEndpoint(c, ep) {
+			return
+		}
+	}
 	n, err := s.endpoints.Count(ctx, ep.Tenant)
 	if err != nil {
 		s.respondError(c, err)
@@ -410,6 +429,9 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		return
 	}
 	err = s.endpoints.Create(ctx, ep)
+	if errors.Is(err, jetstream.ErrKeyExists) && idemKey != "" && s.replayEndpoint(c, ep) {
+		return // created meanwhile by the same key
+	}
 	if err == nil {
 		err = s.unlessDeleted(ctx, ep.Tenant, func(ctx context.Context) error { return s.endpoints.Delete(ctx, ep.Tenant, ep.ID) })
 	}
@@ -417,11 +439,36 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	respondCreatedEndpoint(c, ep)
+}
+
+// respondCreatedEndpoint answers 201 with the endpoint and its secret.
+func respondCreatedEndpoint(c *gin.Context, ep endpoints.Endpoint) {
 	view := viewOf(ep)
-	view.Secret = ring.Current().Secret
+	view.Secret = ep.Keyring.Current().Secret
 	c.Header("Location", "/v1/endpoints/"+ep.ID)
 	c.Header("Cache-Control", "no-store") // it carries the secret
 	c.JSON(http.StatusCreated, view)
+}
+
+// replayEndpoint answers a create whose Idempotency-Key made an endpoint
+// already (ep's id derives from the key): with that endpoint as it is now,
+// Idempotent-Replayed, if ep's request made it, else 422. It answers
+// nothing (false) when no endpoint has that id, or it was deleted since.
+func (s *Service) replayEndpoint(c *gin.Context, ep endpoints.Endpoint) bool {
+	existing, _, err := s.endpoints.Get(c.Request.Context(), ep.Tenant, ep.ID)
+	switch {
+	case errors.Is(err, endpoints.ErrNotFound):
+		return false
+	case err != nil:
+		s.respondError(c, err)
+	case existing.RequestHash != ep.RequestHash:
+		s.respondError(c, invalid("Idempotency-Key was already used with a different request"))
+	default:
+		c.Header("Idempotent-Replayed", "true")
+		respondCreatedEndpoint(c, existing)
+	}
+	return true
 }
 
 // listEndpoints answers GET /v1/endpoints?after=&limit=: the tenant's

@@ -86,7 +86,16 @@ func (s *Service) publishEvent(c *gin.Context) {
 			detail: fmt.Sprintf("the event's webhook would be larger than the NATS server takes in a message (%d bytes, with %d for its delivery's other fields)", most, jobevents.Room)})
 		return
 	}
-	if req.ID == "" {
+	idemKey, err := idempotencyKey(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	switch {
+	case req.ID != "": // the event's own id is its idempotency key
+	case idemKey != "":
+		req.ID = idempotentID("key-", tenantOf(c), idemKey)
+	default:
 		req.ID = newID("evt_")
 	}
 	now := s.now().UTC()

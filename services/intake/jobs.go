@@ -46,9 +46,23 @@ func newJobID() string { return newID("job_") }
 
 // idempotentJobID derives the job id from the tenant and Idempotency-Key, so
 // that the job record itself is the durable idempotency record.
-func idempotentJobID(tenant, key string) string {
+func idempotentJobID(tenant, key string) string { return idempotentID("job_", tenant, key) }
+
+// idempotentID derives an id from the tenant and an Idempotency-Key: what
+// the key made is found again under it.
+func idempotentID(prefix, tenant, key string) string {
 	sum := sha256.Sum256([]byte(tenant + "\x00" + key))
-	return "job_" + idEncoding.EncodeToString(sum[:16])
+	return prefix + idEncoding.EncodeToString(sum[:16])
+}
+
+// idempotencyKey reads a request's Idempotency-Key: "" when it has none,
+// 422 when it is longer than maxIdempotencyKey.
+func idempotencyKey(c *gin.Context) (string, error) {
+	key := c.GetHeader("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
+		return "", invalid(fmt.Sprintf("Idempotency-Key is longer than %d characters", maxIdempotencyKey))
+	}
+	return key, nil
 }
 
 func (s *Service) validateJob(req *createJobRequest) error {
@@ -151,11 +165,12 @@ func (s *Service) createJob(c *gin.Context) {
 	}
 	tenant := tenantOf(c)
 	var id string // a job stored as its message alone gets its id from submitJob
-	idemKey := c.GetHeader("Idempotency-Key")
-	switch {
-	case len(idemKey) > maxIdempotencyKey:
-		s.respondError(c, invalid(fmt.Sprintf("Idempotency-Key is longer than %d characters", maxIdempotencyKey)))
+	idemKey, err := idempotencyKey(c)
+	if err != nil {
+		s.respondError(c, err)
 		return
+	}
+	switch {
 	case idemKey != "":
 		id = idempotentJobID(tenant, idemKey)
 	case s.external[req.Type]:
@@ -176,7 +191,6 @@ func (s *Service) createJob(c *gin.Context) {
 	defer cancel()
 	var stored contract.JobRecord
 	var replayed bool
-	var err error
 	switch {
 	case idemKey != "":
 		stored, replayed, err = s.storeJob(ctx, rec)

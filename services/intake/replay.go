@@ -214,9 +214,20 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, conflict("the delivery is still being retried, next at "+rec.NextAttemptAt.UTC().Format(time.RFC3339)+"; retry it once it has succeeded or failed"))
 		return
 	}
+	idemKey, err := idempotencyKey(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
-	err = s.replay(ctx, tenant, recs[0])
+	msgID := replayID(recs[0])
+	if idemKey != "" {
+		// The same key is the same retry, however often it is asked for,
+		// within the deliveries stream's de-duplication window.
+		msgID = idempotentID(recs[0].ID+".retry.", tenant, idemKey)
+	}
+	err = deliverylog.Replay(ctx, s.js, tenant, recs[0], msgID)
 	if errors.Is(err, deliverylog.ErrNoBody) {
 		s.respondError(c, conflict(err.Error()))
 		return
@@ -371,12 +382,12 @@ func (s *Service) getTask(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json; charset=utf-8", entry.Value())
 }
 
-// replay publishes a logged delivery again for one attempt, same id.
-// A replay's message id is the record's as it stands (its attempts and
-// when it was last written): a retry asked for twice before the first one's
-// attempt is recorded (a double click) is the same replay, de-duplicated by
-// JetStream, not a second send.
-func (s *Service) replay(ctx context.Context, tenant string, rec contract.DeliveryRecord) error {
-	return deliverylog.Replay(ctx, s.js, tenant, rec,
-		rec.ID+".replay."+strconv.Itoa(len(rec.Attempts))+"."+strconv.FormatInt(rec.UpdatedAt.UnixNano(), 36))
+// replayID is the message id of a replay of rec (a logged delivery sent
+// again for one attempt, same id): the record's as it stands (its attempts
+// and when it was last written), so that a retry asked for twice before the
+// first one's attempt is recorded (a double click) is the same replay,
+// de-duplicated by JetStream, not a second send. An Idempotency-Key names
+// the replay instead (retryDelivery).
+func replayID(rec contract.DeliveryRecord) string {
+	return rec.ID + ".replay." + strconv.Itoa(len(rec.Attempts)) + "." + strconv.FormatInt(rec.UpdatedAt.UnixNano(), 36)
 }
