@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -119,6 +120,10 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	until := time.Now().Add(startupWait) // for every step of the start
 	err = whenAvailable(ctx, logger, until, "connect to NATS", func() (err error) {
 		nc, js, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd, Token: s.NATSToken}, logger)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Connected, and then no NATS greeting: another kind of server.
+			return fmt.Errorf("%w (nothing answered as a NATS server does: is HOOKSTREAM_NATS_URL the client port of a NATS server?)", err)
+		}
 		return err
 	})
 	if err != nil {
@@ -206,6 +211,10 @@ func whenAvailable(ctx context.Context, logger *slog.Logger, until time.Time, wh
 		}
 		return err
 	}, policy, func(err error, wait time.Duration) {
+		if errors.Is(err, nats.ErrNoResponders) {
+			logger.Warn("JetStream not available yet; trying again (no responders: is JetStream enabled on the NATS server, nats-server -js?)", "step", what, "in", wait.Round(time.Millisecond), "error", err)
+			return
+		}
 		logger.Warn("JetStream not available yet; trying again", "step", what, "in", wait.Round(time.Millisecond), "error", err)
 	})
 }
