@@ -3,6 +3,7 @@ package intake
 import (
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -76,6 +77,24 @@ func TestValidateJobCompactsPayload(t *testing.T) {
 	}
 }
 
+// Numbers with huge exponents are compared in time linear in their text:
+// as exact rationals, 1e999999 was a million digits, and a 361-byte request
+// held intake for seconds (found by review). No wall-clock bound here: the
+// allocations tell.
+func TestSameJSONHugeExponents(t *testing.T) { // not parallel: it counts the process's allocations
+	a := []byte("[" + strings.Repeat("1e999999,", 40) + "1]")
+	b := []byte("[" + strings.Repeat("1E999999,", 40) + "1]")
+	require.True(t, sameJSON(a, b))
+	allocated := testing.AllocsPerRun(3, func() { sameJSON(a, b) })
+	require.Less(t, allocated, 1000.0)
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	before := m.TotalAlloc
+	sameJSON(a, b)
+	runtime.ReadMemStats(&m)
+	require.Less(t, m.TotalAlloc-before, uint64(1<<20), "bytes allocated to compare 400 bytes")
+}
+
 func TestSameJSON(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -91,6 +110,11 @@ func TestSameJSON(t *testing.T) {
 		{name: "beyond float64", a: `1e400`, b: ` 1E400`, want: true},
 		{name: "other value", a: `{"v":1}`, b: `{"v":2}`, want: false},
 		{name: "a number is not its string", a: `{"v":1}`, b: `{"v":"1"}`, want: false},
+		{name: "zeros and exponents", a: `[0.00250, -0, 100, 1.5e3]`, b: `[25e-4, 0, 1e2, 1500]`, want: true},
+		{name: "sign", a: `-1`, b: `1`, want: false},
+		{name: "exponent beyond int64", a: `1e99999999999999999999`, b: `1e99999999999999999999`, want: true},
+		{name: "exponent beyond int64, written otherwise", a: `1e99999999999999999999`, b: `10e99999999999999999998`, want: false},
+		{name: "not JSON", a: `{`, b: `{ `, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

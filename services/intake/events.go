@@ -7,7 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
+	"math"
+	"strconv"
 	"net/http"
 	"reflect"
 	"strings"
@@ -123,13 +124,13 @@ func (s *Service) publishEvent(c *gin.Context) {
 
 // sameEvent looks at the event stored with the id of msg, a duplicate, at
 // seq: 422 when it is another event (type or data), else the time it was
-// published. The stream keeps an event only until fan-out has taken it,
-// and the de-duplication of its id for 10 minutes: an event no longer there
-// cannot be compared, and its time is zero. Nor can one whose read fails
-// (a NATS user not allowed STREAM.MSG.GET on the events stream): the
-// duplicate is answered as the replay it most likely is, never 503, which
-// the client would retry until the window is over and the event stored
-// twice.
+// published. The stream keeps an event 10 minutes, as long as the
+// de-duplication of its id, unless it is over an eighth of its size limit
+// (bus.TrimTarget's Keep): an event no longer there cannot be compared, and
+// its time is zero. Nor can one whose read fails (a NATS user not allowed
+// STREAM.MSG.GET on the events stream): the duplicate is answered as the
+// replay it most likely is, never 503, which the client would retry until
+// the window is over and the event stored twice.
 func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second) // a read NATS does not allow is never answered
 	defer cancel()
@@ -154,16 +155,19 @@ func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (tim
 // members in any order, numbers equal as numbers (exactly, however large:
 // 1.0 is 1, 2^53+1 is not 2^53), strings however escaped.
 func sameJSON(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
 	va, errA := exactValue(a)
 	vb, errB := exactValue(b)
 	if errA != nil || errB != nil {
-		return bytes.Equal(a, b)
+		return false
 	}
 	return reflect.DeepEqual(va, vb)
 }
 
-// exactValue decodes data with each number as an exact rational (its
-// RatString), so that values compare as JSON values.
+// exactValue decodes data with each number as an exactNumber, so that
+// values compare as JSON values.
 func exactValue(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -174,17 +178,17 @@ func exactValue(data []byte) (any, error) {
 	return exactNumbers(v), nil
 }
 
-// exactNumber is a JSON number as an exact rational's RatString: of its
-// own type, so that it never equals the string of its digits.
+// exactNumber is a JSON number written one way: its sign, its significant
+// digits and the power of ten they are multiplied by ("-25e-1" for -2.50),
+// so that equal numbers are equal strings, in time and room linear in the
+// number's text (a big.Rat would write 1e999999 out in a million digits).
+// It is of its own type, so that it never equals the string of its digits.
 type exactNumber string
 
 func exactNumbers(v any) any {
 	switch v := v.(type) {
 	case json.Number:
-		if r, ok := new(big.Rat).SetString(string(v)); ok {
-			return exactNumber(r.RatString())
-		}
-		return exactNumber(v)
+		return canonicalNumber(string(v))
 	case map[string]any:
 		for k, x := range v {
 			v[k] = exactNumbers(x)
@@ -195,6 +199,34 @@ func exactNumbers(v any) any {
 		}
 	}
 	return v
+}
+
+// canonicalNumber writes a JSON number as an exactNumber; one whose
+// exponent does not fit an int64 is kept as written.
+func canonicalNumber(n string) exactNumber {
+	text := n
+	sign := ""
+	if rest, ok := strings.CutPrefix(text, "-"); ok {
+		sign, text = "-", rest
+	}
+	mantissa, exponent, _ := strings.Cut(strings.ToLower(text), "e")
+	whole, frac, _ := strings.Cut(mantissa, ".")
+	exp := int64(0)
+	if exponent != "" {
+		e, err := strconv.ParseInt(exponent, 10, 64)
+		if err != nil || e > math.MaxInt64/2 || e < math.MinInt64/2 {
+			return exactNumber("as written: " + n)
+		}
+		exp = e
+	}
+	digits := strings.TrimLeft(whole+frac, "0")
+	exp -= int64(len(frac))
+	trimmed := strings.TrimRight(digits, "0")
+	exp += int64(len(digits) - len(trimmed))
+	if trimmed == "" {
+		return "0" // -0, 0.0 and 0e5 are 0
+	}
+	return exactNumber(sign + trimmed + "e" + strconv.FormatInt(exp, 10))
 }
 
 // eventBodySize is what an event's data takes in its webhook's body, which
