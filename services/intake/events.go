@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
