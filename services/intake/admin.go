@@ -221,7 +221,7 @@ func (s *Service) deleteTenant(c *gin.Context) {
 		}
 	}
 	var kept []string
-	for _, filter := range []string{t.ID + ".eventtypes.>", t.ID + ".tasks.>"} {
+	for _, filter := range []string{t.ID + ".eventtypes.>", t.ID + ".tasks.>", contract.EndpointKeyKey(t.ID, ">")} {
 		err := bus.ReadAll(ctx, s.tenants, filter, func(e jetstream.KeyValueEntry) error {
 			kept = append(kept, e.Key())
 			return nil

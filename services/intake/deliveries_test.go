@@ -192,6 +192,15 @@ func TestIdempotencyKeyOnEndpointsEventsAndRetries(t *testing.T) {
 	require.Equal(t, http.StatusCreated, beta.status, beta.body)
 	require.NotEqual(t, first.body["id"], beta.body["id"], "another tenant's key")
 	require.Empty(t, beta.header.Get("Idempotent-Replayed"))
+	// Deleted, its key makes no endpoint of the same id, which would take
+	// the deleted one's deliveries (found by review), nor another.
+	require.Equal(t, http.StatusNoContent, b.do(t, http.MethodDelete, "/v1/endpoints/"+first.body["id"].(string), keyAcme, "", "").status)
+	gone := create(`{"url":"https://example.com/hook","event_types":["a.b"],"description":"é"}`, "ep-1")
+	require.Equal(t, http.StatusConflict, gone.status, gone.body)
+	require.Contains(t, gone.body["detail"], "was deleted")
+	fresh := create(`{"url":"https://example.com/hook"}`, "ep-2")
+	require.Equal(t, http.StatusCreated, fresh.status, fresh.body)
+	require.NotEqual(t, first.body["id"], fresh.body["id"])
 
 	event := func(key string) reply {
 		return b.do(t, http.MethodPost, "/v1/events", keyAcme, "application/json", `{"type":"a.b","data":{"n":1}}`, "Idempotency-Key", key)

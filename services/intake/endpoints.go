@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/signing"
 )
@@ -409,15 +411,15 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
+	var keyed func(created bool) // settles the key's record once the endpoint is made or not
 	if idemKey != "" {
-		// The key names the endpoint: a request sent again finds it.
-		ep.ID = idempotentID("ep_", ep.Tenant, idemKey)
 		canonical, _ := json.Marshal(p) // decoded and encoded again: members in order, one way of escaping
 		sum := sha256.Sum256(canonical)
-		ep.RequestHash = hex.EncodeToString(sum[:])
-		if s.replayEndpoint(c, ep) {
+		var replayed bool
+		if keyed, replayed = s.takeEndpointKey(c, ep, idemKey, hex.EncodeToString(sum[:])); replayed {
 			return
 		}
+		defer func() { keyed(false) }() // a no-op once it was called with true
 	}
 	n, err := s.endpoints.Count(ctx, ep.Tenant)
 	if err != nil {
@@ -429,15 +431,15 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		return
 	}
 	err = s.endpoints.Create(ctx, ep)
-	if errors.Is(err, jetstream.ErrKeyExists) && idemKey != "" && s.replayEndpoint(c, ep) {
-		return // created meanwhile by the same key
-	}
 	if err == nil {
 		err = s.unlessDeleted(ctx, ep.Tenant, func(ctx context.Context) error { return s.endpoints.Delete(ctx, ep.Tenant, ep.ID) })
 	}
 	if err != nil {
 		s.respondError(c, err)
 		return
+	}
+	if keyed != nil {
+		keyed(true)
 	}
 	respondCreatedEndpoint(c, ep)
 }
@@ -451,24 +453,126 @@ func respondCreatedEndpoint(c *gin.Context, ep endpoints.Endpoint) {
 	c.JSON(http.StatusCreated, view)
 }
 
-// replayEndpoint answers a create whose Idempotency-Key made an endpoint
-// already (ep's id derives from the key): with that endpoint as it is now,
-// Idempotent-Replayed, if ep's request made it, else 422. It answers
-// nothing (false) when no endpoint has that id, or it was deleted since.
-func (s *Service) replayEndpoint(c *gin.Context, ep endpoints.Endpoint) bool {
-	existing, _, err := s.endpoints.Get(c.Request.Context(), ep.Tenant, ep.ID)
+// An endpointKey is what an Idempotency-Key of POST /v1/endpoints made,
+// kept endpointKeyTTL in the tenants bucket (contract.EndpointKeyKey): the
+// endpoint's id, which stays random, so that an endpoint created again with
+// the key after a delete does not take the deleted one's deliveries.
+type endpointKey struct {
+	EndpointID  string    `json:"endpoint_id"`
+	RequestHash string    `json:"request_hash"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Created is set once the endpoint was created: one missing then was
+	// deleted, not still being created.
+	Created bool `json:"created,omitempty"`
+}
+
+const (
+	// endpointKeyTTL is how long an Idempotency-Key of POST /v1/endpoints
+	// names its endpoint; older records are pruned at the next create with
+	// a key.
+	endpointKeyTTL = 24 * time.Hour
+	// endpointKeyPending is how long a key's endpoint may take to be
+	// created before a record without one is taken for a failed create.
+	endpointKeyPending = 30 * time.Second
+)
+
+// takeEndpointKey records that idemKey makes ep, and returns settle, to be
+// called once ep is created (true) or not (false: the record is removed).
+// If the key made an endpoint already, it answers instead (replayed): with
+// that endpoint as it is now and Idempotent-Replayed if the same request
+// (hash) made it, 422 for another request, 409 while that create is under
+// way or once its endpoint was deleted.
+func (s *Service) takeEndpointKey(c *gin.Context, ep endpoints.Endpoint, idemKey, hash string) (settle func(bool), replayed bool) {
+	ctx := c.Request.Context()
+	now := s.now().UTC()
+	s.pruneEndpointKeys(ctx, ep.Tenant, now)
+	key := contract.EndpointKeyKey(ep.Tenant, contract.KeyToken(idempotentID("", ep.Tenant, idemKey)))
+	data, _ := json.Marshal(endpointKey{EndpointID: ep.ID, RequestHash: hash, CreatedAt: now})
+	rev, err := s.tenants.Create(ctx, key, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		var entry jetstream.KeyValueEntry
+		if entry, err = s.tenants.Get(ctx, key); err == nil {
+			var made endpointKey
+			live := json.Unmarshal(entry.Value(), &made) == nil && now.Sub(made.CreatedAt) < endpointKeyTTL &&
+				(made.Created || now.Sub(made.CreatedAt) < endpointKeyPending)
+			if live {
+				s.replayEndpointKey(c, ep.Tenant, made, hash)
+				return nil, true
+			}
+			// Expired, or its create failed without removing it: taken over.
+			rev, err = s.tenants.Update(ctx, key, data, entry.Revision())
+		}
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			err = conflict("a request with this Idempotency-Key is under way; send it again")
+		}
+		s.respondError(c, err)
+		return nil, true
+	}
+	done := false
+	return func(created bool) {
+		if done {
+			return
+		}
+		done = true
+		ctx := context.WithoutCancel(ctx)
+		if !created {
+			_ = s.tenants.Delete(ctx, key, jetstream.LastRevision(rev))
+			return
+		}
+		made, _ := json.Marshal(endpointKey{EndpointID: ep.ID, RequestHash: hash, CreatedAt: now, Created: true})
+		if _, err := s.tenants.Update(ctx, key, made, rev); err != nil {
+			s.logger.Warn("record an endpoint's Idempotency-Key as done", "tenant_id", ep.Tenant, "endpoint_id", ep.ID, "error", err)
+		}
+	}, false
+}
+
+// replayEndpointKey answers a create whose Idempotency-Key made an endpoint
+// already (made): see takeEndpointKey.
+func (s *Service) replayEndpointKey(c *gin.Context, tenant string, made endpointKey, hash string) {
+	if made.RequestHash != hash {
+		s.respondError(c, invalid("Idempotency-Key was already used with a different request"))
+		return
+	}
+	existing, _, err := s.endpoints.Get(c.Request.Context(), tenant, made.EndpointID)
 	switch {
+	case errors.Is(err, endpoints.ErrNotFound) && !made.Created:
+		s.respondError(c, conflict("a request with this Idempotency-Key is under way; send it again"))
 	case errors.Is(err, endpoints.ErrNotFound):
-		return false
+		s.respondError(c, conflict("the endpoint this Idempotency-Key created ("+made.EndpointID+") was deleted; create another with another key"))
 	case err != nil:
 		s.respondError(c, err)
-	case existing.RequestHash != ep.RequestHash:
-		s.respondError(c, invalid("Idempotency-Key was already used with a different request"))
 	default:
 		c.Header("Idempotent-Replayed", "true")
 		respondCreatedEndpoint(c, existing)
 	}
-	return true
+}
+
+// pruneEndpointKeys removes the tenant's endpoint keys older than
+// endpointKeyTTL, leaving no delete marker (the tenants bucket has no TTL).
+// A failure is logged: they are tried again at the next create with a key.
+func (s *Service) pruneEndpointKeys(ctx context.Context, tenant string, now time.Time) {
+	var old []string
+	err := bus.ReadAll(ctx, s.tenants, contract.EndpointKeyKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
+		var made endpointKey
+		if json.Unmarshal(e.Value(), &made) == nil && now.Sub(made.CreatedAt) >= endpointKeyTTL {
+			old = append(old, e.Key())
+		}
+		return nil
+	})
+	if err == nil && len(old) > 0 {
+		var stream jetstream.Stream
+		stream, err = s.js.Stream(ctx, "KV_"+contract.BucketTenants)
+		for _, key := range old {
+			if err == nil {
+				err = stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+contract.BucketTenants+"."+key))
+			}
+		}
+	}
+	if err != nil {
+		s.logger.Warn("remove old endpoint Idempotency-Keys", "tenant_id", tenant, "error", err)
+	}
 }
 
 // listEndpoints answers GET /v1/endpoints?after=&limit=: the tenant's

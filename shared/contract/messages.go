@@ -271,6 +271,10 @@ type Task struct {
 // TaskKey is a task's key in BucketTenants.
 func TaskKey(tenant, id string) string { return tenant + ".tasks." + id }
 
+// EndpointKeyKey is the key in BucketTenants of what an Idempotency-Key of
+// POST /v1/endpoints made, the key's hash a key token.
+func EndpointKeyKey(tenant, hash string) string { return tenant + ".endpointkeys." + hash }
+
 // TenantDeletedKey marks a deleted tenant in BucketTenants: its id is not
 // given again, and its jobs' callbacks are no longer sent.
 func TenantDeletedKey(tenant string) string { return tenant + ".deleted" }

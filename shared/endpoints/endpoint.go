@@ -47,10 +47,6 @@ type Endpoint struct {
 	FailingSince *time.Time `json:"failing_since,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
-	// RequestHash, for an endpoint created with an Idempotency-Key (its id
-	// derives from the key), tells the request that created it from another
-	// one with the same key.
-	RequestHash string `json:"request_hash,omitempty"`
 	// Keyring signs the webhooks. It is stored sealed, never in clear.
 	Keyring signing.Keyring `json:"-"`
 	// Revision is the KV revision this state was read or written at.
