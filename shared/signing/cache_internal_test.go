@@ -139,3 +139,50 @@ func TestWatchedCacheFollowsARotationAtOnce(t *testing.T) {
 		return err == nil && ring.Current().Secret == rotated.Current().Secret && len(ring.Secrets) == 1
 	}, 10*time.Second, 10*time.Millisecond, "the rotation did not reach the watching cache")
 }
+
+// A read that began before the tenant was deleted, and ends after the
+// watch brought the deletion, does not cache the deleted tenant's keyring
+// again: its callbacks were signed and sent for 5 s more (found by review).
+func TestReadAcrossATenantDeletionDoesNotCacheTheRing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, kv, box := tenantsBucket(t)
+	slow := &slowKV{KeyValue: kv, gates: map[context.Context]chan struct{}{}}
+	s := &Store{kv: slow, box: box, now: time.Now, cache: map[string]cached{}}
+	_, err := s.Get(ctx, "acme")
+	require.NoError(t, err)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = s.Watch(wctx, slog.New(slog.DiscardHandler)) }()
+	require.Eventually(t, func() bool { // the watch has read the keyring
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cache["acme"].rev > 0
+	}, 10*time.Second, 10*time.Millisecond)
+	s.mu.Lock()
+	delete(s.cache, "acme") // expired
+	s.mu.Unlock()
+
+	readCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gate := make(chan struct{})
+	slow.mu.Lock()
+	slow.gates[readCtx] = gate
+	slow.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { _, err := s.Get(readCtx, "acme"); done <- err }()
+	time.Sleep(100 * time.Millisecond) // the read is under way
+	_, err = kv.Put(ctx, contract.TenantDeletedKey("acme"), []byte(`{}`))
+	require.NoError(t, err)
+	require.NoError(t, kv.Purge(ctx, key("acme")))
+	require.Eventually(t, func() bool { // the watch brought the deletion
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cache["acme"].deleted
+	}, 10*time.Second, 10*time.Millisecond)
+	close(gate)
+	<-done
+
+	_, err = s.Get(ctx, "acme")
+	require.ErrorIs(t, err, ErrTenantDeleted, "a callback would be signed after the delete was answered")
+}

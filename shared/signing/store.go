@@ -35,6 +35,9 @@ type cached struct {
 	ring Keyring
 	rev  uint64    // the record's revision: an older read never replaces it
 	at   time.Time // when the read that got it began
+	// deleted: the record was removed (the tenant deleted) at rev; a read
+	// that began before does not bring its keyring back.
+	deleted bool
 }
 
 // ErrTenantDeleted: the tenant was deleted (contract.TenantDeletedKey), so
@@ -66,21 +69,29 @@ func (s *Store) Watch(ctx context.Context, logger *slog.Logger) error {
 	return bus.MirrorKeys(ctx, s.kv, "*"+keySuffix, logger, make(chan struct{}), s.apply)
 }
 
-// apply caches the keyring of a change to its record, or forgets it.
+// apply caches the keyring of a change to its record, or that it was
+// removed; a change older than what the cache holds (a rotation by this
+// process that the watch brings late) is left out.
 func (s *Store) apply(entry jetstream.KeyValueEntry) {
 	tenant, ok := strings.CutSuffix(entry.Key(), keySuffix)
 	if !ok {
 		return
 	}
-	if entry.Operation() == jetstream.KeyValuePut {
-		if ring, err := Unseal(s.box, entry.Value()); err == nil {
-			s.remember(tenant, ring, entry.Revision(), s.now())
-			return
-		}
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.cache, tenant) // deleted, or unreadable: read it again
+	if c, ok := s.cache[tenant]; ok && c.rev > entry.Revision() {
+		return
+	}
+	if entry.Operation() != jetstream.KeyValuePut {
+		s.cache[tenant] = cached{rev: entry.Revision(), at: s.now(), deleted: true}
+		return
+	}
+	ring, err := Unseal(s.box, entry.Value())
+	if err != nil {
+		delete(s.cache, tenant) // read again, for its error
+		return
+	}
+	s.cache[tenant] = cached{ring: ring, rev: entry.Revision(), at: s.now()}
 }
 
 // Seal encodes and encrypts a keyring for storage.
@@ -114,6 +125,9 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	c, ok := s.cache[tenant]
 	s.mu.Unlock()
 	if ok && s.now().Sub(c.at) < DefaultCacheTTL {
+		if c.deleted {
+			return Keyring{}, ErrTenantDeleted
+		}
 		return c.ring, nil
 	}
 	start := s.now()
@@ -124,7 +138,7 @@ func (s *Store) Get(ctx context.Context, tenant string) (Keyring, error) {
 	if err != nil {
 		return Keyring{}, err
 	}
-	return s.remember(tenant, ring, rev, start), nil
+	return s.remember(tenant, ring, rev, start)
 }
 
 // checkNotDeleted is ErrTenantDeleted for a deleted tenant.
@@ -142,16 +156,20 @@ func (s *Store) checkNotDeleted(ctx context.Context, tenant string) error {
 // remember caches ring, the record's revision rev as read from at, and
 // returns it; unless the cache holds a later revision cached after this
 // read began (a rotation in this process that a slower read began before),
-// which it returns instead. A later revision cached before is not trusted
-// over a fresh read: a bucket made again counts its revisions from 1.
-func (s *Store) remember(tenant string, ring Keyring, rev uint64, at time.Time) Keyring {
+// which it returns instead, or ErrTenantDeleted if that is the record's
+// removal. A later revision cached before is not trusted over a fresh read:
+// a bucket made again counts its revisions from 1.
+func (s *Store) remember(tenant string, ring Keyring, rev uint64, at time.Time) (Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c, ok := s.cache[tenant]; ok && c.rev > rev && c.at.After(at) {
-		return c.ring
+		if c.deleted {
+			return Keyring{}, ErrTenantDeleted
+		}
+		return c.ring, nil
 	}
 	s.cache[tenant] = cached{ring: ring, rev: rev, at: at}
-	return ring
+	return ring, nil
 }
 
 // load reads the tenant's keyring; one it cannot read is ErrUnreadable,
@@ -221,7 +239,6 @@ func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration) 
 		if err != nil {
 			return Keyring{}, fmt.Errorf("rotate keyring of %s: %w", tenant, err)
 		}
-		s.remember(tenant, ring, rev, s.now())
-		return ring, nil
+		return s.remember(tenant, ring, rev, s.now())
 	}
 }
