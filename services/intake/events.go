@@ -125,7 +125,7 @@ func (s *Service) publishEvent(c *gin.Context) {
 // sameEvent looks at the event stored with the id of msg, a duplicate, at
 // seq: 422 when it is another event (type or data), else the time it was
 // published. The stream keeps an event 10 minutes, as long as the
-// de-duplication of its id, unless it is over an eighth of its size limit
+// de-duplication of its id, unless it is over a sixteenth of its size limit
 // (bus.TrimTarget's Keep): an event no longer there cannot be compared, and
 // its time is zero. Nor can one whose read fails (a NATS user not allowed
 // STREAM.MSG.GET on the events stream): the duplicate is answered as the

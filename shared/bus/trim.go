@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -35,9 +36,10 @@ type TrimTarget struct {
 	// retry schedules), which only holds purges back.
 	Trims func(filter string) bool
 	// Keep, if set, keeps the messages stored less than Keep ago, acknowledged
-	// or not, while the stream holds at most an eighth of its size limit: a
-	// NATS server that restarts knows again the message ids of its
-	// de-duplication window only from the messages it still holds.
+	// or not, while the stream holds at most a sixteenth of its size limit:
+	// a NATS server that restarts knows again the message ids of its
+	// de-duplication window only from the messages it still holds. Where
+	// the first message kept cannot be read, nothing is kept.
 	Keep time.Duration
 }
 
@@ -127,6 +129,8 @@ type filterTrim struct {
 	trimmed uint64    // the floor purged to
 	checked time.Time // when it was purged, or found with nothing to purge
 	due     time.Time // since when a purge waits for a quiet moment
+	kept    uint64    // Keep's first message kept, as found at keptAt
+	keptAt  time.Time
 }
 
 // resting reports whether every filter subject of the stream was dealt
@@ -238,47 +242,57 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 	if now.Sub(ft.checked) < st.every {
 		return nil
 	}
+	var keepErr error
 	if st.Keep > 0 {
-		kept, err := st.keptFrom(ctx, now.Add(-st.Keep))
-		if err != nil {
-			return err
+		if now.Sub(ft.keptAt) >= st.every { // once an interval, however long a purge waits
+			ft.kept, keepErr = st.keptFrom(ctx, now.Add(-st.Keep))
+			ft.keptAt = now
 		}
-		if kept > 0 && kept-1 < floor {
-			floor = kept - 1
+		if ft.kept > 0 && ft.kept-1 < floor {
+			floor = ft.kept - 1
 		}
+	}
+	if keepErr != nil {
+		// Purged as if nothing were kept: a stream that kept everything
+		// would fill up (a NATS user not allowed the read answers nothing).
+		keepErr = fmt.Errorf("%w; purged without keeping the last %s", keepErr, st.Keep)
 	}
 	if floor <= ft.trimmed {
 		ft.checked = now
-		return nil
+		return keepErr
 	}
 	if ft.due.IsZero() {
 		ft.due = now
 	}
 	if !quiet && now.Sub(ft.due) < trimForce {
-		if full, err := st.full(ctx); err != nil || !full {
-			return err
+		if full, err := st.over(ctx, 8); err != nil || !full {
+			return errors.Join(err, keepErr)
 		}
 	}
 	// A consumer created since the readers were listed (a second reader of
 	// a subject trimmed already, reading from its start) would lose what it
 	// has not read: the purge waits for a round that lists it.
 	if same, err := st.sameReaders(ctx, readers); err != nil || !same {
-		return err
+		return errors.Join(err, keepErr)
 	}
 	if err := st.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(floor+1)); err != nil {
 		return err
 	}
 	ft.trimmed, ft.checked, ft.due = floor, now, time.Time{}
-	return nil
+	return keepErr
 }
 
 // keptFrom is the sequence of the first message stored at or after since,
 // which Keep keeps with every one after it; 0 when none is, or when the
-// stream holds more than an eighth of its size limit and keeps nothing.
+// stream holds more than a sixteenth of its size limit and keeps nothing:
+// so kept messages never make it an eighth full, where purges no longer
+// wait for a quiet moment.
 func (st *streamTrim) keptFrom(ctx context.Context, since time.Time) (uint64, error) {
-	if full, err := st.full(ctx); err != nil || full {
+	if full, err := st.over(ctx, 16); err != nil || full {
 		return 0, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a read NATS does not allow is never answered
+	defer cancel()
 	req, err := json.Marshal(map[string]any{"start_time": since.UTC(), "no_hdr": true})
 	if err != nil {
 		return 0, err
@@ -321,13 +335,13 @@ func (st *streamTrim) sameReaders(ctx context.Context, readers []reader) (bool, 
 	return same && n == len(readers), names.Err()
 }
 
-// full reports whether the stream holds more than an eighth of its size
+// over reports whether the stream holds more than 1/part of its size
 // limit, if it has one.
-func (st *streamTrim) full(ctx context.Context) (bool, error) {
+func (st *streamTrim) over(ctx context.Context, part uint64) (bool, error) {
 	info, err := st.stream.Info(ctx)
 	if err != nil {
 		return false, err
 	}
 	limit := info.Config.MaxBytes
-	return limit > 0 && info.State.Bytes > uint64(limit)/8, nil
+	return limit > 0 && info.State.Bytes > uint64(limit)/part, nil
 }
