@@ -395,7 +395,7 @@ func TestBadAddressesExit2(t *testing.T) {
 // the error (found by review: it was, in full).
 func TestAPIKeyWrittenWrongIsNotEchoed(t *testing.T) {
 	t.Parallel()
-	for _, given := range []string{"hs_SECRETKEY0123456789", "hs_SECRETKEY0123456789:acme"} {
+	for _, given := range []string{"hs_SECRETKEY0123456789", "hs_SECRETKEY0123456789:acme", "hs/SECRETKEY0123456789+=:acme"} {
 		var stdout, stderr bytes.Buffer
 		require.Equal(t, 2, run([]string{"serve"}, env("HOOKSTREAM_API_KEYS", given), &stdout, &stderr))
 		require.Contains(t, stderr.String(), "HOOKSTREAM_API_KEYS")

@@ -216,6 +216,9 @@ func checkNATSURLs(list string) error {
 func (s *settings) validateOps(cmd string) error {
 	type listener struct{ env, flag, addr string }
 	var listeners []listener
+	if (cmd == "serve" || cmd == "intake") && s.HTTPAddr == "" {
+		return errors.New("HOOKSTREAM_HTTP_ADDR (--http-addr): empty; give a host:port such as :8080 or 127.0.0.1:8080")
+	}
 	if cmd == "serve" || cmd == "intake" {
 		listeners = append(listeners, listener{"HOOKSTREAM_HTTP_ADDR", "http-addr", s.HTTPAddr})
 	}
@@ -361,9 +364,6 @@ func (s *settings) validate() error {
 	if _, _, err := s.memoryLimit(); err != nil {
 		return err
 	}
-	if s.HTTPAddr == "" {
-		return errors.New("HOOKSTREAM_HTTP_ADDR (--http-addr): empty; give a host:port such as :8080 or 127.0.0.1:8080")
-	}
 	listeners := []struct{ env, flag, addr string }{
 		{"HOOKSTREAM_HTTP_ADDR", "http-addr", s.HTTPAddr}, {"HOOKSTREAM_NATS_LISTEN", "nats-listen", s.NATSListen},
 		{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", s.PprofAddr},
@@ -482,6 +482,9 @@ func (s *settings) apiKeys() ([]intake.APIKey, error) {
 		switch {
 		case !ok || tenant == "" || key == "":
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): %q is not tenant:key", redact(pair))
+		case !contract.ValidTenant(tenant) && len(tenant) >= intake.MinAPIKeyLength:
+			// Written key:tenant, maybe: the "tenant" is not shown.
+			return nil, errors.New("HOOKSTREAM_API_KEYS (--api-keys): an entry's tenant is not 1-64 of a-z A-Z 0-9 - _ (entries are tenant:key, in that order)")
 		case !contract.ValidTenant(tenant):
 			return nil, fmt.Errorf("HOOKSTREAM_API_KEYS (--api-keys): tenant %q: use 1-64 of a-z A-Z 0-9 - _", tenant)
 		case len(key) < intake.MinAPIKeyLength && len(tenant) >= intake.MinAPIKeyLength:

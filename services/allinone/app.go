@@ -164,7 +164,7 @@ func (a *App) Run(ctx context.Context) error {
 	go func() { // a processor of its own, connected over NATS, may replace it
 		err := signing.WatchKey(ctx, js, a.cfg.Intake.Box, a.logger, func(err error) {
 			a.logger.Error("stopping: the secret key was replaced by another service; restart with the new key", "error", err)
-			stop(a.keyError(err))
+			stop(fmt.Errorf("the deployment's secret key was replaced by another service (HOOKSTREAM_SECRET_KEY_REPLACE=yes); restart with its new key in HOOKSTREAM_SECRET_KEY: %w", err))
 		})
 		if err != nil && ctx.Err() == nil {
 			a.logger.Warn("the secret key's record is not watched", "error", err)
