@@ -168,45 +168,45 @@ func optionalTime(v, name string) (time.Time, error) {
 // getDelivery answers GET /v1/deliveries/{id}: one delivery's record, with
 // its attempts and the body of its webhook (if the record keeps it).
 func (s *Service) getDelivery(c *gin.Context) {
+	if rec, ok := s.deliveryOf(c); ok {
+		c.JSON(http.StatusOK, deliveryView{DeliveryRecord: rec, Body: rec.Body})
+	}
+}
+
+// deliveryOf reads the record, with its body, of the delivery that the
+// path's id names, of the request's tenant; it answers 404 (or the
+// error) itself when it cannot (ok false).
+func (s *Service) deliveryOf(c *gin.Context) (rec contract.DeliveryRecord, ok bool) {
 	tenant, id := tenantOf(c), c.Param("id")
 	if !contract.ValidTenant(id) {
 		s.respondError(c, notFound("delivery"))
-		return
+		return rec, false
 	}
 	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, time.Time{}, nil, true)
 	if err != nil {
 		s.respondError(c, err)
-		return
+		return rec, false
 	}
 	if len(recs) == 0 {
 		s.respondError(c, notFound("delivery"))
-		return
+		return rec, false
 	}
-	c.JSON(http.StatusOK, deliveryView{DeliveryRecord: recs[0], Body: recs[0].Body})
+	return recs[0], true
 }
 
 // retryDelivery answers POST /v1/deliveries/{id}/retry: one attempt now,
 // with the same webhook-id and body.
 func (s *Service) retryDelivery(c *gin.Context) {
-	tenant, id := tenantOf(c), c.Param("id")
-	if !contract.ValidTenant(id) {
-		s.respondError(c, notFound("delivery"))
+	tenant := tenantOf(c)
+	rec, ok := s.deliveryOf(c)
+	if !ok {
 		return
 	}
-	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, time.Time{}, nil, true)
-	if err != nil {
+	if err := s.endpointTakesRetries(c.Request.Context(), tenant, rec.EndpointID); err != nil {
 		s.respondError(c, err)
 		return
 	}
-	if len(recs) == 0 {
-		s.respondError(c, notFound("delivery"))
-		return
-	}
-	if err := s.endpointTakesRetries(c.Request.Context(), tenant, recs[0].EndpointID); err != nil {
-		s.respondError(c, err)
-		return
-	}
-	if rec := recs[0]; rec.Status == contract.DeliveryPending && rec.NextAttemptAt != nil && s.now().Before(rec.NextAttemptAt.Add(time.Minute)) {
+	if rec.Status == contract.DeliveryPending && rec.NextAttemptAt != nil && s.now().Before(rec.NextAttemptAt.Add(time.Minute)) {
 		// Its scheduled retry would come after the replay's attempt, with
 		// the attempts from before it, and a failed replay would be taken
 		// for the last attempt. A pending record whose retry is long past
@@ -221,13 +221,13 @@ func (s *Service) retryDelivery(c *gin.Context) {
 	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
-	msgID := replayID(recs[0])
+	msgID := replayID(rec)
 	if idemKey != "" {
 		// The same key is the same retry, however often it is asked for,
 		// within the deliveries stream's de-duplication window.
-		msgID = idempotentID(recs[0].ID+".retry.", tenant, idemKey)
+		msgID = idempotentID(rec.ID+".retry.", tenant, idemKey)
 	}
-	err = deliverylog.Replay(ctx, s.js, tenant, recs[0], msgID)
+	err = deliverylog.Replay(ctx, s.js, tenant, rec, msgID)
 	if errors.Is(err, deliverylog.ErrNoBody) {
 		s.respondError(c, conflict(err.Error()))
 		return
@@ -236,7 +236,7 @@ func (s *Service) retryDelivery(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"delivery_id": id})
+	c.JSON(http.StatusAccepted, gin.H{"delivery_id": rec.ID})
 }
 
 // endpointTakesRetries answers 409 for a delivery to an endpoint that is
