@@ -113,7 +113,9 @@ func TestSameJSON(t *testing.T) {
 		{name: "zeros and exponents", a: `[0.00250, -0, 100, 1.5e3]`, b: `[25e-4, 0, 1e2, 1500]`, want: true},
 		{name: "sign", a: `-1`, b: `1`, want: false},
 		{name: "exponent beyond int64", a: `1e99999999999999999999`, b: `1e99999999999999999999`, want: true},
-		{name: "exponent beyond int64, written otherwise", a: `1e99999999999999999999`, b: `10e99999999999999999998`, want: false},
+		{name: "exponent beyond 10^18, written otherwise", a: `1e99999999999999999999`, b: `10e99999999999999999998`, want: false},
+		{name: "zero with an exponent beyond int64", a: `0e99999999999999999999`, b: `0`, want: true},
+		{name: "exponents", a: `[1E+5, 1e-0, 0.1, 1e01]`, b: `[100000, 1, 1e-1, 10]`, want: true},
 		{name: "not JSON", a: `{`, b: `{ `, want: false},
 	}
 	for _, tt := range tests {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -201,8 +200,10 @@ func exactNumbers(v any) any {
 	return v
 }
 
-// canonicalNumber writes a JSON number as an exactNumber; one whose
-// exponent does not fit an int64 is kept as written.
+// canonicalNumber writes a JSON number as an exactNumber. One whose
+// exponent is beyond ±10^18 is kept as written (1e99999999999999999999 is
+// then not 10e99999999999999999998): its exponent is not parsed as a
+// big.Int, whose cost grows with the square of its digits.
 func canonicalNumber(n string) exactNumber {
 	text := n
 	sign := ""
@@ -211,21 +212,20 @@ func canonicalNumber(n string) exactNumber {
 	}
 	mantissa, exponent, _ := strings.Cut(strings.ToLower(text), "e")
 	whole, frac, _ := strings.Cut(mantissa, ".")
+	digits := strings.TrimLeft(whole+frac, "0")
+	trimmed := strings.TrimRight(digits, "0")
+	if trimmed == "" {
+		return "0" // -0, 0.0 and 0e99 are 0
+	}
 	exp := int64(0)
 	if exponent != "" {
 		e, err := strconv.ParseInt(exponent, 10, 64)
-		if err != nil || e > math.MaxInt64/2 || e < math.MinInt64/2 {
+		if err != nil || e > 1e18 || e < -1e18 {
 			return exactNumber("as written: " + n)
 		}
 		exp = e
 	}
-	digits := strings.TrimLeft(whole+frac, "0")
-	exp -= int64(len(frac))
-	trimmed := strings.TrimRight(digits, "0")
-	exp += int64(len(digits) - len(trimmed))
-	if trimmed == "" {
-		return "0" // -0, 0.0 and 0e5 are 0
-	}
+	exp += int64(len(digits) - len(trimmed) - len(frac)) // |each| ≤ the text's length
 	return exactNumber(sign + trimmed + "e" + strconv.FormatInt(exp, 10))
 }
 
