@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hookstream/hookstream/services/intake"
+	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
 )
 
@@ -238,4 +241,50 @@ func TestIdempotencyKeyOnEndpointsEventsAndRetries(t *testing.T) {
 	after, err := deliveries.Info(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, before.State.LastSeq+1, after.State.LastSeq, "one retry")
+}
+
+// An endpoint key's record left without its Created mark (the process
+// stopped, or its last write failed, after the endpoint was made) is not
+// taken for a failed create: the retry finds the endpoint instead of making
+// a second one. A keyed create refused leaves nothing in the tenants bucket
+// (a delete marker would stay for good). Both found by review.
+func TestEndpointKeyLeftUnmarkedOrRefused(t *testing.T) {
+	t.Parallel()
+	b := setupTopology(t, bus.Topology{}, func(c *intake.Config) { c.MaxEndpointsPerTenant = 1 })
+	body := `{"url":"https://example.com/hook"}`
+	first := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body, "Idempotency-Key", "k1")
+	require.Equal(t, http.StatusCreated, first.status, first.body)
+	tenants, err := b.js.KeyValue(t.Context(), contract.BucketTenants)
+	require.NoError(t, err)
+	var key string
+	require.NoError(t, bus.ReadAll(t.Context(), tenants, contract.EndpointKeyKey("acme", "*"), func(e jetstream.KeyValueEntry) error {
+		key = e.Key()
+		return nil
+	}))
+	entry, err := tenants.Get(t.Context(), key)
+	require.NoError(t, err)
+	var made map[string]any
+	require.NoError(t, json.Unmarshal(entry.Value(), &made))
+	delete(made, "created")
+	made["created_at"] = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+	data, err := json.Marshal(made)
+	require.NoError(t, err)
+	_, err = tenants.Put(t.Context(), key, data)
+	require.NoError(t, err)
+	again := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body, "Idempotency-Key", "k1")
+	require.Equal(t, http.StatusCreated, again.status, again.body)
+	require.Equal(t, first.body["id"], again.body["id"])
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+
+	stream, err := b.js.Stream(t.Context(), "KV_"+contract.BucketTenants)
+	require.NoError(t, err)
+	before, err := stream.Info(t.Context())
+	require.NoError(t, err)
+	for i := range 5 { // at the tenant's limit: 409 each
+		r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body, "Idempotency-Key", fmt.Sprint("refused-", i))
+		require.Equal(t, http.StatusConflict, r.status, r.body)
+	}
+	after, err := stream.Info(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, before.State.Msgs, after.State.Msgs, "what the refused creates wrote is gone, markers included")
 }

@@ -493,8 +493,14 @@ func (s *Service) takeEndpointKey(c *gin.Context, ep endpoints.Endpoint, idemKey
 		var entry jetstream.KeyValueEntry
 		if entry, err = s.tenants.Get(ctx, key); err == nil {
 			var made endpointKey
-			live := json.Unmarshal(entry.Value(), &made) == nil && now.Sub(made.CreatedAt) < endpointKeyTTL &&
-				(made.Created || now.Sub(made.CreatedAt) < endpointKeyPending)
+			live := json.Unmarshal(entry.Value(), &made) == nil && now.Sub(made.CreatedAt) < endpointKeyTTL
+			if live && !made.Created && now.Sub(made.CreatedAt) >= endpointKeyPending {
+				// Its create failed without removing it, unless the process
+				// stopped, or its last write failed, after the endpoint was made.
+				_, _, gerr := s.endpoints.Get(ctx, ep.Tenant, made.EndpointID)
+				made.Created = gerr == nil
+				live = !errors.Is(gerr, endpoints.ErrNotFound)
+			}
 			if live {
 				s.replayEndpointKey(c, ep.Tenant, made, hash)
 				return nil, true
@@ -518,7 +524,7 @@ func (s *Service) takeEndpointKey(c *gin.Context, ep endpoints.Endpoint, idemKey
 		done = true
 		ctx := context.WithoutCancel(ctx)
 		if !created {
-			_ = s.tenants.Delete(ctx, key, jetstream.LastRevision(rev))
+			s.purgeTenantKey(ctx, key, rev) // a delete would leave a marker for good
 			return
 		}
 		made, _ := json.Marshal(endpointKey{EndpointID: ep.ID, RequestHash: hash, CreatedAt: now, Created: true})
@@ -550,28 +556,45 @@ func (s *Service) replayEndpointKey(c *gin.Context, tenant string, made endpoint
 }
 
 // pruneEndpointKeys removes the tenant's endpoint keys older than
-// endpointKeyTTL, leaving no delete marker (the tenants bucket has no TTL).
-// A failure is logged: they are tried again at the next create with a key.
+// endpointKeyTTL, at most once every endpointKeyPrune per tenant and
+// process. A failure is logged: they are tried again at a later create
+// with a key.
 func (s *Service) pruneEndpointKeys(ctx context.Context, tenant string, now time.Time) {
-	var old []string
+	s.keyPrunes.Lock()
+	if last, ok := s.keyPrunes.last[tenant]; ok && now.Sub(last) < endpointKeyPrune {
+		s.keyPrunes.Unlock()
+		return
+	}
+	if s.keyPrunes.last == nil {
+		s.keyPrunes.last = map[string]time.Time{}
+	}
+	s.keyPrunes.last[tenant] = now
+	s.keyPrunes.Unlock()
 	err := bus.ReadAll(ctx, s.tenants, contract.EndpointKeyKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
 		var made endpointKey
 		if json.Unmarshal(e.Value(), &made) == nil && now.Sub(made.CreatedAt) >= endpointKeyTTL {
-			old = append(old, e.Key())
+			s.purgeTenantKey(ctx, e.Key(), e.Revision())
 		}
 		return nil
 	})
-	if err == nil && len(old) > 0 {
-		var stream jetstream.Stream
-		stream, err = s.js.Stream(ctx, "KV_"+contract.BucketTenants)
-		for _, key := range old {
-			if err == nil {
-				err = stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+contract.BucketTenants+"."+key))
-			}
-		}
-	}
 	if err != nil {
 		s.logger.Warn("remove old endpoint Idempotency-Keys", "tenant_id", tenant, "error", err)
+	}
+}
+
+// endpointKeyPrune is how often a process prunes a tenant's endpoint keys.
+const endpointKeyPrune = 10 * time.Minute
+
+// purgeTenantKey removes the tenants bucket's key as written at rev, and
+// not a later write, leaving no delete marker (the bucket has no TTL, and a
+// KV delete leaves one for good). A failure is logged.
+func (s *Service) purgeTenantKey(ctx context.Context, key string, rev uint64) {
+	stream, err := s.js.Stream(ctx, "KV_"+contract.BucketTenants)
+	if err == nil {
+		err = stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+contract.BucketTenants+"."+key), jetstream.WithPurgeSequence(rev+1))
+	}
+	if err != nil {
+		s.logger.Warn("remove a tenant record", "key", key, "error", err)
 	}
 }
 

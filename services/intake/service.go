@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -38,6 +39,11 @@ type Service struct {
 	secrets   *signing.Store
 	tenants   jetstream.KeyValue
 	endpoints *endpoints.Store
+	// keyPrunes is when each tenant's endpoint keys were last pruned.
+	keyPrunes struct {
+		sync.Mutex
+		last map[string]time.Time
+	}
 	apiKeys   *apikeys.Index
 	admission *admission
 	waits     *waits
