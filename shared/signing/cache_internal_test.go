@@ -186,3 +186,28 @@ func TestReadAcrossATenantDeletionDoesNotCacheTheRing(t *testing.T) {
 	_, err = s.Get(ctx, "acme")
 	require.ErrorIs(t, err, ErrTenantDeleted, "a callback would be signed after the delete was answered")
 }
+
+// goneEntry is what bus.Mirror applies for a key deleted while no watch
+// ran: an entry of revision 0.
+type goneEntry struct {
+	jetstream.KeyValueEntry
+	key string
+}
+
+func (e goneEntry) Key() string                     { return e.key }
+func (e goneEntry) Revision() uint64                { return 0 }
+func (e goneEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
+
+// A tenant deleted while the watch was down is not left out for its
+// unknown revision (found by review of the cache's deletions).
+func TestDeletionFoundAfterTheWatchWasDown(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, kv, box := tenantsBucket(t)
+	s := &Store{kv: kv, box: box, now: time.Now, cache: map[string]cached{}}
+	_, err := s.Get(ctx, "acme")
+	require.NoError(t, err)
+	s.apply(goneEntry{key: key("acme")})
+	_, err = s.Get(ctx, "acme")
+	require.ErrorIs(t, err, ErrTenantDeleted)
+}

@@ -79,7 +79,14 @@ func (s *Store) apply(entry jetstream.KeyValueEntry) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.cache[tenant]; ok && c.rev > entry.Revision() {
+	c, ok := s.cache[tenant]
+	if entry.Operation() != jetstream.KeyValuePut && entry.Revision() == 0 {
+		// Gone while the watch was down (bus.Mirror): its revision is not
+		// known, but it is later than anything cached.
+		s.cache[tenant] = cached{rev: c.rev + 1, at: s.now(), deleted: true}
+		return
+	}
+	if ok && c.rev > entry.Revision() {
 		return
 	}
 	if entry.Operation() != jetstream.KeyValuePut {
