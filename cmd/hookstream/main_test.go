@@ -96,6 +96,7 @@ func TestBadConfigurationNamesTheSetting(t *testing.T) {
 		{name: "blank HTTP address", givenEnv: []string{"HOOKSTREAM_HTTP_ADDR", " "}, wantInErr: "HOOKSTREAM_HTTP_ADDR"},
 		{name: "NATS on the API's port", givenEnv: []string{"HOOKSTREAM_HTTP_ADDR", "127.0.0.1:18301", "HOOKSTREAM_NATS_LISTEN", "127.0.0.1:18301"}, wantInErr: "HOOKSTREAM_NATS_LISTEN (--nats-listen): 127.0.0.1:18301 takes the port of HOOKSTREAM_HTTP_ADDR"},
 		{name: "pprof on the API's port", givenEnv: []string{"HOOKSTREAM_PPROF_ADDR", ":8080"}, wantInErr: "HOOKSTREAM_PPROF_ADDR"},
+		{name: "ops on the NATS listener's port", givenEnv: []string{"HOOKSTREAM_NATS_LISTEN", "127.0.0.1:18302", "HOOKSTREAM_OPS_ADDR", "127.0.0.1:18302"}, wantInErr: "HOOKSTREAM_OPS_ADDR"},
 		{name: "duration named", givenEnv: []string{"HOOKSTREAM_DISABLE_AFTER", "5d"}, wantInErr: "such as 90s"},
 		{name: "size named", givenEnv: []string{"HOOKSTREAM_STREAM_MAX_BYTES", "lots"}, wantInErr: "size in bytes"},
 	}

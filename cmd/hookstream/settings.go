@@ -226,6 +226,9 @@ func (s *settings) validateOps(cmd string) error {
 		listeners = append(listeners, listener{"HOOKSTREAM_NATS_LISTEN", "nats-listen", s.NATSListen})
 	}
 	listeners = append(listeners, listener{"HOOKSTREAM_PPROF_ADDR", "pprof-addr", s.PprofAddr})
+	if cmd == "serve" { // the others' ops address is checked below, with reasons
+		listeners = append(listeners, listener{"HOOKSTREAM_OPS_ADDR", "ops-addr", s.OpsAddr})
+	}
 	for i, a := range listeners {
 		for _, b := range listeners[:i] {
 			if a.addr != "" && sameListenAddr(a.addr, b.addr) {

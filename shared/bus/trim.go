@@ -122,6 +122,9 @@ type streamTrim struct {
 	off      bool // not a limits stream
 	filters  map[string]*filterTrim
 	failures int
+	// keepFailing: the first message to Keep could not be read, and that
+	// was told.
+	keepFailing bool
 }
 
 // filterTrim is what Trim knows of one filter subject.
@@ -252,10 +255,17 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 			floor = ft.kept - 1
 		}
 	}
-	if keepErr != nil {
+	switch {
+	case keepErr != nil && !st.keepFailing:
 		// Purged as if nothing were kept: a stream that kept everything
 		// would fill up (a NATS user not allowed the read answers nothing).
-		keepErr = fmt.Errorf("%w; purged without keeping the last %s", keepErr, st.Keep)
+		// Told once a run of failures.
+		st.keepFailing = true
+		keepErr = fmt.Errorf("%w; purges keep nothing until it can be read", keepErr)
+	case keepErr != nil:
+		keepErr = nil
+	case now.Equal(ft.keptAt):
+		st.keepFailing = false
 	}
 	if floor <= ft.trimmed {
 		ft.checked = now
@@ -283,13 +293,18 @@ func (st *streamTrim) purge(ctx context.Context, filter string, readers []reader
 }
 
 // keptFrom is the sequence of the first message stored at or after since,
-// which Keep keeps with every one after it; 0 when none is, or when the
-// stream holds more than a sixteenth of its size limit and keeps nothing:
+// which Keep keeps with every one after it (the next one's when none is);
+// 0 when the stream holds more than a sixteenth of its size limit and keeps
+// nothing:
 // so kept messages never make it an eighth full, where purges no longer
 // wait for a quiet moment.
 func (st *streamTrim) keptFrom(ctx context.Context, since time.Time) (uint64, error) {
-	if full, err := st.over(ctx, 16); err != nil || full {
+	info, err := st.stream.Info(ctx)
+	if err != nil {
 		return 0, err
+	}
+	if limit := info.Config.MaxBytes; limit > 0 && info.State.Bytes > uint64(limit)/16 {
+		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a read NATS does not allow is never answered
 	defer cancel()
@@ -311,7 +326,9 @@ func (st *streamTrim) keptFrom(ctx context.Context, since time.Time) (uint64, er
 	case err != nil:
 		return 0, fmt.Errorf("first message since %s: %w", since.Format(time.RFC3339), err)
 	case answer.Error != nil && answer.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return 0, nil // all older
+		// All older: the next message is the first kept (0 would keep
+		// nothing of what comes before this is asked again).
+		return info.State.LastSeq + 1, nil
 	case answer.Error != nil:
 		return 0, fmt.Errorf("first message since %s: %w", since.Format(time.RFC3339), answer.Error)
 	case answer.Message == nil:
