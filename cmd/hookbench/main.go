@@ -78,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&suite.out, "out", "docs/benchmarks.md", "suite: the Markdown file to write")
 	e2eRates := fs.String("e2e-rates", "1000,3000", "suite: the constant end-to-end rates, comma-separated")
 	fs.DurationVar(&suite.e2eDuration, "e2e-duration", time.Minute, "suite: how long the constant-rate end-to-end rows and each run of the sustained-rate search load (the other rows: -duration)")
-	fs.IntVar(&suite.searchSteps, "search-steps", 6, "suite: most rates of the sustained-rate search per mode (each run twice at most when it fails, then one rate halfway back)")
+	fs.IntVar(&suite.searchSteps, "search-steps", 6, "suite: most rates of the sustained-rate search per mode (each run twice at most: up ×1.5 while they hold, then one rate halfway back; down ×2/3 from a start that fails)")
 	suite.searchFrom = map[string]int{"durable": 300, "buffered": 1500}
 	if err := fs.Parse(args); err != nil {
 		return 2

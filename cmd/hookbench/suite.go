@@ -239,16 +239,14 @@ func suiteMode(ctx context.Context, o options, s suiteOptions, m mode) (*modeRes
 	return res, nil
 }
 
-// findSustained raises the end-to-end rate by half at a time, from the
-// mode's start, while the rate holds: in two runs in a row (the second
+// findSustained searches the highest end-to-end rate that holds
+// (searchRates), from the mode's start: in two runs in a row (the second
 // only if the first held), every request sent, answered 202 at 95 % of the
 // offered rate or more and its webhook received, with due → webhook p99 ≤
-// 100 ms. Once a rate has failed, the rate halfway back to the last one
-// that held is tried too, for a closer figure. Both runs must hold so that
-// one lucky run does not set the figure; one stall of the shared disk or
-// CPU then sets it lower instead.
+// 100 ms. Both runs must hold so that one lucky run does not set the
+// figure; one stall of the shared disk or CPU then sets it lower instead.
 func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *modeResult, run runFunc, add func(report) *report) error {
-	holds := func(rate int) (bool, error) {
+	return searchRates(s.searchFrom[m.name], s.searchSteps, func(rate int) (bool, error) {
 		held, err := sustainedRun(ctx, rate, s.e2eDuration, run, add)
 		if err == nil && held {
 			if held, err = sustainedRun(ctx, rate, s.e2eDuration, run, add); held {
@@ -256,20 +254,37 @@ func findSustained(ctx context.Context, o options, s suiteOptions, m mode, res *
 			}
 		}
 		return held, err
-	}
-	rate, last := s.searchFrom[m.name], 0
-	for range s.searchSteps {
+	})
+}
+
+// searchRates tries at most steps rates with holds: from from, it raises
+// the rate by half at a time while it holds, and once one has failed
+// tries the rate halfway back to the last that held, for a closer figure.
+// If the first rates fail, it lowers the rate by a third at a time until
+// one holds: a search that only went up reported nothing when its start
+// was too high for the machine.
+func searchRates(from, steps int, holds func(rate int) (bool, error)) error {
+	rate, last, lowering := from, 0, false
+	for range steps {
 		held, err := holds(rate)
-		if err != nil {
+		switch {
+		case err != nil:
 			return err
-		}
-		if !held {
-			if mid := (last + rate) / 2; last > 0 && mid > last {
+		case held && lowering:
+			return nil
+		case held:
+			last, rate = rate, rate*3/2
+		case last > 0:
+			if mid := (last + rate) / 2; mid > last {
 				_, err = holds(mid)
 			}
 			return err
+		default:
+			lowering, rate = true, rate*2/3
+			if rate < 1 {
+				return nil
+			}
 		}
-		last, rate = rate, rate*3/2
 	}
 	return nil
 }
@@ -340,7 +355,7 @@ func writeTable(md *strings.Builder, res *modeResult) {
 		}
 	}
 	const rule = "in two runs in a row: every request sent and answered 202 at 95 % of the offered rate or more, every webhook received, due→webhook p99 ≤ 100 ms; " +
-		"rates ×1.5 apart, then the rate halfway back to the last that held"
+		"rates ×1.5 apart, then the rate halfway back to the last that held; from a start that failed, rates ×2/3 apart down to the first that held"
 	if r := res.sustained; r != nil {
 		fmt.Fprintf(md, "- Highest end-to-end rate that held (%s): **%d jobs/s** offered, %.0f/s delivered (due→webhook p99 %s, 202→webhook p99 %s in its second run).\n",
 			rule, r.Rate, r.WebhookRate, ms(r.FromDue.P99), ms(r.EndToEnd.P99))
