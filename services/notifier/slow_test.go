@@ -21,17 +21,7 @@ import (
 // they answered.
 func TestSlowEndpointsLeaveWorkersToHealthyOnes(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	var slowGot atomic.Int32
-	slow := newReceiver(t, func(_ int, w http.ResponseWriter) {
-		slowGot.Add(1)
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-		w.WriteHeader(http.StatusOK)
-	})
-	t.Cleanup(func() { close(release) })
+	slow, slowGot, _ := hangingReceiver(t)
 	healthy := newReceiver(t, nil)
 	cfg := notifier.Config{Concurrency: 8, EndpointConcurrency: 4, DirectAttempts: 4, AttemptTimeout: time.Minute}
 	notifier.SlowAfter(&cfg, 200*time.Millisecond)
@@ -88,18 +78,7 @@ func TestInProcessRetriesLeaveASlowEndpointToItsDrain(t *testing.T) {
 // arrives while all twelve still wait for their answer.
 func TestFirstRequestsToSlowEndpointsStepAside(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	var slowGot, slowAnswered atomic.Int32
-	slow := newReceiver(t, func(_ int, w http.ResponseWriter) {
-		slowGot.Add(1)
-		select {
-		case <-release:
-		case <-time.After(time.Minute):
-		}
-		slowAnswered.Add(1)
-		w.WriteHeader(http.StatusOK)
-	})
-	t.Cleanup(func() { close(release) })
+	slow, slowGot, slowAnswered := hangingReceiver(t)
 	healthy := newReceiver(t, nil)
 	cfg := notifier.Config{Concurrency: 4, EndpointConcurrency: 4, DirectAttempts: 2, AttemptTimeout: 2 * time.Minute}
 	notifier.SlowAfter(&cfg, 200*time.Millisecond)
@@ -125,17 +104,7 @@ func TestFirstRequestsToSlowEndpointsStepAside(t *testing.T) {
 // again, not queued (found by review).
 func TestSlowFirstAttemptsGiveTheirDirectSlotsBack(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	var slowGot atomic.Int32
-	slow := newReceiver(t, func(_ int, w http.ResponseWriter) {
-		slowGot.Add(1)
-		select {
-		case <-release:
-		case <-time.After(time.Minute):
-		}
-		w.WriteHeader(http.StatusOK)
-	})
-	t.Cleanup(func() { close(release) })
+	slow, slowGot, _ := hangingReceiver(t)
 	healthy := newReceiver(t, nil)
 	cfg := notifier.Config{Concurrency: 4, EndpointConcurrency: 4, DirectAttempts: 2, AttemptTimeout: 2 * time.Minute}
 	notifier.SlowAfter(&cfg, 200*time.Millisecond)
@@ -155,4 +124,23 @@ func TestSlowFirstAttemptsGiveTheirDirectSlotsBack(t *testing.T) {
 	info, err := deliveries.Info(t.Context())
 	require.NoError(t, err)
 	require.Zero(t, info.State.LastSeq, "a delivery was queued: the direct slots were still held")
+}
+
+// hangingReceiver answers each request only once the test ends (or after
+// a minute), counting the requests it got and those it answered.
+func hangingReceiver(t *testing.T) (rcv *receiver, got, answered *atomic.Int32) {
+	t.Helper()
+	release := make(chan struct{})
+	got, answered = new(atomic.Int32), new(atomic.Int32)
+	rcv = newReceiver(t, func(_ int, w http.ResponseWriter) {
+		got.Add(1)
+		select {
+		case <-release:
+		case <-time.After(time.Minute):
+		}
+		answered.Add(1)
+		w.WriteHeader(http.StatusOK)
+	})
+	t.Cleanup(func() { close(release) })
+	return rcv, got, answered
 }
