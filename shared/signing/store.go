@@ -93,6 +93,9 @@ func (s *Store) apply(entry jetstream.KeyValueEntry) {
 		s.cache[tenant] = cached{rev: entry.Revision(), at: s.now(), deleted: true}
 		return
 	}
+	if !ok {
+		return // not cached: the next Get reads it (a keyring cached from the watch's first read could be older than a rotation not yet watched)
+	}
 	ring, err := Unseal(s.box, entry.Value())
 	if err != nil {
 		delete(s.cache, tenant) // read again, for its error
