@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -182,6 +183,41 @@ func TestEndpointSecretRotation(t *testing.T) {
 	old, err := standardwebhooks.NewWebhook(oldSecret)
 	require.NoError(t, err)
 	require.Error(t, old.Verify(after.body, after.header), "the old secret no longer verifies after the grace period")
+}
+
+// Secrets of one's own (receivers moved from another provider) sign as
+// generated ones do: an endpoint created with one, then rotated to another
+// without grace, and the tenant's callback secret rotated to one.
+func TestSecretsOfOnesOwnSign(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	rcv := newReceiver(t)
+	own := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a secret brought from elsewhere!!"))
+	code, _, out := h.call(http.MethodPost, "/v1/endpoints", keyAcme, `{"url":"`+rcv.URL+`","event_types":["ping"],"secret":"`+own+`"}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	id := out["id"].(string)
+	ping := func() received {
+		n := len(rcv.all())
+		code, _, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/test", keyAcme, "")
+		require.Equal(t, http.StatusAccepted, code, out)
+		return rcv.wait(t, n+1, 30*time.Second)[n]
+	}
+	verify(t, own, ping())
+
+	next := "whsec_" + base64.StdEncoding.EncodeToString([]byte("another one, also brought along, longer"))
+	code, _, out = h.call(http.MethodPost, "/v1/endpoints/"+id+"/secret/rotate", keyAcme, `{"secret":"`+next+`","grace_period":"0s"}`)
+	require.Equal(t, http.StatusOK, code, out)
+	after := ping()
+	verify(t, next, after)
+	require.Len(t, strings.Fields(after.header.Get("webhook-signature")), 1, "no grace: the old secret signs no more")
+
+	code, _, out = h.call(http.MethodPost, "/v1/signing-secret/rotate", keyAcme, `{"secret":"`+own+`","grace_period":"0s"}`)
+	require.Equal(t, http.StatusOK, code, out)
+	n := len(rcv.all())
+	h.submit(keyAcme, `{"type":"echo","callback_url":"`+rcv.URL+`/job"}`)
+	callback := rcv.wait(t, n+1, 30*time.Second)[n]
+	require.Equal(t, "job.succeeded", callback.event.Type)
+	verify(t, own, callback)
 }
 
 // Fan-out re-run for an event (as after a crash between publishing some of

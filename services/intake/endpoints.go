@@ -23,6 +23,7 @@ import (
 	"github.com/hookstream/hookstream/shared/contract"
 	"github.com/hookstream/hookstream/shared/endpoints"
 	"github.com/hookstream/hookstream/shared/signing"
+	"github.com/hookstream/hookstream/shared/webhook"
 )
 
 // Endpoint limits. With the URL's 2,048 bytes, they bound an endpoint to
@@ -143,6 +144,12 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 		return p, err
 	}
 	if err := decodeJSON(body, s.cfg.MaxJSONDepth, &p); err != nil {
+		var given struct {
+			Secret json.RawMessage `json:"secret"`
+		}
+		if json.Unmarshal(body, &given) == nil && given.Secret != nil {
+			return p, invalid(`field "secret": an endpoint's secret changes by POST /v1/endpoints/{id}/secret/rotate, with the old one signing too for a grace period`)
+		}
 		return p, err
 	}
 	var fields map[string]json.RawMessage
@@ -373,15 +380,23 @@ func newID(prefix string) string {
 	return prefix + idEncoding.EncodeToString(b[:])
 }
 
+// endpointCreate is the body of POST /v1/endpoints: the fields of a PATCH
+// and the endpoint's first secret, if the caller brings its own (a
+// receiver moved from another provider).
+type endpointCreate struct {
+	endpointPatch
+	Secret *string `json:"secret,omitempty"`
+}
+
 func (s *Service) createEndpoint(c *gin.Context) {
-	var p endpointPatch
+	var req endpointCreate
 	if err := checkContentType(c); err != nil {
 		s.respondError(c, err)
 		return
 	}
 	body, err := readBody(c, s.cfg.MaxBodyBytes)
 	if err == nil {
-		err = decodeJSON(body, s.cfg.MaxJSONDepth, &p)
+		err = decodeJSON(body, s.cfg.MaxJSONDepth, &req)
 	}
 	if err == nil {
 		err = refuseNullHeaders(body)
@@ -390,6 +405,7 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	p := req.endpointPatch
 	if p.URL == nil {
 		s.respondError(c, invalid(`field "url" is required`))
 		return
@@ -400,7 +416,13 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		return
 	}
 	now := s.now().UTC()
-	ring, err := signing.NewKeyring(now)
+	var ring signing.Keyring
+	if req.Secret != nil {
+		ring, err = signing.KeyringOf(*req.Secret, now)
+		err = secretError(err)
+	} else {
+		ring, err = signing.NewKeyring(now)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -413,7 +435,7 @@ func (s *Service) createEndpoint(c *gin.Context) {
 	ctx := c.Request.Context()
 	var keyed func(created bool) // settles the key's record once the endpoint is made or not
 	if idemKey != "" {
-		canonical, _ := json.Marshal(p) // decoded and encoded again: members in order, one way of escaping
+		canonical, _ := json.Marshal(req) // decoded and encoded again: members in order, one way of escaping
 		sum := sha256.Sum256(canonical)
 		var replayed bool
 		if keyed, replayed = s.takeEndpointKey(c, ep, idemKey, hex.EncodeToString(sum[:])); replayed {
@@ -722,23 +744,32 @@ type rotateRequest struct {
 	// GracePeriod is how long the old secret keeps signing ("24h"); at
 	// most 7 days.
 	GracePeriod string `json:"grace_period"`
+	// Secret is the new secret, if the caller brings its own.
+	Secret string `json:"secret"`
+}
+
+// secretError is the answer for a secret of the caller's own that
+// signing refused: 422, without the secret.
+func secretError(err error) error {
+	switch {
+	case errors.Is(err, webhook.ErrBadSecret):
+		return invalid(`field "secret": "whsec_" followed by the standard base64 (with padding) of 24 to 64 random bytes`)
+	case errors.Is(err, signing.ErrCurrentSecret):
+		return invalid(`field "secret": it is the current secret already`)
+	}
+	return err
 }
 
 func (s *Service) rotateEndpointSecret(c *gin.Context) {
-	grace, err := s.readGrace(c)
+	rot, err := s.readRotate(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
 	ep, err := s.endpoints.Update(c.Request.Context(), tenantOf(c), c.Param("id"), func(ep *endpoints.Endpoint) error {
-		if len(ep.Keyring.Secrets) == 0 { // unreadable: a new one
-			ring, err := signing.NewKeyring(s.now())
-			ep.Keyring, ep.UpdatedAt = ring, s.now().UTC()
-			return err
-		}
-		ring, err := ep.Keyring.Rotate(s.now(), grace)
+		ring, err := ep.Keyring.Rotate(s.now(), rot.grace, rot.secret) // an unreadable one has no secrets: the new one alone
 		ep.Keyring, ep.UpdatedAt = ring, s.now().UTC()
-		return err
+		return secretError(err)
 	})
 	if err != nil {
 		s.respondError(c, err)
@@ -748,29 +779,44 @@ func (s *Service) rotateEndpointSecret(c *gin.Context) {
 	c.JSON(http.StatusOK, newSecretResponse(ep.Keyring, s.now()))
 }
 
-// readGrace reads the optional rotation body; an empty body means the
-// configured default.
-func (s *Service) readGrace(c *gin.Context) (time.Duration, error) {
+// A rotation is what the body of a secret rotation asks for: the old
+// secrets' grace period and the new secret ("": a new random one).
+type rotation struct {
+	grace  time.Duration
+	secret string
+}
+
+// readRotate reads the optional rotation body; an empty body, or no
+// grace_period, means the configured grace period.
+func (s *Service) readRotate(c *gin.Context) (rotation, error) {
+	rot := rotation{grace: s.cfg.SecretGrace}
 	body, err := readBody(c, s.cfg.MaxBodyBytes)
 	if err != nil {
-		return 0, err
+		return rot, err
 	}
 	if len(bytes.TrimSpace(body)) == 0 { // also sent chunked, or without a type
-		return s.cfg.SecretGrace, nil
+		return rot, nil
 	}
 	if err := checkContentType(c); err != nil {
-		return 0, err
+		return rot, err
 	}
 	var req rotateRequest
 	if err := decodeJSON(body, s.cfg.MaxJSONDepth, &req); err != nil {
-		return 0, err
+		return rot, err
+	}
+	if req.Secret != "" {
+		if _, err := webhook.ParseSecret(req.Secret); err != nil {
+			return rot, secretError(err)
+		}
+		rot.secret = req.Secret
 	}
 	if req.GracePeriod == "" {
-		return s.cfg.SecretGrace, nil
+		return rot, nil
 	}
 	d, err := time.ParseDuration(req.GracePeriod)
 	if err != nil || d < 0 || d > signing.MaxGrace {
-		return 0, invalid(`field "grace_period": a duration from 0s to 168h`)
+		return rot, invalid(`field "grace_period": a duration from 0s to 168h`)
 	}
-	return d, nil
+	rot.grace = d
+	return rot, nil
 }

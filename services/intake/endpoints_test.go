@@ -1,7 +1,9 @@
 package intake_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -266,4 +268,61 @@ func TestPatchFieldNamesAsJSONReadsThem(t *testing.T) {
 	r = b.do(t, http.MethodGet, "/v1/endpoints?after="+ep.body["created_at"].(string), keyAcme, "", "")
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	require.Empty(t, r.body["data"])
+}
+
+// A receiver moved from another provider keeps its secret: an endpoint may
+// be created with a whsec_ secret of the caller's own, and rotated to one,
+// the tenant's callback secret too. A secret that is not one is refused
+// without being echoed, and PATCH does not take one.
+func TestEndpointWithASecretOfItsOwn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	own := "whsec_" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("k"), 32))
+	r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", `{"url":"https://example.com/hook","secret":"`+own+`"}`)
+	require.Equal(t, http.StatusCreated, r.status, r.body)
+	require.Equal(t, own, r.body["secret"])
+	id := r.body["id"].(string)
+	r = b.do(t, http.MethodGet, "/v1/endpoints/"+id+"/secret", keyAcme, "", "")
+	require.Equal(t, own, r.body["secret"])
+
+	bad := "whsec_" + base64.StdEncoding.EncodeToString([]byte("only twenty-three bytes"))
+	for _, body := range []string{`{"url":"https://example.com/hook","secret":"` + bad + `"}`, `{"url":"https://example.com/hook","secret":""}`} {
+		r = b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", body)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+		require.Contains(t, r.body["detail"], "24 to 64")
+		require.NotContains(t, r.body["detail"], bad[6:])
+	}
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/json", `{"secret":"`+own+`"}`)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+	require.Contains(t, r.body["detail"], "/secret/rotate")
+	require.NotContains(t, r.body["detail"], own)
+
+	// Rotating to one's own secret: the old one keeps signing; the
+	// current one again is refused; a bad one is, unechoed.
+	next := "whsec_" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("n"), 48))
+	for _, path := range []string{"/v1/endpoints/" + id + "/secret/rotate", "/v1/signing-secret/rotate"} {
+		r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"secret":"`+next+`","grace_period":"1h"}`)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		require.Equal(t, next, r.body["secret"], path)
+		require.Len(t, r.body["previous"], 1, path)
+		r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"secret":"`+next+`"}`)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+		require.Contains(t, r.body["detail"], "current secret already")
+		r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"secret":"`+bad+`"}`)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, r.body)
+		require.NotContains(t, r.body["detail"], bad[6:])
+	}
+	require.Equal(t, own, b.do(t, http.MethodGet, "/v1/endpoints/"+id+"/secret", keyAcme, "", "").body["previous"].([]any)[0].(map[string]any)["secret"])
+
+	// The secret is part of a keyed create's request: the same key with
+	// another secret is another request.
+	create := func(secret string) reply {
+		return b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", `{"url":"https://example.com/k","secret":"`+secret+`"}`, "Idempotency-Key", "own-secret")
+	}
+	first := create(own)
+	require.Equal(t, http.StatusCreated, first.status, first.body)
+	again := create(own)
+	require.Equal(t, http.StatusCreated, again.status, again.body)
+	require.Equal(t, first.body["id"], again.body["id"])
+	require.Equal(t, http.StatusUnprocessableEntity, create(next).status)
 }

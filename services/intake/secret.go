@@ -33,14 +33,14 @@ func (s *Service) getSigningSecret(c *gin.Context) {
 }
 
 func (s *Service) rotateSigningSecret(c *gin.Context) {
-	grace, err := s.readGrace(c)
+	rot, err := s.readRotate(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
-	ring, err := s.secrets.Rotate(c.Request.Context(), tenantOf(c), grace)
+	ring, err := s.secrets.Rotate(c.Request.Context(), tenantOf(c), rot.grace, rot.secret)
 	if err != nil {
-		s.respondError(c, err)
+		s.respondError(c, secretError(err))
 		return
 	}
 	c.Header("Cache-Control", "no-store")

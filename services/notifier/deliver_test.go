@@ -102,7 +102,7 @@ func TestDeliverSignsWithRotatedSecrets(t *testing.T) {
 	b := setup(t, notifier.Config{})
 	rcv := newReceiver(t, nil)
 	old := b.secret(t, "acme")
-	ring, err := b.signing(t).Rotate(t.Context(), "acme", time.Hour)
+	ring, err := b.signing(t).Rotate(t.Context(), "acme", time.Hour, "")
 	require.NoError(t, err)
 	current := ring.Current().Secret
 	require.NotEqual(t, old, current)

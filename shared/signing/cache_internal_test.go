@@ -61,7 +61,7 @@ func TestSlowReadDoesNotCacheTheRingBeforeARotation(t *testing.T) {
 	read := make(chan Keyring)
 	go func() { r, _ := s.Get(readCtx, "acme"); read <- r }()
 	time.Sleep(100 * time.Millisecond) // it has read the keyring before the rotation
-	rotated, err := s.Rotate(ctx, "acme", time.Hour)
+	rotated, err := s.Rotate(ctx, "acme", time.Hour, "")
 	require.NoError(t, err)
 	close(gate)
 	<-read
@@ -131,7 +131,7 @@ func TestWatchedCacheFollowsARotationAtOnce(t *testing.T) {
 	go func() { done <- watching.Watch(watchCtx, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
 
-	rotated, err := other.Rotate(ctx, "acme", 0)
+	rotated, err := other.Rotate(ctx, "acme", 0, "")
 	require.NoError(t, err)
 	require.NotEqual(t, before.Current().Secret, rotated.Current().Secret)
 	require.Eventually(t, func() bool {

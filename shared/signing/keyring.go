@@ -5,6 +5,7 @@
 package signing
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -42,6 +43,18 @@ func NewKeyring(now time.Time) (Keyring, error) {
 	return Keyring{Secrets: []Secret{{Secret: secret, CreatedAt: now.UTC()}}}, nil
 }
 
+// ErrCurrentSecret is returned by Rotate for the keyring's current secret.
+var ErrCurrentSecret = errors.New("the secret is already the current one")
+
+// KeyringOf returns a keyring whose one secret is the caller's own, a whsec_
+// secret (webhook.ErrBadSecret if it is not one).
+func KeyringOf(secret string, now time.Time) (Keyring, error) {
+	if _, err := webhook.ParseSecret(secret); err != nil {
+		return Keyring{}, err
+	}
+	return Keyring{Secrets: []Secret{{Secret: secret, CreatedAt: now.UTC()}}}, nil
+}
+
 // Current returns the secret new receivers should be given.
 func (k Keyring) Current() Secret { return k.Secrets[0] }
 
@@ -72,15 +85,30 @@ func (k Keyring) Keys(now time.Time) ([][]byte, error) {
 	return keys, nil
 }
 
-// Rotate returns the keyring with a new current secret; the previous ones
-// keep signing until grace has passed, at most MaxOldSecrets of them.
-func (k Keyring) Rotate(now time.Time, grace time.Duration) (Keyring, error) {
-	fresh, err := NewKeyring(now)
+// Rotate returns the keyring with a new current secret: secret, the
+// caller's own (as KeyringOf takes it), or a new one if secret is "". The
+// previous ones keep signing until grace has passed, at most MaxOldSecrets
+// of them. The current secret is refused (ErrCurrentSecret); a previous one
+// becomes current again.
+func (k Keyring) Rotate(now time.Time, grace time.Duration, secret string) (Keyring, error) {
+	if len(k.Secrets) > 0 && secret == k.Current().Secret {
+		return Keyring{}, ErrCurrentSecret
+	}
+	var fresh Keyring
+	var err error
+	if secret == "" {
+		fresh, err = NewKeyring(now)
+	} else {
+		fresh, err = KeyringOf(secret, now)
+	}
 	if err != nil {
 		return Keyring{}, err
 	}
 	until := now.UTC().Add(min(grace, MaxGrace))
 	for _, old := range k.Secrets {
+		if old.Secret == secret {
+			continue // current again
+		}
 		if old.ExpiresAt == nil {
 			old.ExpiresAt = &until
 		}

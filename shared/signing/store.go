@@ -222,10 +222,10 @@ func (s *Store) create(ctx context.Context, tenant string) (Keyring, uint64, err
 	return ring, rev, nil
 }
 
-// Rotate makes a new current secret; the previous ones keep signing until
-// grace has passed. A keyring it cannot read (ErrUnreadable) is replaced
-// by a new one.
-func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration) (Keyring, error) {
+// Rotate makes secret, or a new secret if it is "", the current one
+// (Keyring.Rotate); the previous ones keep signing until grace has passed.
+// A keyring it cannot read (ErrUnreadable) is replaced by a new one.
+func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration, secret string) (Keyring, error) {
 	if _, err := s.Get(ctx, tenant); err != nil && !errors.Is(err, ErrUnreadable) {
 		return Keyring{}, err
 	}
@@ -233,11 +233,11 @@ func (s *Store) Rotate(ctx context.Context, tenant string, grace time.Duration) 
 		ring, rev, err := s.load(ctx, tenant)
 		switch {
 		case errors.Is(err, ErrUnreadable):
-			ring, err = NewKeyring(s.now())
+			ring, err = Keyring{}.Rotate(s.now(), grace, secret)
 		case err != nil:
 			return Keyring{}, fmt.Errorf("load keyring of %s: %w", tenant, err)
 		default:
-			ring, err = ring.Rotate(s.now(), grace)
+			ring, err = ring.Rotate(s.now(), grace, secret)
 		}
 		if err != nil {
 			return Keyring{}, err

@@ -49,7 +49,7 @@ func TestRotateReplacesAnUnreadableKeyring(t *testing.T) {
 	require.NoError(t, err)
 	_, err = store.Get(ctx, "acme")
 	require.ErrorIs(t, err, signing.ErrUnreadable)
-	ring, err := store.Rotate(ctx, "acme", 0)
+	ring, err := store.Rotate(ctx, "acme", 0, "")
 	require.NoError(t, err)
 	require.Len(t, ring.Secrets, 1)
 	got, err := store.Get(ctx, "acme")
