@@ -131,10 +131,14 @@ func startInProcess(t *testing.T, cmd string, getenv func(string) string) <-chan
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- start(ctx, cmd, s, getenv, slog.New(slog.DiscardHandler), io.Discard) }()
+	stopped := make(chan struct{}) // closed once start returned, its error read from done or not
+	go func() {
+		defer close(stopped)
+		done <- start(ctx, cmd, s, getenv, slog.New(slog.DiscardHandler), io.Discard)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-stopped
 	})
 	return done
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,10 +12,14 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/hookstream/hookstream/services/intake"
 	"github.com/hookstream/hookstream/services/processor"
@@ -31,6 +38,12 @@ type settings struct {
 	NATSURL           string
 	NATSListen        string
 	NATSToken         string
+	NATSCreds         string
+	NATSNKey          string
+	NATSTLSCA         string
+	NATSTLSCert       string
+	NATSTLSKey        string
+	NATSInboxPrefix   string
 	Replicas          int
 	JetStreamSync     string
 	APIKeys           string
@@ -78,6 +91,12 @@ func (s *settings) table() []setting {
 		{"HOOKSTREAM_NATS_URL", "nats-url", "nats://127.0.0.1:4222", "split mode: NATS server or cluster URLs, comma-separated, with the credentials the servers require (nats://user:password@host:4222 or nats://<token>@host:4222; never logged)", &s.NATSURL},
 		{"HOOKSTREAM_NATS_LISTEN", "nats-listen", "", "embedded mode: also accept NATS clients on this address (e.g. 127.0.0.1:4222), which authenticate with HOOKSTREAM_NATS_TOKEN; empty: in-process only", &s.NATSListen},
 		{"HOOKSTREAM_NATS_TOKEN", "nats-token", "", "embedded mode with HOOKSTREAM_NATS_LISTEN: the token every NATS client gives (nats://<token>@host:4222), at least 16 of a-z A-Z 0-9 - _ . ~; empty: generated on first start and kept in <data dir>/nats-token. Anyone with it has all of hookstream's data. Split mode: the token to connect with, unless HOOKSTREAM_NATS_URL carries credentials", &s.NATSToken},
+		{"HOOKSTREAM_NATS_CREDS", "nats-creds", "", "split mode: a NATS credentials file (a user JWT and its NKey seed, as nsc and NATS account services write them), for servers in operator mode", &s.NATSCreds},
+		{"HOOKSTREAM_NATS_NKEY", "nats-nkey", "", "split mode: a file holding the NKey seed (SU…) of a NATS user, for servers with NKey users", &s.NATSNKey},
+		{"HOOKSTREAM_NATS_TLS_CA", "nats-tls-ca", "", "split mode: PEM file of the CA certificates that the NATS servers' certificates must chain to; setting it, a client certificate, or a tls:// URL requires TLS (with the system's roots when this is empty)", &s.NATSTLSCA},
+		{"HOOKSTREAM_NATS_TLS_CERT", "nats-tls-cert", "", "split mode: PEM client certificate, for NATS servers that verify their clients (with HOOKSTREAM_NATS_TLS_KEY)", &s.NATSTLSCert},
+		{"HOOKSTREAM_NATS_TLS_KEY", "nats-tls-key", "", "split mode: PEM private key of HOOKSTREAM_NATS_TLS_CERT", &s.NATSTLSKey},
+		{"HOOKSTREAM_NATS_INBOX_PREFIX", "nats-inbox-prefix", "_INBOX", "split mode: the subject prefix of the replies to this process's NATS requests (every JetStream call's); give each service's NATS user a prefix of its own (e.g. _INBOX_intake) and allow it to subscribe to <prefix>.> alone, so that no user can read another's replies (docs/nats-permissions.md)", &s.NATSInboxPrefix},
 		{"HOOKSTREAM_NATS_REPLICAS", "nats-replicas", "1", "replicas of every stream and bucket (3 on a cluster)", &s.Replicas},
 		{"HOOKSTREAM_JETSTREAM_SYNC", "jetstream-sync", "always", "embedded mode: 'always' syncs every write to disk before a 202 (survives power loss); an interval such as 2m (at least 10ms) is faster but a host crash can lose acknowledged jobs", &s.JetStreamSync},
 		{"HOOKSTREAM_API_KEYS", "api-keys", "", "comma-separated tenant:key pairs (tenant: 1-64 of a-z A-Z 0-9 - _; key: at least 16 characters); empty in embedded mode without HOOKSTREAM_ADMIN_TOKEN: a dev tenant and key kept in the data dir (with it, tenants and keys come from the admin API)", &s.APIKeys},
@@ -166,13 +185,112 @@ func (s *settings) validateSplit(cmd string) error {
 		// mode it is the NATS server's own, whatever that takes.
 		return errors.New("HOOKSTREAM_NATS_TOKEN (--nats-token): use at least 16 of a-z A-Z 0-9 - _ . ~ (it goes in URLs)")
 	case cmd == "serve":
-		return nil
+		return s.refuseClientAuth()
 	case s.SecretKey == "":
 		return errors.New("HOOKSTREAM_SECRET_KEY (--secret-key): required in split mode, the same on every service")
 	case cmd == "intake" && len(keys) == 0 && s.AdminToken == "":
 		return errors.New("HOOKSTREAM_API_KEYS (--api-keys) or HOOKSTREAM_ADMIN_TOKEN (--admin-token): one is required in split mode")
 	}
+	return s.checkClientAuth()
+}
+
+// refuseClientAuth refuses, in embedded mode, the settings of a NATS
+// connection of split mode: the embedded server takes a token and has no
+// TLS, and a file given for it would be silently unused.
+func (s *settings) refuseClientAuth() error {
+	for _, st := range s.table() {
+		if !strings.HasPrefix(st.env, "HOOKSTREAM_NATS_CREDS") && !strings.HasPrefix(st.env, "HOOKSTREAM_NATS_NKEY") &&
+			!strings.HasPrefix(st.env, "HOOKSTREAM_NATS_TLS_") && st.env != "HOOKSTREAM_NATS_INBOX_PREFIX" {
+			continue
+		}
+		if v := *st.target.(*string); v != st.def {
+			return fmt.Errorf("%s (--%s): split mode only; the embedded NATS server (hookstream serve) takes HOOKSTREAM_NATS_TOKEN and has no TLS", st.env, st.flag)
+		}
+	}
 	return nil
+}
+
+// checkClientAuth checks the credentials and TLS files of a split-mode
+// NATS connection before it is made, never printing what they hold: a
+// service would otherwise retry the connection for minutes, or fail on
+// the first reconnect.
+func (s *settings) checkClientAuth() error {
+	if s.NATSCreds != "" {
+		data, err := os.ReadFile(s.NATSCreds)
+		if err != nil {
+			return fmt.Errorf("HOOKSTREAM_NATS_CREDS (--nats-creds): %w", err)
+		}
+		_, jwtErr := nkeys.ParseDecoratedJWT(data)
+		_, seedErr := nkeys.ParseDecoratedNKey(data)
+		if jwtErr != nil || seedErr != nil || !bytes.Contains(data, []byte("BEGIN NATS USER JWT")) {
+			return fmt.Errorf("HOOKSTREAM_NATS_CREDS (--nats-creds): %s is not a NATS credentials file (a user JWT and its NKey seed, between -----BEGIN NATS USER JWT----- and -----BEGIN USER NKEY SEED----- lines)", s.NATSCreds)
+		}
+	}
+	if s.NATSNKey != "" {
+		if _, err := nats.NkeyOptionFromSeed(s.NATSNKey); err != nil {
+			return fmt.Errorf("HOOKSTREAM_NATS_NKEY (--nats-nkey): %s: not a file holding a user's NKey seed (SU…): %w", s.NATSNKey, redactedSeedError(err))
+		}
+	}
+	userinfo := false
+	for raw := range strings.SplitSeq(s.NATSURL, ",") {
+		if u, err := url.Parse(strings.TrimSpace(raw)); err == nil && u.User != nil {
+			userinfo = true
+		}
+	}
+	given := []struct {
+		env string
+		set bool
+	}{{"HOOKSTREAM_NATS_CREDS", s.NATSCreds != ""}, {"HOOKSTREAM_NATS_NKEY", s.NATSNKey != ""}, {"HOOKSTREAM_NATS_TOKEN", s.NATSToken != ""}, {"credentials in HOOKSTREAM_NATS_URL", userinfo}}
+	for i, a := range given {
+		for _, b := range given[:i] {
+			if a.set && b.set {
+				return fmt.Errorf("%s and %s are both given: a NATS connection authenticates one way; keep one", b.env, a.env)
+			}
+		}
+	}
+	if s.NATSTLSCA != "" {
+		data, err := os.ReadFile(s.NATSTLSCA)
+		if err != nil {
+			return fmt.Errorf("HOOKSTREAM_NATS_TLS_CA (--nats-tls-ca): %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			return fmt.Errorf("HOOKSTREAM_NATS_TLS_CA (--nats-tls-ca): %s holds no PEM certificate", s.NATSTLSCA)
+		}
+	}
+	switch {
+	case (s.NATSTLSCert == "") != (s.NATSTLSKey == ""):
+		return errors.New("HOOKSTREAM_NATS_TLS_CERT (--nats-tls-cert) and HOOKSTREAM_NATS_TLS_KEY (--nats-tls-key): give both, or neither")
+	case s.NATSTLSCert != "":
+		if _, err := tls.LoadX509KeyPair(s.NATSTLSCert, s.NATSTLSKey); err != nil {
+			return fmt.Errorf("HOOKSTREAM_NATS_TLS_CERT (--nats-tls-cert) and HOOKSTREAM_NATS_TLS_KEY (--nats-tls-key): %w", err)
+		}
+	}
+	p := s.NATSInboxPrefix
+	if p == "" || strings.ContainsAny(p, "*> \t\r\n") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
+		return fmt.Errorf("HOOKSTREAM_NATS_INBOX_PREFIX (--nats-inbox-prefix): %q is not a subject prefix (tokens separated by dots, no wildcards or spaces)", p)
+	}
+	return nil
+}
+
+// redactedSeedError is err without a seed that a message may quote.
+func redactedSeedError(err error) error {
+	if strings.Contains(err.Error(), "SU") {
+		return errors.New("no valid seed found")
+	}
+	return err
+}
+
+// natsConnectOptions are the options of a split-mode service's NATS
+// connections.
+func (s *settings) natsConnectOptions(name string) bus.ConnectOptions {
+	prefix := s.NATSInboxPrefix
+	if prefix == "_INBOX" {
+		prefix = ""
+	}
+	return bus.ConnectOptions{
+		URL: s.NATSURL, Name: name, Token: s.NATSToken, Creds: s.NATSCreds, NKeySeed: s.NATSNKey,
+		TLS: bus.TLSFiles{CA: s.NATSTLSCA, Cert: s.NATSTLSCert, Key: s.NATSTLSKey}, InboxPrefix: prefix,
+	}
 }
 
 // checkListenAddr tells why addr is not a host:port to listen on.

@@ -119,7 +119,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 	var js jetstream.JetStream
 	until := time.Now().Add(startupWait) // for every step of the start
 	err = whenAvailable(ctx, logger, until, "connect to NATS", func() (err error) {
-		nc, js, err = bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd, Token: s.NATSToken}, logger)
+		nc, js, err = bus.Connect(s.natsConnectOptions("hookstream-"+cmd), logger)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// Connected, and then no NATS greeting: another kind of server.
 			return fmt.Errorf("%w (nothing answered as a NATS server does: is HOOKSTREAM_NATS_URL the client port of a NATS server?)", err)
@@ -160,7 +160,7 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		// Job records are read on a connection of their own: such a read
 		// waits while nats-server saves the records' index, and held every
 		// write after it on a shared one (docs/performance.md, finding 21).
-		rnc, rjs, err := bus.Connect(bus.ConnectOptions{URL: s.NATSURL, Name: "hookstream-" + cmd + "-records", Token: s.NATSToken}, logger)
+		rnc, rjs, err := bus.Connect(s.natsConnectOptions("hookstream-"+cmd+"-records"), logger)
 		if err != nil {
 			return err
 		}

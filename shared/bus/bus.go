@@ -35,6 +35,60 @@ type ConnectOptions struct {
 	// server that requires one (embeddednats.Config.Token), or to URL when
 	// it carries no credentials of its own (nats://token@host:4222).
 	Token string
+	// Creds is the path of a NATS credentials file (a user JWT and its
+	// NKey seed, as nsc writes them), for servers in operator mode.
+	Creds string
+	// NKeySeed is the path of a file holding a user's NKey seed (SU…),
+	// for servers with NKey users.
+	NKeySeed string
+	// TLS is the connection's TLS, if any: a tls:// URL, or any TLS file
+	// set, requires it.
+	TLS TLSFiles
+	// InboxPrefix replaces _INBOX in the subjects where replies come back
+	// (every JetStream request's), so that a NATS user may be allowed to
+	// subscribe to its own replies alone; "" keeps _INBOX.
+	InboxPrefix string
+}
+
+// TLSFiles are the PEM files of a connection's TLS.
+type TLSFiles struct {
+	// CA is the CA certificates that the server's certificate must chain
+	// to; "" trusts the system's roots.
+	CA string
+	// Cert and Key are the client's certificate and key, for servers that
+	// verify their clients (both or neither).
+	Cert, Key string
+}
+
+// authOptions are the nats.go options of opts' credentials and TLS.
+func authOptions(opts ConnectOptions, url string) ([]nats.Option, error) {
+	var nopts []nats.Option
+	if opts.Token != "" && !strings.Contains(url, "@") {
+		nopts = append(nopts, nats.Token(opts.Token))
+	}
+	if opts.Creds != "" {
+		nopts = append(nopts, nats.UserCredentials(opts.Creds))
+	}
+	if opts.NKeySeed != "" {
+		opt, err := nats.NkeyOptionFromSeed(opts.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed file: %w", err)
+		}
+		nopts = append(nopts, opt)
+	}
+	if opts.TLS.CA != "" {
+		nopts = append(nopts, nats.RootCAs(opts.TLS.CA))
+	}
+	if opts.TLS.Cert != "" || opts.TLS.Key != "" {
+		nopts = append(nopts, nats.ClientCert(opts.TLS.Cert, opts.TLS.Key))
+	}
+	if opts.TLS != (TLSFiles{}) {
+		nopts = append(nopts, nats.Secure())
+	}
+	if opts.InboxPrefix != "" {
+		nopts = append(nopts, nats.CustomInboxPrefix(opts.InboxPrefix))
+	}
+	return nopts, nil
 }
 
 // Connect connects to NATS. Publishes are not buffered while disconnected, so
@@ -70,10 +124,11 @@ func Connect(opts ConnectOptions, logger *slog.Logger) (*nats.Conn, jetstream.Je
 		nopts = append(nopts, nats.InProcessServer(opts.InProcess))
 		url = ""
 	}
-	if opts.Token != "" && !strings.Contains(url, "@") {
-		nopts = append(nopts, nats.Token(opts.Token))
+	auth, err := authOptions(opts, url)
+	if err != nil {
+		return nil, nil, err
 	}
-	nc, err := nats.Connect(url, nopts...)
+	nc, err := nats.Connect(url, append(nopts, auth...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats: %w", err)
 	}
