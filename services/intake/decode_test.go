@@ -1,11 +1,16 @@
 package intake
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -117,11 +122,163 @@ func TestSameJSON(t *testing.T) {
 		{name: "zero with an exponent beyond int64", a: `0e99999999999999999999`, b: `0`, want: true},
 		{name: "exponents", a: `[1E+5, 1e-0, 0.1, 1e01]`, b: `[100000, 1, 1e-1, 10]`, want: true},
 		{name: "not JSON", a: `{`, b: `{ `, want: false},
+		{name: "nested order", a: `{"a":{"x":[{"p":1,"q":null}],"y":true},"b":"s"}`, b: `{"b":"s","a":{"y":true,"x":[{"q":null,"p":1.0}]}}`, want: true},
+		{name: "values swapped between members", a: `{"a":1,"b":2}`, b: `{"a":2,"b":1}`, want: false},
+		{name: "null is not 0", a: `[null]`, b: `[0]`, want: false},
+		{name: "false is not null", a: `[false]`, b: `[null]`, want: false},
+		{name: "empty array is not empty object", a: `{"a":[]}`, b: `{"a":{}}`, want: false},
+		{name: "nesting", a: `[1,[2]]`, b: `[[1],2]`, want: false},
+		{name: "key and value", a: `{"a":"b"}`, b: `{"b":"a"}`, want: false},
+		{name: "escaped quotes and backslashes", a: `["a\"b\\"]`, b: `["a\u0022b\u005c"]`, want: true},
+		{name: "surrogate pair", a: `"\ud83d\ude00"`, b: `"😀"`, want: true},
+		{name: "a string is not split differently", a: `["ab","c"]`, b: `["a","bc"]`, want: false},
+		{name: "a member given twice counts twice", a: `{"a":1,"a":1}`, b: `{"a":1}`, want: false},
+		{name: "trailing data", a: `1`, b: `1 2`, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, tt.want, sameJSON([]byte(tt.a), []byte(tt.b)))
 		})
+	}
+}
+
+// Comparing large values written otherwise takes room for neither value
+// as a tree: two 1 MiB arrays of zeros took 221 MiB to compare (from the
+// security review), and an object's members take a digest each.
+func TestSameJSONLargeValuesInLittleRoom(t *testing.T) { // not parallel: it counts the process's allocations
+	zeros := []byte("[" + strings.Repeat("0,", 500_000) + "0]")
+	spaced := []byte("[ " + strings.Repeat("0, ", 500_000) + "0 ]")
+	var keys strings.Builder
+	for i := range 100_000 {
+		fmt.Fprintf(&keys, `"k%d":0,`, i)
+	}
+	members := []byte("{" + keys.String() + `"last":0}`)
+	for _, pair := range [][2][]byte{{zeros, spaced}, {members, []byte(strings.ReplaceAll(string(members), ":", ": "))}} {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		before := m.TotalAlloc
+		require.True(t, sameJSON(pair[0], pair[1]))
+		runtime.ReadMemStats(&m)
+		require.Less(t, m.TotalAlloc-before, uint64(32*len(pair[0])), "bytes allocated to compare two values of %d bytes (200 times that as trees)", len(pair[0]))
+	}
+}
+
+// referenceSameJSON is sameJSON as it was: both values decoded as trees
+// and compared, numbers as canonicalNumber writes them.
+func referenceSameJSON(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	decode := func(data []byte) (any, bool) {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) != nil {
+			return nil, false
+		}
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			return nil, false
+		}
+		var exact func(any) any
+		exact = func(v any) any {
+			switch v := v.(type) {
+			case json.Number:
+				return canonicalNumber(string(v))
+			case map[string]any:
+				for k, x := range v {
+					v[k] = exact(x)
+				}
+			case []any:
+				for i, x := range v {
+					v[i] = exact(x)
+				}
+			}
+			return v
+		}
+		return exact(v), true
+	}
+	va, okA := decode(a)
+	vb, okB := decode(b)
+	return okA && okB && reflect.DeepEqual(va, vb)
+}
+
+// sameJSON agrees with decoding both values as trees, for values without a
+// member given twice (which a tree keeps once); and a value re-encoded by
+// encoding/json (members sorted, other escapes) is the same value.
+func FuzzSameJSON(f *testing.F) {
+	for _, seed := range [][2]string{
+		{`{"a":1,"b":[1,2]}`, `{"b":[1,2],"a":1.0}`}, {`"\u00e9"`, `"é"`}, {`[null,true,false]`, `[null, true, false]`},
+		{`{"a":{"b":{}}}`, `{"a":{"b":[]}}`}, {`1e400`, `10e399`}, {`-0`, `0.0`}, {`"a\"b"`, `"a\u0022b"`},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if hasDuplicateMembers(a) || hasDuplicateMembers(b) {
+			return
+		}
+		got, want := sameJSON([]byte(a), []byte(b)), referenceSameJSON([]byte(a), []byte(b))
+		if got != want {
+			t.Fatalf("sameJSON(%q, %q) = %v, decoding both as trees says %v", a, b, got, want)
+		}
+		var v any
+		if json.Unmarshal([]byte(a), &v) == nil && utf8.ValidString(a) {
+			dec := json.NewDecoder(strings.NewReader(a))
+			dec.UseNumber()
+			var exact any
+			require.NoError(t, dec.Decode(&exact))
+			again, err := json.Marshal(exact)
+			require.NoError(t, err)
+			if !sameJSON([]byte(a), again) {
+				t.Fatalf("%q re-encoded as %q is not the same value", a, again)
+			}
+		}
+	})
+}
+
+// hasDuplicateMembers tells whether some object in the JSON text data has
+// a member given twice (or data is not JSON: nothing to compare).
+func hasDuplicateMembers(data string) bool {
+	dec := json.NewDecoder(strings.NewReader(data))
+	var keys []map[string]bool // of the objects open, innermost last
+	var inObject []bool        // of the containers open: whether an object, and expecting a key
+	expectKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		switch tok := tok.(type) {
+		case json.Delim:
+			switch tok {
+			case '{':
+				keys = append(keys, map[string]bool{})
+				inObject = append(inObject, true)
+				expectKey = true
+				continue
+			case '[':
+				inObject = append(inObject, false)
+				expectKey = false
+				continue
+			case '}':
+				keys = keys[:len(keys)-1]
+				fallthrough
+			case ']':
+				inObject = inObject[:len(inObject)-1]
+			}
+		case string:
+			if expectKey {
+				if keys[len(keys)-1][tok] {
+					return true
+				}
+				keys[len(keys)-1][tok] = true
+				expectKey = false
+				continue
+			}
+		}
+		expectKey = len(inObject) > 0 && inObject[len(inObject)-1]
+		if len(inObject) == 0 && !dec.More() {
+			return false
+		}
 	}
 }

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go"
@@ -152,81 +156,271 @@ func (s *Service) sameEvent(ctx context.Context, seq uint64, msg *nats.Msg) (tim
 
 // sameJSON tells whether two JSON texts hold the same value: the same
 // members in any order, numbers equal as numbers (exactly, however large:
-// 1.0 is 1, 2^53+1 is not 2^53), strings however escaped.
+// 1.0 is 1, 2^53+1 is not 2^53), strings however escaped. It compares
+// their digests (jsonDigest), in time linear in their length and in room
+// for a digest per object member: decoding both as trees took some 200
+// times their size (a 1 MiB array of zeros, 221 MiB), which a tenant could
+// have asked for at every request.
 func sameJSON(a, b []byte) bool {
 	if bytes.Equal(a, b) {
 		return true
 	}
-	va, errA := exactValue(a)
-	vb, errB := exactValue(b)
-	if errA != nil || errB != nil {
-		return false
-	}
-	return reflect.DeepEqual(va, vb)
+	da, okA := jsonDigest(a)
+	db, okB := jsonDigest(b)
+	return okA && okB && da == db
 }
 
-// exactValue decodes data with each number as an exactNumber, so that
-// values compare as JSON values.
-func exactValue(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
+// maxDigestDepth bounds the nesting jsonDigest follows (intake's requests
+// are at most HOOKSTREAM_MAX_JSON_DEPTH deep; a stored event from NATS may
+// be deeper), as encoding/json bounds its own.
+const maxDigestDepth = 10000
+
+// jsonDigest is a SHA-256 of a canonical form of the JSON value in data,
+// and false if data is not one JSON value. Each value is written tagged
+// and self-delimited: a string ('s') as its decoded bytes with their
+// length, a number ('n') as canonicalNumber writes it with its length,
+// true, false and null as a tag ('t', 'f', 'z'), an array ('a') as its elements and ']', and an object
+// ('o') as its member count and its members' digests (of the key and the
+// value), sorted, so that the order of members does not matter. A member
+// given twice counts twice.
+func jsonDigest(data []byte) (digest [sha256.Size]byte, ok bool) {
+	if !json.Valid(data) {
+		return digest, false
 	}
-	return exactNumbers(v), nil
+	d := digester{data: data}
+	h := sha256.New()
+	if !d.value(h, 0) {
+		return digest, false
+	}
+	h.Sum(digest[:0])
+	return digest, true
+}
+
+// A digester writes the canonical form of the valid JSON in data,
+// from pos on.
+type digester struct {
+	data     []byte
+	pos      int
+	tmp, num []byte
+	// members holds the digests of the members of the objects being read,
+	// the innermost's last.
+	members [][sha256.Size]byte
+	// memberBufs[depth] holds the form of a member of an object at depth.
+	memberBufs []*byteSink
+}
+
+// tag is the one byte c, in d's scratch space.
+func (d *digester) tag(c byte) []byte {
+	d.tmp = append(d.tmp[:0], c)
+	return d.tmp
+}
+
+// A byteSink keeps what is written to it.
+type byteSink struct{ b []byte }
+
+func (s *byteSink) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+func (d *digester) skipSpace() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+// value writes the value at pos to w and moves past it.
+func (d *digester) value(w io.Writer, depth int) bool {
+	d.skipSpace()
+	if depth > maxDigestDepth || d.pos >= len(d.data) {
+		return false
+	}
+	switch c := d.data[d.pos]; c {
+	case '{':
+		d.pos++
+		from := len(d.members) // this object's members' digests: d.members[from:]
+		for len(d.memberBufs) <= depth {
+			d.memberBufs = append(d.memberBufs, &byteSink{})
+		}
+		member := d.memberBufs[depth] // a member's form, whose digest is taken
+		for {
+			d.skipSpace()
+			if d.data[d.pos] == '}' {
+				d.pos++
+				break
+			}
+			if d.data[d.pos] == ',' {
+				d.pos++
+				d.skipSpace()
+			}
+			member.b = member.b[:0]
+			d.writeString(member)
+			d.skipSpace()
+			d.pos++ // the colon
+			if !d.value(member, depth+1) {
+				return false
+			}
+			if len(d.members) == cap(d.members) { // doubled: append grows large slices by a quarter, which allocates 5 times their size in all
+				d.members = slices.Grow(d.members, max(len(d.members), 16))
+			}
+			d.members = append(d.members, sha256.Sum256(member.b))
+		}
+		members := d.members[from:]
+		slices.SortFunc(members, func(a, b [sha256.Size]byte) int { return bytes.Compare(a[:], b[:]) })
+		d.tmp = binary.AppendUvarint(append(d.tmp[:0], 'o'), uint64(len(members)))
+		w.Write(d.tmp)
+		for i := range members {
+			w.Write(members[i][:])
+		}
+		d.members = d.members[:from]
+	case '[':
+		d.pos++
+		w.Write(d.tag('a'))
+		for {
+			d.skipSpace()
+			if d.data[d.pos] == ']' {
+				d.pos++
+				break
+			}
+			if d.data[d.pos] == ',' {
+				d.pos++
+			}
+			if !d.value(w, depth+1) {
+				return false
+			}
+		}
+		w.Write(d.tag(']'))
+	case '"':
+		d.writeString(w)
+	case 't', 'f':
+		w.Write(d.tag(c))
+		d.pos += map[byte]int{'t': len("true"), 'f': len("false")}[c]
+	case 'n':
+		w.Write(d.tag('z')) // not 'n', the tag of numbers
+		d.pos += len("null")
+	default:
+		start := d.pos
+		for d.pos < len(d.data) && strings.IndexByte("+-.eE0123456789", d.data[d.pos]) >= 0 {
+			d.pos++
+		}
+		d.num = appendCanonicalNumber(d.num[:0], d.data[start:d.pos])
+		d.tmp = binary.AppendUvarint(append(d.tmp[:0], 'n'), uint64(len(d.num)))
+		w.Write(d.tmp)
+		w.Write(d.num)
+	}
+	return true
+}
+
+// writeString writes the string at pos, decoded, and moves past it. One
+// with escapes, or with bytes that are not UTF-8, is decoded as
+// encoding/json decodes it (each run of such bytes one U+FFFD).
+func (d *digester) writeString(w io.Writer) {
+	start := d.pos
+	d.pos++
+	plain := true
+	for d.data[d.pos] != '"' {
+		if d.data[d.pos] == '\\' {
+			plain = false
+			d.pos++
+		}
+		d.pos++
+	}
+	d.pos++
+	raw := d.data[start:d.pos]
+	text := raw[1 : len(raw)-1]
+	if !plain || !utf8.Valid(text) {
+		var decoded string
+		_ = json.Unmarshal(raw, &decoded) // valid JSON: it decodes
+		text = []byte(decoded)
+	}
+	d.tmp = binary.AppendUvarint(append(d.tmp[:0], 's'), uint64(len(text)))
+	w.Write(d.tmp)
+	w.Write(text)
 }
 
 // exactNumber is a JSON number written one way: its sign, its significant
 // digits and the power of ten they are multiplied by ("-25e-1" for -2.50),
 // so that equal numbers are equal strings, in time and room linear in the
 // number's text (a big.Rat would write 1e999999 out in a million digits).
-// It is of its own type, so that it never equals the string of its digits.
 type exactNumber string
 
-func exactNumbers(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		return canonicalNumber(string(v))
-	case map[string]any:
-		for k, x := range v {
-			v[k] = exactNumbers(x)
-		}
-	case []any:
-		for i, x := range v {
-			v[i] = exactNumbers(x)
-		}
-	}
-	return v
+// canonicalNumber writes a JSON number as an exactNumber
+// (appendCanonicalNumber).
+func canonicalNumber(n string) exactNumber {
+	return exactNumber(appendCanonicalNumber(nil, []byte(n)))
 }
 
-// canonicalNumber writes a JSON number as an exactNumber. One whose
-// exponent is beyond ±10^18 is kept as written (1e99999999999999999999 is
-// then not 10e99999999999999999998): its exponent is not parsed as a
-// big.Int, whose cost grows with the square of its digits.
-func canonicalNumber(n string) exactNumber {
+// maxExponentDigits is the most digits of an exponent that
+// appendCanonicalNumber reads as a number.
+const maxExponentDigits = 18
+
+// appendCanonicalNumber appends the JSON number n written as an
+// exactNumber, without allocating beyond dst. One whose exponent has more
+// than 18 digits is kept as written (1e99999999999999999999 is then not
+// 10e99999999999999999998): such an exponent is not read as a number,
+// whose cost would grow with the square of its digits.
+func appendCanonicalNumber(dst, n []byte) []byte {
 	text := n
-	sign := ""
-	if rest, ok := strings.CutPrefix(text, "-"); ok {
-		sign, text = "-", rest
+	neg := len(text) > 0 && text[0] == '-'
+	if neg {
+		text = text[1:]
 	}
-	mantissa, exponent, _ := strings.Cut(strings.ToLower(text), "e")
-	whole, frac, _ := strings.Cut(mantissa, ".")
-	digits := strings.TrimLeft(whole+frac, "0")
-	trimmed := strings.TrimRight(digits, "0")
-	if trimmed == "" {
-		return "0" // -0, 0.0 and 0e99 are 0
+	mantissa, exponent := text, []byte(nil)
+	if i := bytes.IndexAny(text, "eE"); i >= 0 {
+		mantissa, exponent = text[:i], text[i+1:]
+	}
+	whole, frac := mantissa, []byte(nil)
+	if i := bytes.IndexByte(mantissa, '.'); i >= 0 {
+		whole, frac = mantissa[:i], mantissa[i+1:]
+	}
+	digit := func(i int) byte { // of whole and frac as one run of digits
+		if i < len(whole) {
+			return whole[i]
+		}
+		return frac[i-len(whole)]
+	}
+	total := len(whole) + len(frac)
+	first, last := 0, total-1
+	for first < total && digit(first) == '0' {
+		first++
+	}
+	for last >= first && digit(last) == '0' {
+		last--
+	}
+	if first > last {
+		return append(dst, '0') // -0, 0.0 and 0e99 are 0
 	}
 	exp := int64(0)
-	if exponent != "" {
-		e, err := strconv.ParseInt(exponent, 10, 64)
-		if err != nil || e > 1e18 || e < -1e18 {
-			return exactNumber("as written: " + n)
+	if len(exponent) > 0 {
+		negExp := exponent[0] == '-'
+		if exponent[0] == '-' || exponent[0] == '+' {
+			exponent = exponent[1:]
 		}
-		exp = e
+		exponent = bytes.TrimLeft(exponent, "0")
+		if len(exponent) > maxExponentDigits {
+			return append(append(dst, "as written: "...), n...)
+		}
+		for _, c := range exponent {
+			exp = exp*10 + int64(c-'0')
+		}
+		if negExp {
+			exp = -exp
+		}
 	}
-	exp += int64(len(digits) - len(trimmed) - len(frac)) // |each| ≤ the text's length
-	return exactNumber(sign + trimmed + "e" + strconv.FormatInt(exp, 10))
+	exp += int64(total-1-last) - int64(len(frac)) // the trailing zeros, less the fraction's digits
+	if neg {
+		dst = append(dst, '-')
+	}
+	for i := first; i <= last; i++ {
+		dst = append(dst, digit(i))
+	}
+	dst = append(dst, 'e')
+	return strconv.AppendInt(dst, exp, 10)
 }
 
 // eventBodySize is what an event's data takes in its webhook's body, which
