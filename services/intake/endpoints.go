@@ -36,6 +36,12 @@ const (
 	maxHeaderBytes   = 16 << 10 // names and values of all its headers
 	maxDescription   = 1024
 	maxRateLimit     = 10000
+	// maxEndpointBody bounds the body of an endpoint's create, change and
+	// secret rotation, below HOOKSTREAM_MAX_BODY_BYTES: an endpoint is
+	// about 32 KiB at most (64 KiB with its headers' values escaped), and
+	// its body is decoded two or three times before the limits above are
+	// checked.
+	maxEndpointBody = 128 << 10
 )
 
 // endpointView is an endpoint as the API shows it; Secret only on create.
@@ -139,7 +145,7 @@ func (s *Service) readPatch(c *gin.Context) (endpointPatch, error) {
 	if err := checkContentType(c); err != nil {
 		return p, err
 	}
-	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	body, err := readBody(c, min(s.cfg.MaxBodyBytes, maxEndpointBody))
 	if err != nil {
 		return p, err
 	}
@@ -394,7 +400,7 @@ func (s *Service) createEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	body, err := readBody(c, min(s.cfg.MaxBodyBytes, maxEndpointBody))
 	if err == nil {
 		err = decodeJSON(body, s.cfg.MaxJSONDepth, &req)
 	}
@@ -790,7 +796,7 @@ type rotation struct {
 // grace_period, means the configured grace period.
 func (s *Service) readRotate(c *gin.Context) (rotation, error) {
 	rot := rotation{grace: s.cfg.SecretGrace}
-	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	body, err := readBody(c, min(s.cfg.MaxBodyBytes, maxEndpointBody))
 	if err != nil {
 		return rot, err
 	}

@@ -643,6 +643,34 @@ func TestTenantRateLimitAnswers429(t *testing.T) {
 	require.Equal(t, 1, codes[http.StatusAccepted], "a burst of one second's worth")
 	require.Equal(t, 5, codes[http.StatusTooManyRequests])
 	require.Equal(t, http.StatusAccepted, b.submit(t, keyOther, `{"type":"echo"}`).status, "other tenants have their own rate")
+
+	// Every write takes the rate, a test ping or a retry by hand (a
+	// delivery stored and a webhook sent) as a job does; reads do not.
+	for _, w := range []struct{ method, path, body string }{
+		{http.MethodPost, "/v1/endpoints", `{"url":"https://example.com/hook"}`},
+		{http.MethodPost, "/v1/endpoints/ep_x/test", ""},
+		{http.MethodPost, "/v1/deliveries/msg_x/retry", ""},
+		{http.MethodPatch, "/v1/endpoints/ep_x", `{"description":"x"}`},
+		{http.MethodDelete, "/v1/jobs/job_x", ""},
+		{http.MethodPost, "/v1/signing-secret/rotate", ""},
+	} {
+		r := b.do(t, w.method, w.path, keyAcme, "application/json", w.body)
+		require.Equal(t, http.StatusTooManyRequests, r.status, "%s %s: %v", w.method, w.path, r.body)
+	}
+	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/v1/endpoints", keyAcme, "", "").status)
+}
+
+// An endpoint's body is at most 128 KiB, whatever HOOKSTREAM_MAX_BODY_BYTES
+// allows: it is decoded more than once before its limits are checked.
+func TestEndpointBodyIsSmall(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	big := `{"url":"https://example.com/hook","description":"` + strings.Repeat("x", 130<<10) + `"}`
+	r := b.do(t, http.MethodPost, "/v1/endpoints", keyAcme, "application/json", big)
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	r = b.do(t, http.MethodPatch, "/v1/endpoints/"+id, keyAcme, "application/json", big)
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.status, r.body)
 }
 
 func TestUnknownRoute(t *testing.T) {
