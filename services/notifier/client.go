@@ -155,16 +155,28 @@ func describe(err error) string {
 			return "dial: lookup " + dnsErr.Name + ": the name could not be resolved"
 		}
 	case errors.Is(err, ssrf.ErrBlocked):
-		msg := err.Error()
-		if i := strings.Index(msg, ssrf.ErrBlocked.Error()); i >= 0 {
-			msg = msg[i:]
-		}
-		return "blocked by the SSRF guard: " + msg
+		// Without the address: the host's name is the tenant's, but what
+		// the operator's resolvers answer for it (a name of the internal
+		// network) is not for tenants to learn.
+		return "blocked by the SSRF guard: " + ssrf.ErrBlocked.Error() + ": the host's address is not public (the operator may allow its network with HOOKSTREAM_ALLOWED_CALLBACK_NETWORKS)"
 	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout: " + err.Error()
+		return "timeout: " + withoutSource(err)
 	default:
+		return withoutSource(err)
+	}
+}
+
+// withoutSource is err's text without the local address of its socket
+// ("read tcp 10.0.0.7:59640->203.0.113.5:443: …" becomes "read tcp
+// 203.0.113.5:443: …"): the notifier's own address is the operator's.
+func withoutSource(err error) string {
+	var opErr *net.OpError
+	if !errors.As(err, &opErr) || opErr.Source == nil {
 		return err.Error()
 	}
+	bare := *opErr
+	bare.Source = nil
+	return strings.Replace(err.Error(), opErr.Error(), bare.Error(), 1)
 }
 
 // maxRetryAfterSecs bounds a Retry-After in seconds before it becomes a

@@ -287,7 +287,7 @@ func TestDeliverSSRFGuard(t *testing.T) {
 			require.Len(t, rec.Attempts, 1)
 			require.Zero(t, rec.Attempts[0].StatusCode)
 			require.Contains(t, rec.Attempts[0].Error, "blocked by the SSRF guard")
-			require.Contains(t, rec.Attempts[0].Error, "non-public range")
+			require.Contains(t, rec.Attempts[0].Error, "not public")
 			b.waitIdle(t)
 			require.Empty(t, rcv.all(), "the receiver is never called")
 		})

@@ -120,7 +120,8 @@ func TestDeliverSSRFGuardChecksResolvedName(t *testing.T) {
 	require.Len(t, rec.Attempts, 1)
 	require.Zero(t, rec.Attempts[0].StatusCode)
 	require.Contains(t, rec.Attempts[0].Error, "blocked by the SSRF guard")
-	require.Contains(t, rec.Attempts[0].Error, addr.String()+" is in the non-public range")
+	require.Contains(t, rec.Attempts[0].Error, "the host's address is not public")
+	require.NotContains(t, rec.Attempts[0].Error, addr.String(), "what the name resolves to is the operator's network's")
 }
 
 // blockedName returns a host name other than localhost that resolves to an
