@@ -76,6 +76,11 @@ type destination struct {
 	timeout time.Duration
 	// schedule is the endpoint's own retry schedule, when it has one.
 	schedule []time.Duration
+	// announce, when the delivery cannot be sent, says that its dead
+	// letter is logged and announced (delivery.exhausted), as one whose
+	// attempts ran out: a refused callback URL or an unreadable secret,
+	// which nobody said, unlike an endpoint deleted or disabled.
+	announce bool
 }
 
 // send makes one signed attempt of d, whose limitKey is key. out is named

@@ -329,6 +329,10 @@ func (n *Notifier) deliver(ctx context.Context, logger *slog.Logger, d *contract
 	if unsendable != "" {
 		n.limits.probeUnsent(key)
 		d.Attempts = append(d.Attempts, contract.Attempt{At: n.cfg.Now().UTC(), Error: unsendable})
+		if dest.announce {
+			logger.Warn("webhook dead-lettered unsent", "error", unsendable)
+			n.announceExhausted(ctx, logger, d, unsendable)
+		}
 		return n.finish(logger, d, contract.DeliveryFailed, nil)
 	}
 	var last outcome
@@ -434,14 +438,14 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 		if err := n.cfg.Guard.CheckURL(d.URL); err != nil {
 			// An internal publisher's callback URL, which intake would
 			// have refused: no attempt could ever succeed.
-			return destination{}, "callback URL refused: " + err.Error(), nil
+			return destination{announce: true}, "callback URL refused: " + err.Error(), nil
 		}
 		ring, err := n.secrets.Get(ctx, d.Tenant)
 		switch {
 		case errors.Is(err, signing.ErrTenantDeleted):
 			return destination{}, "tenant " + d.Tenant + " was deleted", nil
 		case errors.Is(err, signing.ErrUnreadable):
-			return destination{}, "tenant " + d.Tenant + ": " + signing.ErrUnreadable.Error() + " (POST /v1/signing-secret/rotate)", nil
+			return destination{announce: true}, "tenant " + d.Tenant + ": " + signing.ErrUnreadable.Error() + " (POST /v1/signing-secret/rotate)", nil
 		}
 		if err != nil {
 			return destination{}, "", err
@@ -473,7 +477,7 @@ func (n *Notifier) destination(ctx context.Context, d *contract.Delivery) (dest 
 	case !ep.Enabled:
 		return destination{}, "endpoint " + d.EndpointID + " is disabled", nil
 	case len(ep.Keyring.Secrets) == 0:
-		return destination{}, "endpoint " + d.EndpointID + ": " + signing.ErrUnreadable.Error(), nil
+		return destination{announce: true}, "endpoint " + d.EndpointID + ": " + signing.ErrUnreadable.Error(), nil
 	}
 	keys, err := ep.Keyring.Keys(now)
 	dest = destination{url: ep.URL, keys: keys, headers: ep.Headers, timeout: n.cfg.AttemptTimeout, schedule: ep.RetrySchedule}

@@ -444,13 +444,20 @@ func requireDueAbout(t *testing.T, rec contract.DeliveryRecord, want time.Durati
 // first attempt with the reason, not tried for the whole retry schedule.
 func TestCallbackURLRefusedByTheGuardIsDeadLettered(t *testing.T) {
 	t.Parallel()
-	b := setup(t, notifier.Config{Schedule: []time.Duration{time.Hour}})
+	ops := newReceiver(t, nil)
+	b := setup(t, notifier.Config{Schedule: []time.Duration{time.Hour}}, newEndpoint(t, "acme", "ep_ops", ops.URL, "delivery.*"))
 	for i, url := range []string{"::not a url", "ftp://example.com/x", "http://169.254.169.254/latest"} {
 		job := "job_badurl" + strconv.Itoa(i)
 		b.publishJobEvent(t, "acme", job, url)
 		rec := b.waitLog(t, "acme", job, contract.DeliveryFailed)
 		require.Len(t, rec.Attempts, 1)
 		require.Contains(t, rec.Attempts[0].Error, "callback URL refused")
+		// Announced as any dead letter is (it was silent: from the NATS
+		// contract review).
+		got := ops.wait(t, i+1)[i]
+		require.Equal(t, notifier.EventDeliveryExhausted, got.event.Type)
+		require.Contains(t, string(got.event.Data), job)
+		require.Contains(t, string(got.event.Data), "callback URL refused")
 	}
 }
 
