@@ -70,6 +70,12 @@ type Config struct {
 	// spread out, it leaves the CPU and the disk to the endpoints that work.
 	// Fan-out parks without this bound. Default 2,000.
 	ParkRate int
+	// MaxEventTypes bounds the event types recorded per tenant (each a
+	// record kept until the tenant is deleted, which GET /v1/event-types
+	// lists whole): events of later new types are delivered, not
+	// recorded. Per process: with k notifiers a tenant may have up to k×
+	// it. Default 1,000.
+	MaxEventTypes int
 	// TrimInterval is about how often the notifier removes what consumers
 	// have acknowledged from the jobs, events and deliveries streams
 	// (bus.Trim). Default bus.DefaultTrimInterval, 10 s.
@@ -133,6 +139,7 @@ const (
 	DefaultRecoveryAfter = time.Minute
 	DefaultMaxAckPending = 100_000
 	DefaultParkRate      = 2000
+	DefaultMaxEventTypes = 1000
 	// DefaultBreakerCooldown is how long an open circuit waits for its probe.
 	DefaultBreakerCooldown = 30 * time.Second
 	// DefaultEndpointConcurrency bounds requests in flight per endpoint.
@@ -219,6 +226,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.slowAfter == 0 {
 		c.slowAfter = slowAfter
+	}
+	if c.MaxEventTypes == 0 {
+		c.MaxEventTypes = DefaultMaxEventTypes
 	}
 	if c.ParkRate == 0 {
 		c.ParkRate = DefaultParkRate

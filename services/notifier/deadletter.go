@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -73,17 +75,58 @@ func (n *Notifier) recordEventType(ctx context.Context, tenant, eventType string
 	// again is a Create that finds the key and changes nothing).
 	if n.seenCount.Add(1) > maxSeenTypes {
 		n.seenTypes.Clear()
+		n.typeCounts.Clear() // at most as many tenants as types: counted again
 		n.seenCount.Store(0)
+	}
+	count := n.typeCount(ctx, tenant)
+	if count.n.Add(1) > int64(n.cfg.MaxEventTypes) { // a place taken, at once: fan-out records many types at once
+		count.n.Add(-1)
+		return // delivered, not recorded; seen, so that it is not counted again
 	}
 	rec := EventType{Type: eventType, FirstSeen: n.cfg.Now().UTC()}
 	if len(data) <= maxExampleBytes {
 		rec.Example = data
 	}
 	value, _ := json.Marshal(rec)
-	if _, err := n.tenants.Create(ctx, key, value); err != nil && !isKeyExists(err) {
+	_, err := n.tenants.Create(ctx, key, value)
+	switch {
+	case err == nil:
+		if count.n.Load() == int64(n.cfg.MaxEventTypes) {
+			n.logger.Warn("a tenant has the most event types recorded; events of new types are delivered, not recorded (GET /v1/event-types)", "tenant_id", tenant, "types", n.cfg.MaxEventTypes)
+		}
+	case isKeyExists(err):
+		count.n.Add(-1) // recorded before: counted already
+	default:
+		count.n.Add(-1)
 		n.seenTypes.Delete(key)
 		n.logger.Debug("record event type", "tenant_id", tenant, "type", eventType, "error", err)
 	}
+}
+
+// A typeCount is how many event types of a tenant are recorded, counted in
+// the bucket at this process's first new type of the tenant, then by the
+// records it made.
+type typeCount struct {
+	once sync.Once
+	n    atomic.Int64
+}
+
+func (n *Notifier) typeCount(ctx context.Context, tenant string) *typeCount {
+	v, _ := n.typeCounts.LoadOrStore(tenant, &typeCount{})
+	count := v.(*typeCount)
+	count.once.Do(func() {
+		keys, err := n.tenants.ListKeysFiltered(ctx, EventTypeKey(tenant, ">"))
+		if err != nil {
+			n.logger.Debug("count a tenant's event types", "tenant_id", tenant, "error", err)
+			return // counted from 0: at most twice the bound
+		}
+		var k int64
+		for range keys.Keys() {
+			k++
+		}
+		count.n.Store(k)
+	})
+	return count
 }
 
 func isKeyExists(err error) bool { return errors.Is(err, jetstream.ErrKeyExists) }

@@ -44,6 +44,8 @@ type Notifier struct {
 	// seenTypes remembers which tenants' event types are already recorded.
 	seenTypes   sync.Map
 	seenCount   atomic.Int64
+	// typeCounts counts each tenant's recorded event types (*typeCount).
+	typeCounts sync.Map
 	fanoutCons  jetstream.Consumer
 	deliverCons jetstream.Consumer
 	tasksCons   jetstream.Consumer
