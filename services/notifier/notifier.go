@@ -42,10 +42,10 @@ type Notifier struct {
 	limits    *limiter
 	parking   parking
 	// seenTypes remembers which tenants' event types are already recorded.
-	seenTypes   sync.Map
-	seenCount   atomic.Int64
+	seenTypes sync.Map
+	seenCount atomic.Int64
 	// typeCounts counts each tenant's recorded event types (*typeCount).
-	typeCounts sync.Map
+	typeCounts  sync.Map
 	fanoutCons  jetstream.Consumer
 	deliverCons jetstream.Consumer
 	tasksCons   jetstream.Consumer
