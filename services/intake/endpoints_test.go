@@ -326,3 +326,38 @@ func TestEndpointWithASecretOfItsOwn(t *testing.T) {
 	require.Equal(t, first.body["id"], again.body["id"])
 	require.Equal(t, http.StatusUnprocessableEntity, create(next).status)
 }
+
+// A tenant has at most 4 tasks queued or running: every tenant's tasks
+// share the notifiers' task workers, and one tenant's thousand recoveries
+// held back everyone's (from the security review). A task not written for a
+// day is not counted (its message may be lost), nor one done.
+func TestRecoverTasksQueuedPerTenantAreBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	tenants, err := b.js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	put := func(taskID, status string, at time.Time) {
+		data, err := json.Marshal(contract.Task{ID: taskID, Kind: "recover", Status: status, CreatedAt: at, UpdatedAt: at})
+		require.NoError(t, err)
+		_, err = tenants.Put(ctx, contract.TaskKey("acme", taskID), data)
+		require.NoError(t, err)
+	}
+	put("task_running", contract.TaskRunning, time.Now())
+	put("task_q1", contract.TaskQueued, time.Now())
+	put("task_stale", contract.TaskQueued, time.Now().Add(-48*time.Hour))
+	put("task_done", contract.TaskDone, time.Now())
+	path := "/v1/endpoints/" + id + "/recover"
+	r := b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body, "four open now")
+	r = b.do(t, http.MethodPost, path, keyAcme, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusTooManyRequests, r.status, r.body)
+	require.Contains(t, r.body["detail"], "queued or running")
+	require.NotEmpty(t, r.header.Get("Retry-After"))
+	other := b.createEndpoint(t, keyOther, `{"url":"https://example.com/hook"}`)
+	r = b.do(t, http.MethodPost, "/v1/endpoints/"+other+"/recover", keyOther, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, r.status, r.body, "another tenant's are its own")
+}

@@ -322,6 +322,12 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 const (
 	taskRetention = 7 * 24 * time.Hour
 	maxTasks      = 1000
+	// maxOpenTasks bounds a tenant's tasks queued or running (written in
+	// the last openTaskWindow): every tenant's tasks share the notifiers'
+	// few task workers, first come first served, and one tenant's
+	// thousand recoveries of its whole log held everyone's back for hours.
+	maxOpenTasks   = 4
+	openTaskWindow = 24 * time.Hour
 )
 
 // pruneTasks removes the tenant's tasks last written more than
@@ -330,13 +336,17 @@ const (
 // as good as lost (its message is kept 8 days at most).
 func (s *Service) pruneTasks(ctx context.Context, tenant string, now time.Time) error {
 	var old []string
-	kept := 0
+	kept, open := 0, 0
 	err := bus.ReadAll(ctx, s.tenants, contract.TaskKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
 		var task contract.Task
-		if json.Unmarshal(e.Value(), &task) == nil && now.Sub(task.UpdatedAt) > taskRetention {
+		decoded := json.Unmarshal(e.Value(), &task) == nil
+		if decoded && now.Sub(task.UpdatedAt) > taskRetention {
 			old = append(old, e.Key())
-		} else {
-			kept++
+			return nil
+		}
+		kept++
+		if decoded && task.Status != contract.TaskDone && now.Sub(task.UpdatedAt) <= openTaskWindow {
+			open++
 		}
 		return nil
 	})
@@ -355,6 +365,10 @@ func (s *Service) pruneTasks(ctx context.Context, tenant string, now time.Time) 
 		if err != nil {
 			s.logger.Warn("remove old tasks", "tenant_id", tenant, "error", err) // tried again at the next recover
 		}
+	}
+	if open >= maxOpenTasks {
+		return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Minute,
+			detail: fmt.Sprintf("this tenant has %d tasks queued or running, the most allowed at once; retry once one is done (GET /v1/tasks/{id})", open)}
 	}
 	if kept >= maxTasks {
 		return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Hour,
