@@ -362,6 +362,13 @@ func TestIdempotencyKeyComparesThePayloadAsJSON(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, own, "the job's own message")
+
+	// Without a payload too (it was 422: from the NATS contract review).
+	bare := b.submit(t, keyAcme, `{"type":"echo","metadata":{"x":"1","y":"2"}}`, "Idempotency-Key", "bare")
+	require.Equal(t, http.StatusAccepted, bare.status, bare.body)
+	bareAgain := b.submit(t, keyAcme, `{ "metadata": {"y":"2","x":"1"}, "type": "echo" }`, "Idempotency-Key", "bare")
+	require.Equal(t, http.StatusAccepted, bareAgain.status, bareAgain.body)
+	require.Equal(t, bare.body["id"], bareAgain.body["id"])
 }
 
 // A replay that finds its job finished has no Retry-After: there is

@@ -277,8 +277,9 @@ func (s *Service) sameRequest(ctx context.Context, rec contract.JobRecord) (cont
 // request, written otherwise (the request hash is of its bytes): members
 // in another order, escapes, 1.0 for 1 (sameJSON).
 func sameJobRequest(a, b contract.JobRecord) bool {
-	return a.Type == b.Type && a.CallbackURL == b.CallbackURL && maps.Equal(a.Metadata, b.Metadata) &&
-		len(a.Payload) > 0 && len(b.Payload) > 0 && sameJSON(a.Payload, b.Payload)
+	none := func(p json.RawMessage) bool { return len(p) == 0 || string(p) == "null" } // a record written elsewhere may leave it out
+	samePayload := none(a.Payload) && none(b.Payload) || !none(a.Payload) && !none(b.Payload) && sameJSON(a.Payload, b.Payload)
+	return a.Type == b.Type && a.CallbackURL == b.CallbackURL && maps.Equal(a.Metadata, b.Metadata) && samePayload
 }
 
 // storeNewJob stores a job with a fresh random id: no earlier record can

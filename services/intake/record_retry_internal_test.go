@@ -206,3 +206,28 @@ func TestLateDeleteOfACanceledJobDoesNotRepublishItsEvent(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, info.State.Subjects[contract.EventSubject("acme", "job.canceled")], "job.canceled stored again")
 }
+
+// A keyed job whose record a processor outside hookstream made from its
+// message before intake's write landed (without the request's hash) is
+// the request's own job, with a payload or without one: it was 422 for a
+// job without a payload (from the NATS contract review).
+func TestKeyedJobWhoseRecordAProcessorMadeFirst(t *testing.T) {
+	t.Parallel()
+	b := startInternal(t, nil)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	store, err := jobstore.Open(ctx, b.js, b.js)
+	require.NoError(t, err)
+	made := contract.JobRecord{
+		Job: contract.Job{
+			ID: idempotentID("job_", "acme", "made-first"), Type: "ocr", Status: contract.StatusQueued,
+			CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour), Metadata: map[string]string{"a": "1"},
+		},
+		Tenant: "acme",
+	}
+	_, err = store.Create(ctx, made)
+	require.NoError(t, err)
+	resp, body := b.call(t, http.MethodPost, "/v1/jobs", `{"type":"ocr","metadata":{"a":"1"}}`, "Idempotency-Key", "made-first")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
+	require.Equal(t, made.ID, body["id"])
+}
