@@ -57,6 +57,9 @@ type endpointView struct {
 	AttemptTimeout string            `json:"attempt_timeout,omitempty"`
 	RetrySchedule  []string          `json:"retry_schedule,omitempty"`
 	FailingSince   *time.Time        `json:"failing_since,omitempty"`
+	// Parked is how many of its webhooks wait in JetStream, parked while
+	// its circuit is open or it is at its limits; nil where not read.
+	Parked *uint64 `json:"parked,omitempty"`
 	// Recover is set when a PATCH re-enables a disabled endpoint.
 	Recover   *recoverOffer `json:"recover,omitempty"`
 	CreatedAt time.Time     `json:"created_at"`
@@ -641,8 +644,10 @@ func (s *Service) listEndpoints(c *gin.Context) {
 		return
 	}
 	views := make([]endpointView, len(eps))
+	parked := s.parked(c.Request.Context(), tenantOf(c), contract.ParkedSubject(tenantOf(c), ">"))
 	for i, ep := range eps {
 		views[i] = viewOf(ep)
+		views[i].Parked = parked(ep.ID)
 	}
 	resp := gin.H{"data": views}
 	if more {
@@ -658,7 +663,27 @@ func (s *Service) getEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, viewOf(ep))
+	view := viewOf(ep)
+	view.Parked = s.parked(c.Request.Context(), ep.Tenant, contract.ParkedSubject(ep.Tenant, ep.ID))(ep.ID)
+	c.JSON(http.StatusOK, view)
+}
+
+// parked reads how many deliveries are parked on the subjects that filter
+// matches (one endpoint's, or a tenant's), and returns the count of an
+// endpoint's: nil if the stream could not be read within a second (the
+// answer leaves the count out rather than fail).
+func (s *Service) parked(ctx context.Context, tenant, filter string) func(endpointID string) *uint64 {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := s.parkedStream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		s.logger.Debug("count parked deliveries", "tenant_id", tenant, "error", err)
+		return func(string) *uint64 { return nil }
+	}
+	return func(endpointID string) *uint64 {
+		n := info.State.Subjects[contract.ParkedSubject(tenant, endpointID)]
+		return &n
+	}
 }
 
 func (s *Service) patchEndpoint(c *gin.Context) {

@@ -361,3 +361,30 @@ func TestRecoverTasksQueuedPerTenantAreBounded(t *testing.T) {
 	r = b.do(t, http.MethodPost, "/v1/endpoints/"+other+"/recover", keyOther, "application/json", `{"since":"2026-01-01T00:00:00Z"}`)
 	require.Equal(t, http.StatusAccepted, r.status, r.body, "another tenant's are its own")
 }
+
+// An endpoint shows how many of its webhooks are parked (its circuit open,
+// or at its limits): deliveries not yet attempted have no record in the
+// delivery log, so a dead endpoint's backlog showed nowhere.
+func TestEndpointShowsItsParkedWebhooks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	dead := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/dead"}`)
+	fine := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/fine"}`)
+	theirs := b.createEndpoint(t, keyOther, `{"url":"https://example.com/theirs"}`)
+	for range 3 {
+		_, err := b.js.Publish(t.Context(), contract.ParkedSubject("acme", dead), []byte(`{}`))
+		require.NoError(t, err)
+	}
+	_, err := b.js.Publish(t.Context(), contract.ParkedSubject("other", theirs), []byte(`{}`))
+	require.NoError(t, err)
+	r := b.do(t, http.MethodGet, "/v1/endpoints/"+dead, keyAcme, "", "")
+	require.Equal(t, float64(3), r.body["parked"], r.body)
+	r = b.do(t, http.MethodGet, "/v1/endpoints/"+fine, keyAcme, "", "")
+	require.Equal(t, float64(0), r.body["parked"], r.body)
+	r = b.do(t, http.MethodGet, "/v1/endpoints", keyAcme, "", "")
+	parked := map[string]any{}
+	for _, ep := range r.body["data"].([]any) {
+		parked[ep.(map[string]any)["id"].(string)] = ep.(map[string]any)["parked"]
+	}
+	require.Equal(t, map[string]any{dead: float64(3), fine: float64(0)}, parked)
+}

@@ -57,6 +57,8 @@ type Service struct {
 	jobsStream jetstream.Stream
 	// eventsStream reads the event first published with an id used again.
 	eventsStream jetstream.Stream
+	// parkedStream counts the deliveries parked for endpoints (parked).
+	parkedStream jetstream.Stream
 	// retryAfter is the Retry-After header of a 202; net/http only reads it.
 	retryAfter []string
 	handler    http.Handler
@@ -149,6 +151,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream,
 		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
 	}
 	s.eventsStream = events
+	parked, err := js.Stream(ctx, contract.StreamParked)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamParked, err)
+	}
+	s.parkedStream = parked
 	s.eventDuplicates = events.CachedInfo().Config.Duplicates
 	s.stopping, s.stopWaiting = context.WithCancel(context.Background())
 	s.handler = s.routes()
