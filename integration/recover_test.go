@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/hookstream/hookstream/shared/contract"
 )
 
 // An integrator whose endpoint was down sees every failed delivery with its
@@ -87,6 +89,47 @@ func (h *harness) waitTask(key, id string) map[string]any {
 		return code == http.StatusOK && out["status"] == "done"
 	}, 60*time.Second, 50*time.Millisecond, "task %s not done", id)
 	return task
+}
+
+// A recover sent again with its Idempotency-Key is the same task, and a
+// task's message that comes again once the task is done (a retried request
+// publishes a queued task's message again; past the 2-minute
+// de-duplication window it is stored twice) is not run again.
+func TestRecoverWithAKeyRunsOnce(t *testing.T) {
+	t.Parallel()
+	h := start(t, withSchedule(time.Nanosecond, time.Second), withNATSListen())
+	down := newReceiver(t, 500, 500)
+	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
+	code, _, _ := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
+	require.Equal(t, http.StatusAccepted, code)
+	down.wait(t, 2, 30*time.Second)
+	require.Eventually(t, func() bool {
+		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		return len(out["data"].([]any)) == 1
+	}, 30*time.Second, 50*time.Millisecond)
+	path := "/v1/endpoints/" + id + "/recover"
+	code, _, first := h.call(http.MethodPost, path, keyAcme, `{"since":"2020-01-01T00:00:00Z"}`, "Idempotency-Key", "once")
+	require.Equal(t, http.StatusAccepted, code, first)
+	done := h.waitTask(keyAcme, first["id"].(string))
+	code, hdr, again := h.call(http.MethodPost, path, keyAcme, `{"since":"2020-01-01T00:00:00Z"}`, "Idempotency-Key", "once")
+	require.Equal(t, http.StatusAccepted, code, again)
+	require.Equal(t, "true", hdr.Get("Idempotent-Replayed"))
+	require.Equal(t, "done", again["status"], "the task as it is now")
+
+	// Its message once more, as if stored again past the window.
+	js := h.natsClient()
+	task, _ := json.Marshal(done)
+	_, err := js.Publish(t.Context(), contract.SubjectTasks+".acme.recover", task)
+	require.NoError(t, err)
+	stream, err := js.Stream(t.Context(), contract.StreamTasks)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(t.Context())
+		return err == nil && info.State.Msgs == 0
+	}, 30*time.Second, 50*time.Millisecond, "the message is taken")
+	_, _, after := h.call(http.MethodGet, "/v1/tasks/"+first["id"].(string), keyAcme, "")
+	require.Equal(t, done["updated_at"], after["updated_at"], "not run again")
+	require.Len(t, down.all(), 3, "two attempts, one recovery")
 }
 
 // A restart right after a recover was accepted still finishes it: the task

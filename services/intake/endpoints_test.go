@@ -388,3 +388,38 @@ func TestEndpointShowsItsParkedWebhooks(t *testing.T) {
 	}
 	require.Equal(t, map[string]any{dead: float64(3), fine: float64(0)}, parked)
 }
+
+// A recover with an Idempotency-Key, sent again, is the same task, not a
+// second round of re-sends; another request with the key is 422.
+func TestRecoverWithAnIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	path := "/v1/endpoints/" + id + "/recover"
+	recover := func(body string) reply {
+		return b.do(t, http.MethodPost, path, keyAcme, "application/json", body, "Idempotency-Key", "recover-1")
+	}
+	first := recover(`{"since":"2026-01-01T00:00:00Z"}`)
+	require.Equal(t, http.StatusAccepted, first.status, first.body)
+	again := recover(`{"since":"2026-01-01T00:00:00.000Z"}`)
+	require.Equal(t, http.StatusAccepted, again.status, again.body)
+	require.Equal(t, first.body["id"], again.body["id"])
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, "/v1/tasks/"+first.body["id"].(string), again.header.Get("Location"))
+	other := recover(`{"since":"2026-01-02T00:00:00Z"}`)
+	require.Equal(t, http.StatusUnprocessableEntity, other.status, other.body)
+	r := b.do(t, http.MethodGet, "/v1/tasks/"+first.body["id"].(string), keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	// Another tenant's same key is its own task.
+	theirs := b.createEndpoint(t, keyOther, `{"url":"https://example.com/hook"}`)
+	r = b.do(t, http.MethodPost, "/v1/endpoints/"+theirs+"/recover", keyOther, "application/json", `{"since":"2026-01-01T00:00:00Z"}`, "Idempotency-Key", "recover-1")
+	require.Equal(t, http.StatusAccepted, r.status, r.body)
+	require.NotEqual(t, first.body["id"], r.body["id"])
+	// The task's message was published once more for the retry, and
+	// de-duplicated: one message per task.
+	stream, err := b.js.Stream(t.Context(), contract.StreamTasks)
+	require.NoError(t, err)
+	info, err := stream.Info(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), info.State.Msgs)
+}

@@ -292,25 +292,88 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		s.respondError(c, conflict("the endpoint is disabled: enable it (PATCH {\"enabled\":true}) before recovering"))
 		return
 	}
+	idemKey, err := idempotencyKey(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
 	now := s.now().UTC()
 	task := contract.Task{
 		ID: newID("task_"), Kind: "recover", EndpointID: id, Since: req.Since, Until: req.Until,
 		Status: contract.TaskQueued, CreatedAt: now, UpdatedAt: now,
 	}
+	if idemKey != "" {
+		// The task's id comes from the key: a retried request finds the
+		// task the first made, for as long as it is kept (7 days).
+		task.ID = idempotentID("task_", tenant, idemKey)
+	}
 	ctx, cancel := s.publishContext(c)
 	defer cancel()
+	if idemKey != "" {
+		if made, found, err := s.taskOfKey(ctx, tenant, task); found || err != nil {
+			if err != nil {
+				s.respondError(c, err)
+				return
+			}
+			s.respondTask(c, made, true)
+			return
+		}
+	}
 	if err := s.pruneTasks(ctx, tenant, now); err != nil {
 		s.respondError(c, err)
 		return
 	}
 	data, _ := json.Marshal(task)
 	if _, err := s.tenants.Create(ctx, contract.TaskKey(tenant, task.ID), data); err != nil {
+		if idemKey != "" && errors.Is(err, jetstream.ErrKeyExists) { // the same key at the same moment
+			if made, found, err := s.taskOfKey(ctx, tenant, task); found && err == nil {
+				s.respondTask(c, made, true)
+				return
+			}
+		}
 		s.respondError(c, fmt.Errorf("store task: %w", err))
 		return
 	}
 	if err := bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task); err != nil {
 		s.respondError(c, err)
 		return
+	}
+	s.respondTask(c, task, false)
+}
+
+// taskOfKey reads the task that an Idempotency-Key made (its id is
+// want.ID): found, the task as it is now; 422 if another request made it.
+// A task still queued has its message published again, in case the first
+// request failed after storing the record (JetStream de-duplicates it
+// within 2 minutes; the notifier runs a task once, by its record).
+func (s *Service) taskOfKey(ctx context.Context, tenant string, want contract.Task) (contract.Task, bool, error) {
+	entry, err := s.tenants.Get(ctx, contract.TaskKey(tenant, want.ID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return contract.Task{}, false, nil
+	}
+	if err != nil {
+		return contract.Task{}, false, err
+	}
+	var made contract.Task
+	if err := json.Unmarshal(entry.Value(), &made); err != nil {
+		return contract.Task{}, false, fmt.Errorf("read task %s: %w", want.ID, err)
+	}
+	sameUntil := (made.Until == nil) == (want.Until == nil) && (made.Until == nil || made.Until.Equal(*want.Until))
+	if made.EndpointID != want.EndpointID || !made.Since.Equal(want.Since) || !sameUntil {
+		return contract.Task{}, false, invalid("Idempotency-Key was already used with a different request")
+	}
+	if made.Status == contract.TaskQueued {
+		if err := bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", made.ID, made); err != nil {
+			return contract.Task{}, false, err
+		}
+	}
+	return made, true, nil
+}
+
+// respondTask answers 202 with a recover task.
+func (s *Service) respondTask(c *gin.Context, task contract.Task, replayed bool) {
+	if replayed {
+		c.Header("Idempotent-Replayed", "true")
 	}
 	c.Header("Location", "/v1/tasks/"+task.ID)
 	c.JSON(http.StatusAccepted, task)

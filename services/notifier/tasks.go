@@ -47,6 +47,12 @@ func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error 
 			return
 		}
 		logger := n.logger.With("task_id", task.ID, "tenant_id", tenant)
+		if n.taskDone(ctx, tenant, task.ID) {
+			// A second message of a finished task (a request retried with
+			// its Idempotency-Key publishes a queued task's again).
+			_ = msg.Ack()
+			return
+		}
 		if err := n.recover(ctx, logger, tenant, task); err != nil {
 			logger.Warn("recover task", "error", err)
 			_ = msg.NakWithDelay(time.Second)
@@ -84,6 +90,17 @@ func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant stri
 	logger.Info("endpoint recovered", "endpoint_id", task.EndpointID, "resent", task.Resent)
 	n.saveTask(ctx, logger, tenant, task, contract.TaskDone)
 	return nil
+}
+
+// taskDone tells whether the task's record says it is done; a record it
+// cannot read is not.
+func (n *Notifier) taskDone(ctx context.Context, tenant, id string) bool {
+	entry, err := n.tenants.Get(ctx, contract.TaskKey(tenant, id))
+	if err != nil {
+		return false
+	}
+	var task contract.Task
+	return json.Unmarshal(entry.Value(), &task) == nil && task.Status == contract.TaskDone
 }
 
 // saveTask records a task's progress, best effort.
