@@ -91,6 +91,24 @@ func (h *harness) waitTask(key, id string) map[string]any {
 	return task
 }
 
+// failedDelivery makes an endpoint whose receiver answers 500 twice (the
+// schedule's two attempts) and a delivery to it that failed, and returns
+// the endpoint's id and its receiver.
+func (h *harness) failedDelivery() (string, *receiver) {
+	h.t.Helper()
+	down := newReceiver(h.t, 500, 500)
+	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
+	code, _, _ := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
+	require.Equal(h.t, http.StatusAccepted, code)
+	down.wait(h.t, 2, 30*time.Second)
+	require.Eventually(h.t, func() bool {
+		code, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
+		require.Equal(h.t, http.StatusOK, code, out)
+		return len(out["data"].([]any)) == 1
+	}, 30*time.Second, 50*time.Millisecond)
+	return id, down
+}
+
 // A recover sent again with its Idempotency-Key is the same task, and a
 // task's message that comes again once the task is done (a retried request
 // publishes a queued task's message again; past the 2-minute
@@ -98,15 +116,7 @@ func (h *harness) waitTask(key, id string) map[string]any {
 func TestRecoverWithAKeyRunsOnce(t *testing.T) {
 	t.Parallel()
 	h := start(t, withSchedule(time.Nanosecond, time.Second), withNATSListen())
-	down := newReceiver(t, 500, 500)
-	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
-	code, _, _ := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
-	require.Equal(t, http.StatusAccepted, code)
-	down.wait(t, 2, 30*time.Second)
-	require.Eventually(t, func() bool {
-		_, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
-		return len(out["data"].([]any)) == 1
-	}, 30*time.Second, 50*time.Millisecond)
+	id, down := h.failedDelivery()
 	path := "/v1/endpoints/" + id + "/recover"
 	code, _, first := h.call(http.MethodPost, path, keyAcme, `{"since":"2020-01-01T00:00:00Z"}`, "Idempotency-Key", "once")
 	require.Equal(t, http.StatusAccepted, code, first)
@@ -137,16 +147,7 @@ func TestRecoverWithAKeyRunsOnce(t *testing.T) {
 func TestRecoverSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	h := start(t, withSchedule(time.Nanosecond, time.Second))
-	down := newReceiver(t, 500, 500)
-	id, _ := h.createEndpoint(keyAcme, down.URL, "order.*")
-	code, _, _ := h.call(http.MethodPost, "/v1/events", keyAcme, `{"type":"order.created","data":{}}`)
-	require.Equal(t, http.StatusAccepted, code)
-	down.wait(t, 2, 30*time.Second)
-	require.Eventually(t, func() bool {
-		code, _, out := h.call(http.MethodGet, "/v1/deliveries?status=failed&endpoint="+id, keyAcme, "")
-		require.Equal(t, http.StatusOK, code, out)
-		return len(out["data"].([]any)) == 1
-	}, 30*time.Second, 50*time.Millisecond)
+	id, down := h.failedDelivery()
 	code, _, out := h.call(http.MethodPost, "/v1/endpoints/"+id+"/recover", keyAcme, `{"since":"2020-01-01T00:00:00Z"}`)
 	require.Equal(t, http.StatusAccepted, code, out)
 	h.restart()

@@ -200,12 +200,7 @@ func TestRecoverTasksAreNotKeptForGood(t *testing.T) {
 	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
 	tenants, err := b.js.KeyValue(ctx, contract.BucketTenants)
 	require.NoError(t, err)
-	put := func(taskID string, at time.Time) {
-		data, err := json.Marshal(contract.Task{ID: taskID, Kind: "recover", Status: contract.TaskDone, CreatedAt: at, UpdatedAt: at})
-		require.NoError(t, err)
-		_, err = tenants.Put(ctx, contract.TaskKey("acme", taskID), data)
-		require.NoError(t, err)
-	}
+	put := func(taskID string, at time.Time) { b.putTask(t, taskID, contract.TaskDone, at) }
 	put("task_old", time.Now().Add(-8*24*time.Hour))
 	for i := range 999 {
 		put(fmt.Sprintf("task_%d", i), time.Now())
@@ -334,16 +329,8 @@ func TestEndpointWithASecretOfItsOwn(t *testing.T) {
 func TestRecoverTasksQueuedPerTenantAreBounded(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
 	id := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
-	tenants, err := b.js.KeyValue(ctx, contract.BucketTenants)
-	require.NoError(t, err)
-	put := func(taskID, status string, at time.Time) {
-		data, err := json.Marshal(contract.Task{ID: taskID, Kind: "recover", Status: status, CreatedAt: at, UpdatedAt: at})
-		require.NoError(t, err)
-		_, err = tenants.Put(ctx, contract.TaskKey("acme", taskID), data)
-		require.NoError(t, err)
-	}
+	put := func(taskID, status string, at time.Time) { b.putTask(t, taskID, status, at) }
 	put("task_running", contract.TaskRunning, time.Now())
 	put("task_q1", contract.TaskQueued, time.Now())
 	put("task_stale", contract.TaskQueued, time.Now().Add(-48*time.Hour))
@@ -422,4 +409,15 @@ func TestRecoverWithAnIdempotencyKey(t *testing.T) {
 	info, err := stream.Info(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), info.State.Msgs)
+}
+
+// putTask writes a recover task record of acme's, last written at.
+func (b *bundle) putTask(t *testing.T, taskID, status string, at time.Time) {
+	t.Helper()
+	tenants, err := b.js.KeyValue(t.Context(), contract.BucketTenants)
+	require.NoError(t, err)
+	data, err := json.Marshal(contract.Task{ID: taskID, Kind: "recover", Status: status, CreatedAt: at, UpdatedAt: at})
+	require.NoError(t, err)
+	_, err = tenants.Put(t.Context(), contract.TaskKey("acme", taskID), data)
+	require.NoError(t, err)
 }
