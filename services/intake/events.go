@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net/http"
 	"slices"
@@ -170,6 +171,12 @@ func sameJSON(a, b []byte) bool {
 	return okA && okB && da == db
 }
 
+// memberDigestSize is the size of a member's digest: half a SHA-256, in
+// half the room (an object of 200,000 members takes one each). Two
+// requests whose digests collide are taken for one; only their sender
+// could make them, and gain nothing by it.
+const memberDigestSize = 16
+
 // maxDigestDepth bounds the nesting jsonDigest follows (intake's requests
 // are at most HOOKSTREAM_MAX_JSON_DEPTH deep; a stored event from NATS may
 // be deeper), as encoding/json bounds its own.
@@ -179,15 +186,18 @@ const maxDigestDepth = 10000
 // and false if data is not one JSON value. Each value is written tagged
 // and self-delimited: a string ('s') as its decoded bytes with their
 // length, a number ('n') as canonicalNumber writes it with its length,
-// true, false and null as a tag ('t', 'f', 'z'), an array ('a') as its elements and ']', and an object
-// ('o') as its member count and its members' digests (of the key and the
-// value), sorted, so that the order of members does not matter. A member
-// given twice counts twice.
+// true, false and null as a tag ('t', 'f', 'z'), an array ('a') as its
+// elements and ']', and an object ('o') as its member count and its
+// members' digests (of the key and the value, memberDigestSize bytes),
+// sorted, so that the order of members does not matter. A value
+// with an object whose member is given twice is not compared (false): JSON
+// readers keep the last, which a digest of the members in any order cannot
+// tell.
 func jsonDigest(data []byte) (digest [sha256.Size]byte, ok bool) {
 	if !json.Valid(data) {
 		return digest, false
 	}
-	d := digester{data: data}
+	d := digester{data: data, seed: maphash.MakeSeed()}
 	h := sha256.New()
 	if !d.value(h, 0) {
 		return digest, false
@@ -204,9 +214,13 @@ type digester struct {
 	tmp, num []byte
 	// members holds the digests of the members of the objects being read,
 	// the innermost's last.
-	members [][sha256.Size]byte
+	members [][memberDigestSize]byte
 	// memberBufs[depth] holds the form of a member of an object at depth.
 	memberBufs []*byteSink
+	// keys holds hashes of the keys of the objects being read, as members
+	// does their digests; seed keys them.
+	keys []uint64
+	seed maphash.Seed
 }
 
 // tag is the one byte c, in d's scratch space.
@@ -243,7 +257,7 @@ func (d *digester) value(w io.Writer, depth int) bool {
 	switch c := d.data[d.pos]; c {
 	case '{':
 		d.pos++
-		from := len(d.members) // this object's members' digests: d.members[from:]
+		from := len(d.members) // this object's members' digests: d.members[from:], their keys' hashes d.keys[from:]
 		for len(d.memberBufs) <= depth {
 			d.memberBufs = append(d.memberBufs, &byteSink{})
 		}
@@ -260,6 +274,10 @@ func (d *digester) value(w io.Writer, depth int) bool {
 			}
 			member.b = member.b[:0]
 			d.writeString(member)
+			if len(d.keys) == cap(d.keys) { // doubled, as members
+				d.keys = slices.Grow(d.keys, max(len(d.keys), 16))
+			}
+			d.keys = append(d.keys, maphash.Bytes(d.seed, member.b))
 			d.skipSpace()
 			d.pos++ // the colon
 			if !d.value(member, depth+1) {
@@ -268,10 +286,22 @@ func (d *digester) value(w io.Writer, depth int) bool {
 			if len(d.members) == cap(d.members) { // doubled: append grows large slices by a quarter, which allocates 5 times their size in all
 				d.members = slices.Grow(d.members, max(len(d.members), 16))
 			}
-			d.members = append(d.members, sha256.Sum256(member.b))
+			sum := sha256.Sum256(member.b)
+			d.members = append(d.members, [memberDigestSize]byte(sum[:memberDigestSize]))
 		}
+		keys := d.keys[from:]
+		slices.Sort(keys)
+		for i := 1; i < len(keys); i++ {
+			if keys[i] == keys[i-1] {
+				// A member given twice: JSON readers take the last, so
+				// {"a":1,"a":2} is not {"a":2,"a":1}; not compared (a hash
+				// shared by two keys makes one, rarely, not compared too).
+				return false
+			}
+		}
+		d.keys = d.keys[:from]
 		members := d.members[from:]
-		slices.SortFunc(members, func(a, b [sha256.Size]byte) int { return bytes.Compare(a[:], b[:]) })
+		slices.SortFunc(members, func(a, b [memberDigestSize]byte) int { return bytes.Compare(a[:], b[:]) })
 		d.tmp = binary.AppendUvarint(append(d.tmp[:0], 'o'), uint64(len(members)))
 		w.Write(d.tmp)
 		for i := range members {
@@ -318,7 +348,7 @@ func (d *digester) value(w io.Writer, depth int) bool {
 
 // writeString writes the string at pos, decoded, and moves past it. One
 // with escapes, or with bytes that are not UTF-8, is decoded as
-// encoding/json decodes it (each run of such bytes one U+FFFD).
+// encoding/json decodes it (each such byte one U+FFFD).
 func (d *digester) writeString(w io.Writer) {
 	start := d.pos
 	d.pos++
@@ -355,13 +385,16 @@ func canonicalNumber(n string) exactNumber {
 	return exactNumber(appendCanonicalNumber(nil, []byte(n)))
 }
 
-// maxExponentDigits is the most digits of an exponent that
-// appendCanonicalNumber reads as a number.
-const maxExponentDigits = 18
+// Exponents that appendCanonicalNumber reads as numbers: up to 10^18 in
+// size, with at most 19 digits once their leading zeros are dropped.
+const (
+	maxExponentDigits = 18
+	maxExponent       = 1e18
+)
 
 // appendCanonicalNumber appends the JSON number n written as an
-// exactNumber, without allocating beyond dst. One whose exponent has more
-// than 18 digits is kept as written (1e99999999999999999999 is then not
+// exactNumber, without allocating beyond dst. One whose exponent is beyond
+// ±10^18 is kept as written (1e99999999999999999999 is then not
 // 10e99999999999999999998): such an exponent is not read as a number,
 // whose cost would grow with the square of its digits.
 func appendCanonicalNumber(dst, n []byte) []byte {
@@ -402,11 +435,14 @@ func appendCanonicalNumber(dst, n []byte) []byte {
 			exponent = exponent[1:]
 		}
 		exponent = bytes.TrimLeft(exponent, "0")
-		if len(exponent) > maxExponentDigits {
+		if len(exponent) > maxExponentDigits+1 {
 			return append(append(dst, "as written: "...), n...)
 		}
 		for _, c := range exponent {
-			exp = exp*10 + int64(c-'0')
+			exp = exp*10 + int64(c-'0') // 19 digits fit an int64
+		}
+		if exp > maxExponent {
+			return append(append(dst, "as written: "...), n...)
 		}
 		if negExp {
 			exp = -exp
