@@ -164,6 +164,8 @@ func TestNATSClientAuthSettings(t *testing.T) {
 		{"nkey", []string{"HOOKSTREAM_NATS_NKEY", seedFile}},
 		{"tls", []string{"HOOKSTREAM_NATS_TLS_CA", pki.ca, "HOOKSTREAM_NATS_TLS_CERT", pki.clientCert, "HOOKSTREAM_NATS_TLS_KEY", pki.clientKey}},
 		{"inbox prefix", []string{"HOOKSTREAM_NATS_INBOX_PREFIX", "_INBOX_notifier.eu"}},
+		// As before these settings: the URL's credentials win (from the diff review).
+		{"a token and a URL's credentials", []string{"HOOKSTREAM_NATS_TOKEN", "s3cr3t-token-0123456789", "HOOKSTREAM_NATS_URL", "nats://s3cr3t-token-0123456789@127.0.0.1:4222"}},
 	}
 	for _, tt := range ok {
 		_, err := parseSettings("notifier", nil, env(append([]string{"HOOKSTREAM_SECRET_KEY", testSecretKey}, tt.givenEnv...)...), io.Discard)
@@ -179,6 +181,7 @@ func TestNATSClientAuthSettings(t *testing.T) {
 		{"creds not creds", "notifier", []string{"HOOKSTREAM_NATS_CREDS", seedFile}, "not a NATS credentials file"},
 		{"nkey not a seed", "notifier", []string{"HOOKSTREAM_NATS_NKEY", garbage}, "HOOKSTREAM_NATS_NKEY"},
 		{"two ways to authenticate", "notifier", []string{"HOOKSTREAM_NATS_NKEY", seedFile, "HOOKSTREAM_NATS_TOKEN", "s3cr3t-token-0123456789"}, "authenticates one way"},
+		{"creds and an NKey", "notifier", []string{"HOOKSTREAM_NATS_NKEY", seedFile, "HOOKSTREAM_NATS_CREDS", seedFile}, "authenticates one way"},
 		{"nkey and a user in the URL", "notifier", []string{"HOOKSTREAM_NATS_NKEY", seedFile, "HOOKSTREAM_NATS_URL", "nats://u:p@127.0.0.1:4222"}, "credentials in HOOKSTREAM_NATS_URL"},
 		{"CA not PEM", "notifier", []string{"HOOKSTREAM_NATS_TLS_CA", garbage}, "no PEM certificate"},
 		{"cert without key", "notifier", []string{"HOOKSTREAM_NATS_TLS_CERT", pki.clientCert}, "give both"},

@@ -215,6 +215,35 @@ func (s *settings) refuseClientAuth() error {
 // service would otherwise retry the connection for minutes, or fail on
 // the first reconnect.
 func (s *settings) checkClientAuth() error {
+	userinfo := false
+	for raw := range strings.SplitSeq(s.NATSURL, ",") {
+		if u, err := url.Parse(strings.TrimSpace(raw)); err == nil && u.User != nil {
+			userinfo = true
+		}
+	}
+	// A credentials file or an NKey is the connection's only way to
+	// authenticate; a token and a URL's credentials may both be given, as
+	// before either was (the URL's win).
+	others := []struct {
+		env string
+		set bool
+	}{{"HOOKSTREAM_NATS_TOKEN", s.NATSToken != ""}, {"credentials in HOOKSTREAM_NATS_URL", userinfo}}
+	for _, file := range []struct {
+		env string
+		set bool
+	}{{"HOOKSTREAM_NATS_CREDS", s.NATSCreds != ""}, {"HOOKSTREAM_NATS_NKEY", s.NATSNKey != ""}} {
+		if !file.set {
+			continue
+		}
+		if s.NATSCreds != "" && s.NATSNKey != "" {
+			return errors.New("HOOKSTREAM_NATS_CREDS and HOOKSTREAM_NATS_NKEY are both given: a NATS connection authenticates one way; keep one")
+		}
+		for _, o := range others {
+			if o.set {
+				return fmt.Errorf("%s and %s are both given: a NATS connection authenticates one way; keep one", file.env, o.env)
+			}
+		}
+	}
 	if s.NATSCreds != "" {
 		data, err := os.ReadFile(s.NATSCreds)
 		if err != nil {
@@ -229,23 +258,6 @@ func (s *settings) checkClientAuth() error {
 	if s.NATSNKey != "" {
 		if _, err := nats.NkeyOptionFromSeed(s.NATSNKey); err != nil {
 			return fmt.Errorf("HOOKSTREAM_NATS_NKEY (--nats-nkey): %s: not a file holding a user's NKey seed (SU…): %w", s.NATSNKey, redactedSeedError(err))
-		}
-	}
-	userinfo := false
-	for raw := range strings.SplitSeq(s.NATSURL, ",") {
-		if u, err := url.Parse(strings.TrimSpace(raw)); err == nil && u.User != nil {
-			userinfo = true
-		}
-	}
-	given := []struct {
-		env string
-		set bool
-	}{{"HOOKSTREAM_NATS_CREDS", s.NATSCreds != ""}, {"HOOKSTREAM_NATS_NKEY", s.NATSNKey != ""}, {"HOOKSTREAM_NATS_TOKEN", s.NATSToken != ""}, {"credentials in HOOKSTREAM_NATS_URL", userinfo}}
-	for i, a := range given {
-		for _, b := range given[:i] {
-			if a.set && b.set {
-				return fmt.Errorf("%s and %s are both given: a NATS connection authenticates one way; keep one", b.env, a.env)
-			}
 		}
 	}
 	if s.NATSTLSCA != "" {

@@ -444,7 +444,15 @@ func (s *Service) createEndpoint(c *gin.Context) {
 	ctx := c.Request.Context()
 	var keyed func(created bool) // settles the key's record once the endpoint is made or not
 	if idemKey != "" {
-		canonical, _ := json.Marshal(req) // decoded and encoded again: members in order, one way of escaping
+		hashed := req
+		if req.Secret != nil {
+			// The record keeps a hash of the request: of the secret's keyed
+			// digest, not of the secret (the bucket's readers could test
+			// guesses of it against a plain hash).
+			digest := "digest:" + hex.EncodeToString(s.cfg.Box.Digest([]byte(*req.Secret)))
+			hashed.Secret = &digest
+		}
+		canonical, _ := json.Marshal(hashed) // decoded and encoded again: members in order, one way of escaping
 		sum := sha256.Sum256(canonical)
 		var replayed bool
 		if keyed, replayed = s.takeEndpointKey(c, ep, idemKey, hex.EncodeToString(sum[:])); replayed {

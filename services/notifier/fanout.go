@@ -90,7 +90,10 @@ func (n *Notifier) fanout(ctx context.Context, msg jetstream.Msg) (handedOff boo
 		return false, n.deadLetter(ctx, msg, fmt.Sprintf("its webhook body (%d bytes, the event's data escaped as JSON) leaves no room in a NATS message for its delivery (at most %d)", len(body), limit))
 	}
 	var targets []target
-	if url := msg.Headers().Get(contract.HeaderCallbackURL); url != "" {
+	if url := msg.Headers().Get(contract.HeaderCallbackURL); url != "" && strings.HasPrefix(eventType, "job.") {
+		// A job's own callback, on its job events alone: the URL gets a
+		// webhook signed with the tenant's secret for job callbacks, which
+		// the publisher of another event must not choose the target of.
 		targets = append(targets, target{key: callbackTarget, url: url})
 	}
 	for _, id := range n.index.Matching(tenant, eventType) {

@@ -50,8 +50,8 @@ func TestDeliverDuplicateEventOnce(t *testing.T) {
 
 	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
 	b.publishJobEvent(t, "acme", "job_x", rcv.URL)
-	first := b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`{"invoice":"in_1"}`), contract.HeaderCallbackURL, rcv.URL)
-	again := b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`{"invoice":"in_1"}`), contract.HeaderCallbackURL, rcv.URL)
+	first := b.publishEvent(t, "acme", "job.succeeded", "evt_in_1", []byte(`{"invoice":"in_1"}`), contract.HeaderCallbackURL, rcv.URL)
+	again := b.publishEvent(t, "acme", "job.succeeded", "evt_in_1", []byte(`{"invoice":"in_1"}`), contract.HeaderCallbackURL, rcv.URL)
 	require.False(t, first.Duplicate)
 	require.True(t, again.Duplicate)
 
@@ -73,11 +73,11 @@ func TestEventIDsScopedToTheirTenant(t *testing.T) {
 	b := setup(t, notifier.Config{DirectAttempts: -1})
 	rcv := newReceiver(t, nil)
 	for _, tenant := range []string{"acme", "globex"} {
-		ack := b.publishEvent(t, tenant, "invoice.paid", tenant+":in_1", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+		ack := b.publishEvent(t, tenant, "job.succeeded", tenant+":in_1", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
 		require.False(t, ack.Duplicate, tenant)
 	}
-	b.publishEvent(t, "acme", "invoice.paid", "in_2", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
-	shadowed := b.publishEvent(t, "globex", "invoice.paid", "in_2", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+	b.publishEvent(t, "acme", "job.succeeded", "in_2", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+	shadowed := b.publishEvent(t, "globex", "job.succeeded", "in_2", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
 	require.True(t, shadowed.Duplicate, "a bare id is de-duplicated across tenants")
 	for _, tenant := range []string{"acme", "globex"} {
 		rec := b.waitLog(t, tenant, "in_1", contract.DeliverySucceeded)
@@ -100,10 +100,10 @@ func TestDeliverInternalEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, notifier.Config{})
 	rcv := newReceiver(t, nil)
-	b.publishEvent(t, "acme", "invoice.paid", "evt_in_1", []byte(`["any", "json", 1]`),
+	b.publishEvent(t, "acme", "job.succeeded", "evt_in_1", []byte(`["any", "json", 1]`),
 		contract.HeaderCallbackURL, rcv.URL, contract.HeaderEventTime, "2026-11-23T12:00:01.5Z")
 	got := rcv.wait(t, 1)[0]
-	require.Equal(t, "invoice.paid", got.event.Type)
+	require.Equal(t, "job.succeeded", got.event.Type)
 	require.JSONEq(t, `["any","json",1]`, string(got.event.Data))
 	require.Equal(t, "2026-11-23T12:00:01.5Z", got.event.Timestamp.Format("2006-01-02T15:04:05.999Z07:00"))
 	// The target key of a callback URL is part of every webhook-id sent so far:
@@ -121,7 +121,7 @@ func TestDeliverEventNotUTF8AsValidText(t *testing.T) {
 	t.Parallel()
 	b := setup(t, notifier.Config{})
 	rcv := newReceiver(t, nil)
-	b.publishEvent(t, "acme", "city.named", "evt_latin1", []byte("{\"city\":\"Z\xfcrich\"}"), contract.HeaderCallbackURL, rcv.URL)
+	b.publishEvent(t, "acme", "job.succeeded", "evt_latin1", []byte("{\"city\":\"Z\xfcrich\"}"), contract.HeaderCallbackURL, rcv.URL)
 	got := rcv.wait(t, 1)[0]
 	require.True(t, utf8.Valid(got.body), "%q", got.body)
 	require.JSONEq(t, `{"city":"Z\ufffdrich"}`, string(got.event.Data))
@@ -219,4 +219,19 @@ func TestDeliverSingleTargetDirectly(t *testing.T) {
 			b.waitIdle(t)
 		})
 	}
+}
+
+// Hookstream-Callback-Url is a job's own callback, honoured on job events
+// alone: on another event it would have any URL sent a webhook signed with
+// the tenant's secret for job callbacks, by whoever may publish the
+// tenant's events (from the diff review).
+func TestCallbackURLOnlyOnJobEvents(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, nil)
+	ops := newReceiver(t, nil)
+	b := setup(t, notifier.Config{}, newEndpoint(t, "acme", "ep_all", ops.URL, "invoice.*"))
+	b.publishEvent(t, "acme", "invoice.paid", "evt_forged", []byte(`{}`), contract.HeaderCallbackURL, rcv.URL)
+	ops.wait(t, 1)
+	b.waitIdle(t)
+	require.Empty(t, rcv.all(), "the URL of a header on an invoice event is not a target")
 }

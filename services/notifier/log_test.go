@@ -28,7 +28,7 @@ func TestDeliverLogsEventsWithAnyID(t *testing.T) {
 			t.Parallel()
 			b := setup(t, notifier.Config{Schedule: []time.Duration{}})
 			rcv := newReceiver(t, statuses(500))
-			b.publishEvent(t, "acme", "invoice.paid", tt.givenEventID, []byte(`{"invoice":"in_42"}`), contract.HeaderCallbackURL, rcv.URL)
+			b.publishEvent(t, "acme", "job.succeeded", tt.givenEventID, []byte(`{"invoice":"in_42"}`), contract.HeaderCallbackURL, rcv.URL)
 			got := rcv.wait(t, 1)[0]
 			b.waitIdle(t)
 			var recs []contract.DeliveryRecord

@@ -41,6 +41,8 @@ type Box struct {
 	masks   sync.Pool
 	// fingerprint is Fingerprint's value.
 	fingerprint string
+	// digestKey keys Digest, derived from the key.
+	digestKey []byte
 }
 
 // New returns a box for a 32-byte key.
@@ -57,7 +59,17 @@ func New(key []byte) (*Box, error) {
 		return nil, fmt.Errorf("secretbox: %w", err)
 	}
 	fingerprint := base64.RawURLEncoding.EncodeToString(derive(key, "hookstream key fingerprint")[:16])
-	return &Box{aead: aead, maskKey: derive(key, "hookstream job id mask"), fingerprint: fingerprint}, nil
+	return &Box{aead: aead, maskKey: derive(key, "hookstream job id mask"), fingerprint: fingerprint,
+		digestKey: derive(key, "hookstream secret digest")}, nil
+}
+
+// Digest is a keyed digest of a secret (HMAC-SHA256 with a key derived
+// from the box's), to be kept where a plain hash would let a reader of it
+// test guesses of the secret: only holders of the key can compute it.
+func (b *Box) Digest(secret []byte) []byte {
+	mac := hmac.New(sha256.New, b.digestKey)
+	mac.Write(secret)
+	return mac.Sum(nil)
 }
 
 // derive is a value of its own for label, made from key (HMAC-SHA256).

@@ -2,6 +2,7 @@ package secretbox_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"os"
 	"sync"
@@ -99,4 +100,22 @@ func TestKeyFileMadeAtOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, entries, 1, "no temporary file is left")
 	}
+}
+
+// A secret's digest is the same for the same key, another for another key,
+// and neither a plain hash of it nor the fingerprint.
+func TestDigest(t *testing.T) {
+	t.Parallel()
+	key := bytes.Repeat([]byte{7}, secretbox.KeySize)
+	a, err := secretbox.New(key)
+	require.NoError(t, err)
+	again, err := secretbox.New(bytes.Clone(key))
+	require.NoError(t, err)
+	other, err := secretbox.New(bytes.Repeat([]byte{8}, secretbox.KeySize))
+	require.NoError(t, err)
+	secret := []byte("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3")
+	require.Equal(t, a.Digest(secret), again.Digest(secret))
+	require.NotEqual(t, a.Digest(secret), other.Digest(secret))
+	plain := sha256.Sum256(secret)
+	require.NotEqual(t, plain[:], a.Digest(secret))
 }

@@ -56,7 +56,7 @@ func TestKeyringWithASecretOfOnesOwn(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, own, ring.Current().Secret)
 	for _, bad := range []string{"", "whsec_", own[len("whsec_"):], "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 23)),
-		"whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 65)), "whsec_" + base64.RawStdEncoding.EncodeToString(make([]byte, 31))} {
+		"whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 65)), "whsec_" + base64.RawStdEncoding.EncodeToString(make([]byte, 31)), own[:20] + "\r\n" + own[20:]} {
 		_, err := signing.KeyringOf(bad, now)
 		require.ErrorIs(t, err, webhook.ErrBadSecret, bad)
 		_, err = ring.Rotate(now, time.Hour, "x"+bad)

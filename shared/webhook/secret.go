@@ -41,5 +41,10 @@ func ParseSecret(secret string) ([]byte, error) {
 	if err != nil || len(key) < MinSecretBytes || len(key) > MaxSecretBytes {
 		return nil, ErrBadSecret
 	}
+	if base64.StdEncoding.EncodeToString(key) != encoded {
+		// Written another way (line breaks, which the decoder skips): one
+		// key, one spelling, so that a secret is compared as it is stored.
+		return nil, ErrBadSecret
+	}
 	return key, nil
 }
