@@ -324,7 +324,8 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		return
 	}
 	data, _ := json.Marshal(task)
-	if _, err := s.tenants.Create(ctx, contract.TaskKey(tenant, task.ID), data); err != nil {
+	rev, err := s.tenants.Create(ctx, contract.TaskKey(tenant, task.ID), data)
+	if err != nil {
 		if idemKey != "" && errors.Is(err, jetstream.ErrKeyExists) { // the same key at the same moment
 			if made, found, err := s.taskOfKey(ctx, tenant, task); found && err == nil {
 				s.respondTask(c, made, true)
@@ -334,11 +335,50 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		s.respondError(c, fmt.Errorf("store task: %w", err))
 		return
 	}
-	if err := bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task); err != nil {
+	// Counted once stored, so that requests at the same moment cannot all
+	// pass the bound; a task refused, or whose message is not stored, is
+	// removed (it would count as open for a day).
+	err = s.admitTask(ctx, tenant, task, rev)
+	if err == nil {
+		err = bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task)
+	}
+	if err != nil {
+		s.purgeTenantKey(context.WithoutCancel(ctx), contract.TaskKey(tenant, task.ID), rev)
 		s.respondError(c, err)
 		return
 	}
 	s.respondTask(c, task, false)
+}
+
+// admitTask answers 429 unless task, stored at revision rev, is one of the
+// tenant's first maxOpenTasks open tasks (queued or running, written in the
+// last openTaskWindow) in the order they were stored. A request reads once
+// its own task is stored, so it sees every task stored before it: of
+// requests at the same moment, only as many pass as there is room for (one
+// may be refused for a later one already running, never more admitted).
+func (s *Service) admitTask(ctx context.Context, tenant string, task contract.Task, rev uint64) error {
+	before := 0 // open tasks stored before this one
+	err := bus.ReadAll(ctx, s.tenants, contract.TaskKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
+		var t contract.Task
+		if e.Key() == contract.TaskKey(tenant, task.ID) || json.Unmarshal(e.Value(), &t) != nil {
+			return nil
+		}
+		// Stored before this one: at a lower revision, or running (the
+		// notifier's write gave it a later revision; it was admitted).
+		earlier := e.Revision() < rev || t.Status == contract.TaskRunning
+		if earlier && t.Status != contract.TaskDone && task.UpdatedAt.Sub(t.UpdatedAt) <= openTaskWindow {
+			before++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("count tasks: %w", err)
+	}
+	if before < maxOpenTasks {
+		return nil
+	}
+	return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Minute,
+		detail: fmt.Sprintf("this tenant has %d tasks queued or running, the most allowed at once; retry once one is done (GET /v1/tasks/{id})", maxOpenTasks)}
 }
 
 // taskOfKey reads the task that an Idempotency-Key made (its id is
@@ -399,17 +439,13 @@ const (
 // as good as lost (its message is kept 8 days at most).
 func (s *Service) pruneTasks(ctx context.Context, tenant string, now time.Time) error {
 	var old []string
-	kept, open := 0, 0
+	kept := 0
 	err := bus.ReadAll(ctx, s.tenants, contract.TaskKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
 		var task contract.Task
-		decoded := json.Unmarshal(e.Value(), &task) == nil
-		if decoded && now.Sub(task.UpdatedAt) > taskRetention {
+		if json.Unmarshal(e.Value(), &task) == nil && now.Sub(task.UpdatedAt) > taskRetention {
 			old = append(old, e.Key())
-			return nil
-		}
-		kept++
-		if decoded && task.Status != contract.TaskDone && now.Sub(task.UpdatedAt) <= openTaskWindow {
-			open++
+		} else {
+			kept++
 		}
 		return nil
 	})
@@ -428,10 +464,6 @@ func (s *Service) pruneTasks(ctx context.Context, tenant string, now time.Time) 
 		if err != nil {
 			s.logger.Warn("remove old tasks", "tenant_id", tenant, "error", err) // tried again at the next recover
 		}
-	}
-	if open >= maxOpenTasks {
-		return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Minute,
-			detail: fmt.Sprintf("this tenant has %d tasks queued or running, the most allowed at once; retry once one is done (GET /v1/tasks/{id})", open)}
 	}
 	if kept >= maxTasks {
 		return &apiError{status: http.StatusTooManyRequests, slug: "too-many-tasks", retryAfter: time.Hour,
