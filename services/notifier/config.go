@@ -285,6 +285,8 @@ func (c Config) Validate() error {
 		return errors.New("Concurrency: must be at least 1")
 	case c.ParkRate < 1:
 		return errors.New("ParkRate: must be at least 1")
+	case c.MaxEventTypes < 1:
+		return errors.New("MaxEventTypes: must be at least 1")
 	case c.TrimInterval < 0:
 		return errors.New("TrimInterval: must not be negative")
 	case c.MaxAckPending < 1:

@@ -125,6 +125,9 @@ func (n *Notifier) typeCount(ctx context.Context, tenant string) *typeCount {
 			k++
 		}
 		count.n.Store(k)
+		if k >= int64(n.cfg.MaxEventTypes) { // reached before this process started: said once more
+			n.logger.Warn("a tenant has the most event types recorded; events of new types are delivered, not recorded (GET /v1/event-types)", "tenant_id", tenant, "types", k)
+		}
 	})
 	return count
 }
