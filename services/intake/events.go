@@ -257,7 +257,8 @@ func (d *digester) value(w io.Writer, depth int) bool {
 	switch c := d.data[d.pos]; c {
 	case '{':
 		d.pos++
-		from := len(d.members) // this object's members' digests: d.members[from:], their keys' hashes d.keys[from:]
+		from := len(d.members)  // this object's members' digests: d.members[from:]
+		keysFrom := len(d.keys) // their keys' hashes: d.keys[keysFrom:]
 		for len(d.memberBufs) <= depth {
 			d.memberBufs = append(d.memberBufs, &byteSink{})
 		}
@@ -289,7 +290,7 @@ func (d *digester) value(w io.Writer, depth int) bool {
 			sum := sha256.Sum256(member.b)
 			d.members = append(d.members, [memberDigestSize]byte(sum[:memberDigestSize]))
 		}
-		keys := d.keys[from:]
+		keys := d.keys[keysFrom:]
 		slices.Sort(keys)
 		for i := 1; i < len(keys); i++ {
 			if keys[i] == keys[i-1] {
@@ -299,7 +300,7 @@ func (d *digester) value(w io.Writer, depth int) bool {
 				return false
 			}
 		}
-		d.keys = d.keys[:from]
+		d.keys = d.keys[:keysFrom]
 		members := d.members[from:]
 		slices.SortFunc(members, func(a, b [memberDigestSize]byte) int { return bytes.Compare(a[:], b[:]) })
 		d.tmp = binary.AppendUvarint(append(d.tmp[:0], 'o'), uint64(len(members)))
@@ -439,7 +440,10 @@ func appendCanonicalNumber(dst, n []byte) []byte {
 			return append(append(dst, "as written: "...), n...)
 		}
 		for _, c := range exponent {
-			exp = exp*10 + int64(c-'0') // 19 digits fit an int64
+			if exp > maxExponent/10 {
+				return append(append(dst, "as written: "...), n...)
+			}
+			exp = exp*10 + int64(c-'0')
 		}
 		if exp > maxExponent {
 			return append(append(dst, "as written: "...), n...)
