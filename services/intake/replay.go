@@ -323,12 +323,22 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	data, _ := json.Marshal(task)
+	pending := task
+	pending.Status = contract.TaskPending
+	data, _ := json.Marshal(pending)
 	rev, err := s.tenants.Create(ctx, contract.TaskKey(tenant, task.ID), data)
 	if err != nil {
 		if idemKey != "" && errors.Is(err, jetstream.ErrKeyExists) { // the same key at the same moment
-			if made, found, err := s.taskOfKey(ctx, tenant, task); found && err == nil {
+			made, found, err := s.taskOfKey(ctx, tenant, task)
+			switch {
+			case err != nil:
+				s.respondError(c, err) // 409 while the other is being decided
+				return
+			case found:
 				s.respondTask(c, made, true)
+				return
+			default: // refused and removed meanwhile
+				s.respondError(c, keyInProgress())
 				return
 			}
 		}
@@ -338,9 +348,16 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	// Counted once stored, so that requests at the same moment cannot all
 	// pass the bound; a task refused, or whose message is not stored, is
 	// removed (it would count as open for a day).
+	// Admitted, it is queued (a request with its key republishes only a
+	// queued task's message), then published.
 	err = s.admitTask(ctx, tenant, task, rev)
 	if err == nil {
-		err = bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task)
+		data, _ = json.Marshal(task)
+		var queued uint64
+		if queued, err = s.tenants.Update(ctx, contract.TaskKey(tenant, task.ID), data, rev); err == nil {
+			rev = queued
+			err = bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task)
+		}
 	}
 	if err != nil {
 		s.purgeTenantKey(context.WithoutCancel(ctx), contract.TaskKey(tenant, task.ID), rev)
@@ -350,12 +367,11 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	s.respondTask(c, task, false)
 }
 
-// admitTask answers 429 unless task, stored at revision rev, is one of the
-// tenant's first maxOpenTasks open tasks (queued or running, written in the
-// last openTaskWindow) in the order they were stored. A request reads once
-// its own task is stored, so it sees every task stored before it: of
-// requests at the same moment, only as many pass as there is room for (one
-// may be refused for a later one already running, never more admitted).
+// admitTask answers 429 unless task, stored pending at revision rev, has
+// room among the tenant's open tasks (queued or running, written in the
+// last openTaskWindow): at most maxOpenTasks. A request reads once its own
+// task is stored, so it sees every task stored before it: of requests at
+// the same moment, only as many pass as there is room for.
 func (s *Service) admitTask(ctx context.Context, tenant string, task contract.Task, rev uint64) error {
 	before := 0 // open tasks stored before this one
 	err := bus.ReadAll(ctx, s.tenants, contract.TaskKey(tenant, "*"), func(e jetstream.KeyValueEntry) error {
@@ -363,10 +379,15 @@ func (s *Service) admitTask(ctx context.Context, tenant string, task contract.Ta
 		if e.Key() == contract.TaskKey(tenant, task.ID) || json.Unmarshal(e.Value(), &t) != nil {
 			return nil
 		}
-		// Stored before this one: at a lower revision, or running (the
-		// notifier's write gave it a later revision; it was admitted).
-		earlier := e.Revision() < rev || t.Status == contract.TaskRunning
-		if earlier && t.Status != contract.TaskDone && task.UpdatedAt.Sub(t.UpdatedAt) <= openTaskWindow {
+		// Counted: the tasks admitted (queued or running), and those
+		// being admitted that were stored before this one (pending, at a
+		// lower revision, for a minute at most: one whose request failed
+		// to remove it does not hold a place). Of requests at the same
+		// moment, the later counts the earlier, pending or admitted.
+		switch {
+		case t.Status == contract.TaskDone || task.UpdatedAt.Sub(t.UpdatedAt) > openTaskWindow:
+		case t.Status == contract.TaskPending && (e.Revision() > rev || task.UpdatedAt.Sub(t.UpdatedAt) > time.Minute):
+		default:
 			before++
 		}
 		return nil
@@ -402,12 +423,23 @@ func (s *Service) taskOfKey(ctx context.Context, tenant string, want contract.Ta
 	if made.EndpointID != want.EndpointID || !made.Since.Equal(want.Since) || !sameUntil {
 		return contract.Task{}, false, invalid("Idempotency-Key was already used with a different request")
 	}
-	if made.Status == contract.TaskQueued {
+	switch made.Status {
+	case contract.TaskPending:
+		// Its request is deciding whether there is room for it.
+		return contract.Task{}, false, keyInProgress()
+	case contract.TaskQueued:
 		if err := bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", made.ID, made); err != nil {
 			return contract.Task{}, false, err
 		}
 	}
 	return made, true, nil
+}
+
+// keyInProgress is the answer to a request whose Idempotency-Key another
+// request is using at that moment.
+func keyInProgress() error {
+	return &apiError{status: http.StatusConflict, slug: "in-progress", retryAfter: time.Second,
+		detail: "a request with this Idempotency-Key is being answered; retry in a moment"}
 }
 
 // respondTask answers 202 with a recover task.

@@ -79,7 +79,8 @@ func (n *Notifier) recordEventType(ctx context.Context, tenant, eventType string
 		n.seenCount.Store(0)
 	}
 	count := n.typeCount(ctx, tenant)
-	if count.n.Add(1) > int64(n.cfg.MaxEventTypes) { // a place taken, at once: fan-out records many types at once
+	place := count.n.Add(1) // taken at once: fan-out records many types at once
+	if place > int64(n.cfg.MaxEventTypes) {
 		count.n.Add(-1)
 		return // delivered, not recorded; seen, so that it is not counted again
 	}
@@ -91,7 +92,7 @@ func (n *Notifier) recordEventType(ctx context.Context, tenant, eventType string
 	_, err := n.tenants.Create(ctx, key, value)
 	switch {
 	case err == nil:
-		if count.n.Load() == int64(n.cfg.MaxEventTypes) {
+		if place == int64(n.cfg.MaxEventTypes) { // the last place: said once
 			n.logger.Warn("a tenant has the most event types recorded; events of new types are delivered, not recorded (GET /v1/event-types)", "tenant_id", tenant, "types", n.cfg.MaxEventTypes)
 		}
 	case isKeyExists(err):

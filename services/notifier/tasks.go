@@ -47,9 +47,19 @@ func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error 
 			return
 		}
 		logger := n.logger.With("task_id", task.ID, "tenant_id", tenant)
-		if n.taskDone(ctx, tenant, task.ID) {
-			// A second message of a finished task (a request retried with
-			// its Idempotency-Key publishes a queued task's again).
+		switch n.taskToRun(ctx, tenant, task.ID) {
+		case taskSkip:
+			_ = msg.Ack()
+			return
+		case taskUnrecorded:
+			// A replica behind the record's write, or a task intake
+			// refused (it removed the record): looked at again for a
+			// minute, then dropped.
+			if meta, err := msg.Metadata(); err == nil && n.cfg.Now().Sub(meta.Timestamp) < unrecordedTaskWait {
+				_ = msg.NakWithDelay(5 * time.Second)
+				return
+			}
+			logger.Info("task without a queued record (refused, or answered 503, by intake); not run")
 			_ = msg.Ack()
 			return
 		}
@@ -92,15 +102,35 @@ func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant stri
 	return nil
 }
 
-// taskDone tells whether the task's record says it is done; a record it
-// cannot read is not.
-func (n *Notifier) taskDone(ctx context.Context, tenant, id string) bool {
+// What a task's record says of its message (taskToRun).
+const (
+	taskRun        = iota
+	taskSkip       // done: a second message (a request retried with its Idempotency-Key publishes a queued task's again)
+	taskUnrecorded // no record, or a pending one: intake refused the task, or could not store its message, and removed the record
+)
+
+// unrecordedTaskWait is how long a task message without a queued record is
+// looked at again before it is dropped.
+const unrecordedTaskWait = time.Minute
+
+// taskToRun says, by its record, what to do with a task's message. A
+// record it cannot read is run.
+func (n *Notifier) taskToRun(ctx context.Context, tenant, id string) int {
 	entry, err := n.tenants.Get(ctx, contract.TaskKey(tenant, id))
-	if err != nil {
-		return false
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return taskUnrecorded
 	}
 	var task contract.Task
-	return json.Unmarshal(entry.Value(), &task) == nil && task.Status == contract.TaskDone
+	if err != nil || json.Unmarshal(entry.Value(), &task) != nil {
+		return taskRun
+	}
+	switch task.Status {
+	case contract.TaskDone:
+		return taskSkip
+	case contract.TaskPending:
+		return taskUnrecorded
+	}
+	return taskRun
 }
 
 // saveTask records a task's progress, best effort.

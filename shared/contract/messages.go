@@ -248,6 +248,10 @@ const (
 	TaskQueued  = "queued"
 	TaskRunning = "running"
 	TaskDone    = "done"
+	// TaskPending is a task's record while intake decides whether the
+	// tenant has room for it, before its message is published: a message
+	// whose record is missing or pending is not run.
+	TaskPending = "pending"
 )
 
 // Task is a background task (kind "recover": re-send an endpoint's failed
