@@ -37,13 +37,7 @@ func TestSealOpen(t *testing.T) {
 // A fingerprint tells keys apart without revealing them.
 func TestFingerprint(t *testing.T) {
 	t.Parallel()
-	key := bytes.Repeat([]byte{7}, secretbox.KeySize)
-	a, err := secretbox.New(key)
-	require.NoError(t, err)
-	again, err := secretbox.New(bytes.Clone(key))
-	require.NoError(t, err)
-	other, err := secretbox.New(bytes.Repeat([]byte{8}, secretbox.KeySize))
-	require.NoError(t, err)
+	key, a, again, other := threeBoxes(t)
 	require.Equal(t, a.Fingerprint(), again.Fingerprint())
 	require.NotEqual(t, a.Fingerprint(), other.Fingerprint())
 	require.Len(t, a.Fingerprint(), 22)
@@ -106,16 +100,23 @@ func TestKeyFileMadeAtOnce(t *testing.T) {
 // and neither a plain hash of it nor the fingerprint.
 func TestDigest(t *testing.T) {
 	t.Parallel()
-	key := bytes.Repeat([]byte{7}, secretbox.KeySize)
-	a, err := secretbox.New(key)
-	require.NoError(t, err)
-	again, err := secretbox.New(bytes.Clone(key))
-	require.NoError(t, err)
-	other, err := secretbox.New(bytes.Repeat([]byte{8}, secretbox.KeySize))
-	require.NoError(t, err)
+	_, a, again, other := threeBoxes(t)
 	secret := []byte("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3")
 	require.Equal(t, a.Digest(secret), again.Digest(secret))
 	require.NotEqual(t, a.Digest(secret), other.Digest(secret))
 	plain := sha256.Sum256(secret)
 	require.NotEqual(t, plain[:], a.Digest(secret))
+}
+
+// threeBoxes returns a key, two boxes of it and one of another key.
+func threeBoxes(t *testing.T) (key []byte, a, again, other *secretbox.Box) {
+	t.Helper()
+	key = bytes.Repeat([]byte{7}, secretbox.KeySize)
+	a, err := secretbox.New(key)
+	require.NoError(t, err)
+	again, err = secretbox.New(bytes.Clone(key))
+	require.NoError(t, err)
+	other, err = secretbox.New(bytes.Repeat([]byte{8}, secretbox.KeySize))
+	require.NoError(t, err)
+	return key, a, again, other
 }
