@@ -231,3 +231,42 @@ func TestKeyedJobWhoseRecordAProcessorMadeFirst(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
 	require.Equal(t, made.ID, body["id"])
 }
+
+// A recover task left pending by a request that never finished (a crash)
+// does not hold its Idempotency-Key: a retry an hour later makes the task
+// (it answered 409 for 7 days). And a task stored again with its key after
+// a first try whose record was removed (its message stored, its ack lost,
+// answered 503) publishes a message of its own: the first's id swallowed it
+// as a duplicate, and the 202's task never ran (from the last review).
+func TestRecoverKeyAfterACrashOrALostAck(t *testing.T) {
+	t.Parallel()
+	b := startInternal(t, nil)
+	ctx := context.Background()
+	resp, ep := b.call(t, http.MethodPost, "/v1/endpoints", `{"url":"https://example.com/hook"}`)
+	require.Equal(t, http.StatusCreated, resp.StatusCode, ep)
+	path := "/v1/endpoints/" + ep["id"].(string) + "/recover"
+	since := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	hourAgo := time.Now().Add(-time.Hour).UTC()
+	stale := contract.Task{ID: idempotentID("task_", "acme", "stale"), Kind: "recover", EndpointID: ep["id"].(string), Since: since,
+		Status: contract.TaskPending, CreatedAt: hourAgo, UpdatedAt: hourAgo}
+	data, _ := json.Marshal(stale)
+	_, err := b.svc.tenants.Create(ctx, contract.TaskKey("acme", stale.ID), data)
+	require.NoError(t, err)
+	resp, body := b.call(t, http.MethodPost, path, `{"since":"2026-01-01T00:00:00Z"}`, "Idempotency-Key", "stale")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
+	require.Equal(t, contract.TaskQueued, body["status"])
+
+	resp, body = b.call(t, http.MethodPost, path, `{"since":"2026-01-01T00:00:00Z"}`, "Idempotency-Key", "lost-ack")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
+	entry, err := b.svc.tenants.Get(ctx, contract.TaskKey("acme", body["id"].(string)))
+	require.NoError(t, err)
+	b.svc.purgeTenantKey(ctx, entry.Key(), entry.Revision()) // as after a publish whose ack was lost
+	resp, again := b.call(t, http.MethodPost, path, `{"since":"2026-01-01T00:00:00Z"}`, "Idempotency-Key", "lost-ack")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, again)
+	require.Equal(t, body["id"], again["id"])
+	stream, err := b.js.Stream(ctx, contract.StreamTasks)
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), info.State.Msgs, "the stale key's task, and the lost-ack key's two records' messages")
+}

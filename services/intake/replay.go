@@ -353,18 +353,34 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 	err = s.admitTask(ctx, tenant, task, rev)
 	if err == nil {
 		data, _ = json.Marshal(task)
-		var queued uint64
-		if queued, err = s.tenants.Update(ctx, contract.TaskKey(tenant, task.ID), data, rev); err == nil {
-			rev = queued
-			err = bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID, task)
+		rev, err = s.tenants.Update(ctx, contract.TaskKey(tenant, task.ID), data, rev)
+		if err == nil {
+			if err = s.publishTask(ctx, tenant, task, rev); err != nil && idemKey != "" {
+				// Queued, it stays: a retry with the key publishes it again
+				// (the message may even be stored, its ack lost).
+				s.respondError(c, err)
+				return
+			}
+		} else {
+			rev = 0 // not written: nothing to remove
 		}
 	}
 	if err != nil {
-		s.purgeTenantKey(context.WithoutCancel(ctx), contract.TaskKey(tenant, task.ID), rev)
+		if rev != 0 {
+			s.purgeTenantKey(context.WithoutCancel(ctx), contract.TaskKey(tenant, task.ID), rev)
+		}
 		s.respondError(c, err)
 		return
 	}
 	s.respondTask(c, task, false)
+}
+
+// publishTask publishes a queued task's message. Its Nats-Msg-Id is the
+// task's id and the record's revision: the same record published again
+// within 2 minutes is one message, and a task stored again with its key,
+// after a first try whose record was removed, is not taken for that one's.
+func (s *Service) publishTask(ctx context.Context, tenant string, task contract.Task, rev uint64) error {
+	return bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", task.ID+"."+strconv.FormatUint(rev, 10), task)
 }
 
 // admitTask answers 429 unless task, stored pending at revision rev, has
@@ -386,7 +402,7 @@ func (s *Service) admitTask(ctx context.Context, tenant string, task contract.Ta
 		// moment, the later counts the earlier, pending or admitted.
 		switch {
 		case t.Status == contract.TaskDone || task.UpdatedAt.Sub(t.UpdatedAt) > openTaskWindow:
-		case t.Status == contract.TaskPending && (e.Revision() > rev || task.UpdatedAt.Sub(t.UpdatedAt) > time.Minute):
+		case t.Status == contract.TaskPending && (e.Revision() > rev || task.UpdatedAt.Sub(t.UpdatedAt) > pendingTaskLife):
 		default:
 			before++
 		}
@@ -423,12 +439,16 @@ func (s *Service) taskOfKey(ctx context.Context, tenant string, want contract.Ta
 	if made.EndpointID != want.EndpointID || !made.Since.Equal(want.Since) || !sameUntil {
 		return contract.Task{}, false, invalid("Idempotency-Key was already used with a different request")
 	}
-	switch made.Status {
-	case contract.TaskPending:
+	switch {
+	case made.Status == contract.TaskPending && s.now().Sub(made.UpdatedAt) > pendingTaskLife:
+		// Its request never finished (a crash): removed, and made again.
+		s.purgeTenantKey(ctx, contract.TaskKey(tenant, want.ID), entry.Revision())
+		return contract.Task{}, false, nil
+	case made.Status == contract.TaskPending:
 		// Its request is deciding whether there is room for it.
 		return contract.Task{}, false, keyInProgress()
-	case contract.TaskQueued:
-		if err := bus.PublishJSON(ctx, s.js, contract.SubjectTasks+"."+tenant+".recover", made.ID, made); err != nil {
+	case made.Status == contract.TaskQueued:
+		if err := s.publishTask(ctx, tenant, made, entry.Revision()); err != nil {
 			return contract.Task{}, false, err
 		}
 	}
@@ -463,6 +483,10 @@ const (
 	// thousand recoveries of its whole log held everyone's back for hours.
 	maxOpenTasks   = 4
 	openTaskWindow = 24 * time.Hour
+	// pendingTaskLife is how long a task may be pending (its request
+	// deciding whether there is room for it): a request takes seconds,
+	// so an older one was left by a crash.
+	pendingTaskLife = time.Minute
 )
 
 // pruneTasks removes the tenant's tasks last written more than
