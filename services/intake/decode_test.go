@@ -186,7 +186,7 @@ func TestSameJSONLargeValuesInLittleRoom(t *testing.T) { // not parallel: it cou
 }
 
 // referenceSameJSON is sameJSON as it was: both values decoded as trees
-// and compared, numbers as canonicalNumber writes them.
+// and compared, numbers as the old canonical form wrote them.
 func referenceSameJSON(a, b []byte) bool {
 	if bytes.Equal(a, b) {
 		return true
@@ -224,8 +224,13 @@ func referenceSameJSON(a, b []byte) bool {
 	return okA && okB && reflect.DeepEqual(va, vb)
 }
 
-// referenceCanonicalNumber is canonicalNumber as it was, with strings.
-func referenceCanonicalNumber(n string) exactNumber {
+// referenceNumber is a number's canonical form, of its own type so that it
+// never equals the string of its digits.
+type referenceNumber string
+
+// referenceCanonicalNumber is the canonical form of a number as it was
+// written with strings.
+func referenceCanonicalNumber(n string) referenceNumber {
 	text := n
 	sign := ""
 	if rest, ok := strings.CutPrefix(text, "-"); ok {
@@ -242,12 +247,12 @@ func referenceCanonicalNumber(n string) exactNumber {
 	if exponent != "" {
 		e, err := strconv.ParseInt(exponent, 10, 64)
 		if err != nil || e > 1e18 || e < -1e18 {
-			return exactNumber("as written: " + n)
+			return referenceNumber("as written: " + n)
 		}
 		exp = e
 	}
 	exp += int64(len(digits) - len(trimmed) - len(frac))
-	return exactNumber(sign + trimmed + "e" + strconv.FormatInt(exp, 10))
+	return referenceNumber(sign + trimmed + "e" + strconv.FormatInt(exp, 10))
 }
 
 // sameJSON agrees with decoding both values as trees, for values without a

@@ -185,7 +185,7 @@ const maxDigestDepth = 10000
 // jsonDigest is a SHA-256 of a canonical form of the JSON value in data,
 // and false if data is not one JSON value. Each value is written tagged
 // and self-delimited: a string ('s') as its decoded bytes with their
-// length, a number ('n') as canonicalNumber writes it with its length,
+// length, a number ('n') as appendCanonicalNumber writes it, with its length,
 // true, false and null as a tag ('t', 'f', 'z'), an array ('a') as its
 // elements and ']', and an object ('o') as its member count and its
 // members' digests (of the key and the value, memberDigestSize bytes),
@@ -328,9 +328,12 @@ func (d *digester) value(w io.Writer, depth int) bool {
 		w.Write(d.tag(']'))
 	case '"':
 		d.writeString(w)
-	case 't', 'f':
+	case 't':
 		w.Write(d.tag(c))
-		d.pos += map[byte]int{'t': len("true"), 'f': len("false")}[c]
+		d.pos += len("true")
+	case 'f':
+		w.Write(d.tag(c))
+		d.pos += len("false")
 	case 'n':
 		w.Write(d.tag('z')) // not 'n', the tag of numbers
 		d.pos += len("null")
@@ -374,18 +377,6 @@ func (d *digester) writeString(w io.Writer) {
 	w.Write(text)
 }
 
-// exactNumber is a JSON number written one way: its sign, its significant
-// digits and the power of ten they are multiplied by ("-25e-1" for -2.50),
-// so that equal numbers are equal strings, in time and room linear in the
-// number's text (a big.Rat would write 1e999999 out in a million digits).
-type exactNumber string
-
-// canonicalNumber writes a JSON number as an exactNumber
-// (appendCanonicalNumber).
-func canonicalNumber(n string) exactNumber {
-	return exactNumber(appendCanonicalNumber(nil, []byte(n)))
-}
-
 // Exponents that appendCanonicalNumber reads as numbers: up to 10^18 in
 // size, with at most 19 digits once their leading zeros are dropped.
 const (
@@ -393,8 +384,11 @@ const (
 	maxExponent       = 1e18
 )
 
-// appendCanonicalNumber appends the JSON number n written as an
-// exactNumber, without allocating beyond dst. One whose exponent is beyond
+// appendCanonicalNumber appends the JSON number n written one way: its
+// sign, its significant digits and the power of ten they are multiplied by
+// ("-25e-1" for -2.50), so that equal numbers are equal bytes, in time
+// linear in the number's text (a big.Rat would write 1e999999 out in a
+// million digits) and without allocating beyond dst. One whose exponent is beyond
 // ±10^18 is kept as written (1e99999999999999999999 is then not
 // 10e99999999999999999998): such an exponent is not read as a number,
 // whose cost would grow with the square of its digits.
