@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -323,6 +324,11 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	// Counted and queued one at a time in this process (admittingTasks);
+	// intakes elsewhere count what they read.
+	s.admittingTasks.Lock()
+	admitting := sync.OnceFunc(s.admittingTasks.Unlock)
+	defer admitting()
 	pending := task
 	pending.Status = contract.TaskPending
 	data, _ := json.Marshal(pending)
@@ -346,28 +352,28 @@ func (s *Service) recoverEndpoint(c *gin.Context) {
 		return
 	}
 	// Counted once stored, so that requests at the same moment cannot all
-	// pass the bound; a task refused, or whose message is not stored, is
-	// removed (it would count as open for a day).
-	// Admitted, it is queued (a request with its key republishes only a
-	// queued task's message), then published.
-	err = s.admitTask(ctx, tenant, task, rev)
-	if err == nil {
-		data, _ = json.Marshal(task)
-		rev, err = s.tenants.Update(ctx, contract.TaskKey(tenant, task.ID), data, rev)
-		if err == nil {
-			if err = s.publishTask(ctx, tenant, task, rev); err != nil && idemKey != "" {
-				// Queued, it stays: a retry with the key publishes it again
-				// (the message may even be stored, its ack lost).
-				s.respondError(c, err)
-				return
-			}
-		} else {
-			rev = 0 // not written: nothing to remove
-		}
+	// pass the bound; admitted, it is queued (a request with its key
+	// republishes only a queued task's message), then published. A task
+	// refused, or not queued, is removed (it would hold its key and a
+	// place); one queued whose message failed too, unless a retry with its
+	// key can publish it again (it may even be stored, its ack lost).
+	key := contract.TaskKey(tenant, task.ID)
+	if err := s.admitTask(ctx, tenant, task, rev); err != nil {
+		s.purgeTenantKey(context.WithoutCancel(ctx), key, rev)
+		s.respondError(c, err)
+		return
 	}
+	data, _ = json.Marshal(task)
+	queued, err := s.tenants.Update(ctx, key, data, rev)
 	if err != nil {
-		if rev != 0 {
-			s.purgeTenantKey(context.WithoutCancel(ctx), contract.TaskKey(tenant, task.ID), rev)
+		s.purgeTenantKey(context.WithoutCancel(ctx), key, rev)
+		s.respondError(c, err)
+		return
+	}
+	admitting() // queued: counted by the next
+	if err := s.publishTask(ctx, tenant, task, queued); err != nil {
+		if idemKey == "" {
+			s.purgeTenantKey(context.WithoutCancel(ctx), key, queued)
 		}
 		s.respondError(c, err)
 		return

@@ -44,11 +44,16 @@ type Service struct {
 		sync.Mutex
 		last map[string]time.Time
 	}
-	apiKeys   *apikeys.Index
-	admission *admission
-	waits     *waits
-	keys      map[[sha256.Size]byte]string
-	jobTypes  map[string]bool
+	// admittingTasks lets one recover task at a time be counted and
+	// queued: a key-value read misses a key written while it reads (the
+	// new value comes after the read's end), so two tasks queued at once
+	// could each miss the other.
+	admittingTasks sync.Mutex
+	apiKeys        *apikeys.Index
+	admission      *admission
+	waits          *waits
+	keys           map[[sha256.Size]byte]string
+	jobTypes       map[string]bool
 	// external are the job types whose record is written at submit.
 	external map[string]bool
 	// batcher writes the jobs stored as their message alone.
