@@ -198,9 +198,9 @@ func (s *settings) validateSplit(cmd string) error {
 // connection of split mode: the embedded server takes a token and has no
 // TLS, and a file given for it would be silently unused.
 func (s *settings) refuseClientAuth() error {
+	splitOnly := []string{"HOOKSTREAM_NATS_CREDS", "HOOKSTREAM_NATS_NKEY", "HOOKSTREAM_NATS_TLS_CA", "HOOKSTREAM_NATS_TLS_CERT", "HOOKSTREAM_NATS_TLS_KEY", "HOOKSTREAM_NATS_INBOX_PREFIX"}
 	for _, st := range s.table() {
-		if !strings.HasPrefix(st.env, "HOOKSTREAM_NATS_CREDS") && !strings.HasPrefix(st.env, "HOOKSTREAM_NATS_NKEY") &&
-			!strings.HasPrefix(st.env, "HOOKSTREAM_NATS_TLS_") && st.env != "HOOKSTREAM_NATS_INBOX_PREFIX" {
+		if !slices.Contains(splitOnly, st.env) {
 			continue
 		}
 		if v := *st.target.(*string); v != st.def {
