@@ -70,7 +70,7 @@ func fillKeys(ctx context.Context, o options, n int, which string, out io.Writer
 		for _, b := range buckets {
 			key := job
 			if b == contract.BucketDeliveries {
-				key = o.tenant + "." + job + ".msg_" + randomHex(12)
+				key = o.tenant + "." + contract.CallbackTarget + "." + job + ".msg_" + randomHex(12)
 			}
 			f, err := js.PublishAsync(bus.KeySubject(b, key), value, jetstream.WithStallWait(time.Minute))
 			if err != nil {

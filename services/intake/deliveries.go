@@ -28,9 +28,7 @@ func (s *Service) listDeliveries(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	// The notifier's key (contract.Delivery.LogKey): an id with dots, or
-	// longer than a key token, stands there as its hash.
-	records, err := s.readDeliveries(ctx, tenant+"."+contract.KeyToken(id)+".*")
+	records, err := s.readDeliveries(ctx, deliverylog.Owner(tenant, id))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -40,7 +38,7 @@ func (s *Service) listDeliveries(c *gin.Context) {
 
 // readDeliveries reads every delivery record whose key matches filter,
 // oldest first, without their bodies.
-func (s *Service) readDeliveries(ctx context.Context, filter string) ([]deliveryView, error) {
+func (s *Service) readDeliveries(ctx context.Context, filter deliverylog.Filter) ([]deliveryView, error) {
 	recs, err := s.readRecords(ctx, filter, time.Time{}, nil, false)
 	if err != nil {
 		return nil, err
@@ -54,6 +52,6 @@ func (s *Service) readDeliveries(ctx context.Context, filter string) ([]delivery
 
 // readRecords reads the delivery records whose key matches filter, and
 // that keep passes, from the log written since (zero: all of it).
-func (s *Service) readRecords(ctx context.Context, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
+func (s *Service) readRecords(ctx context.Context, filter deliverylog.Filter, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
 	return deliverylog.Read(ctx, s.js, filter, since, keep, withBodies)
 }

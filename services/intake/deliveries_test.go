@@ -288,3 +288,65 @@ func TestEndpointKeyLeftUnmarkedOrRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before.State.Msgs, after.State.Msgs, "what the refused creates wrote is gone, markers included")
 }
+
+// The delivery API reads records of both key layouts: those written since
+// keys name their target ("<tenant>.<target>.<owner>.<id>"), which the
+// endpoint and event filters find in nats-server, and those written before
+// ("<tenant>.<owner>.<id>"). A record written again under its new key is
+// listed once, as written last; a retry of a record kept under its old key
+// goes on writing it there.
+func TestDeliveriesOfBothKeyLayouts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ep := b.createEndpoint(t, keyAcme, `{"url":"https://example.com/hook"}`)
+	now := time.Now().UTC()
+	put := func(key string, rec contract.DeliveryRecord) {
+		rec.EventType, rec.URL, rec.Body = "invoice.paid", "https://example.com/hook", json.RawMessage(`{}`)
+		rec.CreatedAt, rec.UpdatedAt = now, now
+		b.putDeliveryRecord(t, key, rec)
+	}
+	put("acme.evt_1.msg_old", contract.DeliveryRecord{ID: "msg_old", EventID: "evt_1", EndpointID: ep, Status: contract.DeliveryFailed})
+	put("acme."+ep+".evt_2.msg_new", contract.DeliveryRecord{ID: "msg_new", EventID: "evt_2", EndpointID: ep, Status: contract.DeliverySucceeded})
+	put("acme.ep_other.evt_3.msg_other", contract.DeliveryRecord{ID: "msg_other", EventID: "evt_3", EndpointID: "ep_other", Status: contract.DeliveryFailed})
+	put("acme.cb.job_x.msg_job", contract.DeliveryRecord{ID: "msg_job", EventID: "evt_x_succeeded", JobID: "job_x", Status: contract.DeliverySucceeded})
+	put("acme.evt_4.msg_moved", contract.DeliveryRecord{ID: "msg_moved", EventID: "evt_4", EndpointID: ep, Status: contract.DeliveryPending})
+	put("acme."+ep+".evt_4.msg_moved", contract.DeliveryRecord{ID: "msg_moved", EventID: "evt_4", EndpointID: ep, Status: contract.DeliverySucceeded})
+
+	list := func(query string) map[string]any {
+		r := b.do(t, http.MethodGet, "/v1/deliveries?"+query, keyAcme, "", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		got := map[string]any{}
+		for _, d := range r.body["data"].([]any) {
+			id := d.(map[string]any)["id"].(string)
+			require.NotContains(t, got, id, "listed twice")
+			got[id] = d.(map[string]any)["status"]
+		}
+		return got
+	}
+	require.Equal(t, map[string]any{"msg_old": "failed", "msg_new": "succeeded", "msg_moved": "succeeded"}, list("endpoint="+ep))
+	require.Equal(t, map[string]any{"msg_old": "failed"}, list("endpoint="+ep+"&status=failed"))
+	require.Empty(t, list("endpoint=ep_none"))
+	require.Empty(t, list("endpoint=*"))
+	require.Equal(t, map[string]any{"msg_job": "succeeded"}, list("event_id=evt_x_succeeded"))
+	require.Equal(t, map[string]any{"msg_moved": "succeeded"}, list("event_id=evt_4"))
+	require.Len(t, list(""), 5)
+	r := b.do(t, http.MethodGet, "/v1/deliveries/msg_moved", keyAcme, "", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Equal(t, "succeeded", r.body["status"])
+	for _, id := range []string{"msg_old", "msg_new", "msg_job"} {
+		r := b.do(t, http.MethodGet, "/v1/deliveries/"+id, keyAcme, "", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+	}
+
+	sub, err := b.js.Conn().SubscribeSync(contract.DeliverySubject("acme", ">"))
+	require.NoError(t, err)
+	for id, key := range map[string]string{"msg_old": "acme.evt_1.msg_old", "msg_new": "acme." + ep + ".evt_2.msg_new"} {
+		r := b.do(t, http.MethodPost, "/v1/deliveries/"+id+"/retry", keyAcme, "", "")
+		require.Equal(t, http.StatusAccepted, r.status, r.body)
+		msg, err := sub.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		var d contract.Delivery
+		require.NoError(t, json.Unmarshal(msg.Data, &d))
+		require.Equal(t, key, d.LogKey(), id)
+	}
+}

@@ -56,19 +56,8 @@ func (s *Service) validateEvent(req *publishEventRequest) error {
 // evt-<job id>_running_<attempt>. A tenant's event with such an id would
 // share that job event's webhook-ids. Other evt- ids are the tenant's.
 func jobEventID(id string) bool {
-	rest, ok := strings.CutPrefix(id, "evt-")
-	if !ok {
-		return false
-	}
-	if i := strings.LastIndexByte(rest, '_'); i > 0 && strings.Trim(rest[i+1:], "0123456789") == "" {
-		rest = rest[:i] // running_<attempt>
-	}
-	for _, status := range []string{contract.StatusSucceeded, contract.StatusFailed, contract.StatusCanceled, contract.StatusRunning} {
-		if strings.HasSuffix(rest, "_"+status) {
-			return true
-		}
-	}
-	return false
+	_, ok := jobevents.JobOf(id)
+	return ok && strings.HasPrefix(id, "evt-")
 }
 
 // publishEvent answers POST /v1/events: the event goes the way internal

@@ -51,7 +51,17 @@ func (s *Service) listTenantDeliveries(c *gin.Context) {
 		s.respondError(c, badRequest("status must be pending, succeeded or failed"))
 		return
 	}
-	recs, err := s.pageOfDeliveries(c.Request.Context(), tenantOf(c), since, before, limit, func(r *contract.DeliveryRecord) bool {
+	tenant := tenantOf(c)
+	// The narrowest filter of the log's keys that nats-server can match
+	// itself; the rest is matched here.
+	filter := deliverylog.Tenant(tenant)
+	switch {
+	case endpoint != "":
+		filter = deliverylog.Endpoint(tenant, endpoint)
+	case eventID != "":
+		filter = deliverylog.Event(tenant, eventID)
+	}
+	recs, err := s.pageOfDeliveries(c.Request.Context(), filter, since, before, limit, func(r *contract.DeliveryRecord) bool {
 		return (endpoint == "" || r.EndpointID == endpoint) && (status == "" || r.Status == status) &&
 			(eventID == "" || r.EventID == eventID) && (eventType == "" || r.EventType == eventType)
 	})
@@ -120,14 +130,14 @@ const (
 	pageWindowGrowth = 8
 )
 
-// pageOfDeliveries returns, newest first, up to limit+1 of the tenant's
-// deliveries that keep passes, created at or after since (zero: any time)
-// and before the cursor. It reads the log back from the cursor (or now) in
+// pageOfDeliveries returns, newest first, up to limit+1 of the deliveries
+// that filter matches and keep passes, created at or after since (zero: any
+// time) and before the cursor. It reads the log back from the cursor (or now) in
 // growing windows, each read costing the writes made since its start, until
 // one holds more than limit of them or reaches since or the oldest write
 // kept: the first pages of a large log cost what was written lately, not
 // the whole log.
-func (s *Service) pageOfDeliveries(ctx context.Context, tenant string, since time.Time, before pageCursor, limit int, keep func(*contract.DeliveryRecord) bool) ([]contract.DeliveryRecord, error) {
+func (s *Service) pageOfDeliveries(ctx context.Context, filter deliverylog.Filter, since time.Time, before pageCursor, limit int, keep func(*contract.DeliveryRecord) bool) ([]contract.DeliveryRecord, error) {
 	oldest, err := deliverylog.Oldest(ctx, s.js)
 	if err != nil {
 		return nil, err
@@ -143,7 +153,7 @@ func (s *Service) pageOfDeliveries(ctx context.Context, tenant string, since tim
 		if whole {
 			from = since
 		}
-		recs, err := deliverylog.ReadNewest(ctx, s.js, tenant+".>", from, func(r *contract.DeliveryRecord) bool {
+		recs, err := deliverylog.ReadNewest(ctx, s.js, filter, from, func(r *contract.DeliveryRecord) bool {
 			return !r.CreatedAt.Before(from) && before.admits(r) && keep(r)
 		}, limit+1)
 		if err != nil {
@@ -183,7 +193,7 @@ func (s *Service) deliveryOf(c *gin.Context) (rec contract.DeliveryRecord, ok bo
 		s.respondError(c, notFound("delivery"))
 		return rec, false
 	}
-	recs, err := s.readRecords(c.Request.Context(), tenant+".*."+id, time.Time{}, nil, true)
+	recs, err := s.readRecords(c.Request.Context(), deliverylog.Delivery(tenant, id), time.Time{}, nil, true)
 	if err != nil {
 		s.respondError(c, err)
 		return rec, false

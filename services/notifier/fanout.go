@@ -31,7 +31,7 @@ const (
 )
 
 // callbackTarget is the delivery target key of a job's own callback URL.
-const callbackTarget = "cb"
+const callbackTarget = contract.CallbackTarget
 
 func (n *Notifier) runFanout(ctx context.Context, cons jetstream.Consumer) error {
 	// Direct attempts get workers of their own: however long they take,

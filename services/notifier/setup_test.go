@@ -189,13 +189,13 @@ func (b *bundle) publishEvent(t *testing.T, tenant, eventType, msgID string, dat
 	return ack
 }
 
-// waitLog waits until the one delivery logged under <tenant>.<owner>.* has
+// waitLog waits until the one delivery logged under <tenant>.*.<owner>.* has
 // reached status, and returns its record.
 func (b *bundle) waitLog(t *testing.T, tenant, owner, status string) contract.DeliveryRecord {
 	t.Helper()
 	var rec contract.DeliveryRecord
 	require.Eventually(t, func() bool {
-		recs := b.logs(t, tenant+"."+owner+".*")
+		recs := b.logs(t, tenant+".*."+owner+".*")
 		if len(recs) == 0 {
 			return false
 		}
@@ -224,10 +224,10 @@ func (b *bundle) logs(t *testing.T, filter string) []contract.DeliveryRecord {
 }
 
 // watchLog returns every version of the delivery records under
-// <tenant>.<owner>.* as they are written.
+// <tenant>.*.<owner>.* as they are written.
 func (b *bundle) watchLog(t *testing.T, tenant, owner string) <-chan contract.DeliveryRecord {
 	t.Helper()
-	w, err := b.log.Watch(context.Background(), tenant+"."+owner+".*", jetstream.UpdatesOnly())
+	w, err := b.log.Watch(context.Background(), tenant+".*."+owner+".*", jetstream.UpdatesOnly())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = w.Stop() })
 	out := make(chan contract.DeliveryRecord, 100)

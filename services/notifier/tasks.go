@@ -78,7 +78,7 @@ func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error 
 func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant string, task contract.Task) error {
 	n.saveTask(ctx, logger, tenant, task, contract.TaskRunning)
 	// Sent as they are read: a large window is not held in memory.
-	err := deliverylog.Scan(ctx, n.js, tenant+".>", task.Since, func(r *contract.DeliveryRecord) error {
+	err := deliverylog.Scan(ctx, n.js, deliverylog.Endpoint(tenant, task.EndpointID), task.Since, func(r *contract.DeliveryRecord) error {
 		if r.EndpointID != task.EndpointID || r.Status != contract.DeliveryFailed || r.CreatedAt.Before(task.Since) ||
 			(task.Until != nil && !r.CreatedAt.Before(*task.Until)) {
 			return nil

@@ -190,3 +190,21 @@ func TestSequenceJobID(t *testing.T) {
 		}
 	}
 }
+
+// A record's key names its owner and its target, so that a subject filter
+// finds an endpoint's records; a record kept under the key of the layout
+// before is written there again, but only within its own tenant.
+func TestLogKey(t *testing.T) {
+	t.Parallel()
+	d := contract.Delivery{ID: "msg_1", Tenant: "acme", EventID: "evt_1", EndpointID: "ep_1"}
+	require.Equal(t, "acme.ep_1.evt_1.msg_1", d.LogKey())
+	d.JobID, d.EndpointID = "job_1", ""
+	require.Equal(t, "acme.cb.job_1.msg_1", d.LogKey())
+	d.EventID, d.JobID, d.EndpointID = "a.b", "", "ep.x"
+	require.Equal(t, "acme."+contract.KeyToken("ep.x")+"."+contract.KeyToken("a.b")+".msg_1", d.LogKey())
+
+	d.RecordKey = "acme.evt_1.msg_1"
+	require.Equal(t, "acme.evt_1.msg_1", d.LogKey())
+	d.RecordKey = "other.evt_1.msg_1"
+	require.Equal(t, "acme."+contract.KeyToken("ep.x")+"."+contract.KeyToken("a.b")+".msg_1", d.LogKey(), "another tenant's key")
+}

@@ -184,15 +184,39 @@ type Delivery struct {
 	// Replay marks a manual re-send (retry, recover): one attempt now, no
 	// retry schedule after it.
 	Replay bool `json:"replay,omitempty"`
+	// RecordKey is the key of the delivery's record when it is not the one
+	// LogKey makes: a record written before its keys named the delivery's
+	// target, whose replay goes on writing it there. Empty otherwise.
+	RecordKey string `json:"record_key,omitempty"`
 }
 
-// LogKey is the key of a delivery's record in [BucketDeliveries].
+// LogKey is the key of a delivery's record in [BucketDeliveries]:
+// "<tenant>.<target>.<job or event>.<delivery id>", the target being its
+// endpoint's id or CallbackTarget, so that nats-server finds the records of
+// one endpoint, of one job or of one event by their keys. A record written
+// before the target was in its key keeps its three tokens (RecordKey).
 func (d Delivery) LogKey() string {
+	if d.RecordKey != "" && strings.HasPrefix(d.RecordKey, d.Tenant+".") {
+		return d.RecordKey
+	}
 	owner := d.JobID
 	if owner == "" {
 		owner = d.EventID
 	}
-	return d.Tenant + "." + KeyToken(owner) + "." + d.ID
+	return d.Tenant + "." + LogTarget(d.EndpointID) + "." + KeyToken(owner) + "." + d.ID
+}
+
+// CallbackTarget stands for a job's own callback URL where a delivery's
+// target is named (its subject, its record's key).
+const CallbackTarget = "cb"
+
+// LogTarget is the target token of the record key of a delivery to
+// endpointID, or to a job's callback URL when it is empty.
+func LogTarget(endpointID string) string {
+	if endpointID == "" {
+		return CallbackTarget
+	}
+	return KeyToken(endpointID)
 }
 
 // KeyToken returns s if it can stand as one token of a KV key (1-64 of
@@ -231,6 +255,8 @@ type DeliveryRecord struct {
 	Body      json.RawMessage `json:"body,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
 	UpdatedAt time.Time       `json:"updated_at"`
+	// Key is the key the record was read at, set by its reader; not stored.
+	Key string `json:"-"`
 }
 
 // Attempt is one try at sending a delivery.

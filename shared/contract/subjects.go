@@ -25,8 +25,10 @@ const (
 
 	// BucketJobs maps a job id to its [Job] record: the job's state.
 	BucketJobs = "HOOKSTREAM_JOB_STATE"
-	// BucketDeliveries maps "<tenant>.<job or event key>.<delivery id>" to a
-	// [DeliveryRecord]: the attempt log of one delivery.
+	// BucketDeliveries maps "<tenant>.<target>.<job or event key>.<delivery
+	// id>" (Delivery.LogKey; records written before the target was in the
+	// key have three tokens, "<tenant>.<job or event key>.<delivery id>") to
+	// a [DeliveryRecord]: the attempt log of one delivery.
 	BucketDeliveries = "HOOKSTREAM_DELIVERY_LOG"
 	// BucketEndpoints maps "<tenant>.<endpoint id>" to a registered endpoint
 	// (its signing keyring sealed).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/jobevents"
 )
 
 // ClockMargin is how far apart the clocks of hookstream's processes and of
@@ -30,37 +31,60 @@ const scanBatch = 256
 // logStream is the stream that holds the bucket.
 const logStream = "KV_" + contract.BucketDeliveries
 
-// read passes fn the messages of the log whose key matches filter (NATS
-// wildcards), in the order they were written, until fn says no more or the
-// read has reached the end of the log. With since set, it reads only the
-// log written from then on (less ClockMargin): it holds every record
-// created since then, and the older ones written since. A record's only
-// copy is its last write (the bucket keeps one per key), so a read from a
-// time costs the writes since then, not the whole log.
-func read(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(jetstream.Msg, *jetstream.MsgMetadata) (more bool, err error)) error {
-	cfg := jetstream.ConsumerConfig{
-		FilterSubject: bus.KeySubject(contract.BucketDeliveries, filter),
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-		AckPolicy:     jetstream.AckNonePolicy,
-		// Gone by itself if this process is, after a pause longer than a
-		// recover task's batch of re-sends can take.
-		InactiveThreshold: 5 * time.Minute,
-		MemoryStorage:     true,
-		Replicas:          1,
+// Filter names the records a read takes by their keys (Delivery.LogKey):
+// NATS subject filters of the bucket's keys, which nats-server matches
+// itself, so that a read costs what its filter matches rather than the
+// tenant's whole log. A filter may match more than it names (the records
+// written before keys named their target, whose fields say the rest), so
+// readers still check the records they are given.
+type Filter []string
+
+// Tenant is every record of a tenant.
+func Tenant(tenant string) Filter { return Filter{tenant + ".>"} }
+
+// Owner is the records of the deliveries of one job, or of one event other
+// than a job's.
+func Owner(tenant, jobOrEvent string) Filter {
+	owner := contract.KeyToken(jobOrEvent)
+	return Filter{tenant + ".*." + owner + ".*", tenant + "." + owner + ".*"}
+}
+
+// Event is the records of an event's deliveries: under its id, or under its
+// job's for a job event (jobevents.JobOf; a job event published with an id
+// of another form is not found by its id).
+func Event(tenant, eventID string) Filter {
+	f := Owner(tenant, eventID)
+	if job, ok := jobevents.JobOf(eventID); ok {
+		f = append(f, Owner(tenant, job)...)
 	}
-	if start := since.Add(-ClockMargin); start.Year() >= 1970 { // earlier: all of it
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
-	cons, err := js.CreateConsumer(ctx, logStream, cfg)
+	return f
+}
+
+// Delivery is the record of one delivery, id a valid key token.
+func Delivery(tenant, id string) Filter {
+	return Filter{tenant + ".*.*." + id, tenant + ".*." + id}
+}
+
+// Endpoint is the records of the deliveries to one endpoint (to job
+// callbacks when endpointID is empty), and every record of the tenant
+// written before keys named their target.
+func Endpoint(tenant, endpointID string) Filter {
+	return Filter{tenant + "." + contract.LogTarget(endpointID) + ".*.*", tenant + ".*.*"}
+}
+
+// read passes fn the messages of the log whose key matches filter, in the
+// order they were written, until fn says no more or the read has reached
+// the end of the log. With since set, it reads only the log written from
+// then on (less ClockMargin): it holds every record created since then,
+// and the older ones written since. A record's only copy is its last write
+// (the bucket keeps one per key), so a read from a time costs the writes
+// since then, not the whole log.
+func read(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, fn func(jetstream.Msg, *jetstream.MsgMetadata) (more bool, err error)) error {
+	cons, err := readConsumer(ctx, js, filter, since)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", filter, err)
 	}
-	name := cons.CachedInfo().Name
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = js.DeleteConsumer(ctx, logStream, name)
-	}()
+	defer dropConsumers(ctx, js, cons)
 	wait := false // after a fetch that found nothing although some was pending
 	for pending := cons.CachedInfo().NumPending; pending > 0; {
 		if err := ctx.Err(); err != nil {
@@ -109,7 +133,63 @@ func read(ctx context.Context, js jetstream.JetStream, filter string, since time
 	return nil
 }
 
-// decode reads a record; nil for a deleted key.
+// keyPrefix is what a record's subject has before its key.
+var keyPrefix = bus.KeySubject(contract.BucketDeliveries, "")
+
+// readConsumer makes the consumer that read takes filter's records from:
+// one of its own per subject filter first, since nats-server matches one
+// filter in its index but several only message by message (about 10 times
+// slower); the one that has records to read if only one has, else one for
+// all of them. (With a filter of the records written before keys named
+// their target, that is while the log still keeps such a record.)
+func readConsumer(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:     jetstream.AckNonePolicy,
+		// Gone by itself if this process is, after a pause longer than a
+		// recover task's batch of re-sends can take.
+		InactiveThreshold: 5 * time.Minute,
+		MemoryStorage:     true,
+		Replicas:          1,
+	}
+	if start := since.Add(-ClockMargin); start.Year() >= 1970 { // earlier: all of it
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	var found []jetstream.Consumer
+	for _, f := range filter {
+		cfg.FilterSubject = bus.KeySubject(contract.BucketDeliveries, f)
+		cons, err := js.CreateConsumer(ctx, logStream, cfg)
+		if err != nil {
+			dropConsumers(ctx, js, found...)
+			return nil, err
+		}
+		if cons.CachedInfo().NumPending == 0 && (len(found) > 0 || f != filter[len(filter)-1]) {
+			dropConsumers(ctx, js, cons)
+			continue
+		}
+		found = append(found, cons)
+	}
+	if len(found) == 1 {
+		return found[0], nil
+	}
+	dropConsumers(ctx, js, found...)
+	cfg.FilterSubject = ""
+	for _, f := range filter {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, bus.KeySubject(contract.BucketDeliveries, f))
+	}
+	return js.CreateConsumer(ctx, logStream, cfg)
+}
+
+// dropConsumers deletes a read's consumers.
+func dropConsumers(ctx context.Context, js jetstream.JetStream, consumers ...jetstream.Consumer) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, cons := range consumers {
+		_ = js.DeleteConsumer(ctx, logStream, cons.CachedInfo().Name)
+	}
+}
+
+// decode reads a record, its Key set; nil for a deleted key.
 func decode(msg jetstream.Msg) (*contract.DeliveryRecord, error) {
 	if msg.Headers().Get(bus.HeaderKVOperation) != "" { // DEL or PURGE
 		return nil, nil
@@ -118,7 +198,21 @@ func decode(msg jetstream.Msg) (*contract.DeliveryRecord, error) {
 	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
 		return nil, fmt.Errorf("decode delivery %s: %w", msg.Subject(), err)
 	}
+	rec.Key = strings.TrimPrefix(msg.Subject(), keyPrefix)
 	return &rec, nil
+}
+
+// sameRecord is what the keys of one delivery's record have in common,
+// whether written before keys named their target ("<tenant>.<owner>.<id>")
+// or since ("<tenant>.<target>.<owner>.<id>"): a record written again
+// since under its new key stands for the old one.
+func sameRecord(subject string) string {
+	key := strings.TrimPrefix(subject, keyPrefix)
+	tenant, rest, _ := strings.Cut(key, ".")
+	if _, owner, ok := strings.Cut(rest, "."); ok && strings.Count(owner, ".") == 1 {
+		return tenant + "." + owner
+	}
+	return key
 }
 
 // Scan calls fn with the records whose key matches filter, as they were
@@ -128,7 +222,7 @@ func decode(msg jetstream.Msg) (*contract.DeliveryRecord, error) {
 // new one is past where the scan ends. That suits a task that sends
 // records again (a recover task): such a record is being sent by someone
 // else already, and its own re-sends, written again, are not read back.
-func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(*contract.DeliveryRecord) error) error {
+func Scan(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, fn func(*contract.DeliveryRecord) error) error {
 	state, err := logState(ctx, js)
 	if err != nil {
 		return err
@@ -151,7 +245,7 @@ func Scan(ctx context.Context, js jetstream.JetStream, filter string, since time
 // (zero: all of it; see read). It reads on to the end of the log, so that a
 // record written again during the read is not missed: its newest copy
 // stands. Bodies are kept only withBodies.
-func Read(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
+func Read(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool) ([]contract.DeliveryRecord, error) {
 	byKey := map[string]contract.DeliveryRecord{}
 	err := readLatest(ctx, js, filter, since, keep, withBodies,
 		func(key string, rec contract.DeliveryRecord) { byKey[key] = rec },
@@ -170,8 +264,10 @@ func Read(ctx context.Context, js jetstream.JetStream, filter string, since time
 // readLatest passes put each record whose key matches filter and that keep
 // passes, as it was written, and remove the key of each one that no longer
 // does (deleted, or written again so that keep fails): the newest copy of
-// a key is the one that stands. Bodies are kept only withBodies.
-func readLatest(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool,
+// a key is the one that stands. The key passed is sameRecord's, so a
+// record written under its new key after its old one stands for both.
+// Bodies are kept only withBodies.
+func readLatest(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, keep func(*contract.DeliveryRecord) bool, withBodies bool,
 	put func(key string, rec contract.DeliveryRecord), remove func(key string)) error {
 	return read(ctx, js, filter, since, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
 		rec, err := decode(msg)
@@ -179,12 +275,12 @@ func readLatest(ctx context.Context, js jetstream.JetStream, filter string, sinc
 		case err != nil:
 			return false, err
 		case rec == nil || (keep != nil && !keep(rec)):
-			remove(msg.Subject())
+			remove(sameRecord(msg.Subject()))
 		default:
 			if !withBodies {
 				rec.Body = nil
 			}
-			put(msg.Subject(), *rec)
+			put(sameRecord(msg.Subject()), *rec)
 		}
 		return true, nil
 	})
@@ -228,9 +324,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, tenant string, rec cont
 		ID: rec.ID, Tenant: tenant, EventID: rec.EventID, EventType: rec.EventType, JobID: rec.JobID,
 		EndpointID: rec.EndpointID, Body: rec.Body, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts, Replay: true,
 	}
+	if strings.Count(rec.Key, ".") == 2 { // written before keys named their target: written there again
+		d.RecordKey = rec.Key
+	}
 	target := rec.EndpointID
 	if target == "" {
-		d.URL, target = rec.URL, "cb"
+		d.URL, target = rec.URL, contract.CallbackTarget
 	}
 	return bus.PublishJSON(ctx, js, contract.DeliverySubject(tenant, target), msgID, d)
 }

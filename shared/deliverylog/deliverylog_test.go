@@ -39,7 +39,7 @@ func TestScan(t *testing.T) {
 
 	scan := func(filter string, since time.Time) map[string]string {
 		got := map[string]string{}
-		require.NoError(t, deliverylog.Scan(ctx, js, filter, since, func(r *contract.DeliveryRecord) error {
+		require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Filter{filter}, since, func(r *contract.DeliveryRecord) error {
 			require.NotContains(t, got, r.ID, "read twice")
 			got[r.ID] = r.Status
 			return nil
@@ -98,7 +98,7 @@ func TestReadsOfRecordsWrittenAgainMeanwhile(t *testing.T) {
 		putRecord(t, kv, 0, contract.DeliveryFailed)
 		putRecord(t, kv, n-1, contract.DeliveryFailed)
 	})
-	recs, err := deliverylog.Read(ctx, js, "acme.>", time.Time{}, func(*contract.DeliveryRecord) bool {
+	recs, err := deliverylog.Read(ctx, js, deliverylog.Tenant("acme"), time.Time{}, func(*contract.DeliveryRecord) bool {
 		rewrite()
 		return true
 	}, false)
@@ -118,7 +118,7 @@ func TestReadsOfRecordsWrittenAgainMeanwhile(t *testing.T) {
 		putRecord(t, kv, n-1, contract.DeliveryFailed)
 	})
 	seen := map[string]int{}
-	require.NoError(t, deliverylog.Scan(ctx, js, "acme.>", time.Time{}, func(r *contract.DeliveryRecord) error {
+	require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Tenant("acme"), time.Time{}, func(r *contract.DeliveryRecord) error {
 		rewrite()
 		seen[r.ID]++
 		return nil
@@ -143,7 +143,7 @@ func TestReadsOfRecordsRemovedMeanwhile(t *testing.T) {
 		last := bus.KeySubject(contract.BucketDeliveries, fmt.Sprintf("acme.evt_1.msg_%04d", n-1))
 		require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(last)))
 	})
-	recs, err := deliverylog.Read(ctx, js, "acme.>", time.Time{}, func(*contract.DeliveryRecord) bool {
+	recs, err := deliverylog.Read(ctx, js, deliverylog.Tenant("acme"), time.Time{}, func(*contract.DeliveryRecord) bool {
 		remove()
 		return true
 	}, false)
@@ -182,7 +182,7 @@ func TestReadNewest(t *testing.T) {
 		return out
 	}
 
-	recs, err := deliverylog.ReadNewest(ctx, js, "acme.>", time.Time{}, pending, 3)
+	recs, err := deliverylog.ReadNewest(ctx, js, deliverylog.Tenant("acme"), time.Time{}, pending, 3)
 	require.NoError(t, err)
 	require.Equal(t, []string{"new_09", "new_08", "new_07"}, ids(recs))
 
@@ -194,7 +194,7 @@ func TestReadNewest(t *testing.T) {
 			put(fmt.Sprintf("new_%02d", i), now.Add(time.Hour+time.Duration(i)*time.Second), contract.DeliveryFailed)
 		}
 	})
-	recs, err = deliverylog.ReadNewest(ctx, js, "acme.>", time.Time{}, func(r *contract.DeliveryRecord) bool {
+	recs, err = deliverylog.ReadNewest(ctx, js, deliverylog.Tenant("acme"), time.Time{}, func(r *contract.DeliveryRecord) bool {
 		if r.ID == "old_000" {
 			rewrite()
 		}
@@ -202,4 +202,68 @@ func TestReadNewest(t *testing.T) {
 	}, 5)
 	require.NoError(t, err)
 	require.Equal(t, []string{"old_299", "old_298", "old_297", "old_296", "old_295"}, ids(recs))
+}
+
+// The filters find records by owner, target and id in both key layouts (a
+// record written before keys named their target has three tokens); an
+// endpoint's filter leaves out other endpoints' records of the new layout,
+// in nats-server; a record written again under its new key stands for its
+// old one; a record read under its old key is replayed there.
+func TestFilters(t *testing.T) {
+	t.Parallel()
+	js, kv := deliveryBucket(t)
+	ctx := context.Background()
+	put := func(key string, rec contract.DeliveryRecord) {
+		rec.CreatedAt, rec.Body = time.Now().UTC(), json.RawMessage(`{}`)
+		data, err := json.Marshal(rec)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, key, data)
+		require.NoError(t, err)
+	}
+	put("acme.evt_1.msg_a", contract.DeliveryRecord{ID: "msg_a", EventID: "evt_1", EndpointID: "ep_1", Status: contract.DeliveryFailed})
+	put("acme.evt_1.msg_e", contract.DeliveryRecord{ID: "msg_e", EventID: "evt_1", EndpointID: "ep_1", Status: contract.DeliveryPending})
+	put("acme.ep_1.evt_2.msg_b", contract.DeliveryRecord{ID: "msg_b", EventID: "evt_2", EndpointID: "ep_1", Status: contract.DeliveryFailed})
+	put("acme.ep_2.evt_3.msg_c", contract.DeliveryRecord{ID: "msg_c", EventID: "evt_3", EndpointID: "ep_2", Status: contract.DeliveryFailed})
+	put("acme.cb.job_x.msg_d", contract.DeliveryRecord{ID: "msg_d", EventID: "evt_x_succeeded", JobID: "job_x", Status: contract.DeliveryFailed})
+	put("acme.ep_1.evt_1.msg_e", contract.DeliveryRecord{ID: "msg_e", EventID: "evt_1", EndpointID: "ep_1", Status: contract.DeliverySucceeded})
+	put("other.ep_1.evt_2.msg_f", contract.DeliveryRecord{ID: "msg_f", EventID: "evt_2", EndpointID: "ep_1", Status: contract.DeliveryFailed})
+
+	read := func(f deliverylog.Filter, keep ...func(*contract.DeliveryRecord) bool) map[string]string {
+		recs, err := deliverylog.Read(ctx, js, f, time.Time{}, append(keep, nil)[0], false)
+		require.NoError(t, err)
+		got := map[string]string{}
+		for _, r := range recs {
+			require.NotContains(t, got, r.ID, "read twice")
+			got[r.ID] = r.Status + " " + r.Key
+		}
+		return got
+	}
+	require.Equal(t, map[string]string{"msg_a": "failed acme.evt_1.msg_a", "msg_b": "failed acme.ep_1.evt_2.msg_b",
+		"msg_e": "succeeded acme.ep_1.evt_1.msg_e"}, read(deliverylog.Endpoint("acme", "ep_1")))
+	callbacks := func(r *contract.DeliveryRecord) bool { return r.EndpointID == "" }
+	require.Equal(t, map[string]string{"msg_d": "failed acme.cb.job_x.msg_d"}, read(deliverylog.Endpoint("acme", ""), callbacks))
+	require.Equal(t, map[string]string{"msg_e": "succeeded acme.ep_1.evt_1.msg_e"}, read(deliverylog.Delivery("acme", "msg_e")))
+	require.Equal(t, map[string]string{"msg_a": "failed acme.evt_1.msg_a"}, read(deliverylog.Delivery("acme", "msg_a")))
+	require.Empty(t, read(deliverylog.Delivery("acme", "msg_f")))
+	require.Equal(t, map[string]string{"msg_d": "failed acme.cb.job_x.msg_d"}, read(deliverylog.Owner("acme", "job_x")))
+	require.Equal(t, map[string]string{"msg_d": "failed acme.cb.job_x.msg_d"}, read(deliverylog.Event("acme", "evt_x_succeeded")))
+	require.Equal(t, map[string]string{"msg_a": "failed acme.evt_1.msg_a", "msg_e": "succeeded acme.ep_1.evt_1.msg_e"},
+		read(deliverylog.Event("acme", "evt_1")))
+	require.Len(t, read(deliverylog.Tenant("acme")), 5)
+
+	// Replayed, the record read under its old key is written there again,
+	// the other under the key its delivery makes.
+	recs, err := deliverylog.Read(ctx, js, deliverylog.Owner("acme", "evt_1"), time.Time{}, nil, true)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	sub, err := js.Conn().SubscribeSync(contract.DeliverySubject("acme", ">"))
+	require.NoError(t, err)
+	for i, rec := range recs {
+		require.NoError(t, deliverylog.Replay(ctx, js, "acme", rec, fmt.Sprint("replay-", i)))
+		msg, err := sub.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		var d contract.Delivery
+		require.NoError(t, json.Unmarshal(msg.Data, &d))
+		require.Equal(t, rec.Key, d.LogKey())
+	}
 }

@@ -20,7 +20,7 @@ import (
 // leaves a place that a record fallen out earlier may have had a right to,
 // so only the records newer than every one that fell out are sure. Should
 // fewer than n be, the read starts over keeping four times as many.
-func ReadNewest(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, keep func(*contract.DeliveryRecord) bool, n int) ([]contract.DeliveryRecord, error) {
+func ReadNewest(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, keep func(*contract.DeliveryRecord) bool, n int) ([]contract.DeliveryRecord, error) {
 	for capacity := 2 * n; ; capacity *= 4 {
 		kept := newestSet{capacity: capacity, byKey: map[string]*newestEntry{}}
 		if err := readLatest(ctx, js, filter, since, keep, false, kept.put, kept.remove); err != nil {

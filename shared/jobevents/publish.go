@@ -29,6 +29,31 @@ func EventID(jobID, status string) string {
 	return "evt-" + jobID + "_" + status
 }
 
+// JobOf is the id of the job whose event id (EventID, and a running
+// event's EventID(…, "running")+"_<attempt>") eventID is, and whether it is
+// one at all.
+func JobOf(eventID string) (string, bool) {
+	var rest, prefix string
+	switch {
+	case strings.HasPrefix(eventID, "evt_"):
+		rest, prefix = eventID[len("evt_"):], "job_"
+	case strings.HasPrefix(eventID, "evt-"):
+		rest = eventID[len("evt-"):]
+	default:
+		return "", false
+	}
+	if i := strings.LastIndexByte(rest, '_'); i > 0 && strings.Trim(rest[i+1:], "0123456789") == "" &&
+		strings.HasSuffix(rest[:i], "_"+contract.StatusRunning) {
+		rest = rest[:i] // running_<attempt>
+	}
+	for _, status := range []string{contract.StatusSucceeded, contract.StatusFailed, contract.StatusCanceled, contract.StatusRunning} {
+		if job, ok := strings.CutSuffix(rest, "_"+status); ok && job != "" {
+			return prefix + job, true
+		}
+	}
+	return "", false
+}
+
 // WithoutResult returns the job resource without its result and progress,
 // its Omitted saying which it had: the data of an event that would be too
 // large with them.
