@@ -311,6 +311,10 @@ func TestDeliveriesOfBothKeyLayouts(t *testing.T) {
 	put("acme.cb.job_x.msg_job", contract.DeliveryRecord{ID: "msg_job", EventID: "evt_x_succeeded", JobID: "job_x", Status: contract.DeliverySucceeded})
 	put("acme.evt_4.msg_moved", contract.DeliveryRecord{ID: "msg_moved", EventID: "evt_4", EndpointID: ep, Status: contract.DeliveryPending})
 	put("acme."+ep+".evt_4.msg_moved", contract.DeliveryRecord{ID: "msg_moved", EventID: "evt_4", EndpointID: ep, Status: contract.DeliverySucceeded})
+	// No record is written so, but one whose fields disagree with its key
+	// shows that the filters are nats-server's, by key, not read whole
+	// and matched by field.
+	put("acme.ep_other.evt_9.msg_key", contract.DeliveryRecord{ID: "msg_key", EventID: "evt_4", EndpointID: ep, Status: contract.DeliverySucceeded})
 
 	list := func(query string) map[string]any {
 		r := b.do(t, http.MethodGet, "/v1/deliveries?"+query, keyAcme, "", "")
@@ -329,7 +333,7 @@ func TestDeliveriesOfBothKeyLayouts(t *testing.T) {
 	require.Empty(t, list("endpoint=*"))
 	require.Equal(t, map[string]any{"msg_job": "succeeded"}, list("event_id=evt_x_succeeded"))
 	require.Equal(t, map[string]any{"msg_moved": "succeeded"}, list("event_id=evt_4"))
-	require.Len(t, list(""), 5)
+	require.Len(t, list(""), 6)
 	r := b.do(t, http.MethodGet, "/v1/deliveries/msg_moved", keyAcme, "", "")
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	require.Equal(t, "succeeded", r.body["status"])

@@ -205,12 +205,26 @@ func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
 // after a crash) was recorded since d was given up on, and d's record
 // would hide it. A record that cannot be read does not tell.
 func (n *Notifier) recordedLater(ctx context.Context, d *contract.Delivery) bool {
-	entry, err := n.log.Get(ctx, d.LogKey())
+	entry, err := n.storedRecord(ctx, d)
 	if err != nil {
 		return false
 	}
 	var stored contract.DeliveryRecord
 	return json.Unmarshal(entry.Value(), &stored) == nil && len(stored.Attempts) > len(d.Attempts)
+}
+
+// storedRecord reads the record of d, which has made attempts: at its key,
+// or, not found there, at its key from before keys named their target (a
+// delivery begun before the upgrade), which d then goes on writing.
+func (n *Notifier) storedRecord(ctx context.Context, d *contract.Delivery) (jetstream.KeyValueEntry, error) {
+	entry, err := n.log.Get(ctx, d.LogKey())
+	if !errors.Is(err, jetstream.ErrKeyNotFound) || d.RecordKey != "" {
+		return entry, err
+	}
+	if entry, err = n.log.Get(ctx, d.OldLogKey()); err == nil {
+		d.RecordKey = d.OldLogKey()
+	}
+	return entry, err
 }
 
 // overtaken tells whether d, a retry fired by its schedule (it carries
@@ -227,7 +241,7 @@ func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 	if d.Replay || len(d.Attempts) == 0 {
 		return false
 	}
-	entry, err := n.log.Get(ctx, d.LogKey())
+	entry, err := n.storedRecord(ctx, d)
 	if err != nil {
 		return false
 	}

@@ -1,10 +1,12 @@
 package notifier_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/hookstream/hookstream/services/notifier"
@@ -90,4 +92,59 @@ func TestWebhooksGoOnWhileAttemptLogsWait(t *testing.T) {
 	}
 	b.waitIdle(t)
 	require.Len(t, rcv.all(), events, "webhooks sent twice")
+}
+
+// A retry scheduled before keys named their target finds its delivery's
+// record under the key from before: dropped if that record says it was
+// delivered since (found by review: it was sent again), and otherwise
+// writing that record, not a second one under the new key.
+func TestRetryOfADeliveryRecordedUnderItsOldKey(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		oldStatus string
+		wantSends int
+	}{
+		{name: "delivered since", oldStatus: contract.DeliverySucceeded, wantSends: 1},
+		{name: "still pending", oldStatus: contract.DeliveryPending, wantSends: 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			js := startJetStream(t)
+			rcv := newReceiver(t, statuses(500, 200))
+			b := setupOn(t, js, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{2 * time.Second}, Jitter: 0.01},
+				newEndpoint(t, "acme", "ep_1", rcv.URL, "order.paid"))
+			b.publishEvent(t, "acme", "order.paid", "acme:evt_1", []byte(`{"v":1}`))
+			rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryPending)
+			rcv.wait(t, 1)
+			// As an older notifier wrote it: under its old key alone.
+			newKey, oldKey := "acme.ep_1.evt_1."+rec.ID, "acme.evt_1."+rec.ID
+			require.NoError(t, b.log.Delete(t.Context(), newKey))
+			rec.Status = tt.oldStatus
+			if tt.oldStatus == contract.DeliverySucceeded {
+				rec.NextAttemptAt = nil
+				rec.Attempts = append(rec.Attempts, contract.Attempt{At: time.Now().UTC(), StatusCode: 200})
+			}
+			data, err := json.Marshal(rec)
+			require.NoError(t, err)
+			_, err = b.log.Put(t.Context(), oldKey, data)
+			require.NoError(t, err)
+
+			if tt.wantSends == 2 {
+				rcv.wait(t, 2)
+				require.Eventually(t, func() bool {
+					entry, err := b.log.Get(t.Context(), oldKey)
+					require.NoError(t, err)
+					var got contract.DeliveryRecord
+					require.NoError(t, json.Unmarshal(entry.Value(), &got))
+					return got.Status == contract.DeliverySucceeded && len(got.Attempts) == 2
+				}, 10*time.Second, 10*time.Millisecond, "the round written under the old key")
+			} else {
+				time.Sleep(4 * time.Second) // past the retry, due after 2 s
+			}
+			_, err = b.log.Get(t.Context(), newKey)
+			require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "a second record, under the new key")
+			require.Len(t, rcv.all(), tt.wantSends)
+		})
+	}
 }

@@ -191,9 +191,9 @@ func TestSequenceJobID(t *testing.T) {
 	}
 }
 
-// A record's key names its owner and its target, so that a subject filter
-// finds an endpoint's records; a record kept under the key of the layout
-// before is written there again, but only within its own tenant.
+// A record's key names its target and its owner, so that a subject filter
+// finds an endpoint's records; a record kept under its key of the layout
+// before is written there again, and under no other key it is given.
 func TestLogKey(t *testing.T) {
 	t.Parallel()
 	d := contract.Delivery{ID: "msg_1", Tenant: "acme", EventID: "evt_1", EndpointID: "ep_1"}
@@ -203,8 +203,12 @@ func TestLogKey(t *testing.T) {
 	d.EventID, d.JobID, d.EndpointID = "a.b", "", "ep.x"
 	require.Equal(t, "acme."+contract.KeyToken("ep.x")+"."+contract.KeyToken("a.b")+".msg_1", d.LogKey())
 
-	d.RecordKey = "acme.evt_1.msg_1"
-	require.Equal(t, "acme.evt_1.msg_1", d.LogKey())
-	d.RecordKey = "other.evt_1.msg_1"
-	require.Equal(t, "acme."+contract.KeyToken("ep.x")+"."+contract.KeyToken("a.b")+".msg_1", d.LogKey(), "another tenant's key")
+	newKey := "acme." + contract.KeyToken("ep.x") + "." + contract.KeyToken("a.b") + ".msg_1"
+	d.RecordKey = "acme." + contract.KeyToken("a.b") + ".msg_1"
+	require.Equal(t, d.RecordKey, d.OldLogKey())
+	require.Equal(t, d.RecordKey, d.LogKey())
+	for _, other := range []string{"other." + contract.KeyToken("a.b") + ".msg_1", "acme.evt_2.msg_1", "acme.>", newKey} {
+		d.RecordKey = other
+		require.Equal(t, newKey, d.LogKey(), "not its old key: %s", other)
+	}
 }

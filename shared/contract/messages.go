@@ -185,8 +185,9 @@ type Delivery struct {
 	// retry schedule after it.
 	Replay bool `json:"replay,omitempty"`
 	// RecordKey is the key of the delivery's record when it is not the one
-	// LogKey makes: a record written before its keys named the delivery's
-	// target, whose replay goes on writing it there. Empty otherwise.
+	// LogKey makes: OldLogKey, a record written before keys named the
+	// delivery's target, which its retries and replays go on writing. Empty
+	// otherwise; any other key is ignored.
 	RecordKey string `json:"record_key,omitempty"`
 }
 
@@ -196,14 +197,24 @@ type Delivery struct {
 // one endpoint, of one job or of one event by their keys. A record written
 // before the target was in its key keeps its three tokens (RecordKey).
 func (d Delivery) LogKey() string {
-	if d.RecordKey != "" && strings.HasPrefix(d.RecordKey, d.Tenant+".") {
+	if d.RecordKey != "" && d.RecordKey == d.OldLogKey() {
 		return d.RecordKey
 	}
-	owner := d.JobID
-	if owner == "" {
-		owner = d.EventID
+	return d.Tenant + "." + LogTarget(d.EndpointID) + "." + KeyToken(d.owner()) + "." + d.ID
+}
+
+// OldLogKey is the key the delivery's record had before keys named its
+// target: "<tenant>.<job or event>.<delivery id>".
+func (d Delivery) OldLogKey() string {
+	return d.Tenant + "." + KeyToken(d.owner()) + "." + d.ID
+}
+
+// owner is what a delivery's record is kept under: its job, or its event.
+func (d Delivery) owner() string {
+	if d.JobID != "" {
+		return d.JobID
 	}
-	return d.Tenant + "." + LogTarget(d.EndpointID) + "." + KeyToken(owner) + "." + d.ID
+	return d.EventID
 }
 
 // CallbackTarget stands for a job's own callback URL where a delivery's

@@ -50,12 +50,17 @@ func Owner(tenant, jobOrEvent string) Filter {
 }
 
 // Event is the records of an event's deliveries: under its id, or under its
-// job's for a job event (jobevents.JobOf; a job event published with an id
-// of another form is not found by its id).
+// job's for a job event whose id is of the form hookstream gives
+// (jobevents.JobOf; evt_<x>_<status> is also job x's, as older processors
+// named the events of a job whose id does not start with job_). A job event
+// published with an id of another form is not found by its id.
 func Event(tenant, eventID string) Filter {
 	f := Owner(tenant, eventID)
 	if job, ok := jobevents.JobOf(eventID); ok {
 		f = append(f, Owner(tenant, job)...)
+		if rest, ok := strings.CutPrefix(job, "job_"); ok && strings.HasPrefix(eventID, "evt_") {
+			f = append(f, Owner(tenant, rest)...)
+		}
 	}
 	return f
 }
@@ -222,12 +227,17 @@ func sameRecord(subject string) string {
 // new one is past where the scan ends. That suits a task that sends
 // records again (a recover task): such a record is being sent by someone
 // else already, and its own re-sends, written again, are not read back.
+// A record kept under its key from before keys named their target is left
+// out when its delivery was written since under its new key (newer). The
+// other way round, a record of the new layout written over by an older
+// notifier under its old key (while both versions run), both are passed.
 func Scan(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, fn func(*contract.DeliveryRecord) error) error {
 	state, err := logState(ctx, js)
 	if err != nil {
 		return err
 	}
 	end := state.LastSeq
+	var log jetstream.KeyValue // opened at the first record of the old layout
 	return read(ctx, js, filter, since, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if meta.Sequence.Stream > end {
 			return false, nil
@@ -236,8 +246,33 @@ func Scan(ctx context.Context, js jetstream.JetStream, filter Filter, since time
 		if err != nil || rec == nil {
 			return true, err
 		}
+		if newKey, old := keyOfNewLayout(rec); old {
+			if log == nil {
+				if log, err = js.KeyValue(ctx, contract.BucketDeliveries); err != nil {
+					return false, fmt.Errorf("read %s: %w", filter, err)
+				}
+			}
+			entry, err := log.Get(ctx, newKey)
+			switch {
+			case err == nil && entry.Revision() > meta.Sequence.Stream:
+				return true, nil // written since under its new key
+			case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
+				return false, fmt.Errorf("read %s: %w", newKey, err)
+			}
+		}
 		return true, fn(rec)
 	})
+}
+
+// keyOfNewLayout is the key that rec, read at a key from before keys named
+// their target ("<tenant>.<owner>.<id>", old), has since
+// ("<tenant>.<target>.<owner>.<id>").
+func keyOfNewLayout(rec *contract.DeliveryRecord) (key string, old bool) {
+	if strings.Count(rec.Key, ".") != 2 {
+		return "", false
+	}
+	tenant, rest, _ := strings.Cut(rec.Key, ".")
+	return tenant + "." + contract.LogTarget(rec.EndpointID) + "." + rest, true
 }
 
 // Read returns the records whose key matches filter and that keep passes
@@ -324,7 +359,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, tenant string, rec cont
 		ID: rec.ID, Tenant: tenant, EventID: rec.EventID, EventType: rec.EventType, JobID: rec.JobID,
 		EndpointID: rec.EndpointID, Body: rec.Body, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts, Replay: true,
 	}
-	if strings.Count(rec.Key, ".") == 2 { // written before keys named their target: written there again
+	if _, old := keyOfNewLayout(&rec); old { // written there again
 		d.RecordKey = rec.Key
 	}
 	target := rec.EndpointID
