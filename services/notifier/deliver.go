@@ -205,26 +205,41 @@ func (n *Notifier) recordDeadLetter(ctx context.Context, msg jetstream.Msg) {
 // after a crash) was recorded since d was given up on, and d's record
 // would hide it. A record that cannot be read does not tell.
 func (n *Notifier) recordedLater(ctx context.Context, d *contract.Delivery) bool {
-	entry, err := n.storedRecord(ctx, d)
-	if err != nil {
-		return false
-	}
-	var stored contract.DeliveryRecord
-	return json.Unmarshal(entry.Value(), &stored) == nil && len(stored.Attempts) > len(d.Attempts)
+	stored, err := n.storedRecord(ctx, d)
+	return err == nil && len(stored.Attempts) > len(d.Attempts)
 }
 
 // storedRecord reads the record of d, which has made attempts: at its key,
 // or, not found there, at its key from before keys named their target (a
-// delivery begun before the upgrade), which d then goes on writing.
-func (n *Notifier) storedRecord(ctx context.Context, d *contract.Delivery) (jetstream.KeyValueEntry, error) {
-	entry, err := n.log.Get(ctx, d.LogKey())
-	if !errors.Is(err, jetstream.ErrKeyNotFound) || d.RecordKey != "" {
-		return entry, err
+// delivery begun before the upgrade), which d then goes on writing. A
+// record under the new key stands, also for a d that writes the old one
+// (its event id was published again since). An old record created before
+// d is an earlier publication of its event id, and is not d's.
+func (n *Notifier) storedRecord(ctx context.Context, d *contract.Delivery) (contract.DeliveryRecord, error) {
+	stored, err := n.readRecord(ctx, d.NewLogKey())
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return stored, err
 	}
-	if entry, err = n.log.Get(ctx, d.OldLogKey()); err == nil {
+	if stored, err = n.readRecord(ctx, d.OldLogKey()); err != nil {
+		return stored, err
+	}
+	switch {
+	case stored.CreatedAt.Before(d.CreatedAt):
+		return contract.DeliveryRecord{}, jetstream.ErrKeyNotFound
+	case stored.CreatedAt.Equal(d.CreatedAt):
 		d.RecordKey = d.OldLogKey()
 	}
-	return entry, err
+	return stored, nil
+}
+
+// readRecord reads the delivery record at key.
+func (n *Notifier) readRecord(ctx context.Context, key string) (contract.DeliveryRecord, error) {
+	var rec contract.DeliveryRecord
+	entry, err := n.log.Get(ctx, key)
+	if err != nil {
+		return rec, err
+	}
+	return rec, json.Unmarshal(entry.Value(), &rec)
 }
 
 // overtaken tells whether d, a retry fired by its schedule (it carries
@@ -241,12 +256,8 @@ func (n *Notifier) overtaken(ctx context.Context, d *contract.Delivery) bool {
 	if d.Replay || len(d.Attempts) == 0 {
 		return false
 	}
-	entry, err := n.storedRecord(ctx, d)
+	stored, err := n.storedRecord(ctx, d)
 	if err != nil {
-		return false
-	}
-	var stored contract.DeliveryRecord
-	if json.Unmarshal(entry.Value(), &stored) != nil {
 		return false
 	}
 	return stored.Status == contract.DeliverySucceeded || !stored.CreatedAt.Equal(d.CreatedAt)

@@ -97,54 +97,83 @@ func TestWebhooksGoOnWhileAttemptLogsWait(t *testing.T) {
 // A retry scheduled before keys named their target finds its delivery's
 // record under the key from before: dropped if that record says it was
 // delivered since (found by review: it was sent again), and otherwise
-// writing that record, not a second one under the new key.
+// writing that record, not a second one under the new key. An old record
+// of an earlier publication of the event id is not the retry's (found by
+// review: the retry was dropped); a record under the new key, of a later
+// publication, overtakes a retry that writes the old one.
 func TestRetryOfADeliveryRecordedUnderItsOldKey(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		name      string
-		oldStatus string
+		name string
+		// old is the record as an older notifier left it under the old
+		// key, from the one written under the new key after the first
+		// attempt; later, when set, is written under the new key once the
+		// second attempt is recorded under the old one.
+		old       func(contract.DeliveryRecord) contract.DeliveryRecord
+		later     bool
 		wantSends int
+		wantKey   string // where the last round is recorded: "old", "new"
+		// wantOld is how many attempts the old record says, with "old".
+		wantOld int
 	}{
-		{name: "delivered since", oldStatus: contract.DeliverySucceeded, wantSends: 1},
-		{name: "still pending", oldStatus: contract.DeliveryPending, wantSends: 2},
+		{name: "delivered since", old: func(r contract.DeliveryRecord) contract.DeliveryRecord {
+			r.Status, r.NextAttemptAt = contract.DeliverySucceeded, nil
+			r.Attempts = append(r.Attempts, contract.Attempt{At: time.Now().UTC(), StatusCode: 200})
+			return r
+		}, wantSends: 1, wantKey: "old", wantOld: 2},
+		{name: "still pending", old: func(r contract.DeliveryRecord) contract.DeliveryRecord { return r }, wantSends: 3, wantKey: "old", wantOld: 3},
+		{name: "an earlier publication", old: func(r contract.DeliveryRecord) contract.DeliveryRecord {
+			r.Status, r.NextAttemptAt, r.CreatedAt = contract.DeliverySucceeded, nil, r.CreatedAt.Add(-24*time.Hour)
+			return r
+		}, wantSends: 3, wantKey: "new"},
+		{name: "published again since", old: func(r contract.DeliveryRecord) contract.DeliveryRecord { return r }, later: true, wantSends: 2, wantKey: "new"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			js := startJetStream(t)
-			rcv := newReceiver(t, statuses(500, 200))
-			b := setupOn(t, js, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{2 * time.Second}, Jitter: 0.01},
+			rcv := newReceiver(t, statuses(500, 500))
+			b := setupOn(t, js, notifier.Config{InProcessMax: durable, Schedule: []time.Duration{2 * time.Second, 2 * time.Second}, Jitter: 0.01},
 				newEndpoint(t, "acme", "ep_1", rcv.URL, "order.paid"))
 			b.publishEvent(t, "acme", "order.paid", "acme:evt_1", []byte(`{"v":1}`))
 			rec := b.waitLog(t, "acme", "evt_1", contract.DeliveryPending)
 			rcv.wait(t, 1)
-			// As an older notifier wrote it: under its old key alone.
 			newKey, oldKey := "acme.ep_1.evt_1."+rec.ID, "acme.evt_1."+rec.ID
+			put := func(key string, r contract.DeliveryRecord) {
+				data, err := json.Marshal(r)
+				require.NoError(t, err)
+				_, err = b.log.Put(t.Context(), key, data)
+				require.NoError(t, err)
+			}
+			read := func(key string) (contract.DeliveryRecord, error) {
+				var r contract.DeliveryRecord
+				entry, err := b.log.Get(t.Context(), key)
+				if err == nil {
+					require.NoError(t, json.Unmarshal(entry.Value(), &r))
+				}
+				return r, err
+			}
 			require.NoError(t, b.log.Delete(t.Context(), newKey))
-			rec.Status = tt.oldStatus
-			if tt.oldStatus == contract.DeliverySucceeded {
-				rec.NextAttemptAt = nil
-				rec.Attempts = append(rec.Attempts, contract.Attempt{At: time.Now().UTC(), StatusCode: 200})
-			}
-			data, err := json.Marshal(rec)
-			require.NoError(t, err)
-			_, err = b.log.Put(t.Context(), oldKey, data)
-			require.NoError(t, err)
-
-			if tt.wantSends == 2 {
-				rcv.wait(t, 2)
+			put(oldKey, tt.old(rec))
+			if tt.later {
 				require.Eventually(t, func() bool {
-					entry, err := b.log.Get(t.Context(), oldKey)
-					require.NoError(t, err)
-					var got contract.DeliveryRecord
-					require.NoError(t, json.Unmarshal(entry.Value(), &got))
-					return got.Status == contract.DeliverySucceeded && len(got.Attempts) == 2
-				}, 10*time.Second, 10*time.Millisecond, "the round written under the old key")
-			} else {
-				time.Sleep(4 * time.Second) // past the retry, due after 2 s
+					r, err := read(oldKey)
+					return err == nil && len(r.Attempts) == 2
+				}, 10*time.Second, 10*time.Millisecond, "the second round recorded under the old key")
+				later := rec
+				later.CreatedAt, later.Status, later.NextAttemptAt = rec.CreatedAt.Add(time.Hour), contract.DeliverySucceeded, nil
+				put(newKey, later)
 			}
-			_, err = b.log.Get(t.Context(), newKey)
-			require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "a second record, under the new key")
+			b.waitIdle(t) // every retry taken
 			require.Len(t, rcv.all(), tt.wantSends)
+			_, errNew := read(newKey)
+			old, errOld := read(oldKey)
+			require.NoError(t, errOld)
+			if tt.wantKey == "old" {
+				require.ErrorIs(t, errNew, jetstream.ErrKeyNotFound, "a second record, under the new key")
+				require.Len(t, old.Attempts, tt.wantOld)
+			} else {
+				require.NoError(t, errNew)
+			}
 		})
 	}
 }

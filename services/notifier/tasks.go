@@ -78,11 +78,11 @@ func (n *Notifier) runTasks(ctx context.Context, cons jetstream.Consumer) error 
 func (n *Notifier) recover(ctx context.Context, logger *slog.Logger, tenant string, task contract.Task) error {
 	n.saveTask(ctx, logger, tenant, task, contract.TaskRunning)
 	// Sent as they are read: a large window is not held in memory.
-	err := deliverylog.Scan(ctx, n.js, deliverylog.Endpoint(tenant, task.EndpointID), task.Since, func(r *contract.DeliveryRecord) error {
-		if r.EndpointID != task.EndpointID || r.Status != contract.DeliveryFailed || r.CreatedAt.Before(task.Since) ||
-			(task.Until != nil && !r.CreatedAt.Before(*task.Until)) {
-			return nil
-		}
+	failed := func(r *contract.DeliveryRecord) bool {
+		return r.EndpointID == task.EndpointID && r.Status == contract.DeliveryFailed && !r.CreatedAt.Before(task.Since) &&
+			(task.Until == nil || r.CreatedAt.Before(*task.Until))
+	}
+	err := deliverylog.Scan(ctx, n.js, deliverylog.Endpoint(tenant, task.EndpointID), task.Since, failed, func(r *contract.DeliveryRecord) error {
 		err := deliverylog.Replay(ctx, n.js, tenant, *r, r.ID+".recover."+task.ID)
 		if errors.Is(err, deliverylog.ErrNoBody) {
 			logger.Warn("delivery not recovered", "delivery_id", r.ID, "error", err)

@@ -200,6 +200,11 @@ func (d Delivery) LogKey() string {
 	if d.RecordKey != "" && d.RecordKey == d.OldLogKey() {
 		return d.RecordKey
 	}
+	return d.NewLogKey()
+}
+
+// NewLogKey is the key LogKey makes for a delivery without a RecordKey.
+func (d Delivery) NewLogKey() string {
 	return d.Tenant + "." + LogTarget(d.EndpointID) + "." + KeyToken(d.owner()) + "." + d.ID
 }
 

@@ -220,7 +220,8 @@ func sameRecord(subject string) string {
 	return key
 }
 
-// Scan calls fn with the records whose key matches filter, as they were
+// Scan calls fn with the records whose key matches filter and that keep
+// passes (all when nil), as they were
 // when the read began, each once, in the order they were last written,
 // from the log written since (zero: all of it; see read). A record written
 // again during the scan is left out: its copy from before is gone, and its
@@ -231,7 +232,7 @@ func sameRecord(subject string) string {
 // out when its delivery was written since under its new key (newer). The
 // other way round, a record of the new layout written over by an older
 // notifier under its old key (while both versions run), both are passed.
-func Scan(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, fn func(*contract.DeliveryRecord) error) error {
+func Scan(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time, keep func(*contract.DeliveryRecord) bool, fn func(*contract.DeliveryRecord) error) error {
 	state, err := logState(ctx, js)
 	if err != nil {
 		return err
@@ -243,7 +244,7 @@ func Scan(ctx context.Context, js jetstream.JetStream, filter Filter, since time
 			return false, nil
 		}
 		rec, err := decode(msg)
-		if err != nil || rec == nil {
+		if err != nil || rec == nil || (keep != nil && !keep(rec)) {
 			return true, err
 		}
 		if newKey, old := keyOfNewLayout(rec); old {

@@ -39,7 +39,7 @@ func TestScan(t *testing.T) {
 
 	scan := func(filter string, since time.Time) map[string]string {
 		got := map[string]string{}
-		require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Filter{filter}, since, func(r *contract.DeliveryRecord) error {
+		require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Filter{filter}, since, nil, func(r *contract.DeliveryRecord) error {
 			require.NotContains(t, got, r.ID, "read twice")
 			got[r.ID] = r.Status
 			return nil
@@ -118,7 +118,7 @@ func TestReadsOfRecordsWrittenAgainMeanwhile(t *testing.T) {
 		putRecord(t, kv, n-1, contract.DeliveryFailed)
 	})
 	seen := map[string]int{}
-	require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Tenant("acme"), time.Time{}, func(r *contract.DeliveryRecord) error {
+	require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Tenant("acme"), time.Time{}, nil, func(r *contract.DeliveryRecord) error {
 		rewrite()
 		seen[r.ID]++
 		return nil
@@ -292,7 +292,7 @@ func TestScanLeavesOutARecordWrittenSinceUnderItsNewKey(t *testing.T) {
 	put("acme.ep_1.evt_1.msg_a", "msg_a", contract.DeliverySucceeded)
 	put("acme.evt_1.msg_b", "msg_b", contract.DeliveryFailed)
 	got := map[string]string{}
-	require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Endpoint("acme", "ep_1"), time.Now().Add(-time.Minute), func(r *contract.DeliveryRecord) error {
+	require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Endpoint("acme", "ep_1"), time.Now().Add(-time.Minute), nil, func(r *contract.DeliveryRecord) error {
 		require.NotContains(t, got, r.ID, "passed twice")
 		got[r.ID] = r.Status
 		return nil
