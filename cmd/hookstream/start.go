@@ -19,6 +19,8 @@ import (
 	"github.com/hookstream/hookstream/services/notifier"
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
+	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/deliverylog"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/signing"
 	"github.com/hookstream/hookstream/shared/ssrf"
@@ -146,6 +148,11 @@ func start(ctx context.Context, cmd string, s *settings, getenv func(string) str
 		return signing.CheckKey(ctx, js, box, s.SecretKeyReplace == "yes")
 	}); err != nil {
 		return fmt.Errorf("HOOKSTREAM_SECRET_KEY (--secret-key): %w; give every service the same key (HOOKSTREAM_SECRET_KEY_REPLACE=yes records a new one)", err)
+	}
+	if cmd == "intake" || cmd == "notifier" { // the services that read the delivery log
+		if err := deliverylog.MarkKeys(ctx, js); err != nil {
+			logger.Warn("reads of the delivery log keep looking for records of its keys from before this version (allow this service's NATS user $KV.HOOKSTREAM_TENANTS."+contract.KeyDeliveryLogKeys+")", "error", err)
+		}
 	}
 	go func() {
 		err := signing.WatchKey(ctx, js, box, logger, func(err error) {

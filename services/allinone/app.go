@@ -23,6 +23,7 @@ import (
 	"github.com/hookstream/hookstream/services/processor"
 	"github.com/hookstream/hookstream/shared/bus"
 	"github.com/hookstream/hookstream/shared/contract"
+	"github.com/hookstream/hookstream/shared/deliverylog"
 	"github.com/hookstream/hookstream/shared/embeddednats"
 	"github.com/hookstream/hookstream/shared/secretbox"
 	"github.com/hookstream/hookstream/shared/signing"
@@ -160,6 +161,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if err := signing.CheckKey(ctx, js, a.cfg.Intake.Box, a.cfg.ReplaceSecretKey); err != nil {
 		return a.keyError(err)
+	}
+	if err := deliverylog.MarkKeys(ctx, js); err != nil {
+		a.logger.Warn("reads of the delivery log keep looking for records of its keys from before this version", "error", err)
 	}
 	go func() { // a processor of its own, connected over NATS, may replace it
 		err := signing.WatchKey(ctx, js, a.cfg.Intake.Box, a.logger, func(err error) {

@@ -49,6 +49,10 @@ const (
 	// fingerprint of the deployment's HOOKSTREAM_SECRET_KEY, written by the
 	// first service to start ('=' is in no tenant id).
 	KeySecretKeyFingerprint = "=secret-key"
+	// KeyDeliveryLogKeys is the key in BucketTenants that holds when the
+	// deployment's services began writing BucketDeliveries keys that name
+	// their target (RFC 3339), written by the first service to start.
+	KeyDeliveryLogKeys = "=delivery-log-keys"
 	// StreamParked holds the deliveries of endpoints whose circuit is open,
 	// out of the way of everyone else's, until the endpoint answers again
 	// (work-queue retention, a consumer per endpoint). Subjects:

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,16 +38,23 @@ const logStream = "KV_" + contract.BucketDeliveries
 // tenant's whole log. A filter may match more than it names (the records
 // written before keys named their target, whose fields say the rest), so
 // readers still check the records they are given.
-type Filter []string
+type Filter struct {
+	// keys match keys of either layout; old match only the keys written
+	// before keys named their target, read while the log may keep some
+	// (OldKeysGone).
+	keys, old []string
+}
+
+func (f Filter) String() string { return strings.Join(append(f.keys, f.old...), " ") }
 
 // Tenant is every record of a tenant.
-func Tenant(tenant string) Filter { return Filter{tenant + ".>"} }
+func Tenant(tenant string) Filter { return Filter{keys: []string{tenant + ".>"}} }
 
 // Owner is the records of the deliveries of one job, or of one event other
 // than a job's.
 func Owner(tenant, jobOrEvent string) Filter {
 	owner := contract.KeyToken(jobOrEvent)
-	return Filter{tenant + ".*." + owner + ".*", tenant + "." + owner + ".*"}
+	return Filter{keys: []string{tenant + ".*." + owner + ".*"}, old: []string{tenant + "." + owner + ".*"}}
 }
 
 // Event is the records of an event's deliveries: under its id, or under its
@@ -56,10 +64,14 @@ func Owner(tenant, jobOrEvent string) Filter {
 // published with an id of another form is not found by its id.
 func Event(tenant, eventID string) Filter {
 	f := Owner(tenant, eventID)
+	add := func(owner string) {
+		o := Owner(tenant, owner)
+		f.keys, f.old = append(f.keys, o.keys...), append(f.old, o.old...)
+	}
 	if job, ok := jobevents.JobOf(eventID); ok {
-		f = append(f, Owner(tenant, job)...)
+		add(job)
 		if rest, ok := strings.CutPrefix(job, "job_"); ok && strings.HasPrefix(eventID, "evt_") {
-			f = append(f, Owner(tenant, rest)...)
+			add(rest)
 		}
 	}
 	return f
@@ -67,14 +79,65 @@ func Event(tenant, eventID string) Filter {
 
 // Delivery is the record of one delivery, id a valid key token.
 func Delivery(tenant, id string) Filter {
-	return Filter{tenant + ".*.*." + id, tenant + ".*." + id}
+	return Filter{keys: []string{tenant + ".*.*." + id}, old: []string{tenant + ".*." + id}}
 }
 
 // Endpoint is the records of the deliveries to one endpoint (to job
-// callbacks when endpointID is empty), and every record of the tenant
-// written before keys named their target.
+// callbacks when endpointID is empty), and, while the log may keep them,
+// every record of the tenant written before keys named their target.
 func Endpoint(tenant, endpointID string) Filter {
-	return Filter{tenant + "." + contract.LogTarget(endpointID) + ".*.*", tenant + ".*.*"}
+	return Filter{keys: []string{tenant + "." + contract.LogTarget(endpointID) + ".*.*"}, old: []string{tenant + ".*.*"}}
+}
+
+// MarkKeys records, once for the deployment, when its services began
+// writing delivery log keys that name their target (contract.
+// KeyDeliveryLogKeys in contract.BucketTenants): once the log's oldest
+// write is later, it keeps no record of the layout before, and reads leave
+// out the filters of that layout, which cost nats-server a walk of the
+// tenant's whole index (about 100 ms a read for 1,000,000 records). Every
+// service calls it at start; until it is recorded, reads keep them.
+func MarkKeys(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
+	}
+	_, err = kv.Create(ctx, contract.KeyDeliveryLogKeys, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("record when delivery log keys began naming their target: %w", err)
+	}
+	return nil
+}
+
+// oldKeysGone holds, per connection (tests run several servers), the
+// connections whose log was found to keep no record of the old layout.
+var oldKeysGone sync.Map // jetstream.JetStream → struct{}
+
+// OldKeysGone tells whether the log keeps no record written before keys
+// named their target: it is empty, or its oldest write is later than
+// MarkKeys recorded (less ClockMargin). Found so once, it is not asked
+// again. Any error says no.
+func OldKeysGone(ctx context.Context, js jetstream.JetStream) bool {
+	if _, ok := oldKeysGone.Load(js); ok {
+		return true
+	}
+	kv, err := js.KeyValue(ctx, contract.BucketTenants)
+	if err != nil {
+		return false
+	}
+	entry, err := kv.Get(ctx, contract.KeyDeliveryLogKeys)
+	if err != nil {
+		return false
+	}
+	since, err := time.Parse(time.RFC3339Nano, string(entry.Value()))
+	if err != nil {
+		return false
+	}
+	state, err := logState(ctx, js)
+	if err != nil || (state.Msgs > 0 && !state.FirstTime.After(since.Add(ClockMargin))) {
+		return false
+	}
+	oldKeysGone.Store(js, struct{}{})
+	return true
 }
 
 // read passes fn the messages of the log whose key matches filter, in the
@@ -148,6 +211,10 @@ var keyPrefix = bus.KeySubject(contract.BucketDeliveries, "")
 // all of them. (With a filter of the records written before keys named
 // their target, that is while the log still keeps such a record.)
 func readConsumer(ctx context.Context, js jetstream.JetStream, filter Filter, since time.Time) (jetstream.Consumer, error) {
+	subjects := filter.keys
+	if len(filter.old) > 0 && !OldKeysGone(ctx, js) {
+		subjects = append(slices.Clip(subjects), filter.old...)
+	}
 	cfg := jetstream.ConsumerConfig{
 		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:     jetstream.AckNonePolicy,
@@ -161,14 +228,14 @@ func readConsumer(ctx context.Context, js jetstream.JetStream, filter Filter, si
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
 	var found []jetstream.Consumer
-	for _, f := range filter {
+	for _, f := range subjects {
 		cfg.FilterSubject = bus.KeySubject(contract.BucketDeliveries, f)
 		cons, err := js.CreateConsumer(ctx, logStream, cfg)
 		if err != nil {
 			dropConsumers(ctx, js, found...)
 			return nil, err
 		}
-		if cons.CachedInfo().NumPending == 0 && (len(found) > 0 || f != filter[len(filter)-1]) {
+		if cons.CachedInfo().NumPending == 0 && (len(found) > 0 || f != subjects[len(subjects)-1]) {
 			dropConsumers(ctx, js, cons)
 			continue
 		}
@@ -179,7 +246,7 @@ func readConsumer(ctx context.Context, js jetstream.JetStream, filter Filter, si
 	}
 	dropConsumers(ctx, js, found...)
 	cfg.FilterSubject = ""
-	for _, f := range filter {
+	for _, f := range subjects {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, bus.KeySubject(contract.BucketDeliveries, f))
 	}
 	return js.CreateConsumer(ctx, logStream, cfg)

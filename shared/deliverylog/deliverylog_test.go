@@ -37,9 +37,9 @@ func TestScan(t *testing.T) {
 	put("acme.evt_1.msg_a", "msg_a", contract.DeliverySucceeded)
 	require.NoError(t, kv.Delete(ctx, "acme.evt_1.msg_b"))
 
-	scan := func(filter string, since time.Time) map[string]string {
+	scan := func(filter deliverylog.Filter, since time.Time) map[string]string {
 		got := map[string]string{}
-		require.NoError(t, deliverylog.Scan(ctx, js, deliverylog.Filter{filter}, since, nil, func(r *contract.DeliveryRecord) error {
+		require.NoError(t, deliverylog.Scan(ctx, js, filter, since, nil, func(r *contract.DeliveryRecord) error {
 			require.NotContains(t, got, r.ID, "read twice")
 			got[r.ID] = r.Status
 			return nil
@@ -47,12 +47,12 @@ func TestScan(t *testing.T) {
 		return got
 	}
 	want := map[string]string{"msg_a": contract.DeliverySucceeded, "msg_c": contract.DeliveryPending}
-	require.Equal(t, want, scan("acme.>", time.Time{}))
-	require.Equal(t, want, scan("acme.>", time.Now().Add(-time.Minute)))
-	require.Empty(t, scan("acme.>", time.Now().Add(deliverylog.ClockMargin+time.Minute)))
-	require.Equal(t, want, scan("acme.>", time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC)), "a time before the log")
-	require.Equal(t, map[string]string{"msg_c": contract.DeliveryPending}, scan("acme.evt_2.*", time.Time{}))
-	require.Empty(t, scan("nobody.>", time.Time{}))
+	require.Equal(t, want, scan(deliverylog.Tenant("acme"), time.Time{}))
+	require.Equal(t, want, scan(deliverylog.Tenant("acme"), time.Now().Add(-time.Minute)))
+	require.Empty(t, scan(deliverylog.Tenant("acme"), time.Now().Add(deliverylog.ClockMargin+time.Minute)))
+	require.Equal(t, want, scan(deliverylog.Tenant("acme"), time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC)), "a time before the log")
+	require.Equal(t, map[string]string{"msg_c": contract.DeliveryPending}, scan(deliverylog.Owner("acme", "evt_2"), time.Time{}))
+	require.Empty(t, scan(deliverylog.Tenant("nobody"), time.Time{}))
 
 	oldest, err := deliverylog.Oldest(ctx, js)
 	require.NoError(t, err)
@@ -298,4 +298,47 @@ func TestScanLeavesOutARecordWrittenSinceUnderItsNewKey(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, map[string]string{"msg_a": contract.DeliverySucceeded, "msg_b": contract.DeliveryFailed}, got)
+}
+
+// Reads leave out the filters of the keys from before keys named their
+// target once the log keeps none: its oldest write is later than the time
+// MarkKeys recorded. MarkKeys records the first time only.
+func TestOldKeysGone(t *testing.T) {
+	t.Parallel()
+	js, kv := deliveryBucket(t)
+	ctx := context.Background()
+	data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_a", EventID: "evt_1", EndpointID: "ep_1", CreatedAt: time.Now().UTC()})
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "acme.evt_1.msg_a", data)
+	require.NoError(t, err)
+	read := func(js jetstream.JetStream) int {
+		recs, err := deliverylog.Read(ctx, js, deliverylog.Endpoint("acme", "ep_1"), time.Time{}, nil, false)
+		require.NoError(t, err)
+		return len(recs)
+	}
+	require.False(t, deliverylog.OldKeysGone(ctx, js), "nothing recorded")
+	require.Equal(t, 1, read(js))
+
+	require.NoError(t, deliverylog.MarkKeys(ctx, js))
+	require.False(t, deliverylog.OldKeysGone(ctx, js), "a write from before")
+	require.Equal(t, 1, read(js))
+	tenants, err := js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	first, err := tenants.Get(ctx, contract.KeyDeliveryLogKeys)
+	require.NoError(t, err)
+	require.NoError(t, deliverylog.MarkKeys(ctx, js))
+	again, err := tenants.Get(ctx, contract.KeyDeliveryLogKeys)
+	require.NoError(t, err)
+	require.Equal(t, first.Revision(), again.Revision(), "recorded once")
+
+	// Recorded an hour before the log's oldest write: the old layout's
+	// filters are left out (here, the record that was put under an old
+	// key since, as no service of this version writes them).
+	_, err = tenants.Put(ctx, contract.KeyDeliveryLogKeys, []byte(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)))
+	require.NoError(t, err)
+	require.True(t, deliverylog.OldKeysGone(ctx, js))
+	require.Equal(t, 0, read(js))
+	_, err = kv.Put(ctx, "acme.ep_1.evt_2.msg_b", data)
+	require.NoError(t, err)
+	require.Equal(t, 1, read(js))
 }

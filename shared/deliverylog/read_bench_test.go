@@ -33,14 +33,16 @@ func BenchmarkReadTenantLog(b *testing.B) {
 
 // Reading one endpoint's deliveries among a tenant's 100,000 (100
 // endpoints, 1,000 each): by the endpoint in their keys, which nats-server
-// matches itself, against the records written before keys named their
-// endpoint, read whole and matched here (what every read by endpoint did
-// then). "page" is the page of 50 that GET /v1/deliveries?endpoint= gives,
+// matches itself ("keys": the log keeps no record from before keys named
+// their target; "upgrading": it may, as for HOOKSTREAM_DELIVERY_RETENTION
+// after the upgrade, so the read looks for them too), against the records
+// written before keys named their endpoint, read whole and matched here
+// ("scan": what every read by endpoint did then). "page" is the page of 50 that GET /v1/deliveries?endpoint= gives,
 // looked for in the whole log (a page of an endpoint that had few
 // deliveries lately); "none" that page for an endpoint without any.
 func BenchmarkReadEndpointLog(b *testing.B) {
 	const n, endpoints = 100_000, 100
-	for _, layout := range []string{"keys", "scan"} {
+	for _, layout := range []string{"keys", "upgrading", "scan"} {
 		b.Run(layout, func(b *testing.B) {
 			js := filledLog(b, n, func(i int, d *contract.Delivery) {
 				d.EndpointID = fmt.Sprintf("ep_%d", i%endpoints)
@@ -49,6 +51,13 @@ func BenchmarkReadEndpointLog(b *testing.B) {
 				}
 			})
 			ctx := context.Background()
+			if layout == "keys" { // keys that name their target recorded an hour before the log's first write
+				tenants, err := js.KeyValue(ctx, contract.BucketTenants)
+				require.NoError(b, err)
+				_, err = tenants.Put(ctx, contract.KeyDeliveryLogKeys, []byte(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)))
+				require.NoError(b, err)
+				require.True(b, deliverylog.OldKeysGone(ctx, js))
+			}
 			b.Run("all", func(b *testing.B) {
 				for b.Loop() {
 					recs, err := deliverylog.Read(ctx, js, deliverylog.Endpoint("acme", "ep_7"), time.Time{}, func(r *contract.DeliveryRecord) bool {
