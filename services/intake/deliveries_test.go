@@ -294,7 +294,7 @@ func TestEndpointKeyLeftUnmarkedOrRefused(t *testing.T) {
 // endpoint and event filters find in nats-server, and those written before
 // ("<tenant>.<owner>.<id>"). A record written again under its new key is
 // listed once, as written last; a retry of a record kept under its old key
-// goes on writing it there.
+// is written under its new one.
 func TestDeliveriesOfBothKeyLayouts(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -344,7 +344,7 @@ func TestDeliveriesOfBothKeyLayouts(t *testing.T) {
 
 	sub, err := b.js.Conn().SubscribeSync(contract.DeliverySubject("acme", ">"))
 	require.NoError(t, err)
-	for id, key := range map[string]string{"msg_old": "acme.evt_1.msg_old", "msg_new": "acme." + ep + ".evt_2.msg_new"} {
+	for id, key := range map[string]string{"msg_old": "acme." + ep + ".evt_1.msg_old", "msg_new": "acme." + ep + ".evt_2.msg_new"} {
 		r := b.do(t, http.MethodPost, "/v1/deliveries/"+id+"/retry", keyAcme, "", "")
 		require.Equal(t, http.StatusAccepted, r.status, r.body)
 		msg, err := sub.NextMsg(5 * time.Second)

@@ -211,25 +211,18 @@ func (n *Notifier) recordedLater(ctx context.Context, d *contract.Delivery) bool
 
 // storedRecord reads the record of d, which has made attempts: at its key,
 // or, not found there, at its key from before keys named their target (a
-// delivery begun before the upgrade), which d then goes on writing. A
-// record under the new key stands, also for a d that writes the old one
-// (its event id was published again since). An old record created before
-// d is an earlier publication of its event id, and is not d's.
+// delivery begun before the upgrade; d's own record is written under its
+// key, and stands for that one). An old record created before d is an
+// earlier publication of its event id, and is not d's.
 func (n *Notifier) storedRecord(ctx context.Context, d *contract.Delivery) (contract.DeliveryRecord, error) {
-	stored, err := n.readRecord(ctx, d.NewLogKey())
+	stored, err := n.readRecord(ctx, d.LogKey())
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return stored, err
 	}
-	if stored, err = n.readRecord(ctx, d.OldLogKey()); err != nil {
-		return stored, err
-	}
-	switch {
-	case stored.CreatedAt.Before(d.CreatedAt):
+	if stored, err = n.readRecord(ctx, d.OldLogKey()); err == nil && stored.CreatedAt.Before(d.CreatedAt) {
 		return contract.DeliveryRecord{}, jetstream.ErrKeyNotFound
-	case stored.CreatedAt.Equal(d.CreatedAt):
-		d.RecordKey = d.OldLogKey()
 	}
-	return stored, nil
+	return stored, err
 }
 
 // readRecord reads the delivery record at key.

@@ -184,32 +184,20 @@ type Delivery struct {
 	// Replay marks a manual re-send (retry, recover): one attempt now, no
 	// retry schedule after it.
 	Replay bool `json:"replay,omitempty"`
-	// RecordKey is the key of the delivery's record when it is not the one
-	// LogKey makes: OldLogKey, a record written before keys named the
-	// delivery's target, which its retries and replays go on writing. Empty
-	// otherwise; any other key is ignored.
-	RecordKey string `json:"record_key,omitempty"`
 }
 
 // LogKey is the key of a delivery's record in [BucketDeliveries]:
 // "<tenant>.<target>.<job or event>.<delivery id>", the target being its
 // endpoint's id or CallbackTarget, so that nats-server finds the records of
-// one endpoint, of one job or of one event by their keys. A record written
-// before the target was in its key keeps its three tokens (RecordKey).
+// one endpoint, of one job or of one event by their keys.
 func (d Delivery) LogKey() string {
-	if d.RecordKey != "" && d.RecordKey == d.OldLogKey() {
-		return d.RecordKey
-	}
-	return d.NewLogKey()
-}
-
-// NewLogKey is the key LogKey makes for a delivery without a RecordKey.
-func (d Delivery) NewLogKey() string {
 	return d.Tenant + "." + LogTarget(d.EndpointID) + "." + KeyToken(d.owner()) + "." + d.ID
 }
 
 // OldLogKey is the key the delivery's record had before keys named its
-// target: "<tenant>.<job or event>.<delivery id>".
+// target, "<tenant>.<job or event>.<delivery id>": a record written so by
+// an older notifier stays there until it expires, and once the delivery is
+// written again, under LogKey, the newer write stands for it.
 func (d Delivery) OldLogKey() string {
 	return d.Tenant + "." + KeyToken(d.owner()) + "." + d.ID
 }

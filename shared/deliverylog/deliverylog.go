@@ -91,31 +91,47 @@ func Endpoint(tenant, endpointID string) Filter {
 
 // MarkKeys records, once for the deployment, when its services began
 // writing delivery log keys that name their target (contract.
-// KeyDeliveryLogKeys in contract.BucketTenants): once the log's oldest
-// write is later, it keeps no record of the layout before, and reads leave
-// out the filters of that layout, which cost nats-server a walk of the
-// tenant's whole index (about 100 ms a read for 1,000,000 records). Every
-// service calls it at start; until it is recorded, reads keep them.
+// KeyDeliveryLogKeys in contract.BucketTenants, stamped by the NATS
+// server), and whether the log was empty then (a new deployment). Reads
+// look for records of the layout before, which costs nats-server a walk of
+// the tenant's whole index (about 100 ms a read for 1,000,000 records),
+// until OldKeysGone. The intake and the notifier call it at start; until it
+// is recorded, reads keep looking.
 func MarkKeys(ctx context.Context, js jetstream.JetStream) error {
 	kv, err := js.KeyValue(ctx, contract.BucketTenants)
 	if err != nil {
 		return fmt.Errorf("open bucket %s: %w", contract.BucketTenants, err)
 	}
-	_, err = kv.Create(ctx, contract.KeyDeliveryLogKeys, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	state, err := logState(ctx, js)
+	if err != nil {
+		return err
+	}
+	mark, err := json.Marshal(keysMark{LogWasEmpty: state.LastSeq == 0})
+	if err != nil {
+		return err
+	}
+	if _, err = kv.Create(ctx, contract.KeyDeliveryLogKeys, mark); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("record when delivery log keys began naming their target: %w", err)
 	}
 	return nil
 }
 
-// oldKeysGone holds, per connection (tests run several servers), the
-// connections whose log was found to keep no record of the old layout.
+// keysMark is the value at contract.KeyDeliveryLogKeys.
+type keysMark struct {
+	LogWasEmpty bool `json:"log_was_empty"`
+}
+
+// oldKeysGone holds the connections (tests run several servers) whose log
+// was found to keep no record of the old layout.
 var oldKeysGone sync.Map // jetstream.JetStream → struct{}
 
 // OldKeysGone tells whether the log keeps no record written before keys
-// named their target: it is empty, or its oldest write is later than
-// MarkKeys recorded (less ClockMargin). Found so once, it is not asked
-// again. Any error says no.
+// named their target: it was empty when MarkKeys recorded, or the log's
+// retention has passed since then and its oldest write is later (less
+// ClockMargin each). No service of this version writes such a key; an
+// older notifier still running after the retention writes records that
+// reads by endpoint, id and job no longer find. Found so once, it is not
+// asked again. Any error says no.
 func OldKeysGone(ctx context.Context, js jetstream.JetStream) bool {
 	if _, ok := oldKeysGone.Load(js); ok {
 		return true
@@ -128,16 +144,28 @@ func OldKeysGone(ctx context.Context, js jetstream.JetStream) bool {
 	if err != nil {
 		return false
 	}
-	since, err := time.Parse(time.RFC3339Nano, string(entry.Value()))
-	if err != nil {
+	var mark keysMark
+	if json.Unmarshal(entry.Value(), &mark) != nil {
 		return false
 	}
-	state, err := logState(ctx, js)
-	if err != nil || (state.Msgs > 0 && !state.FirstTime.After(since.Add(ClockMargin))) {
-		return false
+	if !mark.LogWasEmpty {
+		stream, err := js.Stream(ctx, logStream)
+		if err != nil {
+			return false
+		}
+		if info := stream.CachedInfo(); !oldKeysExpired(entry.Created(), time.Now(), info.Config.MaxAge, info.State) {
+			return false
+		}
 	}
 	oldKeysGone.Store(js, struct{}{})
 	return true
+}
+
+// oldKeysExpired tells whether, at now, a log of retention maxAge whose
+// state is log keeps no record written before since, nor written since by
+// an older notifier before the retention passed.
+func oldKeysExpired(since, now time.Time, maxAge time.Duration, log jetstream.StreamState) bool {
+	return !now.Before(since.Add(maxAge+ClockMargin)) && (log.Msgs == 0 || log.FirstTime.After(since.Add(ClockMargin)))
 }
 
 // read passes fn the messages of the log whose key matches filter, in the
@@ -426,9 +454,6 @@ func Replay(ctx context.Context, js jetstream.JetStream, tenant string, rec cont
 	d := contract.Delivery{
 		ID: rec.ID, Tenant: tenant, EventID: rec.EventID, EventType: rec.EventType, JobID: rec.JobID,
 		EndpointID: rec.EndpointID, Body: rec.Body, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts, Replay: true,
-	}
-	if _, old := keyOfNewLayout(&rec); old { // written there again
-		d.RecordKey = rec.Key
 	}
 	target := rec.EndpointID
 	if target == "" {

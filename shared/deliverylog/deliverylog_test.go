@@ -257,8 +257,8 @@ func TestFilters(t *testing.T) {
 	require.Equal(t, map[string]string{"msg_d": "failed acme.cb.job_x.msg_d", "msg_g": "succeeded acme.cb.x.msg_g", "msg_h": "succeeded acme.x.msg_h"},
 		read(deliverylog.Event("acme", "evt_x_succeeded")))
 
-	// Replayed, the record read under its old key is written there again,
-	// the other under the key its delivery makes.
+	// Replayed, a record read under its old key is written under its new
+	// one, as the other, and stands for the old one from then on.
 	recs, err := deliverylog.Read(ctx, js, deliverylog.Owner("acme", "evt_1"), time.Time{}, nil, true)
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
@@ -270,7 +270,7 @@ func TestFilters(t *testing.T) {
 		require.NoError(t, err)
 		var d contract.Delivery
 		require.NoError(t, json.Unmarshal(msg.Data, &d))
-		require.Equal(t, rec.Key, d.LogKey())
+		require.Equal(t, "acme.ep_1.evt_1."+rec.ID, d.LogKey())
 	}
 }
 
@@ -301,27 +301,31 @@ func TestScanLeavesOutARecordWrittenSinceUnderItsNewKey(t *testing.T) {
 }
 
 // Reads leave out the filters of the keys from before keys named their
-// target once the log keeps none: its oldest write is later than the time
-// MarkKeys recorded. MarkKeys records the first time only.
+// target once the log keeps none: it was empty when MarkKeys recorded (a
+// new deployment), or the log's retention has passed since and its oldest
+// write is later (found by review: an empty log, or one whose oldest write
+// was later than the record, left them out at once, while an older
+// notifier may still write them). MarkKeys records the first time only.
 func TestOldKeysGone(t *testing.T) {
 	t.Parallel()
-	js, kv := deliveryBucket(t)
 	ctx := context.Background()
-	data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_a", EventID: "evt_1", EndpointID: "ep_1", CreatedAt: time.Now().UTC()})
-	require.NoError(t, err)
-	_, err = kv.Put(ctx, "acme.evt_1.msg_a", data)
-	require.NoError(t, err)
+	put := func(kv jetstream.KeyValue, key string) {
+		data, err := json.Marshal(contract.DeliveryRecord{ID: "msg_a", EventID: "evt_1", EndpointID: "ep_1", CreatedAt: time.Now().UTC()})
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, key, data)
+		require.NoError(t, err)
+	}
 	read := func(js jetstream.JetStream) int {
 		recs, err := deliverylog.Read(ctx, js, deliverylog.Endpoint("acme", "ep_1"), time.Time{}, nil, false)
 		require.NoError(t, err)
 		return len(recs)
 	}
-	require.False(t, deliverylog.OldKeysGone(ctx, js), "nothing recorded")
-	require.Equal(t, 1, read(js))
 
+	// An upgrade: the log keeps records under old keys.
+	js, kv := deliveryBucket(t)
+	put(kv, "acme.evt_1.msg_a")
+	require.False(t, deliverylog.OldKeysGone(ctx, js), "nothing recorded")
 	require.NoError(t, deliverylog.MarkKeys(ctx, js))
-	require.False(t, deliverylog.OldKeysGone(ctx, js), "a write from before")
-	require.Equal(t, 1, read(js))
 	tenants, err := js.KeyValue(ctx, contract.BucketTenants)
 	require.NoError(t, err)
 	first, err := tenants.Get(ctx, contract.KeyDeliveryLogKeys)
@@ -330,15 +334,18 @@ func TestOldKeysGone(t *testing.T) {
 	again, err := tenants.Get(ctx, contract.KeyDeliveryLogKeys)
 	require.NoError(t, err)
 	require.Equal(t, first.Revision(), again.Revision(), "recorded once")
+	require.False(t, deliverylog.OldKeysGone(ctx, js), "within the retention")
+	require.Equal(t, 1, read(js))
+	put(kv, "acme.evt_1.msg_a") // the oldest write now later than the record
+	require.False(t, deliverylog.OldKeysGone(ctx, js), "within the retention")
+	require.Equal(t, 1, read(js))
 
-	// Recorded an hour before the log's oldest write: the old layout's
-	// filters are left out (here, the record that was put under an old
-	// key since, as no service of this version writes them).
-	_, err = tenants.Put(ctx, contract.KeyDeliveryLogKeys, []byte(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)))
-	require.NoError(t, err)
+	// A new deployment: nothing to look for.
+	js, kv = deliveryBucket(t)
+	require.NoError(t, deliverylog.MarkKeys(ctx, js))
 	require.True(t, deliverylog.OldKeysGone(ctx, js))
+	put(kv, "acme.evt_1.msg_a") // as no service of this version writes it
 	require.Equal(t, 0, read(js))
-	_, err = kv.Put(ctx, "acme.ep_1.evt_2.msg_b", data)
-	require.NoError(t, err)
+	put(kv, "acme.ep_1.evt_1.msg_a")
 	require.Equal(t, 1, read(js))
 }
