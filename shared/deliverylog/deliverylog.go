@@ -127,9 +127,9 @@ var oldKeysGone sync.Map // jetstream.JetStream → struct{}
 
 // OldKeysGone tells whether the log keeps no record written before keys
 // named their target: it was empty when MarkKeys recorded, or the log's
-// retention has passed since then and its oldest write is later (less
-// ClockMargin each). No service of this version writes such a key; an
-// older notifier still running after the retention writes records that
+// retention has passed since then and its oldest write is later than that
+// (ClockMargin more each). No service of this version writes such a key;
+// an older notifier still running after the retention writes records that
 // reads by endpoint, id and job no longer find. Found so once, it is not
 // asked again. Any error says no.
 func OldKeysGone(ctx context.Context, js jetstream.JetStream) bool {
@@ -146,6 +146,9 @@ func OldKeysGone(ctx context.Context, js jetstream.JetStream) bool {
 	}
 	var mark keysMark
 	if json.Unmarshal(entry.Value(), &mark) != nil {
+		// A time alone, as a build before this one recorded it while it
+		// still wrote old keys: recorded again, the wait starts now.
+		_, _ = kv.Update(ctx, contract.KeyDeliveryLogKeys, []byte(`{"log_was_empty":false}`), entry.Revision())
 		return false
 	}
 	if !mark.LogWasEmpty {
@@ -162,10 +165,12 @@ func OldKeysGone(ctx context.Context, js jetstream.JetStream) bool {
 }
 
 // oldKeysExpired tells whether, at now, a log of retention maxAge whose
-// state is log keeps no record written before since, nor written since by
-// an older notifier before the retention passed.
+// state is log keeps no record written before since, nor one that an older
+// notifier wrote within the retention after since (its oldest write is
+// later than that).
 func oldKeysExpired(since, now time.Time, maxAge time.Duration, log jetstream.StreamState) bool {
-	return !now.Before(since.Add(maxAge+ClockMargin)) && (log.Msgs == 0 || log.FirstTime.After(since.Add(ClockMargin)))
+	end := since.Add(maxAge + ClockMargin)
+	return !now.Before(end) && (log.Msgs == 0 || log.FirstTime.After(end))
 }
 
 // read passes fn the messages of the log whose key matches filter, in the

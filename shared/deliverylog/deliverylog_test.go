@@ -302,8 +302,8 @@ func TestScanLeavesOutARecordWrittenSinceUnderItsNewKey(t *testing.T) {
 
 // Reads leave out the filters of the keys from before keys named their
 // target once the log keeps none: it was empty when MarkKeys recorded (a
-// new deployment), or the log's retention has passed since and its oldest
-// write is later (found by review: an empty log, or one whose oldest write
+// new deployment), or its oldest write is more than its retention later
+// (found by review: an empty log, or one whose oldest write
 // was later than the record, left them out at once, while an older
 // notifier may still write them). MarkKeys records the first time only.
 func TestOldKeysGone(t *testing.T) {
@@ -348,4 +348,18 @@ func TestOldKeysGone(t *testing.T) {
 	require.Equal(t, 0, read(js))
 	put(kv, "acme.ep_1.evt_1.msg_a")
 	require.Equal(t, 1, read(js))
+
+	// Recorded as a time alone by a build that still wrote old keys after
+	// it (found by review: it left reads looking for old keys for good):
+	// recorded again, from now, as a log that was not empty.
+	js, _ = deliveryBucket(t)
+	tenants, err = js.KeyValue(ctx, contract.BucketTenants)
+	require.NoError(t, err)
+	_, err = tenants.Create(ctx, contract.KeyDeliveryLogKeys, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	require.NoError(t, err)
+	require.NoError(t, deliverylog.MarkKeys(ctx, js))
+	require.False(t, deliverylog.OldKeysGone(ctx, js))
+	entry, err := tenants.Get(ctx, contract.KeyDeliveryLogKeys)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"log_was_empty":false}`, string(entry.Value()))
 }
