@@ -49,9 +49,10 @@ const (
 	// fingerprint of the deployment's HOOKSTREAM_SECRET_KEY, written by the
 	// first service to start ('=' is in no tenant id).
 	KeySecretKeyFingerprint = "=secret-key"
-	// KeyDeliveryLogKeys is the key in BucketTenants that holds when the
-	// deployment's services began writing BucketDeliveries keys that name
-	// their target (RFC 3339), written by the first service to start.
+	// KeyDeliveryLogKeys is the key in BucketTenants written by the first
+	// intake or notifier to start that wrote BucketDeliveries keys naming
+	// their target: the write's time says when, and its value
+	// {"log_was_empty"} whether the log had any record then.
 	KeyDeliveryLogKeys = "=delivery-log-keys"
 	// StreamParked holds the deliveries of endpoints whose circuit is open,
 	// out of the way of everyone else's, until the endpoint answers again

@@ -39,7 +39,8 @@ const logStream = "KV_" + contract.BucketDeliveries
 // written before keys named their target, whose fields say the rest), so
 // readers still check the records they are given.
 type Filter struct {
-	// keys match keys of either layout; old match only the keys written
+	// keys are always read (keys that name their target, or, as
+	// "<tenant>.>", of both layouts); old match only the keys written
 	// before keys named their target, read while the log may keep some
 	// (OldKeysGone).
 	keys, old []string
@@ -261,14 +262,15 @@ func readConsumer(ctx context.Context, js jetstream.JetStream, filter Filter, si
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
 	var found []jetstream.Consumer
-	for _, f := range subjects {
+	for i, f := range subjects {
 		cfg.FilterSubject = bus.KeySubject(contract.BucketDeliveries, f)
 		cons, err := js.CreateConsumer(ctx, logStream, cfg)
 		if err != nil {
 			dropConsumers(ctx, js, found...)
 			return nil, err
 		}
-		if cons.CachedInfo().NumPending == 0 && (len(found) > 0 || f != subjects[len(subjects)-1]) {
+		// Nothing to read: dropped, unless it is the last and none had.
+		if cons.CachedInfo().NumPending == 0 && (len(found) > 0 || i < len(subjects)-1) {
 			dropConsumers(ctx, js, cons)
 			continue
 		}
