@@ -46,8 +46,9 @@ type Index struct {
 
 // OnChange has the watch tell changed of every endpoint it changes: old is
 // the endpoint as it was (nil when new), now as it is (nil when deleted).
-// changed runs on the watch's goroutine, outside the index's lock; it is
-// set before Run.
+// changed runs on the watch's goroutine, under the index's lock, before
+// readers see the change: it must not call the index. It is set before
+// Run.
 func (x *Index) OnChange(changed func(old, now *Endpoint)) { x.changed = changed }
 
 type goneMark struct {
@@ -101,10 +102,12 @@ func (x *Index) apply(entry jetstream.KeyValueEntry) {
 	}
 	x.set(tenant, id, ep)
 	now := x.byTenant[tenant][id]
-	x.mu.Unlock()
 	if x.changed != nil && now != old {
+		// Before readers see now: a delivery that finds an endpoint
+		// enabled again finds its circuit closed too.
 		x.changed(old, now)
 	}
+	x.mu.Unlock()
 }
 
 // markGone notes that the endpoint under key left the bucket at revision
