@@ -980,6 +980,10 @@ func TestJobWhoseResultIsTooLargeFails(t *testing.T) {
 		require.Equal(t, contract.StatusFailed, rec.Status)
 		require.Contains(t, rec.Error, "max_payload")
 		require.Nil(t, rec.Result)
+		// Its event follows its record: out before the next job's, which
+		// is looked for as the last (it once came after it, in CI).
+		require.Eventually(t, func() bool { _, job := b.lastEvent(t, "acme", contract.StatusFailed); return job.ID == id },
+			10*time.Second, 10*time.Millisecond, "no job.failed event of %s", id)
 	}
 
 	// An internal publisher's job whose message fits but whose record does
